@@ -1,0 +1,109 @@
+"""The ``danet-deploy`` command line (contracts in DESIGN §4).
+
+Exit codes: 0 success, 1 user error (one line on stderr naming what is at fault;
+``--debug`` shows the traceback), 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from . import __version__
+from .errors import UserError
+from .models import CONNECTIONS, list_archs
+from .progress import console
+
+DEFAULT_ARCH, DEFAULT_CONNECTION = "digits_resnet", "da"
+
+
+class _Group(click.Group):
+    """Turns UserError into a one-line message and exit code 1 (tracebacks only with --debug)."""
+
+    def invoke(self, ctx: click.Context):  # type: ignore[override]
+        try:
+            return super().invoke(ctx)
+        except UserError as e:
+            if ctx.obj and ctx.obj.get("debug"):
+                raise
+            click.echo(f"danet-deploy: error: {e}", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show full tracebacks on errors.")
+@click.version_option(__version__, prog_name="danet-deploy")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
+    """Deploy deep spiking residual networks (DANets) to neuromorphic hardware.
+
+    Pipeline: train -> export (NIR) -> compile (Lava / Loihi) -> simulate -> report.
+    Start with `danet-deploy demo`.
+    """
+    ctx.obj = {"debug": debug}
+
+
+def _train_options(f):
+    """Options shared by `train` and `demo`."""
+    archs = list_archs()
+    f = click.option("--arch", default=DEFAULT_ARCH, show_default=True, type=click.Choice(list(archs)),
+                     help="Architecture (see `danet-deploy train --help` for the list).")(f)
+    f = click.option("--connection", default=DEFAULT_CONNECTION, show_default=True,
+                     type=click.Choice(CONNECTIONS), help="Residual connection type (DESIGN §2).")(f)
+    f = click.option("--timesteps", "-T", default=4, show_default=True, type=click.IntRange(1),
+                     help="Time steps per sample (direct encoding of static inputs).")(f)
+    f = click.option("--epochs", default=30, show_default=True, type=click.IntRange(1))(f)
+    f = click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1),
+                     help="Global batch size (split across DDP processes under torchrun).")(f)
+    f = click.option("--lr", default=5e-3, show_default=True, type=float, help="AdamW learning rate.")(f)
+    f = click.option("--device", default="auto", show_default=True,
+                     type=click.Choice(["auto", "cpu", "cuda"]))(f)
+    f = click.option("--seed", default=0, show_default=True, type=int)(f)
+    return f
+
+
+@main.command()
+@_train_options
+@click.option("--data", default="digits", show_default=True,
+              help="digits | cifar10:PATH | cifar100:PATH | imagefolder:PATH | tensor:PATH")
+@click.option("--amp", is_flag=True, help="Mixed precision (CUDA only).")
+@click.option("--workers", default=0, show_default=True, type=click.IntRange(0), help="Data-loader workers.")
+@click.option("--learn-beta", is_flag=True, help="Learn each layer's membrane decay.")
+@click.option("--resume", type=click.Path(dir_okay=False), help="Continue from this checkpoint.")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Checkpoint to write.")
+def train(output: str, **kw) -> None:
+    """Train a spiking network with surrogate gradients and write a checkpoint.
+
+    \b
+    Multi-GPU: torchrun --nproc_per_node=N -m danet_deploy train ...
+    Architectures and their connection types:
+    """
+    from .train import TrainOptions, train as run_training
+
+    metrics = run_training(TrainOptions(**kw), Path(output))
+    console.print(f"wrote {output}: test accuracy {metrics['test_accuracy']:.4f}")
+
+
+train.help = (train.help or "") + "".join(
+    f"\n    {name}: {', '.join(spec.connections)}" for name, spec in list_archs().items())
+
+
+@main.command()
+@_train_options
+@click.option("-o", "--outdir", default="runs/demo", show_default=True, type=click.Path(file_okay=False),
+              help="Where the demo writes its files.")
+def demo(outdir: str, **kw) -> None:
+    """The embedded default job: train the digits DANet (no download) and report it."""
+    from .train import TrainOptions, train as run_training
+
+    out = Path(outdir) / f"{kw['arch']}_{kw['connection']}.pt"
+    console.print(f"[bold]danet-deploy demo[/]: training {kw['arch']} ({kw['connection']}) on digits")
+    metrics = run_training(TrainOptions(data="digits", **kw), out)
+    console.print(f"test accuracy {metrics['test_accuracy']:.4f} after {metrics['epochs']} epochs "
+                  f"({metrics['train_seconds']:.0f} s); checkpoint: {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,148 @@
+"""Datasets by spec string. Nothing is ever downloaded.
+
+* ``digits``: scikit-learn's bundled 8x8 digits, a fixed 80/20 split (the default).
+* ``cifar10:PATH`` / ``cifar100:PATH``: torchvision's CIFAR folders under ``PATH``.
+* ``imagefolder:PATH``: ImageNet layout, ``PATH/train/<class>/*`` and ``PATH/val/<class>/*``.
+* ``tensor:PATH`` (or a bare ``*.pt`` path): a torch file with ``inputs`` ``[N, ...]``
+  (static) or ``[N, T, ...]`` (time-varying) and ``labels`` ``[N]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, Subset, TensorDataset
+
+from .errors import UserError
+
+KINDS = ("digits", "cifar10:PATH", "cifar100:PATH", "imagefolder:PATH", "tensor:PATH")
+SPLIT_SEED = 0
+TEST_FRACTION = 0.2
+
+
+@dataclass
+class DataInfo:
+    """What a checkpoint records about the data its model was trained on."""
+
+    spec: str
+    name: str
+    input_shape: list[int]
+    num_classes: int
+    mean: list[float]
+    std: list[float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _split_indices(n: int, split: str) -> np.ndarray:
+    """A fixed, seeded train/test partition shared by every run and every process."""
+    perm = np.random.default_rng(SPLIT_SEED).permutation(n)
+    n_test = int(round(n * TEST_FRACTION))
+    return {"test": np.sort(perm[:n_test]), "train": np.sort(perm[n_test:]), "all": np.arange(n)}[split]
+
+
+def _digits(split: str) -> tuple[Dataset, DataInfo]:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = torch.tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    y = torch.tensor(bunch.target, dtype=torch.long)
+    idx = torch.as_tensor(_split_indices(len(y), split))
+    info = DataInfo("digits", "digits", [1, 8, 8], 10, [0.0], [1.0])
+    return TensorDataset(x[idx], y[idx]), info
+
+
+def _existing(path: str, spec: str) -> Path:
+    if not path:
+        raise UserError(f"dataset {spec!r} needs a path, e.g. {spec.split(':')[0]}:/data/dir")
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise UserError(f"dataset path not found: {p}")
+    return p
+
+
+def _cifar(kind: str, path: Path, split: str) -> tuple[Dataset, DataInfo]:
+    import torchvision
+    from torchvision import transforms as tf
+
+    cls = torchvision.datasets.CIFAR10 if kind == "cifar10" else torchvision.datasets.CIFAR100
+    mean, std = [0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]
+    aug = [tf.RandomCrop(32, padding=4), tf.RandomHorizontalFlip()] if split == "train" else []
+    try:
+        ds = cls(str(path), train=split == "train", download=False,
+                 transform=tf.Compose(aug + [tf.ToTensor(), tf.Normalize(mean, std)]))
+    except RuntimeError as e:  # torchvision: "Dataset not found or corrupted"
+        raise UserError(f"{kind} data not found under {path} (expected torchvision's "
+                        f"cifar-10-batches-py / cifar-100-python folder): {e}") from None
+    return ds, DataInfo(f"{kind}:{path}", kind, [3, 32, 32], 10 if kind == "cifar10" else 100, mean, std)
+
+
+def _imagefolder(path: Path, split: str) -> tuple[Dataset, DataInfo]:
+    import torchvision
+    from torchvision import transforms as tf
+
+    mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+    folder = path / ("train" if split == "train" else "val")
+    if not folder.is_dir():
+        raise UserError(f"imagefolder dataset needs {folder}/ (ImageNet layout: train/ and val/)")
+    pre = ([tf.RandomResizedCrop(224), tf.RandomHorizontalFlip()] if split == "train"
+           else [tf.Resize(256), tf.CenterCrop(224)])
+    ds = torchvision.datasets.ImageFolder(str(folder), tf.Compose(pre + [tf.ToTensor(),
+                                                                         tf.Normalize(mean, std)]))
+    return ds, DataInfo(f"imagefolder:{path}", "imagefolder", [3, 224, 224], len(ds.classes), mean, std)
+
+
+def load_tensor_file(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """Read ``inputs`` and ``labels`` from a tensor file without executing pickled code."""
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any failure means "not a usable tensor file"
+        raise UserError(f"{path}: not a readable tensor file ({type(e).__name__})") from None
+    if not isinstance(blob, dict) or "inputs" not in blob or "labels" not in blob:
+        raise UserError(f"{path}: tensor file must hold a dict with 'inputs' and 'labels'")
+    x, y = blob["inputs"], blob["labels"]
+    if not (torch.is_tensor(x) and torch.is_tensor(y)) or x.shape[0] != y.shape[0] or y.dim() != 1:
+        raise UserError(f"{path}: 'inputs' [N, ...] and 'labels' [N] must be tensors of equal N")
+    return x.float(), y.long()
+
+
+def _tensor(path: Path, split: str, static_dims: int | None) -> tuple[Dataset, DataInfo]:
+    x, y = load_tensor_file(path)
+    idx = torch.as_tensor(_split_indices(len(y), split))
+    # [N, C, H, W] is static; [N, T, C, H, W] is time-varying (T steps of spikes or values)
+    dims = static_dims if static_dims is not None else (3 if x.dim() in (4, 5) else x.dim() - 1)
+    shape = list(x.shape[-dims:])
+    info = DataInfo(f"tensor:{path}", "tensor", shape, int(y.max()) + 1 if len(y) else 0, [0.0], [1.0])
+    return TensorDataset(x[idx], y[idx]), info
+
+
+def load_dataset(spec: str, split: str = "train", static_dims: int | None = None) -> tuple[Dataset, DataInfo]:
+    """Return the dataset named by ``spec`` and what it is; ``split`` is train, test or all."""
+    if split not in ("train", "test", "all"):
+        raise ValueError(split)
+    kind, _, path = spec.partition(":")
+    if spec.endswith(".pt") and not path:
+        kind, path = "tensor", spec
+    if kind == "digits" and not path:
+        ds, info = _digits(split)
+    elif kind in ("cifar10", "cifar100"):
+        ds, info = _cifar(kind, _existing(path, spec), split)
+    elif kind == "imagefolder":
+        ds, info = _imagefolder(_existing(path, spec), split)
+    elif kind == "tensor":
+        ds, info = _tensor(_existing(path, spec), split, static_dims)
+    else:
+        raise UserError(f"unknown dataset {spec!r}; valid: {', '.join(KINDS)}")
+    if len(ds) == 0:
+        raise UserError(f"dataset {spec!r} has no {split} samples")
+    return ds, info
+
+
+def first(ds: Dataset, n: int | None) -> Dataset:
+    """The first ``n`` samples (all when ``n`` is None) — evaluation subsets are deterministic."""
+    return ds if n is None or n >= len(ds) else Subset(ds, range(n))

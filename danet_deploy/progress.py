@@ -1,0 +1,24 @@
+"""Shared terminal output: one stderr console and a progress bar helper."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+console = Console(stderr=True)
+
+
+@contextmanager
+def progress_bar(title: str, total: int, enabled: bool = True) -> Iterator[Callable[[str], None]]:
+    """Yield ``advance(status)``; draws a bar on a terminal and stays silent otherwise."""
+    if not enabled or not console.is_terminal:
+        yield lambda status="": None
+        return
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[status]}"), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task(title, total=total, status="")
+        yield lambda status="": progress.update(task, advance=1, status=status)

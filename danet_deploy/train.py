@@ -1,0 +1,209 @@
+"""Training with snnTorch surrogate gradients (BPTT), on CPU or CUDA, single process or DDP.
+
+Under ``torchrun`` every process trains on an interleaved share of the same global
+batch and BatchNorm statistics are all-reduced, so a DDP run equals a single-process
+run with the same global batch (up to float summation order).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.distributed.nn.functional as dist_nn
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from .checkpoint import read_checkpoint, save_checkpoint
+from .data import load_dataset
+from .errors import UserError
+from .models import SpikingNet, build_from_config, make_config
+from .progress import console, progress_bar
+
+
+@dataclass
+class TrainOptions:
+    arch: str = "digits_resnet"
+    connection: str = "da"
+    data: str = "digits"
+    timesteps: int = 4
+    epochs: int = 30
+    batch_size: int = 64          # global batch, split over DDP processes
+    lr: float = 5e-3
+    weight_decay: float = 1e-4
+    device: str = "auto"
+    seed: int = 0
+    amp: bool = False
+    workers: int = 0
+    learn_beta: bool = False
+    resume: str | None = None
+    quiet: bool = False
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is available (use --device cpu)")
+    if name not in ("cpu", "cuda"):
+        raise UserError(f"unknown device {name!r}; valid: cpu, cuda, auto")
+    return torch.device(name)
+
+
+class GlobalBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm whose training statistics span every DDP process (CPU/gloo and CUDA).
+
+    The all-reduce is differentiable, so gradients equal those of one process that
+    sees the whole global batch.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not (self.training and dist.is_initialized() and dist.get_world_size() > 1):
+            return super().forward(x)
+        c = x.shape[1]
+        dims = (0, 2, 3)
+        local = torch.cat([x.sum(dims), (x * x).sum(dims), x.new_tensor([x.numel() / c])])
+        total = dist_nn.all_reduce(local)
+        n = total[-1]
+        mean = total[:c] / n
+        var = total[c:2 * c] / n - mean * mean
+        with torch.no_grad():
+            self.num_batches_tracked += 1
+            self.running_mean.mul_(1 - self.momentum).add_(self.momentum * mean)
+            self.running_var.mul_(1 - self.momentum).add_(self.momentum * var * n / (n - 1))
+        shape = (1, c, 1, 1)
+        return ((x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps) * self.weight.view(shape)
+                + self.bias.view(shape))
+
+
+def use_global_batchnorm(model: nn.Module) -> None:
+    """Switch every BatchNorm2d in place (the graph keeps referring to the same modules)."""
+    for m in model.modules():
+        if type(m) is nn.BatchNorm2d:
+            m.__class__ = GlobalBatchNorm2d
+
+
+def epoch_batches(n: int, global_batch: int, seed: int, epoch: int, rank: int, world: int) -> Iterator[list[int]]:
+    """This process's share of each global batch: a seeded permutation cut into batches,
+    every ``world``-th sample of a batch going to one process (last partial batch dropped)."""
+    if global_batch % world:
+        raise UserError(f"--batch-size {global_batch} is not divisible by the {world} DDP processes")
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    order = torch.randperm(n, generator=gen).tolist()
+    for start in range(0, n - global_batch + 1, global_batch):
+        yield order[start + rank:start + global_batch:world]
+
+
+def evaluate(model: SpikingNet, ds: Dataset, device: torch.device, batch_size: int = 256) -> float:
+    """Top-1 accuracy (a fraction) of the float model."""
+    model.eval()
+    correct = 0
+    with torch.no_grad():
+        for x, y in DataLoader(ds, batch_size=batch_size):
+            correct += int((model(x.to(device)).argmax(1).cpu() == y).sum())
+    return correct / len(ds)
+
+
+def _init_distributed(device: torch.device) -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if device.type == "cuda":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    return dist.get_rank(), world
+
+
+def train(opts: TrainOptions, out: Path) -> dict[str, Any]:
+    """Train and write the checkpoint to ``out`` after every epoch; return the metrics."""
+    device = resolve_device(opts.device)
+    if opts.amp and device.type != "cuda":
+        raise UserError("--amp needs a CUDA device")
+    rank, world = _init_distributed(device)
+    if device.type == "cuda" and world > 1:
+        device = torch.device("cuda", torch.cuda.current_device())
+    seed_everything(opts.seed)
+    train_ds, info = load_dataset(opts.data, "train")
+    test_ds, _ = load_dataset(opts.data, "test")
+
+    start_epoch, resume_state = 0, None
+    if opts.resume:
+        resume_state = read_checkpoint(Path(opts.resume))
+        config = resume_state["config"]
+        start_epoch = resume_state.get("train_state", {}).get("epoch", 0)
+    else:
+        config = make_config(opts.arch, opts.connection, info.num_classes, opts.timesteps,
+                             info.input_shape, learn_beta=opts.learn_beta)
+    model = build_from_config(config).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
+    steps_per_epoch = len(train_ds) // opts.batch_size
+    if steps_per_epoch == 0:
+        raise UserError(f"--batch-size {opts.batch_size} exceeds the {len(train_ds)} training samples")
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=opts.epochs * steps_per_epoch)
+    if resume_state is not None:
+        model.load_state_dict(resume_state["state_dict"])
+        if "train_state" in resume_state:
+            optimizer.load_state_dict(resume_state["train_state"]["optimizer"])
+            scheduler.load_state_dict(resume_state["train_state"]["scheduler"])
+
+    net: nn.Module = model
+    if world > 1:
+        use_global_batchnorm(model)
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
+    scaler = torch.cuda.amp.GradScaler(enabled=opts.amp)
+    show = rank == 0 and not opts.quiet
+    metrics: dict[str, Any] = {}
+    t0 = time.perf_counter()
+    for epoch in range(start_epoch, opts.epochs):
+        model.train()
+        batches = list(epoch_batches(len(train_ds), opts.batch_size, opts.seed, epoch, rank, world))
+        loader = DataLoader(train_ds, batch_sampler=batches, num_workers=opts.workers)
+        seen = correct = 0
+        loss_sum = 0.0
+        with progress_bar(f"epoch {epoch + 1}/{opts.epochs}", len(batches), enabled=show) as advance:
+            for x, y in loader:
+                x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                with torch.autocast(device.type, enabled=opts.amp):
+                    logits = net(x)
+                    loss = F.cross_entropy(logits, y)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                seen += len(y)
+                correct += int((logits.argmax(1) == y).sum())
+                loss_sum += float(loss) * len(y)
+                advance(f"loss {loss_sum / seen:.3f} acc {correct / seen:.3f}")
+        test_acc = evaluate(model, test_ds, device)
+        metrics = {"test_accuracy": test_acc, "train_accuracy": correct / max(seen, 1),
+                   "train_loss": loss_sum / max(seen, 1), "epochs": epoch + 1,
+                   "train_seconds": round(time.perf_counter() - t0, 2), "world_size": world}
+        if show:
+            console.print(f"epoch {epoch + 1}/{opts.epochs}: loss {metrics['train_loss']:.4f} "
+                          f"train {metrics['train_accuracy']:.4f} test {test_acc:.4f} "
+                          f"({metrics['train_seconds']:.0f} s)")
+        if rank == 0:
+            state = {"epoch": epoch + 1, "optimizer": optimizer.state_dict(),
+                     "scheduler": scheduler.state_dict(), "options": asdict(opts)}
+            save_checkpoint(out, model, info.to_dict(), metrics, state)
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return metrics

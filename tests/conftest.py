@@ -1,0 +1,31 @@
+"""Shared fixtures: small deterministic data made on the fly (nothing is downloaded)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from danet_deploy.data import load_dataset
+
+
+@pytest.fixture(scope="session")
+def digits_tensor_file(tmp_path_factory) -> Path:
+    """The first 64 digits as a ``tensor:`` file."""
+    ds, _ = load_dataset("digits", "all")
+    x, y = ds.tensors
+    path = tmp_path_factory.mktemp("data") / "tiny_digits.pt"
+    torch.save({"inputs": x[:64].clone(), "labels": y[:64].clone()}, path)
+    return path
+
+
+def run_cli(*args: str, check: bool = False, **kw) -> subprocess.CompletedProcess:
+    """Run ``danet-deploy ARGS`` in a fresh interpreter, as a user would."""
+    proc = subprocess.run([sys.executable, "-m", "danet_deploy", *args], capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, **kw)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"danet-deploy {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
+    return proc
