@@ -1,0 +1,1 @@
+"""Format converters, installed as ``danet_deploy.converters``: NIR export and import."""

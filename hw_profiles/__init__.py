@@ -1,0 +1,1 @@
+"""Hardware profiles, one TOML file per target, installed as ``danet_deploy.hw_profiles``."""
