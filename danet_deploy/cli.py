@@ -105,5 +105,58 @@ def demo(outdir: str, **kw) -> None:
                   f"({metrics['train_seconds']:.0f} s); checkpoint: {out}")
 
 
+@main.command()
+@click.argument("model", type=click.Path(exists=True))
+@click.option("--target", "-t", default="nir", show_default=True, type=click.Choice(["nir"]),
+              help="What to produce: nir = graph.nir + manifest.json.")
+@click.option("-o", "--outdir", type=click.Path(file_okay=False),
+              help="Output directory [default: <model stem>.<target>/ next to MODEL].")
+@click.option("--dt", type=float, help="Time step in seconds for NIR neuron constants "
+              "[default: the file's, else 1e-4].")
+def export(model: str, target: str, outdir: str | None, dt: float | None) -> None:
+    """Export MODEL (a checkpoint from `train`, or a .nir file) for TARGET.
+
+    \b
+    Writes OUTDIR/graph.nir (BatchNorm folded, residual sums as NIR fan-in edges,
+    connection type and spike/current signal in each node's metadata) and
+    OUTDIR/manifest.json (time steps, dt, layer list, tool versions).
+    """
+    from .export import export as run_export
+
+    out = run_export(Path(model), target, Path(outdir) if outdir else None, dt)
+    console.print(f"wrote {out}/graph.nir and {out}/manifest.json")
+
+
+@main.command()
+@click.argument("artifact", type=click.Path(exists=True))
+@click.option("--data", default="digits", show_default=True,
+              help="digits | cifar10:PATH | cifar100:PATH | imagefolder:PATH | tensor:PATH")
+@click.option("--backend", default="fast", show_default=True, type=click.Choice(["fast"]),
+              help="fast: batched layer-synchronous simulation (float mode for NIR graphs).")
+@click.option("--samples", "-n", type=click.IntRange(1), help="Use the first N samples [default: all].")
+@click.option("--timesteps", "-T", type=click.IntRange(1),
+              help="Steps for static data when the graph does not record them.")
+@click.option("--dt", type=float, help="Time step in seconds [default: the file's, else 1e-4].")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+def simulate(artifact: str, as_json: bool, **kw) -> None:
+    """Simulate ARTIFACT (checkpoint, .nir file or export directory) on a dataset.
+
+    Prints the accuracy and, when the float model is known, its accuracy on the
+    same samples (`reference_accuracy`). Labels are compared with the arg-max of
+    the output summed over time steps (spike counts for spiking outputs).
+    """
+    import json
+
+    from .simulate import simulate as run_simulation
+
+    result = run_simulation(Path(artifact), show_progress=not as_json, **kw)
+    if as_json:
+        click.echo(json.dumps(result, sort_keys=True))
+        return
+    ref = result["reference_accuracy"]
+    console.print(f"{result['backend']} ({result['mode']}): accuracy {result['accuracy']:.4f} on "
+                  f"{result['samples']} samples" + (f"; float model {ref:.4f}" if ref is not None else ""))
+
+
 if __name__ == "__main__":
     main()

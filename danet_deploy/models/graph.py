@@ -83,6 +83,11 @@ def _apply_per_step(module: Callable[[torch.Tensor], torch.Tensor], x: torch.Ten
     return module(x.flatten(0, 1)).unflatten(0, x.shape[:2])
 
 
+def _pooled(size: tuple[int, ...], kernel: tuple, stride: tuple, padding: tuple) -> tuple[int, ...]:
+    """Spatial output size of a convolution or pooling window (dilation 1)."""
+    return tuple((n + 2 * p - k) // s + 1 for n, k, s, p in zip(size, kernel, stride, padding))
+
+
 class SpikingNet(nn.Module):
     """A spiking network defined by an explicit node list (see module docstring).
 
@@ -119,6 +124,26 @@ class SpikingNet(nn.Module):
 
     def module_of(self, node: Node) -> nn.Module:
         return self._modules_by_node[node.name]
+
+    def output_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Each node's output shape for one sample and one time step, without running it."""
+        shapes: dict[str, tuple[int, ...]] = {}
+        for node in self.nodes:
+            src = shapes[node.inputs[0]] if node.inputs else tuple(self.config["input_shape"])
+            if node.op == "conv":
+                m = self._modules_by_node[node.name]
+                shapes[node.name] = (m.out_channels, *_pooled(src[1:], m.kernel_size, m.stride, m.padding))
+            elif node.op == "maxpool":
+                a = node.attrs
+                shapes[node.name] = (src[0], *_pooled(src[1:], (a["kernel"],) * 2, (a["stride"],) * 2,
+                                                      (a["padding"],) * 2))
+            elif node.op == "gap":
+                shapes[node.name] = src[:1]
+            elif node.op == "linear":
+                shapes[node.name] = (self._modules_by_node[node.name].out_features,)
+            else:
+                shapes[node.name] = src
+        return shapes
 
     # -- execution -------------------------------------------------------------------
     def encode(self, x: torch.Tensor) -> torch.Tensor:

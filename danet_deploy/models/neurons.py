@@ -45,7 +45,7 @@ class LIF(nn.Module):
         spikes = []
         for step in x:
             spk, mem = self.cell(step, mem)
-            spikes.append(spk)
+            spikes.append(spk.to(x.dtype))  # snnTorch surrogates return float32
         # drop the state snnTorch stores on the module: it belongs to this call only
         self.cell.mem = torch.zeros(0, device=x.device)
         self.cell.reset = None

@@ -1,0 +1,217 @@
+"""SpikingNet -> NIR graph, written with ``nir``'s own primitives.
+
+Lowering rules (DESIGN §2):
+
+* BatchNorm folds into the conv that feeds it. A BatchNorm on a summed stream
+  (pre-activation ``pa``/``da`` blocks, the head) always feeds a LIF: its scale
+  becomes a ``Scale`` node on the summed currents and its shift the LIF's
+  ``v_leak = r * shift`` (a constant input current), so it folds into that
+  consumer's input scaling, exactly.
+* ``add`` nodes disappear: NIR sums every edge into a node, so each consumer gets
+  one edge per summand (SEW ADD: both spike sources feed the consumer's conv; ms,
+  pa, da: every earlier current feeds the consumer).
+* SEW AND / IAND become exact memoryless gates (``Threshold`` on ``a + d`` or
+  ``d - a``); spike max-pooling becomes ``SumPool2d`` + ``Threshold`` (an OR).
+* LIF layers become ``nir.LIF`` with forward-Euler parameters for step ``dt``:
+  ``tau = dt / (1 - beta)``, ``r = tau / dt``, so ``v <- beta * v + I``.
+* The readout is ``AvgPool2d -> Conv2d (1x1) -> Output`` of shape ``(classes, 1, 1)``
+  (no ``Flatten``, whose batch-dimension convention differs between frameworks);
+  the logits are the output current averaged over time steps.
+
+Every node's metadata records the connection type of its block, the signal it
+emits (spike / count / real) and the model node it came from; the graph's metadata
+lists every edge with its connection type and signal, and the time steps, ``dt``
+and neuron parameters.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import nir
+import numpy as np
+import torch
+
+from danet_deploy import __version__
+from danet_deploy.models import REAL, SPIKE, Node, SpikingNet
+
+DEFAULT_DT = 1e-4  # seconds; the snnTorch / NIR-paper convention
+
+
+def _array(t: torch.Tensor | np.ndarray) -> np.ndarray:
+    return (t.detach().cpu().numpy() if torch.is_tensor(t) else np.asarray(t)).copy()
+
+
+def _bn_affine(bn: torch.nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-channel ``(scale, shift)`` of an eval-mode BatchNorm."""
+    scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+    return scale, bn.bias.detach() - bn.running_mean * scale
+
+
+class _Lowering:
+    """Builds the NIR nodes and edges for one model."""
+
+    def __init__(self, model: SpikingNet, dt: float) -> None:
+        self.model, self.dt = model, dt
+        self.shapes = model.output_shapes()
+        self.consumers: dict[str, list[Node]] = {n.name: [] for n in model.nodes}
+        for n in model.nodes:
+            for i in n.inputs:
+                self.consumers[i].append(n)
+        self.nodes: dict[str, nir.NIRNode] = {}
+        self.edges: list[tuple[str, str]] = []
+        self.edge_info: list[list[str]] = []
+        # model node -> NIR nodes whose outputs sum to its value (add nodes expand to many)
+        self.sources: dict[str, list[str]] = {}
+        self.signal: dict[str, str] = {}
+        # LIF node -> constant input current from a BatchNorm shift on its summed input
+        self.stream_shift: dict[str, np.ndarray] = {}
+
+    def _emit(self, name: str, node: nir.NIRNode, model_node: Node, signal: str) -> str:
+        node.metadata = {"connection": model_node.connection, "signal": signal, "source": model_node.name}
+        self.nodes[name] = node
+        self.signal[name] = signal
+        return name
+
+    def _connect(self, sources: list[str], dst: str, connection: str) -> None:
+        for src in sources:
+            self.edges.append((src, dst))
+            self.edge_info.append([src, dst, connection, self.signal[src]])
+
+    def _folded_bn(self, conv_node: Node) -> torch.nn.BatchNorm2d | None:
+        """The BatchNorm that is the only consumer of ``conv_node``, if any."""
+        users = self.consumers[conv_node.name]
+        if len(users) == 1 and users[0].op == "bn":
+            return self.model.module_of(users[0])
+        return None
+
+    def lower(self, node: Node) -> None:
+        op, shape = node.op, self.shapes[node.name]
+        ins = [s for i in node.inputs for s in self.sources[i]]
+        if op == "input":
+            self.sources[node.name] = [self._emit(node.name, nir.Input(input_type={"input": np.array(shape)}),
+                                                  node, node.signal)]
+        elif op == "add":
+            self.sources[node.name] = ins
+        elif op == "conv":
+            self._conv(node, ins)
+        elif op == "bn":
+            self._bn(node, ins)
+        elif op == "lif":
+            self._lif(node, ins, shape)
+        elif op in ("and", "iand"):
+            self._gate(node, shape)
+        elif op == "maxpool":
+            a = node.attrs
+            pool = self._emit(f"{node.name}.sum", nir.SumPool2d(np.array([a["kernel"]] * 2),
+                                                                np.array([a["stride"]] * 2),
+                                                                np.array([a["padding"]] * 2)),
+                              node, "count")
+            self._connect(ins, pool, node.connection)
+            out = self._emit(node.name, nir.Threshold(np.full(shape, 0.5)), node, SPIKE)
+            self._connect([pool], out, node.connection)
+            self.sources[node.name] = [out]
+        elif op == "gap":
+            size = self.shapes[node.inputs[0]][1:]
+            pool = self._emit(node.name, nir.AvgPool2d(np.array(size), np.array(size), np.array([0, 0])),
+                              node, REAL)
+            self._connect(ins, pool, node.connection)
+            self.sources[node.name] = [pool]
+        elif op == "linear":  # the readout, applied to the pooled (C, 1, 1) map as a 1x1 conv
+            m = self.model.module_of(node)
+            bias = m.bias if m.bias is not None else torch.zeros(m.out_features)
+            fc = nir.Conv2d(input_shape=(1, 1), weight=_array(m.weight)[:, :, None, None], stride=1,
+                            padding=0, dilation=1, groups=1, bias=_array(bias))
+            out = self._emit(node.name, fc, node, REAL)
+            self._connect(ins, out, node.connection)
+            self.sources[node.name] = [out]
+        else:
+            raise AssertionError(f"no NIR lowering for op {op!r}")
+
+    def _conv(self, node: Node, ins: list[str]) -> None:
+        m = self.model.module_of(node)
+        weight = m.weight.detach()
+        bias = m.bias.detach() if m.bias is not None else torch.zeros(m.out_channels, dtype=weight.dtype)
+        bn = self._folded_bn(node)
+        if bn is not None:
+            scale, shift = _bn_affine(bn)
+            weight, bias = weight * scale.view(-1, 1, 1, 1), bias * scale + shift
+        in_signal = "+".join(sorted({self.signal[s] for s in ins}))
+        conv = nir.Conv2d(input_shape=tuple(self.shapes[node.inputs[0]][1:]), weight=_array(weight),
+                          stride=tuple(m.stride), padding=tuple(m.padding), dilation=tuple(m.dilation),
+                          groups=m.groups, bias=_array(bias))
+        out = self._emit(node.name, conv, node, REAL)
+        conv.metadata["input_signal"] = in_signal  # 'real' marks a non-spiking (MAC) layer
+        self._connect(ins, out, node.connection)
+        self.sources[node.name] = [out]
+
+    def _bn(self, node: Node, ins: list[str]) -> None:
+        producer = next(n for n in self.model.nodes if n.name == node.inputs[0])
+        if producer.op == "conv" and self._folded_bn(producer) is not None:
+            self.sources[node.name] = self.sources[producer.name]
+            return
+        users = self.consumers[node.name]
+        if [u.op for u in users] != ["lif"]:
+            raise ValueError(f"{node.name}: a BatchNorm on a summed stream must feed exactly one LIF")
+        scale, shift = _bn_affine(self.model.module_of(node))
+        shape = self.shapes[node.name]
+        per_neuron = lambda t: np.broadcast_to(_array(t).reshape(-1, 1, 1), shape).copy()  # noqa: E731
+        out = self._emit(node.name, nir.Scale(per_neuron(scale)), node, REAL)
+        self._connect(ins, out, node.connection)
+        self.sources[node.name] = [out]
+        self.stream_shift[users[0].name] = per_neuron(shift)
+
+    def _lif(self, node: Node, ins: list[str], shape: tuple[int, ...]) -> None:
+        lif = self.model.module_of(node)
+        np_dtype = _array(lif.cell.threshold).dtype
+        full = lambda v: np.full(shape, v, dtype=np_dtype)  # noqa: E731
+        shift = self.stream_shift.get(node.name)
+        if lif.beta >= 1.0:
+            if shift is not None:
+                raise ValueError(f"{node.name}: a non-leaky neuron cannot absorb a BatchNorm shift")
+            neuron = nir.IF(r=full(1.0 / self.dt), v_threshold=full(lif.threshold), v_reset=full(0.0))
+        else:
+            tau = self.dt / (1.0 - lif.beta)
+            r = full(tau / self.dt)
+            v_leak = r * shift if shift is not None else full(0.0)
+            neuron = nir.LIF(tau=full(tau), r=r, v_leak=v_leak.astype(np_dtype),
+                             v_threshold=full(lif.threshold), v_reset=full(0.0))
+        out = self._emit(node.name, neuron, node, SPIKE)
+        self._connect(ins, out, node.connection)
+        self.sources[node.name] = [out]
+
+    def _gate(self, node: Node, shape: tuple[int, ...]) -> None:
+        """AND: ``a + d > 1.5``; IAND: ``d - a > 0.5`` — exact on binary spikes."""
+        a, d = (self.sources[i] for i in node.inputs)
+        gate = self._emit(node.name, nir.Threshold(np.full(shape, 1.5 if node.op == "and" else 0.5)),
+                          node, SPIKE)
+        if node.op == "iand":
+            neg = self._emit(f"{node.name}.negate", nir.Scale(np.full(shape, -1.0)), node, REAL)
+            self._connect(a, neg, node.connection)
+            a = [neg]
+        self._connect(a + d, gate, node.connection)
+        self.sources[node.name] = [gate]
+
+
+def to_nir(model: SpikingNet, dt: float = DEFAULT_DT) -> nir.NIRGraph:
+    """Lower ``model`` (in eval mode, BN statistics frozen) to a type-checked NIR graph."""
+    if model.training:
+        raise ValueError("export needs the model in eval mode (BatchNorm statistics are folded)")
+    low = _Lowering(model, dt)
+    with torch.no_grad():
+        for node in model.nodes:
+            low.lower(node)
+    out_node = next(n for n in model.nodes if n.name == model.output)
+    out_shape = np.array([*low.shapes[model.output], 1, 1])
+    low._emit("output", nir.Output(output_type={"output": out_shape}), out_node, REAL)
+    low._connect(low.sources[model.output], "output", "head")
+    cfg = model.config
+    metadata: dict[str, Any] = {
+        "producer": f"danet-deploy {__version__}",
+        "arch": cfg["arch"], "connection": cfg["connection"], "num_classes": cfg["num_classes"],
+        "timesteps": cfg["timesteps"], "dt": dt, "neuron": json.dumps(cfg["neuron"], sort_keys=True),
+        "readout": "mean of the output current over time steps",
+        "edges": json.dumps(low.edge_info),
+    }
+    return nir.NIRGraph(nodes=low.nodes, edges=low.edges, metadata=metadata)

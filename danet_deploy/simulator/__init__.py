@@ -1,0 +1,1 @@
+"""Simulators: the float reference interpreter of NIR graphs (layer-synchronous)."""

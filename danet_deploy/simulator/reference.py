@@ -1,0 +1,175 @@
+"""Layer-synchronous float interpreter of NIR graphs, written from the NIR definitions.
+
+At every time step each node receives the sum of its sources' outputs *of the same
+step* (as training frameworks compute), in topological order. Neurons are
+discretised with forward Euler and step ``dt``:
+
+* ``LIF``: ``v += dt/tau * (v_leak - v + r*I)``; spike where ``v > v_threshold``,
+  then ``v = v_reset`` there. ``LI`` is the same without spikes.
+* ``IF``: ``v += dt * r * I``; ``Integrator``: the same without spikes.
+* ``CubaLIF``: ``i += dt/tau_syn * (-i + w_in*I)``, then the LIF update driven by ``i``.
+* ``Threshold``: ``I > threshold``; ``Delay``: the input ``round(delay/dt)`` steps ago.
+
+It shares no code with the PyTorch models, so agreement between the two is evidence
+that the export is right.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import nir
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..converters.nir_import import FlatGraph
+
+Step = Callable[[torch.Tensor], torch.Tensor]
+
+
+def _param(value: object, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    return torch.as_tensor(np.asarray(value, dtype=np.float64), dtype=dtype, device=device)
+
+
+def _pair(value: object) -> tuple[int, int]:
+    arr = np.broadcast_to(np.asarray(value), (2,))
+    return int(arr[0]), int(arr[1])
+
+
+def _stateless(node: nir.NIRNode, p: Callable[[object], torch.Tensor]) -> Step:
+    """The per-step function of a node without state."""
+    if isinstance(node, (nir.Input, nir.Output)):
+        return lambda x: x
+    if isinstance(node, nir.Affine):
+        w, b = p(node.weight), p(node.bias)
+        return lambda x: x @ w.T + b
+    if isinstance(node, nir.Linear):
+        w = p(node.weight)
+        return lambda x: x @ w.T
+    if isinstance(node, (nir.Conv1d, nir.Conv2d)):
+        conv = F.conv1d if isinstance(node, nir.Conv1d) else F.conv2d
+        w, b = p(node.weight), p(node.bias)
+        pad = node.padding if isinstance(node.padding, str) else tuple(np.atleast_1d(node.padding).tolist())
+        stride, dil = tuple(np.atleast_1d(node.stride).tolist()), tuple(np.atleast_1d(node.dilation).tolist())
+        return lambda x: conv(x, w, b, stride, pad, dil, int(node.groups))
+    if isinstance(node, (nir.SumPool2d, nir.AvgPool2d)):
+        k, s, pad = _pair(node.kernel_size), _pair(node.stride), _pair(node.padding)
+        div = 1 if isinstance(node, nir.SumPool2d) else None
+        return lambda x: F.avg_pool2d(x, k, s, pad, count_include_pad=True, divisor_override=div)
+    if isinstance(node, nir.Flatten):
+        start = node.start_dim + 1 if node.start_dim >= 0 else node.start_dim
+        end = node.end_dim + 1 if node.end_dim >= 0 else node.end_dim
+        return lambda x: x.flatten(start, end)
+    if isinstance(node, nir.Scale):
+        s = p(node.scale)
+        return lambda x: x * s
+    if isinstance(node, nir.Threshold):
+        th = p(node.threshold)
+        return lambda x: (x > th).to(x.dtype)
+    raise AssertionError(type(node).__name__)
+
+
+class _Neuron:
+    """State and update of one neuron population (reset by :meth:`reset`)."""
+
+    def __init__(self, node: nir.NIRNode, dt: float, p: Callable[[object], torch.Tensor]) -> None:
+        self.node, self.dt = node, dt
+        if isinstance(node, (nir.LIF, nir.LI)):
+            self.k, self.r, self.leak = dt / p(node.tau), p(node.r), p(node.v_leak)
+        elif isinstance(node, (nir.IF, nir.I)):
+            self.r = p(node.r)
+        elif isinstance(node, nir.CubaLIF):
+            self.k_syn, self.w_in = dt / p(node.tau_syn), p(node.w_in)
+            self.k, self.r, self.leak = dt / p(node.tau_mem), p(node.r), p(node.v_leak)
+        if isinstance(node, (nir.LIF, nir.IF, nir.CubaLIF)):
+            self.th, self.v_reset = p(node.v_threshold), p(node.v_reset)
+        if isinstance(node, nir.Delay):
+            self.steps = np.rint(np.asarray(node.delay, dtype=np.float64) / dt).astype(np.int64)
+            self.index = torch.as_tensor(self.steps)
+        self.state: dict[str, torch.Tensor] = {}
+
+    def reset(self) -> None:
+        self.state = {}
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        node, st = self.node, self.state
+        if isinstance(node, nir.Delay):
+            return self._delay(x)
+        v = st.get("v", torch.zeros_like(x))
+        if isinstance(node, nir.CubaLIF):
+            i = st.get("i", torch.zeros_like(x))
+            i = i + self.k_syn * (-i + self.w_in * x)
+            st["i"] = i
+            x = i
+        if isinstance(node, (nir.LIF, nir.LI, nir.CubaLIF)):
+            v = v + self.k * (self.leak - v + self.r * x)
+        else:
+            v = v + self.dt * self.r * x
+        if isinstance(node, (nir.LI, nir.I)):
+            st["v"] = v
+            return v
+        spikes = v > self.th
+        st["v"] = torch.where(spikes, self.v_reset.expand_as(v), v)
+        return spikes.to(x.dtype)
+
+    def _delay(self, x: torch.Tensor) -> torch.Tensor:
+        depth = int(self.steps.max()) + 1 if self.steps.size else 1
+        buf = self.state.get("buffer", torch.zeros((depth, *x.shape), dtype=x.dtype, device=x.device))
+        buf = torch.cat([x.unsqueeze(0), buf[:-1]])  # buf[d] = input d steps ago
+        self.state["buffer"] = buf
+        idx = self.index.to(x.device).expand(x.shape).unsqueeze(0)
+        return torch.gather(buf, 0, idx).squeeze(0)
+
+
+class ReferenceSimulator:
+    """Runs a :class:`FlatGraph` on batches: ``run(x)`` with ``x`` ``[N, T, ...]``."""
+
+    def __init__(self, graph: FlatGraph, dtype: torch.dtype = torch.float32,
+                 device: str | torch.device = "cpu") -> None:
+        if len(graph.inputs) != 1 or not graph.outputs:
+            raise ValueError("the reference simulator needs exactly one Input and at least one Output node")
+        self.graph, self.dtype, self.device = graph, dtype, torch.device(device)
+        p = lambda v: _param(v, dtype, self.device)  # noqa: E731
+        self.neurons = {n: _Neuron(node, graph.dt, p) for n, node in graph.nodes.items()
+                        if isinstance(node, (nir.LIF, nir.LI, nir.IF, nir.I, nir.CubaLIF, nir.Delay))}
+        self.steps = {n: self.neurons.get(n) or _stateless(node, p) for n, node in graph.nodes.items()}
+
+    def run(self, x: torch.Tensor, record: bool = False) -> dict[str, torch.Tensor]:
+        """Simulate ``x`` ``[N, T, *input_shape]``; return ``[T, N, ...]`` per node.
+
+        Only the Output nodes are returned unless ``record`` is set.
+        """
+        g = self.graph
+        x = x.to(self.device, self.dtype)
+        for neuron in self.neurons.values():
+            neuron.reset()
+        keep = set(g.nodes) if record else set(g.outputs)
+        trace: dict[str, list[torch.Tensor]] = {n: [] for n in keep}
+        for t in range(x.shape[1]):
+            values: dict[str, torch.Tensor] = {}
+            for name, step in self.steps.items():
+                srcs = g.sources[name]
+                if not srcs:
+                    inp = x[:, t]
+                else:
+                    inp = values[srcs[0]]
+                    for s in srcs[1:]:
+                        inp = inp + values[s]
+                    inp = inp.reshape(x.shape[0], *self._input_shape(name, inp))
+                values[name] = step(inp)
+                if name in keep:
+                    trace[name].append(values[name])
+        return {n: torch.stack(v) for n, v in trace.items()}
+
+    def _input_shape(self, name: str, inp: torch.Tensor) -> tuple[int, ...]:
+        """Let a flat vector feed a node that expects a shaped tensor (and vice versa)."""
+        node = self.graph.nodes[name]
+        if isinstance(node, (nir.Affine, nir.Linear)):
+            return (int(np.asarray(node.weight).shape[-1]),)
+        return tuple(inp.shape[1:])
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Class index per sample: arg-max of the first output summed over time steps."""
+        out = self.run(x)[self.graph.outputs[0]]
+        return out.sum(0).flatten(1).argmax(1)
