@@ -27,6 +27,8 @@ and neuron parameters.
 from __future__ import annotations
 
 import json
+from dataclasses import fields
+from pathlib import Path
 from typing import Any
 
 import nir
@@ -39,8 +41,17 @@ from danet_deploy.models import REAL, SPIKE, Node, SpikingNet
 DEFAULT_DT = 1e-4  # seconds; the snnTorch / NIR-paper convention
 
 
-def _array(t: torch.Tensor | np.ndarray) -> np.ndarray:
-    return (t.detach().cpu().numpy() if torch.is_tensor(t) else np.asarray(t)).copy()
+def _array(t: torch.Tensor) -> np.ndarray:
+    """A numpy view of a tensor (no copy: NIR arrays share memory with the model)."""
+    return t.detach().cpu().numpy()
+
+
+def _per_neuron(value: float | np.ndarray, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """A per-neuron parameter array as a broadcast view of a scalar or a per-channel vector."""
+    value = np.asarray(value, dtype=dtype)
+    if value.ndim == 1 and len(shape) == 3:
+        value = value.reshape(-1, 1, 1)
+    return np.broadcast_to(value, shape)
 
 
 def _bn_affine(bn: torch.nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
@@ -52,8 +63,8 @@ def _bn_affine(bn: torch.nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
 class _Lowering:
     """Builds the NIR nodes and edges for one model."""
 
-    def __init__(self, model: SpikingNet, dt: float) -> None:
-        self.model, self.dt = model, dt
+    def __init__(self, model: SpikingNet, dt: float, fold_in_place: bool) -> None:
+        self.model, self.dt, self.fold_in_place = model, dt, fold_in_place
         self.shapes = model.output_shapes()
         self.consumers: dict[str, list[Node]] = {n.name: [] for n in model.nodes}
         for n in model.nodes:
@@ -109,7 +120,7 @@ class _Lowering:
                                                                 np.array([a["padding"]] * 2)),
                               node, "count")
             self._connect(ins, pool, node.connection)
-            out = self._emit(node.name, nir.Threshold(np.full(shape, 0.5)), node, SPIKE)
+            out = self._emit(node.name, nir.Threshold(_per_neuron(0.5, shape, np.float32)), node, SPIKE)
             self._connect([pool], out, node.connection)
             self.sources[node.name] = [out]
         elif op == "gap":
@@ -136,7 +147,11 @@ class _Lowering:
         bn = self._folded_bn(node)
         if bn is not None:
             scale, shift = _bn_affine(bn)
-            weight, bias = weight * scale.view(-1, 1, 1, 1), bias * scale + shift
+            if self.fold_in_place:
+                weight = weight.mul_(scale.view(-1, 1, 1, 1))
+            else:
+                weight = weight * scale.view(-1, 1, 1, 1)
+            bias = bias * scale + shift
         in_signal = "+".join(sorted({self.signal[s] for s in ins}))
         conv = nir.Conv2d(input_shape=tuple(self.shapes[node.inputs[0]][1:]), weight=_array(weight),
                           stride=tuple(m.stride), padding=tuple(m.padding), dilation=tuple(m.dilation),
@@ -154,18 +169,17 @@ class _Lowering:
         users = self.consumers[node.name]
         if [u.op for u in users] != ["lif"]:
             raise ValueError(f"{node.name}: a BatchNorm on a summed stream must feed exactly one LIF")
-        scale, shift = _bn_affine(self.model.module_of(node))
+        scale, shift = (_array(t) for t in _bn_affine(self.model.module_of(node)))
         shape = self.shapes[node.name]
-        per_neuron = lambda t: np.broadcast_to(_array(t).reshape(-1, 1, 1), shape).copy()  # noqa: E731
-        out = self._emit(node.name, nir.Scale(per_neuron(scale)), node, REAL)
+        out = self._emit(node.name, nir.Scale(_per_neuron(scale, shape, scale.dtype)), node, REAL)
         self._connect(ins, out, node.connection)
         self.sources[node.name] = [out]
-        self.stream_shift[users[0].name] = per_neuron(shift)
+        self.stream_shift[users[0].name] = shift
 
     def _lif(self, node: Node, ins: list[str], shape: tuple[int, ...]) -> None:
         lif = self.model.module_of(node)
-        np_dtype = _array(lif.cell.threshold).dtype
-        full = lambda v: np.full(shape, v, dtype=np_dtype)  # noqa: E731
+        dtype = _array(lif.cell.threshold).dtype
+        full = lambda v: _per_neuron(v, shape, dtype)  # noqa: E731
         shift = self.stream_shift.get(node.name)
         if lif.beta >= 1.0:
             if shift is not None:
@@ -173,9 +187,8 @@ class _Lowering:
             neuron = nir.IF(r=full(1.0 / self.dt), v_threshold=full(lif.threshold), v_reset=full(0.0))
         else:
             tau = self.dt / (1.0 - lif.beta)
-            r = full(tau / self.dt)
-            v_leak = r * shift if shift is not None else full(0.0)
-            neuron = nir.LIF(tau=full(tau), r=r, v_leak=v_leak.astype(np_dtype),
+            r = tau / self.dt
+            neuron = nir.LIF(tau=full(tau), r=full(r), v_leak=full(r * shift if shift is not None else 0.0),
                              v_threshold=full(lif.threshold), v_reset=full(0.0))
         out = self._emit(node.name, neuron, node, SPIKE)
         self._connect(ins, out, node.connection)
@@ -184,21 +197,25 @@ class _Lowering:
     def _gate(self, node: Node, shape: tuple[int, ...]) -> None:
         """AND: ``a + d > 1.5``; IAND: ``d - a > 0.5`` — exact on binary spikes."""
         a, d = (self.sources[i] for i in node.inputs)
-        gate = self._emit(node.name, nir.Threshold(np.full(shape, 1.5 if node.op == "and" else 0.5)),
-                          node, SPIKE)
+        gate = self._emit(node.name, nir.Threshold(_per_neuron(1.5 if node.op == "and" else 0.5, shape,
+                                                               np.float32)), node, SPIKE)
         if node.op == "iand":
-            neg = self._emit(f"{node.name}.negate", nir.Scale(np.full(shape, -1.0)), node, REAL)
+            neg = self._emit(f"{node.name}.negate", nir.Scale(_per_neuron(-1.0, shape, np.float32)), node, REAL)
             self._connect(a, neg, node.connection)
             a = [neg]
         self._connect(a + d, gate, node.connection)
         self.sources[node.name] = [gate]
 
 
-def to_nir(model: SpikingNet, dt: float = DEFAULT_DT) -> nir.NIRGraph:
-    """Lower ``model`` (in eval mode, BN statistics frozen) to a type-checked NIR graph."""
+def to_nir(model: SpikingNet, dt: float = DEFAULT_DT, fold_in_place: bool = False) -> nir.NIRGraph:
+    """Lower ``model`` (in eval mode, BN statistics frozen) to a type-checked NIR graph.
+
+    The graph's arrays share memory with the model. ``fold_in_place`` folds BatchNorm
+    into the model's own conv weights (no copy of the weights; the model is spent).
+    """
     if model.training:
         raise ValueError("export needs the model in eval mode (BatchNorm statistics are folded)")
-    low = _Lowering(model, dt)
+    low = _Lowering(model, dt, fold_in_place)
     with torch.no_grad():
         for node in model.nodes:
             low.lower(node)
@@ -215,3 +232,28 @@ def to_nir(model: SpikingNet, dt: float = DEFAULT_DT) -> nir.NIRGraph:
         "edges": json.dumps(low.edge_info),
     }
     return nir.NIRGraph(nodes=low.nodes, edges=low.edges, metadata=metadata)
+
+
+def _node_dict(node: nir.NIRNode) -> dict[str, Any]:
+    """What ``node.to_dict()`` returns, without ``dataclasses.asdict``'s deep copy of arrays."""
+    if isinstance(node, nir.NIRGraph):
+        return {"type": "NIRGraph", "nodes": {k: _node_dict(n) for k, n in node.nodes.items()},
+                "edges": node.edges, "metadata": node.metadata}
+    if isinstance(node, (nir.Input, nir.Output, nir.Flatten)):
+        return node.to_dict()  # small, and serialised specially by NIR
+    d = {f.name: getattr(node, f.name) for f in fields(node) if f.name not in ("input_type", "output_type")}
+    d["type"] = type(node).__name__
+    return d
+
+
+class _Serialisable:
+    def __init__(self, graph: nir.NIRGraph) -> None:
+        self.graph = graph
+
+    def to_dict(self) -> dict[str, Any]:
+        return _node_dict(self.graph)
+
+
+def write_nir(path: Path, graph: nir.NIRGraph) -> None:
+    """Write ``graph`` with ``nir.write`` (LZF-compressed: fast, and per-neuron constants shrink)."""
+    nir.write(path, _Serialisable(graph), compression="lzf")

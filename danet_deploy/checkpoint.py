@@ -57,7 +57,8 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
+        # mmap: tensors stay in the page cache until used, so a large checkpoint is not read twice
+        blob = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except pickle.UnpicklingError as e:
         raise UserError(f"{path}: refused: the file carries pickled objects that are not plain "
                         f"data ({str(e).splitlines()[-1][:120]})") from None
@@ -71,11 +72,16 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
 
 
 def load_model(path: Path) -> tuple[SpikingNet, dict[str, Any]]:
-    """Rebuild the model stored in ``path`` in eval mode; return it with the checkpoint."""
+    """Rebuild the model stored in ``path`` in eval mode; return it with the checkpoint.
+
+    The model is built on the meta device and takes the checkpoint's (memory-mapped)
+    tensors as its parameters, so loading costs one copy of the weights, not two.
+    """
     blob = read_checkpoint(path)
-    model = build_from_config(blob["config"])
+    with torch.device("meta"):
+        model = build_from_config(blob["config"])
     try:
-        model.load_state_dict(blob["state_dict"])
+        model.load_state_dict(blob["state_dict"], assign=True)
     except RuntimeError as e:
         raise UserError(f"{path}: weights do not match architecture "
                         f"{blob['config'].get('arch')!r} ({str(e).splitlines()[0][:160]})") from None

@@ -19,7 +19,7 @@ import nir
 
 from . import __version__
 from .checkpoint import load_model
-from .converters.nir_export import DEFAULT_DT, to_nir
+from .converters.nir_export import DEFAULT_DT, to_nir, write_nir
 from .converters.nir_import import FlatGraph, from_nir, read_nir
 from .errors import UserError
 from .models import SpikingNet
@@ -58,6 +58,15 @@ def load_artifact(path: Path, dt: float | None = None) -> Artifact:
     return Artifact(path, from_nir(nir_graph), nir_graph, model, blob)
 
 
+def _export_artifact(path: Path, dt: float | None) -> Artifact:
+    """Like :func:`load_artifact`, but folds BatchNorm into the loaded weights in place."""
+    if path.suffix == ".nir" or path.is_dir():
+        return load_artifact(path, dt)
+    model, blob = load_model(path)
+    nir_graph = to_nir(model, dt if dt is not None else DEFAULT_DT, fold_in_place=True)
+    return Artifact(path, from_nir(nir_graph), nir_graph, None, blob)
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -93,7 +102,7 @@ def manifest_for(art: Artifact, target: str) -> dict[str, Any]:
         "dt": g.dt,
         "pipeline_latency": 0,  # NIR is layer-synchronous: no per-hop delay
         "lowering": "expand",   # streams are sums of currents into their consumers
-        "source": {"path": str(art.source), "kind": "checkpoint" if art.model is not None else "nir",
+        "source": {"path": str(art.source), "kind": "nir" if art.source.suffix == ".nir" else "checkpoint",
                    "sha256": _sha256(art.source)},
         "model": {k: art.checkpoint["config"][k] for k in ("arch", "connection", "num_classes")}
         if art.checkpoint else None,
@@ -109,13 +118,12 @@ def export(model_path: Path, target: str, outdir: Path | None = None, dt: float 
     if target not in TARGETS:
         raise UserError(f"unknown target {target!r}; valid: {', '.join(TARGETS)}")
     model_path = Path(model_path)
-    art = load_artifact(model_path, dt)
+    art = _export_artifact(model_path, dt)
     outdir = Path(outdir) if outdir else model_path.parent / f"{model_path.stem}.{target}"
     outdir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", dir=outdir.parent))
     try:
-        nir.write(tmp / "graph.nir", art.nir_graph)
-        read_nir(tmp / "graph.nir")  # what we wrote must read back and validate
+        write_nir(tmp / "graph.nir", art.nir_graph)
         (tmp / "manifest.json").write_text(json.dumps(manifest_for(art, target), indent=2, sort_keys=True) + "\n")
         if outdir.exists():
             shutil.rmtree(outdir)

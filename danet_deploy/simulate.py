@@ -55,10 +55,12 @@ def simulate(artifact: Path, data: str, backend: str = "fast", samples: int | No
     batches = DataLoader(ds, batch_size=batch_size)
     with progress_bar("simulating", len(batches), enabled=show_progress) as advance:
         for x, y in batches:
-            pred = sim.predict(to_time_major_input(x.float(), input_shape, steps))
-            correct += int((pred == y).sum())
+            x = to_time_major_input(x.float(), input_shape, steps)
+            correct += int((sim.predict(x) == y).sum())
             advance(f"acc {correct / len(ds):.3f}")
-    reference = evaluate(art.model, ds, torch.device("cpu")) if art.model is not None else None
+    accuracy = correct / len(ds)
+    # the float model: the checkpoint's PyTorch model when there is one, else the NIR graph itself
+    reference = evaluate(art.model, ds, torch.device("cpu")) if art.model is not None else accuracy
     return {"backend": backend, "mode": "float", "artifact": str(artifact), "data": data,
-            "samples": len(ds), "timesteps": steps, "dt": graph.dt,
-            "accuracy": correct / len(ds), "reference_accuracy": reference}
+            "samples": len(ds), "timesteps": int(x.shape[1]), "dt": graph.dt,
+            "accuracy": accuracy, "reference_accuracy": reference}

@@ -29,3 +29,13 @@ def run_cli(*args: str, check: bool = False, **kw) -> subprocess.CompletedProces
     if check and proc.returncode != 0:
         raise AssertionError(f"danet-deploy {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
     return proc
+
+
+@pytest.fixture(scope="session")
+def trained_digits(tmp_path_factory) -> Path:
+    """A digits DANet trained for 3 epochs (about 5 s), shared by the tests that need one."""
+    from danet_deploy.train import TrainOptions, train
+
+    path = tmp_path_factory.mktemp("trained") / "digits_da.pt"
+    train(TrainOptions(epochs=3, quiet=True, device="cpu"), path)
+    return path

@@ -24,9 +24,12 @@ class LIF(nn.Module):
     def __init__(self, beta: float = 0.5, threshold: float = 1.0, learn_beta: bool = False,
                  surrogate_alpha: float = 2.0) -> None:
         super().__init__()
-        self.cell = snn.Leaky(beta=beta, threshold=threshold, learn_beta=learn_beta,
-                              spike_grad=surrogate.atan(alpha=surrogate_alpha),
-                              reset_mechanism="zero", reset_delay=False)
+        # snnTorch reads its own buffers while constructing, so the cell is always made on
+        # the CPU, even when the model is built on the meta device (see checkpoint.load_model)
+        with torch.device("cpu"):
+            self.cell = snn.Leaky(beta=beta, threshold=threshold, learn_beta=learn_beta,
+                                  spike_grad=surrogate.atan(alpha=surrogate_alpha),
+                                  reset_mechanism="zero", reset_delay=False)
         # snnTorch keeps every neuron in a class-level list (for its global reset helpers,
         # unused here); leaving it there would keep each model's last membrane alive forever.
         snn.SpikingNeuron.instances.remove(self.cell)

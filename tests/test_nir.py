@@ -1,0 +1,288 @@
+"""NIR export and import: files pass NIR's checks, and read-back graphs spike like the models."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nir
+import numpy as np
+import pytest
+import torch
+
+from danet_deploy.converters.nir_export import to_nir
+from danet_deploy.converters.nir_import import read_nir
+from danet_deploy.errors import UserError
+from danet_deploy.export import export
+from danet_deploy.models import CONNECTIONS, build
+from danet_deploy.simulator.reference import ReferenceSimulator
+
+# one architecture per family (ImageNet bottleneck with its max-pool stem, CIFAR, digits, VGG, DenseNet)
+FAMILIES = ([("resnet50", c, (3, 32, 32)) for c in CONNECTIONS]
+            + [("resnet20", c, (3, 16, 16)) for c in CONNECTIONS]
+            + [("digits_resnet", c, (1, 8, 8)) for c in CONNECTIONS]
+            + [("vgg_digits", c, (1, 8, 8)) for c in ("plain", "da")]
+            + [("densenet_digits", "da", (1, 8, 8))])
+
+
+def _randomise_batchnorm(model: torch.nn.Module) -> None:
+    """Non-trivial running statistics so that folding BatchNorm is really exercised."""
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 2.0)
+                m.bias.uniform_(-0.3, 0.6)
+
+
+@pytest.mark.parametrize("arch,connection,shape", FAMILIES)
+def test_read_back_graph_spikes_exactly_like_the_model(tmp_path: Path, arch, connection, shape) -> None:
+    torch.manual_seed(0)
+    model = build(arch, connection, 10, timesteps=3, input_shape=shape).eval()
+    _randomise_batchnorm(model)
+    model = model.double()
+    path = tmp_path / "g.nir"
+    nir.write(path, to_nir(model))
+    nir.read(path)  # NIR's own reader with its type inference
+    sim = ReferenceSimulator(read_nir(path), dtype=torch.float64)
+    x = torch.rand(3, *shape, dtype=torch.float64) * 2
+    with torch.no_grad():
+        expected = model.run(model.encode(x), record=True)
+        got = sim.run(x.unsqueeze(1).expand(3, 3, *shape), record=True)
+    spiking = [n.name for n in model.nodes if n.signal == "spike"]
+    assert spiking and all(name in got for name in spiking)
+    total = 0
+    for name in spiking:
+        assert torch.equal(got[name].reshape(expected[name].shape), expected[name]), name
+        total += int(expected[name].sum())
+    assert total > 0, "no spikes at all: the comparison would be vacuous"
+    assert torch.allclose(got["output"].flatten(2), expected[model.output], atol=1e-9)
+
+
+def test_float32_export_has_zero_spike_flips_on_digits_test_set(trained_digits: Path) -> None:
+    from danet_deploy.checkpoint import load_model
+    from danet_deploy.data import load_dataset
+
+    model, _ = load_model(trained_digits)
+    x, y = load_dataset("digits", "test")[0].tensors
+    path = trained_digits.parent / "float32.nir"
+    nir.write(path, to_nir(model))
+    sim = ReferenceSimulator(read_nir(path))
+    with torch.no_grad():
+        expected = model.run(model.encode(x), record=True)
+        got = sim.run(x.unsqueeze(1).expand(-1, model.timesteps, -1, -1, -1), record=True)
+    flips = sum(int((got[n.name].reshape(expected[n.name].shape) != expected[n.name]).sum())
+                for n in model.nodes if n.signal == "spike")
+    assert flips == 0
+    assert torch.equal(got["output"].sum(0).flatten(1).argmax(1), expected[model.output].mean(0).argmax(1))
+
+
+def test_metadata_records_connections_signals_and_time() -> None:
+    model = build("digits_resnet", "sew", 10, timesteps=5).eval()
+    graph = to_nir(model, dt=2e-4)
+    meta = graph.metadata
+    assert meta["timesteps"] == 5 and meta["dt"] == 2e-4 and meta["connection"] == "sew"
+    assert json.loads(meta["neuron"])["beta"] == 0.5
+    edges = json.loads(meta["edges"])
+    assert {tuple(e[:2]) for e in edges} == set(graph.edges)
+    # SEW ADD: the next conv receives both spike sources (shared weights), and the stem
+    # conv is the only layer fed by real values (non-spiking, counted as MACs)
+    into_conv = [e for e in edges if e[1] == "stages.1.0.conv1"]
+    assert sorted(e[0] for e in into_conv) == ["stages.0.0.sn2", "stem.sn"]
+    assert all(e[2] == "sew" and e[3] == "spike" for e in into_conv)
+    real_fed = [n for n, node in graph.nodes.items() if node.metadata.get("input_signal") == "real"]
+    assert real_fed == ["stem.conv"]
+    assert not any(n.endswith(("bn1", "bn2", ".bn")) for n in graph.nodes), "BatchNorm not folded"
+    lif = graph.nodes["stem.sn"]
+    assert np.allclose(1 - 2e-4 / lif.tau, 0.5) and np.allclose(lif.r, lif.tau / 2e-4)
+
+
+def test_gates_are_exact_threshold_neurons() -> None:
+    graph = to_nir(build("digits_resnet", "sew-iand", 10).eval())
+    gate = graph.nodes["stages.0.0.iand"]
+    assert isinstance(gate, nir.Threshold) and np.all(gate.threshold == 0.5)
+    assert ("stages.0.0.iand.negate", "stages.0.0.iand") in graph.edges
+    assert isinstance(graph.nodes["stages.0.0.iand.negate"], nir.Scale)
+
+
+# ---- graphs from elsewhere -------------------------------------------------------------
+
+def _lif_reference(currents: list[np.ndarray], beta: float, threshold: float) -> np.ndarray:
+    v, out = np.zeros_like(currents[0]), []
+    for i in currents:
+        v = beta * v + i
+        s = v > threshold
+        v = np.where(s, 0.0, v)
+        out.append(s.astype(float))
+    return np.stack(out)
+
+
+def test_hand_built_residual_fan_in(tmp_path: Path) -> None:
+    """Input -> A -> LIF1 -> C -> LIF2, plus a skip Input -> B -> LIF2 (two edges sum)."""
+    rng = np.random.default_rng(0)
+    dt, beta = 1e-3, 0.75
+    tau = dt / (1 - beta)
+    a, b, c = (rng.normal(size=s) for s in ((6, 4), (5, 4), (5, 6)))
+    lif = lambda n: nir.LIF(tau=np.full(n, tau), r=np.full(n, tau / dt), v_leak=np.zeros(n),  # noqa: E731
+                            v_threshold=np.ones(n))
+    graph = nir.NIRGraph(
+        nodes={"in": nir.Input(input_type={"input": np.array([4])}), "A": nir.Linear(a), "B": nir.Linear(b),
+               "C": nir.Linear(c), "lif1": lif(6), "lif2": lif(5), "out": nir.Output(output_type={"output": np.array([5])})},
+        edges=[("in", "A"), ("A", "lif1"), ("lif1", "C"), ("C", "lif2"), ("in", "B"), ("B", "lif2"), ("lif2", "out")],
+        metadata={"dt": dt})
+    path = tmp_path / "res.nir"
+    nir.write(path, graph)
+    x = rng.random((2, 7, 4)) * 2
+    got = ReferenceSimulator(read_nir(path), torch.float64).run(torch.tensor(x), record=True)
+    s1 = _lif_reference([x[:, t] @ a.T for t in range(7)], beta, 1.0)
+    s2 = _lif_reference([s1[t] @ c.T + x[:, t] @ b.T for t in range(7)], beta, 1.0)
+    assert torch.equal(got["lif1"], torch.tensor(s1)) and torch.equal(got["out"], torch.tensor(s2))
+    assert s2.sum() > 0
+
+
+def test_graph_written_like_snntorch(tmp_path: Path) -> None:
+    """snnTorch's exporter: dt = 1e-4 (not stored), tau = dt/(1-beta), r = tau/dt, CubaLIF w_in = tau_syn/dt."""
+    import snntorch as snn
+
+    torch.manual_seed(1)
+    dt, beta, alpha = 1e-4, 0.9, 0.8
+    conv = torch.nn.Conv2d(1, 2, 3, padding=1)
+    fc = torch.nn.Linear(2 * 4 * 4, 3)
+    tau, tau_syn = dt / (1 - beta), dt / (1 - alpha)
+    n1, n2 = (2, 4, 4), (3,)
+    graph = nir.NIRGraph(nodes={
+        "input": nir.Input(input_type={"input": np.array([1, 4, 4])}),
+        "conv": nir.Conv2d(input_shape=None, weight=conv.weight.detach().numpy(), stride=1, padding=1,
+                           dilation=1, groups=1, bias=conv.bias.detach().numpy()),
+        "lif": nir.LIF(tau=np.full(n1, tau), r=np.full(n1, tau / dt), v_leak=np.zeros(n1), v_threshold=np.ones(n1)),
+        "flat": nir.Flatten(input_type=None, start_dim=0, end_dim=-1),
+        "fc": nir.Affine(fc.weight.detach().numpy(), fc.bias.detach().numpy()),
+        "cuba": nir.CubaLIF(tau_syn=np.full(n2, tau_syn), tau_mem=np.full(n2, tau), r=np.full(n2, tau / dt),
+                            v_leak=np.zeros(n2), v_threshold=np.ones(n2), w_in=np.full(n2, tau_syn / dt)),
+        "output": nir.Output(output_type={"output": np.array([3])})},
+        edges=[("input", "conv"), ("conv", "lif"), ("lif", "flat"), ("flat", "fc"), ("fc", "cuba"), ("cuba", "output")])
+    path = tmp_path / "snntorch_style.nir"
+    nir.write(path, graph)
+    x = torch.rand(4, 6, 1, 4, 4) * 3
+    got = ReferenceSimulator(read_nir(path)).run(x)["output"]
+    leaky = snn.Leaky(beta=beta, reset_mechanism="zero", reset_delay=False)
+    syn = snn.Synaptic(alpha=alpha, beta=beta, reset_mechanism="zero", reset_delay=False)
+    mem1, (isyn, mem2), spikes = None, (None, None), []
+    with torch.no_grad():
+        for t in range(6):
+            cur = conv(x[:, t])
+            mem1 = torch.zeros_like(cur) if mem1 is None else mem1
+            s1, mem1 = leaky(cur, mem1)
+            cur2 = fc(s1.flatten(1))
+            if isyn is None:
+                isyn, mem2 = torch.zeros_like(cur2), torch.zeros_like(cur2)
+            s2, isyn, mem2 = syn(cur2, isyn, mem2)
+            spikes.append(s2)
+    expected = torch.stack(spikes)
+    assert expected.sum() > 0
+    assert torch.equal(got, expected)
+
+
+def test_graph_written_like_sinabs_with_dt_one(tmp_path: Path) -> None:
+    """sinabs writes IF(r=1) and SumPool2d with time in steps: imported with dt = 1."""
+    w = np.random.default_rng(2).normal(size=(2, 1, 3, 3))
+    n = (2, 2, 2)
+    graph = nir.NIRGraph(nodes={
+        "input": nir.Input(input_type={"input": np.array([1, 4, 4])}),
+        "conv": nir.Conv2d(input_shape=None, weight=w, stride=1, padding=1, dilation=1, groups=1, bias=np.zeros(2)),
+        "pool": nir.SumPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]), padding=np.array([0, 0])),
+        "iaf": nir.IF(r=np.ones(n), v_threshold=np.ones(n)),
+        "output": nir.Output(output_type={"output": np.array(n)})},
+        edges=[("input", "conv"), ("conv", "pool"), ("pool", "iaf"), ("iaf", "output")])
+    path = tmp_path / "sinabs_style.nir"
+    nir.write(path, graph)
+    x = torch.rand(3, 5, 1, 4, 4, dtype=torch.float64)
+    got = ReferenceSimulator(read_nir(path, dt=1.0), torch.float64).run(x)["output"]
+    cur = torch.nn.functional.avg_pool2d(torch.nn.functional.conv2d(x.flatten(0, 1), torch.tensor(w), padding=1),
+                                         2, divisor_override=1).unflatten(0, (3, 5))
+    v, expected = torch.zeros_like(cur[:, 0]), []
+    for t in range(5):
+        v = v + cur[:, t]
+        s = v > 1
+        v = torch.where(s, 0.0, v)
+        expected.append(s.double())
+    assert torch.equal(got, torch.stack(expected)) and got.sum() > 0
+
+
+def test_nested_subgraph_and_delay(tmp_path: Path) -> None:
+    inner = nir.NIRGraph(nodes={"i": nir.Input(input_type={"input": np.array([3])}),
+                                "scale": nir.Scale(np.array([1.0, 2.0, 3.0])),
+                                "o": nir.Output(output_type={"output": np.array([3])})},
+                         edges=[("i", "scale"), ("scale", "o")])
+    graph = nir.NIRGraph(nodes={"input": nir.Input(input_type={"input": np.array([3])}), "sub": inner,
+                                "delay": nir.Delay(np.array([0.0, 1.0, 2.0])),
+                                "output": nir.Output(output_type={"output": np.array([3])})},
+                         edges=[("input", "sub"), ("sub", "delay"), ("delay", "output")])
+    path = tmp_path / "nested.nir"
+    nir.write(path, graph)
+    flat = read_nir(path, dt=1.0)
+    assert "sub.scale" in flat.nodes
+    x = torch.arange(12, dtype=torch.float64).reshape(1, 4, 3)
+    out = ReferenceSimulator(flat, torch.float64).run(x)["output"][:, 0]
+    scaled = x[0] * torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
+    for t in range(4):
+        for j, d in enumerate((0, 1, 2)):
+            assert out[t, j] == (scaled[t - d, j] if t >= d else 0.0)
+
+
+# ---- bad input ----------------------------------------------------------------------
+
+def _write(tmp_path: Path, nodes: dict, edges: list) -> Path:
+    path = tmp_path / "bad.nir"
+    nir.write(path, nir.NIRGraph(nodes=nodes, edges=edges, type_check=False))
+    return path
+
+
+def _io(n: int) -> dict:
+    return {"in": nir.Input(input_type={"input": np.array([n])}), "out": nir.Output(output_type={"output": np.array([n])})}
+
+
+@pytest.mark.parametrize("case,match", [
+    ("unsupported", "node 'cli'.*unsupported NIR type CubaLI"),
+    ("cycle", "cycle through"),
+    ("shape", "node 'b'.*input from 'a' has shape \\(4,\\), expected \\(5,\\)"),
+    ("nan", "node 'a'.*parameter weight contains NaN or Inf"),
+])
+def test_bad_graphs_give_one_line_errors_naming_the_node(tmp_path: Path, case: str, match: str) -> None:
+    w = np.ones((4, 3))
+    if case == "unsupported":
+        nodes = {**_io(3), "cli": nir.CubaLI(tau_syn=np.ones(3), tau_mem=np.ones(3), r=np.ones(3), v_leak=np.zeros(3))}
+        edges = [("in", "cli"), ("cli", "out")]
+    elif case == "cycle":
+        nodes = {**_io(3), "a": nir.Linear(np.eye(3)), "b": nir.Linear(np.eye(3))}
+        edges = [("in", "a"), ("a", "b"), ("b", "a"), ("b", "out")]
+    elif case == "shape":
+        nodes = {**_io(3), "a": nir.Linear(w), "b": nir.Linear(np.ones((3, 5)))}
+        edges = [("in", "a"), ("a", "b"), ("b", "out")]
+    else:
+        nodes = {**_io(4), "a": nir.Linear(np.full((4, 4), np.nan))}
+        edges = [("in", "a"), ("a", "out")]
+    path = _write(tmp_path, nodes, edges)
+    with pytest.raises(UserError, match=match) as info:
+        read_nir(path)
+    assert "\n" not in str(info.value) and str(path) in str(info.value)
+    with pytest.raises(UserError):
+        export(path, "nir", tmp_path / "out")
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.*")), "half-written output"
+
+
+def test_serialisation_matches_nir_to_dict() -> None:
+    from danet_deploy.converters.nir_export import _node_dict
+
+    graph = to_nir(build("digits_resnet", "da", 10).eval())
+    ours, theirs = _node_dict(graph), graph.to_dict()
+
+    def same(a, b) -> bool:
+        if isinstance(a, dict):
+            return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+        if isinstance(a, (list, tuple)):
+            return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+        return bool(np.array_equal(np.asarray(a), np.asarray(b)))
+
+    assert same(ours, theirs)
