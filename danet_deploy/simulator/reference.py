@@ -37,8 +37,8 @@ def _pair(value: object) -> tuple[int, int]:
     return int(arr[0]), int(arr[1])
 
 
-def _stateless(node: nir.NIRNode, p: Callable[[object], torch.Tensor]) -> Step:
-    """The per-step function of a node without state."""
+def linear_step(node: nir.NIRNode, p: Callable[[object], torch.Tensor]) -> Step:
+    """The per-step function of a node without state (affine maps, Threshold)."""
     if isinstance(node, (nir.Input, nir.Output)):
         return lambda x: x
     if isinstance(node, nir.Affine):
@@ -133,7 +133,7 @@ class ReferenceSimulator:
         p = lambda v: _param(v, dtype, self.device)  # noqa: E731
         self.neurons = {n: _Neuron(node, graph.dt, p) for n, node in graph.nodes.items()
                         if isinstance(node, (nir.LIF, nir.LI, nir.IF, nir.I, nir.CubaLIF, nir.Delay))}
-        self.steps = {n: self.neurons.get(n) or _stateless(node, p) for n, node in graph.nodes.items()}
+        self.steps = {n: self.neurons.get(n) or linear_step(node, p) for n, node in graph.nodes.items()}
 
     def run(self, x: torch.Tensor, record: bool = False) -> dict[str, torch.Tensor]:
         """Simulate ``x`` ``[N, T, *input_shape]``; return ``[T, N, ...]`` per node.

@@ -1,0 +1,335 @@
+"""Compile stage: a NIR graph -> a fixed-point program for a Loihi hardware profile.
+
+1. lower (``expand`` / ``relay`` / ``auto``, see :mod:`lowering`), with delay balancing;
+2. quantise to Lava's fixed point (``lava-semantics.md`` §1-§3): per population a scale
+   ``K`` (integer voltage = ``K`` x float voltage) chosen from the weights (8-bit), the
+   threshold (17-bit), the bias (13-bit mantissa) and, from a few calibration samples,
+   the largest input current (so the 24-bit current never wraps);
+3. map every population onto cores within the profile's limits; a violation is an
+   error naming the layer, the limit, the value and a remedy;
+4. write ``program.h5`` (the quantised program, read back by the simulators).
+
+The integer neuron model is Lava's LIF with ``du = 4095`` (no current memory):
+``v <- trunc(v * (4096 - dv) / 4096) + 64 * A + (bias_mant << 6)``, spike if
+``v > vth << 6``, then ``v = 0``; ``A = sum_terms W_q * x`` with ``x`` the source's
+spikes, or its integer value for graded sources (the input, relays).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import torch
+
+from .converters.nir_import import FlatGraph
+from .errors import UserError
+from .lowering import Lowered, Map, Population, Term, lower
+from .profiles import Profile
+from .simulator.reference import ReferenceSimulator
+
+TARGETS = {"loihi2-sim": "loihi2", "loihi2": "loihi2", "loihi1": "loihi1"}
+INPUT_BITS = 8          # graded input values (pixels) are quantised to signed 8 bits
+WEIGHT_MAX = 254        # largest |weight| that survives Lava's 8-bit clip and mixed-sign LSB drop
+CURRENT_HEADROOM = 2 ** 16  # |A| bound: 64 * A stays well inside the 24-bit current
+RELAY_HEADROOM = 2 ** 22    # graded relay values stay inside a signed 24-bit payload
+BIAS_EXP = 6
+
+
+@dataclass
+class Fixed:
+    """The integer parameters of one population."""
+
+    scale: float                 # K: integer voltage per unit of float voltage
+    value_scale: float = 1.0     # integer output value per unit of float signal (graded sources)
+    vth: int = 0
+    dv: int = 0
+    du: int = 4095
+    bias_mant: np.ndarray | None = None   # per neuron, times 2**BIAS_EXP
+    quant_error: float = 0.0
+    graded: bool = False         # emits graded values (input, relays) instead of binary spikes
+
+
+@dataclass
+class Program:
+    """What `export --target loihi*` produces and the simulators run."""
+
+    target: str
+    profile: str
+    lowered: Lowered
+    fixed: dict[str, Fixed]
+    mapping: dict[str, dict[str, Any]] = field(default_factory=dict)
+    readout_bias: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def populations(self) -> dict[str, Population]:
+        return self.lowered.populations
+
+
+# ---- calibration and quantisation ------------------------------------------------------
+
+def calibrate(graph: FlatGraph, x: torch.Tensor) -> dict[str, float]:
+    """Largest |input current| of every node (sum of its sources) on a few samples."""
+    values = ReferenceSimulator(graph).run(x, record=True)
+    peaks = {}
+    for name, srcs in graph.sources.items():
+        if srcs:
+            total = sum(values[s].reshape(values[s].shape[0], values[s].shape[1], -1) for s in srcs)
+            peaks[name] = float(total.abs().max())
+    return peaks
+
+
+def _round_weights(w: np.ndarray) -> np.ndarray:
+    """Integers Lava's Dense/Sparse keep exactly: even values for mixed signs (LSB dropped)."""
+    if w.min() < 0 < w.max():
+        return (2 * np.rint(w / 2)).clip(-256, WEIGHT_MAX).astype(np.int32)
+    return np.rint(w).clip(-255, 255).astype(np.int32)
+
+
+def _scale_for(pop: Population, fixed: dict[str, Fixed], peak: float) -> float:
+    """The largest K that keeps weights, threshold, bias and calibrated currents in range."""
+    limits = []
+    wmax = max((pop.gain * np.abs(t.map.weight).max() / fixed[t.source].value_scale for t in pop.terms),
+               default=0.0)
+    if wmax > 0:
+        limits.append(WEIGHT_MAX * 64 / wmax)
+    if pop.kind in ("lif", "gate") and pop.threshold > 0:
+        limits.append((2 ** 17 - 1) * 64 / pop.threshold)
+    if pop.bias is not None and np.abs(pop.bias).max() > 0:
+        limits.append(4095 * 64 / np.abs(pop.bias).max())
+    if peak > 0 and pop.kind != "readout":
+        bound = RELAY_HEADROOM if pop.kind == "relay" else CURRENT_HEADROOM
+        limits.append(bound * 64 / (pop.gain * peak))
+    if not limits:
+        return 64.0
+    return float(min(limits))
+
+
+def _decay(pop: Population) -> int:
+    if pop.kind == "gate" or pop.beta == 0.0:
+        return 4096  # no voltage memory (Lava accepts 4096; v = u each step)
+    return int(np.clip(round((1.0 - pop.beta) * 4096), 0, 4095))
+
+
+def quantise(lowered: Lowered, peaks: dict[str, float], input_peak: float, input_graded: bool) -> dict[str, Fixed]:
+    """Integer weights (set on each term) and per-population fixed-point parameters."""
+    fixed: dict[str, Fixed] = {}
+    for name, pop in lowered.populations.items():
+        if pop.kind == "input":
+            q = (2 ** (INPUT_BITS - 1) - 1) / input_peak if input_graded and input_peak > 0 else 1.0
+            fixed[name] = Fixed(scale=1.0, value_scale=q, graded=input_graded)
+            continue
+        peak = peaks.get(name[:-len(".relay")] if pop.kind == "relay" else name, 0.0)
+        k = _scale_for(pop, fixed, peak)
+        err_num = err_den = 0.0
+        for t in pop.terms:
+            exact = k * pop.gain * t.map.weight / (64 * fixed[t.source].value_scale)
+            t.weight_q = _round_weights(exact)
+            err_num += float(((t.weight_q - exact) ** 2).sum())
+            err_den += float((exact ** 2).sum())
+        f = Fixed(scale=k, quant_error=math.sqrt(err_num / err_den) if err_den else 0.0)
+        if pop.kind == "relay":
+            f.value_scale, f.graded = k / 64, True
+        if pop.kind in ("lif", "gate"):
+            f.vth = int(round(k * pop.threshold / 64))
+            f.dv = _decay(pop)
+        if pop.bias is not None:
+            mant = np.rint(k * pop.bias / 64)
+            if pop.kind == "relay":
+                raise AssertionError("relays carry no bias")
+            f.bias_mant = mant.astype(np.int32)
+        fixed[name] = f
+    return fixed
+
+
+# ---- core mapping ---------------------------------------------------------------------
+
+def _valid_taps(size: int, kernel: int, stride: int, pad: int, out: int) -> np.ndarray:
+    """For each kernel offset, on how many output positions it lands inside the input."""
+    o = np.arange(out)
+    return np.array([int(((o * stride - pad + k >= 0) & (o * stride - pad + k < size)).sum())
+                     for k in range(kernel)])
+
+
+def synapse_count(m: Map, weight: np.ndarray | None = None) -> int:
+    """Exact synapses of a term: nonzero weights times the positions they connect (borders exact)."""
+    w = m.weight if weight is None else weight
+    if m.kind == "dense":
+        return int(np.count_nonzero(w))
+    (_, h, wd), (_, oh, ow) = m.in_shape, m.out_shape
+    th = _valid_taps(h, w.shape[2], m.stride[0], m.padding[0], oh)
+    tw = _valid_taps(wd, w.shape[3], m.stride[1], m.padding[1], ow)
+    nnz = np.count_nonzero(w, axis=(0, 1))  # per (kh, kw) tap
+    return int((nnz * th[:, None] * tw[None, :]).sum())
+
+
+def fan_in(m: Map, weight: np.ndarray | None = None) -> int:
+    """Most synapses onto one neuron of the consumer (interior neuron of a conv)."""
+    w = m.weight if weight is None else weight
+    return int(np.count_nonzero(w, axis=tuple(range(1, w.ndim))).max()) if w.size else 0
+
+
+def map_to_cores(lowered: Lowered, profile: Profile, quantised: bool) -> dict[str, dict[str, Any]]:
+    """Cores per population within the profile's limits (neurons, synaptic memory, fan-in)."""
+    npc = profile.limit("neurons_per_core")
+    mem = profile.limit("synaptic_memory_per_core")
+    wbits = profile.limit("weight_bits")
+    delay_bits = max(1, int(profile.limit("max_synaptic_delay")).bit_length())
+    out = {}
+    for name, pop in lowered.populations.items():
+        if pop.kind == "input":
+            continue
+        weights = [t.weight_q if quantised else None for t in pop.terms]
+        synapses = sum(synapse_count(t.map, w) for t, w in zip(pop.terms, weights))
+        bits = sum(synapse_count(t.map, w) * (wbits + (delay_bits if t.delay else 0))
+                   for t, w in zip(pop.terms, weights))
+        per_neuron = sum(fan_in(t.map, w) for t, w in zip(pop.terms, weights))
+        neurons = 0 if pop.kind == "readout" else pop.neurons
+        cores = max(math.ceil(neurons / npc), math.ceil(bits / mem), 1)
+        out[name] = {"kind": pop.kind, "neurons": neurons, "synapses": synapses, "synapse_bits": bits,
+                     "max_fan_in": per_neuron, "cores": cores, "latency": pop.latency,
+                     "max_delay": max((t.delay for t in pop.terms), default=0)}
+    return out
+
+
+def check_mapping(mapping: dict[str, dict[str, Any]], profile: Profile, lowering: str) -> list[str]:
+    """Every limit a mapping breaks, as one message per problem (empty: it fits)."""
+    axons = profile.limit("input_axons_per_core")
+    mem = profile.limit("synaptic_memory_per_core")
+    wbits = profile.limit("weight_bits")
+    max_delay = profile.limit("max_synaptic_delay")
+    remedy = "use --lowering relay" if lowering == "expand" else "reduce the layer's fan-in"
+    problems = []
+    for name, m in mapping.items():
+        if m["max_fan_in"] > axons:
+            problems.append(f"layer {name!r}: fan-in {m['max_fan_in']} per neuron exceeds "
+                            f"{profile.name}'s {axons} input axons per core; {remedy}")
+        elif m["max_fan_in"] * wbits > mem:
+            problems.append(f"layer {name!r}: one neuron needs {m['max_fan_in'] * wbits} bits of synapses, "
+                            f"more than {profile.name}'s {mem} per core; {remedy}")
+        if m["max_delay"] > max_delay:
+            problems.append(f"layer {name!r}: needs a synaptic delay of {m['max_delay']} steps, more than "
+                            f"{profile.name}'s {max_delay}; {remedy}")
+    cores = sum(m["cores"] for m in mapping.values())
+    chips = math.ceil(cores / profile.limit("cores_per_chip"))
+    if chips > profile.limit("max_chips"):
+        problems.append(f"the network needs {chips} chips ({cores} cores), more than the "
+                        f"{profile.limit('max_chips')} of the largest {profile.name} system")
+    return problems
+
+
+def summarise(mapping: dict[str, dict[str, Any]], profile: Profile) -> dict[str, int]:
+    cores = sum(m["cores"] for m in mapping.values())
+    return {"synapses": sum(m["synapses"] for m in mapping.values()),
+            "synapse_bits": sum(m["synapse_bits"] for m in mapping.values()),
+            "neurons": sum(m["neurons"] for m in mapping.values()),
+            "cores": cores, "chips": math.ceil(cores / profile.limit("cores_per_chip"))}
+
+
+# ---- compile ----------------------------------------------------------------------------
+
+def compile_graph(graph: FlatGraph, target: str, profile: Profile, lowering: str,
+                  calibration: torch.Tensor | None) -> tuple[Program, dict[str, Any]]:
+    """Lower, quantise and map ``graph``; return the program and the cost of both lowerings."""
+    if profile.kind != "chip":
+        raise UserError(f"profile {profile.name!r} is an accounting convention, not a compile target")
+    costs: dict[str, Any] = {}
+    lowered = {}
+    for mode in ("expand", "relay"):
+        lowered[mode] = lower(graph, mode)
+        mapping = map_to_cores(lowered[mode], profile, quantised=False)
+        costs[mode] = {**summarise(mapping, profile), "violations": check_mapping(mapping, profile, mode)}
+    chosen = lowering
+    if lowering == "auto":
+        chosen = "expand" if not costs["expand"]["violations"] else "relay"
+    low = lowered[chosen]
+    if chosen == "relay" and any(p.kind == "relay" for p in low.populations.values()) \
+            and not profile.limit("graded_spikes"):
+        raise UserError(f"{profile.name} has no graded spikes, so relay lowering is impossible; "
+                        f"use --lowering expand")
+    if calibration is not None:
+        peaks = calibrate(graph, calibration)
+        x = calibration
+        input_peak = float(x.abs().max())
+        input_graded = not bool(((x == 0) | (x == 1)).all())
+    else:  # no data: weights alone set the scales, inputs assumed in [-1, 1]
+        peaks, input_peak, input_graded = {}, 1.0, True
+    fixed = quantise(low, peaks, input_peak, input_graded)
+    mapping = map_to_cores(low, profile, quantised=True)
+    problems = check_mapping(mapping, profile, chosen)
+    if problems:
+        raise UserError(problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+    program = Program(target, profile.name, low, fixed, mapping)
+    for pop in low.readouts:
+        if pop.bias is not None:
+            program.readout_bias[pop.name] = np.rint(fixed[pop.name].scale * pop.bias / 64).astype(np.int64)
+    return program, costs
+
+
+# ---- program file -----------------------------------------------------------------------
+
+def write_program(path: Path, program: Program) -> None:
+    """The quantised program as HDF5: one group per population, one per synapse group."""
+    low = program.lowered
+    with h5py.File(path, "w") as f:
+        f.attrs.update({"format": "danet-deploy-program/1", "target": program.target,
+                        "profile": program.profile, "lowering": low.lowering, "dt": low.dt,
+                        "timesteps": low.timesteps or 0, "latency": low.latency})
+        for i, (name, pop) in enumerate(low.populations.items()):
+            g = f.create_group(f"populations/{i}")
+            fx = program.fixed[name]
+            g.attrs.update({"name": name, "kind": pop.kind, "shape": list(pop.shape), "latency": pop.latency,
+                            "connection": pop.connection, "beta": pop.beta, "gain": pop.gain,
+                            "threshold": pop.threshold, "scale": fx.scale, "value_scale": fx.value_scale,
+                            "vth": fx.vth, "dv": fx.dv, "du": fx.du, "graded": fx.graded,
+                            "bias_exp": BIAS_EXP, "quant_error": fx.quant_error})
+            if fx.bias_mant is not None:
+                g.create_dataset("bias_mant", data=fx.bias_mant)
+            if name in program.readout_bias:
+                g.create_dataset("readout_bias", data=program.readout_bias[name])
+            for j, t in enumerate(pop.terms):
+                tg = g.create_group(f"terms/{j}")
+                tg.attrs.update({"source": t.source, "kind": t.map.kind, "in_shape": list(t.map.in_shape),
+                                 "out_shape": list(t.map.out_shape), "stride": list(t.map.stride),
+                                 "padding": list(t.map.padding), "delay": t.delay, "connection": t.connection})
+                tg.create_dataset("weight", data=t.weight_q, compression="lzf")
+
+
+def read_program(path: Path) -> Program:
+    """Read a program written by :func:`write_program` (float weights are not kept)."""
+    pops: dict[str, Population] = {}
+    fixed: dict[str, Fixed] = {}
+    readout_bias = {}
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise UserError(f"{path}: not a readable program file ({e})") from None
+    with f:
+        if f.attrs.get("format") != "danet-deploy-program/1":
+            raise UserError(f"{path}: not a danet-deploy program")
+        groups = sorted(f["populations"].values(), key=lambda g: int(g.name.rsplit("/", 1)[1]))
+        for g in groups:
+            a = g.attrs
+            shape = tuple(int(v) for v in a["shape"])
+            pop = Population(str(a["name"]), str(a["kind"]), shape, str(a["connection"]),
+                             beta=float(a["beta"]), gain=float(a["gain"]), threshold=float(a["threshold"]),
+                             latency=int(a["latency"]))
+            for tg in sorted(g.get("terms", {}).values(), key=lambda t: int(t.name.rsplit("/", 1)[1])):
+                ta = tg.attrs
+                w = tg["weight"][()]
+                m = Map(str(ta["kind"]), tuple(int(v) for v in ta["in_shape"]),
+                        tuple(int(v) for v in ta["out_shape"]), w.astype(np.float64),
+                        tuple(int(v) for v in ta["stride"]), tuple(int(v) for v in ta["padding"]))
+                pop.terms.append(Term(str(ta["source"]), m, str(ta["connection"]), int(ta["delay"]), w))
+            pops[pop.name] = pop
+            fixed[pop.name] = Fixed(float(a["scale"]), float(a["value_scale"]), int(a["vth"]), int(a["dv"]),
+                                    int(a["du"]), g["bias_mant"][()] if "bias_mant" in g else None,
+                                    float(a["quant_error"]), bool(a["graded"]))
+            if "readout_bias" in g:
+                readout_bias[pop.name] = g["readout_bias"][()]
+        low = Lowered(pops, str(f.attrs["lowering"]), float(f.attrs["dt"]), int(f.attrs["timesteps"]) or None)
+        return Program(str(f.attrs["target"]), str(f.attrs["profile"]), low, fixed, {}, readout_bias)

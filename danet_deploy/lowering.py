@@ -1,0 +1,420 @@
+"""Lowering a NIR graph to neuron populations and the synapse groups that feed them.
+
+Every neuron node (LIF, IF, Threshold) becomes a population; the graph Input is the
+input population and every Output a readout. The linear nodes between populations
+(convs, scales, pooling, affine maps, delays) are composed into one *term* per
+source population: a conv or dense synapse group, so a population's input current
+is ``sum_terms W_term * out(source) + bias`` (DESIGN §2):
+
+* ``expand``: currents from every contributing spiking layer go straight into the
+  consumer (weights pre-scaled by its folded BatchNorm); binary spikes only.
+* ``relay``: a sum of three or more streams is first materialised in relay neurons
+  that forward graded spikes (exact integers); a relay whose sum contains an
+  earlier relay's sum reads that relay plus the new streams, so synapses grow
+  linearly along a residual trunk instead of quadratically.
+
+Populations carry their pipeline latency: each synapse group adds one time step,
+and every term gets the extra delay that aligns all of a neuron's inputs to the
+same source time step (delay balancing).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field, replace
+
+import nir
+import numpy as np
+import torch
+
+from .converters.nir_import import FlatGraph
+from .errors import UserError
+from .simulator.reference import linear_step
+
+LOWERINGS = ("expand", "relay", "auto")
+RELAY_MIN_SOURCES = 3  # a sum of fewer streams is cheaper as direct fan-in
+
+
+@dataclass
+class Map:
+    """A linear map from a source population's output to a consumer's input current."""
+
+    kind: str                       # "conv" (weight [Cout, Cin, kh, kw]) or "dense" ([Nout, Nin])
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+    weight: np.ndarray
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    delay: int = 0                  # steps added by Delay nodes on the path
+
+    @property
+    def geometry(self) -> tuple:
+        shape = self.weight.shape[2:] if self.kind == "conv" else ()
+        return self.kind, shape, self.stride, self.padding, self.delay, self.out_shape
+
+    def matrix(self, weight: np.ndarray) -> "scipy.sparse.csr_matrix":  # noqa: F821
+        """``weight`` laid out as a sparse ``[out, in]`` matrix over C-order flattened neurons."""
+        from scipy.sparse import csr_matrix
+
+        if self.kind == "dense":
+            return csr_matrix(weight)
+        (cin, h, w), (cout, oh, ow) = self.in_shape, self.out_shape
+        co, ci, a, b = np.nonzero(weight)
+        vals = weight[co, ci, a, b]
+        ho, wo = np.arange(oh), np.arange(ow)
+        rows, cols, data = [], [], []
+        for k in range(len(vals)):  # one kernel tap at a time, over all output positions
+            hi = ho * self.stride[0] - self.padding[0] + a[k]
+            wi = wo * self.stride[1] - self.padding[1] + b[k]
+            oh_ok, ow_ok = np.nonzero((hi >= 0) & (hi < h))[0], np.nonzero((wi >= 0) & (wi < w))[0]
+            r = co[k] * oh * ow + oh_ok[:, None] * ow + ow_ok[None, :]
+            c = ci[k] * h * w + hi[oh_ok][:, None] * w + wi[ow_ok][None, :]
+            rows.append(r.ravel())
+            cols.append(c.ravel())
+            data.append(np.full(r.size, vals[k]))
+        return csr_matrix((np.concatenate(data), (np.concatenate(rows), np.concatenate(cols))),
+                          shape=(cout * oh * ow, cin * h * w))
+
+    def is_pointwise(self) -> bool:
+        return self.kind == "conv" and self.weight.shape[2:] == (1, 1) and self.stride == (1, 1) \
+            and self.padding == (0, 0)
+
+
+@dataclass
+class Term:
+    """One synapse group: ``source`` population -> its consumer, through ``map``."""
+
+    source: str
+    map: Map
+    connection: str
+    delay: int = 0                  # steps beyond the one-step synaptic hop (set by balancing)
+    weight_q: np.ndarray | None = None  # the quantised integer weights (set by the compiler)
+
+
+@dataclass
+class Population:
+    """Neurons of one layer (or the input, a relay, a readout) and what feeds them."""
+
+    name: str
+    kind: str                       # input | lif | gate | relay | readout
+    shape: tuple[int, ...]
+    connection: str
+    terms: list[Term] = field(default_factory=list)
+    bias: np.ndarray | None = None  # constant input current per neuron (float)
+    beta: float = 0.0               # v <- beta * v + gain * I + bias
+    gain: float = 1.0
+    threshold: float = 0.0
+    latency: int = 0
+
+    @property
+    def neurons(self) -> int:
+        return int(np.prod(self.shape))
+
+
+@dataclass
+class Lowered:
+    populations: dict[str, Population]   # ordered: every source before its consumers
+    lowering: str
+    dt: float
+    timesteps: int | None
+
+    @property
+    def input(self) -> Population:
+        return next(p for p in self.populations.values() if p.kind == "input")
+
+    @property
+    def readouts(self) -> list[Population]:
+        return [p for p in self.populations.values() if p.kind == "readout"]
+
+    @property
+    def latency(self) -> int:
+        return max(p.latency for p in self.populations.values())
+
+
+def identity(shape: tuple[int, ...]) -> Map:
+    if len(shape) == 3:
+        return Map("conv", shape, shape, np.eye(shape[0])[:, :, None, None])
+    n = int(np.prod(shape))
+    return Map("dense", shape, (n,), np.eye(n))
+
+
+def _pair(v) -> tuple[int, int]:
+    a = np.broadcast_to(np.asarray(v), (2,))
+    return int(a[0]), int(a[1])
+
+
+def _full_conv_weight(node: nir.Conv2d) -> np.ndarray:
+    """A grouped conv's weight as an ungrouped (block-diagonal) one."""
+    w = np.asarray(node.weight, dtype=np.float64)
+    g = int(node.groups)
+    if g == 1:
+        return w
+    cout, cin_g = w.shape[:2]
+    full = np.zeros((cout, cin_g * g, *w.shape[2:]))
+    per = cout // g
+    for k in range(g):
+        full[k * per:(k + 1) * per, k * cin_g:(k + 1) * cin_g] = w[k * per:(k + 1) * per]
+    return full
+
+
+def _pool_of(m: Map, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int],
+             avg: bool, out_shape: tuple[int, ...], name: str) -> Map:
+    """Sum/average pooling applied after ``m`` (a conv map): one composite conv."""
+    if m.kind != "conv":
+        raise UserError(f"node {name!r}: pooling after a flattened map cannot be lowered")
+    if padding != (0, 0) and not m.is_pointwise():
+        raise UserError(f"node {name!r}: padded pooling after a conv cannot be lowered")
+    kh, kw = m.weight.shape[2:]
+    (sh, sw), (ph, pw) = m.stride, kernel
+    w = np.zeros((*m.weight.shape[:2], kh + (ph - 1) * sh, kw + (pw - 1) * sw))
+    for a in range(ph):
+        for b in range(pw):
+            w[:, :, a * sh:a * sh + kh, b * sw:b * sw + kw] += m.weight
+    if avg:
+        w /= ph * pw
+    pad = padding if m.is_pointwise() else m.padding
+    return replace(m, weight=w, stride=(sh * stride[0], sw * stride[1]), padding=pad, out_shape=out_shape)
+
+
+def compose(name: str, node: nir.NIRNode, m: Map, out_shape: tuple[int, ...], dt: float) -> Map:
+    """The map ``node o m``; refuses (naming the node) what has no synapse-group form."""
+    if isinstance(node, (nir.Input, nir.Output)):
+        return m
+    if isinstance(node, nir.Delay):
+        steps = np.rint(np.asarray(node.delay, dtype=np.float64) / dt)
+        if steps.size and not np.all(steps == steps.flat[0]):
+            raise UserError(f"node {name!r}: per-neuron delays cannot be lowered (use one delay per node)")
+        return replace(m, delay=m.delay + int(steps.flat[0]) if steps.size else m.delay)
+    if isinstance(node, nir.Conv2d):
+        if _pair(node.dilation) != (1, 1) or isinstance(node.padding, str):
+            raise UserError(f"node {name!r}: dilated or string-padded convs are not supported by the compiler")
+        w2, s2, p2 = _full_conv_weight(node), _pair(node.stride), _pair(node.padding)
+        if m.kind != "conv":
+            raise UserError(f"node {name!r}: a conv after a flattened map cannot be lowered")
+        if m.is_pointwise():
+            w = np.einsum("omhw,mi->oihw", w2, m.weight[:, :, 0, 0])
+            return replace(m, weight=w, stride=s2, padding=p2, out_shape=out_shape)
+        if w2.shape[2:] == (1, 1) and p2 == (0, 0):
+            w = np.einsum("om,mihw->oihw", w2[:, :, 0, 0], m.weight)
+            return replace(m, weight=w, stride=(m.stride[0] * s2[0], m.stride[1] * s2[1]), out_shape=out_shape)
+        raise UserError(f"node {name!r}: a {w2.shape[2]}x{w2.shape[3]} conv applied to a conv's output "
+                        f"(no neurons in between) cannot be one synapse group; try --lowering relay")
+    if isinstance(node, nir.Scale):
+        s = np.asarray(node.scale, dtype=np.float64)
+        if m.kind == "conv":
+            per_channel = s.reshape(s.shape[0], -1)
+            if not np.all(per_channel == per_channel[:, :1]):
+                raise UserError(f"node {name!r}: a Scale that varies within a channel cannot be lowered")
+            return replace(m, weight=m.weight * per_channel[:, 0, None, None, None])
+        return replace(m, weight=m.weight * s.reshape(-1, 1))
+    if isinstance(node, (nir.SumPool2d, nir.AvgPool2d)):
+        return _pool_of(m, _pair(node.kernel_size), _pair(node.stride), _pair(node.padding),
+                        isinstance(node, nir.AvgPool2d), out_shape, name)
+    if isinstance(node, nir.Flatten):
+        if m.kind == "dense":
+            return m
+        if m.is_pointwise() and np.array_equal(m.weight[:, :, 0, 0], np.eye(m.weight.shape[0])):
+            return identity(m.in_shape)
+        if m.weight.shape[2:] == m.in_shape[1:] and m.padding == (0, 0):  # e.g. global pooling: (C, 1, 1)
+            return Map("dense", m.in_shape, out_shape, m.weight.reshape(m.weight.shape[0], -1), delay=m.delay)
+        raise UserError(f"node {name!r}: flattening a conv map is not supported by the compiler")
+    if isinstance(node, (nir.Affine, nir.Linear)):
+        w = np.asarray(node.weight, dtype=np.float64)
+        if m.kind == "dense":
+            return replace(m, weight=w @ m.weight, out_shape=out_shape)
+        if m.is_pointwise() and np.array_equal(m.weight[:, :, 0, 0], np.eye(m.weight.shape[0])):
+            return Map("dense", m.in_shape, out_shape, w, delay=m.delay)
+        raise UserError(f"node {name!r}: an affine map applied to a conv's output cannot be lowered")
+    raise UserError(f"node {name!r}: {type(node).__name__} cannot be compiled for Loihi")
+
+
+def _merge(terms: list[tuple[str, Map, str]]) -> list[tuple[str, Map, str]]:
+    """Add up terms from the same source with the same geometry (one synapse group)."""
+    merged: dict[tuple, tuple[str, Map, str]] = {}
+    for src, m, conn in terms:
+        key = (src, m.geometry)
+        if key in merged:
+            prev = merged[key]
+            merged[key] = (src, replace(prev[1], weight=prev[1].weight + m.weight), prev[2])
+        else:
+            merged[key] = (src, m, conn)
+    return list(merged.values())
+
+
+class _Lowerer:
+    def __init__(self, graph: FlatGraph, relay: bool) -> None:
+        self.g, self.relay = graph, relay
+        self.memo: dict[str, tuple[list[tuple[str, Map, str]], np.ndarray | None]] = {}
+        self.relays: dict[str, str | None] = {}  # relayed node -> its parent relay node (subset)
+        if relay:
+            self._plan_relays()
+
+    def is_population(self, name: str) -> bool:
+        node = self.g.nodes[name]
+        return isinstance(node, (nir.LIF, nir.IF, nir.Threshold)) or name in self.g.inputs
+
+    def _plan_relays(self) -> None:
+        """Which input sums get relays, and which smaller relayed sum each one contains."""
+        sums = [(n, Counter(self.g.sources[n])) for n in self.g.nodes
+                if len(self.g.sources[n]) >= RELAY_MIN_SOURCES]
+        sums.sort(key=lambda item: sum(item[1].values()))
+        for i, (name, members) in enumerate(sums):
+            parents = [(p, pm) for p, pm in sums[:i] if pm != members and all(members[k] >= c for k, c in pm.items())]
+            self.relays[name] = max(parents, key=lambda item: sum(item[1].values()))[0] if parents else None
+
+    def relay_name(self, node: str) -> str:
+        return f"{node}.relay"
+
+    def input_sum(self, name: str) -> tuple[list[tuple[str, Map, str]], np.ndarray | None]:
+        """Terms and bias of the sum of ``name``'s sources (what arrives at its input)."""
+        srcs = self.g.sources[name]
+        shape = self.g.shapes[srcs[0]]
+        if name in self.relays:
+            bias = self._bias_sum(srcs)
+            return [(self.relay_name(name), identity(shape), self._connection(name))], bias
+        terms, bias = [], None
+        for s in srcs:
+            t, b = self.value(s)
+            terms += t
+            bias = b if bias is None else (bias if b is None else bias + b)
+        return terms, bias
+
+    def _bias_sum(self, srcs: list[str]) -> np.ndarray | None:
+        biases = [self.value(s)[1] for s in srcs]
+        biases = [b for b in biases if b is not None]
+        return sum(biases) if biases else None
+
+    def relay_terms(self, name: str) -> list[tuple[str, Map, str]]:
+        """The spike-driven part of a relayed sum, reusing the contained relay."""
+        members = Counter(self.g.sources[name])
+        terms: list[tuple[str, Map, str]] = []
+        parent = self.relays[name]
+        if parent is not None:
+            members.subtract(Counter(self.g.sources[parent]))
+            terms.append((self.relay_name(parent), identity(self.g.shapes[self.g.sources[name][0]]),
+                          self._connection(name)))
+        for src, count in members.items():
+            for _ in range(count):
+                terms += self.value(src)[0]
+        return _merge(terms)
+
+    def value(self, name: str) -> tuple[list[tuple[str, Map, str]], np.ndarray | None]:
+        """``name``'s output as ``sum_terms map(source) + bias`` (memoised)."""
+        if name in self.memo:
+            return self.memo[name]
+        if self.is_population(name):
+            result = ([(name, identity(self.g.shapes[name]), self._connection(name))], None)
+        else:
+            node = self.g.nodes[name]
+            terms, bias_in = self.input_sum(name)
+            out_shape = self.g.shapes[name]
+            composed = [(s, compose(name, node, m, out_shape, self.g.dt), self._connection(name))
+                        for s, m, _ in terms]
+            result = (_merge(composed), self._apply_bias(name, node, bias_in))
+        self.memo[name] = result
+        return result
+
+    def _apply_bias(self, name: str, node: nir.NIRNode, bias_in: np.ndarray | None) -> np.ndarray | None:
+        """The constant part of ``node``'s output: its own bias plus what it makes of ``bias_in``."""
+        if isinstance(node, nir.Delay):
+            return bias_in
+        p = lambda v: torch.as_tensor(np.asarray(v, dtype=np.float64))  # noqa: E731
+        in_shape = self.g.shapes[self.g.sources[name][0]]
+        x = torch.zeros((1, *in_shape), dtype=torch.float64) if bias_in is None else \
+            torch.as_tensor(bias_in, dtype=torch.float64).reshape(1, *in_shape)
+        out = linear_step(node, p)(x)[0].numpy()
+        return out.reshape(self.g.shapes[name]) if np.any(out) else None
+
+    def _connection(self, name: str) -> str:
+        return str(self.g.nodes[name].metadata.get("connection", ""))
+
+
+def _uniform(name: str, what: str, value: object) -> float:
+    arr = np.asarray(value, dtype=np.float64)
+    if arr.size and not np.all(arr == arr.flat[0]):
+        raise UserError(f"node {name!r}: {what} differs between neurons; Loihi needs one value per layer")
+    return float(arr.flat[0]) if arr.size else 0.0
+
+
+def _neuron_population(name: str, node: nir.NIRNode, shape: tuple[int, ...], dt: float,
+                       connection: str) -> Population:
+    if isinstance(node, nir.Threshold):
+        return Population(name, "gate", shape, connection, beta=0.0, gain=1.0,
+                          threshold=_uniform(name, "threshold", node.threshold))
+    if np.any(np.asarray(node.v_reset) != 0):
+        raise UserError(f"node {name!r}: Loihi neurons reset to 0, but v_reset is not 0")
+    threshold = _uniform(name, "v_threshold", node.v_threshold)
+    if isinstance(node, nir.IF):
+        return Population(name, "lif", shape, connection, beta=1.0, gain=dt * _uniform(name, "r", node.r),
+                          threshold=threshold)
+    k = dt / np.asarray(node.tau, dtype=np.float64)
+    beta = 1.0 - _uniform(name, "tau", k)
+    gain = _uniform(name, "r", k * np.asarray(node.r, dtype=np.float64))
+    leak = k * np.asarray(node.v_leak, dtype=np.float64)
+    pop = Population(name, "lif", shape, connection, beta=beta, gain=gain, threshold=threshold)
+    pop.bias = np.broadcast_to(leak, shape).copy() if np.any(leak) else None
+    return pop
+
+
+def lower(graph: FlatGraph, lowering: str) -> Lowered:
+    """Populations, terms and latencies of ``graph`` for ``expand`` or ``relay`` lowering."""
+    if lowering not in ("expand", "relay"):
+        raise ValueError(lowering)
+    if len(graph.inputs) != 1:
+        raise UserError("the compiler needs a graph with exactly one Input node")
+    low = _Lowerer(graph, lowering == "relay")
+    pops: dict[str, Population] = {}
+    for name, node in graph.nodes.items():
+        conn = str(node.metadata.get("connection", ""))
+        if name in graph.inputs:
+            pops[name] = Population(name, "input", graph.shapes[name], conn)
+            continue
+        if name in graph.outputs:
+            pop = Population(name, "readout", graph.shapes[name], conn)
+        elif low.is_population(name):
+            pop = _neuron_population(name, node, graph.shapes[name], graph.dt, conn)
+        elif isinstance(node, (nir.LI, nir.I, nir.CubaLIF)):
+            raise UserError(f"node {name!r}: {type(node).__name__} neurons are not supported by the "
+                            f"Loihi compiler (LIF, IF and Threshold are)")
+        else:
+            continue
+        terms, path_bias = low.input_sum(name)
+        pop.terms = [Term(s, m, c) for s, m, c in _merge(terms)]
+        if path_bias is not None:  # a constant input current, seen through the neuron's gain
+            drive = pop.gain * path_bias
+            pop.bias = drive if pop.bias is None else pop.bias + drive
+        pops[name] = pop
+    for relayed in low.relays:
+        shape = graph.shapes[graph.sources[relayed][0]]
+        pops[low.relay_name(relayed)] = Population(low.relay_name(relayed), "relay", shape,
+                                                   low._connection(relayed),
+                                                   terms=[Term(s, m, c) for s, m, c in low.relay_terms(relayed)])
+    ordered = _schedule(pops)
+    return Lowered(ordered, lowering, graph.dt, graph.timesteps)
+
+
+def _schedule(pops: dict[str, Population]) -> dict[str, Population]:
+    """Order populations so sources come first, then set latencies and balancing delays."""
+    order: list[str] = []
+    state: dict[str, int] = {}
+
+    def visit(name: str) -> None:
+        if state.get(name) == 2:
+            return
+        if state.get(name) == 1:
+            raise UserError(f"population {name!r} is on a cycle; recurrent graphs are not supported")
+        state[name] = 1
+        for t in pops[name].terms:
+            visit(t.source)
+        state[name] = 2
+        order.append(name)
+
+    for name in pops:
+        visit(name)
+    for name in order:
+        pop = pops[name]
+        if pop.terms:
+            pop.latency = max(pops[t.source].latency + 1 + t.map.delay for t in pop.terms)
+            for t in pop.terms:
+                t.delay = pop.latency - pops[t.source].latency - 1
+    return {n: pops[n] for n in order}

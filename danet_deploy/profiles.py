@@ -1,0 +1,127 @@
+"""Hardware profiles: constraints and per-operation energies, each figure with its source.
+
+A profile is a TOML file (``hw_profiles/*.toml`` ships ``loihi2``, ``loihi1`` and
+``cmos45``; a user's own file is accepted wherever a name is). Every figure is a
+table ``{ value, unit, source, confidence }``; loading rejects unknown keys, missing
+figures and wrong units with an error that names the key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import tomli
+
+from .errors import UserError
+
+CONFIDENCE = ("primary", "secondary", "estimate")
+CONSTRAINTS = {
+    "cores_per_chip": "count", "neurons_per_core": "count", "synaptic_memory_per_core": "bits",
+    "input_axons_per_core": "count", "output_axons_per_core": "count", "weight_bits": "bits",
+    "state_bits": "bits", "decay_bits": "bits", "threshold_bits": "bits", "bias_mantissa_bits": "bits",
+    "graded_spikes": "flag", "graded_payload_bits": "bits", "max_synaptic_delay": "steps", "max_chips": "count",
+}
+ENERGY = {"synaptic_op": "pJ", "graded_op": "pJ", "neuron_update": "pJ", "spike_routing": "pJ",
+          "mac": "pJ", "static_per_chip": "mW"}
+TIMING = {"synaptic_op": "ns", "neuron_update": "ns", "barrier_sync": "ns"}
+SECTIONS = {"constraints": CONSTRAINTS, "energy": ENERGY, "timing": TIMING}
+REQUIRED = {"chip": ("constraints", "energy", "timing"), "accounting": ("energy",)}
+
+
+@dataclass(frozen=True)
+class Figure:
+    value: float
+    unit: str
+    source: str
+    confidence: str
+
+    @property
+    def estimate(self) -> bool:
+        return self.confidence == "estimate"
+
+
+@dataclass
+class Profile:
+    name: str
+    kind: str  # "chip" (a compile target) or "accounting" (energy convention only)
+    description: str
+    path: Path
+    constraints: dict[str, Figure] = field(default_factory=dict)
+    energy: dict[str, Figure] = field(default_factory=dict)
+    timing: dict[str, Figure] = field(default_factory=dict)
+
+    def limit(self, key: str) -> int:
+        return int(self.constraints[key].value)
+
+    def estimates(self) -> list[str]:
+        """``section.key`` of every figure that is an estimate (reports print these)."""
+        return [f"{sec}.{k}" for sec in SECTIONS for k, f in getattr(self, sec).items() if f.estimate]
+
+
+def _figure(path: Path, key: str, raw: object, unit: str) -> Figure:
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: {key} must be a table {{ value, unit, source, confidence }}")
+    extra = set(raw) - {"value", "unit", "source", "confidence"}
+    if extra:
+        raise UserError(f"{path}: {key}: unknown field(s) {', '.join(sorted(extra))}")
+    for f in ("value", "unit", "source", "confidence"):
+        if f not in raw:
+            raise UserError(f"{path}: {key}: missing '{f}'")
+    if isinstance(raw["value"], bool) or not isinstance(raw["value"], (int, float)) or raw["value"] < 0:
+        raise UserError(f"{path}: {key}: value must be a non-negative number, got {raw['value']!r}")
+    if raw["unit"] != unit:
+        raise UserError(f"{path}: {key}: unit must be {unit!r}, got {raw['unit']!r}")
+    if not str(raw["source"]).strip():
+        raise UserError(f"{path}: {key}: source must name where the figure comes from")
+    if raw["confidence"] not in CONFIDENCE:
+        raise UserError(f"{path}: {key}: confidence must be one of {', '.join(CONFIDENCE)}")
+    return Figure(float(raw["value"]), unit, str(raw["source"]), raw["confidence"])
+
+
+def parse_profile(path: Path) -> Profile:
+    """Read and validate one profile file."""
+    try:
+        data = tomli.loads(Path(path).read_text())
+    except (OSError, tomli.TOMLDecodeError) as e:
+        raise UserError(f"{path}: not a readable TOML profile ({e})") from None
+    unknown = set(data) - {"profile", *SECTIONS}
+    if unknown:
+        raise UserError(f"{path}: unknown section(s) {', '.join(sorted(unknown))}")
+    head = data.get("profile", {})
+    for key in ("name", "kind", "description"):
+        if not isinstance(head.get(key), str):
+            raise UserError(f"{path}: profile.{key} is missing")
+    if head["kind"] not in REQUIRED:
+        raise UserError(f"{path}: profile.kind must be one of {', '.join(REQUIRED)}")
+    prof = Profile(head["name"], head["kind"], head["description"], Path(path))
+    for sec, schema in SECTIONS.items():
+        table = data.get(sec, {})
+        extra = set(table) - set(schema)
+        if extra:
+            raise UserError(f"{path}: unknown key(s) {', '.join(f'{sec}.{k}' for k in sorted(extra))}")
+        if sec in REQUIRED[prof.kind]:
+            missing = [k for k in schema if k not in table]
+            if missing:
+                raise UserError(f"{path}: missing {', '.join(f'{sec}.{k}' for k in missing)}")
+        setattr(prof, sec, {k: _figure(path, f"{sec}.{k}", v, schema[k]) for k, v in table.items()})
+    return prof
+
+
+def builtin_profiles() -> dict[str, Path]:
+    folder = resources.files("danet_deploy.hw_profiles")
+    return {Path(str(p)).stem: Path(str(p)) for p in folder.iterdir() if str(p).endswith(".toml")}
+
+
+def load_profile(name_or_path: str | Path) -> Profile:
+    """A built-in profile by name, or a user's profile file by path."""
+    builtin = builtin_profiles()
+    if str(name_or_path) in builtin:
+        return parse_profile(builtin[str(name_or_path)])
+    path = Path(name_or_path)
+    if path.suffix == ".toml" or path.exists():
+        if not path.is_file():
+            raise UserError(f"profile file not found: {path}")
+        return parse_profile(path)
+    raise UserError(f"unknown profile {name_or_path!r}; valid: {', '.join(sorted(builtin))} or a .toml file")

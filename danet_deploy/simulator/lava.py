@@ -1,0 +1,151 @@
+"""Running a compiled program in Lava (``Loihi2SimCfg(select_tag='fixed_pt')``).
+
+The Lava network is built from the program: Sparse / DelaySparse synapses (one per
+term, graded when the source is), LIFReset neurons (memoryless gates are LIFs with
+``dv = 4096``), GradedVec relays, and file sinks that record every population at
+every step. Samples are concatenated in time; each population resets its state at
+the start of its own window (offset by its pipeline latency), so one run serves all
+samples.
+
+Lava runs in a worker process in its own process group: Lava leaves workers behind
+when a run fails or is interrupted, so the parent kills the whole group on any
+error or Ctrl-C, and no process outlives a run.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..compile import Program, read_program
+from ..errors import UserError
+
+
+def _build(program: Program, data: np.ndarray, sink_dir: Path, interval: int):
+    """The Lava processes for ``program`` fed by ``data`` ``[inputs, steps]``; returns the source."""
+    from lava.proc.graded.process import GradedVec
+    from lava.proc.io.source import RingBuffer
+    from lava.proc.lif.process import LIFReset
+    from lava.proc.sparse.process import DelaySparse, Sparse
+
+    from ..lavaext.filesink import FileSink
+
+    steps = data.shape[1]
+    procs = {}
+    source = None
+    for name, pop in program.populations.items():
+        f = program.fixed[name]
+        n = (pop.neurons,)
+        if pop.kind == "input":
+            procs[name] = source = RingBuffer(data=data.astype(np.int32))
+            continue
+        if pop.kind in ("lif", "gate"):
+            bias = f.bias_mant.reshape(-1).astype(np.int32) if f.bias_mant is not None else 0
+            procs[name] = LIFReset(shape=n, du=int(f.du), dv=int(f.dv), vth=int(f.vth), bias_mant=bias,
+                                   bias_exp=6, reset_interval=interval,
+                                   reset_offset=(1 + pop.latency) % interval)
+            sink = FileSink(shape=n, num_steps=steps, path=str(sink_dir / f"{name}.npy"), dtype="int8")
+            procs[name].s_out.connect(sink.a_in)
+        elif pop.kind == "relay":
+            procs[name] = GradedVec(shape=n, vth=0)
+            sink = FileSink(shape=n, num_steps=steps, path=str(sink_dir / f"{name}.npy"))
+            procs[name].s_out.connect(sink.a_in)
+        else:  # readout: the summed synaptic current is recorded, no neurons
+            procs[name] = FileSink(shape=n, num_steps=steps, path=str(sink_dir / f"{name}.npy"))
+        target = procs[name].a_in
+        for t in pop.terms:
+            graded = program.fixed[t.source].graded
+            weights = t.map.matrix(t.weight_q).astype(np.int32)
+            kw = {"weights": weights, "num_message_bits": 24 if graded else 0}
+            syn = DelaySparse(delays=int(t.delay), **kw) if t.delay else Sparse(**kw)
+            procs[t.source].s_out.connect(syn.s_in)
+            syn.a_out.connect(target)
+    return source
+
+
+def worker(program_path: str, data_path: str, sink_dir: str, interval: str, samples: str) -> None:
+    """Entry point of the worker process (``python -m danet_deploy.simulator.lava ...``)."""
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.magma.core.run_configs import Loihi2SimCfg
+
+    program = read_program(Path(program_path))
+    data = np.load(data_path)
+    source = _build(program, data, Path(sink_dir), int(interval))
+    per_sample, n = int(interval), int(samples)
+    done = 0
+    for k in range(n):
+        chunk = per_sample if k < n - 1 else data.shape[1] - done
+        source.run(condition=RunSteps(num_steps=chunk), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
+        done += chunk
+        print(f"sample {k + 1}", flush=True)
+    source.stop()
+
+
+def run_lava(program_path: Path, program: Program, x_int: np.ndarray,
+             on_sample: Callable[[], None] = lambda: None) -> dict[str, np.ndarray]:
+    """Run ``x_int`` ``[N, T, ...]`` (already encoded) in Lava; per population ``[T, N, ...]``."""
+    n, steps = x_int.shape[:2]
+    latency = program.lowered.latency
+    total = n * steps + latency + 1
+    data = np.zeros((int(np.prod(x_int.shape[2:])), total), dtype=np.int32)
+    data[:, :n * steps] = x_int.reshape(n * steps, -1).T  # sample k, step t -> column k*T + t
+    with tempfile.TemporaryDirectory(prefix="danet-lava-") as tmp:
+        tmp_path = Path(tmp)
+        np.save(tmp_path / "input.npy", data)
+        cmd = [sys.executable, "-m", "danet_deploy.simulator.lava", str(program_path),
+               str(tmp_path / "input.npy"), tmp, str(steps), str(n)]
+        log = tmp_path / "worker.log"
+        with open(log, "w") as err_file:
+            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err_file, text=True,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            for line in proc.stdout:
+                if line.startswith("sample "):
+                    on_sample()
+            err = log.read_text()
+            if proc.wait() != 0:
+                last = [ln for ln in err.strip().splitlines() if ln.strip()][-1:] or ["(no output)"]
+                raise UserError(f"the Lava run of {program_path} failed: {last[0][:200]}")
+        finally:
+            _kill_group(proc)
+        out = {}
+        for name, pop in program.populations.items():
+            path = tmp_path / f"{name}.npy"
+            if pop.kind == "input" or not path.exists():
+                continue
+            rec = np.load(path)  # [total, neurons]; sample k, step t at k*T + t + latency
+            idx = np.arange(n)[:, None] * steps + np.arange(steps)[None, :] + pop.latency
+            out[name] = rec[idx].transpose(1, 0, 2).reshape(steps, n, *pop.shape).astype(np.int64)
+        return out
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    """End the worker and every Lava process it started."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
+
+
+def _main(argv: list[str]) -> None:
+    try:
+        worker(*argv)
+    except BaseException:  # noqa: BLE001 - report, then leave without Lava's hanging teardown
+        traceback.print_exc()
+        sys.stderr.flush()
+        os._exit(1)
+    sys.stdout.flush()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    _main(sys.argv[1:])
