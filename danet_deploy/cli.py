@@ -107,32 +107,69 @@ def demo(outdir: str, **kw) -> None:
 
 @main.command()
 @click.argument("model", type=click.Path(exists=True))
-@click.option("--target", "-t", default="nir", show_default=True, type=click.Choice(["nir"]),
-              help="What to produce: nir = graph.nir + manifest.json.")
+@click.option("--target", "-t", default="nir", show_default=True,
+              type=click.Choice(["nir", "loihi2-sim", "loihi2", "loihi1"]),
+              help="nir: graph.nir only; loihi2-sim / loihi2 / loihi1: also compile to the chip's fixed point.")
 @click.option("-o", "--outdir", type=click.Path(file_okay=False),
               help="Output directory [default: <model stem>.<target>/ next to MODEL].")
+@click.option("--profile", "-p", help="Hardware profile name or .toml file [default: the target's].")
+@click.option("--lowering", default="auto", show_default=True, type=click.Choice(["auto", "expand", "relay"]),
+              help="How real-valued streams (ms, pa, da) reach the chip: expand = direct synapses from every "
+                   "spiking layer; relay = graded relay neurons; auto = expand if it fits the profile.")
+@click.option("--data", help="Calibration data for quantisation [default: the checkpoint's dataset].")
+@click.option("--calibration-samples", default=32, show_default=True, type=click.IntRange(1))
 @click.option("--dt", type=float, help="Time step in seconds for NIR neuron constants "
               "[default: the file's, else 1e-4].")
-def export(model: str, target: str, outdir: str | None, dt: float | None) -> None:
+def export(model: str, target: str, outdir: str | None, dt: float | None, profile: str | None,
+           lowering: str, data: str | None, calibration_samples: int) -> None:
     """Export MODEL (a checkpoint from `train`, or a .nir file) for TARGET.
 
     \b
-    Writes OUTDIR/graph.nir (BatchNorm folded, residual sums as NIR fan-in edges,
-    connection type and spike/current signal in each node's metadata) and
-    OUTDIR/manifest.json (time steps, dt, layer list, tool versions).
+    OUTDIR/graph.nir      BatchNorm folded, residual sums as NIR fan-in edges
+    OUTDIR/manifest.json  time steps, latency, lowering, layers, quantisation, core mapping
+    OUTDIR/program.h5     (Loihi targets) the quantised program the simulators run
+    OUTDIR/netx.h5        (Loihi targets, sequential graphs) for lava-dl's netx loader
     """
     from .export import export as run_export
 
-    out = run_export(Path(model), target, Path(outdir) if outdir else None, dt)
-    console.print(f"wrote {out}/graph.nir and {out}/manifest.json")
+    out = run_export(Path(model), target, Path(outdir) if outdir else None, dt, profile, lowering, data,
+                     calibration_samples)
+    files = ", ".join(sorted(p.name for p in out.iterdir()))
+    console.print(f"wrote {out}/ ({files})")
+    manifest_path = out / "manifest.json"
+    if target != "nir":
+        import json
+
+        m = json.loads(manifest_path.read_text())
+        cm = m["core_mapping"]
+        console.print(f"{m['profile']}: {m['lowering']} lowering, {cm['neurons']:,} neurons, "
+                      f"{cm['synapses']:,} synapses, {cm['cores']} cores on {cm['chips']} chip(s), "
+                      f"pipeline latency {m['pipeline_latency']} steps")
+
+
+@main.command()
+def profiles() -> None:
+    """List the built-in hardware profiles (a .toml file of your own works wherever a name does)."""
+    from rich.table import Table
+
+    from .profiles import builtin_profiles, load_profile
+
+    table = Table("profile", "kind", "description", "estimated figures")
+    for name in sorted(builtin_profiles()):
+        p = load_profile(name)
+        table.add_row(name, p.kind, p.description, str(len(p.estimates())))
+    console.print(table)
 
 
 @main.command()
 @click.argument("artifact", type=click.Path(exists=True))
 @click.option("--data", default="digits", show_default=True,
               help="digits | cifar10:PATH | cifar100:PATH | imagefolder:PATH | tensor:PATH")
-@click.option("--backend", default="fast", show_default=True, type=click.Choice(["fast"]),
-              help="fast: batched layer-synchronous simulation (float mode for NIR graphs).")
+@click.option("--backend", default="fast", show_default=True, type=click.Choice(["fast", "lava"]),
+              help="fast: batched PyTorch (fixed point on compiled exports, float on NIR graphs); "
+                   "lava: Lava Loihi2SimCfg, bit-accurate, checked against fast.")
+@click.option("--device", default="cpu", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]),
+              help="Where the fast backend runs.")
 @click.option("--samples", "-n", type=click.IntRange(1), help="Use the first N samples [default: all].")
 @click.option("--timesteps", "-T", type=click.IntRange(1),
               help="Steps for static data when the graph does not record them.")
@@ -141,9 +178,10 @@ def export(model: str, target: str, outdir: str | None, dt: float | None) -> Non
 def simulate(artifact: str, as_json: bool, **kw) -> None:
     """Simulate ARTIFACT (checkpoint, .nir file or export directory) on a dataset.
 
-    Prints the accuracy and, when the float model is known, its accuracy on the
-    same samples (`reference_accuracy`). Labels are compared with the arg-max of
-    the output summed over time steps (spike counts for spiking outputs).
+    Prints the accuracy and the float model's accuracy on the same samples
+    (`reference_accuracy`). Labels are compared with the arg-max of the output
+    summed over time steps (spike counts for spiking outputs). With --backend lava,
+    `spike_mismatches` counts values that differ from the fast backend (0 = bit-exact).
     """
     import json
 
@@ -153,9 +191,11 @@ def simulate(artifact: str, as_json: bool, **kw) -> None:
     if as_json:
         click.echo(json.dumps(result, sort_keys=True))
         return
-    ref = result["reference_accuracy"]
-    console.print(f"{result['backend']} ({result['mode']}): accuracy {result['accuracy']:.4f} on "
-                  f"{result['samples']} samples" + (f"; float model {ref:.4f}" if ref is not None else ""))
+    line = (f"{result['backend']} ({result['mode']}): accuracy {result['accuracy']:.4f} on {result['samples']} "
+            f"samples; float model {result['reference_accuracy']:.4f}")
+    if "spike_mismatches" in result:
+        line += f"; spike mismatches vs fast: {result['spike_mismatches']}"
+    console.print(line + f" ({result['seconds']:.1f} s)")
 
 
 if __name__ == "__main__":

@@ -146,3 +146,19 @@ def load_dataset(spec: str, split: str = "train", static_dims: int | None = None
 def first(ds: Dataset, n: int | None) -> Dataset:
     """The first ``n`` samples (all when ``n`` is None) — evaluation subsets are deterministic."""
     return ds if n is None or n >= len(ds) else Subset(ds, range(n))
+
+
+def evaluation_split(spec: str) -> str:
+    """Named datasets are evaluated on their test split; tensor files on every sample."""
+    return "all" if spec.startswith("tensor:") or spec.endswith(".pt") else "test"
+
+
+def as_time_series(x: torch.Tensor, input_shape: tuple[int, ...], timesteps: int | None) -> torch.Tensor:
+    """``[N, *in]`` (static, repeated ``timesteps`` times) or ``[N, T, *in]`` -> ``[N, T, *in]``."""
+    if tuple(x.shape[1:]) == tuple(input_shape):
+        if timesteps is None:
+            raise UserError("the graph records no time steps and the data is static: pass --timesteps")
+        return x.unsqueeze(1).expand(x.shape[0], timesteps, *x.shape[1:])
+    if tuple(x.shape[2:]) == tuple(input_shape):
+        return x
+    raise UserError(f"data samples of shape {tuple(x.shape[1:])} do not fit the graph input {tuple(input_shape)}")

@@ -1,7 +1,10 @@
-"""Export stage: a checkpoint or a ``.nir`` file -> ``OUTDIR/graph.nir`` + ``manifest.json``.
+"""Export stage: a checkpoint or a ``.nir`` file -> ``OUTDIR`` for a target.
 
-``OUTDIR`` is written into a temporary sibling directory and moved into place only
-when everything succeeded, so a failure never leaves a half-written artifact.
+``nir`` writes ``graph.nir`` + ``manifest.json``; the Loihi targets (``loihi2-sim``,
+``loihi2``, ``loihi1``) also compile: ``program.h5`` (the quantised program) and, for
+sequential graphs, ``netx.h5`` for lava-dl's loader. ``OUTDIR`` is written into a
+temporary sibling directory and moved into place only when everything succeeded,
+so a failure never leaves a half-written artifact.
 """
 
 from __future__ import annotations
@@ -16,15 +19,24 @@ from pathlib import Path
 from typing import Any
 
 import nir
+import numpy as np
+import torch
 
 from . import __version__
 from .checkpoint import load_model
+from .compile import TARGETS as CHIP_TARGETS
+from .compile import Program, compile_graph, read_program, write_program
+from .converters.netx_writer import is_sequential, write_netx
 from .converters.nir_export import DEFAULT_DT, to_nir, write_nir
 from .converters.nir_import import FlatGraph, from_nir, read_nir
+from .data import as_time_series, evaluation_split, first, load_dataset
 from .errors import UserError
+from .lowering import LOWERINGS
 from .models import SpikingNet
+from .profiles import Profile, load_profile
 
-TARGETS = ("nir",)
+TARGETS = ("nir", *CHIP_TARGETS)
+CALIBRATION_SAMPLES = 32
 
 
 @dataclass
@@ -36,10 +48,16 @@ class Artifact:
     nir_graph: nir.NIRGraph        # the graph as NIR objects (for writing)
     model: SpikingNet | None = None
     checkpoint: dict[str, Any] | None = None
+    program: Program | None = None         # for compiled export directories
+    program_path: Path | None = None
 
 
 def load_artifact(path: Path, dt: float | None = None) -> Artifact:
-    """Resolve a checkpoint, a ``.nir`` file or an export directory (with ``manifest.json``)."""
+    """Resolve a checkpoint, a ``.nir`` file or an export directory (with ``manifest.json``).
+
+    For an export directory the float side is its source checkpoint when that still
+    exists (else its ``graph.nir``), and a compiled directory brings its program.
+    """
     path = Path(path)
     if path.is_dir():
         manifest_path = path / "manifest.json"
@@ -47,9 +65,11 @@ def load_artifact(path: Path, dt: float | None = None) -> Artifact:
             raise UserError(f"{path}: not an export directory (no manifest.json)")
         manifest = json.loads(manifest_path.read_text())
         source = Path(manifest["source"]["path"])
-        if manifest["source"]["kind"] == "checkpoint" and source.is_file():
-            return load_artifact(source, dt)
-        path = path / "graph.nir"
+        use_source = manifest["source"]["kind"] == "checkpoint" and source.is_file()
+        art = load_artifact(source if use_source else path / "graph.nir", dt)
+        if (path / "program.h5").is_file():
+            art.program, art.program_path = read_program(path / "program.h5"), path / "program.h5"
+        return art
     if path.suffix == ".nir":
         graph = read_nir(path, dt)
         return Artifact(path, graph, nir.read(path, type_check=False))
@@ -93,15 +113,27 @@ def layer_list(graph: FlatGraph) -> list[dict[str, Any]]:
     return layers
 
 
-def manifest_for(art: Artifact, target: str) -> dict[str, Any]:
+def calibration_batch(art: Artifact, data: str | None, samples: int) -> torch.Tensor | None:
+    """A few training samples as ``[N, T, ...]`` for quantisation; None without any data."""
+    spec = data or (art.checkpoint or {}).get("data", {}).get("spec")
+    if not spec:
+        return None
+    split = "train" if evaluation_split(spec) == "test" else "all"
+    ds = first(load_dataset(spec, split)[0], samples)
+    x = torch.stack([ds[i][0] for i in range(len(ds))]).float()
+    return as_time_series(x, art.graph.shapes[art.graph.inputs[0]], art.graph.timesteps)
+
+
+def manifest_for(art: Artifact, target: str, program: Program | None = None,
+                 costs: dict[str, Any] | None = None, profile: Profile | None = None) -> dict[str, Any]:
     g = art.graph
-    return {
+    manifest = {
         "target": target,
-        "profile": None,
+        "profile": profile.name if profile else None,
         "timesteps": g.timesteps,
         "dt": g.dt,
-        "pipeline_latency": 0,  # NIR is layer-synchronous: no per-hop delay
-        "lowering": "expand",   # streams are sums of currents into their consumers
+        "pipeline_latency": program.lowered.latency if program else 0,
+        "lowering": program.lowered.lowering if program else "expand",
         "source": {"path": str(art.source), "kind": "nir" if art.source.suffix == ".nir" else "checkpoint",
                    "sha256": _sha256(art.source)},
         "model": {k: art.checkpoint["config"][k] for k in ("arch", "connection", "num_classes")}
@@ -111,20 +143,61 @@ def manifest_for(art: Artifact, target: str) -> dict[str, Any]:
         "core_mapping": None,
         "tool_versions": tool_versions(),
     }
+    if program is not None:
+        manifest.update(_compiled_sections(program, costs or {}, profile))
+    return manifest
 
 
-def export(model_path: Path, target: str, outdir: Path | None = None, dt: float | None = None) -> Path:
+def _compiled_sections(program: Program, costs: dict[str, Any], profile: Profile) -> dict[str, Any]:
+    layers, quant, cores = [], {}, {}
+    for name, pop in program.populations.items():
+        f = program.fixed[name]
+        entry = {"name": name, "kind": pop.kind, "shape": list(pop.shape), "connection": pop.connection,
+                 "latency": pop.latency,
+                 "terms": [{"source": t.source, "kind": t.map.kind, "weight_shape": list(t.weight_q.shape),
+                            "stride": list(t.map.stride), "padding": list(t.map.padding), "delay": t.delay,
+                            "connection": t.connection} for t in pop.terms]}
+        layers.append(entry)
+        if pop.kind == "input":
+            quant[name] = {"graded": f.graded, "value_scale": f.value_scale, "bits": 8}
+            continue
+        quant[name] = {"scale": f.scale, "log2_scale": float(np.log2(f.scale)), "weight_bits": 8,
+                       "weight_exp": 0, "bias_exp": 6, "vth": f.vth, "dv": f.dv, "du": f.du,
+                       "weight_error": f.quant_error, "graded_output": f.graded}
+        cores[name] = program.mapping[name]
+    from .compile import summarise
+
+    return {"program_layers": layers, "quantisation": quant,
+            "core_mapping": {"layers": cores, **summarise(program.mapping, profile)},
+            "lowering_costs": costs, "profile_estimates": profile.estimates()}
+
+
+def export(model_path: Path, target: str, outdir: Path | None = None, dt: float | None = None,
+           profile: str | None = None, lowering: str = "auto", data: str | None = None,
+           calibration_samples: int = CALIBRATION_SAMPLES) -> Path:
     """Write the artifacts for ``target`` and return the output directory."""
     if target not in TARGETS:
         raise UserError(f"unknown target {target!r}; valid: {', '.join(TARGETS)}")
+    if lowering not in LOWERINGS:
+        raise UserError(f"unknown lowering {lowering!r}; valid: {', '.join(LOWERINGS)}")
     model_path = Path(model_path)
     art = _export_artifact(model_path, dt)
     outdir = Path(outdir) if outdir else model_path.parent / f"{model_path.stem}.{target}"
+    program = costs = prof = None
+    if target != "nir":
+        prof = load_profile(profile or CHIP_TARGETS[target])
+        calibration = calibration_batch(art, data, calibration_samples)
+        program, costs = compile_graph(art.graph, target, prof, lowering, calibration)
     outdir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", dir=outdir.parent))
     try:
         write_nir(tmp / "graph.nir", art.nir_graph)
-        (tmp / "manifest.json").write_text(json.dumps(manifest_for(art, target), indent=2, sort_keys=True) + "\n")
+        if program is not None:
+            write_program(tmp / "program.h5", program)
+            if is_sequential(program):
+                write_netx(tmp / "netx.h5", program)
+        manifest = manifest_for(art, target, program, costs, prof)
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         if outdir.exists():
             shutil.rmtree(outdir)
         tmp.rename(outdir)

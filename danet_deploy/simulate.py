@@ -1,66 +1,108 @@
 """Run stage: simulate an artifact on a dataset and compare with the float model.
 
-Today's backend is ``fast`` in float mode: the layer-synchronous reference
-interpreter of the NIR graph, batched over samples.
+Backends:
+
+* ``fast`` (default): batched PyTorch on CPU or CUDA. On a compiled export directory
+  it runs the fixed-point program with Lava's integer arithmetic; on a checkpoint,
+  a ``.nir`` file or a ``nir`` export it runs the graph in float, layer-synchronously.
+* ``lava``: the compiled program in Lava's ``Loihi2SimCfg`` (bit-accurate, slow),
+  always checked against the fast backend on the same samples: ``spike_mismatches``
+  counts the (sample, step, neuron) values that differ in any population.
 """
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from .data import first, load_dataset
+from .data import as_time_series, evaluation_split, first, load_dataset
 from .errors import UserError
 from .export import Artifact, load_artifact
 from .progress import progress_bar
+from .simulator.fixed import FixedSimulator
 from .simulator.reference import ReferenceSimulator
-from .train import evaluate
+from .train import evaluate, resolve_device
 
-BACKENDS = ("fast",)
-
-
-def evaluation_split(spec: str) -> str:
-    """Named datasets are evaluated on their test split; tensor files on every sample."""
-    return "all" if spec.startswith("tensor:") or spec.endswith(".pt") else "test"
+BACKENDS = ("fast", "lava")
 
 
-def to_time_major_input(x: torch.Tensor, input_shape: tuple[int, ...], timesteps: int | None) -> torch.Tensor:
-    """``[N, *in]`` (static, repeated ``timesteps`` times) or ``[N, T, *in]`` -> ``[N, T, *in]``."""
-    if tuple(x.shape[1:]) == tuple(input_shape):
-        if timesteps is None:
-            raise UserError("the graph records no time steps and the data is static: pass --timesteps")
-        return x.unsqueeze(1).expand(x.shape[0], timesteps, *x.shape[1:])
-    if tuple(x.shape[2:]) == tuple(input_shape):
-        return x
-    raise UserError(f"data samples of shape {tuple(x.shape[1:])} do not fit the graph input {tuple(input_shape)}")
+def _float_reference(art: Artifact, ds, batch_size: int) -> float:
+    """Accuracy of the float model: the checkpoint's PyTorch model, else the NIR graph."""
+    if art.model is not None:
+        return evaluate(art.model, ds, torch.device("cpu"))
+    sim = ReferenceSimulator(art.graph)
+    return _accuracy(ds, batch_size, art, lambda x: sim.predict(x))
+
+
+def _accuracy(ds, batch_size: int, art: Artifact, predict, advance=lambda status="": None) -> float:
+    correct = 0
+    shape = art.graph.shapes[art.graph.inputs[0]]
+    for x, y in DataLoader(ds, batch_size=batch_size):
+        x = as_time_series(x.float(), shape, art.graph.timesteps)
+        correct += int((predict(x).cpu() == y).sum())
+        advance(f"acc {correct / len(ds):.3f}")
+    return correct / len(ds)
 
 
 def simulate(artifact: Path, data: str, backend: str = "fast", samples: int | None = None,
              timesteps: int | None = None, dt: float | None = None, batch_size: int = 64,
-             show_progress: bool = True) -> dict[str, Any]:
+             device: str = "cpu", show_progress: bool = True) -> dict[str, Any]:
     """Accuracy of ``artifact`` on ``data`` and of the float model on the same samples."""
     if backend not in BACKENDS:
         raise UserError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
     art: Artifact = load_artifact(Path(artifact), dt)
-    graph = art.graph
-    steps = timesteps or graph.timesteps
-    ds, _ = load_dataset(data, evaluation_split(data))
-    ds = first(ds, samples)
-    sim = ReferenceSimulator(graph)
-    input_shape = graph.shapes[graph.inputs[0]]
-    correct = 0
-    batches = DataLoader(ds, batch_size=batch_size)
-    with progress_bar("simulating", len(batches), enabled=show_progress) as advance:
-        for x, y in batches:
-            x = to_time_major_input(x.float(), input_shape, steps)
-            correct += int((sim.predict(x) == y).sum())
-            advance(f"acc {correct / len(ds):.3f}")
-    accuracy = correct / len(ds)
-    # the float model: the checkpoint's PyTorch model when there is one, else the NIR graph itself
-    reference = evaluate(art.model, ds, torch.device("cpu")) if art.model is not None else accuracy
-    return {"backend": backend, "mode": "float", "artifact": str(artifact), "data": data,
-            "samples": len(ds), "timesteps": int(x.shape[1]), "dt": graph.dt,
-            "accuracy": accuracy, "reference_accuracy": reference}
+    if timesteps is not None:
+        art.graph.metadata["timesteps"] = timesteps
+    if backend == "lava" and art.program is None:
+        raise UserError(f"{artifact}: --backend lava needs a compiled export "
+                        f"(danet-deploy export MODEL --target loihi2-sim)")
+    ds = first(load_dataset(data, evaluation_split(data))[0], samples)
+    result: dict[str, Any] = {"backend": backend, "artifact": str(artifact), "data": data, "samples": len(ds),
+                              "mode": "fixed" if art.program is not None else "float", "dt": art.graph.dt}
+    t0 = time.perf_counter()
+    if art.program is None:
+        sim = ReferenceSimulator(art.graph, device=resolve_device(device))
+        batches = -(-len(ds) // batch_size)
+        with progress_bar("simulating", batches, enabled=show_progress) as advance:
+            result["accuracy"] = _accuracy(ds, batch_size, art, sim.predict, advance)
+    elif backend == "fast":
+        fast = FixedSimulator(art.program, device=resolve_device(device))
+        batches = -(-len(ds) // batch_size)
+        with progress_bar("simulating", batches, enabled=show_progress) as advance:
+            result["accuracy"] = _accuracy(ds, batch_size, art, fast.predict, advance)
+    else:
+        result.update(_run_lava(art, ds, show_progress))
+    result["seconds"] = round(time.perf_counter() - t0, 3)
+    result["timesteps"] = art.graph.timesteps
+    if art.program is not None:
+        result["pipeline_latency"] = art.program.lowered.latency
+    result["reference_accuracy"] = _float_reference(art, ds, batch_size) if art.model is not None or \
+        art.program is not None else result["accuracy"]
+    return result
+
+
+def _run_lava(art: Artifact, ds, show_progress: bool) -> dict[str, Any]:
+    """Lava on every sample, the fast backend on the same samples, and their differences."""
+    from .simulator.lava import run_lava
+
+    shape = art.graph.shapes[art.graph.inputs[0]]
+    x = torch.stack([ds[i][0] for i in range(len(ds))]).float()
+    y = torch.as_tensor([int(ds[i][1]) for i in range(len(ds))])
+    x = as_time_series(x, shape, art.graph.timesteps)
+    fast = FixedSimulator(art.program)
+    with progress_bar("Lava (Loihi2SimCfg fixed_pt)", len(ds), enabled=show_progress) as advance:
+        lava = run_lava(art.program_path, art.program, fast.encode(x).numpy(), advance)
+    expected = fast.run(x, record=True)
+    mismatches = sum(int((torch.as_tensor(v) != expected[k]).sum()) for k, v in lava.items())
+    readout = art.program.lowered.readouts[0]
+    scores = torch.as_tensor(lava[readout.name]).sum(0).reshape(len(ds), -1)
+    bias = art.program.readout_bias.get(readout.name)
+    if bias is not None:
+        scores = scores + x.shape[1] * torch.as_tensor(np.asarray(bias)).reshape(1, -1)
+    return {"accuracy": float((scores.argmax(1) == y).float().mean()), "spike_mismatches": mismatches,
+            "fast_accuracy": float((fast.predict(x) == y).float().mean())}
