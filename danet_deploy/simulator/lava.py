@@ -28,9 +28,12 @@ import numpy as np
 from ..compile import Program, read_program
 from ..errors import UserError
 
+DENSE_LIMIT = 1 << 22  # weight matrices up to this many entries run as Dense, larger as Sparse
+
 
 def _build(program: Program, data: np.ndarray, sink_dir: Path, interval: int):
     """The Lava processes for ``program`` fed by ``data`` ``[inputs, steps]``; returns the source."""
+    from lava.proc.dense.process import DelayDense, Dense
     from lava.proc.graded.process import GradedVec
     from lava.proc.io.source import RingBuffer
     from lava.proc.lif.process import LIFReset
@@ -64,8 +67,13 @@ def _build(program: Program, data: np.ndarray, sink_dir: Path, interval: int):
         for t in pop.terms:
             graded = program.fixed[t.source].graded
             weights = t.map.matrix(t.weight_q).astype(np.int32)
-            kw = {"weights": weights, "num_message_bits": 24 if graded else 0}
-            syn = DelaySparse(delays=int(t.delay), **kw) if t.delay else Sparse(**kw)
+            kw = {"num_message_bits": 24 if graded else 0}
+            if weights.shape[0] * weights.shape[1] <= DENSE_LIMIT:  # numpy beats scipy at this size
+                kw["weights"] = weights.toarray()
+                syn = DelayDense(delays=int(t.delay), **kw) if t.delay else Dense(**kw)
+            else:
+                kw["weights"] = weights
+                syn = DelaySparse(delays=int(t.delay), **kw) if t.delay else Sparse(**kw)
             procs[t.source].s_out.connect(syn.s_in)
             syn.a_out.connect(target)
     return source
