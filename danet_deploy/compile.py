@@ -155,22 +155,24 @@ def _valid_taps(size: int, kernel: int, stride: int, pad: int, out: int) -> np.n
                      for k in range(kernel)])
 
 
-def synapse_count(m: Map, weight: np.ndarray | None = None) -> int:
-    """Exact synapses of a term: nonzero weights times the positions they connect (borders exact)."""
-    w = m.weight if weight is None else weight
+def synapse_count(m: Map, weight: np.ndarray | None) -> int:
+    """Exact synapses of a term: nonzero weights times the positions they connect (borders
+    exact). Without weights (structure only) every weight counts."""
+    shape = m.weight_shape
     if m.kind == "dense":
-        return int(np.count_nonzero(w))
+        return int(np.count_nonzero(weight)) if weight is not None else int(np.prod(shape))
     (_, h, wd), (_, oh, ow) = m.in_shape, m.out_shape
-    th = _valid_taps(h, w.shape[2], m.stride[0], m.padding[0], oh)
-    tw = _valid_taps(wd, w.shape[3], m.stride[1], m.padding[1], ow)
-    nnz = np.count_nonzero(w, axis=(0, 1))  # per (kh, kw) tap
+    th = _valid_taps(h, shape[2], m.stride[0], m.padding[0], oh)
+    tw = _valid_taps(wd, shape[3], m.stride[1], m.padding[1], ow)
+    nnz = np.count_nonzero(weight, axis=(0, 1)) if weight is not None else np.full(shape[2:], shape[0] * shape[1])
     return int((nnz * th[:, None] * tw[None, :]).sum())
 
 
-def fan_in(m: Map, weight: np.ndarray | None = None) -> int:
+def fan_in(m: Map, weight: np.ndarray | None) -> int:
     """Most synapses onto one neuron of the consumer (interior neuron of a conv)."""
-    w = m.weight if weight is None else weight
-    return int(np.count_nonzero(w, axis=tuple(range(1, w.ndim))).max()) if w.size else 0
+    if weight is None:
+        return int(np.prod(m.weight_shape[1:]))
+    return int(np.count_nonzero(weight, axis=tuple(range(1, weight.ndim))).max()) if weight.size else 0
 
 
 def map_to_cores(lowered: Lowered, profile: Profile, quantised: bool) -> dict[str, dict[str, Any]]:
@@ -238,15 +240,14 @@ def compile_graph(graph: FlatGraph, target: str, profile: Profile, lowering: str
     if profile.kind != "chip":
         raise UserError(f"profile {profile.name!r} is an accounting convention, not a compile target")
     costs: dict[str, Any] = {}
-    lowered = {}
-    for mode in ("expand", "relay"):
-        lowered[mode] = lower(graph, mode)
-        mapping = map_to_cores(lowered[mode], profile, quantised=False)
-        costs[mode] = {**summarise(mapping, profile), "violations": check_mapping(mapping, profile, mode)}
+    for mode in ("expand", "relay"):  # structure only: what each lowering would cost
+        mapping = map_to_cores(lower(graph, mode, with_weights=False), profile, quantised=False)
+        costs[mode] = {**summarise(mapping, profile), "violations": check_mapping(mapping, profile, mode),
+                       "counted": "structural (every weight of each synapse group)"}
     chosen = lowering
     if lowering == "auto":
         chosen = "expand" if not costs["expand"]["violations"] else "relay"
-    low = lowered[chosen]
+    low = lower(graph, chosen)
     if chosen == "relay" and any(p.kind == "relay" for p in low.populations.values()) \
             and not profile.limit("graded_spikes"):
         raise UserError(f"{profile.name} has no graded spikes, so relay lowering is impossible; "
@@ -321,8 +322,9 @@ def read_program(path: Path) -> Program:
             for tg in sorted(g.get("terms", {}).values(), key=lambda t: int(t.name.rsplit("/", 1)[1])):
                 ta = tg.attrs
                 w = tg["weight"][()]
-                m = Map(str(ta["kind"]), tuple(int(v) for v in ta["in_shape"]),
-                        tuple(int(v) for v in ta["out_shape"]), w.astype(np.float64),
+                kind = str(ta["kind"])
+                m = Map(kind, tuple(int(v) for v in ta["in_shape"]), tuple(int(v) for v in ta["out_shape"]),
+                        w.astype(np.float64), tuple(w.shape[2:]) if kind == "conv" else (1, 1),
                         tuple(int(v) for v in ta["stride"]), tuple(int(v) for v in ta["padding"]))
                 pop.terms.append(Term(str(ta["source"]), m, str(ta["connection"]), int(ta["delay"]), w))
             pops[pop.name] = pop

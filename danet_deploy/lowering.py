@@ -37,20 +37,31 @@ RELAY_MIN_SOURCES = 3  # a sum of fewer streams is cheaper as direct fan-in
 
 @dataclass
 class Map:
-    """A linear map from a source population's output to a consumer's input current."""
+    """A linear map from a source population's output to a consumer's input current.
+
+    ``weight`` is None when only the structure is lowered (to cost a lowering that
+    will not be built); ``identity`` marks the map of a population onto itself.
+    """
 
     kind: str                       # "conv" (weight [Cout, Cin, kh, kw]) or "dense" ([Nout, Nin])
     in_shape: tuple[int, ...]
     out_shape: tuple[int, ...]
-    weight: np.ndarray
+    weight: np.ndarray | None
+    kernel: tuple[int, int] = (1, 1)
     stride: tuple[int, int] = (1, 1)
     padding: tuple[int, int] = (0, 0)
     delay: int = 0                  # steps added by Delay nodes on the path
+    identity: bool = False
 
     @property
     def geometry(self) -> tuple:
-        shape = self.weight.shape[2:] if self.kind == "conv" else ()
-        return self.kind, shape, self.stride, self.padding, self.delay, self.out_shape
+        return self.kind, self.kernel, self.stride, self.padding, self.delay, self.out_shape
+
+    @property
+    def weight_shape(self) -> tuple[int, ...]:
+        if self.kind == "dense":
+            return int(np.prod(self.out_shape)), int(np.prod(self.in_shape))
+        return self.out_shape[0], self.in_shape[0], *self.kernel
 
     def matrix(self, weight: np.ndarray) -> "scipy.sparse.csr_matrix":  # noqa: F821
         """``weight`` laid out as a sparse ``[out, in]`` matrix over C-order flattened neurons."""
@@ -72,12 +83,13 @@ class Map:
             rows.append(r.ravel())
             cols.append(c.ravel())
             data.append(np.full(r.size, vals[k]))
-        return csr_matrix((np.concatenate(data), (np.concatenate(rows), np.concatenate(cols))),
-                          shape=(cout * oh * ow, cin * h * w))
+        shape = (cout * oh * ow, cin * h * w)
+        if not data:
+            return csr_matrix(shape, dtype=weight.dtype)
+        return csr_matrix((np.concatenate(data), (np.concatenate(rows), np.concatenate(cols))), shape=shape)
 
     def is_pointwise(self) -> bool:
-        return self.kind == "conv" and self.weight.shape[2:] == (1, 1) and self.stride == (1, 1) \
-            and self.padding == (0, 0)
+        return self.kind == "conv" and self.kernel == (1, 1) and self.stride == (1, 1) and self.padding == (0, 0)
 
 
 @dataclass
@@ -131,11 +143,13 @@ class Lowered:
         return max(p.latency for p in self.populations.values())
 
 
-def identity(shape: tuple[int, ...]) -> Map:
-    if len(shape) == 3:
-        return Map("conv", shape, shape, np.eye(shape[0])[:, :, None, None])
-    n = int(np.prod(shape))
-    return Map("dense", shape, (n,), np.eye(n))
+def identity(shape: tuple[int, ...], with_weights: bool = True) -> Map:
+    kind = "conv" if len(shape) == 3 else "dense"
+    m = Map(kind, shape, shape if kind == "conv" else (int(np.prod(shape)),), None, identity=True)
+    if with_weights:
+        n = shape[0] if kind == "conv" else int(np.prod(shape))
+        m.weight = np.eye(n)[:, :, None, None] if kind == "conv" else np.eye(n)
+    return m
 
 
 def _pair(v) -> tuple[int, int]:
@@ -157,6 +171,11 @@ def _full_conv_weight(node: nir.Conv2d) -> np.ndarray:
     return full
 
 
+def _new(m: Map, weight_fn, **changes) -> Map:
+    """``m`` with ``changes``; its weight from ``weight_fn()`` unless only structure is lowered."""
+    return replace(m, weight=None if m.weight is None else weight_fn(), identity=False, **changes)
+
+
 def _pool_of(m: Map, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int],
              avg: bool, out_shape: tuple[int, ...], name: str) -> Map:
     """Sum/average pooling applied after ``m`` (a conv map): one composite conv."""
@@ -164,16 +183,18 @@ def _pool_of(m: Map, kernel: tuple[int, int], stride: tuple[int, int], padding: 
         raise UserError(f"node {name!r}: pooling after a flattened map cannot be lowered")
     if padding != (0, 0) and not m.is_pointwise():
         raise UserError(f"node {name!r}: padded pooling after a conv cannot be lowered")
-    kh, kw = m.weight.shape[2:]
-    (sh, sw), (ph, pw) = m.stride, kernel
-    w = np.zeros((*m.weight.shape[:2], kh + (ph - 1) * sh, kw + (pw - 1) * sw))
-    for a in range(ph):
-        for b in range(pw):
-            w[:, :, a * sh:a * sh + kh, b * sw:b * sw + kw] += m.weight
-    if avg:
-        w /= ph * pw
+    (kh, kw), (sh, sw), (ph, pw) = m.kernel, m.stride, kernel
+    size = (kh + (ph - 1) * sh, kw + (pw - 1) * sw)
+
+    def weight() -> np.ndarray:
+        w = np.zeros((*m.weight.shape[:2], *size))
+        for a in range(ph):
+            for b in range(pw):
+                w[:, :, a * sh:a * sh + kh, b * sw:b * sw + kw] += m.weight
+        return w / (ph * pw) if avg else w
+
     pad = padding if m.is_pointwise() else m.padding
-    return replace(m, weight=w, stride=(sh * stride[0], sw * stride[1]), padding=pad, out_shape=out_shape)
+    return _new(m, weight, kernel=size, stride=(sh * stride[0], sw * stride[1]), padding=pad, out_shape=out_shape)
 
 
 def compose(name: str, node: nir.NIRNode, m: Map, out_shape: tuple[int, ...], dt: float) -> Map:
@@ -184,20 +205,23 @@ def compose(name: str, node: nir.NIRNode, m: Map, out_shape: tuple[int, ...], dt
         steps = np.rint(np.asarray(node.delay, dtype=np.float64) / dt)
         if steps.size and not np.all(steps == steps.flat[0]):
             raise UserError(f"node {name!r}: per-neuron delays cannot be lowered (use one delay per node)")
-        return replace(m, delay=m.delay + int(steps.flat[0]) if steps.size else m.delay)
+        return replace(m, delay=m.delay + (int(steps.flat[0]) if steps.size else 0))
     if isinstance(node, nir.Conv2d):
         if _pair(node.dilation) != (1, 1) or isinstance(node.padding, str):
             raise UserError(f"node {name!r}: dilated or string-padded convs are not supported by the compiler")
-        w2, s2, p2 = _full_conv_weight(node), _pair(node.stride), _pair(node.padding)
+        kernel, s2, p2 = tuple(np.asarray(node.weight).shape[2:]), _pair(node.stride), _pair(node.padding)
         if m.kind != "conv":
             raise UserError(f"node {name!r}: a conv after a flattened map cannot be lowered")
+        if m.identity:
+            return _new(m, lambda: _full_conv_weight(node), kernel=kernel, stride=s2, padding=p2,
+                        out_shape=out_shape)
         if m.is_pointwise():
-            w = np.einsum("omhw,mi->oihw", w2, m.weight[:, :, 0, 0])
-            return replace(m, weight=w, stride=s2, padding=p2, out_shape=out_shape)
-        if w2.shape[2:] == (1, 1) and p2 == (0, 0):
-            w = np.einsum("om,mihw->oihw", w2[:, :, 0, 0], m.weight)
-            return replace(m, weight=w, stride=(m.stride[0] * s2[0], m.stride[1] * s2[1]), out_shape=out_shape)
-        raise UserError(f"node {name!r}: a {w2.shape[2]}x{w2.shape[3]} conv applied to a conv's output "
+            return _new(m, lambda: np.tensordot(_full_conv_weight(node), m.weight[:, :, 0, 0], axes=([1], [0]))
+                        .transpose(0, 3, 1, 2), kernel=kernel, stride=s2, padding=p2, out_shape=out_shape)
+        if kernel == (1, 1) and p2 == (0, 0):
+            return _new(m, lambda: np.tensordot(_full_conv_weight(node)[:, :, 0, 0], m.weight, axes=([1], [0])),
+                        stride=(m.stride[0] * s2[0], m.stride[1] * s2[1]), out_shape=out_shape)
+        raise UserError(f"node {name!r}: a {kernel[0]}x{kernel[1]} conv applied to a conv's output "
                         f"(no neurons in between) cannot be one synapse group; try --lowering relay")
     if isinstance(node, nir.Scale):
         s = np.asarray(node.scale, dtype=np.float64)
@@ -205,25 +229,26 @@ def compose(name: str, node: nir.NIRNode, m: Map, out_shape: tuple[int, ...], dt
             per_channel = s.reshape(s.shape[0], -1)
             if not np.all(per_channel == per_channel[:, :1]):
                 raise UserError(f"node {name!r}: a Scale that varies within a channel cannot be lowered")
-            return replace(m, weight=m.weight * per_channel[:, 0, None, None, None])
-        return replace(m, weight=m.weight * s.reshape(-1, 1))
+            return _new(m, lambda: m.weight * per_channel[:, 0, None, None, None])
+        return _new(m, lambda: m.weight * s.reshape(-1, 1))
     if isinstance(node, (nir.SumPool2d, nir.AvgPool2d)):
         return _pool_of(m, _pair(node.kernel_size), _pair(node.stride), _pair(node.padding),
                         isinstance(node, nir.AvgPool2d), out_shape, name)
     if isinstance(node, nir.Flatten):
         if m.kind == "dense":
             return m
-        if m.is_pointwise() and np.array_equal(m.weight[:, :, 0, 0], np.eye(m.weight.shape[0])):
-            return identity(m.in_shape)
-        if m.weight.shape[2:] == m.in_shape[1:] and m.padding == (0, 0):  # e.g. global pooling: (C, 1, 1)
-            return Map("dense", m.in_shape, out_shape, m.weight.reshape(m.weight.shape[0], -1), delay=m.delay)
+        if m.identity:
+            return identity(m.in_shape, m.weight is not None)
+        if m.kernel == m.in_shape[1:] and m.padding == (0, 0):  # e.g. global pooling: (C, 1, 1)
+            return Map("dense", m.in_shape, out_shape, None if m.weight is None else
+                       m.weight.reshape(m.weight.shape[0], -1), delay=m.delay)
         raise UserError(f"node {name!r}: flattening a conv map is not supported by the compiler")
     if isinstance(node, (nir.Affine, nir.Linear)):
         w = np.asarray(node.weight, dtype=np.float64)
         if m.kind == "dense":
-            return replace(m, weight=w @ m.weight, out_shape=out_shape)
-        if m.is_pointwise() and np.array_equal(m.weight[:, :, 0, 0], np.eye(m.weight.shape[0])):
-            return Map("dense", m.in_shape, out_shape, w, delay=m.delay)
+            return _new(m, lambda: w if m.identity else w @ m.weight, out_shape=out_shape)
+        if m.identity:
+            return Map("dense", m.in_shape, out_shape, None if m.weight is None else w, delay=m.delay)
         raise UserError(f"node {name!r}: an affine map applied to a conv's output cannot be lowered")
     raise UserError(f"node {name!r}: {type(node).__name__} cannot be compiled for Loihi")
 
@@ -234,16 +259,16 @@ def _merge(terms: list[tuple[str, Map, str]]) -> list[tuple[str, Map, str]]:
     for src, m, conn in terms:
         key = (src, m.geometry)
         if key in merged:
-            prev = merged[key]
-            merged[key] = (src, replace(prev[1], weight=prev[1].weight + m.weight), prev[2])
+            prev = merged[key][1]
+            merged[key] = (src, _new(prev, lambda: prev.weight + m.weight), merged[key][2])
         else:
             merged[key] = (src, m, conn)
     return list(merged.values())
 
 
 class _Lowerer:
-    def __init__(self, graph: FlatGraph, relay: bool) -> None:
-        self.g, self.relay = graph, relay
+    def __init__(self, graph: FlatGraph, relay: bool, with_weights: bool) -> None:
+        self.g, self.relay, self.with_weights = graph, relay, with_weights
         self.memo: dict[str, tuple[list[tuple[str, Map, str]], np.ndarray | None]] = {}
         self.relays: dict[str, str | None] = {}  # relayed node -> its parent relay node (subset)
         if relay:
@@ -271,7 +296,7 @@ class _Lowerer:
         shape = self.g.shapes[srcs[0]]
         if name in self.relays:
             bias = self._bias_sum(srcs)
-            return [(self.relay_name(name), identity(shape), self._connection(name))], bias
+            return [(self.relay_name(name), identity(shape, self.with_weights), self._connection(name))], bias
         terms, bias = [], None
         for s in srcs:
             t, b = self.value(s)
@@ -291,7 +316,7 @@ class _Lowerer:
         parent = self.relays[name]
         if parent is not None:
             members.subtract(Counter(self.g.sources[parent]))
-            terms.append((self.relay_name(parent), identity(self.g.shapes[self.g.sources[name][0]]),
+            terms.append((self.relay_name(parent), identity(self.g.shapes[self.g.sources[name][0]], self.with_weights),
                           self._connection(name)))
         for src, count in members.items():
             for _ in range(count):
@@ -303,7 +328,7 @@ class _Lowerer:
         if name in self.memo:
             return self.memo[name]
         if self.is_population(name):
-            result = ([(name, identity(self.g.shapes[name]), self._connection(name))], None)
+            result = ([(name, identity(self.g.shapes[name], self.with_weights), self._connection(name))], None)
         else:
             node = self.g.nodes[name]
             terms, bias_in = self.input_sum(name)
@@ -356,13 +381,16 @@ def _neuron_population(name: str, node: nir.NIRNode, shape: tuple[int, ...], dt:
     return pop
 
 
-def lower(graph: FlatGraph, lowering: str) -> Lowered:
-    """Populations, terms and latencies of ``graph`` for ``expand`` or ``relay`` lowering."""
+def lower(graph: FlatGraph, lowering: str, with_weights: bool = True) -> Lowered:
+    """Populations, terms and latencies of ``graph`` for ``expand`` or ``relay`` lowering.
+
+    Without weights only the structure (shapes, delays) is built: enough to cost it.
+    """
     if lowering not in ("expand", "relay"):
         raise ValueError(lowering)
     if len(graph.inputs) != 1:
         raise UserError("the compiler needs a graph with exactly one Input node")
-    low = _Lowerer(graph, lowering == "relay")
+    low = _Lowerer(graph, lowering == "relay", with_weights)
     pops: dict[str, Population] = {}
     for name, node in graph.nodes.items():
         conn = str(node.metadata.get("connection", ""))

@@ -104,5 +104,5 @@ def _run_lava(art: Artifact, ds, show_progress: bool) -> dict[str, Any]:
     bias = art.program.readout_bias.get(readout.name)
     if bias is not None:
         scores = scores + x.shape[1] * torch.as_tensor(np.asarray(bias)).reshape(1, -1)
-    return {"accuracy": float((scores.argmax(1) == y).float().mean()), "spike_mismatches": mismatches,
-            "fast_accuracy": float((fast.predict(x) == y).float().mean())}
+    return {"accuracy": int((scores.argmax(1) == y).sum()) / len(ds), "spike_mismatches": mismatches,
+            "fast_accuracy": int((fast.predict(x) == y).sum()) / len(ds)}

@@ -39,3 +39,13 @@ def trained_digits(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("trained") / "digits_da.pt"
     train(TrainOptions(epochs=3, quiet=True, device="cpu"), path)
     return path
+
+
+@pytest.fixture(scope="session")
+def trained_plain(tmp_path_factory) -> Path:
+    """A plain (sequential) digits network, trained for 3 epochs, for the netx tests."""
+    from danet_deploy.train import TrainOptions, train
+
+    path = tmp_path_factory.mktemp("trained") / "digits_plain.pt"
+    train(TrainOptions(connection="plain", epochs=3, quiet=True, device="cpu"), path)
+    return path

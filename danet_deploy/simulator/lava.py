@@ -15,13 +15,15 @@ error or Ctrl-C, and no process outlives a run.
 from __future__ import annotations
 
 import os
+import queue
 import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import traceback
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -97,9 +99,27 @@ def worker(program_path: str, data_path: str, sink_dir: str, interval: str, samp
     source.stop()
 
 
+def _lines(stream, timeout: float) -> Iterator[str]:
+    """Lines from ``stream``; raises TimeoutError when none arrives within ``timeout`` seconds."""
+    lines: queue.Queue = queue.Queue()
+    threading.Thread(target=lambda: [lines.put(ln) for ln in stream] + [lines.put(None)], daemon=True).start()
+    while True:
+        try:
+            line = lines.get(timeout=timeout)
+        except queue.Empty:
+            raise TimeoutError from None
+        if line is None:
+            return
+        yield line
+
+
 def run_lava(program_path: Path, program: Program, x_int: np.ndarray,
-             on_sample: Callable[[], None] = lambda: None) -> dict[str, np.ndarray]:
-    """Run ``x_int`` ``[N, T, ...]`` (already encoded) in Lava; per population ``[T, N, ...]``."""
+             on_sample: Callable[[], None] = lambda: None, stall_timeout: float = 300.0) -> dict[str, np.ndarray]:
+    """Run ``x_int`` ``[N, T, ...]`` (already encoded) in Lava; per population ``[T, N, ...]``.
+
+    Lava waits forever when one of its processes fails, so a run that completes no
+    sample for ``stall_timeout`` seconds is stopped and reported.
+    """
     n, steps = x_int.shape[:2]
     latency = program.lowered.latency
     total = n * steps + latency + 1
@@ -115,13 +135,16 @@ def run_lava(program_path: Path, program: Program, x_int: np.ndarray,
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err_file, text=True,
                                     stdin=subprocess.DEVNULL, start_new_session=True)
         try:
-            for line in proc.stdout:
+            for line in _lines(proc.stdout, stall_timeout):
                 if line.startswith("sample "):
                     on_sample()
             err = log.read_text()
             if proc.wait() != 0:
                 last = [ln for ln in err.strip().splitlines() if ln.strip()][-1:] or ["(no output)"]
                 raise UserError(f"the Lava run of {program_path} failed: {last[0][:200]}")
+        except TimeoutError:
+            raise UserError(f"the Lava run of {program_path} stalled: no sample finished in {stall_timeout:.0f} s "
+                            f"(a Lava process failed or hung); its processes were stopped") from None
         finally:
             _kill_group(proc)
         out = {}

@@ -1,0 +1,56 @@
+"""Benchmark: compile DA-ResNet-152 (ImageNet shapes, 1000 classes) for Loihi 2.
+
+Goal (issue 4): quantise + map + write in <= 60 s on 2 cores (Lava execution
+excluded). Prints the wall time, the lowering chosen, and the mapping (neurons,
+synapses, cores, chips) for both lowerings. Calibration uses two random images.
+
+    .venv/bin/python benchmarks/compile_resnet152.py [--arch resnet152] [--workdir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from danet_deploy.checkpoint import save_checkpoint
+from danet_deploy.models import build
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--arch", default="resnet152")
+    ap.add_argument("--target", default="loihi2")
+    ap.add_argument("--workdir", type=Path)
+    args = ap.parse_args()
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="danet-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    model = build(args.arch, "da", 1000).eval()
+    ckpt = work / f"da_{args.arch}.pt"
+    data = work / "calibration.pt"
+    save_checkpoint(ckpt, model, {"spec": f"tensor:{data}"}, {"test_accuracy": 0.0})
+    torch.save({"inputs": torch.randn(2, 3, 224, 224), "labels": torch.zeros(2, dtype=torch.long)}, data)
+    del model
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "danet_deploy", "export", str(ckpt), "--target", args.target,
+                    "--calibration-samples", "2", "-o", str(work / "out")], check=True)
+    wall = time.perf_counter() - t0
+    manifest = json.loads((work / "out" / "manifest.json").read_text())
+    print(f"compile DA-{args.arch} for {args.target}: {wall:.1f} s wall (goal <= 60 s), "
+          f"lowering chosen: {manifest['lowering']}, pipeline latency {manifest['pipeline_latency']} steps")
+    for mode, cost in manifest["lowering_costs"].items():
+        print(f"  {mode:6s}: {cost['neurons']:,} neurons, {cost['synapses']:,} synapses, {cost['cores']:,} cores, "
+              f"{cost['chips']} chips, {len(cost['violations'])} limit violations")
+    cm = manifest["core_mapping"]
+    print(f"  mapped: {cm['neurons']:,} neurons, {cm['synapses']:,} synapses, {cm['cores']:,} cores on {cm['chips']} chips")
+
+
+if __name__ == "__main__":
+    main()

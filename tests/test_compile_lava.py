@@ -1,0 +1,253 @@
+"""Compiling to Loihi fixed point and running in Lava: bit-exact parity, delays, relays, netx."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nir
+import numpy as np
+import pytest
+import torch
+
+from danet_deploy.compile import compile_graph, read_program, write_program
+from danet_deploy.converters.nir_import import read_nir
+from danet_deploy.errors import UserError
+from danet_deploy.profiles import load_profile
+from danet_deploy.simulator.fixed import FixedSimulator
+from danet_deploy.simulator.lava import run_lava
+
+from .conftest import run_cli
+
+
+def _tiny_residual(path: Path) -> None:
+    """input -> A -> lif1 -> B -> lif2, a skip input -> S -> lif2 (one hop shorter), and a
+    three-stream sum (lif1, lif2, input) into lif3, read out by pooling."""
+    rng = np.random.default_rng(7)
+    dt, beta = 1e-3, 0.5
+    tau = dt / (1 - beta)
+
+    def conv(cin, cout, k, pad):
+        return nir.Conv2d(input_shape=None, weight=rng.normal(0, 0.6, (cout, cin, k, k)), stride=1, padding=pad,
+                          dilation=1, groups=1, bias=rng.normal(0, 0.05, cout))
+
+    def lif(c):
+        s = (c, 6, 6)
+        return nir.LIF(tau=np.full(s, tau), r=np.full(s, tau / dt), v_leak=np.zeros(s), v_threshold=np.ones(s))
+
+    nodes = {"input": nir.Input(input_type={"input": np.array([2, 6, 6])}),
+             "A": conv(2, 3, 3, 1), "lif1": lif(3), "B": conv(3, 3, 3, 1), "S": conv(2, 3, 1, 0), "lif2": lif(3),
+             "C": conv(3, 4, 1, 0), "D": conv(3, 4, 3, 1), "E": conv(2, 4, 1, 0), "lif3": lif(4),
+             "pool": nir.AvgPool2d(np.array([6, 6]), np.array([6, 6]), np.array([0, 0])),
+             "fc": nir.Conv2d(input_shape=(1, 1), weight=rng.normal(0, 1, (3, 4, 1, 1)), stride=1, padding=0,
+                              dilation=1, groups=1, bias=np.zeros(3)),
+             "output": nir.Output(output_type={"output": np.array([3, 1, 1])})}
+    edges = [("input", "A"), ("A", "lif1"), ("lif1", "B"), ("B", "lif2"), ("input", "S"), ("S", "lif2"),
+             ("lif1", "C"), ("lif2", "D"), ("input", "E"), ("C", "lif3"), ("D", "lif3"), ("E", "lif3"),
+             ("lif3", "pool"), ("pool", "fc"), ("fc", "output")]
+    nir.write(path, nir.NIRGraph(nodes=nodes, edges=edges, metadata={"dt": dt, "timesteps": 5}))
+
+
+@pytest.mark.parametrize("lowering", ["expand", "relay"])
+def test_tiny_residual_lava_equals_fixed_point_reference(tmp_path: Path, lowering: str) -> None:
+    _tiny_residual(tmp_path / "tiny.nir")
+    graph = read_nir(tmp_path / "tiny.nir")
+    x = torch.rand(3, 5, 2, 6, 6) * 2
+    program, _ = compile_graph(graph, "loihi2-sim", load_profile("loihi2"), lowering, x)
+    pops = program.populations
+    assert pops["lif2"].latency == 2 and {t.delay for t in pops["lif2"].terms} == {0, 1}  # balanced skip
+    assert (lowering == "relay") == ("lif3.relay" in pops)
+    write_program(tmp_path / "program.h5", program)
+    program = read_program(tmp_path / "program.h5")
+    fast = FixedSimulator(program)
+    expected = fast.run(x, record=True)
+    got = run_lava(tmp_path / "program.h5", program, fast.encode(x).numpy())
+    assert set(got) == {n for n, p in pops.items() if p.kind != "input"}
+    for name, values in got.items():
+        assert torch.equal(torch.as_tensor(values), expected[name]), name
+    assert all(int(expected[n].sum()) > 0 for n in ("lif1", "lif2", "lif3")), "no spikes: vacuous"
+
+
+def _independent_lif(a: np.ndarray, dv: int, vth: int, bias: np.ndarray) -> np.ndarray:
+    """Lava's fixed-point LIF (du = 4095) written from lava-semantics.md, in numpy."""
+    v, out = np.zeros(a.shape[1:], dtype=np.int64), []
+    for step in a:
+        u = step.astype(np.int64) << 6
+        u = np.where(u > 2 ** 23, u - 2 ** 24, np.where(u <= -2 ** 23, u + 2 ** 24, u))
+        p = v * (4096 - dv)
+        v = np.clip(np.sign(p) * (np.abs(p) >> 12) + u + (bias << 6), -(2 ** 23 - 1), 2 ** 23 - 1)
+        s = v > (vth << 6)
+        v = np.where(s, 0, v)
+        out.append(s.astype(np.int64))
+    return np.stack(out)
+
+
+def test_fixed_point_neurons_match_an_independent_model(tmp_path: Path) -> None:
+    _tiny_residual(tmp_path / "tiny.nir")
+    graph = read_nir(tmp_path / "tiny.nir")
+    x = torch.rand(4, 5, 2, 6, 6) * 2
+    program, _ = compile_graph(graph, "loihi2-sim", load_profile("loihi2"), "expand", x)
+    fast = FixedSimulator(program)
+    rec = fast.run(x, record=True)
+    xi = fast.encode(x)
+    term = program.populations["lif1"].terms[0]
+    a = torch.nn.functional.conv2d(xi.flatten(0, 1).double(), torch.as_tensor(term.weight_q).double(),
+                                   padding=term.map.padding).round().long().unflatten(0, (4, 5)).transpose(0, 1)
+    f = program.fixed["lif1"]
+    expected = _independent_lif(a.numpy(), f.dv, f.vth, f.bias_mant)
+    assert np.array_equal(rec["lif1"].numpy(), expected) and expected.sum() > 0
+
+
+def test_expand_violation_names_layer_limit_and_remedy_and_auto_picks_relay(tmp_path: Path) -> None:
+    """A DA stage's sums grow with depth under expand, not under relay: a fan-in limit between
+    the two makes expand fail with a one-line error and auto pick relay."""
+    from danet_deploy.compile import lower, map_to_cores
+    from danet_deploy.converters.nir_export import to_nir
+    from danet_deploy.models import build
+
+    nir.write(tmp_path / "da.nir", to_nir(build("resnet20", "da", 10, timesteps=2, input_shape=(3, 8, 8)).eval()))
+    graph = read_nir(tmp_path / "da.nir")
+    loihi2 = load_profile("loihi2")
+    fan = {mode: max(m["max_fan_in"] for m in map_to_cores(lower(graph, mode, False), loihi2, False).values())
+           for mode in ("expand", "relay")}
+    assert fan["relay"] < fan["expand"]
+    limit = (fan["relay"] + fan["expand"]) // 2
+    small = tmp_path / "small.toml"
+    small.write_text(loihi2.path.read_text().replace("input_axons_per_core = { value = 4096",
+                                                     f"input_axons_per_core = {{ value = {limit}"))
+    x = torch.rand(2, 2, 3, 8, 8)
+    with pytest.raises(UserError, match=rf"layer '.+': fan-in \d+ per neuron exceeds loihi2's {limit} input "
+                                        rf"axons per core; use --lowering relay") as info:
+        compile_graph(graph, "loihi2-sim", load_profile(small), "expand", x)
+    assert "\n" not in str(info.value)
+    program, costs = compile_graph(graph, "loihi2-sim", load_profile(small), "auto", x)
+    assert program.lowered.lowering == "relay" and costs["expand"]["violations"] and not costs["relay"]["violations"]
+    assert costs["relay"]["synapses"] < costs["expand"]["synapses"]
+
+
+def test_loihi1_refuses_relays(tmp_path: Path) -> None:
+    _tiny_residual(tmp_path / "tiny.nir")
+    with pytest.raises(UserError, match="loihi1 has no graded spikes"):
+        compile_graph(read_nir(tmp_path / "tiny.nir"), "loihi1", load_profile("loihi1"), "relay", None)
+
+
+@pytest.mark.parametrize("connection", ["plain", "aa", "sew", "ms", "pa", "da"])
+def test_digits_models_in_lava_match_float_accuracy(tmp_path: Path, connection: str) -> None:
+    """Acceptance: each connection type, compiled to loihi2-sim, on 100 digits test samples."""
+    from danet_deploy.export import export
+    from danet_deploy.simulate import simulate
+    from danet_deploy.train import TrainOptions, train
+
+    ckpt = tmp_path / f"{connection}.pt"
+    train(TrainOptions(connection=connection, epochs=12, quiet=True, device="cpu"), ckpt)
+    out = export(ckpt, "loihi2-sim")
+    result = simulate(out, "digits", backend="lava", samples=100, show_progress=False)
+    assert result["spike_mismatches"] == 0
+    assert result["samples"] == 100
+    assert abs(result["accuracy"] - result["reference_accuracy"]) <= 0.01 + 1e-9  # at most 1 of 100 samples
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["pipeline_latency"] == result["pipeline_latency"] > 0
+
+
+def test_netx_loads_our_file_and_spikes_like_our_lava_graph(trained_plain: Path, tmp_path: Path) -> None:
+    from lava.lib.dl.netx.hdf5 import Network
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.magma.core.run_configs import Loihi2SimCfg
+    from lava.proc.io.source import RingBuffer
+
+    from danet_deploy.data import load_dataset
+    from danet_deploy.export import export
+    from danet_deploy.lavaext.filesink import FileSink
+
+    out = export(trained_plain, "loihi2-sim", tmp_path / "plain")
+    assert (out / "netx.h5").is_file()
+    program = read_program(out / "program.h5")
+    fast = FixedSimulator(program)
+    x = load_dataset("digits", "test")[0].tensors[0][:1].unsqueeze(1).expand(-1, 4, -1, -1, -1)
+    expected = fast.run(x, record=True)
+    steps = 4 + program.lowered.latency + 1
+    data = np.zeros((8, 8, 1, steps), dtype=np.int32)  # netx conv layout: (X, Y, C, time)
+    data[..., :4] = fast.encode(x)[0].permute(3, 2, 1, 0).numpy()
+    # neurons with a bias integrate it before their input arrives; both graphs reset each
+    # layer at the start of its own window (netx: offset reset_offset + 1 + layer position)
+    net = Network(net_config=str(out / "netx.h5"), input_message_bits=24, reset_interval=4, reset_offset=1)
+    src = RingBuffer(data=data)
+    src.s_out.connect(net.inp)
+    lifs = [n for n, p in program.populations.items() if p.kind == "lif"]
+    sinks = []
+    for i, block in enumerate(net.layers[:len(lifs)]):
+        sink = FileSink(shape=block.out.shape, num_steps=steps, path=str(tmp_path / f"netx{i}.npy"), dtype="int8")
+        block.out.connect(sink.a_in)
+        sinks.append(sink)
+    try:
+        src.run(condition=RunSteps(num_steps=steps), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
+    finally:
+        src.stop()
+    for i, name in enumerate(lifs):
+        rec = np.load(tmp_path / f"netx{i}.npy")  # [steps, X, Y, C]
+        lat = program.populations[name].latency
+        got = rec[lat:lat + 4].transpose(0, 3, 2, 1)  # -> [T, C, H, W]
+        assert np.array_equal(got, expected[name][:, 0].numpy()), name
+
+
+def test_export_manifest_records_the_compilation(trained_digits: Path, tmp_path: Path) -> None:
+    run_cli("export", str(trained_digits), "--target", "loihi2-sim", "-o", str(tmp_path / "o"), check=True)
+    m = json.loads((tmp_path / "o" / "manifest.json").read_text())
+    assert m["profile"] == "loihi2" and m["lowering"] in ("expand", "relay")
+    assert set(m["lowering_costs"]) == {"expand", "relay"}
+    layer = m["quantisation"]["stem.sn"]
+    assert layer["weight_bits"] == 8 and 0 < layer["vth"] < 2 ** 17 and layer["dv"] == 2048
+    assert m["core_mapping"]["chips"] >= 1 and m["core_mapping"]["cores"] >= 1
+    assert "energy.synaptic_op" in m["profile_estimates"]
+    assert (tmp_path / "o" / "program.h5").is_file() and not (tmp_path / "o" / "netx.h5").exists()
+
+
+def _lava_processes() -> list[int]:
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if b"danet_deploy.simulator.lava" in (d / "cmdline").read_bytes():
+                    pids.append(int(d.name))
+            except OSError:
+                pass
+    return pids
+
+
+def test_ctrl_c_leaves_no_lava_processes(trained_digits: Path, tmp_path: Path) -> None:
+    out = tmp_path / "o"
+    run_cli("export", str(trained_digits), "--target", "loihi2-sim", "-o", str(out), check=True)
+    proc = subprocess.Popen([sys.executable, "-m", "danet_deploy", "simulate", str(out), "--backend", "lava",
+                             "--samples", "300"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not _lava_processes() and time.time() < deadline:
+        time.sleep(0.2)
+    assert _lava_processes(), "the Lava worker never started"
+    time.sleep(3)
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=60)
+    time.sleep(1)
+    assert proc.returncode != 0
+    assert _lava_processes() == []
+
+
+def test_hung_lava_run_is_stopped_and_leaves_no_processes(tmp_path: Path) -> None:
+    import h5py
+
+    _tiny_residual(tmp_path / "tiny.nir")
+    program, _ = compile_graph(read_nir(tmp_path / "tiny.nir"), "loihi2-sim", load_profile("loihi2"), "expand", None)
+    write_program(tmp_path / "bad.h5", program)
+    with h5py.File(tmp_path / "bad.h5", "r+") as f:  # a delay Lava's DelayDense refuses on its first step
+        for g in f["populations"].values():
+            if g.attrs["name"] == "lif2":
+                for t in g["terms"].values():
+                    t.attrs["delay"] = 70
+    bad = read_program(tmp_path / "bad.h5")
+    with pytest.raises(UserError, match="the Lava run of .* stalled: no sample finished in 20 s"):
+        run_lava(tmp_path / "bad.h5", bad, np.zeros((1, 5, 2, 6, 6), dtype=np.int64), stall_timeout=20)
+    assert _lava_processes() == []
