@@ -94,15 +94,19 @@ train.help = (train.help or "") + "".join(
 @_train_options
 @click.option("-o", "--outdir", default="runs/demo", show_default=True, type=click.Path(file_okay=False),
               help="Where the demo writes its files.")
-def demo(outdir: str, **kw) -> None:
-    """The embedded default job: train the digits DANet (no download) and report it."""
-    from .train import TrainOptions, train as run_training
+@click.option("--lava-samples", default=20, show_default=True, type=click.IntRange(1),
+              help="Test samples run in Lava (slow); the fast simulator runs all of them.")
+@click.option("--profile", "-p", default="loihi2", show_default=True, help="Profile for the energy table.")
+def demo(outdir: str, lava_samples: int, profile: str, **kw) -> None:
+    """The embedded default job on the 8x8 digits (nothing is downloaded).
 
-    out = Path(outdir) / f"{kw['arch']}_{kw['connection']}.pt"
-    console.print(f"[bold]danet-deploy demo[/]: training {kw['arch']} ({kw['connection']}) on digits")
-    metrics = run_training(TrainOptions(data="digits", **kw), out)
-    console.print(f"test accuracy {metrics['test_accuracy']:.4f} after {metrics['epochs']} epochs "
-                  f"({metrics['train_seconds']:.0f} s); checkpoint: {out}")
+    Trains the digits DANet, exports it to NIR, compiles it for loihi2-sim, runs
+    Lava on a few test samples and the fast simulator on all of them, prints the
+    accuracy parity and the per-layer SOP/energy table, and writes an HTML report.
+    """
+    from .demo import run_demo
+
+    run_demo(Path(outdir), lava_samples, profile, **kw)
 
 
 @main.command()
@@ -196,6 +200,40 @@ def simulate(artifact: str, as_json: bool, **kw) -> None:
     if "spike_mismatches" in result:
         line += f"; spike mismatches vs fast: {result['spike_mismatches']}"
     console.print(line + f" ({result['seconds']:.1f} s)")
+
+
+@main.command()
+@click.argument("artifact", type=click.Path(exists=True))
+@click.option("--profile", "-p", default="loihi2", show_default=True,
+              help="Hardware profile (loihi2, loihi1, cmos45) or a .toml file.")
+@click.option("--data", default="digits", show_default=True,
+              help="digits | cifar10:PATH | cifar100:PATH | imagefolder:PATH | tensor:PATH")
+@click.option("--format", "fmt", default="table", show_default=True,
+              type=click.Choice(["table", "json", "csv", "html"]))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to this file instead of stdout.")
+@click.option("--samples", "-n", type=click.IntRange(1), help="Use the first N samples [default: all].")
+@click.option("--device", default="cpu", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
+def report(artifact: str, profile: str, data: str, fmt: str, output: str | None, samples: int | None,
+           device: str) -> None:
+    """Per-layer SOPs, MACs, spikes, neuron updates, synapses, cores and energy.
+
+    ARTIFACT is a checkpoint, a .nir file or an export directory; anything not yet
+    compiled is compiled first. Counts are per inference, averaged over the samples;
+    energy uses PROFILE's per-operation figures (estimates are listed in the report).
+    """
+    from .report import build_report, render, write
+
+    rep = build_report(Path(artifact), profile, data, samples, device, show_progress=output is not None
+                       or fmt == "table")
+    if output:
+        write(rep, fmt, Path(output))
+        console.print(f"wrote {output}")
+    elif fmt == "table":
+        from rich.console import Console
+
+        Console(width=max(160, console.width)).print(render(rep, fmt))
+    else:
+        click.echo(render(rep, fmt), nl=False)
 
 
 if __name__ == "__main__":

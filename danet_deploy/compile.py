@@ -17,6 +17,7 @@ spikes, or its integer value for graded sources (the input, relays).
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -176,9 +177,15 @@ def fan_in(m: Map, weight: np.ndarray | None) -> int:
 
 
 def map_to_cores(lowered: Lowered, profile: Profile, quantised: bool) -> dict[str, dict[str, Any]]:
-    """Cores per population within the profile's limits (neurons, synaptic memory, fan-in)."""
+    """Cores per population within the profile's limits.
+
+    A neuron whose fan-in exceeds a core's input axons is split into dendritic
+    compartments (Loihi's multi-compartment neurons sum them into one soma), each
+    taking one neuron slot; cores are then set by neuron slots or synaptic memory.
+    """
     npc = profile.limit("neurons_per_core")
     mem = profile.limit("synaptic_memory_per_core")
+    axons = profile.limit("input_axons_per_core")
     wbits = profile.limit("weight_bits")
     delay_bits = max(1, int(profile.limit("max_synaptic_delay")).bit_length())
     out = {}
@@ -186,41 +193,40 @@ def map_to_cores(lowered: Lowered, profile: Profile, quantised: bool) -> dict[st
         if pop.kind == "input":
             continue
         weights = [t.weight_q if quantised else None for t in pop.terms]
-        synapses = sum(synapse_count(t.map, w) for t, w in zip(pop.terms, weights))
-        bits = sum(synapse_count(t.map, w) * (wbits + (delay_bits if t.delay else 0))
-                   for t, w in zip(pop.terms, weights))
+        counts = [synapse_count(t.map, w) for t, w in zip(pop.terms, weights)]
+        bits = sum(c * (wbits + (delay_bits if t.delay else 0)) for c, t in zip(counts, pop.terms))
         per_neuron = sum(fan_in(t.map, w) for t, w in zip(pop.terms, weights))
         neurons = 0 if pop.kind == "readout" else pop.neurons
-        cores = max(math.ceil(neurons / npc), math.ceil(bits / mem), 1)
-        out[name] = {"kind": pop.kind, "neurons": neurons, "synapses": synapses, "synapse_bits": bits,
-                     "max_fan_in": per_neuron, "cores": cores, "latency": pop.latency,
-                     "max_delay": max((t.delay for t in pop.terms), default=0)}
+        compartments = max(1, math.ceil(per_neuron / axons))
+        cores = max(math.ceil(neurons * compartments / npc), math.ceil(bits / mem), 1)
+        out[name] = {"kind": pop.kind, "neurons": neurons, "synapses": sum(counts), "synapse_bits": bits,
+                     "max_fan_in": per_neuron, "compartments_per_neuron": compartments, "cores": cores,
+                     "latency": pop.latency, "max_delay": max((t.delay for t in pop.terms), default=0)}
     return out
 
 
-def check_mapping(mapping: dict[str, dict[str, Any]], profile: Profile, lowering: str) -> list[str]:
+def check_mapping(mapping: dict[str, dict[str, Any]], profile: Profile, lowering: str,
+                  check_chips: bool = True) -> list[str]:
     """Every limit a mapping breaks, as one message per problem (empty: it fits)."""
-    axons = profile.limit("input_axons_per_core")
     mem = profile.limit("synaptic_memory_per_core")
+    axons = profile.limit("input_axons_per_core")
     wbits = profile.limit("weight_bits")
     max_delay = profile.limit("max_synaptic_delay")
-    remedy = "use --lowering relay" if lowering == "expand" else "reduce the layer's fan-in"
+    remedy = "use --lowering relay" if lowering == "expand" else "use a smaller input or a larger system"
     problems = []
     for name, m in mapping.items():
-        if m["max_fan_in"] > axons:
-            problems.append(f"layer {name!r}: fan-in {m['max_fan_in']} per neuron exceeds "
-                            f"{profile.name}'s {axons} input axons per core; {remedy}")
-        elif m["max_fan_in"] * wbits > mem:
-            problems.append(f"layer {name!r}: one neuron needs {m['max_fan_in'] * wbits} bits of synapses, "
+        per_compartment = min(m["max_fan_in"], axons) * wbits
+        if per_compartment > mem:
+            problems.append(f"layer {name!r}: one neuron compartment needs {per_compartment} bits of synapses, "
                             f"more than {profile.name}'s {mem} per core; {remedy}")
         if m["max_delay"] > max_delay:
             problems.append(f"layer {name!r}: needs a synaptic delay of {m['max_delay']} steps, more than "
                             f"{profile.name}'s {max_delay}; {remedy}")
     cores = sum(m["cores"] for m in mapping.values())
     chips = math.ceil(cores / profile.limit("cores_per_chip"))
-    if chips > profile.limit("max_chips"):
+    if check_chips and chips > profile.limit("max_chips"):
         problems.append(f"the network needs {chips} chips ({cores} cores), more than the "
-                        f"{profile.limit('max_chips')} of the largest {profile.name} system")
+                        f"{profile.limit('max_chips')} of the largest {profile.name} system; {remedy}")
     return problems
 
 
@@ -229,6 +235,7 @@ def summarise(mapping: dict[str, dict[str, Any]], profile: Profile) -> dict[str,
     return {"synapses": sum(m["synapses"] for m in mapping.values()),
             "synapse_bits": sum(m["synapse_bits"] for m in mapping.values()),
             "neurons": sum(m["neurons"] for m in mapping.values()),
+            "compartments": sum(m["neurons"] * m["compartments_per_neuron"] for m in mapping.values()),
             "cores": cores, "chips": math.ceil(cores / profile.limit("cores_per_chip"))}
 
 
@@ -242,11 +249,17 @@ def compile_graph(graph: FlatGraph, target: str, profile: Profile, lowering: str
     costs: dict[str, Any] = {}
     for mode in ("expand", "relay"):  # structure only: what each lowering would cost
         mapping = map_to_cores(lower(graph, mode, with_weights=False), profile, quantised=False)
-        costs[mode] = {**summarise(mapping, profile), "violations": check_mapping(mapping, profile, mode),
+        # the chip count is checked after quantisation, when zero weights no longer count
+        costs[mode] = {**summarise(mapping, profile), "violations": check_mapping(mapping, profile, mode, False),
                        "counted": "structural (every weight of each synapse group)"}
     chosen = lowering
-    if lowering == "auto":
-        chosen = "expand" if not costs["expand"]["violations"] else "relay"
+    if lowering == "auto" and costs["expand"]["violations"] and costs["relay"]["violations"]:
+        raise UserError(f"neither lowering fits {profile.name}: expand: {costs['expand']['violations'][0]}; "
+                        f"relay: {costs['relay']['violations'][0]}")
+    if lowering == "auto":  # expand unless relay fits where expand does not, or needs fewer cores
+        relay_better = not costs["relay"]["violations"] and (
+            costs["expand"]["violations"] or costs["relay"]["cores"] < costs["expand"]["cores"])
+        chosen = "relay" if relay_better and profile.limit("graded_spikes") else "expand"
     low = lower(graph, chosen)
     if chosen == "relay" and any(p.kind == "relay" for p in low.populations.values()) \
             and not profile.limit("graded_spikes"):
@@ -279,7 +292,8 @@ def write_program(path: Path, program: Program) -> None:
     with h5py.File(path, "w") as f:
         f.attrs.update({"format": "danet-deploy-program/1", "target": program.target,
                         "profile": program.profile, "lowering": low.lowering, "dt": low.dt,
-                        "timesteps": low.timesteps or 0, "latency": low.latency})
+                        "timesteps": low.timesteps or 0, "latency": low.latency,
+                        "mapping": json.dumps(program.mapping, sort_keys=True)})
         for i, (name, pop) in enumerate(low.populations.items()):
             g = f.create_group(f"populations/{i}")
             fx = program.fixed[name]
@@ -334,4 +348,5 @@ def read_program(path: Path) -> Program:
             if "readout_bias" in g:
                 readout_bias[pop.name] = g["readout_bias"][()]
         low = Lowered(pops, str(f.attrs["lowering"]), float(f.attrs["dt"]), int(f.attrs["timesteps"]) or None)
-        return Program(str(f.attrs["target"]), str(f.attrs["profile"]), low, fixed, {}, readout_bias)
+        return Program(str(f.attrs["target"]), str(f.attrs["profile"]), low, fixed,
+                       json.loads(f.attrs["mapping"]), readout_bias)

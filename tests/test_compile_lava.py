@@ -104,8 +104,8 @@ def test_fixed_point_neurons_match_an_independent_model(tmp_path: Path) -> None:
 
 
 def test_expand_violation_names_layer_limit_and_remedy_and_auto_picks_relay(tmp_path: Path) -> None:
-    """A DA stage's sums grow with depth under expand, not under relay: a fan-in limit between
-    the two makes expand fail with a one-line error and auto pick relay."""
+    """A DA stage's sums grow with depth under expand, not under relay: a synaptic-memory
+    limit between the two makes expand fail with a one-line error and auto pick relay."""
     from danet_deploy.compile import lower, map_to_cores
     from danet_deploy.converters.nir_export import to_nir
     from danet_deploy.models import build
@@ -116,18 +116,30 @@ def test_expand_violation_names_layer_limit_and_remedy_and_auto_picks_relay(tmp_
     fan = {mode: max(m["max_fan_in"] for m in map_to_cores(lower(graph, mode, False), loihi2, False).values())
            for mode in ("expand", "relay")}
     assert fan["relay"] < fan["expand"]
-    limit = (fan["relay"] + fan["expand"]) // 2
+    limit = 8 * (fan["relay"] + fan["expand"]) // 2  # bits: 8-bit weights
     small = tmp_path / "small.toml"
-    small.write_text(loihi2.path.read_text().replace("input_axons_per_core = { value = 4096",
-                                                     f"input_axons_per_core = {{ value = {limit}"))
+    small.write_text(loihi2.path.read_text().replace("synaptic_memory_per_core = { value = 1048576",
+                                                     f"synaptic_memory_per_core = {{ value = {limit}"))
     x = torch.rand(2, 2, 3, 8, 8)
-    with pytest.raises(UserError, match=rf"layer '.+': fan-in \d+ per neuron exceeds loihi2's {limit} input "
-                                        rf"axons per core; use --lowering relay") as info:
+    with pytest.raises(UserError, match=rf"layer '.+': one neuron compartment needs \d+ bits of synapses, more "
+                                        rf"than loihi2's {limit} per core; use --lowering relay") as info:
         compile_graph(graph, "loihi2-sim", load_profile(small), "expand", x)
     assert "\n" not in str(info.value)
     program, costs = compile_graph(graph, "loihi2-sim", load_profile(small), "auto", x)
     assert program.lowered.lowering == "relay" and costs["expand"]["violations"] and not costs["relay"]["violations"]
     assert costs["relay"]["synapses"] < costs["expand"]["synapses"]
+
+
+def test_large_fan_in_is_split_into_compartments() -> None:
+    from danet_deploy.compile import lower, map_to_cores
+    from danet_deploy.converters.nir_export import to_nir
+    from danet_deploy.converters.nir_import import from_nir
+    from danet_deploy.models import build
+
+    graph = from_nir(to_nir(build("resnet50", "plain", 10, timesteps=1, input_shape=(3, 32, 32)).eval()))
+    mapping = map_to_cores(lower(graph, "expand", False), load_profile("loihi2"), False)
+    deep = mapping["stages.3.0.sn2"]  # 3x3 conv over 512 channels: 4608 inputs > 4096 axons
+    assert deep["max_fan_in"] == 4608 and deep["compartments_per_neuron"] == 2
 
 
 def test_loihi1_refuses_relays(tmp_path: Path) -> None:

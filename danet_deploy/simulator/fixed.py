@@ -91,15 +91,18 @@ class FixedSimulator:
         state[name] = torch.where(spikes, torch.zeros_like(v), v)
         return spikes.to(torch.int64)
 
-    def scores(self, x: torch.Tensor) -> torch.Tensor:
+    def scores_from(self, out: dict[str, torch.Tensor], steps: int) -> torch.Tensor:
         """The readout's summed integer current (plus its bias over the steps) per class."""
         readout = self.program.lowered.readouts[0]
-        a = self.run(x)[readout.name]
+        a = out[readout.name]
         total = a.sum(0).reshape(a.shape[1], -1)
         bias = self.program.readout_bias.get(readout.name)
         if bias is not None:
-            total = total + a.shape[0] * torch.as_tensor(bias, device=total.device).reshape(1, -1)
+            total = total + steps * torch.as_tensor(bias, device=total.device).reshape(1, -1)
         return total
+
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scores_from(self.run(x), x.shape[1])
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         return self.scores(x).argmax(1)

@@ -1,0 +1,130 @@
+"""Account stage: exact per-layer operation counts and energy of a compiled program.
+
+Conventions (DESIGN §3), per inference (all time steps of one sample), averaged over
+the evaluated samples:
+
+* ``sops``: binary spikes delivered across existing synapses (nonzero quantised
+  weights; conv borders and strides exact). A source that fires into two synapse
+  groups of one neuron (SEW ADD lowered as fan-in) is counted in both, so an integer
+  input ``n`` costs ``n`` SOPs.
+* ``graded_ops``: nonzero graded messages (relays) delivered across synapses.
+* ``macs``: nonzero real-valued inputs (the image into the stem) across synapses.
+* ``spikes``: spikes emitted; ``neuron_updates``: neurons x time steps.
+* ``synapses``, ``synapse_bits``, ``cores``: from the core mapping.
+* ``energy_pj``: counts x the profile's per-op energies, split into synaptic,
+  neuron, routing, MAC and static parts (static: the chips' static power over the
+  estimated inference time, shared out by cores).
+
+Per-layer rows sum exactly to the totals; ``by_connection`` sums rows by the
+connection type of the block each layer belongs to.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .compile import Program, summarise
+from .profiles import Profile
+from .simulator.fixed import FixedSimulator
+
+COUNTS = ("neurons", "synapses", "synapse_bits", "cores", "spikes", "sops", "graded_ops", "macs",
+          "neuron_updates")
+ENERGY_PARTS = ("synaptic", "neuron", "routing", "mac", "static")
+
+
+class Accountant:
+    """Counts events while the fast simulator runs batches of samples."""
+
+    def __init__(self, program: Program, device: str | torch.device = "cpu") -> None:
+        self.program = program
+        self.sim = FixedSimulator(program, device)
+        self.samples = 0
+        self.events = {name: {"spikes": 0.0, "sops": 0.0, "graded_ops": 0.0, "macs": 0.0}
+                       for name in program.populations}
+        # 0/1 weights: convolving an event map with them counts (event, synapse) pairs exactly
+        self.indicator = {key: (w != 0).to(torch.float64) for key, w in self.sim.weights.items()}
+
+    def add(self, x: torch.Tensor) -> torch.Tensor:
+        """Simulate a batch ``[N, T, ...]``, count its events; return the predictions."""
+        prog = self.program
+        out = self.sim.run(x, record=True)
+        self.samples += x.shape[0]
+        for name, pop in prog.populations.items():
+            if pop.kind in ("lif", "gate"):
+                self.events[name]["spikes"] += float(out[name].sum())
+            elif pop.kind == "relay":
+                self.events[name]["spikes"] += float((out[name] != 0).sum())
+            for i, t in enumerate(pop.terms):
+                src = prog.populations[t.source]
+                active = (out[t.source] != 0).to(torch.float64)  # [T, N, ...]
+                pairs = self._pairs(active.flatten(0, 1), t, self.indicator[(name, i)])
+                kind = "macs" if src.kind == "input" and prog.fixed[t.source].graded else \
+                    "graded_ops" if prog.fixed[t.source].graded else "sops"
+                self.events[name][kind] += pairs
+        return self.sim.scores_from(out, x.shape[1]).argmax(1)
+
+    @staticmethod
+    def _pairs(active: torch.Tensor, term, indicator: torch.Tensor) -> float:
+        if term.map.kind == "conv":
+            hits = F.conv2d(active.reshape(active.shape[0], *term.map.in_shape), indicator,
+                            stride=term.map.stride, padding=term.map.padding)
+            return float(hits.sum())
+        return float((active.reshape(active.shape[0], -1) @ indicator.T).sum())
+
+    def report(self, profile: Profile, timesteps: int) -> dict[str, Any]:
+        """The JSON report (DESIGN §4 keys) for ``profile``."""
+        prog = self.program
+        mapping = prog.mapping
+        n = max(self.samples, 1)
+        layers = []
+        for name, pop in prog.populations.items():
+            if pop.kind == "input":
+                continue
+            m = mapping[name]
+            ev = {k: v / n for k, v in self.events[name].items()}
+            neurons = m["neurons"]
+            row = {"name": name, "kind": pop.kind, "connection": pop.connection or "other",
+                   "neurons": neurons, "synapses": m["synapses"], "synapse_bits": m["synapse_bits"],
+                   "cores": m["cores"], "spikes": ev["spikes"], "sops": ev["sops"], "graded_ops": ev["graded_ops"],
+                   "macs": ev["macs"], "neuron_updates": neurons * timesteps,
+                   "spike_rate": ev["spikes"] / (neurons * timesteps) if neurons else 0.0}
+            layers.append(row)
+        _energy(layers, profile, mapping, timesteps)
+        totals = {k: sum(r[k] for r in layers) for k in (*COUNTS, "energy_pj")}
+        totals["energy_breakdown_pj"] = {p: sum(r["energy_breakdown_pj"][p] for r in layers) for p in ENERGY_PARTS}
+        by_connection: dict[str, dict[str, float]] = {}
+        for r in layers:
+            agg = by_connection.setdefault(r["connection"], {k: 0 for k in (*COUNTS, "energy_pj")})
+            for k in agg:
+                agg[k] += r[k]
+        return {"profile": profile.name, "profile_kind": profile.kind, "estimates": profile.estimates(),
+                "target": prog.target, "lowering": prog.lowered.lowering, "timesteps": timesteps,
+                "samples": self.samples, "pipeline_latency": prog.lowered.latency,
+                "mapping": summarise(mapping, profile) if profile.kind == "chip" else None,
+                "layers": layers, "totals": totals, "by_connection": dict(sorted(by_connection.items()))}
+
+
+def _energy(layers: list[dict[str, Any]], profile: Profile, mapping: dict, timesteps: int) -> None:
+    """Fill ``energy_pj`` and ``energy_breakdown_pj`` of every row."""
+    e = {k: f.value for k, f in profile.energy.items()}
+    static_pj = 0.0
+    if profile.kind == "chip" and profile.timing:
+        t = {k: f.value for k, f in profile.timing.items()}
+        busiest = max(((r["sops"] + r["graded_ops"]) / timesteps / r["cores"] * t["synaptic_op"]
+                       + r["neurons"] / r["cores"] * t["neuron_update"]) for r in layers if r["cores"])
+        step_ns = t["barrier_sync"] + busiest
+        chips = math.ceil(sum(r["cores"] for r in layers) / profile.limit("cores_per_chip"))
+        static_pj = e["static_per_chip"] * 1e-3 * chips * timesteps * step_ns * 1e-9 * 1e12  # mW * s -> pJ
+    total_cores = sum(r["cores"] for r in layers) or 1
+    for r in layers:
+        parts = {"synaptic": r["sops"] * e["synaptic_op"] + r["graded_ops"] * e["graded_op"],
+                 "neuron": r["neuron_updates"] * e["neuron_update"],
+                 "routing": r["spikes"] * e["spike_routing"],
+                 "mac": r["macs"] * e["mac"],
+                 "static": static_pj * r["cores"] / total_cores}
+        r["energy_breakdown_pj"] = parts
+        r["energy_pj"] = sum(parts.values())
