@@ -1,0 +1,119 @@
+"""Accounting and reports: SOPs equal a brute-force count; rows add up; formats; determinism."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nir
+import numpy as np
+import pytest
+import torch
+
+from danet_deploy.account import Accountant
+from danet_deploy.compile import compile_graph
+from danet_deploy.converters.nir_export import to_nir
+from danet_deploy.converters.nir_import import read_nir
+from danet_deploy.models import CONNECTIONS, build
+from danet_deploy.profiles import load_profile
+from danet_deploy.simulator.fixed import FixedSimulator
+
+from .conftest import run_cli
+
+CASES = [("digits_resnet", c) for c in CONNECTIONS] + [("vgg_digits", "da"), ("densenet_digits", "da")]
+
+
+def _program(tmp_path: Path, arch: str, connection: str, lowering: str = "auto"):
+    torch.manual_seed(0)
+    model = build(arch, connection, 10, timesteps=3).eval()
+    nir.write(tmp_path / "g.nir", to_nir(model))
+    graph = read_nir(tmp_path / "g.nir")
+    x = torch.rand(6, 3, 1, 8, 8) * 2
+    program, _ = compile_graph(graph, "loihi2-sim", load_profile("loihi2"), lowering, x)
+    return program, x
+
+
+def _brute_force(program, x: torch.Tensor) -> dict[str, dict[str, float]]:
+    """Per population: events x synapses from each source's dense 0/1 connectivity matrix, step by step."""
+    rec = FixedSimulator(program).run(x, record=True)
+    counts = {}
+    for name, pop in program.populations.items():
+        c = {"sops": 0.0, "graded_ops": 0.0, "macs": 0.0}
+        for t in pop.terms:
+            conn = (t.map.matrix(t.weight_q) != 0).toarray().astype(np.int64)  # [out, in]
+            fx = program.fixed[t.source]
+            kind = "macs" if program.populations[t.source].kind == "input" and fx.graded else \
+                "graded_ops" if fx.graded else "sops"
+            for step in rec[t.source]:  # [N, ...]
+                active = (step.reshape(step.shape[0], -1) != 0).numpy().astype(np.int64)
+                c[kind] += float((active @ conn.T).sum())
+        counts[name] = {k: v / x.shape[0] for k, v in c.items()}
+    return counts
+
+
+@pytest.mark.parametrize("arch,connection", CASES)
+def test_sops_equal_a_brute_force_count(tmp_path: Path, arch: str, connection: str) -> None:
+    program, x = _program(tmp_path, arch, connection)
+    acc = Accountant(program)
+    acc.add(x[:4])
+    acc.add(x[4:])  # two batches: counts accumulate
+    report = acc.report(load_profile("loihi2"), x.shape[1])
+    expected = _brute_force(program, x)
+    for row in report["layers"]:
+        for k in ("sops", "graded_ops", "macs"):
+            assert row[k] == pytest.approx(expected[row["name"]][k], abs=1e-6), (row["name"], k)
+    assert report["totals"]["sops"] > 0 and report["totals"]["macs"] > 0
+
+
+def test_relay_lowering_counts_graded_ops(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = build("resnet20", "da", 10, timesteps=2, input_shape=(3, 8, 8)).eval()
+    nir.write(tmp_path / "g.nir", to_nir(model))
+    x = torch.rand(3, 2, 3, 8, 8)
+    program, _ = compile_graph(read_nir(tmp_path / "g.nir"), "loihi2-sim", load_profile("loihi2"), "relay", x)
+    acc = Accountant(program)
+    acc.add(x)
+    report = acc.report(load_profile("loihi2"), 2)
+    expected = _brute_force(program, x)
+    assert report["totals"]["graded_ops"] > 0
+    for row in report["layers"]:
+        assert row["graded_ops"] == pytest.approx(expected[row["name"]]["graded_ops"], abs=1e-6), row["name"]
+
+
+def test_rows_sum_to_totals_and_energy_follows_the_profile(tmp_path: Path) -> None:
+    program, x = _program(tmp_path, "digits_resnet", "sew")
+    acc = Accountant(program)
+    acc.add(x)
+    cmos = acc.report(load_profile("cmos45"), 3)
+    for key in ("sops", "macs", "spikes", "neuron_updates", "synapses", "energy_pj"):
+        assert sum(r[key] for r in cmos["layers"]) == pytest.approx(cmos["totals"][key])
+        assert sum(a[key] for a in cmos["by_connection"].values()) == pytest.approx(cmos["totals"][key])
+    t = cmos["totals"]
+    assert t["energy_pj"] == pytest.approx(t["sops"] * 0.9 + t["macs"] * 4.6 + t["graded_ops"] * 4.6)
+    loihi = acc.report(load_profile("loihi2"), 3)
+    parts = loihi["totals"]["energy_breakdown_pj"]
+    assert parts["synaptic"] == pytest.approx(t["sops"] * 23.6)
+    assert parts["neuron"] == pytest.approx(t["neuron_updates"] * 81.0)
+    assert parts["static"] > 0 and "energy.synaptic_op" in loihi["estimates"]
+    assert set(cmos["by_connection"]) == {"sew", "stem", "head"}
+
+
+def test_report_formats_are_complete_and_deterministic(trained_digits: Path, tmp_path: Path) -> None:
+    for fmt in ("json", "csv", "html"):
+        for name in ("a", "b"):
+            run_cli("report", str(trained_digits), "--profile", "loihi2", "--data", "digits", "--samples", "40",
+                    "--format", fmt, "-o", str(tmp_path / f"{name}.{fmt}"), check=True)
+        assert (tmp_path / f"a.{fmt}").read_bytes() == (tmp_path / f"b.{fmt}").read_bytes(), fmt
+    report = json.loads((tmp_path / "a.json").read_text())
+    for key in ("profile", "timesteps", "samples", "layers", "totals", "by_connection"):
+        assert key in report
+    for key in ("name", "kind", "connection", "neurons", "synapses", "spikes", "sops", "macs", "neuron_updates",
+                "energy_pj"):
+        assert key in report["layers"][0] and key in report["totals"] | {"name": 0, "kind": 0, "connection": 0}
+    assert report["samples"] == 40 and report["timesteps"] == 4
+    csv_lines = (tmp_path / "a.csv").read_text().splitlines()
+    assert len(csv_lines) == len(report["layers"]) + 1
+    page = (tmp_path / "a.html").read_text()
+    assert "data:image/png;base64," in page and "http" not in page.replace("<!doctype html>", "")
+    table = run_cli("report", str(trained_digits), "--samples", "20", check=True).stdout
+    assert "stem.sn" in table and "total" in table
