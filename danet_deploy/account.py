@@ -45,8 +45,10 @@ class Accountant:
         self.samples = 0
         self.events = {name: {"spikes": 0.0, "sops": 0.0, "graded_ops": 0.0, "macs": 0.0}
                        for name in program.populations}
-        # 0/1 weights: convolving an event map with them counts (event, synapse) pairs exactly
-        self.indicator = {key: (w != 0).to(torch.float64) for key, w in self.sim.weights.items()}
+        # how many synapses leave each source neuron (nonzero weights, borders exact): an event
+        # costs its neuron's fan-out, so counting is one multiply-add per neuron and step
+        self.fan_out = {(name, i): self._fan_out(t, (self.sim.weights[(name, i)] != 0).to(torch.float64))
+                        for name, pop in program.populations.items() for i, t in enumerate(pop.terms)}
 
     def add(self, x: torch.Tensor) -> torch.Tensor:
         """Simulate a batch ``[N, T, ...]``, count its events; return the predictions."""
@@ -60,20 +62,23 @@ class Accountant:
                 self.events[name]["spikes"] += float((out[name] != 0).sum())
             for i, t in enumerate(pop.terms):
                 src = prog.populations[t.source]
-                active = (out[t.source] != 0).to(torch.float64)  # [T, N, ...]
-                pairs = self._pairs(active.flatten(0, 1), t, self.indicator[(name, i)])
+                active = (out[t.source] != 0).reshape(-1, self.fan_out[(name, i)].numel())
+                pairs = float(active.sum(0).to(torch.float64) @ self.fan_out[(name, i)])
                 kind = "macs" if src.kind == "input" and prog.fixed[t.source].graded else \
                     "graded_ops" if prog.fixed[t.source].graded else "sops"
                 self.events[name][kind] += pairs
         return self.sim.scores_from(out, x.shape[1]).argmax(1)
 
     @staticmethod
-    def _pairs(active: torch.Tensor, term, indicator: torch.Tensor) -> float:
+    def _fan_out(term, indicator: torch.Tensor) -> torch.Tensor:
+        """Synapses per source neuron (flattened): the gradient of the summed 0/1-weight map."""
+        x = torch.zeros((1, *term.map.in_shape), dtype=torch.float64, device=indicator.device, requires_grad=True)
         if term.map.kind == "conv":
-            hits = F.conv2d(active.reshape(active.shape[0], *term.map.in_shape), indicator,
-                            stride=term.map.stride, padding=term.map.padding)
-            return float(hits.sum())
-        return float((active.reshape(active.shape[0], -1) @ indicator.T).sum())
+            y = F.conv2d(x, indicator, stride=term.map.stride, padding=term.map.padding)
+        else:
+            y = x.reshape(1, -1) @ indicator.T
+        (grad,) = torch.autograd.grad(y.sum(), x)
+        return grad.reshape(-1)
 
     def report(self, profile: Profile, timesteps: int) -> dict[str, Any]:
         """The JSON report (DESIGN §4 keys) for ``profile``."""

@@ -18,9 +18,13 @@ U_MAX = 1 << 23
 
 
 def _trunc_decay(v: torch.Tensor, keep: int) -> torch.Tensor:
-    """``trunc0(v * keep / 4096)``: the product, shifted right by 12, rounded toward zero."""
-    p = v * keep
-    return torch.sign(p) * (p.abs() >> 12)
+    """``trunc0(v * keep / 4096)``: ``sign(p) * (|p| >> 12)``, i.e. division rounded toward zero."""
+    return torch.div(v * keep, 4096, rounding_mode="trunc")
+
+
+def _wrap24(u: torch.Tensor) -> torch.Tensor:
+    """Lava's single wrap of the current into ``(-2^23, 2^23]``."""
+    return U_MAX - torch.remainder(U_MAX - u, 2 * U_MAX)
 
 
 class FixedSimulator:
@@ -30,10 +34,25 @@ class FixedSimulator:
         torch.backends.cudnn.allow_tf32 = False
         torch.backends.cuda.matmul.allow_tf32 = False
         self.program, self.device = program, torch.device(device)
-        self.weights = {(name, i): torch.as_tensor(t.weight_q, dtype=torch.float64, device=self.device)
-                        for name, pop in program.populations.items() for i, t in enumerate(pop.terms)}
+        self.weights = {}
+        self.current_bound: dict[str, float] = {}
+        for name, pop in program.populations.items():
+            for i, t in enumerate(pop.terms):
+                # float32 sums are exact below 2^24: use them when the largest possible sum stays there
+                bound = float(abs(t.weight_q).sum(axis=tuple(range(1, t.weight_q.ndim))).max()) \
+                    * self._value_bound(t.source)
+                dtype = torch.float32 if bound < 2 ** 24 else torch.float64
+                self.weights[(name, i)] = torch.as_tensor(t.weight_q, dtype=dtype, device=self.device)
+                self.current_bound[name] = self.current_bound.get(name, 0.0) + bound
         self.bias = {name: torch.as_tensor(f.bias_mant, dtype=torch.int64, device=self.device) << 6
                      for name, f in program.fixed.items() if f.bias_mant is not None}
+
+    def _value_bound(self, source: str) -> float:
+        """Largest |value| a population sends: 1 for spikes, the payload range for graded values."""
+        f = self.program.fixed[source]
+        if not f.graded:
+            return 1.0
+        return float(2 ** (8 - 1)) if self.program.populations[source].kind == "input" else float(2 ** 23)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Input values as the integers the chip receives (graded) or binary spikes."""
@@ -48,14 +67,14 @@ class FixedSimulator:
         for i, t in enumerate(pop.terms):
             src = out[t.source]
             w = self.weights[(name, i)]
-            x = src.to(torch.float64) if self.program.fixed[t.source].graded else (src != 0).to(torch.float64)
+            x = src.to(w.dtype) if self.program.fixed[t.source].graded else (src != 0).to(w.dtype)
             if t.map.kind == "conv":
                 a = F.conv2d(x.reshape(x.shape[0], *t.map.in_shape), w, stride=t.map.stride, padding=t.map.padding)
             else:
                 a = x.reshape(x.shape[0], -1) @ w.T
-            a = a.reshape(x.shape[0], *pop.shape)
+            a = torch.round(a.reshape(x.shape[0], *pop.shape)).to(torch.int64)
             total = a if total is None else total + a
-        return torch.round(total).to(torch.int64)
+        return total
 
     def run(self, x: torch.Tensor, record: bool = False) -> dict[str, torch.Tensor]:
         """Per population ``[T, N, ...]``: spikes (0/1), relay values, readout currents ``A``."""
@@ -81,14 +100,16 @@ class FixedSimulator:
 
     def _neuron_step(self, name: str, a: torch.Tensor, state: dict[str, torch.Tensor]) -> torch.Tensor:
         f = self.program.fixed[name]
-        u = _trunc_decay(torch.zeros_like(a), 4096 - f.du - 1) + (a << 6)  # du = 4095: no memory
-        u = torch.where(u > U_MAX, u - 2 * U_MAX, torch.where(u <= -U_MAX, u + 2 * U_MAX, u))
-        v = _trunc_decay(state[name], 4096 - f.dv) + u
+        assert f.du == 4095, "the compiler keeps no current memory (u = 64 * A)"
+        u = a << 6
+        v = _wrap24(u) if self.current_bound[name] * 64 > U_MAX else u  # wrapping needs |64 A| > 2^23
+        if f.dv != 4096:  # dv = 4096: no voltage memory
+            v = v + _trunc_decay(state[name], 4096 - f.dv)
         if name in self.bias:
             v = v + self.bias[name]
         v = v.clamp(-(U_MAX - 1), U_MAX - 1)
         spikes = v > (f.vth << 6)
-        state[name] = torch.where(spikes, torch.zeros_like(v), v)
+        state[name] = v.masked_fill_(spikes, 0)
         return spikes.to(torch.int64)
 
     def scores_from(self, out: dict[str, torch.Tensor], steps: int) -> torch.Tensor:
