@@ -236,5 +236,50 @@ def report(artifact: str, profile: str, data: str, fmt: str, output: str | None,
         click.echo(render(rep, fmt), nl=False)
 
 
+@main.command()
+@click.option("--arch", default=DEFAULT_ARCH, show_default=True, type=click.Choice(list(list_archs())))
+@click.option("--connections", default="plain,aa,sew,ms,pa,da", show_default=True,
+              help="Comma-separated connection types.")
+@click.option("--profile", "-p", default="loihi2", show_default=True)
+@click.option("--data", default="digits", show_default=True)
+@click.option("--epochs", default=12, show_default=True, type=click.IntRange(1),
+              help="Epochs for variants that have no checkpoint in --models-dir yet.")
+@click.option("--models-dir", default="runs/compare", show_default=True, type=click.Path(file_okay=False),
+              help="Checkpoints <arch>_<connection>.pt are reused from (and written to) here.")
+@click.option("--samples", "-n", type=click.IntRange(1), help="Evaluate the first N samples [default: all].")
+@click.option("--format", "fmt", default="table", show_default=True, type=click.Choice(["table", "json", "html"]))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to this file instead of stdout.")
+def compare(arch: str, connections: str, profile: str, data: str, epochs: int, models_dir: str,
+            samples: int | None, fmt: str, output: str | None) -> None:
+    """Accuracy, SOPs, MACs, energy, synapse memory and cores per connection type, side by side."""
+    import json
+
+    from .checkpoint import atomic_write
+    from .report import compare as run_compare
+    from .report import compare_html, compare_table
+
+    conns = [c.strip() for c in connections.split(",") if c.strip()]
+    bad = [c for c in conns if c not in CONNECTIONS]
+    if bad:
+        raise click.BadParameter(f"{', '.join(bad)}; valid: {', '.join(CONNECTIONS)}", param_hint="--connections")
+    rows = run_compare(arch, conns, profile, data, Path(models_dir), epochs, samples)
+    title = f"{arch} on {data}: connection types on {profile}"
+    text = json.dumps(rows, indent=2) + "\n" if fmt == "json" else compare_html(rows, title) if fmt == "html" else None
+    if output:
+        if text is None:
+            from rich.console import Console
+            import io
+
+            rec = Console(file=io.StringIO(), width=200, record=True)
+            rec.print(compare_table(rows, title))
+            text = rec.export_text()
+        atomic_write(Path(output), lambda tmp: tmp.write_text(text))
+        console.print(f"wrote {output}")
+    elif text is not None:
+        click.echo(text, nl=False)
+    else:
+        console.print(compare_table(rows, title))
+
+
 if __name__ == "__main__":
     main()

@@ -190,3 +190,60 @@ def build_report(artifact: Path, profile: str, data: str, samples: int | None = 
 
         report["reference_accuracy"] = evaluate(art.model, ds, torch.device("cpu"))
     return report
+
+
+def compare(arch: str, connections: list[str], profile: str, data: str, outdir: Path, epochs: int,
+            samples: int | None = None, device: str = "cpu") -> list[dict[str, Any]]:
+    """Train (or reuse) ``arch`` with each connection type, compile, account; one row each."""
+    from .export import export
+    from .progress import console
+    from .train import TrainOptions, train
+
+    rows = []
+    for conn in connections:
+        ckpt = outdir / f"{arch}_{conn}.pt"
+        if not ckpt.exists():
+            console.print(f"training {arch} with {conn} connections -> {ckpt}")
+            train(TrainOptions(arch=arch, connection=conn, data=data, epochs=epochs, device=device, quiet=True), ckpt)
+        chip = export(ckpt, "loihi2-sim", outdir / f"{arch}_{conn}.loihi2-sim")
+        rep = build_report(chip, profile, data, samples, device, show_progress=False)
+        t = rep["totals"]
+        rows.append({"connection": conn, "float_accuracy": rep.get("reference_accuracy"),
+                     "fixed_accuracy": rep["accuracy"], "sops": t["sops"], "macs": t["macs"],
+                     "graded_ops": t["graded_ops"], "energy_uj": t["energy_pj"] / 1e6,
+                     "synapse_kib": t["synapse_bits"] / 8 / 1024, "cores": t["cores"],
+                     "lowering": rep["lowering"]})
+    return rows
+
+
+def compare_table(rows: list[dict[str, Any]], title: str) -> Table:
+    t = Table(title=title)
+    for key in rows[0]:
+        t.add_column(key, justify="left" if key in ("connection", "lowering") else "right")
+    for r in rows:
+        t.add_row(*(_num(v) if v is not None else "-" for v in r.values()))
+    return t
+
+
+def compare_html(rows: list[dict[str, Any]], title: str) -> str:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    conns = [r["connection"] for r in rows]
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
+    for ax, key in zip(axes, ("fixed_accuracy", "sops", "energy_uj")):
+        ax.bar(conns, [r[key] for r in rows])
+        ax.set_title(key)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80, metadata={"Software": None})
+    plt.close(fig)
+    head = "".join(f"<th>{k}</th>" for k in rows[0])
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_num(v) if v is not None else '-')}</td>"
+                                    for v in r.values()) + "</tr>" for r in rows)
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title></head><body>"
+            f"<h1>{html.escape(title)}</h1><img alt='comparison' src='data:image/png;base64,"
+            f"{base64.b64encode(buf.getvalue()).decode()}'><table border='1'><tr>{head}</tr>{body}</table>"
+            f"</body></html>\n")
