@@ -25,7 +25,7 @@ import torch
 from . import __version__
 from .checkpoint import load_model
 from .compile import TARGETS as CHIP_TARGETS
-from .compile import Program, compile_graph, read_program, write_program
+from .compile import Program, compile_graph, read_program, summarise, write_program
 from .converters.netx_writer import is_sequential, write_netx
 from .converters.nir_export import DEFAULT_DT, to_nir, write_nir
 from .converters.nir_import import FlatGraph, from_nir, read_nir
@@ -165,8 +165,6 @@ def _compiled_sections(program: Program, costs: dict[str, Any], profile: Profile
                        "weight_exp": 0, "bias_exp": 6, "vth": f.vth, "dv": f.dv, "du": f.du,
                        "weight_error": f.quant_error, "graded_output": f.graded}
         cores[name] = program.mapping[name]
-    from .compile import summarise
-
     return {"program_layers": layers, "quantisation": quant,
             "core_mapping": {"layers": cores, **summarise(program.mapping, profile)},
             "lowering_costs": costs, "profile_estimates": profile.estimates()}

@@ -55,6 +55,13 @@ class Block(nn.Module):
     def lif(self) -> LIF:
         return LIF(**self._neuron)
 
+    def add_conv_bn_lif(self, convs: list[ConvSpec]) -> None:
+        """Layers ``conv{i}``, ``bn{i}``, ``sn{i}`` for every conv of the branch."""
+        for i, spec in enumerate(convs, 1):
+            setattr(self, f"conv{i}", conv(spec))
+            setattr(self, f"bn{i}", nn.BatchNorm2d(spec[3]))
+            setattr(self, f"sn{i}", self.lif())
+
     def chain(self, g: GraphBuilder, path: str, x: str, *layers: str) -> str:
         """Wire ``layers`` (attribute names of this block) one after another from ``x``."""
         for name in layers:
@@ -73,10 +80,7 @@ class PlainBlock(Block):
 
     def __init__(self, convs: list[ConvSpec], neuron: dict[str, Any]) -> None:
         super().__init__(convs, neuron)
-        for i, spec in enumerate(convs, 1):
-            setattr(self, f"conv{i}", conv(spec))
-            setattr(self, f"bn{i}", nn.BatchNorm2d(spec[3]))
-            setattr(self, f"sn{i}", self.lif())
+        self.add_conv_bn_lif(convs)
 
     def wire(self, g: GraphBuilder, path: str, x: str) -> str:
         for i in range(1, self.n + 1):
@@ -95,10 +99,7 @@ class AABlock(Block):
 
     def __init__(self, convs: list[ConvSpec], neuron: dict[str, Any]) -> None:
         super().__init__(convs, neuron)
-        for i, spec in enumerate(convs, 1):
-            setattr(self, f"conv{i}", conv(spec))
-            setattr(self, f"bn{i}", nn.BatchNorm2d(spec[3]))
-            setattr(self, f"sn{i}", self.lif())
+        self.add_conv_bn_lif(convs)
         if self.projects:
             self.down_conv = conv((1, self.stride, self.in_channels, self.out_channels))
             self.down_bn = nn.BatchNorm2d(self.out_channels)
@@ -127,10 +128,7 @@ class SEWBlock(Block):
         super().__init__(convs, neuron)
         self.connection = connection
         self.mode = self.MODES[connection]
-        for i, spec in enumerate(convs, 1):
-            setattr(self, f"conv{i}", conv(spec))
-            setattr(self, f"bn{i}", nn.BatchNorm2d(spec[3]))
-            setattr(self, f"sn{i}", self.lif())
+        self.add_conv_bn_lif(convs)
         if self.projects:
             self.down_conv = conv((1, self.stride, self.in_channels, self.out_channels))
             self.down_bn = nn.BatchNorm2d(self.out_channels)

@@ -1,1 +1,1 @@
-"""Simulators: the float reference interpreter of NIR graphs (layer-synchronous)."""
+"""Simulators: float reference (NIR graphs), fixed point (compiled programs), and Lava."""
