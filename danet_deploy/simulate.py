@@ -78,7 +78,8 @@ def simulate(artifact: Path, data: str, backend: str = "fast", samples: int | No
     else:
         result.update(_run_lava(art, ds, show_progress))
     result["seconds"] = round(time.perf_counter() - t0, 3)
-    result["timesteps"] = art.graph.timesteps
+    shape = art.graph.shapes[art.graph.inputs[0]]
+    result["timesteps"] = int(as_time_series(ds[0][0][None].float(), shape, art.graph.timesteps).shape[1])
     if art.program is not None:
         result["pipeline_latency"] = art.program.lowered.latency
     result["reference_accuracy"] = _float_reference(art, ds, batch_size) if art.model is not None or \

@@ -49,7 +49,7 @@ stamp=.venv/.danet-deploy-installed
 want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "Installing danet-deploy and its dependencies into .venv (first time: about 3 minutes, 5.6 GB)"
-    .venv/bin/python -m pip install --quiet --upgrade "pip>=23.1" "setuptools>=68" wheel
+    .venv/bin/python -m pip install --quiet --upgrade "pip>=23.1" "setuptools>=77" wheel
     .venv/bin/python -m pip install --quiet -e ".[test]"
     echo "$want" > "$stamp"
 fi
