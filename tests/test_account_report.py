@@ -117,3 +117,17 @@ def test_report_formats_are_complete_and_deterministic(trained_digits: Path, tmp
     assert "data:image/png;base64," in page and "http" not in page.replace("<!doctype html>", "")
     table = run_cli("report", str(trained_digits), "--samples", "20", check=True).stdout
     assert "stem.sn" in table and "total" in table
+
+
+def test_compare_lists_every_connection_side_by_side(tmp_path: Path) -> None:
+    out = tmp_path / "cmp.json"
+    run_cli("compare", "--connections", "plain,da", "--epochs", "2", "--samples", "30", "--models-dir",
+            str(tmp_path / "models"), "--format", "json", "-o", str(out), check=True)
+    rows = json.loads(out.read_text())
+    assert [r["connection"] for r in rows] == ["plain", "da"]
+    for r in rows:
+        assert 0.3 < r["fixed_accuracy"] <= 1 and r["sops"] > 0 and r["macs"] > 0 and r["cores"] >= 1
+        assert abs(r["fixed_accuracy"] - r["float_accuracy"]) <= 0.1
+    assert (tmp_path / "models" / "digits_resnet_da.pt").is_file()  # reused on the next run
+    bad = run_cli("compare", "--connections", "plain,xyz", "--models-dir", str(tmp_path / "models"))
+    assert bad.returncode == 2 and "xyz" in bad.stderr
