@@ -52,11 +52,13 @@ class Artifact:
     program_path: Path | None = None
 
 
-def load_artifact(path: Path, dt: float | None = None) -> Artifact:
+def load_artifact(path: Path, dt: float | None = None, keep_model: bool = True) -> Artifact:
     """Resolve a checkpoint, a ``.nir`` file or an export directory (with ``manifest.json``).
 
     For an export directory the float side is its source checkpoint when that still
     exists (else its ``graph.nir``), and a compiled directory brings its program.
+    Without ``keep_model`` a checkpoint's BatchNorm is folded into its loaded weights in
+    place (no copy of the weights) and the spent model is not returned.
     """
     path = Path(path)
     if path.is_dir():
@@ -66,7 +68,7 @@ def load_artifact(path: Path, dt: float | None = None) -> Artifact:
         manifest = json.loads(manifest_path.read_text())
         source = Path(manifest["source"]["path"])
         use_source = manifest["source"]["kind"] == "checkpoint" and source.is_file()
-        art = load_artifact(source if use_source else path / "graph.nir", dt)
+        art = load_artifact(source if use_source else path / "graph.nir", dt, keep_model)
         if (path / "program.h5").is_file():
             art.program, art.program_path = read_program(path / "program.h5"), path / "program.h5"
         return art
@@ -74,17 +76,8 @@ def load_artifact(path: Path, dt: float | None = None) -> Artifact:
         graph = read_nir(path, dt)
         return Artifact(path, graph, nir.read(path, type_check=False))
     model, blob = load_model(path)
-    nir_graph = to_nir(model, dt if dt is not None else DEFAULT_DT)
-    return Artifact(path, from_nir(nir_graph), nir_graph, model, blob)
-
-
-def _export_artifact(path: Path, dt: float | None) -> Artifact:
-    """Like :func:`load_artifact`, but folds BatchNorm into the loaded weights in place."""
-    if path.suffix == ".nir" or path.is_dir():
-        return load_artifact(path, dt)
-    model, blob = load_model(path)
-    nir_graph = to_nir(model, dt if dt is not None else DEFAULT_DT, fold_in_place=True)
-    return Artifact(path, from_nir(nir_graph), nir_graph, None, blob)
+    nir_graph = to_nir(model, dt if dt is not None else DEFAULT_DT, fold_in_place=not keep_model)
+    return Artifact(path, from_nir(nir_graph), nir_graph, model if keep_model else None, blob)
 
 
 def _sha256(path: Path) -> str:
@@ -179,7 +172,7 @@ def export(model_path: Path, target: str, outdir: Path | None = None, dt: float 
     if lowering not in LOWERINGS:
         raise UserError(f"unknown lowering {lowering!r}; valid: {', '.join(LOWERINGS)}")
     model_path = Path(model_path)
-    art = _export_artifact(model_path, dt)
+    art = load_artifact(model_path, dt, keep_model=False)
     outdir = Path(outdir) if outdir else model_path.parent / f"{model_path.stem}.{target}"
     program = costs = prof = None
     if target != "nir":

@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -29,14 +28,6 @@ from .simulator.reference import ReferenceSimulator
 from .train import evaluate, resolve_device
 
 BACKENDS = ("fast", "lava")
-
-
-def _float_reference(art: Artifact, ds, batch_size: int) -> float:
-    """Accuracy of the float model: the checkpoint's PyTorch model, else the NIR graph."""
-    if art.model is not None:
-        return evaluate(art.model, ds, torch.device("cpu"))
-    sim = ReferenceSimulator(art.graph)
-    return _accuracy(ds, batch_size, art, lambda x: sim.predict(x))
 
 
 def _accuracy(ds, batch_size: int, art: Artifact, predict, advance=lambda status="": None) -> float:
@@ -65,25 +56,25 @@ def simulate(artifact: Path, data: str, backend: str = "fast", samples: int | No
     result: dict[str, Any] = {"backend": backend, "artifact": str(artifact), "data": data, "samples": len(ds),
                               "mode": "fixed" if art.program is not None else "float", "dt": art.graph.dt}
     t0 = time.perf_counter()
-    if art.program is None:
-        sim = ReferenceSimulator(art.graph, device=resolve_device(device))
-        batches = -(-len(ds) // batch_size)
-        with progress_bar("simulating", batches, enabled=show_progress) as advance:
-            result["accuracy"] = _accuracy(ds, batch_size, art, sim.predict, advance)
-    elif backend == "fast":
-        fast = FixedSimulator(art.program, device=resolve_device(device))
-        batches = -(-len(ds) // batch_size)
-        with progress_bar("simulating", batches, enabled=show_progress) as advance:
-            result["accuracy"] = _accuracy(ds, batch_size, art, fast.predict, advance)
-    else:
+    if backend == "lava":
         result.update(_run_lava(art, ds, show_progress))
+    else:  # fast: the fixed-point program when compiled, else the NIR graph in float
+        sim = FixedSimulator(art.program, resolve_device(device)) if art.program is not None \
+            else ReferenceSimulator(art.graph, device=resolve_device(device))
+        with progress_bar("simulating", -(-len(ds) // batch_size), enabled=show_progress) as advance:
+            result["accuracy"] = _accuracy(ds, batch_size, art, sim.predict, advance)
     result["seconds"] = round(time.perf_counter() - t0, 3)
     shape = art.graph.shapes[art.graph.inputs[0]]
     result["timesteps"] = int(as_time_series(ds[0][0][None].float(), shape, art.graph.timesteps).shape[1])
     if art.program is not None:
         result["pipeline_latency"] = art.program.lowered.latency
-    result["reference_accuracy"] = _float_reference(art, ds, batch_size) if art.model is not None or \
-        art.program is not None else result["accuracy"]
+    # the float model: the checkpoint's PyTorch model, else the NIR graph (which float mode just ran)
+    if art.model is not None:
+        result["reference_accuracy"] = evaluate(art.model, ds, torch.device("cpu"))
+    elif art.program is not None:
+        result["reference_accuracy"] = _accuracy(ds, batch_size, art, ReferenceSimulator(art.graph).predict)
+    else:
+        result["reference_accuracy"] = result["accuracy"]
     return result
 
 
@@ -99,11 +90,9 @@ def _run_lava(art: Artifact, ds, show_progress: bool) -> dict[str, Any]:
     with progress_bar("Lava (Loihi2SimCfg fixed_pt)", len(ds), enabled=show_progress) as advance:
         lava = run_lava(art.program_path, art.program, fast.encode(x).numpy(), advance)
     expected = fast.run(x, record=True)
-    mismatches = sum(int((torch.as_tensor(v) != expected[k]).sum()) for k, v in lava.items())
-    readout = art.program.lowered.readouts[0]
-    scores = torch.as_tensor(lava[readout.name]).sum(0).reshape(len(ds), -1)
-    bias = art.program.readout_bias.get(readout.name)
-    if bias is not None:
-        scores = scores + x.shape[1] * torch.as_tensor(np.asarray(bias)).reshape(1, -1)
-    return {"accuracy": int((scores.argmax(1) == y).sum()) / len(ds), "spike_mismatches": mismatches,
-            "fast_accuracy": int((fast.predict(x) == y).sum()) / len(ds)}
+    lava = {k: torch.as_tensor(v) for k, v in lava.items()}
+    mismatches = sum(int((v != expected[k]).sum()) for k, v in lava.items())
+    correct = {name: int((fast.scores_from(out, x.shape[1]).argmax(1) == y).sum())
+               for name, out in (("lava", lava), ("fast", expected))}
+    return {"accuracy": correct["lava"] / len(ds), "spike_mismatches": mismatches,
+            "fast_accuracy": correct["fast"] / len(ds)}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..compile import Program
+from ..compile import INPUT_BITS, Program
 
 U_MAX = 1 << 23
 
@@ -52,7 +52,7 @@ class FixedSimulator:
         f = self.program.fixed[source]
         if not f.graded:
             return 1.0
-        return float(2 ** (8 - 1)) if self.program.populations[source].kind == "input" else float(2 ** 23)
+        return float(2 ** (INPUT_BITS - 1)) if self.program.populations[source].kind == "input" else float(2 ** 23)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Input values as the integers the chip receives (graded) or binary spikes."""
