@@ -98,7 +98,7 @@ class Accountant:
                    "macs": ev["macs"], "neuron_updates": neurons * timesteps,
                    "spike_rate": ev["spikes"] / (neurons * timesteps) if neurons else 0.0}
             layers.append(row)
-        _energy(layers, profile, mapping, timesteps)
+        _energy(layers, profile, timesteps)
         totals = {k: sum(r[k] for r in layers) for k in (*COUNTS, "energy_pj")}
         totals["energy_breakdown_pj"] = {p: sum(r["energy_breakdown_pj"][p] for r in layers) for p in ENERGY_PARTS}
         by_connection: dict[str, dict[str, float]] = {}
@@ -113,7 +113,7 @@ class Accountant:
                 "layers": layers, "totals": totals, "by_connection": dict(sorted(by_connection.items()))}
 
 
-def _energy(layers: list[dict[str, Any]], profile: Profile, mapping: dict, timesteps: int) -> None:
+def _energy(layers: list[dict[str, Any]], profile: Profile, timesteps: int) -> None:
     """Fill ``energy_pj`` and ``energy_breakdown_pj`` of every row."""
     e = {k: f.value for k, f in profile.energy.items()}
     static_pj = 0.0

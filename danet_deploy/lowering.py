@@ -293,21 +293,12 @@ class _Lowerer:
     def input_sum(self, name: str) -> tuple[list[tuple[str, Map, str]], np.ndarray | None]:
         """Terms and bias of the sum of ``name``'s sources (what arrives at its input)."""
         srcs = self.g.sources[name]
-        shape = self.g.shapes[srcs[0]]
+        biases = [b for b in (self.value(s)[1] for s in srcs) if b is not None]
+        bias = sum(biases) if biases else None  # a relay carries spikes only: constants pass around it
         if name in self.relays:
-            bias = self._bias_sum(srcs)
-            return [(self.relay_name(name), identity(shape, self.with_weights), self._connection(name))], bias
-        terms, bias = [], None
-        for s in srcs:
-            t, b = self.value(s)
-            terms += t
-            bias = b if bias is None else (bias if b is None else bias + b)
-        return terms, bias
-
-    def _bias_sum(self, srcs: list[str]) -> np.ndarray | None:
-        biases = [self.value(s)[1] for s in srcs]
-        biases = [b for b in biases if b is not None]
-        return sum(biases) if biases else None
+            shape = self.g.shapes[srcs[0]]
+            return [(self.relay_name(name), identity(shape, self.with_weights), self.connection(name))], bias
+        return [t for s in srcs for t in self.value(s)[0]], bias
 
     def relay_terms(self, name: str) -> list[tuple[str, Map, str]]:
         """The spike-driven part of a relayed sum, reusing the contained relay."""
@@ -317,7 +308,7 @@ class _Lowerer:
         if parent is not None:
             members.subtract(Counter(self.g.sources[parent]))
             terms.append((self.relay_name(parent), identity(self.g.shapes[self.g.sources[name][0]], self.with_weights),
-                          self._connection(name)))
+                          self.connection(name)))
         for src, count in members.items():
             for _ in range(count):
                 terms += self.value(src)[0]
@@ -328,12 +319,12 @@ class _Lowerer:
         if name in self.memo:
             return self.memo[name]
         if self.is_population(name):
-            result = ([(name, identity(self.g.shapes[name], self.with_weights), self._connection(name))], None)
+            result = ([(name, identity(self.g.shapes[name], self.with_weights), self.connection(name))], None)
         else:
             node = self.g.nodes[name]
             terms, bias_in = self.input_sum(name)
             out_shape = self.g.shapes[name]
-            composed = [(s, compose(name, node, m, out_shape, self.g.dt), self._connection(name))
+            composed = [(s, compose(name, node, m, out_shape, self.g.dt), self.connection(name))
                         for s, m, _ in terms]
             result = (_merge(composed), self._apply_bias(name, node, bias_in))
         self.memo[name] = result
@@ -350,7 +341,7 @@ class _Lowerer:
         out = linear_step(node, p)(x)[0].numpy()
         return out.reshape(self.g.shapes[name]) if np.any(out) else None
 
-    def _connection(self, name: str) -> str:
+    def connection(self, name: str) -> str:
         return str(self.g.nodes[name].metadata.get("connection", ""))
 
 
@@ -415,7 +406,7 @@ def lower(graph: FlatGraph, lowering: str, with_weights: bool = True) -> Lowered
     for relayed in low.relays:
         shape = graph.shapes[graph.sources[relayed][0]]
         pops[low.relay_name(relayed)] = Population(low.relay_name(relayed), "relay", shape,
-                                                   low._connection(relayed),
+                                                   low.connection(relayed),
                                                    terms=[Term(s, m, c) for s, m, c in low.relay_terms(relayed)])
     ordered = _schedule(pops)
     return Lowered(ordered, lowering, graph.dt, graph.timesteps)
