@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import traceback
 from pathlib import Path
 from typing import Callable, Iterator
@@ -158,13 +159,33 @@ def run_lava(program_path: Path, program: Program, x_int: np.ndarray,
         return out
 
 
-def _kill_group(proc: subprocess.Popen) -> None:
-    """End the worker and every Lava process it started."""
+def _kill_group(proc: subprocess.Popen, timeout: float = 30.0) -> None:
+    """End the worker and every Lava process it started, and wait until they are gone.
+
+    SIGKILL is delivered asynchronously: a process with a large heap can take a
+    while to exit, so the group is watched until none of its members is alive.
+    """
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
     proc.wait()
+    deadline = time.monotonic() + timeout
+    while _live_members(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def _live_members(pgid: int) -> list[int]:
+    """Processes of group ``pgid`` that have not exited yet (zombies excluded), from /proc."""
+    live = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "pid (comm)": state ppid pgrp ...
+        except (OSError, IndexError):
+            continue
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            live.append(int(stat.parent.name))
+    return live
 
 
 def _main(argv: list[str]) -> None:
