@@ -4,8 +4,9 @@ Trains (or reuses) the digits DANet, compiles it for loihi2-sim, then runs the s
 test samples through Lava (Loihi2SimCfg, fixed point, results read through file
 sinks, the best way found to use it) and through the fast simulator's fixed-point
 mode (batched PyTorch), checks that they agree bit for bit, and prints samples/s
-for both and their ratio (goal: >= 1000x). Also measures what accounting adds to a
-fast run (goal <= 1.2x).
+for both and their ratio (goal: >= 1000x). The ratio uses Lava's rate after its
+start-up (from the times its samples finish), the figure least flattering to us.
+Also measures what accounting adds to a fast run (goal <= 1.2x).
 
     .venv/bin/python benchmarks/sim_vs_lava.py [--lava-samples 50] [--device cpu|cuda]
 """
@@ -53,18 +54,23 @@ def main() -> None:
     x = x.unsqueeze(1).expand(-1, program.lowered.timesteps, -1, -1, -1)
     fast = FixedSimulator(program, device=args.device)
     n = args.lava_samples
+    finished: list[float] = []  # when Lava reported each sample done
     t0 = time.perf_counter()
-    lava = run_lava(out / "program.h5", program, fast.encode(x[:n]).cpu().numpy())
+    lava = run_lava(out / "program.h5", program, fast.encode(x[:n]).cpu().numpy(),
+                    on_sample=lambda: finished.append(time.perf_counter()))
     lava_s = time.perf_counter() - t0
+    steady_rate = (n - 1) / (finished[-1] - finished[0])  # after start-up: the rate the ratio uses
     expected = fast.run(x[:n], record=True)
     mismatches = sum(int((torch.as_tensor(v) != expected[k].cpu()).sum()) for k, v in lava.items())
     fast_s = _best_of(lambda: fast.predict(x))
     acc = Accountant(program, device=args.device)
     counted_s = _best_of(lambda: acc.add(x))
-    lava_rate, fast_rate = n / lava_s, len(x) / fast_s
-    print(f"Lava (Loihi2SimCfg fixed_pt, {n} samples, incl. start-up): {lava_rate:.2f} samples/s")
+    fast_rate = len(x) / fast_s
+    print(f"Lava (Loihi2SimCfg fixed_pt, {n} samples): {n / lava_s:.2f} samples/s incl. start-up, "
+          f"{steady_rate:.2f} samples/s after it")
     print(f"fast fixed-point ({args.device}, {len(x)} samples, one batch): {fast_rate:,.0f} samples/s")
-    print(f"ratio fast / Lava: {fast_rate / lava_rate:,.0f}x (goal >= 1000x); spike mismatches: {mismatches}")
+    print(f"ratio fast / Lava after start-up: {fast_rate / steady_rate:,.0f}x (goal >= 1000x; "
+          f"{fast_rate * lava_s / n:,.0f}x incl. Lava's start-up); spike mismatches: {mismatches}")
     print(f"accounting adds {counted_s / fast_s:.2f}x to a fast run (goal <= 1.2x)")
 
 

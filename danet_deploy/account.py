@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from .compile import Program, summarise
 from .profiles import Profile
-from .simulator.fixed import FixedSimulator
+from .simulator.fixed import F32_EXACT, FixedSimulator
 
 COUNTS = ("neurons", "synapses", "synapse_bits", "cores", "spikes", "sops", "graded_ops", "macs",
           "neuron_updates")
@@ -53,18 +53,20 @@ class Accountant:
     def add(self, x: torch.Tensor) -> torch.Tensor:
         """Simulate a batch ``[N, T, ...]``, count its events; return the predictions."""
         prog = self.program
-        out = self.sim.run(x, record=True)
+        active: dict[str, torch.Tensor] = {}  # events per neuron, summed over samples and steps
+
+        def count(name: str, values: torch.Tensor) -> None:
+            if prog.populations[name].kind != "readout":
+                active[name] = _events_per_neuron(values, prog.fixed[name].graded)
+
+        out = self.sim.run(x, observe=count)
         self.samples += x.shape[0]
         for name, pop in prog.populations.items():
-            if pop.kind in ("lif", "gate"):
-                self.events[name]["spikes"] += float(out[name].sum())
-            elif pop.kind == "relay":
-                self.events[name]["spikes"] += float((out[name] != 0).sum())
+            if pop.kind in ("lif", "gate", "relay"):
+                self.events[name]["spikes"] += float(active[name].sum())
             for i, t in enumerate(pop.terms):
-                src = prog.populations[t.source]
-                active = (out[t.source] != 0).reshape(-1, self.fan_out[(name, i)].numel())
-                pairs = float(active.sum(0).to(torch.float64) @ self.fan_out[(name, i)])
-                kind = "macs" if src.kind == "input" and prog.fixed[t.source].graded else \
+                pairs = float(active[t.source] @ self.fan_out[(name, i)])
+                kind = "macs" if prog.populations[t.source].kind == "input" and prog.fixed[t.source].graded else \
                     "graded_ops" if prog.fixed[t.source].graded else "sops"
                 self.events[name][kind] += pairs
         return self.sim.scores_from(out, x.shape[1]).argmax(1)
@@ -111,6 +113,21 @@ class Accountant:
                 "samples": self.samples, "pipeline_latency": prog.lowered.latency,
                 "mapping": summarise(mapping, profile) if profile.kind == "chip" else None,
                 "layers": layers, "totals": totals, "by_connection": dict(sorted(by_connection.items()))}
+
+
+def _events_per_neuron(values: torch.Tensor, graded: bool) -> torch.Tensor:
+    """Nonzero values per neuron (flattened C, H, W order), summed over ``[T, N, ...]``.
+
+    The simulator keeps 3-D populations channels-last; reducing in memory order is
+    ~20x faster than over the logical dimensions.
+    """
+    flat = values.flatten(0, 1)
+    if flat.ndim == 4:
+        flat = flat.permute(0, 2, 3, 1)
+    events = torch.ne(flat, 0, out=torch.empty_like(flat)) if graded else flat  # spikes are 0/1 already
+    exact = torch.float32 if flat.shape[0] < F32_EXACT else torch.float64  # a count is at most T * N
+    counts = events.reshape(flat.shape[0], -1).sum(0, dtype=exact).to(torch.float64)
+    return counts.view(flat.shape[1:]).permute(2, 0, 1).reshape(-1) if flat.ndim == 4 else counts
 
 
 def _energy(layers: list[dict[str, Any]], profile: Profile, timesteps: int) -> None:

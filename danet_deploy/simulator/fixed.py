@@ -3,28 +3,39 @@
 It applies exactly Lava's integer arithmetic (``lava-semantics.md`` §1-§3) layer-
 synchronously: every population sees its sources' outputs of the same step, which
 is what Lava's pipeline computes once each term's balancing delay is applied, only
-without the latency. Integer sums are computed in float64 (exact below 2^53) with
-TF32 disabled, so the results are identical on CPU and CUDA.
+without the latency. The graph is feed-forward, so it runs population by population
+over all time steps at once: one convolution (channels-last) or matrix product per
+term for the whole ``T x N`` batch, then the neuron recurrence over ``T``.
+
+Integers are held in floats, where arithmetic on them is exact: float32 while every
+value provably stays below 2^24 (and the voltage decay is a power of two), float64
+(exact below 2^53) otherwise. TF32 is disabled so results are identical on CPU and
+CUDA.
 """
 
 from __future__ import annotations
 
+import math
+from typing import Callable
+
 import torch
 import torch.nn.functional as F
 
-from ..compile import INPUT_BITS, Program
+from ..compile import INPUT_BITS, BIAS_EXP, Program
 
-U_MAX = 1 << 23
-
-
-def _trunc_decay(v: torch.Tensor, keep: int) -> torch.Tensor:
-    """``trunc0(v * keep / 4096)``: ``sign(p) * (|p| >> 12)``, i.e. division rounded toward zero."""
-    return torch.div(v * keep, 4096, rounding_mode="trunc")
+U_MAX = 1 << 23      # Lava's 24-bit state: u in (-2^23, 2^23], v clipped to +-(2^23 - 1)
+DECAY_ONE = 4096     # decays are in units of 1/4096 per step
+F32_EXACT = 1 << 24  # float32 holds every integer up to here
 
 
 def _wrap24(u: torch.Tensor) -> torch.Tensor:
     """Lava's single wrap of the current into ``(-2^23, 2^23]``."""
-    return U_MAX - torch.remainder(U_MAX - u, 2 * U_MAX)
+    return u - (2 * U_MAX) * (u > U_MAX).to(u.dtype) + (2 * U_MAX) * (u <= -U_MAX).to(u.dtype)
+
+
+def _batched(x: torch.Tensor) -> torch.Tensor:
+    """``[B, C, H, W]`` batches channels-last (several times faster convolutions on CPU)."""
+    return x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x
 
 
 class FixedSimulator:
@@ -34,25 +45,34 @@ class FixedSimulator:
         torch.backends.cudnn.allow_tf32 = False
         torch.backends.cuda.matmul.allow_tf32 = False
         self.program, self.device = program, torch.device(device)
-        self.weights = {}
+        self.weights: dict[tuple[str, int], torch.Tensor] = {}
         self.current_bound: dict[str, float] = {}
         for name, pop in program.populations.items():
             for i, t in enumerate(pop.terms):
-                # float32 sums are exact below 2^24: use them when the largest possible sum stays there
-                bound = float(abs(t.weight_q).sum(axis=tuple(range(1, t.weight_q.ndim))).max()) \
-                    * self._value_bound(t.source)
-                dtype = torch.float32 if bound < 2 ** 24 else torch.float64
-                self.weights[(name, i)] = torch.as_tensor(t.weight_q, dtype=dtype, device=self.device)
+                w = abs(t.weight_q).sum(axis=tuple(range(1, t.weight_q.ndim))).max()
+                bound = float(w) * self._value_bound(t.source)
+                w = torch.as_tensor(t.weight_q, dtype=self._dtype(bound), device=self.device)
+                self.weights[(name, i)] = w.to(memory_format=torch.channels_last) if w.ndim == 4 else w
                 self.current_bound[name] = self.current_bound.get(name, 0.0) + bound
-        self.bias = {name: torch.as_tensor(f.bias_mant, dtype=torch.int64, device=self.device) << 6
+        self.bias = {name: torch.as_tensor(f.bias_mant.astype("float64") * 2 ** BIAS_EXP, device=self.device)
                      for name, f in program.fixed.items() if f.bias_mant is not None}
+        self.consumers: dict[str, int] = {}
+        for pop in program.populations.values():
+            for t in pop.terms:
+                self.consumers[t.source] = self.consumers.get(t.source, 0) + 1
+
+    @staticmethod
+    def _dtype(bound: float) -> torch.dtype:
+        """The float type in which integers up to ``bound`` (and their sums) are exact."""
+        return torch.float32 if bound < F32_EXACT else torch.float64
 
     def _value_bound(self, source: str) -> float:
         """Largest |value| a population sends: 1 for spikes, the payload range for graded values."""
         f = self.program.fixed[source]
         if not f.graded:
             return 1.0
-        return float(2 ** (INPUT_BITS - 1)) if self.program.populations[source].kind == "input" else float(2 ** 23)
+        return float(2 ** (INPUT_BITS - 1)) if self.program.populations[source].kind == "input" \
+            else self.current_bound[source]
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Input values as the integers the chip receives (graded) or binary spikes."""
@@ -61,66 +81,101 @@ class FixedSimulator:
         x = x.to(self.device, torch.float64)
         return torch.round(x * f.value_scale).to(torch.int64) if f.graded else (x != 0).to(torch.int64)
 
-    def _current(self, name: str, out: dict[str, torch.Tensor]) -> torch.Tensor:
+    def run(self, x: torch.Tensor, record: bool = False,
+            observe: Callable[[str, torch.Tensor], None] | None = None) -> dict[str, torch.Tensor]:
+        """Per population ``[T, N, ...]`` (integer values in floats): spikes (0/1), relay
+        values, readout currents ``A``. Only the readouts unless ``record``; ``observe``
+        sees every population's values as soon as they exist (counting without keeping them)."""
+        prog = self.program
+        inp = prog.lowered.input
+        xi = self.encode(x).transpose(0, 1)
+        steps, n = xi.shape[:2]
+        # every population's values as one [T*N, *shape] batch, channels-last where 3-D
+        values = {inp.name: _batched(xi.reshape(steps * n, *inp.shape).to(self._dtype(2 ** INPUT_BITS)))}
+        if observe:
+            observe(inp.name, values[inp.name].view(steps, n, *inp.shape))
+        pending = dict(self.consumers)
+        keep = set(prog.populations) if record else {p.name for p in prog.lowered.readouts}
+        for name, pop in prog.populations.items():
+            if pop.kind == "input":
+                continue
+            a = self._current(name, values)
+            values[name] = a if pop.kind in ("relay", "readout") else self._neuron_steps(name, a, steps)
+            if observe:
+                observe(name, values[name].view(steps, n, *pop.shape))
+            for t in pop.terms:  # free what no later population reads
+                pending[t.source] -= 1
+                if pending[t.source] == 0 and t.source not in keep:
+                    del values[t.source]
+        return {k: v.view(steps, n, *v.shape[1:]) for k, v in values.items() if k in keep}
+
+    def _current(self, name: str, values: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The summed synaptic input ``A`` of every step and sample, ``[T*N, *shape]``."""
         pop = self.program.populations[name]
+        dtype = self._dtype(self.current_bound[name])
         total = None
         for i, t in enumerate(pop.terms):
-            src = out[t.source]
             w = self.weights[(name, i)]
-            x = src.to(w.dtype) if self.program.fixed[t.source].graded else (src != 0).to(w.dtype)
+            src = values[t.source].to(w.dtype)
             if t.map.kind == "conv":
-                a = F.conv2d(x.reshape(x.shape[0], *t.map.in_shape), w, stride=t.map.stride, padding=t.map.padding)
+                a = F.conv2d(src, w, stride=t.map.stride, padding=t.map.padding)
             else:
-                a = x.reshape(x.shape[0], -1) @ w.T
-            a = torch.round(a.reshape(x.shape[0], *pop.shape)).to(torch.int64)
-            total = a if total is None else total + a
+                a = _batched((src.reshape(src.shape[0], -1) @ w.T).reshape(-1, *pop.shape))
+            if a.is_cuda:  # cuDNN may pick Winograd/FFT algorithms: round their tiny errors away
+                a = torch.round(a)
+            a = a.to(dtype)
+            total = a if total is None else total.add_(a)
         return total
 
-    def run(self, x: torch.Tensor, record: bool = False) -> dict[str, torch.Tensor]:
-        """Per population ``[T, N, ...]``: spikes (0/1), relay values, readout currents ``A``."""
-        prog = self.program
-        xi = self.encode(x)
-        n, steps = xi.shape[:2]
-        state = {name: torch.zeros((n, *p.shape), dtype=torch.int64, device=self.device)
-                 for name, p in prog.populations.items() if p.kind in ("lif", "gate")}
-        keep = set(prog.populations) if record else {p.name for p in prog.lowered.readouts}
-        trace: dict[str, list[torch.Tensor]] = {k: [] for k in keep}
-        for t in range(steps):
-            out: dict[str, torch.Tensor] = {}
-            for name, pop in prog.populations.items():
-                if pop.kind == "input":
-                    out[name] = xi[:, t]
-                elif pop.kind in ("relay", "readout"):
-                    out[name] = self._current(name, out)
-                else:
-                    out[name] = self._neuron_step(name, self._current(name, out), state)
-                if name in keep:
-                    trace[name].append(out[name])
-        return {k: torch.stack(v) for k, v in trace.items()}
+    def _neuron_steps(self, name: str, a: torch.Tensor, steps: int) -> torch.Tensor:
+        """Lava's LIF (``du = 4095``: no current memory) over all steps; spikes ``[T*N, ...]``.
 
-    def _neuron_step(self, name: str, a: torch.Tensor, state: dict[str, torch.Tensor]) -> torch.Tensor:
+        Written with float 0/1 masks and in-place ops only: on CPU, bool masks and
+        ``trunc`` are several times slower than ``floor`` and float compares.
+        """
         f = self.program.fixed[name]
         assert f.du == 4095, "the compiler keeps no current memory (u = 64 * A)"
-        u = a << 6
-        v = _wrap24(u) if self.current_bound[name] * 64 > U_MAX else u  # wrapping needs |64 A| > 2^23
-        if f.dv != 4096:  # dv = 4096: no voltage memory
-            v = v + _trunc_decay(state[name], 4096 - f.dv)
-        if name in self.bias:
-            v = v + self.bias[name]
-        v = v.clamp(-(U_MAX - 1), U_MAX - 1)
-        spikes = v > (f.vth << 6)
-        state[name] = v.masked_fill_(spikes, 0)
-        return spikes.to(torch.int64)
+        keep = DECAY_ONE - f.dv
+        # the decay keep/4096 as c/d in lowest terms: trunc0(v c / d) = floor((v c + (d-1)[v<0]) / d)
+        g = math.gcd(keep, DECAY_ONE)
+        c, d = keep // g, DECAY_ONE // g
+        # float32 is exact when the current needs at most one wrap (|u| <= 2^23 after it) and
+        # v c + d stays below 2^24 (c = 1); the sum decay + u + bias may then pass 2^24 only
+        # where clipping hides the rounding
+        fits = self.current_bound[name] * 64 <= 3 * U_MAX and c <= 1
+        dtype = torch.float32 if fits else torch.float64
+        u = a.to(dtype).mul_(64)  # in place: fresh buffers cost page faults
+        if self.current_bound[name] * 64 > U_MAX:
+            u = _wrap24(u)
+        ub = u.add_(self.bias[name].to(dtype)) if name in self.bias else u  # what each step adds to v
+        theta = float(f.vth << 6)
+        # each step's spikes overwrite the input it has just used, when the types agree
+        spikes = ub if dtype == torch.float32 else torch.empty_like(ub, dtype=torch.float32)
+        ub_t, spikes_t = ub.view(steps, -1, *ub.shape[1:]), spikes.view(steps, -1, *ub.shape[1:])
+        v = torch.zeros_like(ub_t[0])
+        negative = torch.empty_like(v)
+        for t in range(steps):
+            if keep == 0:
+                v.copy_(ub_t[t])
+            else:
+                if d > 1:
+                    torch.lt(v, 0, out=negative)
+                    v.mul_(c).add_(negative, alpha=d - 1).mul_(1 / d).floor_()
+                v.add_(ub_t[t])
+            v.clamp_(-(U_MAX - 1), U_MAX - 1)
+            torch.gt(v, theta, out=spikes_t[t])
+            v.addcmul_(v, spikes_t[t], value=-1)  # reset to 0 where it fired
+        return spikes
 
     def scores_from(self, out: dict[str, torch.Tensor], steps: int) -> torch.Tensor:
         """The readout's summed integer current (plus its bias over the steps) per class."""
         readout = self.program.lowered.readouts[0]
         a = out[readout.name]
-        total = a.sum(0).reshape(a.shape[1], -1)
+        total = a.sum(0, dtype=torch.float64).reshape(a.shape[1], -1)
         bias = self.program.readout_bias.get(readout.name)
         if bias is not None:
-            total = total + steps * torch.as_tensor(bias, device=total.device).reshape(1, -1)
-        return total
+            total = total + steps * torch.as_tensor(bias, dtype=torch.float64, device=total.device).reshape(1, -1)
+        return total.to(torch.int64)
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:
         return self.scores_from(self.run(x), x.shape[1])
