@@ -71,6 +71,23 @@ class Accountant:
                 self.events[name][kind] += pairs
         return self.sim.scores_from(out, x.shape[1]).argmax(1)
 
+    def all_reduce(self) -> None:
+        """Sum the counts of every DDP rank (torchrun), so each holds the whole dataset's.
+
+        Counts are integers held exactly in float64: the sum, and so the report, does
+        not depend on how the data was split.
+        """
+        import torch.distributed as dist
+
+        names, kinds = list(self.events), list(next(iter(self.events.values())))
+        flat = torch.tensor([self.events[n][k] for n in names for k in kinds] + [float(self.samples)],
+                            dtype=torch.float64, device=self.sim.device)
+        dist.all_reduce(flat)
+        values = flat.tolist()
+        for i, n in enumerate(names):
+            self.events[n] = dict(zip(kinds, values[i * len(kinds):(i + 1) * len(kinds)]))
+        self.samples = int(values[-1])
+
     @staticmethod
     def _fan_out(term, indicator: torch.Tensor) -> torch.Tensor:
         """Synapses per source neuron (flattened): the gradient of the summed 0/1-weight map."""

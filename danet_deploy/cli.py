@@ -6,6 +6,7 @@ Exit codes: 0 success, 1 user error (one line on stderr naming what is at fault;
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -220,11 +221,15 @@ def report(artifact: str, profile: str, data: str, fmt: str, output: str | None,
     ARTIFACT is a checkpoint, a .nir file or an export directory; anything not yet
     compiled is compiled first. Counts are per inference, averaged over the samples;
     energy uses PROFILE's per-operation figures (estimates are listed in the report).
+    For large datasets run it under torchrun (e.g. `torchrun --nproc_per_node 4 -m
+    danet_deploy report ...`): each process counts a share, the counts are summed.
     """
     from .report import build_report, render, write
 
     rep = build_report(Path(artifact), profile, data, samples, device, show_progress=output is not None
                        or fmt == "table")
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun rank 0 alone writes the summed report
+        return
     if output:
         write(rep, fmt, Path(output))
         console.print(f"wrote {output}")

@@ -154,14 +154,18 @@ def build_report(artifact: Path, profile: str, data: str, samples: int | None = 
     """Account ``artifact`` on ``data`` for ``profile``.
 
     A compiled export directory is accounted as compiled; a checkpoint or ``.nir`` file
-    is compiled first (for ``profile`` when it is a chip, else for loihi2).
+    is compiled first (for ``profile`` when it is a chip, else for loihi2). Under
+    torchrun every rank accounts its share of the samples and the counts are summed
+    (all-reduced), so the report equals a single process's.
     """
     import torch
-    from torch.utils.data import DataLoader
+    import torch.distributed as dist
+    from torch.utils.data import DataLoader, Subset
 
     from .export import calibration_batch, load_artifact
-    from .train import resolve_device
+    from .train import evaluate, finish_distributed, init_distributed, resolve_device
 
+    rank, world, dev = init_distributed(resolve_device(device))
     prof = load_profile(profile)
     art = load_artifact(Path(artifact))
     program = art.program
@@ -170,25 +174,31 @@ def build_report(artifact: Path, profile: str, data: str, samples: int | None = 
         target = "loihi2-sim" if target_profile.name == "loihi2" else target_profile.name
         program, _ = compile_graph(art.graph, target, target_profile, "auto", calibration_batch(art, data, 32))
     ds = first(load_dataset(data, evaluation_split(data))[0], samples)
-    acc = Accountant(program, resolve_device(device))
+    share = Subset(ds, range(rank, len(ds), world)) if world > 1 else ds
+    acc = Accountant(program, dev)
     shape = art.graph.shapes[art.graph.inputs[0]]
-    correct, steps = 0, art.graph.timesteps
-    loader = DataLoader(ds, batch_size=batch_size)
-    with progress_bar("accounting", len(loader), enabled=show_progress) as advance:
+    steps = art.graph.timesteps
+    correct = torch.zeros(2, dtype=torch.float64, device=dev)  # simulated, float model
+    loader = DataLoader(share, batch_size=batch_size)
+    with progress_bar("accounting", len(loader), enabled=show_progress and rank == 0) as advance:
         for x, y in loader:
             x = as_time_series(x.float(), shape, art.graph.timesteps)
             steps = x.shape[1]
-            correct += int((acc.add(x).cpu() == y).sum())
+            correct[0] += int((acc.add(x).cpu() == y).sum())
             advance()
     if steps is None:
         raise UserError("no time steps known for this graph")
+    if art.model is not None:
+        correct[1] = round(evaluate(art.model, share, torch.device("cpu")) * len(share))
+    if world > 1:
+        acc.all_reduce()
+        dist.all_reduce(correct)
+    finish_distributed(world)
     report = acc.report(prof, steps)
-    report["accuracy"] = correct / len(ds)
+    report["accuracy"] = float(correct[0]) / len(ds)
     report["data"] = data
     if art.model is not None:
-        from .train import evaluate
-
-        report["reference_accuracy"] = evaluate(art.model, ds, torch.device("cpu"))
+        report["reference_accuracy"] = float(correct[1]) / len(ds)
     return report
 
 

@@ -118,15 +118,25 @@ def evaluate(model: SpikingNet, ds: Dataset, device: torch.device, batch_size: i
     return correct / len(ds)
 
 
-def _init_distributed(device: torch.device) -> tuple[int, int]:
+def init_distributed(device: torch.device) -> tuple[int, int, torch.device]:
+    """Rank, world size and this rank's device: under torchrun a process group (NCCL on
+    CUDA, gloo on CPU) is joined; otherwise one process, rank 0."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
-        return 0, 1
+        return 0, 1, device
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     if device.type == "cuda":
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    return dist.get_rank(), world
+        device = torch.device("cuda", torch.cuda.current_device())
+    return dist.get_rank(), world, device
+
+
+def finish_distributed(world: int) -> None:
+    """Wait for every rank, then leave the process group (no-op for one process)."""
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 def train(opts: TrainOptions, out: Path) -> dict[str, Any]:
@@ -134,9 +144,7 @@ def train(opts: TrainOptions, out: Path) -> dict[str, Any]:
     device = resolve_device(opts.device)
     if opts.amp and device.type != "cuda":
         raise UserError("--amp needs a CUDA device")
-    rank, world = _init_distributed(device)
-    if device.type == "cuda" and world > 1:
-        device = torch.device("cuda", torch.cuda.current_device())
+    rank, world, device = init_distributed(device)
     seed_everything(opts.seed)
     train_ds, info = load_dataset(opts.data, "train")
     test_ds, _ = load_dataset(opts.data, "test")
@@ -203,7 +211,5 @@ def train(opts: TrainOptions, out: Path) -> dict[str, Any]:
             state = {"epoch": epoch + 1, "optimizer": optimizer.state_dict(),
                      "scheduler": scheduler.state_dict(), "options": asdict(opts)}
             save_checkpoint(out, model, info.to_dict(), metrics, state)
-    if world > 1:
-        dist.barrier()
-        dist.destroy_process_group()
+    finish_distributed(world)
     return metrics

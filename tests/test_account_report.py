@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import nir
@@ -117,6 +120,22 @@ def test_report_formats_are_complete_and_deterministic(trained_digits: Path, tmp
     assert "data:image/png;base64," in page and "http" not in page.replace("<!doctype html>", "")
     table = run_cli("report", str(trained_digits), "--samples", "20", check=True).stdout
     assert "stem.sn" in table and "total" in table
+
+
+def test_report_under_torchrun_equals_one_process(trained_digits: Path, tmp_path: Path) -> None:
+    """Two DDP processes each count half the samples; the all-reduced report is the same file."""
+    args = ["report", str(trained_digits), "--profile", "loihi2", "--data", "digits", "--samples", "45",
+            "--format", "json"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for cmd, out in ((["-m", "danet_deploy"], "single.json"),
+                     (["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "danet_deploy"],
+                      "ddp.json")):
+        proc = subprocess.run([sys.executable, *cmd, *args, "-o", str(tmp_path / out)], env=env,
+                              capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    single, ddp = (tmp_path / "single.json").read_bytes(), (tmp_path / "ddp.json").read_bytes()
+    assert json.loads(ddp)["samples"] == 45 and json.loads(ddp)["totals"]["sops"] > 0
+    assert single == ddp
 
 
 def test_compare_lists_every_connection_side_by_side(tmp_path: Path) -> None:

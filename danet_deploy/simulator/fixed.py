@@ -15,6 +15,8 @@ CUDA.
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import math
 from typing import Callable
 
@@ -26,11 +28,31 @@ from ..compile import INPUT_BITS, BIAS_EXP, Program
 U_MAX = 1 << 23      # Lava's 24-bit state: u in (-2^23, 2^23], v clipped to +-(2^23 - 1)
 DECAY_ONE = 4096     # decays are in units of 1/4096 per step
 F32_EXACT = 1 << 24  # float32 holds every integer up to here
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters (malloc.h)
 
 
 def _wrap24(u: torch.Tensor) -> torch.Tensor:
     """Lava's single wrap of the current into ``(-2^23, 2^23]``."""
     return u - (2 * U_MAX) * (u > U_MAX).to(u.dtype) + (2 * U_MAX) * (u <= -U_MAX).to(u.dtype)
+
+
+@functools.cache
+def _keep_freed_memory() -> None:
+    """Let glibc reuse freed tensor memory instead of unmapping it.
+
+    By default every tensor above 128 KiB is mmap-ed, and freeing it hands the pages
+    back to the kernel, so the next layer's tensor is page-faulted and zero-filled
+    afresh; that costs the simulator ~30 % of its time. Raising the mmap and trim
+    thresholds to 256 MiB keeps up to that much freed memory in the heap for reuse
+    (PyTorch's CPU performance guide suggests a caching allocator for the same
+    reason). No-op where glibc's ``mallopt`` is missing.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(M_MMAP_THRESHOLD, 256 << 20)
+        libc.mallopt(M_TRIM_THRESHOLD, 256 << 20)
+    except (OSError, AttributeError):
+        pass
 
 
 def _batched(x: torch.Tensor) -> torch.Tensor:
@@ -43,6 +65,7 @@ class FixedSimulator:
 
     def __init__(self, program: Program, device: str | torch.device = "cpu") -> None:
         torch.backends.cudnn.allow_tf32 = False
+        _keep_freed_memory()
         torch.backends.cuda.matmul.allow_tf32 = False
         self.program, self.device = program, torch.device(device)
         self.weights: dict[tuple[str, int], torch.Tensor] = {}
