@@ -204,8 +204,12 @@ def build_report(artifact: Path, profile: str, data: str, samples: int | None = 
 
 def compare(arch: str, connections: list[str], profile: str, data: str, outdir: Path, epochs: int,
             samples: int | None = None, device: str = "cpu") -> list[dict[str, Any]]:
-    """Train (or reuse) ``arch`` with each connection type, compile, account; one row each."""
+    """Train (or reuse) ``arch`` with each connection type, compile, account; one row per
+    connection and lowering: a graph with sums of three or more streams (ms, pa, da)
+    gets an ``expand`` and a ``relay`` row, the trade-off between the two."""
+    from .converters.nir_import import read_nir
     from .export import export
+    from .lowering import lower
     from .progress import console
     from .train import TrainOptions, train
 
@@ -215,14 +219,17 @@ def compare(arch: str, connections: list[str], profile: str, data: str, outdir: 
         if not ckpt.exists():
             console.print(f"training {arch} with {conn} connections -> {ckpt}")
             train(TrainOptions(arch=arch, connection=conn, data=data, epochs=epochs, device=device, quiet=True), ckpt)
-        chip = export(ckpt, "loihi2-sim", outdir / f"{arch}_{conn}.loihi2-sim")
-        rep = build_report(chip, profile, data, samples, device, show_progress=False)
-        t = rep["totals"]
-        rows.append({"connection": conn, "float_accuracy": rep.get("reference_accuracy"),
-                     "fixed_accuracy": rep["accuracy"], "sops": t["sops"], "macs": t["macs"],
-                     "graded_ops": t["graded_ops"], "energy_uj": t["energy_pj"] / 1e6,
-                     "synapse_kib": t["synapse_bits"] / 8 / 1024, "cores": t["cores"],
-                     "lowering": rep["lowering"]})
+        for lowering in ("expand", "relay"):
+            chip = export(ckpt, "loihi2-sim", outdir / f"{arch}_{conn}.{lowering}.loihi2-sim", lowering=lowering)
+            if lowering == "relay" and not any(
+                    p.kind == "relay" for p in lower(read_nir(chip / "graph.nir"), "relay", False).populations.values()):
+                break  # no sum to relay: the same program as expand
+            rep = build_report(chip, profile, data, samples, device, show_progress=False)
+            t = rep["totals"]
+            rows.append({"connection": conn, "lowering": lowering, "float_accuracy": rep.get("reference_accuracy"),
+                         "fixed_accuracy": rep["accuracy"], "sops": t["sops"], "macs": t["macs"],
+                         "graded_ops": t["graded_ops"], "energy_uj": t["energy_pj"] / 1e6,
+                         "synapse_kib": t["synapse_bits"] / 8 / 1024, "cores": t["cores"]})
     return rows
 
 
@@ -241,11 +248,12 @@ def compare_html(rows: list[dict[str, Any]], title: str) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    conns = [r["connection"] for r in rows]
-    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
-    for ax, key in zip(axes, ("fixed_accuracy", "sops", "energy_uj")):
-        ax.bar(conns, [r[key] for r in rows])
+    labels = [r["connection"] + ("/relay" if r["lowering"] == "relay" else "") for r in rows]
+    fig, axes = plt.subplots(1, 4, figsize=(18, 4))
+    for ax, key in zip(axes, ("fixed_accuracy", "sops", "energy_uj", "synapse_kib")):
+        ax.bar(labels, [r[key] for r in rows])
         ax.set_title(key)
+        ax.tick_params(axis="x", labelrotation=45)
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=80, metadata={"Software": None})

@@ -143,10 +143,23 @@ def test_compare_lists_every_connection_side_by_side(tmp_path: Path) -> None:
     run_cli("compare", "--connections", "plain,da", "--epochs", "2", "--samples", "30", "--models-dir",
             str(tmp_path / "models"), "--format", "json", "-o", str(out), check=True)
     rows = json.loads(out.read_text())
-    assert [r["connection"] for r in rows] == ["plain", "da"]
+    assert [(r["connection"], r["lowering"]) for r in rows] == [("plain", "expand"), ("da", "expand")]  # no 3-way sums
     for r in rows:
         assert 0.3 < r["fixed_accuracy"] <= 1 and r["sops"] > 0 and r["macs"] > 0 and r["cores"] >= 1
         assert abs(r["fixed_accuracy"] - r["float_accuracy"]) <= 0.1
     assert (tmp_path / "models" / "digits_resnet_da.pt").is_file()  # reused on the next run
     bad = run_cli("compare", "--connections", "plain,xyz", "--models-dir", str(tmp_path / "models"))
     assert bad.returncode == 2 and "xyz" in bad.stderr
+
+
+def test_compare_shows_the_expand_relay_trade_off(tmp_path: Path) -> None:
+    """DA-ResNet-20 has sums of three or more streams: one row per lowering, relays trade
+    synapses and SOPs for graded messages."""
+    out = tmp_path / "cmp.json"
+    run_cli("compare", "--arch", "resnet20", "--connections", "da", "--epochs", "1", "--samples", "20",
+            "--models-dir", str(tmp_path / "models"), "--format", "json", "-o", str(out), check=True)
+    expand, relay = json.loads(out.read_text())
+    assert (expand["lowering"], relay["lowering"]) == ("expand", "relay")
+    assert expand["graded_ops"] == 0 < relay["graded_ops"]
+    assert relay["synapse_kib"] < expand["synapse_kib"] and relay["sops"] < expand["sops"]
+    assert expand["macs"] == relay["macs"] and expand["float_accuracy"] == relay["float_accuracy"]
