@@ -234,8 +234,11 @@ def _lava_processes() -> list[int]:
 def test_ctrl_c_leaves_no_lava_processes(trained_digits: Path, tmp_path: Path) -> None:
     out = tmp_path / "o"
     run_cli("export", str(trained_digits), "--target", "loihi2-sim", "-o", str(out), check=True)
+    # a shell without job control starts background jobs with SIGINT ignored, and Python keeps it
+    # ignored: restore the default so that the signal acts as a terminal's Ctrl-C would
     proc = subprocess.Popen([sys.executable, "-m", "danet_deploy", "simulate", str(out), "--backend", "lava",
-                             "--samples", "300"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                             "--samples", "300"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while not _lava_processes() and time.time() < deadline:
         time.sleep(0.2)
