@@ -29,7 +29,7 @@ from danet_deploy.simulator.lava import run_lava
 from danet_deploy.train import TrainOptions, train
 
 
-def _best_of(fn, repeats: int = 3) -> float:
+def _best_of(fn, repeats: int = 5) -> float:
     best = float("inf")
     for _ in range(repeats):
         t0 = time.perf_counter()

@@ -108,35 +108,46 @@ class FixedSimulator:
             observe: Callable[[str, torch.Tensor], None] | None = None) -> dict[str, torch.Tensor]:
         """Per population ``[T, N, ...]`` (integer values in floats): spikes (0/1), relay
         values, readout currents ``A``. Only the readouts unless ``record``; ``observe``
-        sees every population's values as soon as they exist (counting without keeping them)."""
+        sees every population's values as soon as they exist (counting without keeping them).
+
+        Values are held as one ``[S*N, *shape]`` batch (channels-last where 3-D), where
+        ``S`` is ``T``, or 1 for what is the same at every step: a static input
+        (direct encoding of an image) and the currents computed from it alone.
+        """
         prog = self.program
         inp = prog.lowered.input
         xi = self.encode(x).transpose(0, 1)
         steps, n = xi.shape[:2]
-        # every population's values as one [T*N, *shape] batch, channels-last where 3-D
-        values = {inp.name: _batched(xi.reshape(steps * n, *inp.shape).to(self._dtype(2 ** INPUT_BITS)))}
+        if bool((xi == xi[:1]).all()):
+            xi = xi[:1]
+        values = {inp.name: _batched(xi.reshape(-1, *inp.shape).to(self._dtype(2 ** INPUT_BITS)))}
+
+        def over_steps(name: str) -> torch.Tensor:
+            v = values[name]
+            return v.view(-1, n, *v.shape[1:]).expand(steps, n, *v.shape[1:])
+
         if observe:
-            observe(inp.name, values[inp.name].view(steps, n, *inp.shape))
+            observe(inp.name, over_steps(inp.name))
         pending = dict(self.consumers)
         keep = set(prog.populations) if record else {p.name for p in prog.lowered.readouts}
         for name, pop in prog.populations.items():
             if pop.kind == "input":
                 continue
-            a = self._current(name, values)
-            values[name] = a if pop.kind in ("relay", "readout") else self._neuron_steps(name, a, steps)
+            a = self._current(name, values, n)
+            values[name] = a if pop.kind in ("relay", "readout") else self._neuron_steps(name, a, steps, n)
             if observe:
-                observe(name, values[name].view(steps, n, *pop.shape))
+                observe(name, over_steps(name))
             for t in pop.terms:  # free what no later population reads
                 pending[t.source] -= 1
                 if pending[t.source] == 0 and t.source not in keep:
                     del values[t.source]
-        return {k: v.view(steps, n, *v.shape[1:]) for k, v in values.items() if k in keep}
+        return {k: over_steps(k) for k in values if k in keep}
 
-    def _current(self, name: str, values: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The summed synaptic input ``A`` of every step and sample, ``[T*N, *shape]``."""
+    def _current(self, name: str, values: dict[str, torch.Tensor], n: int) -> torch.Tensor:
+        """The summed synaptic input ``A``, ``[S*N, *shape]`` (``S``: the longest source's)."""
         pop = self.program.populations[name]
         dtype = self._dtype(self.current_bound[name])
-        total = None
+        parts = []
         for i, t in enumerate(pop.terms):
             w = self.weights[(name, i)]
             src = values[t.source].to(w.dtype)
@@ -146,11 +157,14 @@ class FixedSimulator:
                 a = _batched((src.reshape(src.shape[0], -1) @ w.T).reshape(-1, *pop.shape))
             if a.is_cuda:  # cuDNN may pick Winograd/FFT algorithms: round their tiny errors away
                 a = torch.round(a)
-            a = a.to(dtype)
-            total = a if total is None else total.add_(a)
+            parts.append(a.to(dtype))
+        parts.sort(key=len, reverse=True)
+        total = parts[0]
+        for a in parts[1:]:  # a static part is added to every step
+            total.view(-1, n, *pop.shape).add_(a.view(-1, n, *pop.shape))
         return total
 
-    def _neuron_steps(self, name: str, a: torch.Tensor, steps: int) -> torch.Tensor:
+    def _neuron_steps(self, name: str, a: torch.Tensor, steps: int, n: int) -> torch.Tensor:
         """Lava's LIF (``du = 4095``: no current memory) over all steps; spikes ``[T*N, ...]``.
 
         Written with float 0/1 masks and in-place ops only: on CPU, bool masks and
@@ -172,19 +186,25 @@ class FixedSimulator:
             u = _wrap24(u)
         ub = u.add_(self.bias[name].to(dtype)) if name in self.bias else u  # what each step adds to v
         theta = float(f.vth << 6)
-        # each step's spikes overwrite the input it has just used, when the types agree
-        spikes = ub if dtype == torch.float32 else torch.empty_like(ub, dtype=torch.float32)
-        ub_t, spikes_t = ub.view(steps, -1, *ub.shape[1:]), spikes.view(steps, -1, *ub.shape[1:])
+        shape = ub.shape[1:]
+        ub_t = ub.view(-1, n, *shape)
+        if len(ub_t) == steps and dtype == torch.float32:  # each step's spikes overwrite the input it used
+            spikes = ub
+        else:
+            layout = torch.channels_last if ub.ndim == 4 else torch.contiguous_format
+            spikes = torch.empty((steps * n, *shape), dtype=torch.float32, device=ub.device, memory_format=layout)
+        spikes_t = spikes.view(steps, n, *shape)
         v = torch.zeros_like(ub_t[0])
         negative = torch.empty_like(v)
         for t in range(steps):
+            step_input = ub_t[t if len(ub_t) > 1 else 0]
             if keep == 0:
-                v.copy_(ub_t[t])
+                v.copy_(step_input)
             else:
                 if d > 1:
                     torch.lt(v, 0, out=negative)
                     v.mul_(c).add_(negative, alpha=d - 1).mul_(1 / d).floor_()
-                v.add_(ub_t[t])
+                v.add_(step_input)
             v.clamp_(-(U_MAX - 1), U_MAX - 1)
             torch.gt(v, theta, out=spikes_t[t])
             v.addcmul_(v, spikes_t[t], value=-1)  # reset to 0 where it fired
