@@ -15,7 +15,7 @@ import click
 from . import __version__
 from .errors import UserError
 from .models import CONNECTIONS, list_archs
-from .progress import console
+from .progress import as_text, console, print_wide
 
 DEFAULT_ARCH, DEFAULT_CONNECTION = "digits_resnet", "da"
 
@@ -234,9 +234,7 @@ def report(artifact: str, profile: str, data: str, fmt: str, output: str | None,
         write(rep, fmt, Path(output))
         console.print(f"wrote {output}")
     elif fmt == "table":
-        from rich.console import Console
-
-        Console(width=max(160, console.width)).print(render(rep, fmt))
+        print_wide(render(rep, fmt))
     else:
         click.echo(render(rep, fmt), nl=False)
 
@@ -272,18 +270,13 @@ def compare(arch: str, connections: str, profile: str, data: str, epochs: int, m
     text = json.dumps(rows, indent=2) + "\n" if fmt == "json" else compare_html(rows, title) if fmt == "html" else None
     if output:
         if text is None:
-            from rich.console import Console
-            import io
-
-            rec = Console(file=io.StringIO(), width=200, record=True)
-            rec.print(compare_table(rows, title))
-            text = rec.export_text()
+            text = as_text(compare_table(rows, title))
         atomic_write(Path(output), lambda tmp: tmp.write_text(text))
         console.print(f"wrote {output}")
     elif text is not None:
         click.echo(text, nl=False)
     else:
-        console.print(compare_table(rows, title))
+        print_wide(compare_table(rows, title))
 
 
 if __name__ == "__main__":

@@ -5,10 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-
 from .export import export
-from .progress import console
+from .progress import console, print_wide
 from .report import as_table, build_report, write
 from .simulate import simulate
 from .train import TrainOptions, train
@@ -36,7 +34,7 @@ def run_demo(outdir: Path, lava_samples: int, profile: str, **train_kw: Any) -> 
                   f"on {fast['samples']} samples ({fast['seconds']:.2f} s)")
     console.rule(f"5/5 SOPs and energy per layer ({profile})")
     report = build_report(chip_dir, profile, "digits")
-    Console(stderr=True, width=max(console.width, 170)).print(as_table(report))
+    print_wide(as_table(report), stderr=True)
     html = outdir / "report.html"
     write(report, "html", html)
     write(report, "json", outdir / "report.json")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
 import nir
 import numpy as np
@@ -30,6 +31,9 @@ import torch
 from .converters.nir_import import FlatGraph
 from .errors import UserError
 from .simulator.reference import linear_step
+
+if TYPE_CHECKING:
+    from scipy.sparse import csr_matrix
 
 LOWERINGS = ("expand", "relay", "auto")
 RELAY_MIN_SOURCES = 3  # a sum of fewer streams is cheaper as direct fan-in
@@ -63,7 +67,7 @@ class Map:
             return int(np.prod(self.out_shape)), int(np.prod(self.in_shape))
         return self.out_shape[0], self.in_shape[0], *self.kernel
 
-    def matrix(self, weight: np.ndarray) -> "scipy.sparse.csr_matrix":  # noqa: F821
+    def matrix(self, weight: np.ndarray) -> csr_matrix:
         """``weight`` laid out as a sparse ``[out, in]`` matrix over C-order flattened neurons."""
         from scipy.sparse import csr_matrix
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
@@ -9,6 +10,19 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 console = Console(stderr=True)
+WIDE = 170  # per-layer tables have 13 columns: never squeeze them to a pipe's 80
+
+
+def print_wide(renderable: object, stderr: bool = False) -> None:
+    """Print a table at least ``WIDE`` characters wide (wider on a wider terminal)."""
+    Console(stderr=stderr, width=max(WIDE, console.width)).print(renderable)
+
+
+def as_text(renderable: object) -> str:
+    """A table as plain text ``WIDE`` characters wide, for writing to a file."""
+    rec = Console(file=io.StringIO(), width=WIDE, record=True)
+    rec.print(renderable)
+    return rec.export_text()
 
 
 @contextmanager

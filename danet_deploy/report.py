@@ -17,7 +17,7 @@ from .compile import compile_graph
 from .data import as_time_series, evaluation_split, first, load_dataset
 from .errors import UserError
 from .profiles import load_profile
-from .progress import progress_bar
+from .progress import as_text, progress_bar
 
 FORMATS = ("table", "json", "csv", "html")
 COLUMNS = ("name", "kind", "connection", "neurons", "synapses", "cores", "spikes", "spike_rate", "sops",
@@ -141,11 +141,7 @@ def write(report: dict[str, Any], fmt: str, path: Path) -> None:
 
     text = render(report, fmt)
     if isinstance(text, Table):
-        from rich.console import Console
-
-        console = Console(file=io.StringIO(), width=200, record=True)
-        console.print(text)
-        text = console.export_text()
+        text = as_text(text)
     atomic_write(path, lambda tmp: tmp.write_text(text))
 
 
