@@ -254,7 +254,13 @@ def report(artifact: str, profile: str, data: str, fmt: str, output: str | None,
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to this file instead of stdout.")
 def compare(arch: str, connections: str, profile: str, data: str, epochs: int, models_dir: str,
             samples: int | None, fmt: str, output: str | None) -> None:
-    """Accuracy, SOPs, MACs, energy, synapse memory and cores per connection type, side by side."""
+    """Accuracy, SOPs, MACs, energy, synapse memory and cores per connection type, side by side.
+
+    Each variant is trained once (or loaded from --models-dir), compiled for
+    loihi2-sim and accounted on --data. A graph with sums of three or more streams
+    (ms, pa, da in deeper architectures) gets two rows, expand and relay lowering:
+    the trade-off between synapses and graded messages.
+    """
     import json
 
     from .checkpoint import atomic_write
