@@ -159,7 +159,7 @@ def build_report(artifact: Path, profile: str, data: str, samples: int | None = 
     from torch.utils.data import DataLoader, Subset
 
     from .export import calibration_batch, load_artifact
-    from .train import evaluate, finish_distributed, init_distributed, resolve_device
+    from .train import correct_predictions, finish_distributed, init_distributed, resolve_device
 
     rank, world, dev = init_distributed(resolve_device(device))
     prof = load_profile(profile)
@@ -185,7 +185,7 @@ def build_report(artifact: Path, profile: str, data: str, samples: int | None = 
     if steps is None:
         raise UserError("no time steps known for this graph")
     if art.model is not None:
-        correct[1] = round(evaluate(art.model, share, torch.device("cpu")) * len(share))
+        correct[1] = correct_predictions(art.model, share, torch.device("cpu"))
     if world > 1:
         acc.all_reduce()
         dist.all_reduce(correct)
@@ -209,23 +209,27 @@ def compare(arch: str, connections: list[str], profile: str, data: str, outdir: 
     from .progress import console
     from .train import TrainOptions, train
 
+    def account(ckpt: Path, conn: str, lowering: str) -> tuple[Path, dict[str, Any]]:
+        """Compile ``ckpt`` with ``lowering`` and account it: the export directory and the row."""
+        chip = export(ckpt, "loihi2-sim", outdir / f"{arch}_{conn}.{lowering}.loihi2-sim", lowering=lowering)
+        rep = build_report(chip, profile, data, samples, device, show_progress=False)
+        t = rep["totals"]
+        return chip, {"connection": conn, "lowering": lowering, "float_accuracy": rep.get("reference_accuracy"),
+                      "fixed_accuracy": rep["accuracy"], "sops": t["sops"], "macs": t["macs"],
+                      "graded_ops": t["graded_ops"], "energy_uj": t["energy_pj"] / 1e6,
+                      "synapse_kib": t["synapse_bits"] / 8 / 1024, "cores": t["cores"]}
+
     rows = []
     for conn in connections:
         ckpt = outdir / f"{arch}_{conn}.pt"
         if not ckpt.exists():
             console.print(f"training {arch} with {conn} connections -> {ckpt}")
             train(TrainOptions(arch=arch, connection=conn, data=data, epochs=epochs, device=device, quiet=True), ckpt)
-        for lowering in ("expand", "relay"):
-            chip = export(ckpt, "loihi2-sim", outdir / f"{arch}_{conn}.{lowering}.loihi2-sim", lowering=lowering)
-            if lowering == "relay" and not any(
-                    p.kind == "relay" for p in lower(read_nir(chip / "graph.nir"), "relay", False).populations.values()):
-                break  # no sum to relay: the same program as expand
-            rep = build_report(chip, profile, data, samples, device, show_progress=False)
-            t = rep["totals"]
-            rows.append({"connection": conn, "lowering": lowering, "float_accuracy": rep.get("reference_accuracy"),
-                         "fixed_accuracy": rep["accuracy"], "sops": t["sops"], "macs": t["macs"],
-                         "graded_ops": t["graded_ops"], "energy_uj": t["energy_pj"] / 1e6,
-                         "synapse_kib": t["synapse_bits"] / 8 / 1024, "cores": t["cores"]})
+        chip, expand_row = account(ckpt, conn, "expand")
+        rows.append(expand_row)
+        relayed = lower(read_nir(chip / "graph.nir"), "relay", with_weights=False).populations.values()
+        if any(p.kind == "relay" for p in relayed):  # only a graph with sums to relay differs from expand
+            rows.append(account(ckpt, conn, "relay")[1])
     return rows
 
 

@@ -108,14 +108,19 @@ def epoch_batches(n: int, global_batch: int, seed: int, epoch: int, rank: int, w
         yield order[start + rank:start + global_batch:world]
 
 
-def evaluate(model: SpikingNet, ds: Dataset, device: torch.device, batch_size: int = 256) -> float:
-    """Top-1 accuracy (a fraction) of the float model."""
+def correct_predictions(model: SpikingNet, ds: Dataset, device: torch.device, batch_size: int = 256) -> int:
+    """How many samples of ``ds`` the float model classifies right (top-1)."""
     model.eval()
     correct = 0
     with torch.no_grad():
         for x, y in DataLoader(ds, batch_size=batch_size):
             correct += int((model(x.to(device)).argmax(1).cpu() == y).sum())
-    return correct / len(ds)
+    return correct
+
+
+def evaluate(model: SpikingNet, ds: Dataset, device: torch.device, batch_size: int = 256) -> float:
+    """Top-1 accuracy (a fraction) of the float model."""
+    return correct_predictions(model, ds, device, batch_size) / len(ds)
 
 
 def init_distributed(device: torch.device) -> tuple[int, int, torch.device]:

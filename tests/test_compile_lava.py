@@ -24,11 +24,11 @@ from danet_deploy.simulator.lava import run_lava
 from .conftest import run_cli
 
 
-def _tiny_residual(path: Path) -> None:
+def _tiny_residual(path: Path, beta: float = 0.5) -> None:
     """input -> A -> lif1 -> B -> lif2, a skip input -> S -> lif2 (one hop shorter), and a
     three-stream sum (lif1, lif2, input) into lif3, read out by pooling."""
     rng = np.random.default_rng(7)
-    dt, beta = 1e-3, 0.5
+    dt = 1e-3
     tau = dt / (1 - beta)
 
     def conv(cin, cout, k, pad):
@@ -52,9 +52,10 @@ def _tiny_residual(path: Path) -> None:
     nir.write(path, nir.NIRGraph(nodes=nodes, edges=edges, metadata={"dt": dt, "timesteps": 5}))
 
 
-@pytest.mark.parametrize("lowering", ["expand", "relay"])
-def test_tiny_residual_lava_equals_fixed_point_reference(tmp_path: Path, lowering: str) -> None:
-    _tiny_residual(tmp_path / "tiny.nir")
+# beta 0.5 decays by a power of two (float32 in the fast simulator); 0.9 does not (float64)
+@pytest.mark.parametrize("lowering,beta", [("expand", 0.5), ("relay", 0.5), ("expand", 0.9)])
+def test_tiny_residual_lava_equals_fixed_point_reference(tmp_path: Path, lowering: str, beta: float) -> None:
+    _tiny_residual(tmp_path / "tiny.nir", beta)
     graph = read_nir(tmp_path / "tiny.nir")
     x = torch.rand(3, 5, 2, 6, 6) * 2
     program, _ = compile_graph(graph, "loihi2-sim", load_profile("loihi2"), lowering, x)
@@ -86,8 +87,9 @@ def _independent_lif(a: np.ndarray, dv: int, vth: int, bias: np.ndarray) -> np.n
     return np.stack(out)
 
 
-def test_fixed_point_neurons_match_an_independent_model(tmp_path: Path) -> None:
-    _tiny_residual(tmp_path / "tiny.nir")
+@pytest.mark.parametrize("beta", [0.5, 0.9])
+def test_fixed_point_neurons_match_an_independent_model(tmp_path: Path, beta: float) -> None:
+    _tiny_residual(tmp_path / "tiny.nir", beta)
     graph = read_nir(tmp_path / "tiny.nir")
     x = torch.rand(4, 5, 2, 6, 6) * 2
     program, _ = compile_graph(graph, "loihi2-sim", load_profile("loihi2"), "expand", x)
@@ -98,6 +100,7 @@ def test_fixed_point_neurons_match_an_independent_model(tmp_path: Path) -> None:
     a = torch.nn.functional.conv2d(xi.flatten(0, 1).double(), torch.as_tensor(term.weight_q).double(),
                                    padding=term.map.padding).round().long().unflatten(0, (4, 5)).transpose(0, 1)
     f = program.fixed["lif1"]
+    assert (f.dv == 2048) == (beta == 0.5)
     expected = _independent_lif(a.numpy(), f.dv, f.vth, f.bias_mant)
     assert np.array_equal(rec["lif1"].numpy(), expected) and expected.sum() > 0
 
