@@ -11,9 +11,15 @@ the evaluated samples:
 * ``macs``: nonzero real-valued inputs (the image into the stem) across synapses.
 * ``spikes``: spikes emitted; ``neuron_updates``: neurons x time steps.
 * ``synapses``, ``synapse_bits``, ``cores``: from the core mapping.
-* ``energy_pj``: counts x the profile's per-op energies, split into synaptic,
-  neuron, routing, MAC and static parts (static: the chips' static power over the
-  estimated inference time, shared out by cores).
+* ``energy_dynamic_pj``: counts x the profile's per-op energies (synaptic, neuron,
+  routing, MAC parts); ``energy_static_pj``: static power x the estimated inference
+  time, attributed by ``static_power``: ``cores`` (default: the chip's static power x
+  cores used / cores per chip), ``chip`` (every chip the network touches, whole) or
+  ``off``; spread over layers by their cores. ``energy_pj`` is their sum.
+* ``timing`` (chips): the estimated time step (barrier + the busiest core's work),
+  inference time (T steps), latency (T + pipeline latency steps), throughput and the
+  energy-delay product.
+* ``edges``: one row per synapse group (source -> consumer) with its events.
 
 Per-layer rows sum exactly to the totals; ``by_connection`` sums rows by the
 connection type of the block each layer belongs to.
@@ -27,13 +33,16 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .compile import Program, summarise
+from .compile import Program, summarise, synapse_count
+from .errors import UserError
 from .profiles import Profile
 from .simulator.fixed import F32_EXACT, FixedSimulator
 
 COUNTS = ("neurons", "synapses", "synapse_bits", "cores", "spikes", "sops", "graded_ops", "macs",
           "neuron_updates")
-ENERGY_PARTS = ("synaptic", "neuron", "routing", "mac", "static")
+DYNAMIC_PARTS = ("synaptic", "neuron", "routing", "mac")
+ENERGY_PARTS = (*DYNAMIC_PARTS, "static")
+STATIC_POWER = ("cores", "chip", "off")
 
 
 class Accountant:
@@ -45,6 +54,8 @@ class Accountant:
         self.samples = 0
         self.events = {name: {"spikes": 0.0, "sops": 0.0, "graded_ops": 0.0, "macs": 0.0}
                        for name in program.populations}
+        self.edge_events = {(name, i): 0.0 for name, pop in program.populations.items()
+                            for i in range(len(pop.terms))}
         # how many synapses leave each source neuron (nonzero weights, borders exact): an event
         # costs its neuron's fan-out, so counting is one multiply-add per neuron and step
         self.fan_out = {(name, i): self._fan_out(t, (self.sim.weights[(name, i)] != 0).to(torch.float64))
@@ -66,10 +77,16 @@ class Accountant:
                 self.events[name]["spikes"] += float(active[name].sum())
             for i, t in enumerate(pop.terms):
                 pairs = float(active[t.source] @ self.fan_out[(name, i)])
-                kind = "macs" if prog.populations[t.source].kind == "input" and prog.fixed[t.source].graded else \
-                    "graded_ops" if prog.fixed[t.source].graded else "sops"
-                self.events[name][kind] += pairs
+                self.events[name][self.event_kind(t.source)] += pairs
+                self.edge_events[(name, i)] += pairs
         return self.sim.scores_from(out, x.shape[1]).argmax(1)
+
+    def event_kind(self, source: str) -> str:
+        """What one message from ``source`` across one synapse costs: an SOP, a graded op or a MAC."""
+        prog = self.program
+        if not prog.fixed[source].graded:
+            return "sops"
+        return "macs" if prog.populations[source].kind == "input" else "graded_ops"
 
     def all_reduce(self) -> None:
         """Sum the counts of every DDP rank (torchrun), so each holds the whole dataset's.
@@ -79,13 +96,15 @@ class Accountant:
         """
         import torch.distributed as dist
 
-        names, kinds = list(self.events), list(next(iter(self.events.values())))
-        flat = torch.tensor([self.events[n][k] for n in names for k in kinds] + [float(self.samples)],
+        names, kinds, edges = list(self.events), list(next(iter(self.events.values()))), list(self.edge_events)
+        flat = torch.tensor([self.events[n][k] for n in names for k in kinds]
+                            + [self.edge_events[e] for e in edges] + [float(self.samples)],
                             dtype=torch.float64, device=self.sim.device)
         dist.all_reduce(flat)
         values = flat.tolist()
         for i, n in enumerate(names):
             self.events[n] = dict(zip(kinds, values[i * len(kinds):(i + 1) * len(kinds)]))
+        self.edge_events = dict(zip(edges, values[len(names) * len(kinds):-1]))
         self.samples = int(values[-1])
 
     @staticmethod
@@ -99,8 +118,10 @@ class Accountant:
         (grad,) = torch.autograd.grad(y.sum(), x)
         return grad.reshape(-1)
 
-    def report(self, profile: Profile, timesteps: int) -> dict[str, Any]:
+    def report(self, profile: Profile, timesteps: int, static_power: str = "cores") -> dict[str, Any]:
         """The JSON report (DESIGN §4 keys) for ``profile``."""
+        if static_power not in STATIC_POWER:
+            raise UserError(f"unknown static power attribution {static_power!r}; valid: {', '.join(STATIC_POWER)}")
         prog = self.program
         mapping = prog.mapping
         n = max(self.samples, 1)
@@ -115,21 +136,46 @@ class Accountant:
                    "neurons": neurons, "synapses": m["synapses"], "synapse_bits": m["synapse_bits"],
                    "cores": m["cores"], "spikes": ev["spikes"], "sops": ev["sops"], "graded_ops": ev["graded_ops"],
                    "macs": ev["macs"], "neuron_updates": neurons * timesteps,
-                   "spike_rate": ev["spikes"] / (neurons * timesteps) if neurons else 0.0}
+                   "spike_rate": ev["spikes"] / (neurons * timesteps) if neurons else 0.0,
+                   "max_fan_in": m["max_fan_in"], "compartments": m["compartments_per_neuron"]}
             layers.append(row)
-        _energy(layers, profile, timesteps)
-        totals = {k: sum(r[k] for r in layers) for k in (*COUNTS, "energy_pj")}
+        timing = _timing(layers, profile, timesteps, prog.lowered.latency)
+        _energy(layers, profile, timing, static_power)
+        totals = _summed(layers)
         totals["energy_breakdown_pj"] = {p: sum(r["energy_breakdown_pj"][p] for r in layers) for p in ENERGY_PARTS}
-        by_connection: dict[str, dict[str, float]] = {}
-        for r in layers:
-            agg = by_connection.setdefault(r["connection"], {k: 0 for k in (*COUNTS, "energy_pj")})
-            for k in agg:
-                agg[k] += r[k]
-        return {"profile": profile.name, "profile_kind": profile.kind, "estimates": profile.estimates(),
-                "target": prog.target, "lowering": prog.lowered.lowering, "timesteps": timesteps,
-                "samples": self.samples, "pipeline_latency": prog.lowered.latency,
+        if timing is not None:
+            latency_ms = timing["latency_us"] * 1e-3
+            timing["edp_uj_ms"] = totals["energy_pj"] * 1e-6 * latency_ms
+            timing["edp_dynamic_uj_ms"] = totals["energy_dynamic_pj"] * 1e-6 * latency_ms
+        by_connection = {c: _summed([r for r in layers if r["connection"] == c])
+                         for c in sorted({r["connection"] for r in layers})}
+        return {"tool": "danet-deploy", "profile": profile.name, "profile_kind": profile.kind,
+                "estimates": profile.estimates(), "target": prog.target, "lowering": prog.lowered.lowering,
+                "timesteps": timesteps, "samples": self.samples, "pipeline_latency": prog.lowered.latency,
+                "static_power": static_power if timing is not None else "off", "timing": timing,
                 "mapping": summarise(mapping, profile) if profile.kind == "chip" else None,
-                "layers": layers, "totals": totals, "by_connection": dict(sorted(by_connection.items()))}
+                "core_limits": {k: profile.limit(k) for k in ("neurons_per_core", "synaptic_memory_per_core")}
+                if profile.kind == "chip" else None,
+                "layers": layers, "totals": totals, "by_connection": by_connection,
+                "edges": self._edges(n)}
+
+    def _edges(self, samples: int) -> list[dict[str, Any]]:
+        """Every synapse group with its synapses, delay and events per inference."""
+        prog = self.program
+        rows = []
+        for name, pop in prog.populations.items():
+            for i, t in enumerate(pop.terms):
+                rows.append({"source": t.source, "target": name, "connection": t.connection or pop.connection,
+                             "map": t.map.kind, "synapses": synapse_count(t.map, t.weight_q), "delay": t.delay,
+                             "event": self.event_kind(t.source), "events": self.edge_events[(name, i)] / samples})
+        return rows
+
+
+def _summed(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Counts and energies of ``rows`` added up; ``energy_pj`` is dynamic + static exactly."""
+    agg: dict[str, Any] = {k: sum(r[k] for r in rows) for k in (*COUNTS, "energy_dynamic_pj", "energy_static_pj")}
+    agg["energy_pj"] = agg["energy_dynamic_pj"] + agg["energy_static_pj"]
+    return agg
 
 
 def _events_per_neuron(values: torch.Tensor, graded: bool) -> torch.Tensor:
@@ -147,17 +193,41 @@ def _events_per_neuron(values: torch.Tensor, graded: bool) -> torch.Tensor:
     return counts.view(flat.shape[1:]).permute(2, 0, 1).reshape(-1) if flat.ndim == 4 else counts
 
 
-def _energy(layers: list[dict[str, Any]], profile: Profile, timesteps: int) -> None:
-    """Fill ``energy_pj`` and ``energy_breakdown_pj`` of every row."""
+def _timing(layers: list[dict[str, Any]], profile: Profile, timesteps: int, latency: int) -> dict[str, float] | None:
+    """Estimated time per step and per inference on a chip (None for accounting profiles).
+
+    A step lasts the barrier synchronisation plus the busiest core's synaptic and neuron
+    work (cores work in parallel); an inference is ``timesteps`` steps back to back,
+    and its first input reaches the output ``latency`` steps later still.
+    """
+    if profile.kind != "chip" or not profile.timing or not any(r["cores"] for r in layers):
+        return None
+    t = {k: f.value for k, f in profile.timing.items()}
+    busiest = max(((r["sops"] + r["graded_ops"]) / timesteps / r["cores"] * t["synaptic_op"]
+                   + r["neurons"] / r["cores"] * t["neuron_update"]) for r in layers if r["cores"])
+    step_ns = t["barrier_sync"] + busiest
+    inference_s = timesteps * step_ns * 1e-9
+    return {"step_ns": step_ns, "inference_time_us": inference_s * 1e6,
+            "latency_us": (timesteps + latency) * step_ns * 1e-3, "throughput_per_s": 1 / inference_s}
+
+
+def _static_pj(layers: list[dict[str, Any]], profile: Profile, timing: dict[str, float] | None,
+               static_power: str) -> float:
+    """Static energy of one inference: static power x inference time, for the attributed share."""
+    if timing is None or static_power == "off":
+        return 0.0
+    cores = sum(r["cores"] for r in layers)
+    per_chip = profile.limit("cores_per_chip")
+    chips = cores / per_chip if static_power == "cores" else math.ceil(cores / per_chip)
+    watts = profile.energy["static_per_chip"].value * 1e-3 * chips
+    return watts * timing["inference_time_us"] * 1e-6 * 1e12
+
+
+def _energy(layers: list[dict[str, Any]], profile: Profile, timing: dict[str, float] | None,
+            static_power: str) -> None:
+    """Fill the energy keys and ``energy_breakdown_pj`` of every row."""
     e = {k: f.value for k, f in profile.energy.items()}
-    static_pj = 0.0
-    if profile.kind == "chip" and profile.timing:
-        t = {k: f.value for k, f in profile.timing.items()}
-        busiest = max(((r["sops"] + r["graded_ops"]) / timesteps / r["cores"] * t["synaptic_op"]
-                       + r["neurons"] / r["cores"] * t["neuron_update"]) for r in layers if r["cores"])
-        step_ns = t["barrier_sync"] + busiest
-        chips = math.ceil(sum(r["cores"] for r in layers) / profile.limit("cores_per_chip"))
-        static_pj = e["static_per_chip"] * 1e-3 * chips * timesteps * step_ns * 1e-9 * 1e12  # mW * s -> pJ
+    static_pj = _static_pj(layers, profile, timing, static_power)
     total_cores = sum(r["cores"] for r in layers) or 1
     for r in layers:
         parts = {"synaptic": r["sops"] * e["synaptic_op"] + r["graded_ops"] * e["graded_op"],
@@ -166,4 +236,6 @@ def _energy(layers: list[dict[str, Any]], profile: Profile, timesteps: int) -> N
                  "mac": r["macs"] * e["mac"],
                  "static": static_pj * r["cores"] / total_cores}
         r["energy_breakdown_pj"] = parts
-        r["energy_pj"] = sum(parts.values())
+        r["energy_dynamic_pj"] = sum(parts[p] for p in DYNAMIC_PARTS)
+        r["energy_static_pj"] = parts["static"]
+        r["energy_pj"] = r["energy_dynamic_pj"] + r["energy_static_pj"]

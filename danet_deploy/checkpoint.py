@@ -6,9 +6,7 @@ so a file that carries pickled code is refused instead of executed.
 
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -16,23 +14,10 @@ import torch
 
 from .errors import UserError
 from .models import SpikingNet, build_from_config
+from .outputs import CHECKPOINT_FORMAT, atomic_write
 
-FORMAT = "danet-deploy/1"
+FORMAT = CHECKPOINT_FORMAT
 REQUIRED = ("format", "config", "state_dict", "data", "metrics")
-
-
-def atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(tmp_path)`` and move the result into place only when it succeeded."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def save_checkpoint(path: Path, model: SpikingNet, data: dict[str, Any], metrics: dict[str, Any],

@@ -50,9 +50,10 @@ def _train_options(f):
     """Options shared by `train` and `demo`."""
     archs = list_archs()
     f = click.option("--arch", default=DEFAULT_ARCH, show_default=True, type=click.Choice(list(archs)),
-                     help="Architecture (see `danet-deploy train --help` for the list).")(f)
+                     help="Architecture (listed below; docs/danets.md describes each).")(f)
     f = click.option("--connection", default=DEFAULT_CONNECTION, show_default=True,
-                     type=click.Choice(CONNECTIONS), help="Residual connection type (DESIGN §2).")(f)
+                     type=click.Choice(CONNECTIONS),
+                     help="Residual connection type (listed below; docs/danets.md explains each).")(f)
     f = click.option("--timesteps", "-T", default=4, show_default=True, type=click.IntRange(1),
                      help="Time steps per sample (direct encoding of static inputs).")(f)
     f = click.option("--epochs", default=30, show_default=True, type=click.IntRange(1))(f)
@@ -73,22 +74,43 @@ def _train_options(f):
 @click.option("--workers", default=0, show_default=True, type=click.IntRange(0), help="Data-loader workers.")
 @click.option("--learn-beta", is_flag=True, help="Learn each layer's membrane decay.")
 @click.option("--resume", type=click.Path(dir_okay=False), help="Continue from this checkpoint.")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="Checkpoint to write.")
-def train(output: str, **kw) -> None:
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Checkpoint to write (an existing file is replaced only when it is a danet-deploy checkpoint).")
+@click.option("--force", is_flag=True, help="Overwrite --output even when it is not a danet-deploy checkpoint.")
+def train(output: str, force: bool, **kw) -> None:
     """Train a spiking network with surrogate gradients and write a checkpoint.
 
     \b
     Multi-GPU: torchrun --nproc_per_node=N -m danet_deploy train ...
-    Architectures and their connection types:
+    Documentation: docs/danets.md (connection types and architectures) in the project.
     """
     from .train import TrainOptions, train as run_training
 
-    metrics = run_training(TrainOptions(**kw), Path(output))
+    metrics = run_training(TrainOptions(**kw), Path(output), force)
     console.print(f"wrote {output}: test accuracy {metrics['test_accuracy']:.4f}")
 
 
-train.help = (train.help or "") + "".join(
-    f"\n    {name}: {', '.join(spec.connections)}" for name, spec in list_archs().items())
+CONNECTION_HELP = {
+    "plain": "no shortcut (VGG-like chain)",
+    "aa": "activation after addition: spikes of the branch and the shortcut summed into one neuron",
+    "sew": "spike-element-wise ADD (SEW-ResNet): integer spikes 0, 1, 2 on the shortcut",
+    "sew-and": "spike-element-wise AND gate",
+    "sew-iand": "spike-element-wise IAND gate (NOT branch AND shortcut)",
+    "ms": "membrane shortcut (MS-ResNet): real-valued currents on the shortcut",
+    "pa": "full pre-activation (BN -> SN -> conv): real-valued currents",
+    "da": "densely additive (DANet): every earlier producer summed into each layer's input",
+}
+
+
+def _listing() -> str:
+    """Connection types and architectures one per line, for --help (no rewrapping: \\b)."""
+    conns = "".join(f"\n      {name:<9} {CONNECTION_HELP.get(name, '')}" for name in CONNECTIONS)
+    archs = "".join(f"\n      {name:<16} {', '.join(spec.connections)}" for name, spec in list_archs().items())
+    return (f"\n\n    \b\n    Connection types:{conns}\n\n    \b\n    Architectures (and their connection types):"
+            f"{archs}")
+
+
+train.help = (train.help or "") + _listing()
 
 
 @main.command()
@@ -98,7 +120,8 @@ train.help = (train.help or "") + "".join(
 @click.option("--lava-samples", default=20, show_default=True, type=click.IntRange(1),
               help="Test samples run in Lava (slow); the fast simulator runs all of them.")
 @click.option("--profile", "-p", default="loihi2", show_default=True, help="Profile for the energy table.")
-def demo(outdir: str, lava_samples: int, profile: str, **kw) -> None:
+@click.option("--force", is_flag=True, help="Overwrite files in --outdir that danet-deploy did not write.")
+def demo(outdir: str, lava_samples: int, profile: str, force: bool, **kw) -> None:
     """The embedded default job on the 8x8 digits (nothing is downloaded).
 
     Trains the digits DANet, exports it to NIR, compiles it for loihi2-sim, runs
@@ -107,7 +130,7 @@ def demo(outdir: str, lava_samples: int, profile: str, **kw) -> None:
     """
     from .demo import run_demo
 
-    run_demo(Path(outdir), lava_samples, profile, **kw)
+    run_demo(Path(outdir), lava_samples, profile, force, **kw)
 
 
 @main.command()
@@ -125,8 +148,10 @@ def demo(outdir: str, lava_samples: int, profile: str, **kw) -> None:
 @click.option("--calibration-samples", default=32, show_default=True, type=click.IntRange(1))
 @click.option("--dt", type=float, help="Time step in seconds for NIR neuron constants "
               "[default: the file's, else 1e-4].")
+@click.option("--force", is_flag=True, help="Write into a non-empty OUTDIR that danet-deploy did not create "
+              "(only its own files are written; nothing is deleted).")
 def export(model: str, target: str, outdir: str | None, dt: float | None, profile: str | None,
-           lowering: str, data: str | None, calibration_samples: int) -> None:
+           lowering: str, data: str | None, calibration_samples: int, force: bool) -> None:
     """Export MODEL (a checkpoint from `train`, or a .nir file) for TARGET.
 
     \b
@@ -134,11 +159,15 @@ def export(model: str, target: str, outdir: str | None, dt: float | None, profil
     OUTDIR/manifest.json  time steps, latency, lowering, layers, quantisation, core mapping
     OUTDIR/program.h5     (Loihi targets) the quantised program the simulators run
     OUTDIR/netx.h5        (Loihi targets, sequential graphs) for lava-dl's netx loader
+
+    OUTDIR may be new, empty or an earlier export (its files are replaced, anything
+    else in it is kept). A non-empty directory that is not an export, the current
+    directory, the home directory and / are refused. See docs/compile.md.
     """
     from .export import export as run_export
 
     out = run_export(Path(model), target, Path(outdir) if outdir else None, dt, profile, lowering, data,
-                     calibration_samples)
+                     calibration_samples, force)
     files = ", ".join(sorted(p.name for p in out.iterdir()))
     console.print(f"wrote {out}/ ({files})")
     manifest_path = out / "manifest.json"
@@ -163,7 +192,7 @@ def profiles() -> None:
     for name in sorted(builtin_profiles()):
         p = load_profile(name)
         table.add_row(name, p.kind, p.description, str(len(p.estimates())))
-    console.print(table)
+    print_wide(table)
 
 
 @main.command()
@@ -211,23 +240,35 @@ def simulate(artifact: str, as_json: bool, **kw) -> None:
               help="digits | cifar10:PATH | cifar100:PATH | imagefolder:PATH | tensor:PATH")
 @click.option("--format", "fmt", default="table", show_default=True,
               type=click.Choice(["table", "json", "csv", "html"]))
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to this file instead of stdout.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to this file instead of stdout "
+              "(an existing file is replaced only when danet-deploy wrote it).")
+@click.option("--force", is_flag=True, help="Overwrite --output even when danet-deploy did not write it.")
 @click.option("--samples", "-n", type=click.IntRange(1), help="Use the first N samples [default: all].")
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
-def report(artifact: str, profile: str, data: str, fmt: str, output: str | None, samples: int | None,
-           device: str) -> None:
+@click.option("--static-power", default="cores", show_default=True, type=click.Choice(["cores", "chip", "off"]),
+              help="Static energy charged to the network: cores = chip static power x cores used / cores per "
+                   "chip; chip = every chip touched, whole; off = none (see docs/accounting.md).")
+@click.option("--lava-samples", default=0, show_default=True, type=click.IntRange(0),
+              help="Also run the first N samples in Lava and report its accuracy and spike mismatches.")
+def report(artifact: str, profile: str, data: str, fmt: str, output: str | None, force: bool, samples: int | None,
+           device: str, static_power: str, lava_samples: int) -> None:
     """Per-layer SOPs, MACs, spikes, neuron updates, synapses, cores and energy.
 
     ARTIFACT is a checkpoint, a .nir file or an export directory; anything not yet
     compiled is compiled first. Counts are per inference, averaged over the samples;
-    energy uses PROFILE's per-operation figures (estimates are listed in the report).
-    For large datasets run it under torchrun (e.g. `torchrun --nproc_per_node 4 -m
-    danet_deploy report ...`): each process counts a share, the counts are summed.
+    energy is split into dynamic (per-operation figures of PROFILE) and static (static
+    power x estimated inference time); estimates are listed in the report. Conventions:
+    docs/accounting.md. For large datasets run it under torchrun (e.g. `torchrun
+    --nproc_per_node 4 -m danet_deploy report ...`): each process counts a share, the
+    counts are summed.
     """
+    from .outputs import check_output_file
     from .report import build_report, render, write
 
+    if output:
+        check_output_file(Path(output), force)
     rep = build_report(Path(artifact), profile, data, samples, device, show_progress=output is not None
-                       or fmt == "table")
+                       or fmt == "table", static_power=static_power, lava_samples=lava_samples)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun rank 0 alone writes the summed report
         return
     if output:
@@ -251,29 +292,38 @@ def report(artifact: str, profile: str, data: str, fmt: str, output: str | None,
               help="Checkpoints <arch>_<connection>.pt are reused from (and written to) here.")
 @click.option("--samples", "-n", type=click.IntRange(1), help="Evaluate the first N samples [default: all].")
 @click.option("--format", "fmt", default="table", show_default=True, type=click.Choice(["table", "json", "html"]))
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to this file instead of stdout.")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to this file instead of stdout "
+              "(an existing file is replaced only when danet-deploy wrote it).")
+@click.option("--static-power", default="cores", show_default=True, type=click.Choice(["cores", "chip", "off"]),
+              help="Static energy attribution (see `report --help`).")
+@click.option("--force", is_flag=True, help="Overwrite outputs that danet-deploy did not write.")
 def compare(arch: str, connections: str, profile: str, data: str, epochs: int, models_dir: str,
-            samples: int | None, fmt: str, output: str | None) -> None:
+            samples: int | None, fmt: str, output: str | None, static_power: str, force: bool) -> None:
     """Accuracy, SOPs, MACs, energy, synapse memory and cores per connection type, side by side.
 
     Each variant is trained once (or loaded from --models-dir), compiled for
     loihi2-sim and accounted on --data. A graph with sums of three or more streams
     (ms, pa, da in deeper architectures) gets two rows, expand and relay lowering:
-    the trade-off between synapses and graded messages.
+    the trade-off between synapses and graded messages. Rows are ranked by dynamic
+    energy per inference (`rank (dynamic)`), static energy beside it.
     """
     import json
 
-    from .checkpoint import atomic_write
+    from .outputs import atomic_write, check_output_file
     from .report import compare as run_compare
-    from .report import compare_html, compare_table
+    from .report import compare_table
+    from .report_html import compare_page
 
     conns = [c.strip() for c in connections.split(",") if c.strip()]
     bad = [c for c in conns if c not in CONNECTIONS]
     if bad:
         raise click.BadParameter(f"{', '.join(bad)}; valid: {', '.join(CONNECTIONS)}", param_hint="--connections")
-    rows = run_compare(arch, conns, profile, data, Path(models_dir), epochs, samples)
+    if output:
+        check_output_file(Path(output), force)
+    rows = run_compare(arch, conns, profile, data, Path(models_dir), epochs, samples, static_power=static_power,
+                       force=force)
     title = f"{arch} on {data}: connection types on {profile}"
-    text = json.dumps(rows, indent=2) + "\n" if fmt == "json" else compare_html(rows, title) if fmt == "html" else None
+    text = json.dumps(rows, indent=2) + "\n" if fmt == "json" else compare_page(rows, title) if fmt == "html" else None
     if output:
         if text is None:
             text = as_text(compare_table(rows, title))

@@ -108,7 +108,13 @@ def load_tensor_file(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     x, y = blob["inputs"], blob["labels"]
     if not (torch.is_tensor(x) and torch.is_tensor(y)) or x.shape[0] != y.shape[0] or y.dim() != 1:
         raise UserError(f"{path}: 'inputs' [N, ...] and 'labels' [N] must be tensors of equal N")
-    return x.float(), y.long()
+    x = x.float()
+    finite = torch.isfinite(x).reshape(len(x), -1).all(1)
+    if not bool(finite.all()):
+        bad = (~finite).nonzero().flatten()
+        raise UserError(f"{path}: 'inputs' holds NaN or Inf values in {len(bad)} sample(s), the first at index "
+                        f"{int(bad[0])}; clean or drop those samples")
+    return x, y.long()
 
 
 def _tensor(path: Path, split: str, static_dims: int | None) -> tuple[Dataset, DataInfo]:

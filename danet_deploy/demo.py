@@ -6,23 +6,33 @@ from pathlib import Path
 from typing import Any
 
 from .export import export
+from .outputs import check_artifact_dir, check_output_file
 from .progress import console, print_wide
 from .report import as_table, build_report, write
 from .simulate import simulate
 from .train import TrainOptions, train
 
 
-def run_demo(outdir: Path, lava_samples: int, profile: str, **train_kw: Any) -> dict[str, Any]:
-    """train -> export NIR -> compile loihi2-sim -> Lava and fast simulator -> report."""
-    outdir.mkdir(parents=True, exist_ok=True)
+def run_demo(outdir: Path, lava_samples: int, profile: str, force: bool = False, **train_kw: Any) -> dict[str, Any]:
+    """train -> export NIR -> compile loihi2-sim -> Lava and fast simulator -> report.
+
+    Every file the demo writes is checked first: an earlier demo's files are replaced,
+    anything else in ``outdir`` is refused unless ``force``.
+    """
     name = f"{train_kw['arch']}_{train_kw['connection']}"
     ckpt = outdir / f"{name}.pt"
+    html, json_path = outdir / "report.html", outdir / "report.json"
+    for path in (ckpt, html, json_path):
+        check_output_file(path, force)
+    for target in ("nir", "loihi2-sim"):
+        check_artifact_dir(outdir / f"{name}.{target}", force)
+    outdir.mkdir(parents=True, exist_ok=True)
     console.rule(f"1/5 train {train_kw['arch']} ({train_kw['connection']}) on digits")
-    metrics = train(TrainOptions(data="digits", **train_kw), ckpt)
+    metrics = train(TrainOptions(data="digits", **train_kw), ckpt, force)
     console.print(f"float test accuracy {metrics['test_accuracy']:.4f} ({metrics['train_seconds']:.0f} s) -> {ckpt}")
     console.rule("2/5 export to NIR and compile for loihi2-sim")
-    nir_dir = export(ckpt, "nir")
-    chip_dir = export(ckpt, "loihi2-sim")
+    nir_dir = export(ckpt, "nir", force=force)
+    chip_dir = export(ckpt, "loihi2-sim", force=force)
     console.print(f"{nir_dir}/graph.nir; {chip_dir}/program.h5 (+ manifest.json)")
     console.rule(f"3/5 Lava Loihi2SimCfg (fixed point) on {lava_samples} test samples")
     lava = simulate(chip_dir, "digits", backend="lava", samples=lava_samples)
@@ -34,10 +44,11 @@ def run_demo(outdir: Path, lava_samples: int, profile: str, **train_kw: Any) -> 
                   f"on {fast['samples']} samples ({fast['seconds']:.2f} s)")
     console.rule(f"5/5 SOPs and energy per layer ({profile})")
     report = build_report(chip_dir, profile, "digits")
+    report["lava"] = {"samples": lava["samples"], "accuracy": lava["accuracy"],
+                      "spike_mismatches": lava["spike_mismatches"]}
     print_wide(as_table(report), stderr=True)
-    html = outdir / "report.html"
     write(report, "html", html)
-    write(report, "json", outdir / "report.json")
+    write(report, "json", json_path)
     console.print(f"[bold]HTML report: {html}[/] (JSON beside it)")
     return {"float": fast["reference_accuracy"], "fixed": fast["accuracy"], "lava": lava["accuracy"],
             "spike_mismatches": lava["spike_mismatches"], "report": str(html)}

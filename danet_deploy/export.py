@@ -4,7 +4,8 @@
 ``loihi2``, ``loihi1``) also compile: ``program.h5`` (the quantised program) and, for
 sequential graphs, ``netx.h5`` for lava-dl's loader. ``OUTDIR`` is written into a
 temporary sibling directory and moved into place only when everything succeeded,
-so a failure never leaves a half-written artifact.
+so a failure never leaves a half-written artifact; what may be replaced is decided by
+``outputs`` (never a file danet-deploy did not write).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from .data import as_time_series, evaluation_split, first, load_dataset
 from .errors import UserError
 from .lowering import LOWERINGS
 from .models import SpikingNet
+from .outputs import check_artifact_dir, install_artifact
 from .profiles import Profile, load_profile
 
 TARGETS = ("nir", *CHIP_TARGETS)
@@ -165,15 +167,20 @@ def _compiled_sections(program: Program, costs: dict[str, Any], profile: Profile
 
 def export(model_path: Path, target: str, outdir: Path | None = None, dt: float | None = None,
            profile: str | None = None, lowering: str = "auto", data: str | None = None,
-           calibration_samples: int = CALIBRATION_SAMPLES) -> Path:
-    """Write the artifacts for ``target`` and return the output directory."""
+           calibration_samples: int = CALIBRATION_SAMPLES, force: bool = False) -> Path:
+    """Write the artifacts for ``target`` and return the output directory.
+
+    ``outdir`` may be missing, empty or an earlier artifact of ours; a non-empty foreign
+    directory needs ``force`` (and then only our files are written into it).
+    """
     if target not in TARGETS:
         raise UserError(f"unknown target {target!r}; valid: {', '.join(TARGETS)}")
     if lowering not in LOWERINGS:
         raise UserError(f"unknown lowering {lowering!r}; valid: {', '.join(LOWERINGS)}")
     model_path = Path(model_path)
-    art = load_artifact(model_path, dt, keep_model=False)
     outdir = Path(outdir) if outdir else model_path.parent / f"{model_path.stem}.{target}"
+    check_artifact_dir(outdir, force)
+    art = load_artifact(model_path, dt, keep_model=False)
     program = costs = prof = None
     if target != "nir":
         prof = load_profile(profile or CHIP_TARGETS[target])
@@ -189,9 +196,7 @@ def export(model_path: Path, target: str, outdir: Path | None = None, dt: float 
                 write_netx(tmp / "netx.h5", program)
         manifest = manifest_for(art, target, program, costs, prof)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        if outdir.exists():
-            shutil.rmtree(outdir)
-        tmp.rename(outdir)
+        install_artifact(tmp, outdir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader
 
 from .data import as_time_series, evaluation_split, first, load_dataset
 from .errors import UserError
+from .compile import Program
 from .export import Artifact, load_artifact
 from .progress import progress_bar
 from .simulator.fixed import FixedSimulator
@@ -57,7 +58,7 @@ def simulate(artifact: Path, data: str, backend: str = "fast", samples: int | No
                               "mode": "fixed" if art.program is not None else "float", "dt": art.graph.dt}
     t0 = time.perf_counter()
     if backend == "lava":
-        result.update(_run_lava(art, ds, show_progress))
+        result.update(lava_parity(art.program, art.program_path, art, ds, show_progress))
     else:  # fast: the fixed-point program when compiled, else the NIR graph in float
         sim = FixedSimulator(art.program, resolve_device(device)) if art.program is not None \
             else ReferenceSimulator(art.graph, device=resolve_device(device))
@@ -78,17 +79,17 @@ def simulate(artifact: Path, data: str, backend: str = "fast", samples: int | No
     return result
 
 
-def _run_lava(art: Artifact, ds, show_progress: bool) -> dict[str, Any]:
-    """Lava on every sample, the fast backend on the same samples, and their differences."""
+def lava_parity(program: Program, program_path: Path, art: Artifact, ds, show_progress: bool) -> dict[str, Any]:
+    """Lava on every sample of ``ds``, the fast backend on the same samples, and their differences."""
     from .simulator.lava import run_lava
 
     shape = art.graph.shapes[art.graph.inputs[0]]
     x = torch.stack([ds[i][0] for i in range(len(ds))]).float()
     y = torch.as_tensor([int(ds[i][1]) for i in range(len(ds))])
     x = as_time_series(x, shape, art.graph.timesteps)
-    fast = FixedSimulator(art.program)
+    fast = FixedSimulator(program)
     with progress_bar("Lava (Loihi2SimCfg fixed_pt)", len(ds), enabled=show_progress) as advance:
-        lava = run_lava(art.program_path, art.program, fast.encode(x).numpy(), advance)
+        lava = run_lava(program_path, program, fast.encode(x).numpy(), advance)
     expected = fast.run(x, record=True)
     lava = {k: torch.as_tensor(v) for k, v in lava.items()}
     mismatches = sum(int((v != expected[k]).sum()) for k, v in lava.items())

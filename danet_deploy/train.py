@@ -26,6 +26,7 @@ from .checkpoint import read_checkpoint, save_checkpoint
 from .data import load_dataset
 from .errors import UserError
 from .models import SpikingNet, build_from_config, make_config
+from .outputs import check_output_file
 from .progress import console, progress_bar
 
 
@@ -144,8 +145,12 @@ def finish_distributed(world: int) -> None:
         dist.destroy_process_group()
 
 
-def train(opts: TrainOptions, out: Path) -> dict[str, Any]:
-    """Train and write the checkpoint to ``out`` after every epoch; return the metrics."""
+def train(opts: TrainOptions, out: Path, force: bool = False) -> dict[str, Any]:
+    """Train and write the checkpoint to ``out`` after every epoch; return the metrics.
+
+    ``out`` may be new or a checkpoint of ours; any other existing file needs ``force``.
+    """
+    check_output_file(Path(out), force)
     device = resolve_device(opts.device)
     if opts.amp and device.type != "cuda":
         raise UserError("--amp needs a CUDA device")

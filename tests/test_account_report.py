@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import subprocess
@@ -17,6 +18,7 @@ from danet_deploy.account import Accountant
 from danet_deploy.compile import compile_graph
 from danet_deploy.converters.nir_export import to_nir
 from danet_deploy.converters.nir_import import read_nir
+from danet_deploy.errors import UserError
 from danet_deploy.models import CONNECTIONS, build
 from danet_deploy.profiles import load_profile
 from danet_deploy.simulator.fixed import FixedSimulator
@@ -99,6 +101,47 @@ def test_rows_sum_to_totals_and_energy_follows_the_profile(tmp_path: Path) -> No
     assert parts["neuron"] == pytest.approx(t["neuron_updates"] * 81.0)
     assert parts["static"] > 0 and "energy.synaptic_op" in loihi["estimates"]
     assert set(cmos["by_connection"]) == {"sew", "stem", "head"}
+    assert cmos["totals"]["energy_static_pj"] == 0 and cmos["timing"] is None  # no chip, no static power
+
+
+def test_energy_is_dynamic_plus_static_under_each_static_power_attribution(tmp_path: Path) -> None:
+    """cores: the chip's static power x cores used / cores per chip; chip: whole chips; off: none.
+    Dynamic energy and timing do not depend on the attribution."""
+    program, x = _program(tmp_path, "digits_resnet", "da")
+    acc = Accountant(program)
+    acc.add(x)
+    loihi2 = load_profile("loihi2")
+    reps = {mode: acc.report(loihi2, 3, mode) for mode in ("cores", "chip", "off")}
+    for rep in reps.values():
+        for row in [*rep["layers"], rep["totals"], *rep["by_connection"].values()]:
+            assert row["energy_dynamic_pj"] + row["energy_static_pj"] == row["energy_pj"], row.get("name")
+        parts = rep["totals"]["energy_breakdown_pj"]
+        assert rep["totals"]["energy_dynamic_pj"] == pytest.approx(sum(v for k, v in parts.items() if k != "static"))
+    dyn = {m: r["totals"]["energy_dynamic_pj"] for m, r in reps.items()}
+    static = {m: r["totals"]["energy_static_pj"] for m, r in reps.items()}
+    assert dyn["cores"] == dyn["chip"] == dyn["off"] and static["off"] == 0
+    cores = reps["cores"]["totals"]["cores"]
+    tm = reps["cores"]["timing"]
+    expected = 232.0e-3 * cores / 128 * tm["inference_time_us"] * 1e-6 * 1e12  # W x s -> pJ
+    assert static["cores"] == pytest.approx(expected) and static["chip"] == pytest.approx(expected * 128 / cores)
+    assert tm["inference_time_us"] == pytest.approx(3 * tm["step_ns"] * 1e-3)
+    assert tm["latency_us"] == pytest.approx((3 + program.lowered.latency) * tm["step_ns"] * 1e-3)
+    assert tm["edp_uj_ms"] == pytest.approx(reps["cores"]["totals"]["energy_pj"] * 1e-6 * tm["latency_us"] * 1e-3)
+    with pytest.raises(UserError, match="valid: cores, chip, off"):
+        acc.report(loihi2, 3, "rack")
+
+
+def test_edges_carry_every_synapse_groups_events(tmp_path: Path) -> None:
+    program, x = _program(tmp_path, "digits_resnet", "da")
+    acc = Accountant(program)
+    acc.add(x)
+    rep = acc.report(load_profile("loihi2"), 3)
+    for row in rep["layers"]:
+        into = [e for e in rep["edges"] if e["target"] == row["name"]]
+        assert len(into) == len(program.populations[row["name"]].terms)
+        for kind in ("sops", "graded_ops", "macs"):
+            assert sum(e["events"] for e in into if e["event"] == kind) == pytest.approx(row[kind], abs=1e-9)
+        assert sum(e["synapses"] for e in into) == row["synapses"]
 
 
 def test_report_formats_are_complete_and_deterministic(trained_digits: Path, tmp_path: Path) -> None:
@@ -116,8 +159,15 @@ def test_report_formats_are_complete_and_deterministic(trained_digits: Path, tmp
     assert report["samples"] == 40 and report["timesteps"] == 4
     csv_lines = (tmp_path / "a.csv").read_text().splitlines()
     assert len(csv_lines) == len(report["layers"]) + 1
+    for row in [*report["layers"], report["totals"], *report["by_connection"].values()]:
+        assert row["energy_dynamic_pj"] + row["energy_static_pj"] == row["energy_pj"]
+    assert report["totals"]["energy_static_pj"] < report["totals"]["energy_dynamic_pj"]  # default: cores
+    assert csv_lines[0].split(",")[-8:-5] == ["energy_dynamic_pj", "energy_static_pj", "energy_pj"]
     page = (tmp_path / "a.html").read_text()
     assert "data:image/png;base64," in page and "http" not in page.replace("<!doctype html>", "")
+    assert "<svg" in page and "µJ" in page and "fixed point" in page
+    for edge in report["edges"]:  # the network picture shows every synapse group
+        assert html.escape(f"{edge['source']} -> {edge['target']}") in page
     table = run_cli("report", str(trained_digits), "--samples", "20", check=True).stdout
     assert "stem.sn" in table and "total" in table
 
@@ -147,6 +197,14 @@ def test_compare_lists_every_connection_side_by_side(tmp_path: Path) -> None:
     for r in rows:
         assert 0.3 < r["fixed_accuracy"] <= 1 and r["sops"] > 0 and r["macs"] > 0 and r["cores"] >= 1
         assert abs(r["fixed_accuracy"] - r["float_accuracy"]) <= 0.1
+        assert r["dynamic_uj"] + r["static_uj"] == pytest.approx(r["energy_uj"]) and r["static_uj"] < r["energy_uj"]
+    ranked = sorted(rows, key=lambda r: r["dynamic_rank"])
+    assert [r["dynamic_rank"] for r in ranked] == [1, 2]
+    assert ranked[0]["dynamic_uj"] <= ranked[1]["dynamic_uj"]
+    page = tmp_path / "cmp.html"
+    run_cli("compare", "--connections", "plain,da", "--samples", "30", "--models-dir", str(tmp_path / "models"),
+            "--format", "html", "-o", str(page), check=True)
+    assert "ranked by dynamic" in page.read_text() and "http" not in page.read_text().replace("<!doctype html>", "")
     assert (tmp_path / "models" / "digits_resnet_da.pt").is_file()  # reused on the next run
     bad = run_cli("compare", "--connections", "plain,xyz", "--models-dir", str(tmp_path / "models"))
     assert bad.returncode == 2 and "xyz" in bad.stderr

@@ -150,9 +150,22 @@ def test_loihi1_refuses_relays(tmp_path: Path) -> None:
         compile_graph(read_nir(tmp_path / "tiny.nir"), "loihi1", load_profile("loihi1"), "relay", None)
 
 
+LAVA_SAMPLES = 20         # exact: Lava's spikes equal the fast simulator's on every one
+AGREEMENT_FLOOR = 0.97    # statistical: fixed point and float predict alike on the whole test split
+ACCURACY_FLOOR = 0.90     # statistical: 12 epochs reach 0.96-0.99 on any CPU; the floor leaves margin
+
+
 @pytest.mark.parametrize("connection", ["plain", "aa", "sew", "ms", "pa", "da"])
-def test_digits_models_in_lava_match_float_accuracy(tmp_path: Path, connection: str) -> None:
-    """Acceptance: each connection type, compiled to loihi2-sim, on 100 digits test samples."""
+def test_digits_models_in_lava_are_exact_and_fixed_point_keeps_float_predictions(tmp_path: Path,
+                                                                                  connection: str) -> None:
+    """Acceptance for each connection type compiled to loihi2-sim, split by what can be exact.
+
+    Trained weights differ from CPU to CPU, so nothing here may need one training's bits:
+    Lava vs the fast simulator is exact (spike for spike); fixed point vs float is a
+    bound on the whole 359-sample test split, where one sample is 0.28 pp.
+    """
+    from danet_deploy.checkpoint import load_model
+    from danet_deploy.data import load_dataset
     from danet_deploy.export import export
     from danet_deploy.simulate import simulate
     from danet_deploy.train import TrainOptions, train
@@ -160,12 +173,22 @@ def test_digits_models_in_lava_match_float_accuracy(tmp_path: Path, connection: 
     ckpt = tmp_path / f"{connection}.pt"
     train(TrainOptions(connection=connection, epochs=12, quiet=True, device="cpu"), ckpt)
     out = export(ckpt, "loihi2-sim")
-    result = simulate(out, "digits", backend="lava", samples=100, show_progress=False)
-    assert result["spike_mismatches"] == 0
-    assert result["samples"] == 100
-    assert abs(result["accuracy"] - result["reference_accuracy"]) <= 0.01 + 1e-9  # at most 1 of 100 samples
+    lava = simulate(out, "digits", backend="lava", samples=LAVA_SAMPLES, show_progress=False)
+    assert lava["spike_mismatches"] == 0 and lava["samples"] == LAVA_SAMPLES
+    assert lava["accuracy"] == lava["fast_accuracy"]  # the same spikes give the same predictions
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["pipeline_latency"] == result["pipeline_latency"] > 0
+    assert manifest["pipeline_latency"] == lava["pipeline_latency"] > 0
+
+    x, y = load_dataset("digits", "test")[0].tensors
+    model, _ = load_model(ckpt)
+    with torch.no_grad():
+        float_pred = model(x).argmax(1)
+    fixed_pred = FixedSimulator(read_program(out / "program.h5")).predict(
+        x.unsqueeze(1).expand(-1, model.timesteps, -1, -1, -1))
+    agreement = float((fixed_pred == float_pred).double().mean())
+    accuracy = {"float": float((float_pred == y).double().mean()), "fixed": float((fixed_pred == y).double().mean())}
+    assert agreement >= AGREEMENT_FLOOR, (agreement, accuracy)
+    assert min(accuracy.values()) >= ACCURACY_FLOOR, accuracy
 
 
 def test_netx_loads_our_file_and_spikes_like_our_lava_graph(trained_plain: Path, tmp_path: Path) -> None:

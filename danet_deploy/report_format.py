@@ -1,0 +1,92 @@
+"""Numbers for people (SI prefixes instead of ``111,083,407.0 pJ``) and the columns of
+the report's tables; JSON and CSV keep raw numbers."""
+
+from __future__ import annotations
+
+import math
+
+_COUNT = ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k"))
+_ENERGY_PJ = ((1e12, "J"), (1e9, "mJ"), (1e6, "µJ"), (1e3, "nJ"), (1.0, "pJ"))
+_TIME_US = ((1e6, "s"), (1e3, "ms"), (1.0, "µs"), (1e-3, "ns"))
+
+
+def _three(v: float) -> str:
+    """Three significant digits, no exponent."""
+    if v == 0:
+        return "0"
+    digits = max(0, 2 - int(math.floor(math.log10(abs(v)))))
+    return f"{v:.{digits}f}"
+
+
+def count(v: float) -> str:
+    """``12,345`` -> ``12.3 k``; small values keep up to three significant digits."""
+    for scale, prefix in _COUNT:
+        if abs(v) >= scale:
+            return f"{_three(v / scale)} {prefix}"
+    return str(int(v)) if float(v).is_integer() else _three(v)
+
+
+def _scaled(v: float, table: tuple[tuple[float, str], ...]) -> str:
+    for scale, unit in table:
+        if abs(v) >= scale:
+            return f"{_three(v / scale)} {unit}"
+    scale, unit = table[-1]
+    return f"{_three(v / scale)} {unit}"
+
+
+def energy(pj: float) -> str:
+    """An energy given in pJ, in the unit that reads best (pJ, nJ, µJ, mJ, J)."""
+    return _scaled(pj, _ENERGY_PJ)
+
+
+def duration(us: float) -> str:
+    """A time given in µs, in the unit that reads best (ns, µs, ms, s)."""
+    return _scaled(us, _TIME_US)
+
+
+def energy_unit(max_pj: float) -> tuple[float, str]:
+    """The divisor and unit name for an axis whose largest value is ``max_pj``."""
+    for scale, unit in _ENERGY_PJ:
+        if abs(max_pj) >= scale:
+            return scale, unit
+    return 1.0, "pJ"
+
+
+def percent(fraction: float) -> str:
+    return f"{100 * fraction:.1f} %"
+
+
+COUNT_COLUMNS = ("neurons", "synapses", "cores", "spikes", "spike_rate", "sops", "graded_ops", "macs",
+                 "neuron_updates")
+COLUMNS = ("name", "kind", "connection", *COUNT_COLUMNS, "energy_dynamic_pj", "energy_static_pj", "energy_pj")
+HEADINGS = {"energy_dynamic_pj": "dynamic energy", "energy_static_pj": "static energy", "energy_pj": "total energy",
+            "spike_rate": "spike rate", "graded_ops": "graded ops", "neuron_updates": "neuron updates"}
+COMPARE_HEADINGS = {"float_accuracy": "float acc.", "fixed_accuracy": "fixed acc.", "dynamic_uj": "dynamic energy",
+                    "static_uj": "static energy", "energy_uj": "total energy", "graded_ops": "graded ops",
+                    "synapse_kib": "synapse memory", "dynamic_rank": "rank (dynamic)"}
+
+
+def cell(key: str, v: object) -> str:
+    """One report value in human units."""
+    if v is None:
+        return "-"
+    if key.startswith("energy"):
+        return energy(float(v))
+    if key == "spike_rate":
+        return percent(float(v))
+    if isinstance(v, (int, float)):
+        return count(v)
+    return str(v)
+
+
+def compare_cell(key: str, v: object) -> str:
+    """One comparison value in human units."""
+    if v is None:
+        return "-"
+    if key.endswith("_uj"):
+        return energy(float(v) * 1e6)
+    if key.endswith("accuracy"):
+        return f"{float(v):.4f}"
+    if key == "synapse_kib":
+        return f"{count(float(v) * 1024)}B"
+    return cell(key, v)

@@ -1,0 +1,110 @@
+"""No command deletes or overwrites a file that danet-deploy did not write."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from .conftest import run_cli
+
+
+def _foreign_dir(path: Path) -> dict[Path, bytes]:
+    """A user's directory: a note and a nested data file; returns what must survive."""
+    (path / "sub").mkdir(parents=True)
+    files = {path / "notes.txt": b"my notes", path / "sub" / "data.bin": b"\x00\x01 data"}
+    for p, content in files.items():
+        p.write_bytes(content)
+    return files
+
+
+def _intact(files: dict[Path, bytes]) -> bool:
+    return all(p.is_file() and p.read_bytes() == content for p, content in files.items())
+
+
+def _one_line_error(proc, *names: str) -> None:
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
+    for name in names:
+        assert name in proc.stderr, (name, proc.stderr)
+
+
+def test_export_refuses_a_foreign_directory_and_force_writes_only_our_files(trained_digits: Path,
+                                                                            tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    files = _foreign_dir(results)
+    proc = run_cli("export", str(trained_digits), "--target", "nir", "-o", str(results))
+    _one_line_error(proc, str(results), "--force")
+    assert _intact(files) and sorted(p.name for p in results.iterdir()) == ["notes.txt", "sub"]
+    run_cli("export", str(trained_digits), "--target", "nir", "-o", str(results), "--force", check=True)
+    assert _intact(files) and (results / "graph.nir").is_file() and (results / "manifest.json").is_file()
+
+
+@pytest.mark.parametrize("where", [".", "~"])
+def test_export_never_writes_into_the_working_or_home_directory(trained_digits: Path, tmp_path: Path,
+                                                                 where: str) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    model = project / "model.pt"
+    model.write_bytes(trained_digits.read_bytes())
+    files = {model: model.read_bytes(), **_foreign_dir(project / "work")}
+    env = {**os.environ, "HOME": str(project)}
+    for extra in ([], ["--force"]):  # not even with --force
+        proc = run_cli("export", "model.pt", "--target", "nir", "-o", where, *extra, cwd=project, env=env)
+        _one_line_error(proc, where)
+        assert "directory" in proc.stderr
+    assert _intact(files) and sorted(p.name for p in project.iterdir()) == ["model.pt", "work"]
+
+
+def test_re_export_replaces_only_our_files(trained_digits: Path, tmp_path: Path) -> None:
+    """An earlier export is replaced file by file: a user's file beside ours survives, and our
+    files the new target does not write (program.h5 after a nir export) are removed."""
+    out = tmp_path / "art"
+    run_cli("export", str(trained_digits), "--target", "loihi2-sim", "-o", str(out), check=True)
+    (out / "my_plot.png").write_bytes(b"png")
+    run_cli("export", str(trained_digits), "--target", "nir", "-o", str(out), check=True)
+    assert sorted(p.name for p in out.iterdir()) == ["graph.nir", "manifest.json", "my_plot.png"]
+    assert json.loads((out / "manifest.json").read_text())["target"] == "nir"
+    assert not list(tmp_path.glob(".art.*")), "temporary directory left behind"
+
+
+def test_train_report_and_compare_refuse_to_overwrite_foreign_files(trained_digits: Path, tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("do not lose this")
+    _one_line_error(run_cli("train", "--epochs", "1", "-o", str(notes)), str(notes), "--force")
+    _one_line_error(run_cli("report", str(trained_digits), "--samples", "5", "--format", "json", "-o", str(notes)),
+                    str(notes), "--force")
+    models = tmp_path / "models"
+    _one_line_error(run_cli("compare", "--connections", "plain", "--models-dir", str(models), "-o", str(notes)),
+                    str(notes))
+    assert notes.read_text() == "do not lose this" and not models.exists()  # refused before any training
+    # a file danet-deploy wrote is replaced without --force; --force replaces a foreign one
+    ours = tmp_path / "r.json"
+    for _ in range(2):
+        run_cli("report", str(trained_digits), "--samples", "5", "--format", "json", "-o", str(ours), check=True)
+    run_cli("report", str(trained_digits), "--samples", "5", "--format", "csv", "-o", str(notes), "--force",
+            check=True)
+    assert notes.read_text().startswith("name,kind,connection,")
+
+
+def test_demo_refuses_an_outdir_whose_files_it_did_not_write(tmp_path: Path) -> None:
+    out = tmp_path / "demo"
+    out.mkdir()
+    (out / "report.html").write_text("<html>the user's own page</html>")
+    proc = run_cli("demo", "-o", str(out), "--epochs", "1")
+    _one_line_error(proc, str(out / "report.html"), "--force")
+    assert (out / "report.html").read_text() == "<html>the user's own page</html>"
+    assert sorted(p.name for p in out.iterdir()) == ["report.html"]  # refused before training
+
+
+def test_tensor_data_with_nan_or_inf_is_refused_naming_the_file(trained_digits: Path, tmp_path: Path) -> None:
+    x = torch.rand(6, 1, 8, 8)
+    x[3, 0, 2, 2] = float("nan")
+    x[5, 0, 0, 0] = float("inf")
+    data = tmp_path / "bad.pt"
+    torch.save({"inputs": x, "labels": torch.zeros(6, dtype=torch.long)}, data)
+    proc = run_cli("simulate", str(trained_digits), "--data", f"tensor:{data}", "--json")
+    _one_line_error(proc, str(data), "NaN or Inf", "2 sample(s)", "index 3")

@@ -1,0 +1,73 @@
+"""The wheel (what `pip install .` installs) holds every module and profile, and works
+from outside the repository."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# source folder -> where its files land in the installed package
+INSTALLED_AS = {"danet_deploy": "danet_deploy", "converters": "danet_deploy/converters",
+                "hw_profiles": "danet_deploy/hw_profiles"}
+IMPORT_EVERYTHING = """
+import importlib, pkgutil, sys
+from pathlib import Path
+import danet_deploy
+site = Path(sys.argv[1]).resolve()
+assert Path(danet_deploy.__file__).resolve().is_relative_to(site), danet_deploy.__file__
+for mod in pkgutil.walk_packages(danet_deploy.__path__, "danet_deploy."):
+    if not mod.name.endswith("__main__"):  # that one runs the command line
+        importlib.import_module(mod.name)
+from danet_deploy.profiles import builtin_profiles, load_profile
+names = sorted(builtin_profiles())
+for name in names:
+    load_profile(name)
+print(" ".join(names))
+"""
+
+
+def _source_files() -> set[str]:
+    """Every module and profile of the source tree, as installed paths."""
+    files = set()
+    for folder, target in INSTALLED_AS.items():
+        for path in (ROOT / folder).rglob("*"):
+            if path.suffix in (".py", ".toml") and "__pycache__" not in path.parts:
+                files.add(f"{target}/{path.relative_to(ROOT / folder).as_posix()}")
+    return files
+
+
+def test_wheel_holds_every_module_and_profile_and_imports_outside_the_repository(tmp_path: Path) -> None:
+    src = tmp_path / "danet-deploy"  # a copy: the build leaves nothing in the checkout
+    src.mkdir()
+    for name in ("pyproject.toml", "setup.py", "README.md"):
+        shutil.copy(ROOT / name, src / name)
+    for folder in INSTALLED_AS:
+        shutil.copytree(ROOT / folder, src / folder, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(tmp_path / "dist"), f"./{src.name}"], cwd=tmp_path, check=True,
+                   capture_output=True, stdin=subprocess.DEVNULL)
+    (wheel,) = (tmp_path / "dist").glob("danet_deploy-*.whl")
+    with zipfile.ZipFile(wheel) as z:
+        names = set(z.namelist())
+        z.extractall(tmp_path / "site")
+    expected = _source_files()
+    assert {"danet_deploy/simulator/fixed.py", "danet_deploy/lavaext/filesink.py",
+            "danet_deploy/hw_profiles/loihi2.toml"} <= expected
+    assert not expected - names, f"missing from the wheel: {sorted(expected - names)}"
+    assert not any(n.startswith(("converters/", "hw_profiles/")) for n in names), "generic top-level names"
+
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    env = {"PYTHONPATH": str(tmp_path / "site"), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    proc = subprocess.run([sys.executable, "-c", IMPORT_EVERYTHING, str(tmp_path / "site")], cwd=outside, env=env,
+                          capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    profiles = {p.stem for p in (ROOT / "hw_profiles").glob("*.toml")}
+    assert set(proc.stdout.split()) == profiles
+    cli = subprocess.run([sys.executable, "-m", "danet_deploy", "profiles"], cwd=outside, env=env,
+                         capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    assert cli.returncode == 0 and all(p in cli.stdout for p in profiles), cli.stderr[-2000:]
