@@ -28,6 +28,7 @@ from .errors import UserError
 TOOL = "danet-deploy"
 ARTIFACT_FILES = ("graph.nir", "manifest.json", "program.h5", "netx.h5")
 HTML_GENERATOR = f'<meta name="generator" content="{TOOL}">'
+LEGACY_HTML_TITLE = f"<title>{TOOL} report</title>"  # pages written before the generator tag
 CSV_HEADER_START = "name,kind,connection,"
 CHECKPOINT_FORMAT = f"{TOOL}/1"
 
@@ -122,14 +123,16 @@ def _is_our_file(path: Path) -> bool:
         text = path.read_text(errors="replace")
     except OSError:
         return False
-    if HTML_GENERATOR in text[:4096] or text.startswith(CSV_HEADER_START) or text.lstrip().startswith(f"{TOOL} "):
+    head = text[:4096]
+    if HTML_GENERATOR in head or LEGACY_HTML_TITLE in head or text.startswith(CSV_HEADER_START) \
+            or text.lstrip().startswith(f"{TOOL} "):
         return True
     try:
         data = json.loads(text)
     except ValueError:
         return False
-    if isinstance(data, dict):
-        return data.get("tool") == TOOL
+    if isinstance(data, dict):  # a report (before 0.1.0's "tool" key: by its contract keys)
+        return data.get("tool") == TOOL or {"profile", "layers", "totals", "by_connection"} <= set(data)
     return isinstance(data, list) and bool(data) and all(
         isinstance(r, dict) and {"connection", "lowering"} <= set(r) for r in data)
 

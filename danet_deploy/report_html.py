@@ -311,7 +311,7 @@ def compare_page(rows: list[dict[str, Any]], title: str) -> str:
         ax.invert_yaxis()
         ax.set_xlabel(f"energy per inference ({unit}), ranked by dynamic")
         ax.ticklabel_format(axis="x", useOffset=False, style="plain")
-        ax.legend(fontsize=8, loc="lower right")
+        ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False)
         for k, key, label in ((2, "fixed_accuracy", "fixed-point accuracy"), (3, "sops", "SOPs per inference (k)")):
             ax = fig.add_subplot(1, 3, k, sharey=fig.axes[0])
             vals = [rows[i][key] / (1e3 if key == "sops" else 1) for i in order]

@@ -28,7 +28,9 @@ def test_export_then_simulate_matches_the_float_model(trained_digits: Path, tmp_
     result = json.loads(proc.stdout)
     assert result["backend"] == "fast" and result["samples"] == 120
     assert 0.8 < result["accuracy"] <= 1.0
-    assert result["accuracy"] == result["reference_accuracy"]
+    # the NIR graph (BatchNorm folded) and the PyTorch model are both float32: a rounding
+    # difference may flip a spike on some CPU, so they agree within one sample, not bit for bit
+    assert abs(result["accuracy"] - result["reference_accuracy"]) <= 1 / 120 + 1e-9
 
 
 def test_export_is_deterministic(trained_digits: Path, tmp_path: Path) -> None:

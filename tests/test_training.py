@@ -65,4 +65,5 @@ def test_ddp_two_cpu_processes_equal_one_process(tmp_path: Path, digits_tensor_f
     assert b["metrics"]["world_size"] == 2
     for k, v in a["state_dict"].items():
         assert torch.allclose(v.float(), b["state_dict"][k].float(), rtol=1e-4, atol=1e-5), k
-    assert a["metrics"]["test_accuracy"] == b["metrics"]["test_accuracy"]
+    n_test = len(load_dataset(f"tensor:{digits_tensor_file}", "test")[0])  # weights agree to 1e-4, not bits:
+    assert abs(a["metrics"]["test_accuracy"] - b["metrics"]["test_accuracy"]) <= 1 / n_test + 1e-9  # one sample
