@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Creates .venv with Python 3.10 (lava-nc 0.10.0 runs on 3.10 only) and installs
 # danet-deploy in editable mode with its test extras. Re-running is cheap: the
-# install is skipped while pyproject.toml is unchanged.
+# install is skipped while pyproject.toml, setup.py and this script are unchanged.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -46,7 +46,7 @@ MSG
 fi
 
 stamp=.venv/.danet-deploy-installed
-want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
+want=$(cat pyproject.toml setup.py scripts/setup.sh | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "Installing danet-deploy and its dependencies into .venv (first time: about 3 minutes, 5.6 GB)"
     .venv/bin/python -m pip install --quiet --upgrade "pip>=23.1" "setuptools>=77" wheel
