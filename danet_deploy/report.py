@@ -12,7 +12,7 @@ from rich.table import Table
 
 from . import report_format as units
 from .report_format import COLUMNS, COMPARE_HEADINGS, HEADINGS, cell, compare_cell
-from .account import ENERGY_PARTS, STATIC_POWER, Accountant
+from .account import ENERGY_PARTS, Accountant
 from .compile import compile_graph
 from .data import as_time_series, evaluation_split, first, load_dataset
 from .errors import UserError
@@ -105,8 +105,6 @@ def build_report(artifact: Path, profile: str, data: str, samples: int | None = 
     from .export import calibration_batch, load_artifact
     from .train import correct_predictions, finish_distributed, init_distributed, resolve_device
 
-    if static_power not in STATIC_POWER:
-        raise UserError(f"unknown --static-power {static_power!r}; valid: {', '.join(STATIC_POWER)}")
     rank, world, dev = init_distributed(resolve_device(device))
     prof = load_profile(profile)
     art = load_artifact(Path(artifact))

@@ -124,9 +124,12 @@ def network_svg(report: dict[str, Any]) -> str:
         columns.setdefault(depth[name], []).append(name)
     box_w, box_h, gap_x, gap_y, pad = 140, 46, 56, 30, 20
     span = {id(e): depth[e["target"]] - depth[e["source"]] for e in edges}
-    # edges that skip columns arc over the boxes in between: the page grows by the highest arc
-    lift = lambda e: 22 + 16 * span[id(e)]  # noqa: E731
-    top_room = max((lift(e) for e in edges if span[id(e)] > 1), default=0)
+
+    def lift(e: dict[str, Any]) -> int:
+        """How high an edge that skips columns arcs over the boxes in between."""
+        return 22 + 16 * abs(span[id(e)])
+
+    top_room = max((lift(e) for e in edges if span[id(e)] != 1), default=0)
     pos = {n: (pad + d * (box_w + gap_x), pad + top_room + i * (box_h + gap_y))
            for d, col in columns.items() for i, n in enumerate(col)}
     width = pad * 2 + len(columns) * (box_w + gap_x) - gap_x
@@ -140,7 +143,7 @@ def network_svg(report: dict[str, Any]) -> str:
             x1, y1, x2, y2 = sx + box_w * 0.6, sy, tx + box_w * 0.4, ty
             peak = min(y1, y2) - lift(e)
             path = f"M{x1},{y1} C{x1},{peak} {x2},{peak} {x2},{y2}"
-            lx, ly = (x1 + x2) / 2, 0.25 * y1 + 0.25 * y2 + 0.5 * peak - 3
+            lx, ly = (x1 + x2) / 2, 0.125 * (y1 + y2) + 0.75 * peak - 3  # the curve's midpoint
         else:
             x1, y1, x2, y2 = sx + box_w, sy + box_h / 2, tx, ty + box_h / 2
             mid = (x1 + x2) / 2

@@ -43,20 +43,20 @@ def test_export_refuses_a_foreign_directory_and_force_writes_only_our_files(trai
     assert _intact(files) and (results / "graph.nir").is_file() and (results / "manifest.json").is_file()
 
 
-@pytest.mark.parametrize("where", [".", "~"])
-def test_export_never_writes_into_the_working_or_home_directory(trained_digits: Path, tmp_path: Path,
-                                                                 where: str) -> None:
-    project = tmp_path / "project"
+@pytest.mark.parametrize("where,named", [(".", "current directory"), ("~", "home directory")])
+def test_export_never_writes_into_the_working_or_home_directory(trained_digits: Path, tmp_path: Path, where: str,
+                                                                 named: str) -> None:
+    project, home = tmp_path / "project", tmp_path / "home"
     project.mkdir()
     model = project / "model.pt"
     model.write_bytes(trained_digits.read_bytes())
-    files = {model: model.read_bytes(), **_foreign_dir(project / "work")}
-    env = {**os.environ, "HOME": str(project)}
+    files = {model: model.read_bytes(), **_foreign_dir(project / "work"), **_foreign_dir(home)}
+    env = {**os.environ, "HOME": str(home)}
     for extra in ([], ["--force"]):  # not even with --force
         proc = run_cli("export", "model.pt", "--target", "nir", "-o", where, *extra, cwd=project, env=env)
-        _one_line_error(proc, where)
-        assert "directory" in proc.stderr
+        _one_line_error(proc, where, named)
     assert _intact(files) and sorted(p.name for p in project.iterdir()) == ["model.pt", "work"]
+    assert sorted(p.name for p in home.iterdir()) == ["notes.txt", "sub"]
 
 
 def test_re_export_replaces_only_our_files(trained_digits: Path, tmp_path: Path) -> None:
