@@ -5,11 +5,13 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 import torch
 
 from danet_deploy.data import load_dataset
+from danet_deploy.simulator.lava import SHM
 
 
 @pytest.fixture(scope="session")
@@ -20,6 +22,18 @@ def digits_tensor_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("data") / "tiny_digits.pt"
     torch.save({"inputs": x[:64].clone(), "labels": y[:64].clone()}, path)
     return path
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shared_memory_is_left_as_found() -> Iterator[None]:
+    """The suite runs Lava many times (and kills some runs): /dev/shm must end as it began."""
+    def segments() -> set[str]:
+        return {p.name for p in SHM.glob("psm_*")}
+
+    before = segments()
+    yield
+    left = segments() - before
+    assert not left, f"the tests left {len(left)} Lava shared-memory segments in {SHM}: {sorted(left)[:5]}"
 
 
 def run_cli(*args: str, check: bool = False, **kw) -> subprocess.CompletedProcess:

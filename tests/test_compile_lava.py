@@ -19,7 +19,7 @@ from danet_deploy.converters.nir_import import read_nir
 from danet_deploy.errors import UserError
 from danet_deploy.profiles import load_profile
 from danet_deploy.simulator.fixed import FixedSimulator
-from danet_deploy.simulator.lava import run_lava
+from danet_deploy.simulator.lava import SHM, group_members, mapped_segments, run_lava
 
 from .conftest import run_cli
 
@@ -256,24 +256,58 @@ def _lava_processes() -> list[int]:
     return pids
 
 
-def test_ctrl_c_leaves_no_lava_processes(trained_digits: Path, tmp_path: Path) -> None:
-    out = tmp_path / "o"
-    run_cli("export", str(trained_digits), "--target", "loihi2-sim", "-o", str(out), check=True)
+def _lava_group_of(parent: int, timeout: float = 120) -> int:
+    """The process group of the Lava worker that ``parent`` started, once Lava's own processes run."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        workers = [pid for pid in _lava_processes() if _ppid(pid) == parent]
+        if workers and len(group_members(workers[0])) > 2:  # the worker and Lava's processes
+            return workers[0]
+        time.sleep(0.2)
+    raise AssertionError("the Lava worker never started")
+
+
+def _ppid(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError):
+        return -1
+
+
+def _start_lava_simulation(artifact: Path) -> subprocess.Popen:
     # a shell without job control starts background jobs with SIGINT ignored, and Python keeps it
     # ignored: restore the default so that the signal acts as a terminal's Ctrl-C would
-    proc = subprocess.Popen([sys.executable, "-m", "danet_deploy", "simulate", str(out), "--backend", "lava",
+    return subprocess.Popen([sys.executable, "-m", "danet_deploy", "simulate", str(artifact), "--backend", "lava",
                              "--samples", "300"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-    deadline = time.time() + 120
-    while not _lava_processes() and time.time() < deadline:
+                            stdin=subprocess.DEVNULL, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+
+
+def _gone_within(pgid: int, segments: set[str], seconds: float) -> bool:
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if not group_members(pgid) and not any((SHM / s).exists() for s in segments):
+            return True
         time.sleep(0.2)
-    assert _lava_processes(), "the Lava worker never started"
-    time.sleep(3)
-    proc.send_signal(signal.SIGINT)
+    return False
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGKILL],
+                         ids=["SIGINT", "SIGTERM", "SIGHUP", "SIGKILL"])
+def test_a_signal_to_the_parent_leaves_no_lava_process_and_no_shared_memory(trained_digits: Path, tmp_path: Path,
+                                                                              sig: int) -> None:
+    """Ctrl-C, SIGTERM and SIGHUP stop the run through the parent; after SIGKILL of the parent
+    the worker notices and ends its group. Either way Lava's /dev/shm segments are removed."""
+    out = tmp_path / "o"
+    run_cli("export", str(trained_digits), "--target", "loihi2-sim", "-o", str(out), check=True)
+    proc = _start_lava_simulation(out)
+    pgid = _lava_group_of(proc.pid)
+    time.sleep(2)
+    segments = mapped_segments(group_members(pgid))
+    assert segments, "Lava mapped no shared memory: the check below would be vacuous"
+    proc.send_signal(sig)
     proc.wait(timeout=60)
-    time.sleep(1)
     assert proc.returncode != 0
-    assert _lava_processes() == []
+    assert _gone_within(pgid, segments, 15), (group_members(pgid), [s for s in segments if (SHM / s).exists()])
 
 
 def test_hung_lava_run_is_stopped_and_leaves_no_processes(tmp_path: Path) -> None:

@@ -9,7 +9,10 @@ samples.
 
 Lava runs in a worker process in its own process group: Lava leaves workers behind
 when a run fails or is interrupted, so the parent kills the whole group on any
-error or Ctrl-C, and no process outlives a run.
+error, Ctrl-C, SIGTERM or SIGHUP, and the worker watches its parent and kills its
+own group when the parent dies (even by SIGKILL). Either way the shared-memory
+segments (``/dev/shm/psm_*``) that the group's processes had mapped are removed
+before the group is killed, so no process and no segment outlives a run.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import tempfile
 import threading
 import time
 import traceback
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -32,6 +36,7 @@ from ..compile import Program, read_program
 from ..errors import UserError
 
 DENSE_LIMIT = 1 << 22  # weight matrices up to this many entries run as Dense, larger as Sparse
+SHM = Path("/dev/shm")  # where multiprocessing (and so Lava) keeps its shared-memory segments
 
 
 def _build(program: Program, data: np.ndarray, sink_dir: Path, interval: int):
@@ -82,8 +87,9 @@ def _build(program: Program, data: np.ndarray, sink_dir: Path, interval: int):
     return source
 
 
-def worker(program_path: str, data_path: str, sink_dir: str, interval: str, samples: str) -> None:
+def worker(program_path: str, data_path: str, sink_dir: str, interval: str, samples: str, parent: str) -> None:
     """Entry point of the worker process (``python -m danet_deploy.simulator.lava ...``)."""
+    _watch_parent(int(parent))
     from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
 
@@ -130,52 +136,120 @@ def run_lava(program_path: Path, program: Program, x_int: np.ndarray,
         tmp_path = Path(tmp)
         np.save(tmp_path / "input.npy", data)
         cmd = [sys.executable, "-m", "danet_deploy.simulator.lava", str(program_path),
-               str(tmp_path / "input.npy"), tmp, str(steps), str(n)]
+               str(tmp_path / "input.npy"), tmp, str(steps), str(n), str(os.getpid())]
         log = tmp_path / "worker.log"
-        with open(log, "w") as err_file:
+        with open(log, "w") as err_file, _signals_stop_the_run():
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err_file, text=True,
                                     stdin=subprocess.DEVNULL, start_new_session=True)
-        try:
-            for line in _lines(proc.stdout, stall_timeout):
-                if line.startswith("sample "):
-                    on_sample()
-            err = log.read_text()
-            if proc.wait() != 0:
-                last = [ln for ln in err.strip().splitlines() if ln.strip()][-1:] or ["(no output)"]
-                raise UserError(f"the Lava run of {program_path} failed: {last[0][:200]}")
-        except TimeoutError:
-            raise UserError(f"the Lava run of {program_path} stalled: no sample finished in {stall_timeout:.0f} s "
-                            f"(a Lava process failed or hung); its processes were stopped") from None
-        finally:
-            _kill_group(proc)
-        out = {}
-        for name, pop in program.populations.items():
-            path = tmp_path / f"{name}.npy"
-            if pop.kind == "input" or not path.exists():
-                continue
-            rec = np.load(path)  # [total, neurons]; sample k, step t at k*T + t + latency
-            idx = np.arange(n)[:, None] * steps + np.arange(steps)[None, :] + pop.latency
-            out[name] = rec[idx].transpose(1, 0, 2).reshape(steps, n, *pop.shape).astype(np.int64)
+            out = _collect(proc, log, program_path, program, tmp_path, n, steps, on_sample, stall_timeout)
         return out
 
 
-def _kill_group(proc: subprocess.Popen, timeout: float = 30.0) -> None:
-    """End the worker and every Lava process it started, and wait until they are gone.
-
-    SIGKILL is delivered asynchronously: a process with a large heap can take a
-    while to exit, so the group is watched until none of its members is alive.
-    """
+def _collect(proc: subprocess.Popen, log: Path, program_path: Path, program: Program, tmp_path: Path, n: int,
+             steps: int, on_sample: Callable[[], None], stall_timeout: float) -> dict[str, np.ndarray]:
+    """Follow the worker until it finishes, stop its group whatever happens, read the sinks."""
     try:
-        os.killpg(proc.pid, signal.SIGKILL)
+        for line in _lines(proc.stdout, stall_timeout):
+            if line.startswith("sample "):
+                on_sample()
+        err = log.read_text()
+        if proc.wait() != 0:
+            last = [ln for ln in err.strip().splitlines() if ln.strip()][-1:] or ["(no output)"]
+            raise UserError(f"the Lava run of {program_path} failed: {last[0][:200]}")
+    except TimeoutError:
+        raise UserError(f"the Lava run of {program_path} stalled: no sample finished in {stall_timeout:.0f} s "
+                        f"(a Lava process failed or hung); its processes were stopped") from None
+    finally:
+        _kill_group(proc.pid)
+        proc.wait()
+    out = {}
+    for name, pop in program.populations.items():
+        path = tmp_path / f"{name}.npy"
+        if pop.kind == "input" or not path.exists():
+            continue
+        rec = np.load(path)  # [total, neurons]; sample k, step t at k*T + t + latency
+        idx = np.arange(n)[:, None] * steps + np.arange(steps)[None, :] + pop.latency
+        out[name] = rec[idx].transpose(1, 0, 2).reshape(steps, n, *pop.shape).astype(np.int64)
+    return out
+
+
+@contextmanager
+def _signals_stop_the_run() -> Iterator[None]:
+    """SIGTERM and SIGHUP end the run like Ctrl-C does: as an exception, so that the
+    ``finally`` that stops the Lava group runs (only the main thread can set handlers)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, _frame) -> None:
+        raise SystemExit(128 + signum)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _kill_group(pgid: int, timeout: float = 30.0) -> None:
+    """End every process of group ``pgid``, remove the shared memory they had mapped, and
+    wait until they are gone.
+
+    The group is frozen first (SIGSTOP), so that no process creates a segment after the
+    segments are listed. SIGKILL is delivered asynchronously: a process with a large heap
+    can take a while to exit, so the group is watched until none of its members is alive.
+    """
+    me = os.getpid()
+    members = [pid for pid in group_members(pgid) if pid != me]
+    for pid in members:
+        _signal(pid, signal.SIGSTOP)
+    own = os.getpgid(0) == pgid  # the worker ending its own group (its parent died)
+    for name in mapped_segments(members + ([me] if own else [])):
+        (SHM / name).unlink(missing_ok=True)
+    try:
+        os.killpg(pgid, signal.SIGKILL)  # in the worker this ends the worker too
     except ProcessLookupError:
         pass
-    proc.wait()
     deadline = time.monotonic() + timeout
-    while _live_members(proc.pid) and time.monotonic() < deadline:
+    while group_members(pgid) and time.monotonic() < deadline:
         time.sleep(0.05)
 
 
-def _live_members(pgid: int) -> list[int]:
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def mapped_segments(pids: list[int]) -> set[str]:
+    """Names of Lava's shared-memory segments (``psm_*``) that ``pids`` have mapped."""
+    names = set()
+    for pid in pids:
+        try:
+            maps = Path(f"/proc/{pid}/maps").read_text()
+        except OSError:
+            continue
+        for line in maps.splitlines():
+            at = line.find(f"{SHM}/psm_")
+            if at >= 0:
+                names.add(line[at + len(str(SHM)) + 1:].split()[0])
+    return names
+
+
+def _watch_parent(parent: int) -> None:
+    """In the worker: when the parent dies (even by SIGKILL), end this whole group."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        _kill_group(os.getpgid(0))
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def group_members(pgid: int) -> list[int]:
     """Processes of group ``pgid`` that have not exited yet (zombies excluded), from /proc."""
     live = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
@@ -192,9 +266,9 @@ def _main(argv: list[str]) -> None:
     try:
         worker(*argv)
     except BaseException:  # noqa: BLE001 - report, then leave without Lava's hanging teardown
-        traceback.print_exc()
+        traceback.print_exc()  # (a parent that died shows here as a broken stdout pipe)
         sys.stderr.flush()
-        os._exit(1)
+        _kill_group(os.getpgid(0))  # Lava's processes, their shared memory, and this worker
     sys.stdout.flush()
     os._exit(0)
 
