@@ -228,7 +228,8 @@ def simulate(artifact: str, as_json: bool, **kw) -> None:
     line = (f"{result['backend']} ({result['mode']}): accuracy {result['accuracy']:.4f} on {result['samples']} "
             f"samples; float model {result['reference_accuracy']:.4f}")
     if "spike_mismatches" in result:
-        line += f"; spike mismatches vs fast: {result['spike_mismatches']}"
+        line += (f"; spike mismatches vs fast: {result['spike_mismatches']} of {result['nonzero_values']:,} "
+                 f"nonzero values")
     console.print(line + f" ({result['seconds']:.1f} s)")
 
 

@@ -7,7 +7,8 @@ from contextlib import contextmanager
 from typing import Callable, Iterator
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
 
 console = Console(stderr=True)
 WIDE = 170  # per-layer tables have 13 columns: never squeeze them to a pipe's 80
@@ -32,7 +33,7 @@ def progress_bar(title: str, total: int, enabled: bool = True) -> Iterator[Calla
         yield lambda status="": None
         return
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[status]}"), TimeElapsedColumn())
+               TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task(title, total=total, status="")
         yield lambda status="": progress.update(task, advance=1, status=status)

@@ -81,19 +81,26 @@ def simulate(artifact: Path, data: str, backend: str = "fast", samples: int | No
 
 def lava_parity(program: Program, program_path: Path, art: Artifact, ds, show_progress: bool) -> dict[str, Any]:
     """Lava on every sample of ``ds``, the fast backend on the same samples, and their differences."""
-    from .simulator.lava import run_lava
+    from .progress import console
+    from .simulator.lava import run_lava, run_size
 
     shape = art.graph.shapes[art.graph.inputs[0]]
     x = torch.stack([ds[i][0] for i in range(len(ds))]).float()
     y = torch.as_tensor([int(ds[i][1]) for i in range(len(ds))])
     x = as_time_series(x, shape, art.graph.timesteps)
     fast = FixedSimulator(program)
-    with progress_bar("Lava (Loihi2SimCfg fixed_pt)", len(ds), enabled=show_progress) as advance:
+    size = run_size(program, len(ds), x.shape[1])
+    if show_progress:
+        console.print(f"Lava run: {size['processes']} OS processes, {size['synapses']:,} synapses, "
+                      f"{size['steps']:,} steps ({len(ds)} samples x {x.shape[1]} + pipeline latency "
+                      f"{program.lowered.latency} + 1)")
+    with progress_bar("Lava (Loihi2SimCfg fixed_pt)", size["steps"], enabled=show_progress) as advance:
         lava = run_lava(program_path, program, fast.encode(x).numpy(), advance)
     expected = fast.run(x, record=True)
     lava = {k: torch.as_tensor(v) for k, v in lava.items()}
     mismatches = sum(int((v != expected[k]).sum()) for k, v in lava.items())
+    nonzero = sum(int((expected[k] != 0).sum()) for k in lava)  # 0 would make the parity vacuous
     correct = {name: int((fast.scores_from(out, x.shape[1]).argmax(1) == y).sum())
                for name, out in (("lava", lava), ("fast", expected))}
-    return {"accuracy": correct["lava"] / len(ds), "spike_mismatches": mismatches,
+    return {"accuracy": correct["lava"] / len(ds), "spike_mismatches": mismatches, "nonzero_values": nonzero,
             "fast_accuracy": correct["fast"] / len(ds)}

@@ -73,6 +73,41 @@ def test_tiny_residual_lava_equals_fixed_point_reference(tmp_path: Path, lowerin
     assert all(int(expected[n].sum()) > 0 for n in ("lif1", "lif2", "lif3")), "no spikes: vacuous"
 
 
+@pytest.mark.parametrize("graded", [False, True], ids=["spikes", "graded"])
+def test_delay_line_before_a_synapse_equals_lavas_delay_dense(tmp_path: Path, graded: bool) -> None:
+    """DelayLine(d) -> Dense(W) is Lava's own DelayDense(W, delays=d), value for value, step for step."""
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.magma.core.run_configs import Loihi2SimCfg
+    from lava.proc.dense.process import DelayDense, Dense
+    from lava.proc.io.source import RingBuffer
+
+    from danet_deploy.lavaext.delay import DelayLine
+    from danet_deploy.lavaext.filesink import FileSink
+
+    rng = np.random.default_rng(3)
+    n_in, n_out, steps = 6, 4, 24
+    w = rng.integers(-60, 60, (n_out, n_in)) * 2  # even weights: what the compiler emits
+    data = (rng.integers(-500, 500, (n_in, steps)) if graded else rng.random((n_in, steps)) < 0.4).astype(np.int32)
+    bits = 24 if graded else 0
+    src = RingBuffer(data=data)
+    for d in (1, 2, 5):
+        ref = DelayDense(weights=w, delays=d, num_message_bits=bits)
+        line, dense = DelayLine(shape=(n_in,), delay=d), Dense(weights=w, num_message_bits=bits)
+        src.s_out.connect(ref.s_in)
+        src.s_out.connect(line.s_in)
+        line.s_out.connect(dense.s_in)
+        for name, syn in (("ref", ref), ("line", dense)):
+            syn.a_out.connect(FileSink(shape=(n_out,), num_steps=steps, path=str(tmp_path / f"{name}{d}.npy")).a_in)
+    try:
+        src.run(condition=RunSteps(num_steps=steps), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
+    finally:
+        src.stop()
+    for d in (1, 2, 5):
+        ref, got = np.load(tmp_path / f"ref{d}.npy"), np.load(tmp_path / f"line{d}.npy")
+        assert np.array_equal(ref, got), d
+        assert not ref[:d + 1].any() and ref[d + 1:].any()  # nothing before step 1 + d + 1, then values
+
+
 def _independent_lif(a: np.ndarray, dv: int, vth: int, bias: np.ndarray) -> np.ndarray:
     """Lava's fixed-point LIF (du = 4095) written from lava-semantics.md, in numpy."""
     v, out = np.zeros(a.shape[1:], dtype=np.int64), []
@@ -310,18 +345,39 @@ def test_a_signal_to_the_parent_leaves_no_lava_process_and_no_shared_memory(trai
     assert _gone_within(pgid, segments, 15), (group_members(pgid), [s for s in segments if (SHM / s).exists()])
 
 
-def test_hung_lava_run_is_stopped_and_leaves_no_processes(tmp_path: Path) -> None:
-    import h5py
+def test_sigterm_during_a_cifar_scale_lava_run_leaves_nothing(tmp_path: Path) -> None:
+    """DA-ResNet-20 on CIFAR shapes (about a hundred Lava processes): SIGTERM to the parent
+    mid-run ends every one of them and removes their shared memory."""
+    from danet_deploy.converters.nir_export import to_nir
+    from danet_deploy.models import build
 
+    torch.manual_seed(0)
+    nir.write(tmp_path / "da20.nir", to_nir(build("resnet20", "da", 10, input_shape=(3, 32, 32)).eval()))
+    run_cli("export", str(tmp_path / "da20.nir"), "--target", "loihi2-sim", "-o", str(tmp_path / "chip"), check=True)
+    torch.save({"inputs": torch.rand(8, 3, 32, 32), "labels": torch.zeros(8, dtype=torch.long)}, tmp_path / "x.pt")
+    proc = subprocess.Popen([sys.executable, "-m", "danet_deploy", "simulate", str(tmp_path / "chip"), "--backend",
+                             "lava", "--data", f"tensor:{tmp_path / 'x.pt'}"], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    pgid = _lava_group_of(proc.pid)
+    deadline = time.time() + 120
+    while len(group_members(pgid)) < 50 and time.time() < deadline:  # Lava is starting its processes
+        time.sleep(0.2)
+    assert len(group_members(pgid)) >= 50
+    segments = mapped_segments(group_members(pgid))
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert _gone_within(pgid, segments, 15), (group_members(pgid), [s for s in segments if (SHM / s).exists()])
+
+
+def test_a_stalled_lava_run_is_stopped_and_leaves_no_processes(tmp_path: Path) -> None:
+    """Lava waits forever when one of its processes fails: a run that finishes no step within
+    the stall timeout is stopped (here already during start-up) and leaves nothing behind."""
     _tiny_residual(tmp_path / "tiny.nir")
     program, _ = compile_graph(read_nir(tmp_path / "tiny.nir"), "loihi2-sim", load_profile("loihi2"), "expand", None)
-    write_program(tmp_path / "bad.h5", program)
-    with h5py.File(tmp_path / "bad.h5", "r+") as f:  # a delay Lava's DelayDense refuses on its first step
-        for g in f["populations"].values():
-            if g.attrs["name"] == "lif2":
-                for t in g["terms"].values():
-                    t.attrs["delay"] = 70
-    bad = read_program(tmp_path / "bad.h5")
-    with pytest.raises(UserError, match="the Lava run of .* stalled: no sample finished in 20 s"):
-        run_lava(tmp_path / "bad.h5", bad, np.zeros((1, 5, 2, 6, 6), dtype=np.int64), stall_timeout=20)
+    write_program(tmp_path / "p.h5", program)
+    before = {p.name for p in SHM.glob("psm_*")}
+    with pytest.raises(UserError, match="the Lava run of .* stalled: no step finished in 0 s"):
+        run_lava(tmp_path / "p.h5", program, np.zeros((1, 5, 2, 6, 6), dtype=np.int64), stall_timeout=0.2)
     assert _lava_processes() == []
+    assert {p.name for p in SHM.glob("psm_*")} <= before

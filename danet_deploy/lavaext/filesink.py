@@ -1,7 +1,9 @@
 """A sink that writes what it receives each step into a ``.npy`` memory map.
 
 Reading results through Lava's ``Var.get()`` costs about 50 us per value (one
-channel message each); writing from inside the worker process costs nothing.
+channel message each); writing from inside the worker process costs nothing. With
+``progress`` the sink also prints ``step N`` on stdout after each step, which the
+worker's parent reads to show how far the run is.
 """
 
 import numpy as np
@@ -18,8 +20,9 @@ from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 class FileSink(AbstractProcess):
     """Records ``a_in`` at every step into ``path`` (shape ``[num_steps, *shape]``)."""
 
-    def __init__(self, *, shape: tuple, num_steps: int, path: str, dtype: str = "int32") -> None:
-        super().__init__(shape=shape, num_steps=num_steps, path=path, dtype=dtype)
+    def __init__(self, *, shape: tuple, num_steps: int, path: str, dtype: str = "int32",
+                 progress: bool = False) -> None:
+        super().__init__(shape=shape, num_steps=num_steps, path=path, dtype=dtype, progress=progress)
         self.a_in = InPort(shape=shape)
 
 
@@ -34,6 +37,7 @@ class PyFileSinkModel(PyLoihiProcessModel):
         shape = (int(proc_params["num_steps"]), *proc_params["shape"])
         self.buffer = np.lib.format.open_memmap(proc_params["path"], mode="w+",
                                                 dtype=np.dtype(proc_params["dtype"]), shape=shape)
+        self.progress = bool(proc_params["progress"])
 
     def run_spk(self) -> None:
         step = self.time_step - 1
@@ -42,3 +46,5 @@ class PyFileSinkModel(PyLoihiProcessModel):
             self.buffer[step] = values
             if step == self.buffer.shape[0] - 1:
                 self.buffer.flush()
+        if self.progress:
+            print(f"step {step + 1}", flush=True)

@@ -36,25 +36,62 @@ from ..compile import Program, read_program
 from ..errors import UserError
 
 DENSE_LIMIT = 1 << 22  # weight matrices up to this many entries run as Dense, larger as Sparse
+CONV_PAIR_LIMIT = 1024  # convolutions with at most this many (C_in, C_out) pairs run as Lava's Conv
+LAVA_SERVICE_PROCESSES = 3  # the worker, Lava's runtime service and its shared-memory manager
 SHM = Path("/dev/shm")  # where multiprocessing (and so Lava) keeps its shared-memory segments
 
 
+def _connect_synapse(term, graded: bool, source_out, target_in) -> None:
+    """The Lava process for one synapse group, connected from ``source_out`` to ``target_in``.
+
+    Convolutions with few channel pairs run as Lava's ``Conv`` (one scipy convolution
+    per pair and step, as lava-dl's netx does); larger ones, and dense maps, run as a
+    matrix (``Dense`` while it is small, else ``Sparse``). Delays are not the synapse's
+    business: ``DelayLine`` processes in front of it carry them (see ``_build``).
+    """
+    from lava.proc.conv.process import Conv
+    from lava.proc.dense.process import Dense
+    from lava.proc.sparse.process import Sparse
+
+    m = term.map
+    kw = {"num_message_bits": 24 if graded else 0}
+    if m.kind == "conv" and m.in_shape[0] * m.out_shape[0] <= CONV_PAIR_LIMIT:
+        (cin, h, w), (cout, oh, ow) = m.in_shape, m.out_shape
+        weight = term.weight_q[:, :, ::-1, ::-1].transpose(0, 3, 2, 1).astype(np.int32)  # true conv, (W, H, C)
+        syn = Conv(weight=weight, input_shape=(w, h, cin), stride=m.stride[::-1], padding=m.padding[::-1], **kw)
+        # populations are flat C-order (C, H, W) vectors; Lava's Conv works on (W, H, C)
+        source_out.reshape((cin, h, w)).transpose((2, 1, 0)).connect(syn.s_in)
+        syn.a_out.transpose((2, 1, 0)).reshape((cout * oh * ow,)).connect(target_in)
+        return
+    weights = m.matrix(term.weight_q).astype(np.int32)
+    if weights.shape[0] * weights.shape[1] <= DENSE_LIMIT:  # numpy beats scipy at this size
+        syn = Dense(weights=weights.toarray(), **kw)
+    else:
+        syn = Sparse(weights=weights, **kw)
+    source_out.connect(syn.s_in)
+    syn.a_out.connect(target_in)
+
+
 def _build(program: Program, data: np.ndarray, sink_dir: Path, interval: int):
-    """The Lava processes for ``program`` fed by ``data`` ``[inputs, steps]``; returns the source."""
-    from lava.proc.dense.process import DelayDense, Dense
+    """The Lava processes for ``program`` fed by ``data`` ``[inputs, steps]``; returns the source.
+
+    The sink of the last population reports every step on stdout (the parent's progress).
+    """
     from lava.proc.graded.process import GradedVec
     from lava.proc.io.source import RingBuffer
     from lava.proc.lif.process import LIFReset
-    from lava.proc.sparse.process import DelaySparse, Sparse
 
+    from ..lavaext.delay import DelayLine
     from ..lavaext.filesink import FileSink
 
     steps = data.shape[1]
-    procs = {}
+    procs, lines = {}, {}
     source = None
+    last = list(program.populations)[-1]
     for name, pop in program.populations.items():
         f = program.fixed[name]
         n = (pop.neurons,)
+        sink_kw = {"num_steps": steps, "path": str(sink_dir / f"{name}.npy"), "progress": name == last}
         if pop.kind == "input":
             procs[name] = source = RingBuffer(data=data.astype(np.int32))
             continue
@@ -63,31 +100,36 @@ def _build(program: Program, data: np.ndarray, sink_dir: Path, interval: int):
             procs[name] = LIFReset(shape=n, du=int(f.du), dv=int(f.dv), vth=int(f.vth), bias_mant=bias,
                                    bias_exp=6, reset_interval=interval,
                                    reset_offset=(1 + pop.latency) % interval)
-            sink = FileSink(shape=n, num_steps=steps, path=str(sink_dir / f"{name}.npy"), dtype="int8")
-            procs[name].s_out.connect(sink.a_in)
+            procs[name].s_out.connect(FileSink(shape=n, dtype="int8", **sink_kw).a_in)
         elif pop.kind == "relay":
             procs[name] = GradedVec(shape=n, vth=0)
-            sink = FileSink(shape=n, num_steps=steps, path=str(sink_dir / f"{name}.npy"))
-            procs[name].s_out.connect(sink.a_in)
+            procs[name].s_out.connect(FileSink(shape=n, **sink_kw).a_in)
         else:  # readout: the summed synaptic current is recorded, no neurons
-            procs[name] = FileSink(shape=n, num_steps=steps, path=str(sink_dir / f"{name}.npy"))
-        target = procs[name].a_in
+            procs[name] = FileSink(shape=n, **sink_kw)
         for t in pop.terms:
-            graded = program.fixed[t.source].graded
-            weights = t.map.matrix(t.weight_q).astype(np.int32)
-            kw = {"num_message_bits": 24 if graded else 0}
-            if weights.shape[0] * weights.shape[1] <= DENSE_LIMIT:  # numpy beats scipy at this size
-                kw["weights"] = weights.toarray()
-                syn = DelayDense(delays=int(t.delay), **kw) if t.delay else Dense(**kw)
-            else:
-                kw["weights"] = weights
-                syn = DelaySparse(delays=int(t.delay), **kw) if t.delay else Sparse(**kw)
-            procs[t.source].s_out.connect(syn.s_in)
-            syn.a_out.connect(target)
+            out = procs[t.source].s_out
+            if t.delay:  # one line per (source, delay), shared by every consumer
+                if (t.source, t.delay) not in lines:
+                    lines[(t.source, t.delay)] = DelayLine(shape=(program.populations[t.source].neurons,),
+                                                           delay=int(t.delay))
+                    out.connect(lines[(t.source, t.delay)].s_in)
+                out = lines[(t.source, t.delay)].s_out
+            _connect_synapse(t, program.fixed[t.source].graded, out, procs[name].a_in)
     return source
 
 
-def worker(program_path: str, data_path: str, sink_dir: str, interval: str, samples: str, parent: str) -> None:
+def run_size(program: Program, samples: int, steps: int) -> dict[str, int]:
+    """What a Lava run of ``program`` costs before it starts: OS processes, synapses, steps."""
+    pops = [p for p in program.populations.values() if p.kind != "input"]
+    terms = [t for p in pops for t in p.terms]
+    lines = {(t.source, t.delay) for t in terms if t.delay}
+    sinks = sum(p.kind != "readout" for p in pops)
+    return {"processes": 1 + len(pops) + sinks + len(terms) + len(lines) + LAVA_SERVICE_PROCESSES,
+            "synapses": sum(m["synapses"] for m in program.mapping.values()),
+            "steps": samples * steps + program.lowered.latency + 1}
+
+
+def worker(program_path: str, data_path: str, sink_dir: str, interval: str, parent: str) -> None:
     """Entry point of the worker process (``python -m danet_deploy.simulator.lava ...``)."""
     _watch_parent(int(parent))
     from lava.magma.core.run_conditions import RunSteps
@@ -96,13 +138,7 @@ def worker(program_path: str, data_path: str, sink_dir: str, interval: str, samp
     program = read_program(Path(program_path))
     data = np.load(data_path)
     source = _build(program, data, Path(sink_dir), int(interval))
-    per_sample, n = int(interval), int(samples)
-    done = 0
-    for k in range(n):
-        chunk = per_sample if k < n - 1 else data.shape[1] - done
-        source.run(condition=RunSteps(num_steps=chunk), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
-        done += chunk
-        print(f"sample {k + 1}", flush=True)
+    source.run(condition=RunSteps(num_steps=data.shape[1]), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
     source.stop()
 
 
@@ -121,11 +157,12 @@ def _lines(stream, timeout: float) -> Iterator[str]:
 
 
 def run_lava(program_path: Path, program: Program, x_int: np.ndarray,
-             on_sample: Callable[[], None] = lambda: None, stall_timeout: float = 300.0) -> dict[str, np.ndarray]:
+             on_step: Callable[[], None] = lambda: None, stall_timeout: float = 300.0) -> dict[str, np.ndarray]:
     """Run ``x_int`` ``[N, T, ...]`` (already encoded) in Lava; per population ``[T, N, ...]``.
 
-    Lava waits forever when one of its processes fails, so a run that completes no
-    sample for ``stall_timeout`` seconds is stopped and reported.
+    ``on_step`` is called after each of the ``run_size(...)["steps"]`` steps. Lava waits
+    forever when one of its processes fails, so a run that completes no step for
+    ``stall_timeout`` seconds (start-up included) is stopped and reported.
     """
     n, steps = x_int.shape[:2]
     latency = program.lowered.latency
@@ -136,28 +173,28 @@ def run_lava(program_path: Path, program: Program, x_int: np.ndarray,
         tmp_path = Path(tmp)
         np.save(tmp_path / "input.npy", data)
         cmd = [sys.executable, "-m", "danet_deploy.simulator.lava", str(program_path),
-               str(tmp_path / "input.npy"), tmp, str(steps), str(n), str(os.getpid())]
+               str(tmp_path / "input.npy"), tmp, str(steps), str(os.getpid())]
         log = tmp_path / "worker.log"
         with open(log, "w") as err_file, _signals_stop_the_run():
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err_file, text=True,
                                     stdin=subprocess.DEVNULL, start_new_session=True)
-            out = _collect(proc, log, program_path, program, tmp_path, n, steps, on_sample, stall_timeout)
+            out = _collect(proc, log, program_path, program, tmp_path, n, steps, on_step, stall_timeout)
         return out
 
 
 def _collect(proc: subprocess.Popen, log: Path, program_path: Path, program: Program, tmp_path: Path, n: int,
-             steps: int, on_sample: Callable[[], None], stall_timeout: float) -> dict[str, np.ndarray]:
+             steps: int, on_step: Callable[[], None], stall_timeout: float) -> dict[str, np.ndarray]:
     """Follow the worker until it finishes, stop its group whatever happens, read the sinks."""
     try:
         for line in _lines(proc.stdout, stall_timeout):
-            if line.startswith("sample "):
-                on_sample()
+            if line.startswith("step "):
+                on_step()
         err = log.read_text()
         if proc.wait() != 0:
             last = [ln for ln in err.strip().splitlines() if ln.strip()][-1:] or ["(no output)"]
             raise UserError(f"the Lava run of {program_path} failed: {last[0][:200]}")
     except TimeoutError:
-        raise UserError(f"the Lava run of {program_path} stalled: no sample finished in {stall_timeout:.0f} s "
+        raise UserError(f"the Lava run of {program_path} stalled: no step finished in {stall_timeout:.0f} s "
                         f"(a Lava process failed or hung); its processes were stopped") from None
     finally:
         _kill_group(proc.pid)
