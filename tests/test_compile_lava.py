@@ -6,6 +6,7 @@ import json
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -334,6 +335,7 @@ def test_a_signal_to_the_parent_leaves_no_lava_process_and_no_shared_memory(trai
     the worker notices and ends its group. Either way Lava's /dev/shm segments are removed."""
     out = tmp_path / "o"
     run_cli("export", str(trained_digits), "--target", "loihi2-sim", "-o", str(out), check=True)
+    runs_before = set(Path(tempfile.gettempdir()).glob("danet-lava-*"))
     proc = _start_lava_simulation(out)
     pgid = _lava_group_of(proc.pid)
     time.sleep(2)
@@ -343,6 +345,7 @@ def test_a_signal_to_the_parent_leaves_no_lava_process_and_no_shared_memory(trai
     proc.wait(timeout=60)
     assert proc.returncode != 0
     assert _gone_within(pgid, segments, 15), (group_members(pgid), [s for s in segments if (SHM / s).exists()])
+    assert set(Path(tempfile.gettempdir()).glob("danet-lava-*")) <= runs_before, "the run's files were left"
 
 
 def test_sigterm_during_a_cifar_scale_lava_run_leaves_nothing(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import queue
+import shutil
 import signal
 import subprocess
 import sys
@@ -131,7 +132,7 @@ def run_size(program: Program, samples: int, steps: int) -> dict[str, int]:
 
 def worker(program_path: str, data_path: str, sink_dir: str, interval: str, parent: str) -> None:
     """Entry point of the worker process (``python -m danet_deploy.simulator.lava ...``)."""
-    _watch_parent(int(parent))
+    _watch_parent(int(parent), Path(sink_dir))
     from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
 
@@ -275,12 +276,14 @@ def mapped_segments(pids: list[int]) -> set[str]:
     return names
 
 
-def _watch_parent(parent: int) -> None:
-    """In the worker: when the parent dies (even by SIGKILL), end this whole group."""
+def _watch_parent(parent: int, run_dir: Path) -> None:
+    """In the worker: when the parent dies (even by SIGKILL), remove the run's temporary
+    directory (the parent can no longer) and end this whole group."""
 
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(0.5)
+        shutil.rmtree(run_dir, ignore_errors=True)
         _kill_group(os.getpgid(0))
 
     threading.Thread(target=watch, daemon=True).start()
