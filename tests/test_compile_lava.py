@@ -98,7 +98,8 @@ def test_delay_line_before_a_synapse_equals_lavas_delay_dense(tmp_path: Path, gr
         src.s_out.connect(line.s_in)
         line.s_out.connect(dense.s_in)
         for name, syn in (("ref", ref), ("line", dense)):
-            syn.a_out.connect(FileSink(shape=(n_out,), num_steps=steps, path=str(tmp_path / f"{name}{d}.npy")).a_in)
+            sink = FileSink(records=[((n_out,), tmp_path / f"{name}{d}.npy", "int32")], num_steps=steps)
+            syn.a_out.connect(sink.port(0))
     try:
         src.run(condition=RunSteps(num_steps=steps), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
     finally:
@@ -254,8 +255,8 @@ def test_netx_loads_our_file_and_spikes_like_our_lava_graph(trained_plain: Path,
     lifs = [n for n, p in program.populations.items() if p.kind == "lif"]
     sinks = []
     for i, block in enumerate(net.layers[:len(lifs)]):
-        sink = FileSink(shape=block.out.shape, num_steps=steps, path=str(tmp_path / f"netx{i}.npy"), dtype="int8")
-        block.out.connect(sink.a_in)
+        sink = FileSink(records=[(block.out.shape, tmp_path / f"netx{i}.npy", "int8")], num_steps=steps)
+        block.out.connect(sink.port(0))
         sinks.append(sink)
     try:
         src.run(condition=RunSteps(num_steps=steps), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))

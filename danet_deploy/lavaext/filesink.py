@@ -1,9 +1,12 @@
-"""A sink that writes what it receives each step into a ``.npy`` memory map.
+"""A sink that writes what its ports receive each step into ``.npy`` memory maps.
 
 Reading results through Lava's ``Var.get()`` costs about 50 us per value (one
-channel message each); writing from inside the worker process costs nothing. With
-``progress`` the sink also prints ``step N`` on stdout after each step, which the
-worker's parent reads to show how far the run is.
+channel message each); writing from inside the worker process costs nothing. One
+sink records up to ``SINK_PORTS`` populations (ports ``a_in0`` ...): every Lava
+process is an OS process that each step waits on, so fewer sinks run faster. A port
+left unconnected receives zeros and records nothing. With ``progress`` the sink also
+prints ``step N`` on stdout after each step, which the worker's parent reads to
+show how far the run is.
 """
 
 import numpy as np
@@ -16,35 +19,52 @@ from lava.magma.core.process.process import AbstractProcess
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
+SINK_PORTS = 8
+
 
 class FileSink(AbstractProcess):
-    """Records ``a_in`` at every step into ``path`` (shape ``[num_steps, *shape]``)."""
+    """Records port ``a_in<k>`` at every step into ``records[k] = (shape, path, dtype)``
+    (file shape ``[num_steps, *shape]``)."""
 
-    def __init__(self, *, shape: tuple, num_steps: int, path: str, dtype: str = "int32",
-                 progress: bool = False) -> None:
-        super().__init__(shape=shape, num_steps=num_steps, path=path, dtype=dtype, progress=progress)
-        self.a_in = InPort(shape=shape)
+    def __init__(self, *, records: list, num_steps: int, progress: bool = False) -> None:
+        if not 1 <= len(records) <= SINK_PORTS:
+            raise ValueError(f"a sink records 1 to {SINK_PORTS} populations, got {len(records)}")
+        records = [(tuple(shape), str(path), str(dtype)) for shape, path, dtype in records]
+        super().__init__(records=records, num_steps=num_steps, progress=progress)
+        for k in range(SINK_PORTS):
+            setattr(self, f"a_in{k}", InPort(shape=records[k][0] if k < len(records) else (1,)))
+
+    def port(self, k: int) -> InPort:
+        return getattr(self, f"a_in{k}")
 
 
 @implements(proc=FileSink, protocol=LoihiProtocol)
 @requires(CPU)
 @tag("fixed_pt")
 class PyFileSinkModel(PyLoihiProcessModel):
-    a_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32)
+    a_in0: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32)
+    a_in1: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32)
+    a_in2: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32)
+    a_in3: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32)
+    a_in4: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32)
+    a_in5: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32)
+    a_in6: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32)
+    a_in7: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32)
 
     def __init__(self, proc_params: dict) -> None:
         super().__init__(proc_params)
-        shape = (int(proc_params["num_steps"]), *proc_params["shape"])
-        self.buffer = np.lib.format.open_memmap(proc_params["path"], mode="w+",
-                                                dtype=np.dtype(proc_params["dtype"]), shape=shape)
+        steps = int(proc_params["num_steps"])
+        self.buffers = [np.lib.format.open_memmap(path, mode="w+", dtype=np.dtype(dtype), shape=(steps, *shape))
+                        for shape, path, dtype in proc_params["records"]]
         self.progress = bool(proc_params["progress"])
 
     def run_spk(self) -> None:
         step = self.time_step - 1
-        values = self.a_in.recv()
-        if step < self.buffer.shape[0]:
-            self.buffer[step] = values
-            if step == self.buffer.shape[0] - 1:
-                self.buffer.flush()
+        for k, buffer in enumerate(self.buffers):
+            values = getattr(self, f"a_in{k}").recv()
+            if step < buffer.shape[0]:
+                buffer[step] = values
+                if step == buffer.shape[0] - 1:
+                    buffer.flush()
         if self.progress:
             print(f"step {step + 1}", flush=True)

@@ -76,23 +76,23 @@ def _connect_synapse(term, graded: bool, source_out, target_in) -> None:
 def _build(program: Program, data: np.ndarray, sink_dir: Path, interval: int):
     """The Lava processes for ``program`` fed by ``data`` ``[inputs, steps]``; returns the source.
 
-    The sink of the last population reports every step on stdout (the parent's progress).
+    Every population is recorded, ``SINK_PORTS`` to a sink; the sink that holds the last
+    population reports every step on stdout (the parent's progress).
     """
     from lava.proc.graded.process import GradedVec
     from lava.proc.io.source import RingBuffer
     from lava.proc.lif.process import LIFReset
 
     from ..lavaext.delay import DelayLine
-    from ..lavaext.filesink import FileSink
+    from ..lavaext.filesink import SINK_PORTS, FileSink
 
     steps = data.shape[1]
-    procs, lines = {}, {}
+    procs, targets, lines = {}, {}, {}
+    records = []  # (population, dtype) in program order
     source = None
-    last = list(program.populations)[-1]
     for name, pop in program.populations.items():
         f = program.fixed[name]
         n = (pop.neurons,)
-        sink_kw = {"num_steps": steps, "path": str(sink_dir / f"{name}.npy"), "progress": name == last}
         if pop.kind == "input":
             procs[name] = source = RingBuffer(data=data.astype(np.int32))
             continue
@@ -101,12 +101,21 @@ def _build(program: Program, data: np.ndarray, sink_dir: Path, interval: int):
             procs[name] = LIFReset(shape=n, du=int(f.du), dv=int(f.dv), vth=int(f.vth), bias_mant=bias,
                                    bias_exp=6, reset_interval=interval,
                                    reset_offset=(1 + pop.latency) % interval)
-            procs[name].s_out.connect(FileSink(shape=n, dtype="int8", **sink_kw).a_in)
         elif pop.kind == "relay":
             procs[name] = GradedVec(shape=n, vth=0)
-            procs[name].s_out.connect(FileSink(shape=n, **sink_kw).a_in)
-        else:  # readout: the summed synaptic current is recorded, no neurons
-            procs[name] = FileSink(shape=n, **sink_kw)
+        records.append((name, "int8" if pop.kind in ("lif", "gate") else "int32"))
+    for first in range(0, len(records), SINK_PORTS):
+        chunk = records[first:first + SINK_PORTS]
+        sink = FileSink(records=[((program.populations[name].neurons,), str(sink_dir / f"{name}.npy"), dtype)
+                                 for name, dtype in chunk],
+                        num_steps=steps, progress=first + SINK_PORTS >= len(records))
+        for k, (name, _) in enumerate(chunk):
+            if name in procs:
+                procs[name].s_out.connect(sink.port(k))
+                targets[name] = procs[name].a_in
+            else:  # a readout: no neurons, the summed synaptic current is what is recorded
+                targets[name] = sink.port(k)
+    for name, pop in program.populations.items():
         for t in pop.terms:
             out = procs[t.source].s_out
             if t.delay:  # one line per (source, delay), shared by every consumer
@@ -115,17 +124,20 @@ def _build(program: Program, data: np.ndarray, sink_dir: Path, interval: int):
                                                            delay=int(t.delay))
                     out.connect(lines[(t.source, t.delay)].s_in)
                 out = lines[(t.source, t.delay)].s_out
-            _connect_synapse(t, program.fixed[t.source].graded, out, procs[name].a_in)
+            _connect_synapse(t, program.fixed[t.source].graded, out, targets[name])
     return source
 
 
 def run_size(program: Program, samples: int, steps: int) -> dict[str, int]:
     """What a Lava run of ``program`` costs before it starts: OS processes, synapses, steps."""
+    from ..lavaext.filesink import SINK_PORTS
+
     pops = [p for p in program.populations.values() if p.kind != "input"]
     terms = [t for p in pops for t in p.terms]
     lines = {(t.source, t.delay) for t in terms if t.delay}
-    sinks = sum(p.kind != "readout" for p in pops)
-    return {"processes": 1 + len(pops) + sinks + len(terms) + len(lines) + LAVA_SERVICE_PROCESSES,
+    neurons = sum(p.kind != "readout" for p in pops)
+    sinks = -(-len(pops) // SINK_PORTS)
+    return {"processes": 1 + neurons + sinks + len(terms) + len(lines) + LAVA_SERVICE_PROCESSES,
             "synapses": sum(m["synapses"] for m in program.mapping.values()),
             "steps": samples * steps + program.lowered.latency + 1}
 
