@@ -1,9 +1,10 @@
 """Running a compiled program in Lava (``Loihi2SimCfg(select_tag='fixed_pt')``).
 
-The Lava network is built from the program: Sparse / DelaySparse synapses (one per
-term, graded when the source is), LIFReset neurons (memoryless gates are LIFs with
-``dv = 4096``), GradedVec relays, and file sinks that record every population at
-every step. Samples are concatenated in time; each population resets its state at
+The Lava network is built from the program: one synapse process per term (``Conv``,
+``Dense`` or ``Sparse``, graded when the source is), ``DelayLine`` processes that
+carry balancing delays (shared per source and delay), LIFReset neurons (memoryless
+gates are LIFs with ``dv = 4096``), GradedVec relays, and file sinks that record
+every population at every step. Samples are concatenated in time; each population resets its state at
 the start of its own window (offset by its pipeline latency), so one run serves all
 samples.
 
