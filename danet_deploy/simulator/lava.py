@@ -290,16 +290,22 @@ def mapped_segments(pids: list[int]) -> set[str]:
 
 
 def _watch_parent(parent: int, run_dir: Path) -> None:
-    """In the worker: when the parent dies (even by SIGKILL), remove the run's temporary
-    directory (the parent can no longer) and end this whole group."""
+    """In the worker: when the parent dies (even by SIGKILL), end the run."""
 
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(0.5)
-        shutil.rmtree(run_dir, ignore_errors=True)
-        _kill_group(os.getpgid(0))
+        _end_run(parent, run_dir)
 
     threading.Thread(target=watch, daemon=True).start()
+
+
+def _end_run(parent: int, run_dir: Path) -> None:
+    """End this worker's group (Lava's processes, their shared memory, the worker itself);
+    when the parent is gone, first remove the run's temporary directory, which it no longer can."""
+    if os.getppid() != parent:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    _kill_group(os.getpgid(0))
 
 
 def group_members(pgid: int) -> list[int]:
@@ -321,7 +327,7 @@ def _main(argv: list[str]) -> None:
     except BaseException:  # noqa: BLE001 - report, then leave without Lava's hanging teardown
         traceback.print_exc()  # (a parent that died shows here as a broken stdout pipe)
         sys.stderr.flush()
-        _kill_group(os.getpgid(0))  # Lava's processes, their shared memory, and this worker
+        _end_run(int(argv[-1]), Path(argv[2]))
     sys.stdout.flush()
     os._exit(0)
 
