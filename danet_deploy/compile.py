@@ -9,10 +9,13 @@
    error naming the layer, the limit, the value and a remedy;
 4. write ``program.h5`` (the quantised program, read back by the simulators).
 
-The integer neuron model is Lava's LIF with ``du = 4095`` (no current memory):
-``v <- trunc(v * (4096 - dv) / 4096) + 64 * A + (bias_mant << 6)``, spike if
+The integer neuron model is Lava's LIF: ``u <- trunc(u * (4095 - du) / 4096) + 64 * A``
+(``du = 4095``: no current memory, as for LIF/IF nodes; CubaLIF nodes keep a current),
+``v <- trunc(v * (4096 - dv) / 4096) + u + (bias_mant << 6)``, spike if
 ``v > vth << 6``, then ``v = 0``; ``A = sum_terms W_q * x`` with ``x`` the source's
-spikes, or its integer value for graded sources (the input, relays).
+spikes, or its integer value for graded sources (the input, relays). A graph whose
+metadata says ``fixed_point = "loihi"`` (a netx file) already holds these integers:
+it is compiled with every scale 64 and checked, not rounded.
 """
 
 from __future__ import annotations
@@ -116,28 +119,51 @@ def _decay(pop: Population) -> int:
     return int(np.clip(round((1.0 - pop.beta) * 4096), 0, 4095))
 
 
-def quantise(lowered: Lowered, peaks: dict[str, float], input_peak: float, input_graded: bool) -> dict[str, Fixed]:
-    """Integer weights (set on each term) and per-population fixed-point parameters."""
+def _current_decay(pop: Population) -> int:
+    """Lava's ``du`` (the current keeps ``(4096 - du - 1)/4096``); 4095: no current memory."""
+    return 4095 if pop.alpha == 0.0 else int(np.clip(round((1.0 - pop.alpha) * 4096), 0, 4096)) - 1
+
+
+def _exact_weights(name: str, exact: np.ndarray) -> np.ndarray:
+    """Weights that are already the chip's integers, checked to survive Lava's synapses unchanged."""
+    q = np.rint(exact)
+    if np.abs(exact - q).max(initial=0.0) > 1e-6:
+        raise UserError(f"layer {name!r}: the graph states fixed-point weights, but they are not integers")
+    if not np.array_equal(_round_weights(q), q):
+        bad = q[_round_weights(q) != q].flat[0]
+        raise UserError(f"layer {name!r}: weight {bad:g} does not survive Loihi's 8-bit synapses "
+                        f"(mixed-sign weights must be even, in [-256, 254])")
+    return q.astype(np.int32)
+
+
+def quantise(lowered: Lowered, peaks: dict[str, float], input_peak: float, input_graded: bool,
+             exact: bool = False) -> dict[str, Fixed]:
+    """Integer weights (set on each term) and per-population fixed-point parameters.
+
+    ``exact``: the graph already holds the chip's integers in units of ``A``
+    (``fixed_point = "loihi"``, e.g. a netx file): every scale is 64, nothing is rounded.
+    """
     fixed: dict[str, Fixed] = {}
     for name, pop in lowered.populations.items():
         if pop.kind == "input":
-            q = (2 ** (INPUT_BITS - 1) - 1) / input_peak if input_graded and input_peak > 0 else 1.0
+            q = (2 ** (INPUT_BITS - 1) - 1) / input_peak if input_graded and input_peak > 0 and not exact else 1.0
             fixed[name] = Fixed(scale=1.0, value_scale=q, graded=input_graded)
             continue
         peak = peaks.get(name[:-len(".relay")] if pop.kind == "relay" else name, 0.0)
-        k = _scale_for(pop, fixed, peak)
+        k = 64.0 if exact else _scale_for(pop, fixed, peak)
         err_num = err_den = 0.0
         for t in pop.terms:
-            exact = k * pop.gain * t.map.weight / (64 * fixed[t.source].value_scale)
-            t.weight_q = _round_weights(exact)
-            err_num += float(((t.weight_q - exact) ** 2).sum())
-            err_den += float((exact ** 2).sum())
+            exact_w = k * pop.gain * t.map.weight / (64 * fixed[t.source].value_scale)
+            t.weight_q = _exact_weights(name, exact_w) if exact else _round_weights(exact_w)
+            err_num += float(((t.weight_q - exact_w) ** 2).sum())
+            err_den += float((exact_w ** 2).sum())
         f = Fixed(scale=k, quant_error=math.sqrt(err_num / err_den) if err_den else 0.0)
         if pop.kind == "relay":
             f.value_scale, f.graded = k / 64, True
         if pop.kind in ("lif", "gate"):
             f.vth = int(round(k * pop.threshold / 64))
             f.dv = _decay(pop)
+            f.du = _current_decay(pop)
         if pop.bias is not None:
             mant = np.rint(k * pop.bias / 64)
             if pop.kind == "relay":
@@ -265,14 +291,20 @@ def compile_graph(graph: FlatGraph, target: str, profile: Profile, lowering: str
             and not profile.limit("graded_spikes"):
         raise UserError(f"{profile.name} has no graded spikes, so relay lowering is impossible; "
                         f"use --lowering expand")
-    if calibration is not None:
+    exact = graph.metadata.get("fixed_point") == "loihi"
+    if exact:  # the chip's integers already: no calibration; inputs are sent as they are
+        peaks, input_peak = {}, 1.0
+        input_graded = calibration is not None and not bool(((calibration == 0) | (calibration == 1)).all())
+        if input_graded and not torch.equal(calibration, calibration.round()):
+            raise UserError("this network takes the chip's integers as input, but the data are not integers")
+    elif calibration is not None:
         peaks = calibrate(graph, calibration)
         x = calibration
         input_peak = float(x.abs().max())
         input_graded = not bool(((x == 0) | (x == 1)).all())
     else:  # no data: weights alone set the scales, inputs assumed in [-1, 1]
         peaks, input_peak, input_graded = {}, 1.0, True
-    fixed = quantise(low, peaks, input_peak, input_graded)
+    fixed = quantise(low, peaks, input_peak, input_graded, exact)
     mapping = map_to_cores(low, profile, quantised=True)
     problems = check_mapping(mapping, profile, chosen)
     if problems:
@@ -298,7 +330,7 @@ def write_program(path: Path, program: Program) -> None:
             g = f.create_group(f"populations/{i}")
             fx = program.fixed[name]
             g.attrs.update({"name": name, "kind": pop.kind, "shape": list(pop.shape), "latency": pop.latency,
-                            "connection": pop.connection, "beta": pop.beta, "gain": pop.gain,
+                            "connection": pop.connection, "beta": pop.beta, "gain": pop.gain, "alpha": pop.alpha,
                             "threshold": pop.threshold, "scale": fx.scale, "value_scale": fx.value_scale,
                             "vth": fx.vth, "dv": fx.dv, "du": fx.du, "graded": fx.graded,
                             "bias_exp": BIAS_EXP, "quant_error": fx.quant_error})
@@ -332,7 +364,7 @@ def read_program(path: Path) -> Program:
             shape = tuple(int(v) for v in a["shape"])
             pop = Population(str(a["name"]), str(a["kind"]), shape, str(a["connection"]),
                              beta=float(a["beta"]), gain=float(a["gain"]), threshold=float(a["threshold"]),
-                             latency=int(a["latency"]))
+                             alpha=float(a.get("alpha", 0.0)), latency=int(a["latency"]))
             for tg in sorted(g.get("terms", {}).values(), key=lambda t: int(t.name.rsplit("/", 1)[1])):
                 ta = tg.attrs
                 w = tg["weight"][()]

@@ -27,6 +27,7 @@ from . import __version__
 from .checkpoint import load_model
 from .compile import TARGETS as CHIP_TARGETS
 from .compile import Program, compile_graph, read_program, summarise, write_program
+from .converters.netx_import import is_netx, read_netx
 from .converters.netx_writer import is_sequential, write_netx
 from .converters.nir_export import DEFAULT_DT, to_nir, write_nir
 from .converters.nir_import import FlatGraph, from_nir, read_nir
@@ -54,8 +55,16 @@ class Artifact:
     program_path: Path | None = None
 
 
-def load_artifact(path: Path, dt: float | None = None, keep_model: bool = True) -> Artifact:
-    """Resolve a checkpoint, a ``.nir`` file or an export directory (with ``manifest.json``).
+def source_kind(path: Path) -> str:
+    """What MODEL is: ``nir``, ``netx`` (a lava-dl network file) or ``checkpoint``."""
+    return "nir" if path.suffix == ".nir" else "netx" if is_netx(path) else "checkpoint"
+
+
+def load_artifact(path: Path, dt: float | None = None, keep_model: bool = True,
+                  keep_input_neurons: bool = False) -> Artifact:
+    """Resolve a checkpoint, a ``.nir`` file, a netx file or an export directory (with
+    ``manifest.json``). ``keep_input_neurons``: a netx input layer's neurons are kept
+    (lava-dl's examples skip them).
 
     For an export directory the float side is its source checkpoint when that still
     exists (else its ``graph.nir``), and a compiled directory brings its program.
@@ -70,13 +79,19 @@ def load_artifact(path: Path, dt: float | None = None, keep_model: bool = True) 
         manifest = json.loads(manifest_path.read_text())
         source = Path(manifest["source"]["path"])
         use_source = manifest["source"]["kind"] == "checkpoint" and source.is_file()
-        art = load_artifact(source if use_source else path / "graph.nir", dt, keep_model)
+        art = load_artifact(source if use_source else path / "graph.nir", dt, keep_model, keep_input_neurons)
         if (path / "program.h5").is_file():
             art.program, art.program_path = read_program(path / "program.h5"), path / "program.h5"
         return art
-    if path.suffix == ".nir":
+    kind = source_kind(path)
+    if kind == "nir":
         graph = read_nir(path, dt)
         return Artifact(path, graph, nir.read(path, type_check=False))
+    if kind == "netx":
+        if dt is not None:
+            raise UserError(f"{path}: --dt does not apply to a netx file (its neurons count time steps)")
+        nir_graph = read_netx(path, keep_input_neurons)
+        return Artifact(path, from_nir(nir_graph), nir_graph)
     model, blob = load_model(path)
     nir_graph = to_nir(model, dt if dt is not None else DEFAULT_DT, fold_in_place=not keep_model)
     return Artifact(path, from_nir(nir_graph), nir_graph, model if keep_model else None, blob)
@@ -129,7 +144,7 @@ def manifest_for(art: Artifact, target: str, program: Program | None = None,
         "dt": g.dt,
         "pipeline_latency": program.lowered.latency if program else 0,
         "lowering": program.lowered.lowering if program else "expand",
-        "source": {"path": str(art.source), "kind": "nir" if art.source.suffix == ".nir" else "checkpoint",
+        "source": {"path": str(art.source), "kind": source_kind(art.source),
                    "sha256": _sha256(art.source)},
         "model": {k: art.checkpoint["config"][k] for k in ("arch", "connection", "num_classes")}
         if art.checkpoint else None,
@@ -167,7 +182,8 @@ def _compiled_sections(program: Program, costs: dict[str, Any], profile: Profile
 
 def export(model_path: Path, target: str, outdir: Path | None = None, dt: float | None = None,
            profile: str | None = None, lowering: str = "auto", data: str | None = None,
-           calibration_samples: int = CALIBRATION_SAMPLES, force: bool = False) -> Path:
+           calibration_samples: int = CALIBRATION_SAMPLES, force: bool = False,
+           keep_input_neurons: bool = False) -> Path:
     """Write the artifacts for ``target`` and return the output directory.
 
     ``outdir`` may be missing, empty or an earlier artifact of ours; a non-empty foreign
@@ -180,7 +196,7 @@ def export(model_path: Path, target: str, outdir: Path | None = None, dt: float 
     model_path = Path(model_path)
     outdir = Path(outdir) if outdir else model_path.parent / f"{model_path.stem}.{target}"
     check_artifact_dir(outdir, force)
-    art = load_artifact(model_path, dt, keep_model=False)
+    art = load_artifact(model_path, dt, keep_model=False, keep_input_neurons=keep_input_neurons)
     program = costs = prof = None
     if target != "nir":
         prof = load_profile(profile or CHIP_TARGETS[target])

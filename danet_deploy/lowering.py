@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 
 LOWERINGS = ("expand", "relay", "auto")
 RELAY_MIN_SOURCES = 3  # a sum of fewer streams is cheaper as direct fan-in
+NEURONS = (nir.LIF, nir.IF, nir.CubaLIF, nir.Threshold)  # what becomes a population
 
 
 @dataclass
@@ -117,8 +118,9 @@ class Population:
     connection: str
     terms: list[Term] = field(default_factory=list)
     bias: np.ndarray | None = None  # constant input current per neuron (float)
-    beta: float = 0.0               # v <- beta * v + gain * I + bias
-    gain: float = 1.0
+    beta: float = 0.0               # v <- beta * v + u + bias
+    gain: float = 1.0               # u <- alpha * u + gain * I
+    alpha: float = 0.0              # current decay (CUBA); 0: no current memory
     threshold: float = 0.0
     latency: int = 0
 
@@ -280,7 +282,7 @@ class _Lowerer:
 
     def is_population(self, name: str) -> bool:
         node = self.g.nodes[name]
-        return isinstance(node, (nir.LIF, nir.IF, nir.Threshold)) or name in self.g.inputs
+        return isinstance(node, NEURONS) or name in self.g.inputs
 
     def _plan_relays(self) -> None:
         """Which input sums get relays, and which smaller relayed sum each one contains."""
@@ -367,11 +369,15 @@ def _neuron_population(name: str, node: nir.NIRNode, shape: tuple[int, ...], dt:
     if isinstance(node, nir.IF):
         return Population(name, "lif", shape, connection, beta=1.0, gain=dt * _uniform(name, "r", node.r),
                           threshold=threshold)
-    k = dt / np.asarray(node.tau, dtype=np.float64)
+    k = dt / np.asarray(node.tau_mem if isinstance(node, nir.CubaLIF) else node.tau, dtype=np.float64)
     beta = 1.0 - _uniform(name, "tau", k)
     gain = _uniform(name, "r", k * np.asarray(node.r, dtype=np.float64))
     leak = k * np.asarray(node.v_leak, dtype=np.float64)
     pop = Population(name, "lif", shape, connection, beta=beta, gain=gain, threshold=threshold)
+    if isinstance(node, nir.CubaLIF):  # u = i / (k_syn w_in): Loihi's current, its input gain folded in
+        k_syn = dt / np.asarray(node.tau_syn, dtype=np.float64)
+        pop.alpha = 1.0 - _uniform(name, "tau_syn", k_syn)
+        pop.gain = gain * _uniform(name, "w_in", k_syn * np.asarray(node.w_in, dtype=np.float64))
     pop.bias = np.broadcast_to(leak, shape).copy() if np.any(leak) else None
     return pop
 
@@ -396,14 +402,17 @@ def lower(graph: FlatGraph, lowering: str, with_weights: bool = True) -> Lowered
             pop = Population(name, "readout", graph.shapes[name], conn)
         elif low.is_population(name):
             pop = _neuron_population(name, node, graph.shapes[name], graph.dt, conn)
-        elif isinstance(node, (nir.LI, nir.I, nir.CubaLIF)):
+        elif isinstance(node, (nir.LI, nir.I)):
             raise UserError(f"node {name!r}: {type(node).__name__} neurons are not supported by the "
-                            f"Loihi compiler (LIF, IF and Threshold are)")
+                            f"Loihi compiler (LIF, IF, CubaLIF and Threshold are)")
         else:
             continue
         terms, path_bias = low.input_sum(name)
         pop.terms = [Term(s, m, c) for s, m, c in _merge(terms)]
         if path_bias is not None:  # a constant input current, seen through the neuron's gain
+            if pop.alpha:
+                raise UserError(f"node {name!r}: a constant input current into a CubaLIF cannot be mapped "
+                                f"(Loihi's bias enters the voltage); give the neuron a v_leak instead")
             drive = pop.gain * path_bias
             pop.bias = drive if pop.bias is None else pop.bias + drive
         pops[name] = pop

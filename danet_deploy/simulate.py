@@ -43,11 +43,11 @@ def _accuracy(ds, batch_size: int, art: Artifact, predict, advance=lambda status
 
 def simulate(artifact: Path, data: str, backend: str = "fast", samples: int | None = None,
              timesteps: int | None = None, dt: float | None = None, batch_size: int = 64,
-             device: str = "cpu", show_progress: bool = True) -> dict[str, Any]:
+             device: str = "cpu", show_progress: bool = True, keep_input_neurons: bool = False) -> dict[str, Any]:
     """Accuracy of ``artifact`` on ``data`` and of the float model on the same samples."""
     if backend not in BACKENDS:
         raise UserError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
-    art: Artifact = load_artifact(Path(artifact), dt)
+    art: Artifact = load_artifact(Path(artifact), dt, keep_input_neurons=keep_input_neurons)
     if timesteps is not None:
         art.graph.metadata["timesteps"] = timesteps
     if backend == "lava" and art.program is None:

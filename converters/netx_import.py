@@ -1,0 +1,261 @@
+"""Read a lava-dl netx file (``.net`` / ``.h5``, what slayer's ``export_hdf5`` writes)
+into a NIR graph that states the chip's integers exactly.
+
+A netx network is a chain of layers (``lava-semantics.md`` §6): ``input``, ``conv``,
+``pool``, ``flatten``, ``dense`` (with CUBA neurons) and ``average``. Its weights,
+thresholds and biases are already Loihi integers, so the NIR graph keeps them as
+they are, in time steps (``dt = 1``) and in units of Lava's ``A`` (the state is 64x
+that), and says so in its metadata (``fixed_point = "loihi"``): the compiler then
+takes them over without calibration or rounding. A CUBA layer
+(``u <- (1 - iDecay/4096) u + A``; ``v <- (1 - vDecay/4096) v + u + bias``; spike
+if ``v > vThMant``) is the NIR ``CubaLIF`` whose forward-Euler form is exactly that:
+``tau_syn = w_in = 4096/iDecay``, ``tau_mem = r = 4096/vDecay``,
+``v_leak = bias * 4096/vDecay``.
+
+Like lava-dl's own examples (``hdf5.Network(..., skip_layers=1)``), an input layer
+that carries neurons (``slayer.block.cuba.Input``) is skipped unless
+``keep_input_neurons``; kept, it scales each input channel by its weight and feeds
+its own CUBA neurons, as slayer computes it in training.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import h5py
+import nir
+import numpy as np
+
+from danet_deploy.errors import UserError
+
+NEURON_TYPES = ("CUBA", "LOIHI")
+DECAY_ONE = 4096
+NETX_MAX_DELAY = 62
+
+
+def is_netx(path: Path) -> bool:
+    """True for an HDF5 file laid out as netx reads it (a ``layer`` group of numbered layers)."""
+    try:
+        with h5py.File(path, "r") as f:
+            return "layer" in f and isinstance(f["layer"], h5py.Group) and "0" in f["layer"]
+    except OSError:
+        return False
+
+
+def _text(value: Any) -> str:
+    value = value[()] if isinstance(value, h5py.Dataset) else value
+    value = np.asarray(value).ravel()[0] if np.ndim(value) else value
+    return value.decode("ascii") if isinstance(value, bytes) else str(value)
+
+
+def _number(group: h5py.Group, key: str, default: float | None = None) -> float:
+    if key not in group:
+        if default is None:
+            raise KeyError(key)
+        return default
+    return float(np.asarray(group[key][()]).ravel()[0])
+
+
+def _pair(group: h5py.Group, key: str, default: int) -> np.ndarray:
+    if key not in group:
+        return np.array([default, default])
+    return np.broadcast_to(np.asarray(group[key][()], dtype=np.int64).ravel(), (2,)).copy()
+
+
+class _Reader:
+    """Builds the NIR nodes of one file, layer by layer, naming every problem's layer."""
+
+    def __init__(self, path: Path, keep_input_neurons: bool) -> None:
+        self.path, self.keep_input = path, keep_input_neurons
+        self.nodes: dict[str, nir.NIRNode] = {}
+        self.edges: list[tuple[str, str]] = []
+        self.last: str | None = None            # the node whose output feeds the next layer
+        self.shape: tuple[int, ...] | None = None  # its output shape (C, H, W) or (N,)
+        self.skipped: list[str] = []
+        self.readout = False                    # a non-spiking last layer was read
+
+    def fail(self, index: int, kind: str, why: str) -> UserError:
+        return UserError(f"{self.path}: layer {index} ({kind}): {why}")
+
+    def add(self, name: str, node: nir.NIRNode, shape: tuple[int, ...]) -> None:
+        node.metadata = {"connection": "plain", **(node.metadata or {})}
+        self.nodes[name] = node
+        if self.last is not None:
+            self.edges.append((self.last, name))
+        self.last, self.shape = name, shape
+
+    def start(self, shape: tuple[int, ...]) -> None:
+        self.add("input", nir.Input(input_type={"input": np.array(shape)}), shape)
+
+    def cuba(self, index: int, kind: str, group: h5py.Group, shape: tuple[int, ...],
+             bias: np.ndarray | None) -> None:
+        """The layer's CUBA neurons as a ``CubaLIF`` node after its synapse node."""
+        n = group["neuron"]
+        ntype = _text(n["type"]) if "type" in n else "CUBA"
+        if ntype not in NEURON_TYPES:
+            raise self.fail(index, kind, f"neuron type {ntype!r} is not supported (CUBA is)")
+        i_decay, v_decay = _number(n, "iDecay"), _number(n, "vDecay")
+        for key, value in (("iDecay", i_decay), ("vDecay", v_decay)):
+            if not 0 < value <= DECAY_ONE:
+                raise self.fail(index, kind, f"{key}={value:g}: a neuron state that never decays has no NIR "
+                                             f"CubaLIF form; danet-deploy needs 1..{DECAY_ONE}")
+        if _number(n, "gradedSpike", 0):
+            raise self.fail(index, kind, "graded spikes (gradedSpike) are not supported; lava-dl's netx "
+                                         "loader ignores them too, so retrain with binary spikes")
+        if _number(n, "refDelay", 1) > 1:
+            raise self.fail(index, kind, f"refractory delay {_number(n, 'refDelay'):g} is not supported "
+                                         f"(Lava's LIF has none; lava-dl's netx loader ignores it)")
+        tau_syn, tau_mem = DECAY_ONE / i_decay, DECAY_ONE / v_decay
+        full = np.ones(shape)
+        leak = np.zeros(shape) if bias is None else np.broadcast_to(
+            bias.reshape(-1, *([1] * (len(shape) - 1))) if bias.size != full.size else bias.reshape(shape),
+            shape) * tau_mem
+        node = nir.CubaLIF(tau_syn=full * tau_syn, tau_mem=full * tau_mem, r=full * tau_mem,
+                           v_leak=np.array(leak, dtype=np.float64), v_threshold=full * _number(n, "vThMant"),
+                           v_reset=np.zeros(shape), w_in=full * tau_syn)
+        node.metadata = {"netx_layer": index, "iDecay": int(i_decay), "vDecay": int(v_decay),
+                         "vThMant": int(_number(n, "vThMant"))}
+        self.add(f"{index}.neuron", node, shape)
+
+    def layer(self, index: int, g: h5py.Group) -> None:
+        kind = _text(g["type"]) if "type" in g else "?"
+        shape = tuple(int(v) for v in np.asarray(g["shape"][()]).ravel()) if "shape" in g else None
+        if kind == "input":
+            self.start(shape)
+            if "neuron" in g:
+                if not self.keep_input:
+                    self.skipped.append(f"layer {index} (input neurons)")
+                    return
+                w = np.asarray(g["weight"][()], dtype=np.float64).ravel() if "weight" in g else np.ones(1)
+                if "bias" in g and np.any(np.asarray(g["bias"][()])):
+                    raise self.fail(index, kind, "input neurons with a bias cannot be kept (slayer adds it to the "
+                                                 "current, Loihi's bias enters the voltage); leave them skipped")
+                scale = np.broadcast_to(w.reshape(-1, *([1] * (len(shape) - 1))), shape)
+                self.add(f"{index}.scale", nir.Scale(scale=np.array(scale)), shape)
+                bias = None
+                self.cuba(index, kind, g, shape, bias)
+            return
+        if self.last is None:
+            self.start(self._first_input(index, kind, g, shape))
+        if kind == "flatten":
+            self.add(f"{index}.flatten", nir.Flatten(input_type={"input": np.array(self.shape)}, start_dim=0),
+                     (int(np.prod(self.shape)),))
+            return
+        if kind in ("conv", "pool"):
+            self._conv(index, kind, g, shape)
+        elif kind == "dense":
+            self._dense(index, g, shape)
+        elif kind == "average":
+            self._average(index, g)
+            return
+        else:
+            raise self.fail(index, kind, "this layer type is not supported (input, conv, pool, flatten, dense "
+                                         "and average are)")
+
+    def _first_input(self, index: int, kind: str, g: h5py.Group, shape: tuple[int, ...] | None) -> tuple[int, ...]:
+        """The input shape of a file without an input layer, where the first layer fixes it."""
+        if kind == "dense" and "weight" in g:
+            return (int(np.asarray(g["weight"]).shape[-1]),)
+        if kind == "conv" and shape is not None and np.all(_pair(g, "stride", 1) == 1):
+            k = np.asarray(g["weight"]).shape[-2:]
+            pad = _pair(g, "padding", 0)
+            return (int(np.asarray(g["weight"]).shape[1] * _number(g, "groups", 1)),
+                    *(int(o + kk - 1 - 2 * p) for o, kk, p in zip(shape[1:], k, pad)))
+        raise self.fail(index, kind, "the file has no input layer, and this first layer does not fix the input "
+                                     "shape; add one (slayer.block.cuba.Input, or a layer of type 'input' "
+                                     "with a 'shape')")
+
+    def _synapse_delay(self, index: int, kind: str, g: h5py.Group) -> None:
+        if "delay" not in g:
+            return
+        d = np.minimum(np.floor(np.asarray(g["delay"][()], dtype=np.float64)), NETX_MAX_DELAY)
+        if d.size and not np.all(d == d.flat[0]):
+            raise self.fail(index, kind, "per-neuron synaptic delays are not supported (one delay per layer is)")
+        steps = float(d.flat[0]) if d.size else 0.0
+        if steps and kind != "dense":
+            raise self.fail(index, kind, "delays on conv layers are not run by lava-dl's netx loader")
+        if steps:
+            self.add(f"{index}.delay", nir.Delay(delay=np.full(self.shape, steps)), self.shape)
+
+    def _conv(self, index: int, kind: str, g: h5py.Group, shape: tuple[int, ...]) -> None:
+        if len(self.shape) != 3:
+            raise self.fail(index, kind, f"needs a (C, H, W) input, got {self.shape}")
+        w = np.asarray(g["weight"][()], dtype=np.float64)
+        groups = int(_number(g, "groups", 1))
+        if kind == "pool":  # one kernel shared by every channel: a depthwise conv
+            groups = self.shape[0]
+            w = np.broadcast_to(w.reshape(1, 1, *w.shape[-2:]), (groups, 1, *w.shape[-2:])).copy()
+        if np.any(_pair(g, "dilation", 1) != 1):
+            raise self.fail(index, kind, "dilated kernels are not supported")
+        if "neuron" not in g:
+            raise self.fail(index, kind, "has no neuron group (netx needs one for conv and pool layers)")
+        self._synapse_delay(index, kind, g)
+        conv = nir.Conv2d(input_shape=self.shape[1:], weight=w, stride=_pair(g, "stride", 1),
+                          padding=_pair(g, "padding", 0), dilation=np.array([1, 1]), groups=groups,
+                          bias=np.zeros(w.shape[0]))
+        self.add(f"{index}.{kind}", conv, shape)
+        bias = np.asarray(g["bias"][()], dtype=np.float64).ravel() if "bias" in g else None
+        self.cuba(index, kind, g, shape, bias)
+
+    def _dense(self, index: int, g: h5py.Group, shape: tuple[int, ...]) -> None:
+        if "weight" not in g or isinstance(g["weight"], h5py.Group):
+            raise self.fail(index, "dense", "complex (weight/real, weight/imag) dense layers are not supported")
+        n_out = int(np.prod(shape))
+        w = np.asarray(g["weight"][()], dtype=np.float64).reshape(n_out, -1)
+        if w.shape[1] != int(np.prod(self.shape)):
+            raise self.fail(index, "dense", f"weight has {w.shape[1]} inputs, the previous layer gives "
+                                            f"{int(np.prod(self.shape))}")
+        if len(self.shape) != 1:
+            self.add(f"{index}.flatten", nir.Flatten(input_type={"input": np.array(self.shape)}, start_dim=0),
+                     (int(np.prod(self.shape)),))
+        self._synapse_delay(index, "dense", g)
+        bias = np.asarray(g["bias"][()], dtype=np.float64).ravel() if "bias" in g else None
+        if "neuron" not in g:  # netx's default: a non-spiking integrator, i.e. a readout
+            self.add(f"{index}.dense", nir.Affine(weight=w, bias=np.zeros(n_out) if bias is None else bias),
+                     (n_out,))
+            self.readout = True
+            return
+        self.add(f"{index}.dense", nir.Linear(weight=w), (n_out,))
+        self.cuba(index, "dense", g, (n_out,), bias)
+
+    def _average(self, index: int, g: h5py.Group) -> None:
+        """slayer's population average: the sum of each group of neurons (same arg-max)."""
+        groups = int(np.prod(np.asarray(g["shape"][()]))) if "shape" in g else 0
+        n = int(np.prod(self.shape))
+        if groups <= 0 or n % groups:
+            raise self.fail(index, "average", f"{n} neurons cannot be split into {groups} equal groups")
+        w = np.kron(np.eye(groups), np.ones((1, n // groups)))
+        self.add(f"{index}.average", nir.Linear(weight=w), (groups,))
+        self.readout = True
+
+    def graph(self) -> nir.NIRGraph:
+        if self.last is None or self.last == "input":
+            raise UserError(f"{self.path}: the netx file has no layers after its input")
+        self.add("output", nir.Output(output_type={"output": np.array(self.shape)}), self.shape)
+        meta = {"dt": 1.0, "fixed_point": "loihi", "source_format": "netx", "connection": "plain"}
+        if self.skipped:
+            meta["netx_skipped"] = self.skipped
+        return nir.NIRGraph(nodes=self.nodes, edges=self.edges, metadata=meta, type_check=False)
+
+
+def read_netx(path: Path, keep_input_neurons: bool = False) -> nir.NIRGraph:
+    """The netx file at ``path`` as a NIR graph in the chip's integers (see the module doc)."""
+    path = Path(path)
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise UserError(f"{path}: not a readable netx file ({e})") from None
+    with f:
+        if "layer" not in f:
+            raise UserError(f"{path}: not a netx file (no 'layer' group)")
+        layers = f["layer"]
+        names = sorted(layers, key=lambda k: int(k) if k.isdigit() else -1)
+        if [int(k) for k in names if k.isdigit()] != list(range(len(layers))):
+            raise UserError(f"{path}: netx layers must be named 0..{len(layers) - 1}")
+        reader = _Reader(path, keep_input_neurons)
+        for i in range(len(layers)):
+            if reader.readout:
+                raise reader.fail(i, _text(layers[str(i)]["type"]), "follows a non-spiking readout layer")
+            reader.layer(i, layers[str(i)])
+        return reader.graph()
