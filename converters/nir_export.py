@@ -37,6 +37,7 @@ import torch
 
 from danet_deploy import __version__
 from danet_deploy.models import REAL, SPIKE, Node, SpikingNet
+from danet_deploy.models.neurons import CUBA
 
 DEFAULT_DT = 1e-4  # seconds; the snnTorch / NIR-paper convention
 
@@ -178,10 +179,12 @@ class _Lowering:
 
     def _lif(self, node: Node, ins: list[str], shape: tuple[int, ...]) -> None:
         lif = self.model.module_of(node)
-        dtype = _array(lif.cell.threshold).dtype
+        dtype = np.float32 if isinstance(lif, CUBA) else _array(lif.cell.threshold).dtype
         full = lambda v: _per_neuron(v, shape, dtype)  # noqa: E731
         shift = self.stream_shift.get(node.name)
-        if lif.beta >= 1.0:
+        if isinstance(lif, CUBA):
+            neuron = self._cuba(lif, full, shift)
+        elif lif.beta >= 1.0:
             if shift is not None:
                 raise ValueError(f"{node.name}: a non-leaky neuron cannot absorb a BatchNorm shift")
             neuron = nir.IF(r=full(1.0 / self.dt), v_threshold=full(lif.threshold), v_reset=full(0.0))
@@ -193,6 +196,18 @@ class _Lowering:
         out = self._emit(node.name, neuron, node, SPIKE)
         self._connect(ins, out, node.connection)
         self.sources[node.name] = [out]
+
+    def _cuba(self, cuba: CUBA, full, shift) -> nir.CubaLIF:
+        """slayer's CUBA as NIR's CubaLIF: forward Euler with these constants is Loihi's
+        ``u <- (1 - iDecay/4096) u + I``, ``v <- (1 - vDecay/4096) v + u + shift``."""
+        p = cuba.device_params
+        if p["iDecay"] < 4096 and shift is not None:
+            raise ValueError("a BatchNorm shift into a CUBA neuron with current memory has no Loihi form")
+        tau_syn, tau_mem = self.dt * 4096 / p["iDecay"], self.dt * 4096 / p["vDecay"]
+        r = tau_mem / self.dt
+        return nir.CubaLIF(tau_syn=full(tau_syn), tau_mem=full(tau_mem), r=full(r), w_in=full(tau_syn / self.dt),
+                           v_leak=full(r * shift if shift is not None else 0.0), v_threshold=full(cuba.threshold),
+                           v_reset=full(0.0))
 
     def _gate(self, node: Node, shape: tuple[int, ...]) -> None:
         """AND: ``a + d > 1.5``; IAND: ``d - a > 0.5`` — exact on binary spikes."""

@@ -14,7 +14,7 @@ import click
 
 from . import __version__
 from .errors import UserError
-from .models import CONNECTIONS, list_archs
+from .models import CONNECTIONS, FRAMEWORKS, list_archs
 from .progress import as_text, console, print_wide
 
 DEFAULT_ARCH, DEFAULT_CONNECTION = "digits_resnet", "da"
@@ -31,6 +31,13 @@ class _Group(click.Group):
                 raise
             click.echo(f"danet-deploy: error: {e}", err=True)
             sys.exit(1)
+
+
+def keep_input_option(f):
+    """``--keep-input-neurons`` for commands that read a netx file as MODEL."""
+    return click.option("--keep-input-neurons", is_flag=True,
+                        help="netx MODEL: keep the neurons of its input layer (slayer.block.cuba.Input); by "
+                             "default they are skipped, as lava-dl's examples deploy it (skip_layers=1).")(f)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -63,6 +70,9 @@ def _train_options(f):
     f = click.option("--device", default="auto", show_default=True,
                      type=click.Choice(["auto", "cpu", "cuda"]))(f)
     f = click.option("--seed", default=0, show_default=True, type=int)(f)
+    f = click.option("--framework", default="snntorch", show_default=True, type=click.Choice(list(FRAMEWORKS)),
+                     help="Neuron and surrogate gradient: snntorch = snnTorch Leaky (reset to zero); lava-dl = "
+                          "slayer's CUBA neuron, Loihi's own (docs/lava-dl.md).")(f)
     return f
 
 
@@ -150,9 +160,13 @@ def demo(outdir: str, lava_samples: int, profile: str, force: bool, **kw) -> Non
               "[default: the file's, else 1e-4].")
 @click.option("--force", is_flag=True, help="Write into a non-empty OUTDIR that danet-deploy did not create "
               "(only its own files are written; nothing is deleted).")
+@keep_input_option
 def export(model: str, target: str, outdir: str | None, dt: float | None, profile: str | None,
-           lowering: str, data: str | None, calibration_samples: int, force: bool) -> None:
-    """Export MODEL (a checkpoint from `train`, or a .nir file) for TARGET.
+           lowering: str, data: str | None, calibration_samples: int, force: bool, keep_input_neurons: bool) -> None:
+    """Export MODEL (a checkpoint from `train`, a .nir file or a lava-dl netx file) for TARGET.
+
+    A netx file (.net/.h5, what slayer's export_hdf5 writes) already holds Loihi's
+    integers: it is compiled exactly, without calibration (docs/lava-dl.md).
 
     \b
     OUTDIR/graph.nir      BatchNorm folded, residual sums as NIR fan-in edges
@@ -167,7 +181,7 @@ def export(model: str, target: str, outdir: str | None, dt: float | None, profil
     from .export import export as run_export
 
     out = run_export(Path(model), target, Path(outdir) if outdir else None, dt, profile, lowering, data,
-                     calibration_samples, force)
+                     calibration_samples, force, keep_input_neurons)
     files = ", ".join(sorted(p.name for p in out.iterdir()))
     console.print(f"wrote {out}/ ({files})")
     manifest_path = out / "manifest.json"
@@ -209,8 +223,9 @@ def profiles() -> None:
               help="Steps for static data when the graph does not record them.")
 @click.option("--dt", type=float, help="Time step in seconds [default: the file's, else 1e-4].")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@keep_input_option
 def simulate(artifact: str, as_json: bool, **kw) -> None:
-    """Simulate ARTIFACT (checkpoint, .nir file or export directory) on a dataset.
+    """Simulate ARTIFACT (checkpoint, .nir file, netx file or export directory) on a dataset.
 
     Prints the accuracy and the float model's accuracy on the same samples
     (`reference_accuracy`). Labels are compared with the arg-max of the output
@@ -251,11 +266,12 @@ def simulate(artifact: str, as_json: bool, **kw) -> None:
                    "chip; chip = every chip touched, whole; off = none (see docs/accounting.md).")
 @click.option("--lava-samples", default=0, show_default=True, type=click.IntRange(0),
               help="Also run the first N samples in Lava and report its accuracy and spike mismatches.")
+@keep_input_option
 def report(artifact: str, profile: str, data: str, fmt: str, output: str | None, force: bool, samples: int | None,
-           device: str, static_power: str, lava_samples: int) -> None:
+           device: str, static_power: str, lava_samples: int, keep_input_neurons: bool) -> None:
     """Per-layer SOPs, MACs, spikes, neuron updates, synapses, cores and energy.
 
-    ARTIFACT is a checkpoint, a .nir file or an export directory; anything not yet
+    ARTIFACT is a checkpoint, a .nir or netx file or an export directory; anything not yet
     compiled is compiled first. Counts are per inference, averaged over the samples;
     energy is split into dynamic (per-operation figures of PROFILE) and static (static
     power x estimated inference time); estimates are listed in the report. Conventions:
@@ -269,7 +285,8 @@ def report(artifact: str, profile: str, data: str, fmt: str, output: str | None,
     if output:
         check_output_file(Path(output), force)
     rep = build_report(Path(artifact), profile, data, samples, device, show_progress=output is not None
-                       or fmt == "table", static_power=static_power, lava_samples=lava_samples)
+                       or fmt == "table", static_power=static_power, lava_samples=lava_samples,
+                       keep_input_neurons=keep_input_neurons)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun rank 0 alone writes the summed report
         return
     if output:
@@ -290,7 +307,10 @@ def report(artifact: str, profile: str, data: str, fmt: str, output: str | None,
 @click.option("--epochs", default=12, show_default=True, type=click.IntRange(1),
               help="Epochs for variants that have no checkpoint in --models-dir yet.")
 @click.option("--models-dir", default="runs/compare", show_default=True, type=click.Path(file_okay=False),
-              help="Checkpoints <arch>_<connection>.pt are reused from (and written to) here.")
+              help="Checkpoints <arch>_<connection>.pt (lava-dl: <arch>_<connection>_lava-dl.pt) are reused "
+                   "from (and written to) here.")
+@click.option("--framework", default="snntorch", show_default=True, type=click.Choice(["snntorch", "lava-dl"]),
+              help="Train the variants with snnTorch's LIF or lava-dl slayer's CUBA neuron.")
 @click.option("--samples", "-n", type=click.IntRange(1), help="Evaluate the first N samples [default: all].")
 @click.option("--format", "fmt", default="table", show_default=True, type=click.Choice(["table", "json", "html"]))
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to this file instead of stdout "
@@ -298,7 +318,7 @@ def report(artifact: str, profile: str, data: str, fmt: str, output: str | None,
 @click.option("--static-power", default="cores", show_default=True, type=click.Choice(["cores", "chip", "off"]),
               help="Static energy attribution (see `report --help`).")
 @click.option("--force", is_flag=True, help="Overwrite outputs that danet-deploy did not write.")
-def compare(arch: str, connections: str, profile: str, data: str, epochs: int, models_dir: str,
+def compare(arch: str, connections: str, profile: str, data: str, epochs: int, models_dir: str, framework: str,
             samples: int | None, fmt: str, output: str | None, static_power: str, force: bool) -> None:
     """Accuracy, SOPs, MACs, energy, synapse memory and cores per connection type, side by side.
 
@@ -322,8 +342,8 @@ def compare(arch: str, connections: str, profile: str, data: str, epochs: int, m
     if output:
         check_output_file(Path(output), force)
     rows = run_compare(arch, conns, profile, data, Path(models_dir), epochs, samples, static_power=static_power,
-                       force=force)
-    title = f"{arch} on {data}: connection types on {profile}"
+                       force=force, framework=framework)
+    title = f"{arch} on {data}: connection types on {profile}" + (f" ({framework})" if framework != "snntorch" else "")
     text = json.dumps(rows, indent=2) + "\n" if fmt == "json" else compare_page(rows, title) if fmt == "html" else None
     if output:
         if text is None:

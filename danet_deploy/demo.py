@@ -19,7 +19,8 @@ def run_demo(outdir: Path, lava_samples: int, profile: str, force: bool = False,
     Every file the demo writes is checked first: an earlier demo's files are replaced,
     anything else in ``outdir`` is refused unless ``force``.
     """
-    name = f"{train_kw['arch']}_{train_kw['connection']}"
+    name = f"{train_kw['arch']}_{train_kw['connection']}" + \
+        ("" if train_kw.get("framework", "snntorch") == "snntorch" else f"_{train_kw['framework']}")
     ckpt = outdir / f"{name}.pt"
     html, json_path = outdir / "report.html", outdir / "report.json"
     for path in (ckpt, html, json_path):

@@ -376,7 +376,8 @@ def _neuron_population(name: str, node: nir.NIRNode, shape: tuple[int, ...], dt:
     pop = Population(name, "lif", shape, connection, beta=beta, gain=gain, threshold=threshold)
     if isinstance(node, nir.CubaLIF):  # u = i / (k_syn w_in): Loihi's current, its input gain folded in
         k_syn = dt / np.asarray(node.tau_syn, dtype=np.float64)
-        pop.alpha = 1.0 - _uniform(name, "tau_syn", k_syn)
+        alpha = 1.0 - _uniform(name, "tau_syn", k_syn)
+        pop.alpha = 0.0 if abs(alpha) < 1e-6 else alpha  # tau_syn = dt, up to float32 rounding: no memory
         pop.gain = gain * _uniform(name, "w_in", k_syn * np.asarray(node.w_in, dtype=np.float64))
     pop.bias = np.broadcast_to(leak, shape).copy() if np.any(leak) else None
     return pop

@@ -89,7 +89,7 @@ def write(report: dict[str, Any], fmt: str, path: Path) -> None:
 
 def build_report(artifact: Path, profile: str, data: str, samples: int | None = None, device: str = "cpu",
                  batch_size: int = 64, show_progress: bool = True, static_power: str = "cores",
-                 lava_samples: int = 0) -> dict[str, Any]:
+                 lava_samples: int = 0, keep_input_neurons: bool = False) -> dict[str, Any]:
     """Account ``artifact`` on ``data`` for ``profile``.
 
     A compiled export directory is accounted as compiled; a checkpoint or ``.nir`` file
@@ -107,7 +107,7 @@ def build_report(artifact: Path, profile: str, data: str, samples: int | None = 
 
     rank, world, dev = init_distributed(resolve_device(device))
     prof = load_profile(profile)
-    art = load_artifact(Path(artifact))
+    art = load_artifact(Path(artifact), keep_input_neurons=keep_input_neurons)
     program = art.program
     if program is None:
         target_profile = prof if prof.kind == "chip" else load_profile("loihi2")
@@ -164,43 +164,46 @@ def _lava_check(art, program, ds, show_progress: bool) -> dict[str, Any]:
 
 def compare(arch: str, connections: list[str], profile: str, data: str, outdir: Path, epochs: int,
             samples: int | None = None, device: str = "cpu", static_power: str = "cores",
-            force: bool = False) -> list[dict[str, Any]]:
+            force: bool = False, framework: str = "snntorch") -> list[dict[str, Any]]:
     """Train (or reuse) ``arch`` with each connection type, compile, account; one row per
     connection and lowering: a graph with sums of three or more streams (ms, pa, da)
     gets an ``expand`` and a ``relay`` row, the trade-off between the two. Rows carry
-    ``dynamic_rank`` (1 = least dynamic energy per inference)."""
+    ``dynamic_rank`` (1 = least dynamic energy per inference). ``framework`` trains with
+    snnTorch or lava-dl (checkpoints ``<arch>_<connection>[_lava-dl].pt``)."""
     from .converters.nir_import import read_nir
     from .export import export
     from .lowering import lower
     from .progress import console
     from .train import TrainOptions, train
 
+    suffix = "" if framework == "snntorch" else f"_{framework}"
+
     def chip_dir(conn: str, lowering: str) -> Path:
-        return outdir / f"{arch}_{conn}.{lowering}.loihi2-sim"
+        return outdir / f"{arch}_{conn}{suffix}.{lowering}.loihi2-sim"
 
     def account(ckpt: Path, conn: str, lowering: str) -> tuple[Path, dict[str, Any]]:
         """Compile ``ckpt`` with ``lowering`` and account it: the export directory and the row."""
         chip = export(ckpt, "loihi2-sim", chip_dir(conn, lowering), lowering=lowering, force=force)
         rep = build_report(chip, profile, data, samples, device, show_progress=False, static_power=static_power)
         t = rep["totals"]
-        return chip, {"connection": conn, "lowering": lowering, "float_accuracy": rep.get("reference_accuracy"),
+        return chip, {"connection": conn, "framework": framework, "lowering": lowering, "float_accuracy": rep.get("reference_accuracy"),
                       "fixed_accuracy": rep["accuracy"], "dynamic_uj": t["energy_dynamic_pj"] / 1e6,
                       "static_uj": t["energy_static_pj"] / 1e6, "energy_uj": t["energy_pj"] / 1e6,
                       "sops": t["sops"], "macs": t["macs"], "graded_ops": t["graded_ops"],
                       "synapse_kib": t["synapse_bits"] / 8 / 1024, "cores": t["cores"]}
 
     for conn in connections:  # refuse before any training if an output may not be written
-        check_output_file(outdir / f"{arch}_{conn}.pt", force)
+        check_output_file(outdir / f"{arch}_{conn}{suffix}.pt", force)
         for lowering in ("expand", "relay"):
             check_artifact_dir(chip_dir(conn, lowering), force)
 
     rows = []
     for conn in connections:
-        ckpt = outdir / f"{arch}_{conn}.pt"
+        ckpt = outdir / f"{arch}_{conn}{suffix}.pt"
         if not ckpt.exists():
-            console.print(f"training {arch} with {conn} connections -> {ckpt}")
-            train(TrainOptions(arch=arch, connection=conn, data=data, epochs=epochs, device=device, quiet=True), ckpt,
-                  force)
+            console.print(f"training {arch} with {conn} connections ({framework}) -> {ckpt}")
+            train(TrainOptions(arch=arch, connection=conn, data=data, epochs=epochs, device=device, quiet=True,
+                               framework=framework), ckpt, force)
         chip, expand_row = account(ckpt, conn, "expand")
         rows.append(expand_row)
         relayed = lower(read_nir(chip / "graph.nir"), "relay", with_weights=False).populations.values()
@@ -216,7 +219,7 @@ def compare_table(rows: list[dict[str, Any]], title: str) -> Table:
     t = Table(title=f"danet-deploy compare: {title}",
               caption="per inference; rank (dynamic) orders the rows by dynamic energy, 1 = least")
     for key in rows[0]:
-        t.add_column(COMPARE_HEADINGS.get(key, key), justify="left" if key in ("connection", "lowering") else "right")
+        t.add_column(COMPARE_HEADINGS.get(key, key), justify="left" if key in ("connection", "framework", "lowering") else "right")
     for r in rows:
         t.add_row(*(compare_cell(k, v) for k, v in r.items()))
     return t

@@ -45,6 +45,7 @@ class TrainOptions:
     amp: bool = False
     workers: int = 0
     learn_beta: bool = False
+    framework: str = "snntorch"   # the neuron: snnTorch LIF or lava-dl slayer CUBA
     resume: str | None = None
     quiet: bool = False
 
@@ -165,8 +166,11 @@ def train(opts: TrainOptions, out: Path, force: bool = False) -> dict[str, Any]:
         config = resume_state["config"]
         start_epoch = resume_state.get("train_state", {}).get("epoch", 0)
     else:
+        if opts.learn_beta and opts.framework != "snntorch":
+            raise UserError("--learn-beta is an snnTorch option (lava-dl's decays are fixed)")
+        neuron = {"learn_beta": True} if opts.learn_beta else {}
         config = make_config(opts.arch, opts.connection, info.num_classes, opts.timesteps,
-                             info.input_shape, learn_beta=opts.learn_beta)
+                             info.input_shape, opts.framework, **neuron)
     model = build_from_config(config).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
     steps_per_epoch = len(train_ds) // opts.batch_size

@@ -194,6 +194,7 @@ def test_compare_lists_every_connection_side_by_side(tmp_path: Path) -> None:
             str(tmp_path / "models"), "--format", "json", "-o", str(out), check=True)
     rows = json.loads(out.read_text())
     assert [(r["connection"], r["lowering"]) for r in rows] == [("plain", "expand"), ("da", "expand")]  # no 3-way sums
+    assert {r["framework"] for r in rows} == {"snntorch"}
     for r in rows:
         assert 0.3 < r["fixed_accuracy"] <= 1 and r["sops"] > 0 and r["macs"] > 0 and r["cores"] >= 1
         assert abs(r["fixed_accuracy"] - r["float_accuracy"]) <= 0.1
@@ -208,6 +209,18 @@ def test_compare_lists_every_connection_side_by_side(tmp_path: Path) -> None:
     assert (tmp_path / "models" / "digits_resnet_da.pt").is_file()  # reused on the next run
     bad = run_cli("compare", "--connections", "plain,xyz", "--models-dir", str(tmp_path / "models"))
     assert bad.returncode == 2 and "xyz" in bad.stderr
+
+
+def test_compare_with_lava_dl_trains_its_own_checkpoints(tmp_path: Path) -> None:
+    out, models = tmp_path / "cmp.json", tmp_path / "models"
+    run_cli("compare", "--connections", "da", "--epochs", "2", "--samples", "30", "--framework", "lava-dl",
+            "--models-dir", str(models), "--format", "json", "-o", str(out), check=True)
+    (row,) = json.loads(out.read_text())
+    assert row["framework"] == "lava-dl" and row["sops"] > 0 and 0.3 < row["fixed_accuracy"] <= 1
+    assert sorted(p.name for p in models.glob("*.pt")) == ["digits_resnet_da_lava-dl.pt"]
+    table = run_cli("compare", "--connections", "da", "--samples", "30", "--framework", "lava-dl",
+                    "--models-dir", str(models), check=True).stdout
+    assert "lava-dl" in table and "da" in table
 
 
 def test_compare_shows_the_expand_relay_trade_off(tmp_path: Path) -> None:

@@ -190,16 +190,23 @@ def test_loihi1_refuses_relays(tmp_path: Path) -> None:
 LAVA_SAMPLES = 20         # exact: Lava's spikes equal the fast simulator's on every one
 AGREEMENT_FLOOR = 0.97    # statistical: fixed point and float predict alike on the whole test split
 ACCURACY_FLOOR = 0.90     # statistical: 12 epochs reach 0.96-0.99 on any CPU; the floor leaves margin
+# lava-dl (slayer's surrogate): 12 epochs reach 0.89-0.97 and agree 0.94-0.99 with fixed point (measured, all
+# eight types); DA trains 30 epochs, reaches 0.977-0.981 and its fixed point is within 1 pp of slayer's own
+LAVA_DL_FLOORS = {"agreement": 0.90, "accuracy": 0.85}
+LAVA_DL_DA = {"epochs": 30, "accuracy": 0.96, "fixed_vs_float": 0.01}
 
 
-@pytest.mark.parametrize("connection", ["plain", "aa", "sew", "ms", "pa", "da"])
-def test_digits_models_in_lava_are_exact_and_fixed_point_keeps_float_predictions(tmp_path: Path,
-                                                                                  connection: str) -> None:
+@pytest.mark.parametrize("connection,framework",
+                         [(c, "snntorch") for c in ("plain", "aa", "sew", "ms", "pa", "da")]
+                         + [(c, "lava-dl") for c in ("plain", "aa", "sew", "sew-and", "sew-iand", "ms", "pa", "da")])
+def test_digits_models_in_lava_are_exact_and_fixed_point_keeps_float_predictions(tmp_path: Path, connection: str,
+                                                                                  framework: str) -> None:
     """Acceptance for each connection type compiled to loihi2-sim, split by what can be exact.
 
     Trained weights differ from CPU to CPU, so nothing here may need one training's bits:
     Lava vs the fast simulator is exact (spike for spike); fixed point vs float is a
-    bound on the whole 359-sample test split, where one sample is 0.28 pp.
+    bound on the whole 359-sample test split, where one sample is 0.28 pp. lava-dl models
+    (slayer's CUBA neuron) are checked the same way, with the floors measured for them.
     """
     from danet_deploy.checkpoint import load_model
     from danet_deploy.data import load_dataset
@@ -208,8 +215,12 @@ def test_digits_models_in_lava_are_exact_and_fixed_point_keeps_float_predictions
     from danet_deploy.train import TrainOptions, train
 
     ckpt = tmp_path / f"{connection}.pt"
-    train(TrainOptions(connection=connection, epochs=12, quiet=True, device="cpu"), ckpt)
+    epochs = LAVA_DL_DA["epochs"] if (framework, connection) == ("lava-dl", "da") else 12
+    train(TrainOptions(connection=connection, epochs=epochs, quiet=True, device="cpu", framework=framework), ckpt)
     out = export(ckpt, "loihi2-sim")
+    neuron_nodes = {layer["type"] for layer in json.loads((out / "manifest.json").read_text())["layers"]
+                    if layer["type"] in ("LIF", "IF", "CubaLIF")}
+    assert neuron_nodes == ({"CubaLIF"} if framework == "lava-dl" else {"LIF"})
     lava = simulate(out, "digits", backend="lava", samples=LAVA_SAMPLES, show_progress=False)
     assert lava["spike_mismatches"] == 0 and lava["samples"] == LAVA_SAMPLES
     assert lava["accuracy"] == lava["fast_accuracy"]  # the same spikes give the same predictions
@@ -224,8 +235,12 @@ def test_digits_models_in_lava_are_exact_and_fixed_point_keeps_float_predictions
         x.unsqueeze(1).expand(-1, model.timesteps, -1, -1, -1))
     agreement = float((fixed_pred == float_pred).double().mean())
     accuracy = {"float": float((float_pred == y).double().mean()), "fixed": float((fixed_pred == y).double().mean())}
-    assert agreement >= AGREEMENT_FLOOR, (agreement, accuracy)
-    assert min(accuracy.values()) >= ACCURACY_FLOOR, accuracy
+    floors = LAVA_DL_FLOORS if framework == "lava-dl" else {"agreement": AGREEMENT_FLOOR, "accuracy": ACCURACY_FLOOR}
+    assert agreement >= floors["agreement"], (agreement, accuracy)
+    assert min(accuracy.values()) >= floors["accuracy"], accuracy
+    if (framework, connection) == ("lava-dl", "da"):  # the goal network: slayer's accuracy kept on the chip
+        assert accuracy["float"] >= LAVA_DL_DA["accuracy"], accuracy
+        assert abs(accuracy["fixed"] - accuracy["float"]) <= LAVA_DL_DA["fixed_vs_float"], accuracy
 
 
 def test_netx_loads_our_file_and_spikes_like_our_lava_graph(trained_plain: Path, tmp_path: Path) -> None:

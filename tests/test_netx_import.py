@@ -234,3 +234,19 @@ def test_input_neurons_are_skipped_by_default_and_kept_on_request(tmp_path: Path
     skipped, kept = _program(path, x), _program(path, x, keep_input_neurons=True)
     assert "0.neuron" not in skipped.populations and "0.neuron" in kept.populations
     assert kept.populations["1.neuron"].terms[0].source == "0.neuron"
+
+
+def test_an_average_layer_is_a_readout_of_group_sums(tmp_path: Path) -> None:
+    """slayer's Average block (mean over contiguous groups) cannot export itself; a file
+    that has one (written here as netx lays it out) reads out each group's spike sum."""
+    path = tmp_path / "dense.net"
+    x, _ = _export_slayer("dense", path)
+    with h5py.File(path, "a") as f:
+        g = f["layer"].create_group("2")
+        g.create_dataset("type", data=np.array([b"average"], dtype="S10"))
+        g.create_dataset("shape", data=np.array([5, 1, 1]))
+    program = _program(path, x)
+    sim = FixedSimulator(program)
+    out = sim.run(x, record=True)
+    spikes = out["1.neuron"].sum(0).reshape(len(x), 5, 2).sum(-1)
+    assert torch.equal(sim.scores_from(out, STEPS), spikes.to(torch.int64)) and spikes.sum() > 0

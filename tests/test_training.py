@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from danet_deploy.checkpoint import read_checkpoint
@@ -27,6 +28,29 @@ def test_short_training_improves_digits_accuracy(tmp_path: Path) -> None:
     blob = read_checkpoint(out)
     assert blob["metrics"]["test_accuracy"] == metrics["test_accuracy"]
     assert blob["data"]["spec"] == "digits" and blob["timesteps"] == 4
+
+
+def test_lava_dl_checkpoints_record_the_framework_and_slayers_neuron(tmp_path: Path) -> None:
+    from danet_deploy.converters.nir_export import to_nir
+    from danet_deploy.models.neurons import CUBA, LIF
+
+    out = tmp_path / "m.pt"
+    train(TrainOptions(epochs=1, quiet=True, device="cpu", framework="lava-dl", arch="vgg_digits"), out)
+    blob = read_checkpoint(out)
+    assert blob["config"]["neuron"]["framework"] == "lava-dl" and blob["neuron"]["voltage_decay"] == 0.5
+    for arch in ("densenet_digits", "resnet20"):  # DA-DenseNet and the CIFAR ResNet, end to end to NIR
+        model = build(arch, "da", 10, framework="lava-dl").eval()
+        x = torch.rand(2, *model.config["input_shape"])
+        with torch.no_grad():
+            assert model(x).shape == (2, 10)
+        assert any(isinstance(m, CUBA) for m in model.modules())
+        assert not any(isinstance(m, LIF) for m in model.modules())
+        kinds = {type(n).__name__ for n in to_nir(model).nodes.values()}
+        assert "CubaLIF" in kinds and "LIF" not in kinds
+    with pytest.raises(Exception, match="current_decay must be 1"):
+        build("digits_resnet", "da", 10, framework="lava-dl", current_decay=0.5)
+    with pytest.raises(Exception, match="unknown lava-dl neuron parameter"):
+        build("digits_resnet", "da", 10, framework="lava-dl", beta=0.5)
 
 
 def test_resume_continues_from_the_saved_epoch(tmp_path: Path, monkeypatch) -> None:
@@ -50,9 +74,10 @@ def test_resume_continues_from_the_saved_epoch(tmp_path: Path, monkeypatch) -> N
         assert torch.allclose(a[k].float(), b[k].float(), atol=1e-6), k
 
 
-def test_ddp_two_cpu_processes_equal_one_process(tmp_path: Path, digits_tensor_file: Path) -> None:
+@pytest.mark.parametrize("framework", ["snntorch", "lava-dl"])
+def test_ddp_two_cpu_processes_equal_one_process(tmp_path: Path, digits_tensor_file: Path, framework: str) -> None:
     common = ["train", "--data", f"tensor:{digits_tensor_file}", "--epochs", "2", "--batch-size", "16",
-              "--connection", "aa", "--device", "cpu", "--seed", "3"]
+              "--connection", "aa", "--device", "cpu", "--seed", "3", "--framework", framework]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     single, ddp = tmp_path / "single.pt", tmp_path / "ddp.pt"
     for cmd, out in ((["-m", "danet_deploy"], single),
@@ -63,6 +88,8 @@ def test_ddp_two_cpu_processes_equal_one_process(tmp_path: Path, digits_tensor_f
         assert proc.returncode == 0, proc.stderr[-2000:]
     a, b = read_checkpoint(single), read_checkpoint(ddp)
     assert b["metrics"]["world_size"] == 2
+    assert a["config"]["neuron"].get("framework", "snntorch") == b["config"]["neuron"].get("framework", "snntorch") \
+        == framework
     for k, v in a["state_dict"].items():
         assert torch.allclose(v.float(), b["state_dict"][k].float(), rtol=1e-4, atol=1e-5), k
     n_test = len(load_dataset(f"tensor:{digits_tensor_file}", "test")[0])  # weights agree to 1e-4, not bits:

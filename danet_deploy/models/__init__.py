@@ -20,6 +20,10 @@ from .neurons import LIF
 
 CONNECTIONS = ("plain", "aa", "sew", "sew-and", "sew-iand", "ms", "pa", "da")
 NEURON_DEFAULTS = {"beta": 0.5, "threshold": 1.0, "learn_beta": False, "surrogate_alpha": 2.0}
+FRAMEWORKS = {  # the neuron parameters each training framework takes, with their defaults
+    "snntorch": NEURON_DEFAULTS,
+    "lava-dl": {"threshold": 1.0, "current_decay": 1.0, "voltage_decay": 0.5, "tau_grad": 0.15, "scale_grad": 4.0},
+}
 
 
 @dataclass(frozen=True)
@@ -72,39 +76,51 @@ def list_connections() -> tuple[str, ...]:
 
 
 def make_config(arch: str, connection: str, num_classes: int, timesteps: int = 4,
-                input_shape: tuple[int, ...] | None = None, **neuron_kw: Any) -> dict[str, Any]:
-    """Validate the choice and return the plain-data config a checkpoint stores."""
+                input_shape: tuple[int, ...] | None = None, framework: str = "snntorch",
+                **neuron_kw: Any) -> dict[str, Any]:
+    """Validate the choice and return the plain-data config a checkpoint stores.
+
+    ``framework`` picks the neuron: snnTorch's LIF or lava-dl slayer's CUBA; its
+    parameters (``neuron_kw``) are those of :data:`FRAMEWORKS`.
+    """
     if arch not in ARCHS:
         raise UserError(f"unknown architecture {arch!r}; valid: {', '.join(ARCHS)}")
     spec = ARCHS[arch]
     if connection not in spec.connections:
         raise UserError(f"architecture {arch!r} does not take connection {connection!r}; "
                         f"valid: {', '.join(spec.connections)}")
-    unknown = set(neuron_kw) - set(NEURON_DEFAULTS)
+    if framework not in FRAMEWORKS:
+        raise UserError(f"unknown framework {framework!r}; valid: {', '.join(FRAMEWORKS)}")
+    defaults = FRAMEWORKS[framework]
+    unknown = set(neuron_kw) - set(defaults)
     if unknown:
-        raise UserError(f"unknown neuron parameter(s) {', '.join(sorted(unknown))}; "
-                        f"valid: {', '.join(NEURON_DEFAULTS)}")
+        raise UserError(f"unknown {framework} neuron parameter(s) {', '.join(sorted(unknown))}; "
+                        f"valid: {', '.join(defaults)}")
+    if framework == "lava-dl" and neuron_kw.get("current_decay", 1.0) != 1.0:
+        raise UserError("lava-dl current_decay must be 1 for the zoo's networks: their BatchNorm shift is a "
+                        "constant input current, which Loihi can only apply as a voltage bias when the "
+                        "current does not persist (a netx file may use any decay)")
     if num_classes < 1 or timesteps < 1:
         raise UserError("num_classes and timesteps must be positive")
     return {"arch": arch, "connection": connection, "num_classes": int(num_classes),
             "timesteps": int(timesteps),
             "input_shape": list(input_shape or spec.input_shape),
-            "neuron": {**NEURON_DEFAULTS, **neuron_kw}}
+            "neuron": {**({"framework": framework} if framework != "snntorch" else {}), **defaults, **neuron_kw}}
 
 
 def build_from_config(config: dict[str, Any]) -> SpikingNet:
     """Rebuild a model from the config stored in a checkpoint."""
     make_config(config["arch"], config["connection"], config["num_classes"], config["timesteps"],
-                config["input_shape"], **config["neuron"])
+                config["input_shape"], **config["neuron"])  # its "framework" key, if any, selects the neuron
     return ARCHS[config["arch"]].builder(config)
 
 
 def build(arch: str, connection: str, num_classes: int, timesteps: int = 4,
-          input_shape: tuple[int, ...] | None = None, **neuron_kw: Any) -> SpikingNet:
+          input_shape: tuple[int, ...] | None = None, framework: str = "snntorch", **neuron_kw: Any) -> SpikingNet:
     """Build ``arch`` with ``connection`` blocks, e.g. ``build("resnet50", "da", 1000)``."""
-    return build_from_config(make_config(arch, connection, num_classes, timesteps, input_shape,
+    return build_from_config(make_config(arch, connection, num_classes, timesteps, input_shape, framework,
                                          **neuron_kw))
 
 
-__all__ = ["ARCHS", "CONNECTIONS", "COUNT", "REAL", "SPIKE", "ArchSpec", "GraphBuilder", "LIF", "Node",
+__all__ = ["ARCHS", "CONNECTIONS", "COUNT", "FRAMEWORKS", "REAL", "SPIKE", "ArchSpec", "GraphBuilder", "LIF", "Node",
            "SpikingNet", "build", "build_from_config", "list_archs", "list_connections", "make_config"]

@@ -14,11 +14,11 @@ from typing import Any
 from torch import nn
 
 from .graph import REAL, GraphBuilder
-from .neurons import LIF
+from .neurons import CUBA, LIF, make_neuron
 
 ConvSpec = tuple[int, int, int, int]  # kernel, stride, in_channels, out_channels
 
-_OP_OF = {nn.Conv2d: "conv", nn.BatchNorm2d: "bn", nn.Linear: "linear", LIF: "lif"}
+_OP_OF = {nn.Conv2d: "conv", nn.BatchNorm2d: "bn", nn.Linear: "linear", LIF: "lif", CUBA: "lif"}
 
 
 def conv(spec: ConvSpec) -> nn.Conv2d:
@@ -52,8 +52,9 @@ class Block(nn.Module):
         self.projects = self.stride != 1 or self.in_channels != self.out_channels
         self._neuron = neuron
 
-    def lif(self) -> LIF:
-        return LIF(**self._neuron)
+    def lif(self) -> nn.Module:
+        """The spiking layer of the model's framework (snnTorch LIF or slayer CUBA)."""
+        return make_neuron(self._neuron)
 
     def add_conv_bn_lif(self, convs: list[ConvSpec]) -> None:
         """Layers ``conv{i}``, ``bn{i}``, ``sn{i}`` for every conv of the branch."""

@@ -1,6 +1,6 @@
-"""Multi-step spiking neurons built on snnTorch's ``Leaky``.
+"""Multi-step spiking neurons: snnTorch's ``Leaky`` (the default) or lava-dl slayer's CUBA.
 
-The neuron resets to zero in the step it spikes (``reset_delay=False``), which is
+The snnTorch neuron resets to zero in the step it spikes (``reset_delay=False``), which is
 exactly Lava's fixed-point LIF with ``du=4095`` (no current memory) and
 ``dv=(1-beta)*4096``; snnTorch's default delayed reset would drop one input step
 after every spike and could not be mapped bit-exactly.
@@ -53,3 +53,55 @@ class LIF(nn.Module):
         self.cell.mem = torch.zeros(0, device=x.device)
         self.cell.reset = None
         return torch.stack(spikes)
+
+
+def _slayer_cuba():
+    """lava-dl's slayer CUBA neuron class; its import banners go to stderr, not stdout (JSON)."""
+    import contextlib
+    import sys
+
+    with contextlib.redirect_stdout(sys.stderr):
+        from lava.lib.dl.slayer.neuron.cuba import Neuron
+    return Neuron
+
+
+class CUBA(nn.Module):
+    """Loihi's CUBA neuron as lava-dl's slayer trains it, over a ``[T, N, ...]`` input.
+
+    ``u[t] = (1 - current_decay) u[t-1] + x[t]``; ``v[t] = (1 - voltage_decay) v'[t-1] + u[t]``;
+    spike where ``v >= threshold`` (slayer adds a tiny epsilon to reproduce Loihi's
+    strict ``>``), ``v'`` reset to zero. The decays are quantised to Loihi's 1/4096
+    steps, and the surrogate gradient is slayer's own. The exported neuron is Loihi's
+    with ``iDecay``/``vDecay`` from :attr:`device_params`.
+    """
+
+    def __init__(self, threshold: float = 1.0, current_decay: float = 1.0, voltage_decay: float = 0.5,
+                 tau_grad: float = 0.15, scale_grad: float = 4.0) -> None:
+        super().__init__()
+        with torch.device("cpu"):  # slayer's state buffers are not in the state dict (see LIF)
+            self.cell = _slayer_cuba()(threshold=threshold, current_decay=current_decay,
+                                       voltage_decay=voltage_decay, tau_grad=tau_grad, scale_grad=scale_grad,
+                                       requires_grad=False)
+
+    @property
+    def device_params(self) -> dict[str, int]:
+        """Loihi's integers: ``iDecay``, ``vDecay`` (per 4096) and ``vThMant`` (threshold x 64)."""
+        p = self.cell.device_params
+        return {k: int(p[k]) for k in ("iDecay", "vDecay", "vThMant")}
+
+    @property
+    def threshold(self) -> float:
+        return float(self.cell.threshold)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # slayer keeps per-batch state buffers that must follow the data to its device
+        self.cell.current_state = self.cell.current_state.to(x.device)
+        self.cell.voltage_state = self.cell.voltage_state.to(x.device)
+        spikes = self.cell(x.movedim(0, -1).contiguous())
+        return spikes.movedim(-1, 0).to(x.dtype)
+
+
+def make_neuron(params: dict) -> nn.Module:
+    """The neuron a model config asks for: ``framework`` ``snntorch`` (LIF) or ``lava-dl`` (CUBA)."""
+    kw = {k: v for k, v in params.items() if k != "framework"}
+    return CUBA(**kw) if params.get("framework", "snntorch") == "lava-dl" else LIF(**kw)

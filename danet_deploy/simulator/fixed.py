@@ -5,7 +5,8 @@ synchronously: every population sees its sources' outputs of the same step, whic
 is what Lava's pipeline computes once each term's balancing delay is applied, only
 without the latency. The graph is feed-forward, so it runs population by population
 over all time steps at once: one convolution (channels-last) or matrix product per
-term for the whole ``T x N`` batch, then the neuron recurrence over ``T``.
+term for the whole ``T x N`` batch, then the neuron recurrence over ``T`` (LIF without
+current memory on the fast float32 path, CUBA neurons with a decaying current in float64).
 
 Integers are held in floats, where arithmetic on them is exact: float32 while every
 value provably stays below 2^24 (and the voltage decay is a power of two), float64
