@@ -223,6 +223,10 @@ def profiles() -> None:
               help="Steps for static data when the graph does not record them.")
 @click.option("--dt", type=float, help="Time step in seconds [default: the file's, else 1e-4].")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+@click.option("--save-outputs", "save_outputs_to", type=click.Path(dir_okay=False),
+              help="Write each sample's output summed over time steps (spike counts of a spiking output) to "
+                   "this torch file: outputs [N, classes], labels, predictions (fast backend).")
+@click.option("--force", is_flag=True, help="Overwrite --save-outputs even when danet-deploy did not write it.")
 @keep_input_option
 def simulate(artifact: str, as_json: bool, **kw) -> None:
     """Simulate ARTIFACT (checkpoint, .nir file, netx file or export directory) on a dataset.
@@ -266,9 +270,11 @@ def simulate(artifact: str, as_json: bool, **kw) -> None:
                    "chip; chip = every chip touched, whole; off = none (see docs/accounting.md).")
 @click.option("--lava-samples", default=0, show_default=True, type=click.IntRange(0),
               help="Also run the first N samples in Lava and report its accuracy and spike mismatches.")
+@click.option("--dt", type=float, help="Time step in seconds for a .nir MODEL's neuron constants "
+              "[default: the file's, else 1e-4].")
 @keep_input_option
 def report(artifact: str, profile: str, data: str, fmt: str, output: str | None, force: bool, samples: int | None,
-           device: str, static_power: str, lava_samples: int, keep_input_neurons: bool) -> None:
+           device: str, static_power: str, lava_samples: int, keep_input_neurons: bool, dt: float | None) -> None:
     """Per-layer SOPs, MACs, spikes, neuron updates, synapses, cores and energy.
 
     ARTIFACT is a checkpoint, a .nir or netx file or an export directory; anything not yet
@@ -286,7 +292,7 @@ def report(artifact: str, profile: str, data: str, fmt: str, output: str | None,
         check_output_file(Path(output), force)
     rep = build_report(Path(artifact), profile, data, samples, device, show_progress=output is not None
                        or fmt == "table", static_power=static_power, lava_samples=lava_samples,
-                       keep_input_neurons=keep_input_neurons)
+                       keep_input_neurons=keep_input_neurons, dt=dt)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun rank 0 alone writes the summed report
         return
     if output:

@@ -7,7 +7,7 @@ Two kinds of output:
   a user's own files beside ours survive; refused when it is a non-empty foreign
   directory unless ``--force`` (then only our file names are written, nothing is
   removed); always refused for the working directory, the home directory and ``/``.
-* an **output file** (checkpoint, report, comparison): overwritten only when it is one
+* an **output file** (checkpoint, report, comparison, saved outputs): overwritten only when it is one
   of ours (recognised by its content) or with ``--force``.
 
 Every check runs before any work starts, so a refused run costs nothing.
@@ -31,6 +31,7 @@ HTML_GENERATOR = f'<meta name="generator" content="{TOOL}">'
 LEGACY_HTML_TITLE = f"<title>{TOOL} report</title>"  # pages written before the generator tag
 CSV_HEADER_START = "name,kind,connection,"
 CHECKPOINT_FORMAT = f"{TOOL}/1"
+OUTPUTS_FORMAT = f"{TOOL}/outputs/1"   # simulate --save-outputs
 
 
 def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
@@ -106,11 +107,12 @@ def install_artifact(tmp: Path, outdir: Path) -> None:
 
 
 def _is_checkpoint(path: Path) -> bool:
-    """A torch zip whose pickle names danet-deploy's checkpoint format (read, never unpickled)."""
+    """A torch zip whose pickle names a danet-deploy format: a checkpoint or saved simulator
+    outputs (read, never unpickled)."""
     try:
         with zipfile.ZipFile(path) as z:
             pickles = [n for n in z.namelist() if n.endswith("/data.pkl")]
-            return bool(pickles) and CHECKPOINT_FORMAT.encode() in z.read(pickles[0])
+            return bool(pickles) and any(f.encode() in z.read(pickles[0]) for f in (CHECKPOINT_FORMAT, OUTPUTS_FORMAT))
     except (OSError, zipfile.BadZipFile):
         return False
 

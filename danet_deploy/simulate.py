@@ -23,6 +23,7 @@ from .data import as_time_series, evaluation_split, first, load_dataset
 from .errors import UserError
 from .compile import Program
 from .export import Artifact, load_artifact
+from .outputs import OUTPUTS_FORMAT, atomic_write, check_output_file
 from .progress import progress_bar
 from .simulator.fixed import FixedSimulator
 from .simulator.reference import ReferenceSimulator
@@ -31,22 +32,45 @@ from .train import evaluate, resolve_device
 BACKENDS = ("fast", "lava")
 
 
-def _accuracy(ds, batch_size: int, art: Artifact, predict, advance=lambda status="": None) -> float:
-    correct = 0
+def _scores(ds, batch_size: int, art: Artifact, scores,
+            advance=lambda status="": None) -> tuple[float, torch.Tensor, torch.Tensor]:
+    """Accuracy, every sample's output summed over time (``[N, outputs]``) under ``scores``,
+    and the labels."""
+    correct, outputs, labels = 0, [], []
     shape = art.graph.shapes[art.graph.inputs[0]]
     for x, y in DataLoader(ds, batch_size=batch_size):
         x = as_time_series(x.float(), shape, art.graph.timesteps)
-        correct += int((predict(x).cpu() == y).sum())
+        out = scores(x).cpu()
+        outputs.append(out)
+        labels.append(y)
+        correct += int((out.argmax(1) == y).sum())
         advance(f"acc {correct / len(ds):.3f}")
-    return correct / len(ds)
+    return correct / len(ds), torch.cat(outputs), torch.cat(labels)
+
+
+def save_outputs(path: Path, result: dict[str, Any], outputs: torch.Tensor, labels: torch.Tensor) -> None:
+    """Each sample's output counts (what users compare with their own framework), atomically."""
+    blob = {"format": OUTPUTS_FORMAT, "outputs": outputs, "labels": labels, "predictions": outputs.argmax(1),
+            **{k: result[k] for k in ("artifact", "backend", "mode", "data", "dt", "timesteps")}}
+    atomic_write(path, lambda tmp: torch.save(blob, tmp))
 
 
 def simulate(artifact: Path, data: str, backend: str = "fast", samples: int | None = None,
              timesteps: int | None = None, dt: float | None = None, batch_size: int = 64,
-             device: str = "cpu", show_progress: bool = True, keep_input_neurons: bool = False) -> dict[str, Any]:
-    """Accuracy of ``artifact`` on ``data`` and of the float model on the same samples."""
+             device: str = "cpu", show_progress: bool = True, keep_input_neurons: bool = False,
+             save_outputs_to: Path | None = None, force: bool = False) -> dict[str, Any]:
+    """Accuracy of ``artifact`` on ``data`` and of the float model on the same samples.
+
+    ``save_outputs_to``: write every sample's output (summed over time: spike counts of
+    a spiking output layer, the integer class scores of a readout) to this torch file.
+    """
     if backend not in BACKENDS:
         raise UserError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
+    if save_outputs_to is not None:
+        if backend != "fast":
+            raise UserError("--save-outputs runs with --backend fast (Lava's spikes equal it wherever "
+                            "--backend lava reports 0 spike mismatches)")
+        check_output_file(Path(save_outputs_to), force)
     art: Artifact = load_artifact(Path(artifact), dt, keep_input_neurons=keep_input_neurons)
     if timesteps is not None:
         art.graph.metadata["timesteps"] = timesteps
@@ -63,7 +87,7 @@ def simulate(artifact: Path, data: str, backend: str = "fast", samples: int | No
         sim = FixedSimulator(art.program, resolve_device(device)) if art.program is not None \
             else ReferenceSimulator(art.graph, device=resolve_device(device))
         with progress_bar("simulating", -(-len(ds) // batch_size), enabled=show_progress) as advance:
-            result["accuracy"] = _accuracy(ds, batch_size, art, sim.predict, advance)
+            result["accuracy"], outputs, labels = _scores(ds, batch_size, art, sim.scores, advance)
     result["seconds"] = round(time.perf_counter() - t0, 3)
     shape = art.graph.shapes[art.graph.inputs[0]]
     result["timesteps"] = int(as_time_series(ds[0][0][None].float(), shape, art.graph.timesteps).shape[1])
@@ -73,9 +97,12 @@ def simulate(artifact: Path, data: str, backend: str = "fast", samples: int | No
     if art.model is not None:
         result["reference_accuracy"] = evaluate(art.model, ds, torch.device("cpu"))
     elif art.program is not None:
-        result["reference_accuracy"] = _accuracy(ds, batch_size, art, ReferenceSimulator(art.graph).predict)
+        result["reference_accuracy"] = _scores(ds, batch_size, art, ReferenceSimulator(art.graph).scores)[0]
     else:
         result["reference_accuracy"] = result["accuracy"]
+    if save_outputs_to is not None:
+        save_outputs(Path(save_outputs_to), result, outputs, labels)
+        result["outputs_file"] = str(save_outputs_to)
     return result
 
 

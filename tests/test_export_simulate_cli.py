@@ -68,6 +68,12 @@ def test_foreign_nir_with_time_varying_tensor_data(tmp_path: Path) -> None:
     proc = run_cli("simulate", str(path), "--data", f"tensor:{data}", "--dt", "1", "--json", check=True)
     result = json.loads(proc.stdout)
     assert result["samples"] == 40 and result["accuracy"] == 0.75
+    spikes = {}
+    for dt in ("1", "1e-4"):  # report reads the graph with the same --dt (IF: dv = dt * r * I)
+        rep = json.loads(run_cli("report", str(path), "--data", f"tensor:{data}", "--dt", dt, "--format", "json",
+                                 check=True).stdout)
+        spikes[dt] = rep["totals"]["spikes"]
+    assert spikes["1"] > 0 == spikes["1e-4"]
     run_cli("export", str(path), "--target", "nir", "-o", str(tmp_path / "re"), check=True)
     assert json.loads((tmp_path / "re" / "manifest.json").read_text())["source"]["kind"] == "nir"
 

@@ -250,3 +250,23 @@ def test_an_average_layer_is_a_readout_of_group_sums(tmp_path: Path) -> None:
     out = sim.run(x, record=True)
     spikes = out["1.neuron"].sum(0).reshape(len(x), 5, 2).sum(-1)
     assert torch.equal(sim.scores_from(out, STEPS), spikes.to(torch.int64)) and spikes.sum() > 0
+
+
+def test_simulate_saves_each_samples_output_spike_counts(tmp_path: Path) -> None:
+    path = tmp_path / "conv.net"
+    x, _ = _export_slayer("conv", path)
+    torch.save({"inputs": x, "labels": torch.tensor([1, 2, 3, 4])}, tmp_path / "spk.pt")
+    data, saved = f"tensor:{tmp_path / 'spk.pt'}", tmp_path / "counts.pt"
+    run_cli("export", str(path), "--target", "loihi2-sim", "-o", str(tmp_path / "chip"), check=True)
+    for _ in range(2):  # the second run replaces the file it wrote
+        run_cli("simulate", str(tmp_path / "chip"), "--data", data, "--save-outputs", str(saved), check=True)
+    blob = torch.load(saved)
+    counts = _output_spikes(_program(path, x), x).sum(1)  # spikes of the last layer over all steps
+    assert torch.equal(blob["outputs"], torch.as_tensor(counts, dtype=torch.int64)) and counts.sum() > 0
+    assert blob["labels"].tolist() == [1, 2, 3, 4] and blob["mode"] == "fixed" and blob["timesteps"] == STEPS
+    (tmp_path / "notes.pt").write_text("mine")
+    proc = run_cli("simulate", str(tmp_path / "chip"), "--data", data, "--save-outputs", str(tmp_path / "notes.pt"))
+    assert proc.returncode == 1 and "not written by danet-deploy" in proc.stderr
+    proc = run_cli("simulate", str(tmp_path / "chip"), "--data", data, "--backend", "lava", "--save-outputs",
+                   str(saved))
+    assert proc.returncode == 1 and "--backend fast" in proc.stderr

@@ -169,7 +169,10 @@ class ReferenceSimulator:
             return (int(np.asarray(node.weight).shape[-1]),)
         return tuple(inp.shape[1:])
 
+    def scores(self, x: torch.Tensor) -> torch.Tensor:
+        """The first output summed over time steps, ``[N, outputs]`` (spike counts of a spiking output)."""
+        return self.run(x)[self.graph.outputs[0]].sum(0).flatten(1)
+
     def predict(self, x: torch.Tensor) -> torch.Tensor:
-        """Class index per sample: arg-max of the first output summed over time steps."""
-        out = self.run(x)[self.graph.outputs[0]]
-        return out.sum(0).flatten(1).argmax(1)
+        """Class index per sample: arg-max of :meth:`scores`."""
+        return self.scores(x).argmax(1)
