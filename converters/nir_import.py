@@ -8,6 +8,7 @@ inferred. Problems are reported as one-line errors naming the node.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -155,15 +156,45 @@ def _shape_in_out(name: str, node: nir.NIRNode, inp: tuple[int, ...]) -> tuple[t
     return shape, shape
 
 
+_SAMPLE_DIMS = {nir.Affine: 1, nir.Linear: 1, nir.Conv1d: 2, nir.Conv2d: 3, nir.SumPool2d: 3, nir.AvgPool2d: 3}
+
+
+def _sample_dims(node: nir.NIRNode) -> int | None:
+    """How many axes one sample has at ``node``'s input (None: any)."""
+    if type(node) in _SAMPLE_DIMS:
+        return _SAMPLE_DIMS[type(node)]
+    param = {nir.Scale: "scale", nir.Threshold: "threshold", nir.LIF: "v_threshold", nir.CubaLIF: "v_threshold",
+             nir.IF: "v_threshold", nir.LI: "tau", nir.I: "r", nir.Delay: "delay"}.get(type(node))
+    return np.ndim(getattr(node, param)) if param else None
+
+
+def _drop_leading_axes(name: str, shape: tuple[int, ...], consumer: nir.NIRNode) -> tuple[int, ...]:
+    """An Input shape with a time, batch or singleton axis in front (sinabs, norse and rockpool
+    write these) as the shape of one sample of ``consumer``'s input; a note on stderr says so."""
+    dims = _sample_dims(consumer)
+    if dims is None or len(shape) <= dims:
+        return shape
+    sample = shape[len(shape) - dims:]
+    print(f"danet-deploy: input {name!r}: shape {shape} read as {sample} (the leading axes "
+          f"{shape[:len(shape) - dims]} are time, batch or a singleton, not part of a sample)", file=sys.stderr)
+    return sample
+
+
 def _infer_shapes(order: list[str], nodes: dict[str, nir.NIRNode],
                   sources: dict[str, list[str]]) -> dict[str, tuple[int, ...]]:
     shapes: dict[str, tuple[int, ...]] = {}
+    users: dict[str, list[str]] = {}
+    for n, srcs in sources.items():
+        for src in srcs:
+            users.setdefault(src, []).append(n)
     for name in order:
         node = nodes[name]
         if not sources[name]:
             if not isinstance(node, nir.Input):
                 raise UserError(f"node {name!r} ({type(node).__name__}) has no input")
-            shapes[name] = tuple(int(v) for v in np.asarray(node.input_type["input"]).ravel())
+            shape = tuple(int(v) for v in np.asarray(node.input_type["input"]).ravel())
+            first_user = users.get(name, [None])[0]
+            shapes[name] = _drop_leading_axes(name, shape, nodes[first_user]) if first_user else shape
             continue
         incoming = {s: shapes[s] for s in sources[name]}
         first = next(iter(incoming.values()))

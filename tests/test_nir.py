@@ -17,6 +17,8 @@ from danet_deploy.export import export
 from danet_deploy.models import CONNECTIONS, build
 from danet_deploy.simulator.reference import ReferenceSimulator
 
+from .conftest import run_cli
+
 # one architecture per family (ImageNet bottleneck with its max-pool stem, CIFAR, digits, VGG, DenseNet)
 FAMILIES = ([("resnet50", c, (3, 32, 32)) for c in CONNECTIONS]
             + [("resnet20", c, (3, 16, 16)) for c in CONNECTIONS]
@@ -290,3 +292,33 @@ def test_serialisation_matches_nir_to_dict() -> None:
         return bool(np.array_equal(np.asarray(a), np.asarray(b)))
 
     assert same(ours, theirs)
+
+
+def _mlp_with_input_shape(path: Path, shape: tuple[int, ...]) -> None:
+    rng = np.random.default_rng(0)
+    graph = nir.NIRGraph(nodes={"input": nir.Input(input_type={"input": np.array(shape)}),
+                                "w": nir.Affine(weight=rng.normal(size=(3, 20)) * 2, bias=np.zeros(3)),
+                                "lif": nir.LIF(tau=np.full(3, 2.0), r=np.full(3, 2.0), v_leak=np.zeros(3),
+                                               v_threshold=np.ones(3)),
+                                "output": nir.Output(output_type={"output": np.array([3])})},
+                         edges=[("input", "w"), ("w", "lif"), ("lif", "output")], type_check=False)
+    nir.write(path, graph)
+
+
+@pytest.mark.parametrize("shape", [(25, 20), (8, 20), (1, 20)])  # sinabs: time; norse: batch; rockpool: singleton
+def test_input_shapes_with_leading_axes_are_read_as_one_sample(tmp_path: Path, shape: tuple[int, ...]) -> None:
+    _mlp_with_input_shape(tmp_path / "plain.nir", (20,))
+    _mlp_with_input_shape(tmp_path / "lead.nir", shape)
+    x = torch.tensor(np.random.default_rng(1).random((12, 6, 20)) < 0.4, dtype=torch.float32)
+    torch.save({"inputs": x, "labels": torch.arange(12) % 3}, tmp_path / "x.pt")
+    api = read_nir(tmp_path / "lead.nir", dt=1.0)
+    assert api.shapes[api.inputs[0]] == (20,)
+    expected = ReferenceSimulator(read_nir(tmp_path / "plain.nir", dt=1.0)).run(x)["output"]
+    assert torch.equal(ReferenceSimulator(api).run(x)["output"], expected)
+    saved = {}
+    for name in ("plain", "lead"):
+        proc = run_cli("simulate", str(tmp_path / f"{name}.nir"), "--data", f"tensor:{tmp_path / 'x.pt'}", "--dt", "1",
+                       "--save-outputs", str(tmp_path / f"{name}.pt"), check=True)
+        saved[name] = torch.load(tmp_path / f"{name}.pt")["outputs"]
+    assert f"shape {shape} read as (20,)" in proc.stderr
+    assert torch.equal(saved["plain"], saved["lead"]) and torch.equal(saved["lead"], expected.sum(0))
