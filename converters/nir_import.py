@@ -19,6 +19,7 @@ import numpy as np
 from danet_deploy.errors import UserError
 
 DEFAULT_DT = 1e-4  # seconds, when neither the file nor the user gives one
+TIMED = (nir.LIF, nir.CubaLIF, nir.IF, nir.LI, nir.I, nir.Delay)  # nodes whose meaning depends on dt
 
 SUPPORTED = {
     nir.Input: "Input", nir.Output: "Output", nir.Affine: "Affine", nir.Linear: "Linear",
@@ -221,6 +222,9 @@ def from_nir(graph: nir.NIRGraph, dt: float | None = None) -> FlatGraph:
     shapes = _infer_shapes(order, nodes, sources)
     metadata = _plain(dict(graph.metadata or {}))
     step = dt if dt is not None else float(metadata.get("dt", DEFAULT_DT))
+    if dt is None and "dt" not in metadata and any(isinstance(n, TIMED) for n in nodes.values()):
+        print(f"danet-deploy: the graph does not state its time step; assuming dt = {DEFAULT_DT:g} s "
+              f"(pass --dt, e.g. --dt 1 for a graph whose constants count time steps)", file=sys.stderr)
     if not step > 0:
         raise UserError(f"time step dt must be positive, got {step}")
     users = {s for s, _ in edges}

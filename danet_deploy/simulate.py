@@ -12,6 +12,7 @@ Backends:
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -100,6 +101,10 @@ def simulate(artifact: Path, data: str, backend: str = "fast", samples: int | No
         result["reference_accuracy"] = _scores(ds, batch_size, art, ReferenceSimulator(art.graph).scores)[0]
     else:
         result["reference_accuracy"] = result["accuracy"]
+    if backend == "fast" and not bool(outputs.any()):
+        result["silent_output"] = True
+        print(f"danet-deploy: the output never fires on these {len(ds)} samples (all counts 0, dt = "
+              f"{art.graph.dt:g} s); if the graph counts time in steps, pass --dt 1", file=sys.stderr)
     if save_outputs_to is not None:
         save_outputs(Path(save_outputs_to), result, outputs, labels)
         result["outputs_file"] = str(save_outputs_to)

@@ -68,6 +68,11 @@ def test_foreign_nir_with_time_varying_tensor_data(tmp_path: Path) -> None:
     proc = run_cli("simulate", str(path), "--data", f"tensor:{data}", "--dt", "1", "--json", check=True)
     result = json.loads(proc.stdout)
     assert result["samples"] == 40 and result["accuracy"] == 0.75
+    assert "assuming dt" not in proc.stderr and "silent_output" not in result
+    silent = run_cli("simulate", str(path), "--data", f"tensor:{data}", "--json", check=True)  # no dt in the file
+    assert "does not state its time step; assuming dt = 0.0001 s" in silent.stderr
+    assert json.loads(silent.stdout)["silent_output"] is True
+    assert "never fires on these 40 samples (all counts 0, dt = 0.0001 s)" in silent.stderr
     spikes = {}
     for dt in ("1", "1e-4"):  # report reads the graph with the same --dt (IF: dv = dt * r * I)
         rep = json.loads(run_cli("report", str(path), "--data", f"tensor:{data}", "--dt", dt, "--format", "json",
