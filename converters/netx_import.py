@@ -10,7 +10,7 @@ takes them over without calibration or rounding. A CUBA layer
 (``u <- (1 - iDecay/4096) u + A``; ``v <- (1 - vDecay/4096) v + u + bias``; spike
 if ``v > vThMant``) is the NIR ``CubaLIF`` whose forward-Euler form is exactly that:
 ``tau_syn = w_in = 4096/iDecay``, ``tau_mem = r = 4096/vDecay``,
-``v_leak = bias * 4096/vDecay``.
+``v_leak = bias * 4096/vDecay`` (:func:`nir_export.loihi_cuba`, shared with slayer-trained models).
 
 Like lava-dl's own examples (``hdf5.Network(..., skip_layers=1)``), an input layer
 that carries neurons (``slayer.block.cuba.Input``) is skipped unless
@@ -27,6 +27,7 @@ import h5py
 import nir
 import numpy as np
 
+from danet_deploy.converters.nir_export import loihi_cuba
 from danet_deploy.errors import UserError
 
 NEURON_TYPES = ("CUBA", "LOIHI")
@@ -88,6 +89,11 @@ class _Reader:
     def start(self, shape: tuple[int, ...]) -> None:
         self.add("input", nir.Input(input_type={"input": np.array(shape)}), shape)
 
+    def flatten(self, index: int) -> None:
+        """(C, H, W) -> C*H*W in torch order, which is the order netx flattens in too."""
+        self.add(f"{index}.flatten", nir.Flatten(input_type={"input": np.array(self.shape)}, start_dim=0),
+                 (int(np.prod(self.shape)),))
+
     def cuba(self, index: int, kind: str, group: h5py.Group, shape: tuple[int, ...],
              bias: np.ndarray | None) -> None:
         """The layer's CUBA neurons as a ``CubaLIF`` node after its synapse node."""
@@ -106,16 +112,11 @@ class _Reader:
         if _number(n, "refDelay", 1) > 1:
             raise self.fail(index, kind, f"refractory delay {_number(n, 'refDelay'):g} is not supported "
                                          f"(Lava's LIF has none; lava-dl's netx loader ignores it)")
-        tau_syn, tau_mem = DECAY_ONE / i_decay, DECAY_ONE / v_decay
-        full = np.ones(shape)
-        leak = np.zeros(shape) if bias is None else np.broadcast_to(
-            bias.reshape(-1, *([1] * (len(shape) - 1))) if bias.size != full.size else bias.reshape(shape),
-            shape) * tau_mem
-        node = nir.CubaLIF(tau_syn=full * tau_syn, tau_mem=full * tau_mem, r=full * tau_mem,
-                           v_leak=np.array(leak, dtype=np.float64), v_threshold=full * _number(n, "vThMant"),
-                           v_reset=np.zeros(shape), w_in=full * tau_syn)
-        node.metadata = {"netx_layer": index, "iDecay": int(i_decay), "vDecay": int(v_decay),
-                         "vThMant": int(_number(n, "vThMant"))}
+        per_neuron = np.zeros(shape) if bias is None else np.broadcast_to(  # per channel or per neuron
+            bias.reshape(-1, *([1] * (len(shape) - 1))) if bias.size != np.prod(shape) else bias.reshape(shape), shape)
+        node = loihi_cuba(i_decay, v_decay, _number(n, "vThMant"), per_neuron, 1.0,
+                          lambda v: np.broadcast_to(np.asarray(v, dtype=np.float64), shape))
+        node.metadata = {"netx_layer": index}
         self.add(f"{index}.neuron", node, shape)
 
     def layer(self, index: int, g: h5py.Group) -> None:
@@ -133,14 +134,12 @@ class _Reader:
                                                  "current, Loihi's bias enters the voltage); leave them skipped")
                 scale = np.broadcast_to(w.reshape(-1, *([1] * (len(shape) - 1))), shape)
                 self.add(f"{index}.scale", nir.Scale(scale=np.array(scale)), shape)
-                bias = None
-                self.cuba(index, kind, g, shape, bias)
+                self.cuba(index, kind, g, shape, None)
             return
         if self.last is None:
             self.start(self._first_input(index, kind, g, shape))
         if kind == "flatten":
-            self.add(f"{index}.flatten", nir.Flatten(input_type={"input": np.array(self.shape)}, start_dim=0),
-                     (int(np.prod(self.shape)),))
+            self.flatten(index)
             return
         if kind in ("conv", "pool"):
             self._conv(index, kind, g, shape)
@@ -207,8 +206,7 @@ class _Reader:
             raise self.fail(index, "dense", f"weight has {w.shape[1]} inputs, the previous layer gives "
                                             f"{int(np.prod(self.shape))}")
         if len(self.shape) != 1:
-            self.add(f"{index}.flatten", nir.Flatten(input_type={"input": np.array(self.shape)}, start_dim=0),
-                     (int(np.prod(self.shape)),))
+            self.flatten(index)
         self._synapse_delay(index, "dense", g)
         bias = np.asarray(g["bias"][()], dtype=np.float64).ravel() if "bias" in g else None
         if "neuron" not in g:  # netx's default: a non-spiking integrator, i.e. a readout

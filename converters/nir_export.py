@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import nir
 import numpy as np
@@ -53,6 +53,17 @@ def _per_neuron(value: float | np.ndarray, shape: tuple[int, ...], dtype: np.dty
     if value.ndim == 1 and len(shape) == 3:
         value = value.reshape(-1, 1, 1)
     return np.broadcast_to(value, shape)
+
+
+def loihi_cuba(i_decay: float, v_decay: float, threshold: float, bias: float | np.ndarray, dt: float,
+               full: Callable[[float | np.ndarray], np.ndarray]) -> nir.CubaLIF:
+    """Loihi's CUBA neuron as NIR's CubaLIF: forward Euler with these constants is exactly
+    ``u <- (1 - iDecay/4096) u + I``, ``v <- (1 - vDecay/4096) v + u + bias`` (per step ``dt``).
+    ``full`` broadcasts a value to every neuron (a view: no per-neuron copies)."""
+    tau_syn, tau_mem = dt * 4096 / i_decay, dt * 4096 / v_decay
+    r = tau_mem / dt
+    return nir.CubaLIF(tau_syn=full(tau_syn), tau_mem=full(tau_mem), r=full(r), w_in=full(tau_syn / dt),
+                       v_leak=full(r * np.asarray(bias)), v_threshold=full(threshold), v_reset=full(0.0))
 
 
 def _bn_affine(bn: torch.nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
@@ -183,7 +194,12 @@ class _Lowering:
         full = lambda v: _per_neuron(v, shape, dtype)  # noqa: E731
         shift = self.stream_shift.get(node.name)
         if isinstance(lif, CUBA):
-            neuron = self._cuba(lif, full, shift)
+            p = lif.device_params
+            if p["iDecay"] < 4096 and shift is not None:
+                raise ValueError(f"{node.name}: a BatchNorm shift into a CUBA neuron with current memory "
+                                 f"has no Loihi form")
+            neuron = loihi_cuba(p["iDecay"], p["vDecay"], lif.threshold, 0.0 if shift is None else shift,
+                                self.dt, full)
         elif lif.beta >= 1.0:
             if shift is not None:
                 raise ValueError(f"{node.name}: a non-leaky neuron cannot absorb a BatchNorm shift")
@@ -196,18 +212,6 @@ class _Lowering:
         out = self._emit(node.name, neuron, node, SPIKE)
         self._connect(ins, out, node.connection)
         self.sources[node.name] = [out]
-
-    def _cuba(self, cuba: CUBA, full, shift) -> nir.CubaLIF:
-        """slayer's CUBA as NIR's CubaLIF: forward Euler with these constants is Loihi's
-        ``u <- (1 - iDecay/4096) u + I``, ``v <- (1 - vDecay/4096) v + u + shift``."""
-        p = cuba.device_params
-        if p["iDecay"] < 4096 and shift is not None:
-            raise ValueError("a BatchNorm shift into a CUBA neuron with current memory has no Loihi form")
-        tau_syn, tau_mem = self.dt * 4096 / p["iDecay"], self.dt * 4096 / p["vDecay"]
-        r = tau_mem / self.dt
-        return nir.CubaLIF(tau_syn=full(tau_syn), tau_mem=full(tau_mem), r=full(r), w_in=full(tau_syn / self.dt),
-                           v_leak=full(r * shift if shift is not None else 0.0), v_threshold=full(cuba.threshold),
-                           v_reset=full(0.0))
 
     def _gate(self, node: Node, shape: tuple[int, ...]) -> None:
         """AND: ``a + d > 1.5``; IAND: ``d - a > 0.5`` — exact on binary spikes."""

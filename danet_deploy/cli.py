@@ -315,7 +315,7 @@ def report(artifact: str, profile: str, data: str, fmt: str, output: str | None,
 @click.option("--models-dir", default="runs/compare", show_default=True, type=click.Path(file_okay=False),
               help="Checkpoints <arch>_<connection>.pt (lava-dl: <arch>_<connection>_lava-dl.pt) are reused "
                    "from (and written to) here.")
-@click.option("--framework", default="snntorch", show_default=True, type=click.Choice(["snntorch", "lava-dl"]),
+@click.option("--framework", default="snntorch", show_default=True, type=click.Choice(list(FRAMEWORKS)),
               help="Train the variants with snnTorch's LIF or lava-dl slayer's CUBA neuron.")
 @click.option("--samples", "-n", type=click.IntRange(1), help="Evaluate the first N samples [default: all].")
 @click.option("--format", "fmt", default="table", show_default=True, type=click.Choice(["table", "json", "html"]))

@@ -10,7 +10,7 @@ from .outputs import check_artifact_dir, check_output_file
 from .progress import console, print_wide
 from .report import as_table, build_report, write
 from .simulate import simulate
-from .train import TrainOptions, train
+from .train import TrainOptions, model_name, train
 
 
 def run_demo(outdir: Path, lava_samples: int, profile: str, force: bool = False, **train_kw: Any) -> dict[str, Any]:
@@ -19,8 +19,7 @@ def run_demo(outdir: Path, lava_samples: int, profile: str, force: bool = False,
     Every file the demo writes is checked first: an earlier demo's files are replaced,
     anything else in ``outdir`` is refused unless ``force``.
     """
-    name = f"{train_kw['arch']}_{train_kw['connection']}" + \
-        ("" if train_kw.get("framework", "snntorch") == "snntorch" else f"_{train_kw['framework']}")
+    name = model_name(train_kw["arch"], train_kw["connection"], train_kw.get("framework", "snntorch"))
     ckpt = outdir / f"{name}.pt"
     html, json_path = outdir / "report.html", outdir / "report.json"
     for path in (ckpt, html, json_path):

@@ -175,12 +175,10 @@ def compare(arch: str, connections: list[str], profile: str, data: str, outdir: 
     from .export import export
     from .lowering import lower
     from .progress import console
-    from .train import TrainOptions, train
-
-    suffix = "" if framework == "snntorch" else f"_{framework}"
+    from .train import TrainOptions, model_name, train
 
     def chip_dir(conn: str, lowering: str) -> Path:
-        return outdir / f"{arch}_{conn}{suffix}.{lowering}.loihi2-sim"
+        return outdir / f"{model_name(arch, conn, framework)}.{lowering}.loihi2-sim"
 
     def account(ckpt: Path, conn: str, lowering: str) -> tuple[Path, dict[str, Any]]:
         """Compile ``ckpt`` with ``lowering`` and account it: the export directory and the row."""
@@ -194,13 +192,13 @@ def compare(arch: str, connections: list[str], profile: str, data: str, outdir: 
                       "synapse_kib": t["synapse_bits"] / 8 / 1024, "cores": t["cores"]}
 
     for conn in connections:  # refuse before any training if an output may not be written
-        check_output_file(outdir / f"{arch}_{conn}{suffix}.pt", force)
+        check_output_file(outdir / f"{model_name(arch, conn, framework)}.pt", force)
         for lowering in ("expand", "relay"):
             check_artifact_dir(chip_dir(conn, lowering), force)
 
     rows = []
     for conn in connections:
-        ckpt = outdir / f"{arch}_{conn}{suffix}.pt"
+        ckpt = outdir / f"{model_name(arch, conn, framework)}.pt"
         if not ckpt.exists():
             console.print(f"training {arch} with {conn} connections ({framework}) -> {ckpt}")
             train(TrainOptions(arch=arch, connection=conn, data=data, epochs=epochs, device=device, quiet=True,

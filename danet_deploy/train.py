@@ -50,6 +50,11 @@ class TrainOptions:
     quiet: bool = False
 
 
+def model_name(arch: str, connection: str, framework: str = "snntorch") -> str:
+    """How demo and compare name a trained variant: ``<arch>_<connection>[_lava-dl]``."""
+    return f"{arch}_{connection}" + ("" if framework == "snntorch" else f"_{framework}")
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)

@@ -13,6 +13,7 @@ import torch
 
 from danet_deploy.checkpoint import read_checkpoint
 from danet_deploy.data import load_dataset
+from danet_deploy.errors import UserError
 from danet_deploy.models import build
 from danet_deploy import train as train_module
 from danet_deploy.train import TrainOptions, evaluate, train
@@ -47,9 +48,9 @@ def test_lava_dl_checkpoints_record_the_framework_and_slayers_neuron(tmp_path: P
         assert not any(isinstance(m, LIF) for m in model.modules())
         kinds = {type(n).__name__ for n in to_nir(model).nodes.values()}
         assert "CubaLIF" in kinds and "LIF" not in kinds
-    with pytest.raises(Exception, match="current_decay must be 1"):
+    with pytest.raises(UserError, match="current_decay must be 1"):
         build("digits_resnet", "da", 10, framework="lava-dl", current_decay=0.5)
-    with pytest.raises(Exception, match="unknown lava-dl neuron parameter"):
+    with pytest.raises(UserError, match="unknown lava-dl neuron parameter"):
         build("digits_resnet", "da", 10, framework="lava-dl", beta=0.5)
 
 

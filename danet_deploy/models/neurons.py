@@ -85,9 +85,9 @@ class CUBA(nn.Module):
 
     @property
     def device_params(self) -> dict[str, int]:
-        """Loihi's integers: ``iDecay``, ``vDecay`` (per 4096) and ``vThMant`` (threshold x 64)."""
+        """Loihi's decays as slayer quantises them: ``iDecay``, ``vDecay`` (per 4096)."""
         p = self.cell.device_params
-        return {k: int(p[k]) for k in ("iDecay", "vDecay", "vThMant")}
+        return {k: int(p[k]) for k in ("iDecay", "vDecay")}
 
     @property
     def threshold(self) -> float:
