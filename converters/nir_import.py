@@ -3,7 +3,10 @@
 Nested ``NIRGraph`` subgraphs are flattened (their Input/Output nodes become
 pass-throughs), node types and parameters are checked, the nodes are sorted so
 every node comes after its sources, and every node's input and output shape is
-inferred. Problems are reported as one-line errors naming the node.
+inferred. A cycle is a recurrent connection: the edge that closes it (found by a
+depth-first search from the inputs) carries its source's output of the previous
+time step, and every cycle must pass through a neuron. Problems are reported as
+one-line errors naming the node.
 """
 
 from __future__ import annotations
@@ -40,6 +43,22 @@ class FlatGraph:
     outputs: list[str]                            # top-level Output nodes
     dt: float
     metadata: dict[str, Any] = field(default_factory=dict)
+    recurrent: set[tuple[str, str]] = field(default_factory=set)  # edges carrying the previous step
+    resets: dict[str, str] = field(default_factory=dict)  # spiking node -> zero | subtract | zero-late | ...
+    discretisation: str = "euler"                    # a key of DISCRETISATIONS
+
+    def decay(self, tau: Any) -> np.ndarray:
+        """The per-step decay factor of a time constant ``tau`` (``dt/tau`` for Euler)."""
+        ratio = self.dt / np.asarray(tau, dtype=np.float64)
+        return -np.expm1(-ratio) if self.discretisation == "exp" else ratio
+
+    def forward_sources(self, name: str) -> list[str]:
+        """``name``'s sources of the same time step (its recurrent sources left out)."""
+        return [s for s in self.sources[name] if (s, name) not in self.recurrent]
+
+    def on_cycles(self) -> set[str]:
+        """Every node that lies on a recurrent loop."""
+        return set().union(*_cycle_members(self.nodes, self.sources, self.recurrent))
 
     def kind(self, name: str) -> str:
         return SUPPORTED[type(self.nodes[name])]
@@ -101,10 +120,82 @@ def _check_node(name: str, node: nir.NIRNode) -> None:
             raise UserError(f"node {name!r} ({type(node).__name__}): parameter {key} contains NaN or Inf")
 
 
-def _topological(nodes: dict[str, nir.NIRNode], sources: dict[str, list[str]]) -> list[str]:
-    pending = {n: len(set(sources[n])) for n in nodes}
+SPIKING = (nir.LIF, nir.CubaLIF, nir.IF)  # nodes whose reset convention matters
+RESETS = {  # convention (file metadata "reset" or --reset) -> what it means
+    "zero": "the voltage is set to v_reset when the neuron fires (Loihi; snnTorch's Leaky with reset to zero; "
+            "any snnTorch neuron with reset_delay=False)",
+    "subtract": "the threshold is subtracted from the voltage when the neuron fires (sinabs, norse)",
+    "snntorch-zero": "snnTorch's default timing (reset_delay=True): a Synaptic, RLeaky or RSynaptic neuron "
+                     "starts the step after a spike from zero and drops that step's input",
+    "snntorch-subtract": "snnTorch's default (reset_delay=True, subtract): the threshold is subtracted one "
+                         "step after the spike, undecayed",
+    "sinabs": "sinabs' default (MultiSpike, MembraneSubtract): floor(v / threshold) spikes in one step "
+              "once v >= threshold, each subtracting the threshold",
+}
+DEFAULT_RESET = "zero"
+DISCRETISATIONS = {  # how a neuron's time constants become per-step factors (metadata "discretisation")
+    "euler": "forward Euler: a decay of dt/tau per step (snnTorch's exporter, the NIR paper)",
+    "exp": "exact exponential: a decay of 1 - exp(-dt/tau) per step (sinabs' LIF with norm_input, rockpool)",
+}
+NEURON_TYPES = (nir.LIF, nir.CubaLIF, nir.IF, nir.LI, nir.I, nir.Threshold)  # what may close a cycle
+
+
+def _back_edges(nodes: dict[str, nir.NIRNode], sources: dict[str, list[str]]) -> set[tuple[str, str]]:
+    """The edges that close cycles (a depth-first search from the inputs, in file order):
+    each carries its source's output of the previous time step (a recurrent connection)."""
     users: dict[str, list[str]] = {n: [] for n in nodes}
     for n, srcs in sources.items():
+        for s in dict.fromkeys(srcs):
+            users[s].append(n)
+    state: dict[str, int] = {}
+    back: set[tuple[str, str]] = set()
+    roots = [n for n in nodes if not sources[n]] + list(nodes)
+    for root in roots:
+        if root in state:
+            continue
+        stack = [(root, iter(users[root]))]
+        state[root] = 1
+        while stack:
+            node, it = stack[-1]
+            nxt = next(it, None)
+            if nxt is None:
+                state[node] = 2
+                stack.pop()
+            elif state.get(nxt) == 1:
+                back.add((node, nxt))
+            elif nxt not in state:
+                state[nxt] = 1
+                stack.append((nxt, iter(users[nxt])))
+    return back
+
+
+def _cycle_members(nodes: dict[str, nir.NIRNode], sources: dict[str, list[str]],
+                   back: set[tuple[str, str]]) -> list[set[str]]:
+    """The nodes of each cycle closed by a back edge ``(s, d)``: those on a path ``d -> ... -> s``."""
+    users: dict[str, set[str]] = {n: set() for n in nodes}
+    for n, srcs in sources.items():
+        for s in srcs:
+            users[s].add(n)
+
+    def reach(start: str, step: dict[str, set[str]]) -> set[str]:
+        seen, todo = {start}, [start]
+        while todo:
+            for m in step[todo.pop()] - seen:
+                seen.add(m)
+                todo.append(m)
+        return seen
+
+    preds = {n: set(srcs) for n, srcs in sources.items()}
+    return [reach(d, users) & reach(s, preds) for s, d in sorted(back)]
+
+
+def _topological(nodes: dict[str, nir.NIRNode], sources: dict[str, list[str]],
+                 back: set[tuple[str, str]]) -> list[str]:
+    """Nodes with every source before its consumers, back edges aside."""
+    forward = {n: [s for s in srcs if (s, n) not in back] for n, srcs in sources.items()}
+    pending = {n: len(set(forward[n])) for n in nodes}
+    users: dict[str, list[str]] = {n: [] for n in nodes}
+    for n, srcs in forward.items():
         for s in set(srcs):
             users[s].append(n)
     ready = [n for n in nodes if pending[n] == 0]
@@ -116,11 +207,17 @@ def _topological(nodes: dict[str, nir.NIRNode], sources: dict[str, list[str]]) -
             pending[u] -= 1
             if pending[u] == 0:
                 ready.append(u)
-    if len(order) < len(nodes):
-        stuck = [n for n in nodes if pending[n] > 0]
-        raise UserError(f"the graph has a cycle through {', '.join(repr(n) for n in stuck[:4])} "
-                        f"(recurrent NIR graphs are not supported)")
     return order
+
+
+def _check_cycles(nodes: dict[str, nir.NIRNode], sources: dict[str, list[str]],
+                  back: set[tuple[str, str]]) -> None:
+    """A cycle needs a neuron on it: without state, the graph would be an equation, not a network."""
+    for members in _cycle_members(nodes, sources, back):
+        if not any(isinstance(nodes[m], NEURON_TYPES) for m in members):
+            names = ", ".join(repr(m) for m in sorted(members))
+            raise UserError(f"the cycle through {names} has no neuron on it (every recurrent loop needs "
+                            f"a LIF, CubaLIF, IF, LI, Integrator or Threshold node to carry its state)")
 
 
 def _window(size: tuple[int, ...], kernel: Any, stride: Any, padding: Any, dilation: Any = 1) -> tuple[int, ...]:
@@ -154,6 +251,8 @@ def _shape_in_out(name: str, node: nir.NIRNode, inp: tuple[int, ...]) -> tuple[t
                    nir.CubaLIF: "v_threshold", nir.IF: "v_threshold", nir.LI: "tau", nir.I: "r",
                    nir.Delay: "delay"}[type(node)]
     shape = np.asarray(getattr(node, shape_param)).shape
+    if not shape:  # one value for every neuron (sinabs writes a LIF's tau so): the input's shape
+        return None, inp
     return shape, shape
 
 
@@ -166,7 +265,7 @@ def _sample_dims(node: nir.NIRNode) -> int | None:
         return _SAMPLE_DIMS[type(node)]
     param = {nir.Scale: "scale", nir.Threshold: "threshold", nir.LIF: "v_threshold", nir.CubaLIF: "v_threshold",
              nir.IF: "v_threshold", nir.LI: "tau", nir.I: "r", nir.Delay: "delay"}.get(type(node))
-    return np.ndim(getattr(node, param)) if param else None
+    return (np.ndim(getattr(node, param)) or None) if param else None
 
 
 def _drop_leading_axes(name: str, shape: tuple[int, ...], consumer: nir.NIRNode) -> tuple[int, ...]:
@@ -181,8 +280,8 @@ def _drop_leading_axes(name: str, shape: tuple[int, ...], consumer: nir.NIRNode)
     return sample
 
 
-def _infer_shapes(order: list[str], nodes: dict[str, nir.NIRNode],
-                  sources: dict[str, list[str]]) -> dict[str, tuple[int, ...]]:
+def _infer_shapes(order: list[str], nodes: dict[str, nir.NIRNode], sources: dict[str, list[str]],
+                  back: set[tuple[str, str]]) -> dict[str, tuple[int, ...]]:
     shapes: dict[str, tuple[int, ...]] = {}
     users: dict[str, list[str]] = {}
     for n, srcs in sources.items():
@@ -197,20 +296,63 @@ def _infer_shapes(order: list[str], nodes: dict[str, nir.NIRNode],
             first_user = users.get(name, [None])[0]
             shapes[name] = _drop_leading_axes(name, shape, nodes[first_user]) if first_user else shape
             continue
-        incoming = {s: shapes[s] for s in sources[name]}
-        first = next(iter(incoming.values()))
-        expected, out = _shape_in_out(name, node, first)
-        for src, shape in incoming.items():
+        forward = [s for s in sources[name] if (s, name) not in back]
+        if not forward:
+            raise UserError(f"node {name!r} ({type(node).__name__}) is fed only by a recurrent loop, "
+                            f"not from an Input")
+        expected, out = _shape_in_out(name, node, shapes[forward[0]])
+        shapes[name] = tuple(int(v) for v in out)
+    for name in order:  # every input, recurrent ones included, has the shape the node takes
+        if not sources[name]:
+            continue
+        forward = [s for s in sources[name] if (s, name) not in back]
+        first = shapes[forward[0]]
+        expected, _ = _shape_in_out(name, nodes[name], first)
+        for src, shape in {s: shapes[s] for s in sources[name]}.items():
             want = expected or first
             if int(np.prod(shape)) != int(np.prod(want)) or (len(shape) == len(want) and shape != want):
-                raise UserError(f"node {name!r} ({type(node).__name__}): input from {src!r} has shape "
+                raise UserError(f"node {name!r} ({type(nodes[name]).__name__}): input from {src!r} has shape "
                                 f"{shape}, expected {tuple(want)}")
-        shapes[name] = tuple(int(v) for v in out)
     return shapes
 
 
-def from_nir(graph: nir.NIRGraph, dt: float | None = None) -> FlatGraph:
-    """Flatten, check, order and shape ``graph``; ``dt`` overrides the file's metadata."""
+def _reset_modes(nodes: dict[str, nir.NIRNode], graph_metadata: dict[str, Any], cyclic: set[str],
+                 reset: str | None) -> dict[str, str]:
+    """Each spiking node's reset as the simulator applies it: ``zero`` / ``subtract`` at the
+    spike, or ``zero-late`` / ``subtract-late`` a step later (snnTorch's ``reset_delay``).
+
+    ``reset`` (the command line) overrides a node's ``reset`` metadata, which overrides the
+    graph's; where none states it, stderr says which convention is assumed.
+    """
+    modes: dict[str, str] = {}
+    assumed = []
+    for name, node in nodes.items():
+        if not isinstance(node, SPIKING):
+            continue
+        convention = reset or node.metadata.get("reset") or graph_metadata.get("reset")
+        if convention is None:
+            assumed.append(name)
+            convention = DEFAULT_RESET
+        if convention not in RESETS:
+            raise UserError(f"node {name!r}: unknown reset convention {convention!r} "
+                            f"(known: {', '.join(RESETS)})")
+        if convention == "snntorch-zero":  # snnTorch's Leaky (a LIF off any loop) resets plainly
+            late = isinstance(node, nir.CubaLIF) or name in cyclic
+            modes[name] = "zero-late" if late else "zero"
+        else:
+            modes[name] = {"snntorch-subtract": "subtract-late", "sinabs": "multi-spike"}.get(convention, convention)
+    if assumed:
+        print(f"danet-deploy: the graph does not state how its neurons reset; assuming {DEFAULT_RESET!r} "
+              f"(Loihi's) for {len(assumed)} node(s); pass --reset snntorch-subtract for snnTorch's default, "
+              f"snntorch-zero for its reset_mechanism='zero', subtract for sinabs", file=sys.stderr)
+    return modes
+
+
+def from_nir(graph: nir.NIRGraph, dt: float | None = None, reset: str | None = None,
+             discretisation: str | None = None) -> FlatGraph:
+    """Flatten, check, order and shape ``graph``; ``dt`` overrides the file's metadata,
+    ``reset`` (a key of :data:`RESETS`) every node's reset convention, ``discretisation``
+    (a key of :data:`DISCRETISATIONS`) the graph's."""
     nodes, edges = _flatten(graph)
     for name, node in nodes.items():
         _check_node(name, node)
@@ -218,8 +360,10 @@ def from_nir(graph: nir.NIRGraph, dt: float | None = None) -> FlatGraph:
     sources: dict[str, list[str]] = {n: [] for n in nodes}
     for src, dst in edges:
         sources[dst].append(src)
-    order = _topological(nodes, sources)
-    shapes = _infer_shapes(order, nodes, sources)
+    back = _back_edges(nodes, sources)
+    _check_cycles(nodes, sources, back)
+    order = _topological(nodes, sources, back)
+    shapes = _infer_shapes(order, nodes, sources, back)
     metadata = _plain(dict(graph.metadata or {}))
     step = dt if dt is not None else float(metadata.get("dt", DEFAULT_DT))
     if dt is None and "dt" not in metadata and any(isinstance(n, TIMED) for n in nodes.values()):
@@ -228,13 +372,19 @@ def from_nir(graph: nir.NIRGraph, dt: float | None = None) -> FlatGraph:
     if not step > 0:
         raise UserError(f"time step dt must be positive, got {step}")
     users = {s for s, _ in edges}
+    cyclic = set().union(*_cycle_members(nodes, sources, back))
+    resets = _reset_modes({n: nodes[n] for n in order}, metadata, cyclic, reset)
+    scheme = discretisation or metadata.get("discretisation", "euler")
+    if scheme not in DISCRETISATIONS:
+        raise UserError(f"unknown discretisation {scheme!r} (known: {', '.join(DISCRETISATIONS)})")
     return FlatGraph(nodes={n: nodes[n] for n in order}, sources=sources, shapes=shapes,
                      inputs=[n for n in order if isinstance(nodes[n], nir.Input) and not sources[n]],
                      outputs=[n for n in order if isinstance(nodes[n], nir.Output) and n not in users],
-                     dt=step, metadata=metadata)
+                     dt=step, metadata=metadata, recurrent=back, resets=resets, discretisation=scheme)
 
 
-def read_nir(path: Path, dt: float | None = None) -> FlatGraph:
+def read_nir(path: Path, dt: float | None = None, reset: str | None = None,
+             discretisation: str | None = None) -> FlatGraph:
     """Read and validate a ``.nir`` file (one-line errors name the file and node)."""
     path = Path(path)
     if not path.is_file():
@@ -245,7 +395,7 @@ def read_nir(path: Path, dt: float | None = None) -> FlatGraph:
         raise UserError(f"{path}: not a readable NIR file ({type(e).__name__}: "
                         f"{str(e).splitlines()[0][:160] if str(e) else ''})") from None
     try:
-        return from_nir(graph, dt)
+        return from_nir(graph, dt, reset, discretisation)
     except UserError as e:
         raise UserError(f"{path}: {e}") from None
 

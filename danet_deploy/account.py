@@ -20,6 +20,10 @@ the evaluated samples:
   inference time (T steps), latency (T + pipeline latency steps), throughput and the
   energy-delay product.
 * ``edges``: one row per synapse group (source -> consumer) with its events.
+* A population's recurrent synapses (onto itself) get a row of their own, kind and
+  connection ``recurrent``, after the population's: their synapses, synapse bits and
+  SOPs (the spikes of a sample's last step reach no step of that sample and are not
+  counted); the population's row keeps its neurons, cores and feed-forward input.
 
 Per-layer rows sum exactly to the totals; ``by_connection`` sums rows by the
 connection type of the block each layer belongs to.
@@ -52,8 +56,8 @@ class Accountant:
         self.program = program
         self.sim = FixedSimulator(program, device)
         self.samples = 0
-        self.events = {name: {"spikes": 0.0, "sops": 0.0, "graded_ops": 0.0, "macs": 0.0}
-                       for name in program.populations}
+        self.events = {row: {"spikes": 0.0, "sops": 0.0, "graded_ops": 0.0, "macs": 0.0}
+                       for name, pop in program.populations.items() for row in self._rows(name)}
         self.edge_events = {(name, i): 0.0 for name, pop in program.populations.items()
                             for i in range(len(pop.terms))}
         # how many synapses leave each source neuron (nonzero weights, borders exact): an event
@@ -66,9 +70,15 @@ class Accountant:
         prog = self.program
         active: dict[str, torch.Tensor] = {}  # events per neuron, summed over samples and steps
 
+        fed_back = {(t.source, t.delay) for pop in prog.populations.values() for t in pop.terms if t.map.recurrent}
+
         def count(name: str, values: torch.Tensor) -> None:
             if prog.populations[name].kind != "readout":
                 active[name] = _events_per_neuron(values, prog.fixed[name].graded)
+            for source, delay in fed_back:  # what a recurrent synapse delivers within the sample
+                if source == name:
+                    active[(name, delay)] = _events_per_neuron(values[:max(len(values) - 1 - delay, 0)],
+                                                               prog.fixed[name].graded)
 
         out = self.sim.run(x, observe=count)
         self.samples += x.shape[0]
@@ -76,10 +86,16 @@ class Accountant:
             if pop.kind in ("lif", "gate", "relay"):
                 self.events[name]["spikes"] += float(active[name].sum())
             for i, t in enumerate(pop.terms):
-                pairs = float(active[t.source] @ self.fan_out[(name, i)])
-                self.events[name][self.event_kind(t.source)] += pairs
+                events = active[(t.source, t.delay)] if t.map.recurrent else active[t.source]
+                pairs = float(events @ self.fan_out[(name, i)])
+                self.events[self._rows(name)[-1] if t.map.recurrent else name][self.event_kind(t.source)] += pairs
                 self.edge_events[(name, i)] += pairs
         return self.sim.scores_from(out, x.shape[1]).argmax(1)
+
+    def _rows(self, name: str) -> list[str]:
+        """The report rows of population ``name``: itself, then its recurrent synapses if any."""
+        recurrent = any(t.map.recurrent for t in self.program.populations[name].terms)
+        return [name, f"{name}:recurrent"] if recurrent else [name]
 
     def event_kind(self, source: str) -> str:
         """What one message from ``source`` across one synapse costs: an SOP, a graded op or a MAC."""
@@ -139,6 +155,14 @@ class Accountant:
                    "spike_rate": ev["spikes"] / (neurons * timesteps) if neurons else 0.0,
                    "max_fan_in": m["max_fan_in"], "compartments": m["compartments_per_neuron"]}
             layers.append(row)
+            if len(self._rows(name)) > 1:
+                rec = self._rows(name)[1]
+                row["synapses"] -= m["recurrent_synapses"]
+                row["synapse_bits"] -= m["recurrent_synapse_bits"]
+                layers.append({**{k: 0 for k in row}, "name": rec, "kind": "recurrent", "connection": "recurrent",
+                               "synapses": m["recurrent_synapses"], "synapse_bits": m["recurrent_synapse_bits"],
+                               "spike_rate": 0.0, "compartments": 1,
+                               **{k: v / n for k, v in self.events[rec].items()}})
         timing = _timing(layers, profile, timesteps, prog.lowered.latency)
         _energy(layers, profile, timing, static_power)
         totals = _summed(layers)
@@ -203,8 +227,14 @@ def _timing(layers: list[dict[str, Any]], profile: Profile, timesteps: int, late
     if profile.kind != "chip" or not profile.timing or not any(r["cores"] for r in layers):
         return None
     t = {k: f.value for k, f in profile.timing.items()}
-    busiest = max(((r["sops"] + r["graded_ops"]) / timesteps / r["cores"] * t["synaptic_op"]
-                   + r["neurons"] / r["cores"] * t["neuron_update"]) for r in layers if r["cores"])
+    loads: list[list] = []  # [synaptic events per step, row] per population
+    for r in layers:
+        if r["kind"] == "recurrent":  # served by its population's cores (the row before)
+            loads[-1][0] += (r["sops"] + r["graded_ops"]) / timesteps
+        else:
+            loads.append([(r["sops"] + r["graded_ops"]) / timesteps, r])
+    busiest = max((events / r["cores"] * t["synaptic_op"] + r["neurons"] / r["cores"] * t["neuron_update"])
+                  for events, r in loads if r["cores"])
     step_ns = t["barrier_sync"] + busiest
     inference_s = timesteps * step_ns * 1e-9
     return {"step_ns": step_ns, "inference_time_us": inference_s * 1e6,

@@ -33,6 +33,20 @@ class _Group(click.Group):
             sys.exit(1)
 
 
+def convention_options(f):
+    """``--reset`` and ``--discretisation`` for commands that read a .nir MODEL: conventions
+    NIR 1.0.8 does not record (docs/nir.md)."""
+    from .converters.nir_import import DISCRETISATIONS, RESETS
+
+    f = click.option("--discretisation", type=click.Choice(list(DISCRETISATIONS)),
+                     help="How a .nir MODEL's time constants become per-step decays [default: the file's, "
+                          "else euler]. " + "; ".join(f"{k}: {v}" for k, v in DISCRETISATIONS.items()) + ".")(f)
+    return click.option("--reset", type=click.Choice(list(RESETS)),
+                        help="How a .nir MODEL's neurons reset [default: the file's, else zero]. "
+                             + "; ".join(f"{k}: {v}" for k, v in RESETS.items())
+                             + ". Loihi targets compile zero only.")(f)
+
+
 def keep_input_option(f):
     """``--keep-input-neurons`` for commands that read a netx file as MODEL."""
     return click.option("--keep-input-neurons", is_flag=True,
@@ -161,8 +175,10 @@ def demo(outdir: str, lava_samples: int, profile: str, force: bool, **kw) -> Non
 @click.option("--force", is_flag=True, help="Write into a non-empty OUTDIR that danet-deploy did not create "
               "(only its own files are written; nothing is deleted).")
 @keep_input_option
+@convention_options
 def export(model: str, target: str, outdir: str | None, dt: float | None, profile: str | None,
-           lowering: str, data: str | None, calibration_samples: int, force: bool, keep_input_neurons: bool) -> None:
+           lowering: str, data: str | None, calibration_samples: int, force: bool, keep_input_neurons: bool,
+           reset: str | None, discretisation: str | None) -> None:
     """Export MODEL (a checkpoint from `train`, a .nir file or a lava-dl netx file) for TARGET.
 
     A netx file (.net/.h5, what slayer's export_hdf5 writes) already holds Loihi's
@@ -181,7 +197,7 @@ def export(model: str, target: str, outdir: str | None, dt: float | None, profil
     from .export import export as run_export
 
     out = run_export(Path(model), target, Path(outdir) if outdir else None, dt, profile, lowering, data,
-                     calibration_samples, force, keep_input_neurons)
+                     calibration_samples, force, keep_input_neurons, reset, discretisation)
     files = ", ".join(sorted(p.name for p in out.iterdir()))
     console.print(f"wrote {out}/ ({files})")
     manifest_path = out / "manifest.json"
@@ -228,6 +244,7 @@ def profiles() -> None:
                    "this torch file: outputs [N, classes], labels, predictions (fast backend).")
 @click.option("--force", is_flag=True, help="Overwrite --save-outputs even when danet-deploy did not write it.")
 @keep_input_option
+@convention_options
 def simulate(artifact: str, as_json: bool, **kw) -> None:
     """Simulate ARTIFACT (checkpoint, .nir file, netx file or export directory) on a dataset.
 
@@ -273,8 +290,10 @@ def simulate(artifact: str, as_json: bool, **kw) -> None:
 @click.option("--dt", type=float, help="Time step in seconds for a .nir MODEL's neuron constants "
               "[default: the file's, else 1e-4].")
 @keep_input_option
+@convention_options
 def report(artifact: str, profile: str, data: str, fmt: str, output: str | None, force: bool, samples: int | None,
-           device: str, static_power: str, lava_samples: int, keep_input_neurons: bool, dt: float | None) -> None:
+           device: str, static_power: str, lava_samples: int, keep_input_neurons: bool, dt: float | None,
+           reset: str | None, discretisation: str | None) -> None:
     """Per-layer SOPs, MACs, spikes, neuron updates, synapses, cores and energy.
 
     ARTIFACT is a checkpoint, a .nir or netx file or an export directory; anything not yet
@@ -292,7 +311,8 @@ def report(artifact: str, profile: str, data: str, fmt: str, output: str | None,
         check_output_file(Path(output), force)
     rep = build_report(Path(artifact), profile, data, samples, device, show_progress=output is not None
                        or fmt == "table", static_power=static_power, lava_samples=lava_samples,
-                       keep_input_neurons=keep_input_neurons, dt=dt)
+                       keep_input_neurons=keep_input_neurons, dt=dt, reset=reset,
+                       discretisation=discretisation)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun rank 0 alone writes the summed report
         return
     if output:

@@ -97,8 +97,7 @@ def _round_weights(w: np.ndarray) -> np.ndarray:
 def _scale_for(pop: Population, fixed: dict[str, Fixed], peak: float) -> float:
     """The largest K that keeps weights, threshold, bias and calibrated currents in range."""
     limits = []
-    wmax = max((pop.gain * np.abs(t.map.weight).max() / fixed[t.source].value_scale for t in pop.terms),
-               default=0.0)
+    wmax = max((pop.gain * np.abs(t.map.weight).max() / _value_scale(fixed, t) for t in pop.terms), default=0.0)
     if wmax > 0:
         limits.append(WEIGHT_MAX * 64 / wmax)
     if pop.kind in ("lif", "gate") and pop.threshold > 0:
@@ -111,6 +110,12 @@ def _scale_for(pop: Population, fixed: dict[str, Fixed], peak: float) -> float:
     if not limits:
         return 64.0
     return float(min(limits))
+
+
+def _value_scale(fixed: dict[str, Fixed], term: Term) -> float:
+    """Integer value per unit of the term's source signal; a recurrent source (a population
+    onto itself, quantised after its terms) sends binary spikes."""
+    return 1.0 if term.map.recurrent else fixed[term.source].value_scale
 
 
 def _decay(pop: Population) -> int:
@@ -153,7 +158,7 @@ def quantise(lowered: Lowered, peaks: dict[str, float], input_peak: float, input
         k = 64.0 if exact else _scale_for(pop, fixed, peak)
         err_num = err_den = 0.0
         for t in pop.terms:
-            exact_w = k * pop.gain * t.map.weight / (64 * fixed[t.source].value_scale)
+            exact_w = k * pop.gain * t.map.weight / (64 * _value_scale(fixed, t))
             t.weight_q = _exact_weights(name, exact_w) if exact else _round_weights(exact_w)
             err_num += float(((t.weight_q - exact_w) ** 2).sum())
             err_den += float((exact_w ** 2).sum())
@@ -228,6 +233,10 @@ def map_to_cores(lowered: Lowered, profile: Profile, quantised: bool) -> dict[st
         out[name] = {"kind": pop.kind, "neurons": neurons, "synapses": sum(counts), "synapse_bits": bits,
                      "max_fan_in": per_neuron, "compartments_per_neuron": compartments, "cores": cores,
                      "latency": pop.latency, "max_delay": max((t.delay for t in pop.terms), default=0)}
+        if any(t.map.recurrent for t in pop.terms):  # the part of the above on recurrent synapses
+            out[name]["recurrent_synapses"] = sum(c for c, t in zip(counts, pop.terms) if t.map.recurrent)
+            out[name]["recurrent_synapse_bits"] = sum(c * (wbits + (delay_bits if t.delay else 0))
+                                                      for c, t in zip(counts, pop.terms) if t.map.recurrent)
     return out
 
 
@@ -342,7 +351,8 @@ def write_program(path: Path, program: Program) -> None:
                 tg = g.create_group(f"terms/{j}")
                 tg.attrs.update({"source": t.source, "kind": t.map.kind, "in_shape": list(t.map.in_shape),
                                  "out_shape": list(t.map.out_shape), "stride": list(t.map.stride),
-                                 "padding": list(t.map.padding), "delay": t.delay, "connection": t.connection})
+                                 "padding": list(t.map.padding), "delay": t.delay, "connection": t.connection,
+                                 "recurrent": t.map.recurrent})
                 tg.create_dataset("weight", data=t.weight_q, compression="lzf")
 
 
@@ -371,7 +381,8 @@ def read_program(path: Path) -> Program:
                 kind = str(ta["kind"])
                 m = Map(kind, tuple(int(v) for v in ta["in_shape"]), tuple(int(v) for v in ta["out_shape"]),
                         w.astype(np.float64), tuple(w.shape[2:]) if kind == "conv" else (1, 1),
-                        tuple(int(v) for v in ta["stride"]), tuple(int(v) for v in ta["padding"]))
+                        tuple(int(v) for v in ta["stride"]), tuple(int(v) for v in ta["padding"]),
+                        recurrent=bool(ta.get("recurrent", False)))
                 pop.terms.append(Term(str(ta["source"]), m, str(ta["connection"]), int(ta["delay"]), w))
             pops[pop.name] = pop
             fixed[pop.name] = Fixed(float(a["scale"]), float(a["value_scale"]), int(a["vth"]), int(a["dv"]),

@@ -61,10 +61,12 @@ def source_kind(path: Path) -> str:
 
 
 def load_artifact(path: Path, dt: float | None = None, keep_model: bool = True,
-                  keep_input_neurons: bool = False) -> Artifact:
+                  keep_input_neurons: bool = False, reset: str | None = None,
+                  discretisation: str | None = None) -> Artifact:
     """Resolve a checkpoint, a ``.nir`` file, a netx file or an export directory (with
     ``manifest.json``). ``keep_input_neurons``: a netx input layer's neurons are kept
-    (lava-dl's examples skip them).
+    (lava-dl's examples skip them). ``reset``, ``discretisation``: a ``.nir`` graph's
+    conventions (recorded in the graph's metadata, so that its export keeps them).
 
     For an export directory the float side is its source checkpoint when that still
     exists (else its ``graph.nir``), and a compiled directory brings its program.
@@ -79,14 +81,21 @@ def load_artifact(path: Path, dt: float | None = None, keep_model: bool = True,
         manifest = json.loads(manifest_path.read_text())
         source = Path(manifest["source"]["path"])
         use_source = manifest["source"]["kind"] == "checkpoint" and source.is_file()
-        art = load_artifact(source if use_source else path / "graph.nir", dt, keep_model, keep_input_neurons)
+        art = load_artifact(source if use_source else path / "graph.nir", dt, keep_model, keep_input_neurons,
+                            reset, discretisation)
         if (path / "program.h5").is_file():
             art.program, art.program_path = read_program(path / "program.h5"), path / "program.h5"
         return art
     kind = source_kind(path)
     if kind == "nir":
-        graph = read_nir(path, dt)
-        return Artifact(path, graph, nir.read(path, type_check=False))
+        graph = read_nir(path, dt, reset, discretisation)
+        nir_graph = nir.read(path, type_check=False)
+        stated = {k: v for k, v in (("reset", reset), ("discretisation", discretisation)) if v is not None}
+        nir_graph.metadata = {**(nir_graph.metadata or {}), **stated}
+        return Artifact(path, graph, nir_graph)
+    if reset is not None or discretisation is not None:
+        raise UserError(f"{path}: --reset and --discretisation apply to a .nir MODEL only (this {kind} states "
+                        f"how its neurons work)")
     if kind == "netx":
         if dt is not None:
             raise UserError(f"{path}: --dt does not apply to a netx file (its neurons count time steps)")
@@ -183,7 +192,8 @@ def _compiled_sections(program: Program, costs: dict[str, Any], profile: Profile
 def export(model_path: Path, target: str, outdir: Path | None = None, dt: float | None = None,
            profile: str | None = None, lowering: str = "auto", data: str | None = None,
            calibration_samples: int = CALIBRATION_SAMPLES, force: bool = False,
-           keep_input_neurons: bool = False) -> Path:
+           keep_input_neurons: bool = False, reset: str | None = None,
+           discretisation: str | None = None) -> Path:
     """Write the artifacts for ``target`` and return the output directory.
 
     ``outdir`` may be missing, empty or an earlier artifact of ours; a non-empty foreign
@@ -196,7 +206,8 @@ def export(model_path: Path, target: str, outdir: Path | None = None, dt: float 
     model_path = Path(model_path)
     outdir = Path(outdir) if outdir else model_path.parent / f"{model_path.stem}.{target}"
     check_artifact_dir(outdir, force)
-    art = load_artifact(model_path, dt, keep_model=False, keep_input_neurons=keep_input_neurons)
+    art = load_artifact(model_path, dt, keep_model=False, keep_input_neurons=keep_input_neurons, reset=reset,
+                        discretisation=discretisation)
     program = costs = prof = None
     if target != "nir":
         prof = load_profile(profile or CHIP_TARGETS[target])

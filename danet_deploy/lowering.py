@@ -1,10 +1,12 @@
 """Lowering a NIR graph to neuron populations and the synapse groups that feed them.
 
-Every neuron node (LIF, IF, Threshold) becomes a population; the graph Input is the
-input population and every Output a readout. The linear nodes between populations
-(convs, scales, pooling, affine maps, delays) are composed into one *term* per
-source population: a conv or dense synapse group, so a population's input current
-is ``sum_terms W_term * out(source) + bias`` (DESIGN §2):
+Every neuron node (LIF, IF, CubaLIF, Threshold) becomes a population; the graph Input
+is the input population and every Output a readout. The linear nodes between
+populations (convs, scales, pooling, affine maps, flattening, delays) are composed
+into one *term* per source population: one conv synapse group where that is exact
+(a conv after a k x k stride-k sum pool is one conv with a larger kernel and stride),
+else one dense matrix, so a population's input current is
+``sum_terms W_term * out(source) + bias`` (DESIGN §2):
 
 * ``expand``: currents from every contributing spiking layer go straight into the
   consumer (weights pre-scaled by its folded BatchNorm); binary spikes only.
@@ -15,7 +17,10 @@ is ``sum_terms W_term * out(source) + bias`` (DESIGN §2):
 
 Populations carry their pipeline latency: each synapse group adds one time step,
 and every term gets the extra delay that aligns all of a neuron's inputs to the
-same source time step (delay balancing).
+same source time step (delay balancing). A recurrent term (a path through an edge
+that closes a cycle) brings a population's own spikes of the previous step. A
+constant input current into a CUBA population comes through a synapse from a
+one-neuron bias source that fires at every step.
 """
 
 from __future__ import annotations
@@ -57,10 +62,11 @@ class Map:
     padding: tuple[int, int] = (0, 0)
     delay: int = 0                  # steps added by Delay nodes on the path
     identity: bool = False
+    recurrent: bool = False         # the path closes a cycle: it carries the previous step's output
 
     @property
     def geometry(self) -> tuple:
-        return self.kind, self.kernel, self.stride, self.padding, self.delay, self.out_shape
+        return self.kind, self.kernel, self.stride, self.padding, self.delay, self.recurrent, self.out_shape
 
     @property
     def weight_shape(self) -> tuple[int, ...]:
@@ -183,12 +189,11 @@ def _new(m: Map, weight_fn, **changes) -> Map:
 
 
 def _pool_of(m: Map, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int],
-             avg: bool, out_shape: tuple[int, ...], name: str) -> Map:
-    """Sum/average pooling applied after ``m`` (a conv map): one composite conv."""
-    if m.kind != "conv":
-        raise UserError(f"node {name!r}: pooling after a flattened map cannot be lowered")
+             avg: bool, out_shape: tuple[int, ...]) -> Map | None:
+    """Sum/average pooling applied after ``m`` (a conv map) as one composite conv, or None
+    where padding makes that inexact."""
     if padding != (0, 0) and not m.is_pointwise():
-        raise UserError(f"node {name!r}: padded pooling after a conv cannot be lowered")
+        return None
     (kh, kw), (sh, sw), (ph, pw) = m.kernel, m.stride, kernel
     size = (kh + (ph - 1) * sh, kw + (pw - 1) * sw)
 
@@ -203,8 +208,55 @@ def _pool_of(m: Map, kernel: tuple[int, int], stride: tuple[int, int], padding: 
     return _new(m, weight, kernel=size, stride=(sh * stride[0], sw * stride[1]), padding=pad, out_shape=out_shape)
 
 
-def compose(name: str, node: nir.NIRNode, m: Map, out_shape: tuple[int, ...], dt: float) -> Map:
-    """The map ``node o m``; refuses (naming the node) what has no synapse-group form."""
+def _conv_of_conv(m: Map, w2: np.ndarray, s2: tuple[int, int], p2: tuple[int, int],
+                  out_shape: tuple[int, ...]) -> Map | None:
+    """A conv (weight ``w2`` ``[Cout, C, k2h, k2w]``) applied to the conv map ``m`` as one conv
+    (kernel ``k1 + (k2 - 1) s1``, stride ``s1 s2``, padding ``p1 + p2 s1``), or None where
+    that is inexact: the second conv's zero padding must cover only positions whose
+    receptive field lies wholly outside the input, and the output sizes must agree."""
+    k2 = tuple(w2.shape[2:])
+    kernel = tuple(m.kernel[i] + (k2[i] - 1) * m.stride[i] for i in range(2))
+    stride = tuple(m.stride[i] * s2[i] for i in range(2))
+    padding = tuple(m.padding[i] + p2[i] * m.stride[i] for i in range(2))
+    for i in range(2):
+        size, k1, s1, p1 = m.in_shape[1 + i], m.kernel[i], m.stride[i], m.padding[i]
+        if p2[i] and (k1 > s1 + p1 or m.out_shape[1 + i] * s1 - p1 < size):
+            return None
+        if (size + 2 * padding[i] - kernel[i]) // stride[i] + 1 != out_shape[1 + i]:
+            return None
+
+    def weight() -> np.ndarray:
+        (k1h, k1w), (s1h, s1w) = m.kernel, m.stride
+        w = np.zeros((w2.shape[0], m.weight.shape[1], *kernel))
+        for u in range(k2[0]):
+            for v in range(k2[1]):
+                w[:, :, u * s1h:u * s1h + k1h, v * s1w:v * s1w + k1w] += np.tensordot(w2[:, :, u, v], m.weight,
+                                                                                         axes=([1], [0]))
+        return w
+
+    return _new(m, weight, kernel=kernel, stride=stride, padding=padding, out_shape=out_shape)
+
+
+def _as_matrix(name: str, node: nir.NIRNode, m: Map, in_shape: tuple[int, ...], out_shape: tuple[int, ...],
+               dt: float) -> Map:
+    """``node o m`` as one dense synapse group: the node's own matrix times ``m``'s. Exact for
+    any linear chain; used where no conv form is exact."""
+    flat_out = (int(np.prod(out_shape)),)
+    if m.weight is None:
+        return Map("dense", m.in_shape, flat_out, None, delay=m.delay, recurrent=m.recurrent)
+    if isinstance(node, nir.Scale):
+        own = np.diag(np.broadcast_to(np.asarray(node.scale, dtype=np.float64), out_shape).reshape(-1))
+    else:
+        alone = compose(name, node, identity(in_shape), in_shape, out_shape, dt)
+        own = alone.matrix(alone.weight)
+    weight = np.asarray(own @ m.matrix(m.weight).toarray())
+    return Map("dense", m.in_shape, flat_out, weight, delay=m.delay, recurrent=m.recurrent)
+
+
+def compose(name: str, node: nir.NIRNode, m: Map, in_shape: tuple[int, ...], out_shape: tuple[int, ...],
+            dt: float) -> Map:
+    """The map ``node o m`` (``node`` fed ``in_shape``): one conv where that is exact, else one
+    dense matrix; refuses (naming the node) only what has no synapse-group form."""
     if isinstance(node, (nir.Input, nir.Output)):
         return m
     if isinstance(node, nir.Delay):
@@ -216,30 +268,31 @@ def compose(name: str, node: nir.NIRNode, m: Map, out_shape: tuple[int, ...], dt
         if _pair(node.dilation) != (1, 1) or isinstance(node.padding, str):
             raise UserError(f"node {name!r}: dilated or string-padded convs are not supported by the compiler")
         kernel, s2, p2 = tuple(np.asarray(node.weight).shape[2:]), _pair(node.stride), _pair(node.padding)
-        if m.kind != "conv":
-            raise UserError(f"node {name!r}: a conv after a flattened map cannot be lowered")
-        if m.identity:
+        if m.kind == "conv" and m.identity:
             return _new(m, lambda: _full_conv_weight(node), kernel=kernel, stride=s2, padding=p2,
                         out_shape=out_shape)
-        if m.is_pointwise():
+        if m.kind == "conv" and m.is_pointwise():
             return _new(m, lambda: np.tensordot(_full_conv_weight(node), m.weight[:, :, 0, 0], axes=([1], [0]))
                         .transpose(0, 3, 1, 2), kernel=kernel, stride=s2, padding=p2, out_shape=out_shape)
-        if kernel == (1, 1) and p2 == (0, 0):
+        if m.kind == "conv" and kernel == (1, 1) and p2 == (0, 0):
             return _new(m, lambda: np.tensordot(_full_conv_weight(node)[:, :, 0, 0], m.weight, axes=([1], [0])),
                         stride=(m.stride[0] * s2[0], m.stride[1] * s2[1]), out_shape=out_shape)
-        raise UserError(f"node {name!r}: a {kernel[0]}x{kernel[1]} conv applied to a conv's output "
-                        f"(no neurons in between) cannot be one synapse group; try --lowering relay")
+        if m.kind == "conv":
+            w2 = _full_conv_weight(node) if m.weight is not None else np.zeros((out_shape[0], m.out_shape[0], *kernel))
+            return _conv_of_conv(m, w2, s2, p2, out_shape) or _as_matrix(name, node, m, in_shape, out_shape, dt)
+        return _as_matrix(name, node, m, in_shape, out_shape, dt)
     if isinstance(node, nir.Scale):
         s = np.asarray(node.scale, dtype=np.float64)
         if m.kind == "conv":
             per_channel = s.reshape(s.shape[0], -1)
             if not np.all(per_channel == per_channel[:, :1]):
-                raise UserError(f"node {name!r}: a Scale that varies within a channel cannot be lowered")
+                return _as_matrix(name, node, m, in_shape, out_shape, dt)
             return _new(m, lambda: m.weight * per_channel[:, 0, None, None, None])
         return _new(m, lambda: m.weight * s.reshape(-1, 1))
     if isinstance(node, (nir.SumPool2d, nir.AvgPool2d)):
-        return _pool_of(m, _pair(node.kernel_size), _pair(node.stride), _pair(node.padding),
-                        isinstance(node, nir.AvgPool2d), out_shape, name)
+        pooled = _pool_of(m, _pair(node.kernel_size), _pair(node.stride), _pair(node.padding),
+                          isinstance(node, nir.AvgPool2d), out_shape) if m.kind == "conv" else None
+        return pooled or _as_matrix(name, node, m, in_shape, out_shape, dt)
     if isinstance(node, nir.Flatten):
         if m.kind == "dense":
             return m
@@ -247,15 +300,16 @@ def compose(name: str, node: nir.NIRNode, m: Map, out_shape: tuple[int, ...], dt
             return identity(m.in_shape, m.weight is not None)
         if m.kernel == m.in_shape[1:] and m.padding == (0, 0):  # e.g. global pooling: (C, 1, 1)
             return Map("dense", m.in_shape, out_shape, None if m.weight is None else
-                       m.weight.reshape(m.weight.shape[0], -1), delay=m.delay)
-        raise UserError(f"node {name!r}: flattening a conv map is not supported by the compiler")
+                       m.weight.reshape(m.weight.shape[0], -1), delay=m.delay, recurrent=m.recurrent)
+        return _as_matrix(name, node, m, in_shape, out_shape, dt)
     if isinstance(node, (nir.Affine, nir.Linear)):
         w = np.asarray(node.weight, dtype=np.float64)
         if m.kind == "dense":
             return _new(m, lambda: w if m.identity else w @ m.weight, out_shape=out_shape)
         if m.identity:
-            return Map("dense", m.in_shape, out_shape, None if m.weight is None else w, delay=m.delay)
-        raise UserError(f"node {name!r}: an affine map applied to a conv's output cannot be lowered")
+            return Map("dense", m.in_shape, out_shape, None if m.weight is None else w, delay=m.delay,
+                       recurrent=m.recurrent)
+        return _as_matrix(name, node, m, in_shape, out_shape, dt)
     raise UserError(f"node {name!r}: {type(node).__name__} cannot be compiled for Loihi")
 
 
@@ -277,6 +331,7 @@ class _Lowerer:
         self.g, self.relay, self.with_weights = graph, relay, with_weights
         self.memo: dict[str, tuple[list[tuple[str, Map, str]], np.ndarray | None]] = {}
         self.relays: dict[str, str | None] = {}  # relayed node -> its parent relay node (subset)
+        self.cyclic = graph.on_cycles()
         if relay:
             self._plan_relays()
 
@@ -287,7 +342,7 @@ class _Lowerer:
     def _plan_relays(self) -> None:
         """Which input sums get relays, and which smaller relayed sum each one contains."""
         sums = [(n, Counter(self.g.sources[n])) for n in self.g.nodes
-                if len(self.g.sources[n]) >= RELAY_MIN_SOURCES]
+                if len(self.g.sources[n]) >= RELAY_MIN_SOURCES and n not in self.cyclic]
         sums.sort(key=lambda item: sum(item[1].values()))
         for i, (name, members) in enumerate(sums):
             parents = [(p, pm) for p, pm in sums[:i] if pm != members and all(members[k] >= c for k, c in pm.items())]
@@ -304,7 +359,8 @@ class _Lowerer:
         if name in self.relays:
             shape = self.g.shapes[srcs[0]]
             return [(self.relay_name(name), identity(shape, self.with_weights), self.connection(name))], bias
-        return [t for s in srcs for t in self.value(s)[0]], bias
+        return [(src, replace(m, recurrent=True) if (s, name) in self.g.recurrent else m, c)
+                for s in srcs for src, m, c in self.value(s)[0]], bias
 
     def relay_terms(self, name: str) -> list[tuple[str, Map, str]]:
         """The spike-driven part of a relayed sum, reusing the contained relay."""
@@ -330,7 +386,8 @@ class _Lowerer:
             node = self.g.nodes[name]
             terms, bias_in = self.input_sum(name)
             out_shape = self.g.shapes[name]
-            composed = [(s, compose(name, node, m, out_shape, self.g.dt), self.connection(name))
+            in_shape = self.g.shapes[self.g.forward_sources(name)[0]]
+            composed = [(s, compose(name, node, m, in_shape, out_shape, self.g.dt), self.connection(name))
                         for s, m, _ in terms]
             result = (_merge(composed), self._apply_bias(name, node, bias_in))
         self.memo[name] = result
@@ -358,7 +415,20 @@ def _uniform(name: str, what: str, value: object) -> float:
     return float(arr.flat[0]) if arr.size else 0.0
 
 
-def _neuron_population(name: str, node: nir.NIRNode, shape: tuple[int, ...], dt: float,
+def _check_reset(name: str, mode: str) -> None:
+    """Lava's LIF sets the voltage to 0 in the step it fires; nothing else runs exactly."""
+    if mode != "zero":
+        what = {"subtract": "subtracts the threshold when it fires",
+                "zero-late": "drops the input of the step after a spike (snnTorch's reset_delay)",
+                "subtract-late": "subtracts the threshold a step after the spike (snnTorch's reset_delay)",
+                "multi-spike": "fires several spikes in one step, subtracting the threshold for each (sinabs)"}[mode]
+        raise UserError(f"node {name!r}: this neuron {what}, but Loihi's (Lava's LIF) sets the voltage to 0 "
+                        f"when it fires; retrain with reset to zero (snnTorch: reset_mechanism='zero', "
+                        f"reset_delay=False), or pass --reset zero to compile it with Loihi's reset "
+                        f"(its output then differs from the source framework's)")
+
+
+def _neuron_population(name: str, node: nir.NIRNode, shape: tuple[int, ...], graph: FlatGraph,
                        connection: str) -> Population:
     if isinstance(node, nir.Threshold):
         return Population(name, "gate", shape, connection, beta=0.0, gain=1.0,
@@ -367,20 +437,27 @@ def _neuron_population(name: str, node: nir.NIRNode, shape: tuple[int, ...], dt:
         raise UserError(f"node {name!r}: Loihi neurons reset to 0, but v_reset is not 0")
     threshold = _uniform(name, "v_threshold", node.v_threshold)
     if isinstance(node, nir.IF):
-        return Population(name, "lif", shape, connection, beta=1.0, gain=dt * _uniform(name, "r", node.r),
+        return Population(name, "lif", shape, connection, beta=1.0, gain=graph.dt * _uniform(name, "r", node.r),
                           threshold=threshold)
-    k = dt / np.asarray(node.tau_mem if isinstance(node, nir.CubaLIF) else node.tau, dtype=np.float64)
+    k = graph.decay(node.tau_mem if isinstance(node, nir.CubaLIF) else node.tau)
     beta = 1.0 - _uniform(name, "tau", k)
     gain = _uniform(name, "r", k * np.asarray(node.r, dtype=np.float64))
     leak = k * np.asarray(node.v_leak, dtype=np.float64)
     pop = Population(name, "lif", shape, connection, beta=beta, gain=gain, threshold=threshold)
     if isinstance(node, nir.CubaLIF):  # u = i / (k_syn w_in): Loihi's current, its input gain folded in
-        k_syn = dt / np.asarray(node.tau_syn, dtype=np.float64)
+        k_syn = graph.decay(node.tau_syn)
         alpha = 1.0 - _uniform(name, "tau_syn", k_syn)
         pop.alpha = 0.0 if abs(alpha) < 1e-6 else alpha  # tau_syn = dt, up to float32 rounding: no memory
         pop.gain = gain * _uniform(name, "w_in", k_syn * np.asarray(node.w_in, dtype=np.float64))
     pop.bias = np.broadcast_to(leak, shape).copy() if np.any(leak) else None
     return pop
+
+
+def _bias_source(name: str, connection: str) -> Population:
+    """One neuron that fires at every step: through a synapse group it gives a CUBA population
+    a constant input current (Loihi's own bias enters the voltage, where the current's
+    decay would not shape it)."""
+    return Population(f"{name}.bias", "gate", (1,), connection, threshold=0.0, bias=np.ones(1))
 
 
 def lower(graph: FlatGraph, lowering: str, with_weights: bool = True) -> Lowered:
@@ -402,18 +479,21 @@ def lower(graph: FlatGraph, lowering: str, with_weights: bool = True) -> Lowered
         if name in graph.outputs:
             pop = Population(name, "readout", graph.shapes[name], conn)
         elif low.is_population(name):
-            pop = _neuron_population(name, node, graph.shapes[name], graph.dt, conn)
+            _check_reset(name, graph.resets.get(name, "zero"))
+            pop = _neuron_population(name, node, graph.shapes[name], graph, conn)
         elif isinstance(node, (nir.LI, nir.I)):
             raise UserError(f"node {name!r}: {type(node).__name__} neurons are not supported by the "
                             f"Loihi compiler (LIF, IF, CubaLIF and Threshold are)")
         else:
             continue
         terms, path_bias = low.input_sum(name)
-        pop.terms = [Term(s, m, c) for s, m, c in _merge(terms)]
-        if path_bias is not None:  # a constant input current, seen through the neuron's gain
-            if pop.alpha:
-                raise UserError(f"node {name!r}: a constant input current into a CubaLIF cannot be mapped "
-                                f"(Loihi's bias enters the voltage); give the neuron a v_leak instead")
+        pop.terms = [Term(s, m, "recurrent" if m.recurrent else c) for s, m, c in _merge(terms)]
+        if path_bias is not None and pop.alpha:  # a constant current that persists: through a synapse
+            source = _bias_source(name, conn)
+            pops[source.name] = source
+            weight = np.broadcast_to(path_bias, pop.shape).reshape(-1, 1) if with_weights else None
+            pop.terms.append(Term(source.name, Map("dense", source.shape, (pop.neurons,), weight), conn))
+        elif path_bias is not None:  # a constant input current, seen through the neuron's gain
             drive = pop.gain * path_bias
             pop.bias = drive if pop.bias is None else pop.bias + drive
         pops[name] = pop
@@ -427,18 +507,23 @@ def lower(graph: FlatGraph, lowering: str, with_weights: bool = True) -> Lowered
 
 
 def _schedule(pops: dict[str, Population]) -> dict[str, Population]:
-    """Order populations so sources come first, then set latencies and balancing delays."""
+    """Order populations so sources come first, then set latencies and balancing delays.
+
+    Each synapse group adds one step. A recurrent term must deliver its source's
+    spikes of the previous source step: its delay is the consumer's latency minus
+    the source's (plus Delay nodes), so only loops within one pipeline stage, a
+    population onto itself, can be built.
+    """
     order: list[str] = []
     state: dict[str, int] = {}
 
     def visit(name: str) -> None:
         if state.get(name) == 2:
             return
-        if state.get(name) == 1:
-            raise UserError(f"population {name!r} is on a cycle; recurrent graphs are not supported")
         state[name] = 1
         for t in pops[name].terms:
-            visit(t.source)
+            if not t.map.recurrent:
+                visit(t.source)
         state[name] = 2
         order.append(name)
 
@@ -446,8 +531,17 @@ def _schedule(pops: dict[str, Population]) -> dict[str, Population]:
         visit(name)
     for name in order:
         pop = pops[name]
-        if pop.terms:
-            pop.latency = max(pops[t.source].latency + 1 + t.map.delay for t in pop.terms)
-            for t in pop.terms:
+        forward = [t for t in pop.terms if not t.map.recurrent]
+        if forward:
+            pop.latency = max(pops[t.source].latency + 1 + t.map.delay for t in forward)
+            for t in forward:
                 t.delay = pop.latency - pops[t.source].latency - 1
+    for name in order:
+        for t in pops[name].terms:
+            if t.map.recurrent:
+                t.delay = pops[name].latency - pops[t.source].latency + t.map.delay
+                if t.delay < 0:
+                    raise UserError(f"population {name!r}: its recurrent input from {t.source!r} passes "
+                                    f"through {-t.delay} more pipeline stage(s) than one time step allows; "
+                                    f"only a layer's loop onto itself can run on the chip")
     return {n: pops[n] for n in order}

@@ -90,7 +90,8 @@ def write(report: dict[str, Any], fmt: str, path: Path) -> None:
 def build_report(artifact: Path, profile: str, data: str, samples: int | None = None, device: str = "cpu",
                  batch_size: int = 64, show_progress: bool = True, static_power: str = "cores",
                  lava_samples: int = 0, keep_input_neurons: bool = False,
-                 dt: float | None = None) -> dict[str, Any]:
+                 dt: float | None = None, reset: str | None = None,
+                 discretisation: str | None = None) -> dict[str, Any]:
     """Account ``artifact`` on ``data`` for ``profile``.
 
     A compiled export directory is accounted as compiled; a checkpoint or ``.nir`` file
@@ -108,7 +109,8 @@ def build_report(artifact: Path, profile: str, data: str, samples: int | None = 
 
     rank, world, dev = init_distributed(resolve_device(device))
     prof = load_profile(profile)
-    art = load_artifact(Path(artifact), dt, keep_input_neurons=keep_input_neurons)
+    art = load_artifact(Path(artifact), dt, keep_input_neurons=keep_input_neurons, reset=reset,
+                        discretisation=discretisation)
     program = art.program
     if program is None:
         target_profile = prof if prof.kind == "chip" else load_profile("loihi2")

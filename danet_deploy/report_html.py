@@ -19,7 +19,7 @@ from .outputs import HTML_GENERATOR
 
 CONNECTION_COLOURS = {"plain": "#7f7f7f", "aa": "#1f77b4", "sew": "#2ca02c", "sew-and": "#98df8a",
                       "sew-iand": "#bcbd22", "ms": "#9467bd", "pa": "#e377c2", "da": "#d62728",
-                      "stem": "#8c564b", "head": "#17becf", "other": "#aaaaaa"}
+                      "stem": "#8c564b", "head": "#17becf", "recurrent": "#ff7f0e", "other": "#aaaaaa"}
 PART_COLOURS = {"synaptic": "#1f77b4", "neuron": "#ff7f0e", "routing": "#2ca02c", "mac": "#9467bd",
                 "static": "#c7c7c7"}
 STYLE = """body{font-family:system-ui,sans-serif;margin:1.5em 2em;color:#222;max-width:1400px}
@@ -112,12 +112,12 @@ def network_svg(report: dict[str, Any]) -> str:
     and any synaptic delay; hovering shows the synapse group's figures.
     """
     edges = report["edges"]
-    rows = {r["name"]: r for r in report["layers"]}
+    rows = {r["name"]: r for r in report["layers"] if r["kind"] != "recurrent"}
     names = list(dict.fromkeys([e["source"] for e in edges if e["source"] not in rows] + list(rows)))
     depth: dict[str, int] = {n: 0 for n in names}
     for name in names:  # populations come in dependency order: one pass finds the longest path
         for e in edges:
-            if e["target"] == name:
+            if e["target"] == name and e["connection"] != "recurrent":  # a loop onto itself arcs over its box
                 depth[name] = max(depth[name], depth[e["source"]] + 1)
     columns: dict[int, list[str]] = {}
     for name in names:

@@ -59,7 +59,8 @@ def save_outputs(path: Path, result: dict[str, Any], outputs: torch.Tensor, labe
 def simulate(artifact: Path, data: str, backend: str = "fast", samples: int | None = None,
              timesteps: int | None = None, dt: float | None = None, batch_size: int = 64,
              device: str = "cpu", show_progress: bool = True, keep_input_neurons: bool = False,
-             save_outputs_to: Path | None = None, force: bool = False) -> dict[str, Any]:
+             save_outputs_to: Path | None = None, force: bool = False, reset: str | None = None,
+             discretisation: str | None = None) -> dict[str, Any]:
     """Accuracy of ``artifact`` on ``data`` and of the float model on the same samples.
 
     ``save_outputs_to``: write every sample's output (summed over time: spike counts of
@@ -72,7 +73,8 @@ def simulate(artifact: Path, data: str, backend: str = "fast", samples: int | No
             raise UserError("--save-outputs runs with --backend fast (Lava's spikes equal it wherever "
                             "--backend lava reports 0 spike mismatches)")
         check_output_file(Path(save_outputs_to), force)
-    art: Artifact = load_artifact(Path(artifact), dt, keep_input_neurons=keep_input_neurons)
+    art: Artifact = load_artifact(Path(artifact), dt, keep_input_neurons=keep_input_neurons, reset=reset,
+                                  discretisation=discretisation)
     if timesteps is not None:
         art.graph.metadata["timesteps"] = timesteps
     if backend == "lava" and art.program is None:
@@ -89,6 +91,8 @@ def simulate(artifact: Path, data: str, backend: str = "fast", samples: int | No
             else ReferenceSimulator(art.graph, device=resolve_device(device))
         with progress_bar("simulating", -(-len(ds) // batch_size), enabled=show_progress) as advance:
             result["accuracy"], outputs, labels = _scores(ds, batch_size, art, sim.scores, advance)
+        if art.program is not None:
+            outputs = sim.in_float_units(outputs)
     result["seconds"] = round(time.perf_counter() - t0, 3)
     shape = art.graph.shapes[art.graph.inputs[0]]
     result["timesteps"] = int(as_time_series(ds[0][0][None].float(), shape, art.graph.timesteps).shape[1])

@@ -3,10 +3,12 @@
 It applies exactly Lava's integer arithmetic (``lava-semantics.md`` §1-§3) layer-
 synchronously: every population sees its sources' outputs of the same step, which
 is what Lava's pipeline computes once each term's balancing delay is applied, only
-without the latency. The graph is feed-forward, so it runs population by population
-over all time steps at once: one convolution (channels-last) or matrix product per
-term for the whole ``T x N`` batch, then the neuron recurrence over ``T`` (LIF without
-current memory on the fast float32 path, CUBA neurons with a decaying current in float64).
+without the latency. Apart from a population's synapses onto itself (recurrent), the
+graph is feed-forward, so it runs population by population over all time steps at
+once: one convolution (channels-last) or matrix product per term for the whole
+``T x N`` batch, then the neuron recurrence over ``T`` (LIF without current memory on
+the fast float32 path; CUBA neurons with a decaying current, and populations with
+recurrent synapses, step by step in float64).
 
 Integers are held in floats, where arithmetic on them is exact: float32 while every
 value provably stays below 2^24 (and the voltage decay is a power of two), float64
@@ -21,6 +23,7 @@ import functools
 import math
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -72,6 +75,7 @@ class FixedSimulator:
         self.weights: dict[tuple[str, int], torch.Tensor] = {}
         self.current_bound: dict[str, float] = {}
         for name, pop in program.populations.items():
+            self.current_bound[name] = 0.0  # a bias source has no synapses
             for i, t in enumerate(pop.terms):
                 w = abs(t.weight_q).sum(axis=tuple(range(1, t.weight_q.ndim))).max()
                 bound = float(w) * self._value_bound(t.source)
@@ -150,6 +154,8 @@ class FixedSimulator:
         dtype = self._dtype(self.current_bound[name])
         parts = []
         for i, t in enumerate(pop.terms):
+            if t.map.recurrent:  # added step by step, from the population's own spikes
+                continue
             w = self.weights[(name, i)]
             src = values[t.source].to(w.dtype)
             if t.map.kind == "conv":
@@ -159,6 +165,8 @@ class FixedSimulator:
             if a.is_cuda:  # cuDNN may pick Winograd/FFT algorithms: round their tiny errors away
                 a = torch.round(a)
             parts.append(a.to(dtype))
+        if not parts:  # driven by its recurrent synapses and bias alone
+            return torch.zeros((n, *pop.shape), dtype=dtype, device=self.device)
         parts.sort(key=len, reverse=True)
         total = parts[0]
         for a in parts[1:]:  # a static part is added to every step
@@ -172,8 +180,8 @@ class FixedSimulator:
         ``trunc`` are several times slower than ``floor`` and float compares.
         """
         f = self.program.fixed[name]
-        if f.du != 4095:
-            return self._cuba_steps(name, a, steps, n)
+        if f.du != 4095 or any(t.map.recurrent for t in self.program.populations[name].terms):
+            return self._stepwise(name, a, steps, n)
         keep = DECAY_ONE - f.dv
         # the decay keep/4096 as c/d in lowest terms: trunc0(v c / d) = floor((v c + (d-1)[v<0]) / d)
         g = math.gcd(keep, DECAY_ONE)
@@ -212,23 +220,40 @@ class FixedSimulator:
             v.addcmul_(v, spikes_t[t], value=-1)  # reset to 0 where it fired
         return spikes
 
-    def _cuba_steps(self, name: str, a: torch.Tensor, steps: int, n: int) -> torch.Tensor:
-        """Lava's LIF with a current that decays (CUBA, ``du < 4095``), in float64 (exact
-        for every 24-bit state times a 13-bit decay); spikes ``[T*N, ...]``."""
+    def _stepwise(self, name: str, a: torch.Tensor, steps: int, n: int) -> torch.Tensor:
+        """Lava's LIF one step at a time, in float64 (exact for every 24-bit state times a
+        13-bit decay): for a current that decays (CUBA, ``du < 4095``) and for recurrent
+        synapses, which add the population's own spikes of the step before (none at the
+        first step: Lava's run resets them between samples); spikes ``[T*N, ...]``."""
         f = self.program.fixed[name]
+        pop = self.program.populations[name]
         a_t = a.to(torch.float64).view(-1, n, *a.shape[1:])
         bias = self.bias[name].to(a_t.device) if name in self.bias else 0.0
+        recurrent = [(t, self.weights[(name, i)].to(torch.float64)) for i, t in enumerate(pop.terms)
+                     if t.map.recurrent]
         theta = float(f.vth << 6)
         u = torch.zeros_like(a_t[0])
         v = torch.zeros_like(u)
         spikes = torch.empty((steps, *u.shape), dtype=torch.float32, device=u.device)
         for t in range(steps):
-            u = _wrap24(torch.trunc(u * (DECAY_ONE - 1 - f.du) / DECAY_ONE) + 64 * a_t[t if len(a_t) > 1 else 0])
+            drive = a_t[t if len(a_t) > 1 else 0]
+            for term, w in recurrent:
+                lag = 1 + term.delay
+                if t >= lag:
+                    drive = drive + self._recurrent_current(term, w, spikes[t - lag].to(torch.float64), pop.shape)
+            u = _wrap24(torch.trunc(u * (DECAY_ONE - 1 - f.du) / DECAY_ONE) + 64 * drive)
             v = torch.trunc(v * (DECAY_ONE - f.dv) / DECAY_ONE).add_(u).add_(bias).clamp_(-(U_MAX - 1), U_MAX - 1)
             fired = v > theta
             spikes[t] = fired
             v.masked_fill_(fired, 0)
         return _batched(spikes.view(steps * n, *u.shape[1:]))
+
+    @staticmethod
+    def _recurrent_current(term, w: torch.Tensor, s: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+        """What one step of the population's spikes ``s`` sends through a recurrent term."""
+        if term.map.kind == "conv":
+            return F.conv2d(s, w, stride=term.map.stride, padding=term.map.padding)
+        return (s.reshape(s.shape[0], -1) @ w.T).reshape(s.shape[0], *shape)
 
     def scores_from(self, out: dict[str, torch.Tensor], steps: int) -> torch.Tensor:
         """The readout's summed integer current (plus its bias over the steps) per class."""
@@ -242,6 +267,18 @@ class FixedSimulator:
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:
         return self.scores_from(self.run(x), x.shape[1])
+
+    def in_float_units(self, scores: torch.Tensor) -> torch.Tensor:
+        """Integer readout scores in the float model's units: the output's spike counts where
+        a spiking layer feeds the output one to one (what the source framework counts)."""
+        readout = self.program.lowered.readouts[0]
+        terms = readout.terms
+        w = terms[0].weight_q if len(terms) == 1 else None
+        one_to_one = (w is not None and w.ndim == 2 and w.shape[0] == w.shape[1] and w[0, 0] != 0
+                      and np.array_equal(w, w[0, 0] * np.eye(len(w), dtype=w.dtype)))
+        if one_to_one and readout.name not in self.program.readout_bias:
+            return scores.to(torch.float64) / float(w[0, 0])
+        return scores.to(torch.float64) * 64 / self.program.fixed[readout.name].scale
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         return self.scores(x).argmax(1)

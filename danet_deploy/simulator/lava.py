@@ -2,7 +2,8 @@
 
 The Lava network is built from the program: one synapse process per term (``Conv``,
 ``Dense`` or ``Sparse``, graded when the source is), ``DelayLine`` processes that
-carry balancing delays (shared per source and delay), LIFReset neurons (memoryless
+carry balancing delays (shared per source and delay), ``SampleGate`` processes in front
+of recurrent synapses (so that no spike crosses into the next sample), LIFReset neurons (memoryless
 gates are LIFs with ``dv = 4096``), GradedVec relays, and file sinks that record
 every population at every step. Samples are concatenated in time; each population resets its state at
 the start of its own window (offset by its pipeline latency), so one run serves all
@@ -57,7 +58,7 @@ def _connect_synapse(term, graded: bool, source_out, target_in) -> None:
 
     m = term.map
     kw = {"num_message_bits": 24 if graded else 0}
-    if m.kind == "conv" and m.in_shape[0] * m.out_shape[0] <= CONV_PAIR_LIMIT:
+    if m.kind == "conv" and m.in_shape[0] * m.out_shape[0] <= CONV_PAIR_LIMIT and not m.recurrent:
         (cin, h, w), (cout, oh, ow) = m.in_shape, m.out_shape
         weight = term.weight_q[:, :, ::-1, ::-1].transpose(0, 3, 2, 1).astype(np.int32)  # true conv, (W, H, C)
         syn = Conv(weight=weight, input_shape=(w, h, cin), stride=m.stride[::-1], padding=m.padding[::-1], **kw)
@@ -86,6 +87,7 @@ def _build(program: Program, data: np.ndarray, sink_dir: Path, interval: int):
 
     from ..lavaext.delay import DelayLine
     from ..lavaext.filesink import SINK_PORTS, FileSink
+    from ..lavaext.gate import SampleGate
 
     steps = data.shape[1]
     procs, targets, lines = {}, {}, {}
@@ -119,12 +121,19 @@ def _build(program: Program, data: np.ndarray, sink_dir: Path, interval: int):
     for name, pop in program.populations.items():
         for t in pop.terms:
             out = procs[t.source].s_out
-            if t.delay:  # one line per (source, delay), shared by every consumer
-                if (t.source, t.delay) not in lines:
-                    lines[(t.source, t.delay)] = DelayLine(shape=(program.populations[t.source].neurons,),
-                                                           delay=int(t.delay))
-                    out.connect(lines[(t.source, t.delay)].s_in)
-                out = lines[(t.source, t.delay)].s_out
+            shape = (program.populations[t.source].neurons,)
+            if t.map.recurrent:  # no spike crosses from one sample into the next
+                source_latency = program.populations[t.source].latency
+                gate = SampleGate(shape=shape, interval=interval, first=source_latency + interval - t.delay,
+                                  span=1 + t.delay)
+                out.connect(gate.s_in)
+                out = gate.s_out
+            if t.delay:  # one line per (source, delay, gated or not), shared by every consumer
+                key = (t.source, t.delay, t.map.recurrent)
+                if key not in lines:
+                    lines[key] = DelayLine(shape=shape, delay=int(t.delay))
+                    out.connect(lines[key].s_in)
+                out = lines[key].s_out
             _connect_synapse(t, program.fixed[t.source].graded, out, targets[name])
     return source
 
@@ -135,10 +144,11 @@ def run_size(program: Program, samples: int, steps: int) -> dict[str, int]:
 
     pops = [p for p in program.populations.values() if p.kind != "input"]
     terms = [t for p in pops for t in p.terms]
-    lines = {(t.source, t.delay) for t in terms if t.delay}
+    lines = {(t.source, t.delay, t.map.recurrent) for t in terms if t.delay}
+    gates = sum(t.map.recurrent for t in terms)
     neurons = sum(p.kind != "readout" for p in pops)
     sinks = -(-len(pops) // SINK_PORTS)
-    return {"processes": 1 + neurons + sinks + len(terms) + len(lines) + LAVA_SERVICE_PROCESSES,
+    return {"processes": 1 + neurons + sinks + len(terms) + len(lines) + gates + LAVA_SERVICE_PROCESSES,
             "synapses": sum(m["synapses"] for m in program.mapping.values()),
             "steps": samples * steps + program.lowered.latency + 1}
 

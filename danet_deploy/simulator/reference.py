@@ -1,11 +1,14 @@
 """Layer-synchronous float interpreter of NIR graphs, written from the NIR definitions.
 
 At every time step each node receives the sum of its sources' outputs *of the same
-step* (as training frameworks compute), in topological order. Neurons are
-discretised with forward Euler and step ``dt``:
+step* (as training frameworks compute), in topological order; a recurrent edge (one
+that closes a cycle) delivers its source's output of the previous step (zero at the first). Neurons are
+discretised with forward Euler and step ``dt`` (or, for graphs whose discretisation
+is ``exp``, with ``1 - exp(-dt/tau)`` in place of every ``dt/tau``):
 
 * ``LIF``: ``v += dt/tau * (v_leak - v + r*I)``; spike where ``v > v_threshold``,
-  then ``v = v_reset`` there. ``LI`` is the same without spikes.
+  then ``v = v_reset`` there (or, by the graph's reset convention, ``v -= v_threshold``;
+  snnTorch's late conventions apply either a step later). ``LI`` is the same without spikes.
 * ``IF``: ``v += dt * r * I``; ``Integrator``: the same without spikes.
 * ``CubaLIF``: ``i += dt/tau_syn * (-i + w_in*I)``, then the LIF update driven by ``i``.
 * ``Threshold``: ``I > threshold``; ``Delay``: the input ``round(delay/dt)`` steps ago.
@@ -23,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..converters.nir_import import FlatGraph
+from ..converters.nir_import import NEURON_TYPES, FlatGraph
 
 Step = Callable[[torch.Tensor], torch.Tensor]
 
@@ -73,15 +76,16 @@ def linear_step(node: nir.NIRNode, p: Callable[[object], torch.Tensor]) -> Step:
 class _Neuron:
     """State and update of one neuron population (reset by :meth:`reset`)."""
 
-    def __init__(self, node: nir.NIRNode, dt: float, p: Callable[[object], torch.Tensor]) -> None:
-        self.node, self.dt = node, dt
+    def __init__(self, node: nir.NIRNode, dt: float, p: Callable[[object], torch.Tensor],
+                 decay: Callable[[object], np.ndarray], reset: str = "zero") -> None:
+        self.node, self.dt, self.reset_mode = node, dt, reset
         if isinstance(node, (nir.LIF, nir.LI)):
-            self.k, self.r, self.leak = dt / p(node.tau), p(node.r), p(node.v_leak)
+            self.k, self.r, self.leak = p(decay(node.tau)), p(node.r), p(node.v_leak)
         elif isinstance(node, (nir.IF, nir.I)):
             self.r = p(node.r)
         elif isinstance(node, nir.CubaLIF):
-            self.k_syn, self.w_in = dt / p(node.tau_syn), p(node.w_in)
-            self.k, self.r, self.leak = dt / p(node.tau_mem), p(node.r), p(node.v_leak)
+            self.k_syn, self.w_in = p(decay(node.tau_syn)), p(node.w_in)
+            self.k, self.r, self.leak = p(decay(node.tau_mem)), p(node.r), p(node.v_leak)
         if isinstance(node, (nir.LIF, nir.IF, nir.CubaLIF)):
             self.th, self.v_reset = p(node.v_threshold), p(node.v_reset)
         if isinstance(node, nir.Delay):
@@ -109,8 +113,23 @@ class _Neuron:
         if isinstance(node, (nir.LI, nir.I)):
             st["v"] = v
             return v
+        fired = st.get("fired")  # the late conventions reset a step after the spike
+        if fired is not None and self.reset_mode == "zero-late":
+            v = torch.where(fired, self.v_reset.expand_as(v), v)
+        elif fired is not None and self.reset_mode == "subtract-late":
+            v = v - self.th * fired
+        if self.reset_mode == "multi-spike":  # sinabs: as many spikes as thresholds reached
+            spikes = torch.where(v >= self.th, torch.floor(v / self.th), torch.zeros_like(v))
+            st["v"] = v - self.th * spikes
+            return spikes.to(x.dtype)
         spikes = v > self.th
-        st["v"] = torch.where(spikes, self.v_reset.expand_as(v), v)
+        if self.reset_mode == "zero":
+            v = torch.where(spikes, self.v_reset.expand_as(v), v)
+        elif self.reset_mode == "subtract":
+            v = v - self.th * spikes
+        else:
+            st["fired"] = spikes
+        st["v"] = v
         return spikes.to(x.dtype)
 
     def _delay(self, x: torch.Tensor) -> torch.Tensor:
@@ -131,7 +150,8 @@ class ReferenceSimulator:
             raise ValueError("the reference simulator needs exactly one Input and at least one Output node")
         self.graph, self.dtype, self.device = graph, dtype, torch.device(device)
         p = lambda v: _param(v, dtype, self.device)  # noqa: E731
-        self.neurons = {n: _Neuron(node, graph.dt, p) for n, node in graph.nodes.items()
+        self.neurons = {n: _Neuron(node, graph.dt, p, graph.decay, graph.resets.get(n, "zero"))
+                        for n, node in graph.nodes.items()
                         if isinstance(node, (nir.LIF, nir.LI, nir.IF, nir.I, nir.CubaLIF, nir.Delay))}
         self.steps = {n: self.neurons.get(n) or linear_step(node, p) for n, node in graph.nodes.items()}
 
@@ -146,6 +166,9 @@ class ReferenceSimulator:
             neuron.reset()
         keep = set(g.nodes) if record else set(g.outputs)
         trace: dict[str, list[torch.Tensor]] = {n: [] for n in keep}
+        n = x.shape[0]
+        fed_back = {s for s, _ in g.recurrent}
+        previous = {s: self._silent(s).expand(n, *g.shapes[s]) for s in fed_back}
         for t in range(x.shape[1]):
             values: dict[str, torch.Tensor] = {}
             for name, step in self.steps.items():
@@ -153,14 +176,28 @@ class ReferenceSimulator:
                 if not srcs:
                     inp = x[:, t]
                 else:
-                    inp = values[srcs[0]]
-                    for s in srcs[1:]:
-                        inp = inp + values[s]
-                    inp = inp.reshape(x.shape[0], *self._input_shape(name, inp))
+                    parts = [previous[s] if (s, name) in g.recurrent else values[s] for s in srcs]
+                    inp = parts[0].reshape(n, -1)
+                    for part in parts[1:]:
+                        inp = inp + part.reshape(n, -1)
+                    inp = inp.reshape(n, *self._input_shape(name, parts[0]))
                 values[name] = step(inp)
                 if name in keep:
                     trace[name].append(values[name])
+            previous = {s: values[s] for s in fed_back}
         return {n: torch.stack(v) for n, v in trace.items()}
+
+    def _silent(self, name: str) -> torch.Tensor:
+        """``name``'s output before the first step, when no neuron has fired: zero at
+        neurons, the biases of the linear nodes after them (as snnTorch's ``recurrent(0)``)."""
+        g = self.graph
+        node = g.nodes[name]
+        if not g.sources[name] or isinstance(node, (*NEURON_TYPES, nir.Delay)):
+            return torch.zeros((1, *g.shapes[name]), dtype=self.dtype, device=self.device)
+        srcs = g.forward_sources(name)
+        total = sum(self._silent(s).reshape(1, -1) for s in srcs)
+        first = torch.zeros((1, *g.shapes[srcs[0]]))
+        return self.steps[name](total.reshape(1, *self._input_shape(name, first)))
 
     def _input_shape(self, name: str, inp: torch.Tensor) -> tuple[int, ...]:
         """Let a flat vector feed a node that expects a shaped tensor (and vice versa)."""

@@ -1,0 +1,43 @@
+"""A sample gate: forwards spikes in the same step, except at each sample's last steps.
+
+Many samples run back to back in one Lava run, and ``LIFReset`` clears a neuron's
+voltage and current at the start of each sample, but a synapse process sends the
+spikes it received one step earlier: on a recurrent synapse, the spikes of a
+sample's last step (its last ``1 + delay`` steps, behind a delay) would arrive in
+the next sample. The gate in front of the recurrent synapse drops them, so every sample starts silent, as it does in
+the trained model (and on a chip that runs one sample at a time).
+"""
+
+import numpy as np
+from lava.magma.core.decorator import implements, requires, tag
+from lava.magma.core.model.py.model import PyLoihiProcessModel
+from lava.magma.core.model.py.ports import PyInPort, PyOutPort
+from lava.magma.core.model.py.type import LavaPyType
+from lava.magma.core.process.ports.ports import InPort, OutPort
+from lava.magma.core.process.process import AbstractProcess
+from lava.magma.core.resources import CPU
+from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
+
+
+class SampleGate(AbstractProcess):
+    """``s_out = s_in``, but zero where ``(time_step - first) % interval < span``."""
+
+    def __init__(self, *, shape: tuple, interval: int, first: int, span: int) -> None:
+        super().__init__(shape=shape, interval=interval, first=first, span=span)
+        self.s_in = InPort(shape=shape)
+        self.s_out = OutPort(shape=shape)
+
+
+@implements(proc=SampleGate, protocol=LoihiProtocol)
+@requires(CPU)
+@tag("fixed_pt")
+class PySampleGateModel(PyLoihiProcessModel):
+    s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
+    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+
+    def run_spk(self) -> None:
+        spikes = self.s_in.recv()  # the synapse behind sends first, so this waits on no cycle
+        p = self.proc_params
+        if (self.time_step - p["first"]) % p["interval"] < p["span"]:
+            spikes = np.zeros_like(spikes)
+        self.s_out.send(spikes)

@@ -1,0 +1,309 @@
+"""Networks other frameworks wrote: recurrence, reset conventions, CUBA biases and linear chains.
+
+snnTorch's own exporter writes the graphs here and snnTorch's own neurons give the
+expected spikes. The N-MNIST CSNN of the NIR paper (sum pools into convs) is built
+with ``nir`` primitives the way sinabs writes it (sinabs does not install beside the
+pinned nir 1.0.8).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nir
+import numpy as np
+import pytest
+import torch
+
+from danet_deploy.converters.nir_import import from_nir, read_nir
+from danet_deploy.errors import UserError
+from danet_deploy.export import export
+from danet_deploy.lowering import lower
+from danet_deploy.simulator.reference import ReferenceSimulator
+
+from .conftest import run_cli
+
+HIDDEN, OUT, INPUTS, STEPS = 38, 7, 12, 25  # the NIR paper's Braille SRNN sizes
+
+
+def _snntorch_net(kind: str, reset: str, delay: bool, seed: int = 1) -> torch.nn.Sequential:
+    """12 -> 38 (``kind``) -> 7 (Leaky), biased Linear layers, per-neuron parameters
+    (snnTorch's exporter needs them as vectors)."""
+    import snntorch as snn
+
+    def full(n: int, v: float) -> torch.Tensor:
+        return torch.full((n,), v)
+
+    kw = dict(threshold=full(HIDDEN, 1.0), init_hidden=True, reset_mechanism=reset, reset_delay=delay)
+    hidden = {"leaky": lambda: snn.Leaky(beta=full(HIDDEN, 0.9), **kw),
+              "rleaky": lambda: snn.RLeaky(beta=full(HIDDEN, 0.9), linear_features=HIDDEN, **kw),
+              "synaptic": lambda: snn.Synaptic(alpha=full(HIDDEN, 0.8), beta=full(HIDDEN, 0.9), **kw),
+              "rsynaptic": lambda: snn.RSynaptic(alpha=full(HIDDEN, 0.8), beta=full(HIDDEN, 0.9),
+                                                 linear_features=HIDDEN, **kw)}[kind]
+    torch.manual_seed(seed)
+    net = torch.nn.Sequential(torch.nn.Linear(INPUTS, HIDDEN), hidden(), torch.nn.Linear(HIDDEN, OUT),
+                              snn.Leaky(beta=full(OUT, 0.9), threshold=full(OUT, 1.0), init_hidden=True,
+                                        reset_mechanism=reset, reset_delay=delay))
+    with torch.no_grad():
+        net[0].weight.mul_(2.0)
+    return net
+
+
+def _snntorch_spikes(net: torch.nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """snnTorch's own output spikes ``[T, N, OUT]`` for ``x`` ``[N, T, INPUTS]``."""
+    import snntorch.utils
+
+    snntorch.utils.reset(net)
+    with torch.no_grad():
+        return torch.stack([net(x[:, t]) for t in range(x.shape[1])])
+
+
+def _export_snntorch(net: torch.nn.Sequential, path: Path) -> Path:
+    from snntorch.export_nir import export_to_nir
+
+    nir.write(path, export_to_nir(net, torch.zeros(INPUTS)))
+    return path
+
+
+def _spike_trains(n: int = 16, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(n, STEPS, INPUTS, generator=g) < 0.3).float()
+
+
+@pytest.fixture(scope="module")
+def spike_data(tmp_path_factory) -> Path:
+    x = _spike_trains()
+    path = tmp_path_factory.mktemp("spikes") / "spikes.pt"
+    torch.save({"inputs": x, "labels": torch.arange(len(x)) % OUT}, path)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["leaky", "rleaky", "synaptic", "rsynaptic"])
+@pytest.mark.parametrize("reset", ["zero", "subtract"])
+def test_snntorch_default_timing_is_reproduced_exactly(tmp_path: Path, kind: str, reset: str) -> None:
+    """snnTorch's default reset_delay=True, as exported by snnTorch, with --reset snntorch-*."""
+    net = _snntorch_net(kind, reset, delay=True)
+    path = _export_snntorch(net, tmp_path / f"{kind}.nir")
+    x = _spike_trains()
+    expected = _snntorch_spikes(net, x)
+    graph = read_nir(path, reset=f"snntorch-{reset}")
+    assert bool(graph.recurrent) == kind.startswith("r")
+    got = ReferenceSimulator(graph, torch.float64).run(x.double())["output"]
+    assert expected.sum() > 20
+    assert torch.equal(got.float(), expected)
+    if kind != "leaky" or reset != "zero":  # Loihi's plain reset to zero is another network
+        plain = ReferenceSimulator(read_nir(path, reset="zero"), torch.float64).run(x.double())["output"]
+        assert not torch.equal(plain.float(), expected)
+
+
+@pytest.mark.parametrize("kind", ["leaky", "rleaky", "synaptic"])
+def test_snntorch_immediate_reset_to_zero_is_loihis(tmp_path: Path, kind: str) -> None:
+    net = _snntorch_net(kind, "zero", delay=False)
+    path = _export_snntorch(net, tmp_path / f"{kind}.nir")
+    x = _spike_trains()
+    got = ReferenceSimulator(read_nir(path, reset="zero"), torch.float64).run(x.double())["output"]
+    assert torch.equal(got.float(), _snntorch_spikes(net, x))
+
+
+def test_unstated_reset_is_announced_and_a_stated_one_is_used(tmp_path: Path, capsys) -> None:
+    net = _snntorch_net("leaky", "subtract", delay=True)
+    path = _export_snntorch(net, tmp_path / "leaky.nir")
+    read_nir(path)
+    assert "does not state how its neurons reset; assuming 'zero'" in capsys.readouterr().err
+    graph = nir.read(path)
+    graph.metadata = {"reset": "snntorch-subtract"}
+    stated = tmp_path / "stated.nir"
+    nir.write(stated, graph)
+    flat = read_nir(stated)
+    assert "reset" not in capsys.readouterr().err
+    assert set(flat.resets.values()) == {"subtract-late"}
+    with pytest.raises(UserError, match="unknown reset convention 'sideways'"):
+        read_nir(path, reset="sideways")
+
+
+def test_loihi_target_refuses_a_reset_it_cannot_run(tmp_path: Path, spike_data: Path) -> None:
+    path = _export_snntorch(_snntorch_net("leaky", "subtract", delay=True), tmp_path / "leaky.nir")
+    proc = run_cli("export", str(path), "-t", "loihi2-sim", "--data", str(spike_data), "--reset",
+                   "snntorch-subtract", "-o", str(tmp_path / "out"))
+    assert proc.returncode == 1
+    message = proc.stderr.strip().splitlines()[-1]
+    assert "node '1'" in message and "subtracts the threshold" in message and "--reset zero" in message
+    assert not (tmp_path / "out").exists()
+    run_cli("export", str(path), "-t", "loihi2-sim", "--data", str(spike_data), "--reset", "zero",
+            "-o", str(tmp_path / "out"), check=True)
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["core_mapping"]["neurons"] == HIDDEN + OUT
+    assert nir.read(tmp_path / "out" / "graph.nir").metadata["reset"] == "zero"
+
+
+def _recurrent_sops(program, spikes: torch.Tensor) -> float:
+    """Recurrent SOPs per sample from the program's weights alone: every spike but the last
+    step's, times the nonzero weights in its column."""
+    total = 0.0
+    for pop in program.populations.values():
+        for t in pop.terms:
+            if t.map.recurrent:
+                fan_out = np.count_nonzero(t.weight_q, axis=0)
+                early = spikes[t.source][:-1 - t.delay].reshape(-1, len(fan_out)).sum(0).numpy()
+                total += float(early @ fan_out)
+    return total / spikes[next(iter(spikes))].shape[1]
+
+
+@pytest.mark.parametrize("kind", ["rleaky", "rsynaptic"])
+def test_recurrent_network_runs_in_lava_bit_exactly_and_is_counted(tmp_path: Path, spike_data: Path,
+                                                                   kind: str) -> None:
+    """The Braille SRNN's shape: 12 -> 38 recurrent -> 7, exported by snnTorch, compiled with
+    Loihi's reset (``--reset zero``): Lava equals the fast simulator, recurrent SOPs are exact."""
+    from danet_deploy.compile import read_program
+    from danet_deploy.simulator.fixed import FixedSimulator
+
+    path = _export_snntorch(_snntorch_net(kind, "zero", delay=True), tmp_path / f"{kind}.nir")
+    out = tmp_path / "chip"
+    run_cli("export", str(path), "-t", "loihi2-sim", "--data", str(spike_data), "--reset", "zero",
+            "-o", str(out), check=True)
+    program = read_program(out / "program.h5")
+    recurrent = [t for p in program.populations.values() for t in p.terms if t.map.recurrent]
+    assert len(recurrent) == 1 and recurrent[0].source == "1.lif" and recurrent[0].delay == 0
+    proc = run_cli("simulate", str(out), "--data", str(spike_data), "--backend", "lava", "-n", "6", "--json",
+                   check=True)
+    result = json.loads(proc.stdout)
+    assert result["spike_mismatches"] == 0 and result["nonzero_values"] > 500
+    report = json.loads(run_cli("report", str(out), "--data", str(spike_data), "--format", "json",
+                                check=True).stdout)
+    x = _spike_trains()
+    spikes = {k: v.cpu() for k, v in FixedSimulator(program).run(x, record=True).items()}
+    rec_row = next(r for r in report["layers"] if r["kind"] == "recurrent")
+    assert rec_row["name"] == "1.lif:recurrent" and rec_row["connection"] == "recurrent"
+    assert rec_row["sops"] == pytest.approx(_recurrent_sops(program, spikes), rel=1e-12)
+    assert rec_row["sops"] > 0 and report["by_connection"]["recurrent"]["sops"] == rec_row["sops"]
+    assert rec_row["synapses"] == int(np.count_nonzero(recurrent[0].weight_q))
+    assert report["totals"]["sops"] == pytest.approx(sum(r["sops"] for r in report["layers"]))
+
+
+def test_cuba_bias_comes_through_a_bias_source(tmp_path: Path, spike_data: Path) -> None:
+    """snnTorch's Synaptic behind biased Linear layers: the persistent current of a bias is
+    fed by a one-neuron source; float equals snnTorch, Lava equals the fast simulator."""
+    net = _snntorch_net("synaptic", "zero", delay=False)
+    with torch.no_grad():
+        net[0].bias.add_(0.1)
+    path = _export_snntorch(net, tmp_path / "syn.nir")
+    x = torch.load(spike_data)["inputs"]
+    assert torch.equal(ReferenceSimulator(read_nir(path, reset="zero"), torch.float64).run(x.double())["output"]
+                       .float(), _snntorch_spikes(net, x))
+    out = tmp_path / "chip"
+    run_cli("export", str(path), "-t", "loihi2-sim", "--data", str(spike_data), "--reset", "zero",
+            "-o", str(out), check=True)
+    from danet_deploy.compile import read_program
+
+    program = read_program(out / "program.h5")
+    assert program.populations["1.bias"].neurons == 1
+    assert any(t.source == "1.bias" for t in program.populations["1"].terms)
+    result = json.loads(run_cli("simulate", str(out), "--data", str(spike_data), "--backend", "lava", "-n", "4",
+                                "--json", check=True).stdout)
+    assert result["spike_mismatches"] == 0 and result["nonzero_values"] > 500
+
+
+def test_loop_through_two_layers_is_refused_on_the_chip() -> None:
+    n = 4
+    lif = lambda: nir.LIF(tau=np.full(n, 2.0), r=np.full(n, 2.0), v_leak=np.zeros(n),  # noqa: E731
+                          v_threshold=np.ones(n))
+    graph = nir.NIRGraph(nodes={"in": nir.Input(input_type={"input": np.array([n])}), "a": lif(), "w": nir.Linear(
+        np.eye(n)), "b": lif(), "back": nir.Linear(np.eye(n)), "out": nir.Output(output_type={"output": np.array([n])})},
+        edges=[("in", "a"), ("a", "w"), ("w", "b"), ("b", "back"), ("back", "a"), ("b", "out")],
+        metadata={"dt": 1.0, "reset": "zero"}, type_check=False)
+    flat = from_nir(graph)
+    assert flat.recurrent == {("back", "a")}
+    ReferenceSimulator(flat).run(torch.ones(1, 3, n))  # the float model runs it
+    with pytest.raises(UserError, match="population 'a': its recurrent input from 'b' passes through 1 more"):
+        lower(flat, "expand")
+
+
+# ---- linear chains between neurons ------------------------------------------------------
+
+def _jacobian(fn, in_shape: tuple[int, ...]) -> np.ndarray:
+    """The matrix of the linear map ``fn`` over C-order flattened inputs and outputs."""
+    n = int(np.prod(in_shape))
+    basis = torch.eye(n, dtype=torch.float64).reshape(n, *in_shape)
+    return fn(basis).reshape(n, -1).T.numpy()
+
+
+@pytest.mark.parametrize("size,pad", [(16, 1), (15, 1), (14, 0)])
+def test_conv_after_sum_pool_is_composed_exactly(size: int, pad: int) -> None:
+    """A 3x3 conv after a 2x2 sum pool: one 6x6 stride-2 conv where that is exact (its zero
+    padding falls outside the pooled input), one dense matrix otherwise; either way equal to
+    the two applied in turn."""
+    rng = np.random.default_rng(size)
+    w = rng.normal(size=(3, 2, 3, 3))
+    c, n = 2, (2, size, size)
+    pooled = size // 2
+    out = pooled + 2 * pad - 2
+    graph = nir.NIRGraph(nodes={
+        "in": nir.Input(input_type={"input": np.array(n)}),
+        "if": nir.IF(r=np.ones(n), v_threshold=np.ones(n)),
+        "pool": nir.SumPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]), padding=np.array([0, 0])),
+        "conv": nir.Conv2d(input_shape=(pooled, pooled), weight=w, stride=1, padding=pad, dilation=1, groups=1,
+                           bias=np.zeros(3)),
+        "lif": nir.IF(r=np.ones((3, out, out)), v_threshold=np.ones((3, out, out))),
+        "out": nir.Output(output_type={"output": np.array([3, out, out])})},
+        edges=[("in", "if"), ("if", "pool"), ("pool", "conv"), ("conv", "lif"), ("lif", "out")],
+        metadata={"dt": 1.0, "reset": "zero"}, type_check=False)
+    term = lower(from_nir(graph), "expand").populations["lif"].terms[0]
+    exact = size % 2 == 0 or pad == 0
+    assert term.map.kind == ("conv" if exact else "dense")
+    if exact:
+        assert term.map.kernel == (6, 6) and term.map.stride == (2, 2)
+
+    def sequential(x: torch.Tensor) -> torch.Tensor:
+        pooled_x = torch.nn.functional.avg_pool2d(x, 2, 2, divisor_override=1)
+        return torch.nn.functional.conv2d(pooled_x, torch.tensor(w), padding=pad)
+
+    got = term.map.matrix(term.map.weight).toarray()
+    assert np.allclose(got, _jacobian(sequential, (c, size, size)), atol=1e-12)
+
+
+def _csnn() -> nir.NIRGraph:
+    """The NIR paper's N-MNIST CSNN architecture, written the way sinabs writes it (IF with
+    r = 1, time in steps, sum pools), with random weights."""
+    rng = np.random.default_rng(0)
+
+    def conv(cin: int, cout: int, k: int, stride: int, pad: int, hw: int) -> nir.Conv2d:
+        return nir.Conv2d(input_shape=(hw, hw), weight=rng.normal(0, 1.5 / np.sqrt(cin * k * k), (cout, cin, k, k)),
+                          stride=stride, padding=pad, dilation=1, groups=1, bias=np.zeros(cout))
+
+    def neurons(*shape: int) -> nir.IF:
+        return nir.IF(r=np.ones(shape), v_threshold=np.ones(shape))
+
+    def pool() -> nir.SumPool2d:
+        return nir.SumPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]), padding=np.array([0, 0]))
+
+    layers = [conv(2, 16, 5, 2, 1, 34), neurons(16, 16, 16), conv(16, 16, 3, 1, 1, 16), neurons(16, 16, 16), pool(),
+              conv(16, 8, 3, 1, 1, 8), neurons(8, 8, 8), pool(),
+              nir.Flatten(input_type={"input": np.array([8, 4, 4])}, start_dim=0, end_dim=-1),
+              nir.Affine(rng.normal(0, 2 / np.sqrt(128), (256, 128)), np.zeros(256)), neurons(256),
+              nir.Affine(rng.normal(0, 2 / np.sqrt(256), (10, 256)), np.zeros(10)), neurons(10)]
+    nodes = {"input": nir.Input(input_type={"input": np.array([2, 34, 34])}),
+             **{str(i): layer for i, layer in enumerate(layers)}, "output": nir.Output(output_type={"output": np.array([10])})}
+    order = list(nodes)
+    return nir.NIRGraph(nodes=nodes, edges=list(zip(order[:-1], order[1:])), type_check=False)
+
+
+def test_nmnist_csnn_compiles_runs_in_lava_and_is_counted(tmp_path: Path) -> None:
+    path = tmp_path / "csnn.nir"
+    nir.write(path, _csnn())
+    g = torch.Generator().manual_seed(0)
+    data = tmp_path / "events.pt"
+    torch.save({"inputs": (torch.rand(6, 8, 2, 34, 34, generator=g) < 0.15).float(),
+                "labels": torch.arange(6) % 10}, data)
+    out = tmp_path / "chip"
+    run_cli("export", str(path), "-t", "loihi2-sim", "--dt", "1", "--data", str(data), "-o", str(out), check=True)
+    from danet_deploy.compile import read_program
+
+    pops = read_program(out / "program.h5").populations
+    pooled_conv = pops["6"].terms[0].map
+    assert (pooled_conv.kind, pooled_conv.kernel, pooled_conv.stride) == ("conv", (6, 6), (2, 2))
+    result = json.loads(run_cli("simulate", str(out), "--data", str(data), "--backend", "lava", "--json",
+                                check=True).stdout)
+    assert result["spike_mismatches"] == 0 and result["nonzero_values"] > 10_000
+    report = json.loads(run_cli("report", str(out), "--data", str(data), "--format", "json", check=True).stdout)
+    assert report["totals"]["sops"] > 0 and len(report["layers"]) == 6
