@@ -50,7 +50,7 @@ class FlatGraph:
     def decay(self, tau: Any) -> np.ndarray:
         """The per-step decay factor of a time constant ``tau`` (``dt/tau`` for Euler)."""
         ratio = self.dt / np.asarray(tau, dtype=np.float64)
-        return -np.expm1(-ratio) if self.discretisation == "exp" else ratio
+        return -np.expm1(-ratio) if self.discretisation in ("exp", "rockpool") else ratio
 
     def forward_sources(self, name: str) -> list[str]:
         """``name``'s sources of the same time step (its recurrent sources left out)."""
@@ -135,7 +135,11 @@ RESETS = {  # convention (file metadata "reset" or --reset) -> what it means
 DEFAULT_RESET = "zero"
 DISCRETISATIONS = {  # how a neuron's time constants become per-step factors (metadata "discretisation")
     "euler": "forward Euler: a decay of dt/tau per step (snnTorch's exporter, the NIR paper)",
-    "exp": "exact exponential: a decay of 1 - exp(-dt/tau) per step (sinabs' LIF with norm_input, rockpool)",
+    "exp": "exact exponential: a decay of 1 - exp(-dt/tau) per step (sinabs' LIF with norm_input)",
+    "norse": "Euler, but a CubaLIF's input adds w_in x to the current in full, not dt/tau_syn of it "
+             "(norse's LIFCell)",
+    "rockpool": "exact exponential; a CubaLIF takes i <- exp(-dt/tau_syn) (i + w_in x), v <- exp(-dt/tau_mem) v + i "
+                "(rockpool's LIFTorch; its exporter's r only encodes dt)",
 }
 NEURON_TYPES = (nir.LIF, nir.CubaLIF, nir.IF, nir.LI, nir.I, nir.Threshold)  # what may close a cycle
 

@@ -448,7 +448,12 @@ def _neuron_population(name: str, node: nir.NIRNode, shape: tuple[int, ...], gra
         k_syn = graph.decay(node.tau_syn)
         alpha = 1.0 - _uniform(name, "tau_syn", k_syn)
         pop.alpha = 0.0 if abs(alpha) < 1e-6 else alpha  # tau_syn = dt, up to float32 rounding: no memory
-        pop.gain = gain * _uniform(name, "w_in", k_syn * np.asarray(node.w_in, dtype=np.float64))
+        if graph.discretisation == "rockpool":  # i <- alpha (i + w_in x), v <- beta v + i
+            pop.gain = alpha * _uniform(name, "w_in", node.w_in)
+        elif graph.discretisation == "norse":  # i <- alpha i + w_in x
+            pop.gain = gain * _uniform(name, "w_in", node.w_in)
+        else:
+            pop.gain = gain * _uniform(name, "w_in", k_syn * np.asarray(node.w_in, dtype=np.float64))
     pop.bias = np.broadcast_to(leak, shape).copy() if np.any(leak) else None
     return pop
 

@@ -77,8 +77,8 @@ class _Neuron:
     """State and update of one neuron population (reset by :meth:`reset`)."""
 
     def __init__(self, node: nir.NIRNode, dt: float, p: Callable[[object], torch.Tensor],
-                 decay: Callable[[object], np.ndarray], reset: str = "zero") -> None:
-        self.node, self.dt, self.reset_mode = node, dt, reset
+                 decay: Callable[[object], np.ndarray], reset: str = "zero", scheme: str = "euler") -> None:
+        self.node, self.dt, self.reset_mode, self.scheme = node, dt, reset, scheme
         if isinstance(node, (nir.LIF, nir.LI)):
             self.k, self.r, self.leak = p(decay(node.tau)), p(node.r), p(node.v_leak)
         elif isinstance(node, (nir.IF, nir.I)):
@@ -101,12 +101,14 @@ class _Neuron:
         if isinstance(node, nir.Delay):
             return self._delay(x)
         v = st.get("v", torch.zeros_like(x))
-        if isinstance(node, nir.CubaLIF):
+        if isinstance(node, nir.CubaLIF) and self.scheme in ("norse", "rockpool"):
+            v = self._framework_cuba(x, v)
+        elif isinstance(node, nir.CubaLIF):
             i = st.get("i", torch.zeros_like(x))
             i = i + self.k_syn * (-i + self.w_in * x)
             st["i"] = i
-            x = i
-        if isinstance(node, (nir.LIF, nir.LI, nir.CubaLIF)):
+            v = v + self.k * (self.leak - v + self.r * i)
+        elif isinstance(node, (nir.LIF, nir.LI)):
             v = v + self.k * (self.leak - v + self.r * x)
         else:
             v = v + self.dt * self.r * x
@@ -132,6 +134,17 @@ class _Neuron:
         st["v"] = v
         return spikes.to(x.dtype)
 
+    def _framework_cuba(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """A CubaLIF's voltage update as norse's LIFCell or rockpool's LIFTorch compute it."""
+        i = self.state.get("i", torch.zeros_like(x))
+        if self.scheme == "norse":  # the input jumps into the current undamped
+            i = (1 - self.k_syn) * i + self.w_in * x
+            self.state["i"] = i
+            return v + self.k * (self.leak - v + self.r * i)
+        i = (1 - self.k_syn) * (i + self.w_in * x)
+        self.state["i"] = i
+        return v + self.k * (self.leak - v) + i
+
     def _delay(self, x: torch.Tensor) -> torch.Tensor:
         depth = int(self.steps.max()) + 1 if self.steps.size else 1
         buf = self.state.get("buffer", torch.zeros((depth, *x.shape), dtype=x.dtype, device=x.device))
@@ -150,7 +163,7 @@ class ReferenceSimulator:
             raise ValueError("the reference simulator needs exactly one Input and at least one Output node")
         self.graph, self.dtype, self.device = graph, dtype, torch.device(device)
         p = lambda v: _param(v, dtype, self.device)  # noqa: E731
-        self.neurons = {n: _Neuron(node, graph.dt, p, graph.decay, graph.resets.get(n, "zero"))
+        self.neurons = {n: _Neuron(node, graph.dt, p, graph.decay, graph.resets.get(n, "zero"), graph.discretisation)
                         for n, node in graph.nodes.items()
                         if isinstance(node, (nir.LIF, nir.LI, nir.IF, nir.I, nir.CubaLIF, nir.Delay))}
         self.steps = {n: self.neurons.get(n) or linear_step(node, p) for n, node in graph.nodes.items()}
