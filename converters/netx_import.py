@@ -231,7 +231,7 @@ class _Reader:
         if self.last is None or self.last == "input":
             raise UserError(f"{self.path}: the netx file has no layers after its input")
         self.add("output", nir.Output(output_type={"output": np.array(self.shape)}), self.shape)
-        meta = {"dt": 1.0, "reset": "zero", "fixed_point": "loihi", "source_format": "netx", "connection": "plain"}
+        meta = {"dt": 1.0, "reset": "zero", "discretisation": "euler", "fixed_point": "loihi", "source_format": "netx", "connection": "plain"}
         if self.skipped:
             meta["netx_skipped"] = self.skipped
         return nir.NIRGraph(nodes=self.nodes, edges=self.edges, metadata=meta, type_check=False)

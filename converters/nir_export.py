@@ -246,7 +246,7 @@ def to_nir(model: SpikingNet, dt: float = DEFAULT_DT, fold_in_place: bool = Fals
     metadata: dict[str, Any] = {
         "producer": f"danet-deploy {__version__}",
         "arch": cfg["arch"], "connection": cfg["connection"], "num_classes": cfg["num_classes"],
-        "timesteps": cfg["timesteps"], "dt": dt, "reset": "zero", "neuron": json.dumps(cfg["neuron"], sort_keys=True),
+        "timesteps": cfg["timesteps"], "dt": dt, "reset": "zero", "discretisation": "euler", "neuron": json.dumps(cfg["neuron"], sort_keys=True),
         "readout": "mean of the output current over time steps",
         "edges": json.dumps(low.edge_info),
     }

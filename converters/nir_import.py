@@ -348,7 +348,7 @@ def _reset_modes(nodes: dict[str, nir.NIRNode], graph_metadata: dict[str, Any], 
     if assumed:
         print(f"danet-deploy: the graph does not state how its neurons reset; assuming {DEFAULT_RESET!r} "
               f"(Loihi's) for {len(assumed)} node(s); pass --reset snntorch-subtract for snnTorch's default, "
-              f"snntorch-zero for its reset_mechanism='zero', subtract for sinabs", file=sys.stderr)
+              f"snntorch-zero for its reset_mechanism='zero', sinabs for sinabs' and rockpool's", file=sys.stderr)
     return modes
 
 
@@ -378,7 +378,13 @@ def from_nir(graph: nir.NIRGraph, dt: float | None = None, reset: str | None = N
     users = {s for s, _ in edges}
     cyclic = set().union(*_cycle_members(nodes, sources, back))
     resets = _reset_modes({n: nodes[n] for n in order}, metadata, cyclic, reset)
-    scheme = discretisation or metadata.get("discretisation", "euler")
+    scheme = discretisation or metadata.get("discretisation")
+    if scheme is None:
+        scheme = "euler"
+        if any(isinstance(n, (nir.LIF, nir.CubaLIF, nir.LI)) for n in nodes.values()):
+            print("danet-deploy: the graph does not state how its time constants become per-step decays; "
+                  "assuming 'euler' (snnTorch's exporter, the NIR paper); pass --discretisation exp for sinabs' "
+                  "LIF, norse or rockpool for theirs", file=sys.stderr)
     if scheme not in DISCRETISATIONS:
         raise UserError(f"unknown discretisation {scheme!r} (known: {', '.join(DISCRETISATIONS)})")
     return FlatGraph(nodes={n: nodes[n] for n in order}, sources=sources, shapes=shapes,

@@ -110,14 +110,16 @@ def test_unstated_reset_is_announced_and_a_stated_one_is_used(tmp_path: Path, ca
     net = _snntorch_net("leaky", "subtract", delay=True)
     path = _export_snntorch(net, tmp_path / "leaky.nir")
     read_nir(path)
-    assert "does not state how its neurons reset; assuming 'zero'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "does not state how its neurons reset; assuming 'zero'" in err
+    assert "does not state how its time constants become per-step decays; assuming 'euler'" in err
     graph = nir.read(path)
-    graph.metadata = {"reset": "snntorch-subtract"}
+    graph.metadata = {"reset": "snntorch-subtract", "discretisation": "exp"}
     stated = tmp_path / "stated.nir"
     nir.write(stated, graph)
     flat = read_nir(stated)
-    assert "reset" not in capsys.readouterr().err
-    assert set(flat.resets.values()) == {"subtract-late"}
+    assert "assuming" not in capsys.readouterr().err.replace("assuming dt", "")
+    assert set(flat.resets.values()) == {"subtract-late"} and flat.discretisation == "exp"
     with pytest.raises(UserError, match="unknown reset convention 'sideways'"):
         read_nir(path, reset="sideways")
 
