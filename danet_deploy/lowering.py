@@ -253,10 +253,21 @@ def _as_matrix(name: str, node: nir.NIRNode, m: Map, in_shape: tuple[int, ...], 
     return Map("dense", m.in_shape, flat_out, weight, delay=m.delay, recurrent=m.recurrent)
 
 
+class NoConvForm(Exception):
+    """``compose`` found no exact conv form and was told not to fall back to a matrix."""
+
+
 def compose(name: str, node: nir.NIRNode, m: Map, in_shape: tuple[int, ...], out_shape: tuple[int, ...],
-            dt: float) -> Map:
+            dt: float, matrix_ok: bool = True) -> Map:
     """The map ``node o m`` (``node`` fed ``in_shape``): one conv where that is exact, else one
-    dense matrix; refuses (naming the node) only what has no synapse-group form."""
+    dense matrix (or, without ``matrix_ok``, :class:`NoConvForm`); refuses (naming the node)
+    only what has no synapse-group form."""
+
+    def as_matrix() -> Map:
+        if not matrix_ok:
+            raise NoConvForm(name)
+        return _as_matrix(name, node, m, in_shape, out_shape, dt)
+
     if isinstance(node, (nir.Input, nir.Output)):
         return m
     if isinstance(node, nir.Delay):
@@ -279,20 +290,20 @@ def compose(name: str, node: nir.NIRNode, m: Map, in_shape: tuple[int, ...], out
                         stride=(m.stride[0] * s2[0], m.stride[1] * s2[1]), out_shape=out_shape)
         if m.kind == "conv":
             w2 = _full_conv_weight(node) if m.weight is not None else np.zeros((out_shape[0], m.out_shape[0], *kernel))
-            return _conv_of_conv(m, w2, s2, p2, out_shape) or _as_matrix(name, node, m, in_shape, out_shape, dt)
-        return _as_matrix(name, node, m, in_shape, out_shape, dt)
+            return _conv_of_conv(m, w2, s2, p2, out_shape) or as_matrix()
+        return as_matrix()
     if isinstance(node, nir.Scale):
         s = np.asarray(node.scale, dtype=np.float64)
         if m.kind == "conv":
             per_channel = s.reshape(s.shape[0], -1)
             if not np.all(per_channel == per_channel[:, :1]):
-                return _as_matrix(name, node, m, in_shape, out_shape, dt)
+                return as_matrix()
             return _new(m, lambda: m.weight * per_channel[:, 0, None, None, None])
         return _new(m, lambda: m.weight * s.reshape(-1, 1))
     if isinstance(node, (nir.SumPool2d, nir.AvgPool2d)):
         pooled = _pool_of(m, _pair(node.kernel_size), _pair(node.stride), _pair(node.padding),
                           isinstance(node, nir.AvgPool2d), out_shape) if m.kind == "conv" else None
-        return pooled or _as_matrix(name, node, m, in_shape, out_shape, dt)
+        return pooled or as_matrix()
     if isinstance(node, nir.Flatten):
         if m.kind == "dense":
             return m
@@ -301,7 +312,7 @@ def compose(name: str, node: nir.NIRNode, m: Map, in_shape: tuple[int, ...], out
         if m.kernel == m.in_shape[1:] and m.padding == (0, 0):  # e.g. global pooling: (C, 1, 1)
             return Map("dense", m.in_shape, out_shape, None if m.weight is None else
                        m.weight.reshape(m.weight.shape[0], -1), delay=m.delay, recurrent=m.recurrent)
-        return _as_matrix(name, node, m, in_shape, out_shape, dt)
+        return as_matrix()
     if isinstance(node, (nir.Affine, nir.Linear)):
         w = np.asarray(node.weight, dtype=np.float64)
         if m.kind == "dense":
@@ -309,7 +320,7 @@ def compose(name: str, node: nir.NIRNode, m: Map, in_shape: tuple[int, ...], out
         if m.identity:
             return Map("dense", m.in_shape, out_shape, None if m.weight is None else w, delay=m.delay,
                        recurrent=m.recurrent)
-        return _as_matrix(name, node, m, in_shape, out_shape, dt)
+        return as_matrix()
     raise UserError(f"node {name!r}: {type(node).__name__} cannot be compiled for Loihi")
 
 
@@ -384,14 +395,25 @@ class _Lowerer:
             result = ([(name, identity(self.g.shapes[name], self.with_weights), self.connection(name))], None)
         else:
             node = self.g.nodes[name]
-            terms, bias_in = self.input_sum(name)
-            out_shape = self.g.shapes[name]
-            in_shape = self.g.shapes[self.g.forward_sources(name)[0]]
-            composed = [(s, compose(name, node, m, in_shape, out_shape, self.g.dt), self.connection(name))
-                        for s, m, _ in terms]
+            composed, bias_in = self._composed(name, matrix_ok=not self.relay or name in self.cyclic)
             result = (_merge(composed), self._apply_bias(name, node, bias_in))
         self.memo[name] = result
         return result
+
+    def _composed(self, name: str, matrix_ok: bool) -> tuple[list[tuple[str, Map, str]], np.ndarray | None]:
+        """``name`` applied to each term of its input sum. Under relay lowering, where that has
+        no exact conv form, the input is relayed instead (graded relay neurons and the node's
+        own synapses are cheaper than one dense matrix of the whole chain)."""
+        node = self.g.nodes[name]
+        terms, bias_in = self.input_sum(name)
+        out_shape = self.g.shapes[name]
+        in_shape = self.g.shapes[self.g.forward_sources(name)[0]]
+        try:
+            return [(s, compose(name, node, m, in_shape, out_shape, self.g.dt, matrix_ok), self.connection(name))
+                    for s, m, _ in terms], bias_in
+        except NoConvForm:
+            self.relays[name] = None
+            return self._composed(name, matrix_ok=True)
 
     def _apply_bias(self, name: str, node: nir.NIRNode, bias_in: np.ndarray | None) -> np.ndarray | None:
         """The constant part of ``node``'s output: its own bias plus what it makes of ``bias_in``."""

@@ -233,8 +233,8 @@ def _jacobian(fn, in_shape: tuple[int, ...]) -> np.ndarray:
 @pytest.mark.parametrize("size,pad", [(16, 1), (15, 1), (14, 0)])
 def test_conv_after_sum_pool_is_composed_exactly(size: int, pad: int) -> None:
     """A 3x3 conv after a 2x2 sum pool: one 6x6 stride-2 conv where that is exact (its zero
-    padding falls outside the pooled input), one dense matrix otherwise; either way equal to
-    the two applied in turn."""
+    padding falls outside the pooled input), one dense matrix otherwise, or under relay
+    lowering a relay between the two; every way equal to the two applied in turn."""
     rng = np.random.default_rng(size)
     w = rng.normal(size=(3, 2, 3, 3))
     c, n = 2, (2, size, size)
@@ -262,6 +262,13 @@ def test_conv_after_sum_pool_is_composed_exactly(size: int, pad: int) -> None:
 
     got = term.map.matrix(term.map.weight).toarray()
     assert np.allclose(got, _jacobian(sequential, (c, size, size)), atol=1e-12)
+    if not exact:  # relay lowering keeps both as convs, with graded relay neurons between them
+        pops = lower(from_nir(graph), "relay").populations
+        pooled, conv = pops["conv.relay"].terms[0].map, pops["lif"].terms[0].map
+        assert pops["lif"].terms[0].source == "conv.relay" and (pooled.kind, conv.kind) == ("conv", "conv")
+        assert conv.kernel == (3, 3) and pooled.kernel == (2, 2)
+        chained = conv.matrix(conv.weight) @ pooled.matrix(pooled.weight)
+        assert np.allclose(chained.toarray(), _jacobian(sequential, (c, size, size)), atol=1e-12)
 
 
 def _csnn() -> nir.NIRGraph:

@@ -47,9 +47,12 @@ def test_framework_spike_counts_are_reproduced(framework: str, name: str, flags:
     assert np.array_equal(got.numpy(), data["spikes"])
 
 
-@pytest.mark.parametrize("name,samples", [("sinabs-csnn", 4), ("norse-lif-mlp", 4)])
-def test_loihi_ready_peer_graphs_run_in_lava_bit_exactly(tmp_path: Path, name: str, samples: int) -> None:
-    """The N-MNIST CSNN (sum pools into convs) as sinabs writes it, and norse's CubaLIF MLP."""
+@pytest.mark.parametrize("name,lowering", [("sinabs-csnn", "auto"), ("sinabs-csnn", "relay"),
+                                           ("norse-lif-mlp", "auto")])
+def test_loihi_ready_peer_graphs_run_in_lava_bit_exactly(tmp_path: Path, name: str, lowering: str) -> None:
+    """The N-MNIST CSNN (sum pools into convs) as sinabs writes it, whole (auto picks expand:
+    the pool into the conv is one 6x6 conv) and with relays where a chain has no conv form
+    (the pool into the flattened affine map); and norse's CubaLIF MLP."""
     framework = name.split("-")[0]
     flags = MANIFESTS[framework]["fixtures"][name]
     data = np.load(PEERS / f"{name}.npz")
@@ -58,8 +61,10 @@ def test_loihi_ready_peer_graphs_run_in_lava_bit_exactly(tmp_path: Path, name: s
                 "labels": torch.zeros(len(data["inputs"]), dtype=torch.long)}, tensor)
     out = tmp_path / "chip"
     run_cli("export", str(PEERS / f"{name}.nir"), "-t", "loihi2-sim", "--data", str(tensor), "-o", str(out),
-            *_flags(flags), check=True)
-    result = json.loads(run_cli("simulate", str(out), "--data", str(tensor), "--backend", "lava", "-n", str(samples),
+            "--lowering", lowering, *_flags(flags), check=True)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["lowering"] == ("relay" if lowering == "relay" else "expand")
+    result = json.loads(run_cli("simulate", str(out), "--data", str(tensor), "--backend", "lava", "-n", "4",
                                 "--json", check=True).stdout)
     assert result["spike_mismatches"] == 0 and result["nonzero_values"] > 300
     report = json.loads(run_cli("report", str(out), "--data", str(tensor), "--format", "json", check=True).stdout)
