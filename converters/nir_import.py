@@ -124,13 +124,14 @@ SPIKING = (nir.LIF, nir.CubaLIF, nir.IF)  # nodes whose reset convention matters
 RESETS = {  # convention (file metadata "reset" or --reset) -> what it means
     "zero": "the voltage is set to v_reset when the neuron fires (Loihi; snnTorch's Leaky with reset to zero; "
             "any snnTorch neuron with reset_delay=False)",
-    "subtract": "the threshold is subtracted from the voltage when the neuron fires (sinabs, norse)",
+    "subtract": "the threshold is subtracted from the voltage in the step the neuron fires (sinabs' "
+                "SingleSpike with MembraneSubtract)",
     "snntorch-zero": "snnTorch's default timing (reset_delay=True): a Synaptic, RLeaky or RSynaptic neuron "
                      "starts the step after a spike from zero and drops that step's input",
     "snntorch-subtract": "snnTorch's default (reset_delay=True, subtract): the threshold is subtracted one "
                          "step after the spike, undecayed",
-    "sinabs": "sinabs' default (MultiSpike, MembraneSubtract): floor(v / threshold) spikes in one step "
-              "once v >= threshold, each subtracting the threshold",
+    "sinabs": "sinabs' default (MultiSpike, MembraneSubtract), also rockpool's LIFTorch: floor(v / threshold) "
+              "spikes in one step once v >= threshold, each subtracting the threshold",
 }
 DEFAULT_RESET = "zero"
 DISCRETISATIONS = {  # how a neuron's time constants become per-step factors (metadata "discretisation")

@@ -240,8 +240,9 @@ def profiles() -> None:
 @click.option("--dt", type=float, help="Time step in seconds [default: the file's, else 1e-4].")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @click.option("--save-outputs", "save_outputs_to", type=click.Path(dir_okay=False),
-              help="Write each sample's output summed over time steps (spike counts of a spiking output) to "
-                   "this torch file: outputs [N, classes], labels, predictions (fast backend).")
+              help="Write each sample's output summed over time steps, in the float model's units (spike "
+                   "counts of a spiking output), to this torch file: outputs [N, classes], labels, predictions "
+                   "(fast backend).")
 @click.option("--force", is_flag=True, help="Overwrite --save-outputs even when danet-deploy did not write it.")
 @keep_input_option
 @convention_options
