@@ -52,6 +52,11 @@ class FlatGraph:
         ratio = self.dt / np.asarray(tau, dtype=np.float64)
         return -np.expm1(-ratio) if self.discretisation in ("exp", "rockpool") else ratio
 
+    def integration_step(self) -> float:
+        """What multiplies ``r x`` in an IF/I node's step: ``dt``, except under norse's
+        convention, whose exporter writes ``r = 1`` for an IAFCell that adds its input in full."""
+        return 1.0 if self.discretisation == "norse" else self.dt
+
     def forward_sources(self, name: str) -> list[str]:
         """``name``'s sources of the same time step (its recurrent sources left out)."""
         return [s for s in self.sources[name] if (s, name) not in self.recurrent]
@@ -138,7 +143,7 @@ DISCRETISATIONS = {  # how a neuron's time constants become per-step factors (me
     "euler": "forward Euler: a decay of dt/tau per step (snnTorch's exporter, the NIR paper)",
     "exp": "exact exponential: a decay of 1 - exp(-dt/tau) per step (sinabs' LIF with norm_input)",
     "norse": "Euler, but a CubaLIF's input adds w_in x to the current in full, not dt/tau_syn of it "
-             "(norse's LIFCell)",
+             "(norse's LIFCell), and an IF adds r x per step, not dt r x (norse's IAFCell)",
     "rockpool": "exact exponential; a CubaLIF takes i <- exp(-dt/tau_syn) (i + w_in x), v <- exp(-dt/tau_mem) v + i "
                 "(rockpool's LIFTorch; its exporter's r only encodes dt)",
 }

@@ -48,11 +48,11 @@ def test_framework_spike_counts_are_reproduced(framework: str, name: str, flags:
 
 
 @pytest.mark.parametrize("name,lowering", [("sinabs-csnn", "auto"), ("sinabs-csnn", "relay"),
-                                           ("norse-lif-mlp", "auto")])
+                                           ("norse-lif-mlp", "auto"), ("norse-conv", "auto")])
 def test_loihi_ready_peer_graphs_run_in_lava_bit_exactly(tmp_path: Path, name: str, lowering: str) -> None:
     """The N-MNIST CSNN (sum pools into convs) as sinabs writes it, whole (auto picks expand:
     the pool into the conv is one 6x6 conv) and with relays where a chain has no conv form
-    (the pool into the flattened affine map); and norse's CubaLIF MLP."""
+    (the pool into the flattened affine map); norse's CubaLIF MLP and its IF/LIF conv net."""
     framework = name.split("-")[0]
     flags = MANIFESTS[framework]["fixtures"][name]
     data = np.load(PEERS / f"{name}.npz")

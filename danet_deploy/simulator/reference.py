@@ -77,12 +77,13 @@ class _Neuron:
     """State and update of one neuron population (reset by :meth:`reset`)."""
 
     def __init__(self, node: nir.NIRNode, dt: float, p: Callable[[object], torch.Tensor],
-                 decay: Callable[[object], np.ndarray], reset: str = "zero", scheme: str = "euler") -> None:
-        self.node, self.dt, self.reset_mode, self.scheme = node, dt, reset, scheme
+                 decay: Callable[[object], np.ndarray], reset: str, scheme: str, step: float) -> None:
+        """``step``: what multiplies an IF/I node's ``r x`` (:meth:`FlatGraph.integration_step`)."""
+        self.node, self.reset_mode, self.scheme = node, reset, scheme
         if isinstance(node, (nir.LIF, nir.LI)):
             self.k, self.r, self.leak = p(decay(node.tau)), p(node.r), p(node.v_leak)
         elif isinstance(node, (nir.IF, nir.I)):
-            self.r = p(node.r)
+            self.r = p(step * np.asarray(node.r, dtype=np.float64))
         elif isinstance(node, nir.CubaLIF):
             self.k_syn, self.w_in = p(decay(node.tau_syn)), p(node.w_in)
             self.k, self.r, self.leak = p(decay(node.tau_mem)), p(node.r), p(node.v_leak)
@@ -111,7 +112,7 @@ class _Neuron:
         elif isinstance(node, (nir.LIF, nir.LI)):
             v = v + self.k * (self.leak - v + self.r * x)
         else:
-            v = v + self.dt * self.r * x
+            v = v + self.r * x
         if isinstance(node, (nir.LI, nir.I)):
             st["v"] = v
             return v
@@ -163,7 +164,8 @@ class ReferenceSimulator:
             raise ValueError("the reference simulator needs exactly one Input and at least one Output node")
         self.graph, self.dtype, self.device = graph, dtype, torch.device(device)
         p = lambda v: _param(v, dtype, self.device)  # noqa: E731
-        self.neurons = {n: _Neuron(node, graph.dt, p, graph.decay, graph.resets.get(n, "zero"), graph.discretisation)
+        self.neurons = {n: _Neuron(node, graph.dt, p, graph.decay, graph.resets.get(n, "zero"), graph.discretisation,
+                                   graph.integration_step())
                         for n, node in graph.nodes.items()
                         if isinstance(node, (nir.LIF, nir.LI, nir.IF, nir.I, nir.CubaLIF, nir.Delay))}
         self.steps = {n: self.neurons.get(n) or linear_step(node, p) for n, node in graph.nodes.items()}

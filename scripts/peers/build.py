@@ -116,6 +116,28 @@ def norse(out: Path) -> dict[str, dict]:
         # norse writes every tau multiplied by its own dt (1 ms), so dt = 1e-6 restores dt/tau
         fixtures[f"norse-{name}"] = {"dt": 1e-6, "reset": "zero",
                                      **({"discretisation": "norse"} if cell is nt.LIFCell else {})}
+
+    # a conv net: norse 1.1.0 exports Conv2d but no pooling, and a Flatten becomes a None node
+    # that nir.write cannot store, so the net ends on the second conv's spike map
+    torch.manual_seed(0)
+    model = nt.SequentialState(torch.nn.Conv2d(2, 8, 3, stride=2, padding=1), nt.IAFCell(),
+                               torch.nn.Conv2d(8, 4, 3, padding=1), nt.LIFBoxCell())
+    samples, size = 4, 12
+    x = spikes_in(samples, T, 2, size, size)
+    state, steps = None, []
+    with torch.no_grad():
+        model[0].weight.mul_(16.0)
+        model[2].weight.mul_(16.0)
+        for t in range(T):
+            z, state = model(x[:, t], state)
+            steps.append(z)
+    graph = nt.to_nir(model, x[:, 0])
+    graph.nodes["0"].input_shape = np.array([size, size])  # left None by the exporter: only these are filled in
+    graph.nodes["2"].input_shape = np.array([size // 2, size // 2])
+    save(out, "norse-conv", graph, x, torch.stack(steps, 1).flatten(2))
+    # its IAFCell adds its input in full each step, yet the exporter writes r = 1 with no dt:
+    # --discretisation norse reads IF nodes that way
+    fixtures["norse-conv"] = {"dt": 1e-6, "reset": "zero", "discretisation": "norse"}
     return fixtures
 
 
