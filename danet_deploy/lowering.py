@@ -35,7 +35,7 @@ import torch
 
 from .converters.nir_import import FlatGraph
 from .errors import UserError
-from .simulator.reference import linear_step
+from .converters.nir_reference import linear_step, pair
 
 if TYPE_CHECKING:
     from scipy.sparse import csr_matrix
@@ -164,11 +164,6 @@ def identity(shape: tuple[int, ...], with_weights: bool = True) -> Map:
     return m
 
 
-def _pair(v) -> tuple[int, int]:
-    a = np.broadcast_to(np.asarray(v), (2,))
-    return int(a[0]), int(a[1])
-
-
 def _full_conv_weight(node: nir.Conv2d) -> np.ndarray:
     """A grouped conv's weight as an ungrouped (block-diagonal) one."""
     w = np.asarray(node.weight, dtype=np.float64)
@@ -276,9 +271,9 @@ def compose(name: str, node: nir.NIRNode, m: Map, in_shape: tuple[int, ...], out
             raise UserError(f"node {name!r}: per-neuron delays cannot be lowered (use one delay per node)")
         return replace(m, delay=m.delay + (int(steps.flat[0]) if steps.size else 0))
     if isinstance(node, nir.Conv2d):
-        if _pair(node.dilation) != (1, 1) or isinstance(node.padding, str):
+        if pair(node.dilation) != (1, 1) or isinstance(node.padding, str):
             raise UserError(f"node {name!r}: dilated or string-padded convs are not supported by the compiler")
-        kernel, s2, p2 = tuple(np.asarray(node.weight).shape[2:]), _pair(node.stride), _pair(node.padding)
+        kernel, s2, p2 = tuple(np.asarray(node.weight).shape[2:]), pair(node.stride), pair(node.padding)
         if m.kind == "conv" and m.identity:
             return _new(m, lambda: _full_conv_weight(node), kernel=kernel, stride=s2, padding=p2,
                         out_shape=out_shape)
@@ -301,7 +296,7 @@ def compose(name: str, node: nir.NIRNode, m: Map, in_shape: tuple[int, ...], out
             return _new(m, lambda: m.weight * per_channel[:, 0, None, None, None])
         return _new(m, lambda: m.weight * s.reshape(-1, 1))
     if isinstance(node, (nir.SumPool2d, nir.AvgPool2d)):
-        pooled = _pool_of(m, _pair(node.kernel_size), _pair(node.stride), _pair(node.padding),
+        pooled = _pool_of(m, pair(node.kernel_size), pair(node.stride), pair(node.padding),
                           isinstance(node, nir.AvgPool2d), out_shape) if m.kind == "conv" else None
         return pooled or as_matrix()
     if isinstance(node, nir.Flatten):

@@ -27,7 +27,7 @@ from .export import Artifact, load_artifact
 from .outputs import OUTPUTS_FORMAT, atomic_write, check_output_file
 from .progress import progress_bar
 from .simulator.fixed import FixedSimulator
-from .simulator.reference import ReferenceSimulator
+from .converters.nir_reference import ReferenceSimulator
 from .train import evaluate, resolve_device
 
 BACKENDS = ("fast", "lava")

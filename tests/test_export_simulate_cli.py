@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from danet_deploy.converters.nir_import import read_nir
-from danet_deploy.simulator.reference import ReferenceSimulator
+from danet_deploy.converters.nir_reference import ReferenceSimulator
 
 from .conftest import run_cli
 

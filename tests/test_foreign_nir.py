@@ -20,7 +20,7 @@ from danet_deploy.converters.nir_import import from_nir, read_nir
 from danet_deploy.errors import UserError
 from danet_deploy.export import export
 from danet_deploy.lowering import lower
-from danet_deploy.simulator.reference import ReferenceSimulator
+from danet_deploy.converters.nir_reference import ReferenceSimulator
 
 from .conftest import run_cli
 

@@ -1,1 +1,2 @@
-"""Simulators: float reference (NIR graphs), fixed point (compiled programs), and Lava."""
+"""Simulators of compiled programs: fixed point (batched PyTorch) and Lava. The float
+interpreter of NIR graphs is :mod:`danet_deploy.converters.nir_reference`, below the compiler."""

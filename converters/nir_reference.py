@@ -14,7 +14,9 @@ is ``exp``, with ``1 - exp(-dt/tau)`` in place of every ``dt/tau``):
 * ``Threshold``: ``I > threshold``; ``Delay``: the input ``round(delay/dt)`` steps ago.
 
 It shares no code with the PyTorch models, so agreement between the two is evidence
-that the export is right.
+that the export is right. It sits at the NIR level, below the compiler (which
+calibrates its fixed-point scales with it and lowers stateless nodes with
+:func:`linear_step`) and the simulators (``simulate --mode float`` runs it).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..converters.nir_import import NEURON_TYPES, FlatGraph
+from danet_deploy.converters.nir_import import NEURON_TYPES, FlatGraph
 
 Step = Callable[[torch.Tensor], torch.Tensor]
 
@@ -35,7 +37,8 @@ def _param(value: object, dtype: torch.dtype, device: torch.device) -> torch.Ten
     return torch.as_tensor(np.asarray(value, dtype=np.float64), dtype=dtype, device=device)
 
 
-def _pair(value: object) -> tuple[int, int]:
+def pair(value: object) -> tuple[int, int]:
+    """A NIR kernel size, stride or padding (a scalar or two values) as two ints."""
     arr = np.broadcast_to(np.asarray(value), (2,))
     return int(arr[0]), int(arr[1])
 
@@ -57,7 +60,7 @@ def linear_step(node: nir.NIRNode, p: Callable[[object], torch.Tensor]) -> Step:
         stride, dil = tuple(np.atleast_1d(node.stride).tolist()), tuple(np.atleast_1d(node.dilation).tolist())
         return lambda x: conv(x, w, b, stride, pad, dil, int(node.groups))
     if isinstance(node, (nir.SumPool2d, nir.AvgPool2d)):
-        k, s, pad = _pair(node.kernel_size), _pair(node.stride), _pair(node.padding)
+        k, s, pad = pair(node.kernel_size), pair(node.stride), pair(node.padding)
         div = 1 if isinstance(node, nir.SumPool2d) else None
         return lambda x: F.avg_pool2d(x, k, s, pad, count_include_pad=True, divisor_override=div)
     if isinstance(node, nir.Flatten):
