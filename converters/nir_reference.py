@@ -9,7 +9,8 @@ is ``exp``, with ``1 - exp(-dt/tau)`` in place of every ``dt/tau``):
 * ``LIF``: ``v += dt/tau * (v_leak - v + r*I)``; spike where ``v > v_threshold``,
   then ``v = v_reset`` there (or, by the graph's reset convention, ``v -= v_threshold``;
   snnTorch's late conventions apply either a step later). ``LI`` is the same without spikes.
-* ``IF``: ``v += dt * r * I``; ``Integrator``: the same without spikes.
+* ``IF``: ``v += dt * r * I`` (``r * I`` under norse's convention); ``Integrator``: the same
+  without spikes.
 * ``CubaLIF``: ``i += dt/tau_syn * (-i + w_in*I)``, then the LIF update driven by ``i``.
 * ``Threshold``: ``I > threshold``; ``Delay``: the input ``round(delay/dt)`` steps ago.
 

@@ -31,10 +31,10 @@ import numpy as np
 import torch
 
 from .converters.nir_import import FlatGraph
+from .converters.nir_reference import ReferenceSimulator
 from .errors import UserError
 from .lowering import Lowered, Map, Population, Term, lower
 from .profiles import Profile
-from .converters.nir_reference import ReferenceSimulator
 
 TARGETS = {"loihi2-sim": "loihi2", "loihi2": "loihi2", "loihi1": "loihi1"}
 INPUT_BITS = 8          # graded input values (pixels) are quantised to signed 8 bits

@@ -454,8 +454,8 @@ def _neuron_population(name: str, node: nir.NIRNode, shape: tuple[int, ...], gra
         raise UserError(f"node {name!r}: Loihi neurons reset to 0, but v_reset is not 0")
     threshold = _uniform(name, "v_threshold", node.v_threshold)
     if isinstance(node, nir.IF):
-        return Population(name, "lif", shape, connection, beta=1.0, gain=graph.integration_step() * _uniform(name, "r", node.r),
-                          threshold=threshold)
+        gain = graph.integration_step() * _uniform(name, "r", node.r)
+        return Population(name, "lif", shape, connection, beta=1.0, gain=gain, threshold=threshold)
     k = graph.decay(node.tau_mem if isinstance(node, nir.CubaLIF) else node.tau)
     beta = 1.0 - _uniform(name, "tau", k)
     gain = _uniform(name, "r", k * np.asarray(node.r, dtype=np.float64))

@@ -23,11 +23,11 @@ from torch.utils.data import DataLoader
 from .data import as_time_series, evaluation_split, first, load_dataset
 from .errors import UserError
 from .compile import Program
+from .converters.nir_reference import ReferenceSimulator
 from .export import Artifact, load_artifact
 from .outputs import OUTPUTS_FORMAT, atomic_write, check_output_file
 from .progress import progress_bar
 from .simulator.fixed import FixedSimulator
-from .converters.nir_reference import ReferenceSimulator
 from .train import evaluate, resolve_device
 
 BACKENDS = ("fast", "lava")
