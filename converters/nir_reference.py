@@ -80,14 +80,13 @@ def linear_step(node: nir.NIRNode, p: Callable[[object], torch.Tensor]) -> Step:
 class _Neuron:
     """State and update of one neuron population (reset by :meth:`reset`)."""
 
-    def __init__(self, node: nir.NIRNode, dt: float, p: Callable[[object], torch.Tensor],
-                 decay: Callable[[object], np.ndarray], reset: str, scheme: str, step: float) -> None:
-        """``step``: what multiplies an IF/I node's ``r x`` (:meth:`FlatGraph.integration_step`)."""
-        self.node, self.reset_mode, self.scheme = node, reset, scheme
+    def __init__(self, name: str, graph: FlatGraph, p: Callable[[object], torch.Tensor]) -> None:
+        node, decay, dt = graph.nodes[name], graph.decay, graph.dt
+        self.node, self.reset_mode, self.scheme = node, graph.resets.get(name, "zero"), graph.discretisation
         if isinstance(node, (nir.LIF, nir.LI)):
             self.k, self.r, self.leak = p(decay(node.tau)), p(node.r), p(node.v_leak)
         elif isinstance(node, (nir.IF, nir.I)):
-            self.r = p(step * np.asarray(node.r, dtype=np.float64))
+            self.r = p(graph.integration_step() * np.asarray(node.r, dtype=np.float64))
         elif isinstance(node, nir.CubaLIF):
             self.k_syn, self.w_in = p(decay(node.tau_syn)), p(node.w_in)
             self.k, self.r, self.leak = p(decay(node.tau_mem)), p(node.r), p(node.v_leak)
@@ -168,8 +167,7 @@ class ReferenceSimulator:
             raise ValueError("the reference simulator needs exactly one Input and at least one Output node")
         self.graph, self.dtype, self.device = graph, dtype, torch.device(device)
         p = lambda v: _param(v, dtype, self.device)  # noqa: E731
-        self.neurons = {n: _Neuron(node, graph.dt, p, graph.decay, graph.resets.get(n, "zero"), graph.discretisation,
-                                   graph.integration_step())
+        self.neurons = {n: _Neuron(n, graph, p)
                         for n, node in graph.nodes.items()
                         if isinstance(node, (nir.LIF, nir.LI, nir.IF, nir.I, nir.CubaLIF, nir.Delay))}
         self.steps = {n: self.neurons.get(n) or linear_step(node, p) for n, node in graph.nodes.items()}
