@@ -35,10 +35,10 @@ from .converters.nir_reference import ReferenceSimulator
 from .errors import UserError
 from .lowering import Lowered, Map, Population, Term, lower
 from .profiles import Profile
+from .synapses import WEIGHT_MAX, round_weights
 
 TARGETS = {"loihi2-sim": "loihi2", "loihi2": "loihi2", "loihi1": "loihi1"}
 INPUT_BITS = 8          # graded input values (pixels) are quantised to signed 8 bits
-WEIGHT_MAX = 254        # largest |weight| that survives Lava's 8-bit clip and mixed-sign LSB drop
 CURRENT_HEADROOM = 2 ** 16  # |A| bound: 64 * A stays well inside the 24-bit current
 RELAY_HEADROOM = 2 ** 22    # graded relay values stay inside a signed 24-bit payload
 BIAS_EXP = 6
@@ -88,10 +88,8 @@ def calibrate(graph: FlatGraph, x: torch.Tensor) -> dict[str, float]:
 
 
 def _round_weights(w: np.ndarray) -> np.ndarray:
-    """Integers Lava's Dense/Sparse keep exactly: even values for mixed signs (LSB dropped)."""
-    if w.min() < 0 < w.max():
-        return (2 * np.rint(w / 2)).clip(-256, WEIGHT_MAX).astype(np.int32)
-    return np.rint(w).clip(-255, 255).astype(np.int32)
+    """Integers Lava's Dense/Sparse keep exactly (:func:`synapses.round_weights`)."""
+    return round_weights(torch.from_numpy(np.asarray(w, dtype=np.float64))).numpy().astype(np.int32)
 
 
 def _scale_for(pop: Population, fixed: dict[str, Fixed], peak: float) -> float:
@@ -118,6 +116,11 @@ def _value_scale(fixed: dict[str, Fixed], term: Term) -> float:
     return 1.0 if term.map.recurrent else fixed[term.source].value_scale
 
 
+def weight_scale(fixed: dict[str, Fixed], pop: Population, term: Term) -> float:
+    """Integer weight per unit of ``term``'s float weight, once ``pop`` is quantised."""
+    return fixed[pop.name].scale * pop.gain / (64 * _value_scale(fixed, term))
+
+
 def _decay(pop: Population) -> int:
     if pop.kind == "gate" or pop.beta == 0.0:
         return 4096  # no voltage memory (Lava accepts 4096; v = u each step)
@@ -142,27 +145,35 @@ def _exact_weights(name: str, exact: np.ndarray) -> np.ndarray:
 
 
 def quantise(lowered: Lowered, peaks: dict[str, float], input_peak: float, input_graded: bool,
-             exact: bool = False) -> dict[str, Fixed]:
+             exact: bool = False, pinned: dict[str, float] | None = None) -> dict[str, Fixed]:
     """Integer weights (set on each term) and per-population fixed-point parameters.
 
     ``exact``: the graph already holds the chip's integers in units of ``A``
     (``fixed_point = "loihi"``, e.g. a netx file): every scale is 64, nothing is rounded.
+    ``pinned``: scales a model was trained on (its ``chip_scales``: ``K`` per population,
+    the value scale of the input), used instead of calibrated ones where they fit, so that
+    the rounding is the one training saw.
     """
+    pinned = pinned or {}
     fixed: dict[str, Fixed] = {}
     for name, pop in lowered.populations.items():
         if pop.kind == "input":
             q = (2 ** (INPUT_BITS - 1) - 1) / input_peak if input_graded and input_peak > 0 and not exact else 1.0
-            fixed[name] = Fixed(scale=1.0, value_scale=q, graded=input_graded)
+            fixed[name] = Fixed(scale=1.0, value_scale=pinned.get(name, q) if input_graded else q,
+                                graded=input_graded)
             continue
         peak = peaks.get(name[:-len(".relay")] if pop.kind == "relay" else name, 0.0)
         k = 64.0 if exact else _scale_for(pop, fixed, peak)
+        if name in pinned and pinned[name] <= _scale_for(pop, fixed, 0.0) * (1 + 1e-6):
+            k = pinned[name]  # the calibration headroom is not re-applied: training set this K
+        fixed[name] = f = Fixed(scale=k)
         err_num = err_den = 0.0
         for t in pop.terms:
-            exact_w = k * pop.gain * t.map.weight / (64 * _value_scale(fixed, t))
+            exact_w = weight_scale(fixed, pop, t) * t.map.weight
             t.weight_q = _exact_weights(name, exact_w) if exact else _round_weights(exact_w)
             err_num += float(((t.weight_q - exact_w) ** 2).sum())
             err_den += float((exact_w ** 2).sum())
-        f = Fixed(scale=k, quant_error=math.sqrt(err_num / err_den) if err_den else 0.0)
+        f.quant_error = math.sqrt(err_num / err_den) if err_den else 0.0
         if pop.kind == "relay":
             f.value_scale, f.graded = k / 64, True
         if pop.kind in ("lif", "gate"):
@@ -313,7 +324,8 @@ def compile_graph(graph: FlatGraph, target: str, profile: Profile, lowering: str
         input_graded = not bool(((x == 0) | (x == 1)).all())
     else:  # no data: weights alone set the scales, inputs assumed in [-1, 1]
         peaks, input_peak, input_graded = {}, 1.0, True
-    fixed = quantise(low, peaks, input_peak, input_graded, exact)
+    pinned = json.loads(graph.metadata.get("chip_scales", "{}"))
+    fixed = quantise(low, peaks, input_peak, input_graded, exact, pinned)
     mapping = map_to_cores(low, profile, quantised=True)
     problems = check_mapping(mapping, profile, chosen)
     if problems:

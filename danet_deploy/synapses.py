@@ -1,0 +1,19 @@
+"""Loihi's 8-bit synaptic weights: the one rounding rule that the compiler applies and that
+lava-dl training on the chip's grid imitates (so both produce the same integers).
+
+Below every pipeline stage: models and the compiler import it, it imports neither.
+"""
+
+from __future__ import annotations
+
+import torch
+
+WEIGHT_MAX = 254  # largest |weight| that survives Lava's 8-bit clip and mixed-sign LSB drop
+
+
+def round_weights(w: torch.Tensor) -> torch.Tensor:
+    """The integers Lava's Dense/Sparse keep exactly, nearest to ``w``: even values in
+    [-256, 254] when the signs are mixed (Lava drops the LSB), else any in [-255, 255]."""
+    if bool(w.min() < 0) and bool(w.max() > 0):
+        return (2 * torch.round(w / 2)).clamp(-256, WEIGHT_MAX)
+    return torch.round(w).clamp(-255, 255)
