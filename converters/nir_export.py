@@ -66,12 +66,6 @@ def loihi_cuba(i_decay: float, v_decay: float, threshold: float, bias: float | n
                        v_leak=full(r * np.asarray(bias)), v_threshold=full(threshold), v_reset=full(0.0))
 
 
-def _bn_affine(bn: torch.nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-channel ``(scale, shift)`` of an eval-mode BatchNorm."""
-    scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
-    return scale, bn.bias.detach() - bn.running_mean * scale
-
-
 class _Lowering:
     """Builds the NIR nodes and edges for one model."""
 
@@ -101,13 +95,6 @@ class _Lowering:
         for src in sources:
             self.edges.append((src, dst))
             self.edge_info.append([src, dst, connection, self.signal[src]])
-
-    def _folded_bn(self, conv_node: Node) -> torch.nn.BatchNorm2d | None:
-        """The BatchNorm that is the only consumer of ``conv_node``, if any."""
-        users = self.consumers[conv_node.name]
-        if len(users) == 1 and users[0].op == "bn":
-            return self.model.module_of(users[0])
-        return None
 
     def lower(self, node: Node) -> None:
         op, shape = node.op, self.shapes[node.name]
@@ -142,10 +129,11 @@ class _Lowering:
             self._connect(ins, pool, node.connection)
             self.sources[node.name] = [pool]
         elif op == "linear":  # the readout, applied to the pooled (C, 1, 1) map as a 1x1 conv
-            m = self.model.module_of(node)
-            bias = m.bias if m.bias is not None else torch.zeros(m.out_features)
-            fc = nir.Conv2d(input_shape=(1, 1), weight=_array(m.weight)[:, :, None, None], stride=1,
-                            padding=0, dilation=1, groups=1, bias=_array(bias))
+            bias = self.model.layer_bias(node)
+            bias = bias if bias is not None else torch.zeros(self.model.module_of(node).out_features)
+            weight = _array(self.model.layer_weight(node))[:, :, None, None]
+            fc = nir.Conv2d(input_shape=(1, 1), weight=weight, stride=1, padding=0, dilation=1, groups=1,
+                            bias=_array(bias))
             out = self._emit(node.name, fc, node, REAL)
             self._connect(ins, out, node.connection)
             self.sources[node.name] = [out]
@@ -154,11 +142,11 @@ class _Lowering:
 
     def _conv(self, node: Node, ins: list[str]) -> None:
         m = self.model.module_of(node)
-        weight = m.weight.detach()
+        weight = self.model.layer_weight(node).detach()
         bias = m.bias.detach() if m.bias is not None else torch.zeros(m.out_channels, dtype=weight.dtype)
-        bn = self._folded_bn(node)
+        bn = self.model.folded_bn(node)
         if bn is not None:
-            scale, shift = _bn_affine(bn)
+            scale, shift = self.model.bn_affine(bn)
             if self.fold_in_place:
                 weight = weight.mul_(scale.view(-1, 1, 1, 1))
             else:
@@ -175,13 +163,13 @@ class _Lowering:
 
     def _bn(self, node: Node, ins: list[str]) -> None:
         producer = next(n for n in self.model.nodes if n.name == node.inputs[0])
-        if producer.op == "conv" and self._folded_bn(producer) is not None:
+        if producer.op == "conv" and self.model.folded_bn(producer) is not None:
             self.sources[node.name] = self.sources[producer.name]
             return
         users = self.consumers[node.name]
         if [u.op for u in users] != ["lif"]:
             raise ValueError(f"{node.name}: a BatchNorm on a summed stream must feed exactly one LIF")
-        scale, shift = (_array(t) for t in _bn_affine(self.model.module_of(node)))
+        scale, shift = (_array(t) for t in self.model.bn_affine(node))
         shape = self.shapes[node.name]
         out = self._emit(node.name, nir.Scale(_per_neuron(scale, shape, scale.dtype)), node, REAL)
         self._connect(ins, out, node.connection)
@@ -250,6 +238,8 @@ def to_nir(model: SpikingNet, dt: float = DEFAULT_DT, fold_in_place: bool = Fals
         "readout": "mean of the output current over time steps",
         "edges": json.dumps(low.edge_info),
     }
+    if model.chip_grid:  # the compiler's scales the weights were trained on (lava-dl, chip grid)
+        metadata["chip_scales"] = json.dumps(model.chip_grid["scales"], sort_keys=True)
     return nir.NIRGraph(nodes=low.nodes, edges=low.edges, metadata=metadata)
 
 

@@ -135,12 +135,15 @@ def layer_list(graph: FlatGraph) -> list[dict[str, Any]]:
 def calibration_batch(art: Artifact, data: str | None, samples: int) -> torch.Tensor | None:
     """A few training samples as ``[N, T, ...]`` for quantisation; None without any data."""
     spec = data or (art.checkpoint or {}).get("data", {}).get("spec")
-    if not spec:
-        return None
+    return calibration_data(spec, art.graph, samples) if spec else None
+
+
+def calibration_data(spec: str, graph: FlatGraph, samples: int = CALIBRATION_SAMPLES) -> torch.Tensor:
+    """The first ``samples`` training samples of ``spec``, shaped for ``graph``'s input."""
     split = "train" if evaluation_split(spec) == "test" else "all"
     ds = first(load_dataset(spec, split)[0], samples)
     x = torch.stack([ds[i][0] for i in range(len(ds))]).float()
-    return as_time_series(x, art.graph.shapes[art.graph.inputs[0]], art.graph.timesteps)
+    return as_time_series(x, graph.shapes[graph.inputs[0]], graph.timesteps)
 
 
 def manifest_for(art: Artifact, target: str, program: Program | None = None,

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..synapses import WEIGHT_MAX, round_weights
+
 # what a node's output carries
 SPIKE = "spike"   # binary 0/1
 COUNT = "count"   # non-negative integers (sum of spike trains, SEW ADD)
@@ -83,6 +85,14 @@ def _apply_per_step(module: Callable[[torch.Tensor], torch.Tensor], x: torch.Ten
     return module(x.flatten(0, 1)).unflatten(0, x.shape[:2])
 
 
+def _on_grid(x: torch.Tensor, units: float, weights: bool = False) -> torch.Tensor:
+    """``x`` rounded to multiples of ``1/units`` (as Loihi's 8-bit synapses hold them when
+    ``weights``), with a straight-through gradient."""
+    scaled = x.detach().double() * units
+    ints = round_weights(scaled).clamp(-WEIGHT_MAX, WEIGHT_MAX) if weights else torch.round(scaled)
+    return (ints / units).to(x.dtype) + (x - x.detach())  # the value exactly on the grid, x's gradient
+
+
 def _pooled(size: tuple[int, ...], kernel: tuple, stride: tuple, padding: tuple) -> tuple[int, ...]:
     """Spatial output size of a convolution or pooling window (dilation 1)."""
     return tuple((n + 2 * p - k) // s + 1 for n, k, s, p in zip(size, kernel, stride, padding))
@@ -109,6 +119,12 @@ class SpikingNet(nn.Module):
         self.output = output
         self._modules_by_node = {n.name: self.get_submodule(n.name) for n in self.nodes
                                  if n.op in MODULE_OPS}
+        self._users: dict[str, list[Node]] = {}
+        for n in self.nodes:
+            for i in n.inputs:
+                self._users.setdefault(i, []).append(n)
+        if "chip_grid" in self.config:
+            self.set_chip_grid(self.config["chip_grid"])
         last_use = {}
         for idx, node in enumerate(self.nodes):
             for i in node.inputs:
@@ -124,6 +140,93 @@ class SpikingNet(nn.Module):
 
     def module_of(self, node: Node) -> nn.Module:
         return self._modules_by_node[node.name]
+
+    def folded_bn(self, node: Node) -> Node | None:
+        """The BatchNorm that is a conv node's only consumer (folded into it on export)."""
+        users = self._users.get(node.name, [])
+        return users[0] if node.op == "conv" and len(users) == 1 and users[0].op == "bn" else None
+
+    def next_after_sums(self, node: Node) -> Node | None:
+        """A node's only consumer, past sums that only it feeds (None if it has several)."""
+        users = self._users.get(node.name, [])
+        while len(users) == 1 and users[0].op == "add":
+            users = self._users.get(users[0].name, [])
+        return users[0] if len(users) == 1 else None
+
+    def scaling_bn(self, node: Node) -> Node | None:
+        """The BatchNorm that scales a node's output on its way to a neuron (a stream's BN
+        scales every addend, so the compiler multiplies it into each one's weights)."""
+        user = self.next_after_sums(node)
+        return user if user is not None and user.op == "bn" else None
+
+    def bn_affine(self, node: Node) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-channel ``(scale, shift)`` of an eval-mode BatchNorm node (what folding puts
+        into a conv). On the chip's grid the shift is its neuron's bias, rounded as the
+        compiler rounds it, and a BN that scales spikes directly (a 1x1 synapse group per
+        channel on the chip) has its scale rounded as those weights are."""
+        bn = self._modules_by_node[node.name]
+        scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+        shift = bn.bias.detach() - bn.running_mean * scale
+        units = self.chip_grid.get("weights", {}).get(node.name)
+        bias_units = self.chip_grid.get("biases", {}).get(node.name)
+        return (scale if units is None else _on_grid(scale, units, weights=True),
+                shift if bias_units is None else _on_grid(shift, bias_units))
+
+    @property
+    def chip_grid(self) -> dict[str, Any]:
+        """Where training put the network on the chip's grid (empty otherwise): ``weights``,
+        integer weight per unit of each conv's BN-folded weight, and ``scales``, the
+        compiler's scale ``K`` per population (the input's: its value scale); see ``chip_tuning``."""
+        return self.config.get("chip_grid", {})
+
+    def set_chip_grid(self, grid: dict[str, Any]) -> None:
+        """From now on run on ``grid`` (recorded in the config, so checkpoints keep it).
+        A slayer neuron then keeps its state on the population's grid (``K`` per unit)."""
+        self.config["chip_grid"] = grid
+        for node in self.nodes:
+            if node.op == "lif" and node.name in grid["scales"] and hasattr(self.module_of(node), "use_state_scale"):
+                self.module_of(node).use_state_scale(grid["scales"][node.name])
+
+    def _on_current_grid(self, node: Node, x: torch.Tensor) -> torch.Tensor:
+        """A neuron's input current on the chip's grid: a multiple of ``64/K``, the unit of
+        Loihi's ``u`` for a population of scale ``K`` (straight-through gradient)."""
+        k = self.chip_grid.get("scales", {}).get(node.name)
+        return x if k is None else _on_grid(x, k / 64)
+
+    def _chip_input(self, node: Node, x: torch.Tensor) -> torch.Tensor:
+        """The input as the chip receives it: on the grid, graded values are rounded at the
+        compiler's input scale (binary spikes pass as they are)."""
+        scale = self.chip_grid.get("scales", {}).get(node.name)
+        return x if scale is None or bool(((x == 0) | (x == 1)).all()) else _on_grid(x, scale)
+
+    def layer_weight(self, node: Node) -> torch.Tensor:
+        """The weight a conv or linear node applies. On the chip's grid it is the nearest
+        weight whose (BN-folded) value Loihi's synapses hold exactly, with a straight-through
+        gradient."""
+        m = self._modules_by_node[node.name]
+        scale = self.chip_grid.get("weights", {}).get(node.name)
+        if scale is None:
+            return m.weight
+        bn = self.scaling_bn(node)
+        gain = self.bn_affine(bn)[0].view(-1, *[1] * (m.weight.dim() - 1)) if bn is not None else torch.ones(())
+        # within +-WEIGHT_MAX, the range the compiler's scale was chosen for, so that it stays valid
+        return _on_grid(m.weight * gain, scale, weights=True) / gain
+
+    def layer_bias(self, node: Node) -> torch.Tensor | None:
+        """A linear node's bias, on the chip's grid rounded as the readout's bias is."""
+        bias = self._modules_by_node[node.name].bias
+        scale = self.chip_grid.get("biases", {}).get(node.name)
+        return bias if scale is None or bias is None else _on_grid(bias, scale)
+
+    def _on_chip(self, node: Node, x: torch.Tensor) -> torch.Tensor:
+        """A conv, BatchNorm or linear node with the values the chip's grid gives it."""
+        if node.op == "bn":
+            scale, shift = (t.view(-1, *[1] * (x.dim() - 3)) for t in self.bn_affine(node))
+            return x * scale + shift
+        m, w = self._modules_by_node[node.name], self.layer_weight(node)
+        if node.op == "conv":
+            return _apply_per_step(lambda t: m._conv_forward(t, w, m.bias), x)
+        return _apply_per_step(lambda t: F.linear(t, w, self.layer_bias(node)), x)
 
     def output_shapes(self) -> dict[str, tuple[int, ...]]:
         """Each node's output shape for one sample and one time step, without running it."""
@@ -177,9 +280,11 @@ class SpikingNet(nn.Module):
         args = [values[i] for i in node.inputs]
         op = node.op
         if op == "input":
-            return x
+            return self._chip_input(node, x)
         if op == "lif":
-            return self._modules_by_node[node.name](args[0])
+            return self._modules_by_node[node.name](self._on_current_grid(node, args[0]))
+        if self.chip_grid and op in ("conv", "bn", "linear"):  # BN frozen: its running statistics
+            return self._on_chip(node, args[0])
         if op in MODULE_OPS:
             return _apply_per_step(self._modules_by_node[node.name], args[0])
         if op == "add":

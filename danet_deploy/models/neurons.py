@@ -8,6 +8,8 @@ after every spike and could not be mapped bit-exactly.
 
 from __future__ import annotations
 
+import math
+
 import snntorch as snn
 import torch
 from snntorch import surrogate
@@ -92,6 +94,17 @@ class CUBA(nn.Module):
     @property
     def threshold(self) -> float:
         return float(self.cell.threshold)
+
+    def use_state_scale(self, k: float) -> None:
+        """Keep slayer's integer state at ``k`` per unit (its default is 4096), the scale
+        of the population on the chip, so that its arithmetic is Loihi's to the bit; ``k``
+        is a power of two (then slayer's float views of the state are exact)."""
+        if not 64 <= k <= 2 ** 22 or 2 ** round(math.log2(k)) != k:
+            raise ValueError(f"state scale {k} is not a power of two in [64, 2**22]")
+        self.cell.w_scale, self.cell.s_scale = int(k // 64), int(k)
+        # slayer's 0.01/k would vanish next to 1.0 in float32 for k > 2**17; half a unit is
+        # exact in float32 and still means Loihi's strict v > threshold on integer states
+        self.cell.threshold_eps = 0.5 / k
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # slayer keeps per-batch state buffers that must follow the data to its device
