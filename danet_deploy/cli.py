@@ -87,6 +87,10 @@ def _train_options(f):
     f = click.option("--framework", default="snntorch", show_default=True, type=click.Choice(list(FRAMEWORKS)),
                      help="Neuron and surrogate gradient: snntorch = snnTorch Leaky (reset to zero); lava-dl = "
                           "slayer's CUBA neuron, Loihi's own (docs/lava-dl.md).")(f)
+    f = click.option("--chip-epochs", type=click.IntRange(0), default=None,
+                     help="Epochs after --epochs with the weights on the chip's 8-bit grid (BatchNorm frozen), "
+                          "so that the float evaluation is the program's network. Default: 5 for lava-dl, "
+                          "0 for snntorch.")(f)
     return f
 
 
@@ -108,9 +112,10 @@ def train(output: str, force: bool, **kw) -> None:
     Multi-GPU: torchrun --nproc_per_node=N -m danet_deploy train ...
     Documentation: docs/danets.md (connection types and architectures) in the project.
     """
+    from .chip_tuning import chip_grid
     from .train import TrainOptions, train as run_training
 
-    metrics = run_training(TrainOptions(**kw), Path(output), force)
+    metrics = run_training(TrainOptions(**kw), Path(output), force, grid_for=chip_grid)
     console.print(f"wrote {output}: test accuracy {metrics['test_accuracy']:.4f}")
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from .chip_tuning import chip_grid
 from .export import export
 from .outputs import check_artifact_dir, check_output_file
 from .progress import console, print_wide
@@ -28,7 +29,7 @@ def run_demo(outdir: Path, lava_samples: int, profile: str, force: bool = False,
         check_artifact_dir(outdir / f"{name}.{target}", force)
     outdir.mkdir(parents=True, exist_ok=True)
     console.rule(f"1/5 train {train_kw['arch']} ({train_kw['connection']}) on digits")
-    metrics = train(TrainOptions(data="digits", **train_kw), ckpt, force)
+    metrics = train(TrainOptions(data="digits", **train_kw), ckpt, force, grid_for=chip_grid)
     console.print(f"float test accuracy {metrics['test_accuracy']:.4f} ({metrics['train_seconds']:.0f} s) -> {ckpt}")
     console.rule("2/5 export to NIR and compile for loihi2-sim")
     nir_dir = export(ckpt, "nir", force=force)

@@ -13,6 +13,7 @@ from rich.table import Table
 from . import report_format as units
 from .report_format import COLUMNS, COMPARE_HEADINGS, HEADINGS, cell, compare_cell
 from .account import ENERGY_PARTS, Accountant
+from .chip_tuning import chip_grid
 from .compile import compile_graph
 from .data import as_time_series, evaluation_split, first, load_dataset
 from .errors import UserError
@@ -204,7 +205,7 @@ def compare(arch: str, connections: list[str], profile: str, data: str, outdir: 
         if not ckpt.exists():
             console.print(f"training {arch} with {conn} connections ({framework}) -> {ckpt}")
             train(TrainOptions(arch=arch, connection=conn, data=data, epochs=epochs, device=device, quiet=True,
-                               framework=framework), ckpt, force)
+                               framework=framework), ckpt, force, grid_for=chip_grid)
         chip, expand_row = account(ckpt, conn, "expand")
         rows.append(expand_row)
         relayed = lower(read_nir(chip / "graph.nir"), "relay", with_weights=False).populations.values()

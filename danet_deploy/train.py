@@ -12,7 +12,7 @@ import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -46,8 +46,15 @@ class TrainOptions:
     workers: int = 0
     learn_beta: bool = False
     framework: str = "snntorch"   # the neuron: snnTorch LIF or lava-dl slayer CUBA
+    chip_epochs: int | None = None  # epochs on the chip's weight grid after ``epochs``; None: framework's default
     resume: str | None = None
     quiet: bool = False
+
+
+CHIP_EPOCHS = {"snntorch": 0, "lava-dl": 5}  # default --chip-epochs per framework
+CHIP_LR = 0.01  # the chip epochs anneal from this fraction of --lr
+
+GridFor = Callable[[SpikingNet, str], dict[str, Any]]  # (model, data) -> its config's chip_grid
 
 
 def model_name(arch: str, connection: str, framework: str = "snntorch") -> str:
@@ -151,10 +158,36 @@ def finish_distributed(world: int) -> None:
         dist.destroy_process_group()
 
 
-def train(opts: TrainOptions, out: Path, force: bool = False) -> dict[str, Any]:
+def cosine_schedule(optimizer: torch.optim.Optimizer, lr: float, steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+    """Cosine annealing from ``lr`` to 0 over ``steps`` (a fresh start for the chip epochs)."""
+    for group in optimizer.param_groups:
+        group["lr"] = group["initial_lr"] = lr
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
+
+
+def freeze_batchnorm(model: nn.Module) -> None:
+    """Every BatchNorm in eval mode (running statistics, as export folds them), its
+    parameters fixed: on the chip's grid they set the scales that training rounds to."""
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.eval()
+            m.requires_grad_(False)
+
+
+def data_parallel(model: nn.Module, world: int, device: torch.device) -> nn.Module:
+    """The model as DDP runs it on ``world`` processes (itself for one process)."""
+    if world == 1:
+        return model
+    return nn.parallel.DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
+
+
+def train(opts: TrainOptions, out: Path, force: bool = False, grid_for: GridFor | None = None) -> dict[str, Any]:
     """Train and write the checkpoint to ``out`` after every epoch; return the metrics.
 
     ``out`` may be new or a checkpoint of ours; any other existing file needs ``force``.
+    After ``opts.epochs`` come ``opts.chip_epochs`` on the chip's weight grid, which
+    ``grid_for`` finds (``chip_tuning.chip_grid``; the compiler is a later stage).
     """
     check_output_file(Path(out), force)
     device = resolve_device(opts.device)
@@ -176,34 +209,52 @@ def train(opts: TrainOptions, out: Path, force: bool = False) -> dict[str, Any]:
         neuron = {"learn_beta": True} if opts.learn_beta else {}
         config = make_config(opts.arch, opts.connection, info.num_classes, opts.timesteps,
                              info.input_shape, opts.framework, **neuron)
+    chip_epochs = opts.chip_epochs if opts.chip_epochs is not None \
+        else CHIP_EPOCHS[config["neuron"].get("framework", "snntorch")]
+    if chip_epochs < 0:
+        raise UserError(f"--chip-epochs {chip_epochs}: must be 0 or more")
+    if chip_epochs and grid_for is None:
+        raise UserError(f"{chip_epochs} chip epochs need train(..., grid_for=danet_deploy.chip_tuning.chip_grid) "
+                        f"(or chip_epochs=0)")
+    epochs = opts.epochs + chip_epochs
     model = build_from_config(config).to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
     steps_per_epoch = len(train_ds) // opts.batch_size
     if steps_per_epoch == 0:
         raise UserError(f"--batch-size {opts.batch_size} exceeds the {len(train_ds)} training samples")
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=opts.epochs * steps_per_epoch)
+    chip_phase = start_epoch >= opts.epochs  # a resumed run may start on the chip's grid
+    scheduler = cosine_schedule(optimizer, opts.lr * (CHIP_LR if chip_phase else 1.0),
+                                (chip_epochs if chip_phase else opts.epochs) * steps_per_epoch)
     if resume_state is not None:
         model.load_state_dict(resume_state["state_dict"])
         if "train_state" in resume_state:
             optimizer.load_state_dict(resume_state["train_state"]["optimizer"])
             scheduler.load_state_dict(resume_state["train_state"]["scheduler"])
 
-    net: nn.Module = model
     if world > 1:
         use_global_batchnorm(model)
-        net = nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
+    if model.chip_grid:  # resumed on the chip's grid
+        freeze_batchnorm(model)
+    net = data_parallel(model, world, device)
     scaler = torch.cuda.amp.GradScaler(enabled=opts.amp)
     show = rank == 0 and not opts.quiet
     metrics: dict[str, Any] = {}
     t0 = time.perf_counter()
-    for epoch in range(start_epoch, opts.epochs):
+    for epoch in range(start_epoch, epochs):
+        if epoch >= opts.epochs and not model.chip_grid:
+            model.set_chip_grid(grid_for(model, opts.data))
+            freeze_batchnorm(model)
+            net = data_parallel(model, world, device)  # DDP then reduces only what still learns
+            scheduler = cosine_schedule(optimizer, opts.lr * CHIP_LR, chip_epochs * steps_per_epoch)
         model.train()
+        if model.chip_grid:
+            freeze_batchnorm(model)
         batches = list(epoch_batches(len(train_ds), opts.batch_size, opts.seed, epoch, rank, world))
         loader = DataLoader(train_ds, batch_sampler=batches, num_workers=opts.workers)
         seen = correct = 0
         loss_sum = 0.0
-        with progress_bar(f"epoch {epoch + 1}/{opts.epochs}", len(batches), enabled=show) as advance:
+        label = f"epoch {epoch + 1}/{epochs}" + (" (chip grid)" if model.chip_grid else "")
+        with progress_bar(label, len(batches), enabled=show) as advance:
             for x, y in loader:
                 x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                 with torch.autocast(device.type, enabled=opts.amp):
@@ -223,7 +274,7 @@ def train(opts: TrainOptions, out: Path, force: bool = False) -> dict[str, Any]:
                    "train_loss": loss_sum / max(seen, 1), "epochs": epoch + 1,
                    "train_seconds": round(time.perf_counter() - t0, 2), "world_size": world}
         if show:
-            console.print(f"epoch {epoch + 1}/{opts.epochs}: loss {metrics['train_loss']:.4f} "
+            console.print(f"{label}: loss {metrics['train_loss']:.4f} "
                           f"train {metrics['train_accuracy']:.4f} test {test_acc:.4f} "
                           f"({metrics['train_seconds']:.0f} s)")
         if rank == 0:
