@@ -190,10 +190,12 @@ def test_loihi1_refuses_relays(tmp_path: Path) -> None:
 LAVA_SAMPLES = 20         # exact: Lava's spikes equal the fast simulator's on every one
 AGREEMENT_FLOOR = 0.97    # statistical: fixed point and float predict alike on the whole test split
 ACCURACY_FLOOR = 0.90     # statistical: 12 epochs reach 0.96-0.99 on any CPU; the floor leaves margin
-# lava-dl (slayer's surrogate): 12 epochs reach 0.89-0.97 and agree 0.94-0.99 with fixed point (measured, all
-# eight types); DA trains 30 epochs, reaches 0.977-0.981 and its fixed point is within 1 pp of slayer's own
-LAVA_DL_FLOORS = {"agreement": 0.90, "accuracy": 0.85}
-LAVA_DL_DA = {"epochs": 30, "accuracy": 0.96, "fixed_vs_float": 0.01}
+# lava-dl (slayer's surrogate, last 5 epochs on the chip's grid): slayer's own evaluation is the program's, so
+# its predictions are equal on every sample, except where the compiler composes two convs into one synapse group
+# (ms's downsampling shortcut: its last layer's spikes differ by 0.5 %, measured); DA trains 30 epochs
+LAVA_DL_FLOORS = {"agreement": 0.98, "accuracy": 0.85}
+LAVA_DL_COMPOSED = {"ms"}
+LAVA_DL_DA = {"epochs": 30, "accuracy": 0.96}
 
 
 @pytest.mark.parametrize("connection,framework",
@@ -206,9 +208,11 @@ def test_digits_models_in_lava_are_exact_and_fixed_point_keeps_float_predictions
     Trained weights differ from CPU to CPU, so nothing here may need one training's bits:
     Lava vs the fast simulator is exact (spike for spike); fixed point vs float is a
     bound on the whole 359-sample test split, where one sample is 0.28 pp. lava-dl models
-    (slayer's CUBA neuron) are checked the same way, with the floors measured for them.
+    (slayer's CUBA neuron, last epochs on the chip's grid) run on the chip what slayer
+    evaluates: their predictions must be equal, sample by sample.
     """
     from danet_deploy.checkpoint import load_model
+    from danet_deploy.chip_tuning import chip_grid
     from danet_deploy.data import load_dataset
     from danet_deploy.export import export
     from danet_deploy.simulate import simulate
@@ -216,7 +220,8 @@ def test_digits_models_in_lava_are_exact_and_fixed_point_keeps_float_predictions
 
     ckpt = tmp_path / f"{connection}.pt"
     epochs = LAVA_DL_DA["epochs"] if (framework, connection) == ("lava-dl", "da") else 12
-    train(TrainOptions(connection=connection, epochs=epochs, quiet=True, device="cpu", framework=framework), ckpt)
+    train(TrainOptions(connection=connection, epochs=epochs, quiet=True, device="cpu", framework=framework), ckpt,
+          grid_for=chip_grid)
     out = export(ckpt, "loihi2-sim")
     neuron_nodes = {layer["type"] for layer in json.loads((out / "manifest.json").read_text())["layers"]
                     if layer["type"] in ("LIF", "IF", "CubaLIF")}
@@ -238,9 +243,12 @@ def test_digits_models_in_lava_are_exact_and_fixed_point_keeps_float_predictions
     floors = LAVA_DL_FLOORS if framework == "lava-dl" else {"agreement": AGREEMENT_FLOOR, "accuracy": ACCURACY_FLOOR}
     assert agreement >= floors["agreement"], (agreement, accuracy)
     assert min(accuracy.values()) >= floors["accuracy"], accuracy
-    if (framework, connection) == ("lava-dl", "da"):  # the goal network: slayer's accuracy kept on the chip
+    if framework == "lava-dl":  # fixed point within 1 pp of slayer's own evaluation; exact where nothing composes
+        assert abs(accuracy["fixed"] - accuracy["float"]) <= 0.01, accuracy
+        if connection not in LAVA_DL_COMPOSED:
+            assert torch.equal(fixed_pred, float_pred), (agreement, accuracy)
+    if (framework, connection) == ("lava-dl", "da"):  # the goal network
         assert accuracy["float"] >= LAVA_DL_DA["accuracy"], accuracy
-        assert abs(accuracy["fixed"] - accuracy["float"]) <= LAVA_DL_DA["fixed_vs_float"], accuracy
 
 
 def test_netx_loads_our_file_and_spikes_like_our_lava_graph(trained_plain: Path, tmp_path: Path) -> None:

@@ -32,13 +32,16 @@ def test_short_training_improves_digits_accuracy(tmp_path: Path) -> None:
 
 
 def test_lava_dl_checkpoints_record_the_framework_and_slayers_neuron(tmp_path: Path) -> None:
+    from danet_deploy.chip_tuning import chip_grid
     from danet_deploy.converters.nir_export import to_nir
     from danet_deploy.models.neurons import CUBA, LIF
 
     out = tmp_path / "m.pt"
-    train(TrainOptions(epochs=1, quiet=True, device="cpu", framework="lava-dl", arch="vgg_digits"), out)
+    train(TrainOptions(epochs=1, chip_epochs=1, quiet=True, device="cpu", framework="lava-dl", arch="vgg_digits"), out,
+          grid_for=chip_grid)
     blob = read_checkpoint(out)
     assert blob["config"]["neuron"]["framework"] == "lava-dl" and blob["neuron"]["voltage_decay"] == 0.5
+    assert blob["config"]["chip_grid"]["weights"]  # the last epoch ran on the chip's weight grid
     for arch in ("densenet_digits", "resnet20"):  # DA-DenseNet and the CIFAR ResNet, end to end to NIR
         model = build(arch, "da", 10, framework="lava-dl").eval()
         x = torch.rand(2, *model.config["input_shape"])
