@@ -87,7 +87,8 @@ def _apply_per_step(module: Callable[[torch.Tensor], torch.Tensor], x: torch.Ten
 
 def _on_grid(x: torch.Tensor, units: float, weights: bool = False) -> torch.Tensor:
     """``x`` rounded to multiples of ``1/units`` (as Loihi's 8-bit synapses hold them when
-    ``weights``), with a straight-through gradient."""
+    ``weights``, within +-WEIGHT_MAX: the range the compiler chose the scale for, so that
+    the scale stays valid), with a straight-through gradient."""
     scaled = x.detach().double() * units
     ints = round_weights(scaled).clamp(-WEIGHT_MAX, WEIGHT_MAX) if weights else torch.round(scaled)
     return (ints / units).to(x.dtype) + (x - x.detach())  # the value exactly on the grid, x's gradient
@@ -175,8 +176,10 @@ class SpikingNet(nn.Module):
     @property
     def chip_grid(self) -> dict[str, Any]:
         """Where training put the network on the chip's grid (empty otherwise): ``weights``,
-        integer weight per unit of each conv's BN-folded weight, and ``scales``, the
-        compiler's scale ``K`` per population (the input's: its value scale); see ``chip_tuning``."""
+        integer weight per unit of each weight the program holds whole (a BN-folded conv, a
+        stream BN's scale, the readout), ``biases``, integer bias per unit of each BN shift
+        and of the readout's bias, and ``scales``, the compiler's ``K`` per population (the
+        input's: its value scale); see ``chip_tuning``."""
         return self.config.get("chip_grid", {})
 
     def set_chip_grid(self, grid: dict[str, Any]) -> None:
