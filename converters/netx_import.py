@@ -141,6 +141,8 @@ class _Reader:
         if kind == "flatten":
             self.flatten(index)
             return
+        if kind in ("conv", "pool", "dense") and shape is None:
+            raise KeyError("shape")
         if kind in ("conv", "pool"):
             self._conv(index, kind, g, shape)
         elif kind == "dense":
@@ -243,17 +245,40 @@ def read_netx(path: Path, keep_input_neurons: bool = False) -> nir.NIRGraph:
     try:
         f = h5py.File(path, "r")
     except OSError as e:
-        raise UserError(f"{path}: not a readable netx file ({e})") from None
+        why = "the file is empty" if path.is_file() and path.stat().st_size == 0 else str(e).splitlines()[0][:160]
+        raise UserError(f"{path}: not a readable netx file: not HDF5, truncated or damaged ({why})") from None
     with f:
         if "layer" not in f:
             raise UserError(f"{path}: not a netx file (no 'layer' group)")
         layers = f["layer"]
         names = sorted(layers, key=lambda k: int(k) if k.isdigit() else -1)
-        if [int(k) for k in names if k.isdigit()] != list(range(len(layers))):
+        if not isinstance(layers, h5py.Group) or [int(k) for k in names if k.isdigit()] != list(range(len(layers))):
             raise UserError(f"{path}: netx layers must be named 0..{len(layers) - 1}")
         reader = _Reader(path, keep_input_neurons)
         for i in range(len(layers)):
+            g = layers[str(i)]
+            kind = _text(g["type"]) if "type" in g else "?"
             if reader.readout:
-                raise reader.fail(i, _text(layers[str(i)]["type"]), "follows a non-spiking readout layer")
-            reader.layer(i, layers[str(i)])
+                raise reader.fail(i, kind, "follows a non-spiking readout layer")
+            try:
+                _check_shape(g)
+                reader.layer(i, g)
+            except KeyError as e:
+                raise reader.fail(i, kind, f"has no {e.args[0]!r} (a field lava-dl's netx reads)") from None
+            except (ValueError, TypeError, UnicodeDecodeError) as e:
+                raise reader.fail(i, kind, f"unreadable field value ({str(e).splitlines()[0][:160]})") from None
         return reader.graph()
+
+
+MAX_LAYER_NEURONS = 1 << 24  # 16.7 M: more than the neurons of 16 Loihi 2 chips in one layer
+
+
+def _check_shape(g: h5py.Group) -> None:
+    """A layer's ``shape`` is read before anything is allocated for it."""
+    if "shape" not in g:
+        return
+    shape = np.asarray(g["shape"][()]).ravel()
+    if shape.dtype.kind not in "iuf" or np.any(shape < 1) or np.any(shape != np.floor(shape)):
+        raise ValueError(f"shape {shape.tolist()} is not a list of positive whole numbers")
+    if float(np.prod(shape.astype(np.float64))) > MAX_LAYER_NEURONS:
+        raise ValueError(f"shape {shape.astype(np.int64).tolist()} has more than {MAX_LAYER_NEURONS:,} neurons")

@@ -38,6 +38,7 @@ import torch
 from danet_deploy import __version__
 from danet_deploy.models import REAL, SPIKE, Node, SpikingNet
 from danet_deploy.models.neurons import CUBA
+from danet_deploy.outputs import write_in_memory
 
 DEFAULT_DT = 1e-4  # seconds; the snnTorch / NIR-paper convention
 
@@ -264,5 +265,6 @@ class _Serialisable:
 
 
 def write_nir(path: Path, graph: nir.NIRGraph) -> None:
-    """Write ``graph`` with ``nir.write`` (LZF-compressed: fast, and per-neuron constants shrink)."""
-    nir.write(path, _Serialisable(graph), compression="lzf")
+    """Write ``graph`` with ``nir.write`` (LZF-compressed: fast, and per-neuron constants shrink),
+    built in memory (``outputs.write_in_memory``: a full disk fails cleanly)."""
+    write_in_memory(path, lambda buffer: nir.write(buffer, _Serialisable(graph), compression="lzf"))

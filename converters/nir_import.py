@@ -22,6 +22,7 @@ import numpy as np
 from danet_deploy.errors import UserError
 
 DEFAULT_DT = 1e-4  # seconds, when neither the file nor the user gives one
+MAX_DT = 1e3  # seconds: a larger time step is a unit mistake, and overflows the decays
 TIMED = (nir.LIF, nir.CubaLIF, nir.IF, nir.LI, nir.I, nir.Delay)  # nodes whose meaning depends on dt
 
 SUPPORTED = {
@@ -72,6 +73,29 @@ class FlatGraph:
     def timesteps(self) -> int | None:
         t = self.metadata.get("timesteps")
         return int(t) if t is not None else None
+
+
+def time_step(value: Any, where: str) -> float:
+    """``value`` as a time step in seconds, or a one-line error naming ``where`` it came from."""
+    try:
+        step = float(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{where} {value!r} is not a number (a time step in seconds)") from None
+    if not (np.isfinite(step) and 0 < step <= MAX_DT):
+        raise UserError(f"{where} {value!r}: a time step must be a finite number of seconds above 0 and at "
+                        f"most {MAX_DT:g}")
+    return step
+
+
+def time_steps(value: Any, where: str) -> int:
+    """``value`` as a number of time steps (a whole number of at least 1)."""
+    try:
+        steps = float(value)
+    except (TypeError, ValueError):
+        raise UserError(f"{where} {value!r} is not a number of time steps") from None
+    if not (np.isfinite(steps) and steps >= 1 and steps == int(steps)):
+        raise UserError(f"{where} {value!r}: the number of time steps must be a whole number of at least 1")
+    return int(steps)
 
 
 def _plain(value: Any) -> Any:
@@ -137,6 +161,8 @@ RESETS = {  # convention (file metadata "reset" or --reset) -> what it means
                          "step after the spike, undecayed",
     "sinabs": "sinabs' default (MultiSpike, MembraneSubtract), also rockpool's LIFTorch: floor(v / threshold) "
               "spikes in one step once v >= threshold, each subtracting the threshold",
+    "sinabs-nir": "what sinabs' own from_nir builds for an IF node (IAFSqueeze): sinabs' default, and after the "
+                  "reset the voltage is held at or above -threshold (min_v_mem = -v_threshold)",
 }
 DEFAULT_RESET = "zero"
 DISCRETISATIONS = {  # how a neuron's time constants become per-step factors (metadata "discretisation")
@@ -350,7 +376,8 @@ def _reset_modes(nodes: dict[str, nir.NIRNode], graph_metadata: dict[str, Any], 
             late = isinstance(node, nir.CubaLIF) or name in cyclic
             modes[name] = "zero-late" if late else "zero"
         else:
-            modes[name] = {"snntorch-subtract": "subtract-late", "sinabs": "multi-spike"}.get(convention, convention)
+            modes[name] = {"snntorch-subtract": "subtract-late", "sinabs": "multi-spike",
+                           "sinabs-nir": "multi-spike-floor"}.get(convention, convention)
     if assumed:
         print(f"danet-deploy: the graph does not state how its neurons reset; assuming {DEFAULT_RESET!r} "
               f"(Loihi's) for {len(assumed)} node(s); pass --reset snntorch-subtract for snnTorch's default, "
@@ -364,6 +391,8 @@ def from_nir(graph: nir.NIRGraph, dt: float | None = None, reset: str | None = N
     ``reset`` (a key of :data:`RESETS`) every node's reset convention, ``discretisation``
     (a key of :data:`DISCRETISATIONS`) the graph's."""
     nodes, edges = _flatten(graph)
+    if not any(isinstance(n, nir.Input) for n in nodes.values()):
+        raise UserError("the graph has no Input node" + ("" if nodes else " (it has no nodes at all)"))
     for name, node in nodes.items():
         _check_node(name, node)
         node.metadata = _plain(dict(node.metadata or {}))
@@ -375,12 +404,13 @@ def from_nir(graph: nir.NIRGraph, dt: float | None = None, reset: str | None = N
     order = _topological(nodes, sources, back)
     shapes = _infer_shapes(order, nodes, sources, back)
     metadata = _plain(dict(graph.metadata or {}))
-    step = dt if dt is not None else float(metadata.get("dt", DEFAULT_DT))
+    step = time_step(dt if dt is not None else metadata.get("dt", DEFAULT_DT),
+                     "--dt" if dt is not None else "metadata dt")
+    if metadata.get("timesteps") is not None:
+        metadata["timesteps"] = time_steps(metadata["timesteps"], "metadata timesteps")
     if dt is None and "dt" not in metadata and any(isinstance(n, TIMED) for n in nodes.values()):
         print(f"danet-deploy: the graph does not state its time step; assuming dt = {DEFAULT_DT:g} s "
               f"(pass --dt, e.g. --dt 1 for a graph whose constants count time steps)", file=sys.stderr)
-    if not step > 0:
-        raise UserError(f"time step dt must be positive, got {step}")
     users = {s for s, _ in edges}
     cyclic = set().union(*_cycle_members(nodes, sources, back))
     resets = _reset_modes({n: nodes[n] for n in order}, metadata, cyclic, reset)
@@ -393,9 +423,12 @@ def from_nir(graph: nir.NIRGraph, dt: float | None = None, reset: str | None = N
                   "LIF, norse or rockpool for theirs", file=sys.stderr)
     if scheme not in DISCRETISATIONS:
         raise UserError(f"unknown discretisation {scheme!r} (known: {', '.join(DISCRETISATIONS)})")
+    outputs = [n for n in order if isinstance(nodes[n], nir.Output) and n not in users]
+    if not outputs:
+        raise UserError("the graph has no Output node: nothing reads its result (add one after the last layer)")
     return FlatGraph(nodes={n: nodes[n] for n in order}, sources=sources, shapes=shapes,
                      inputs=[n for n in order if isinstance(nodes[n], nir.Input) and not sources[n]],
-                     outputs=[n for n in order if isinstance(nodes[n], nir.Output) and n not in users],
+                     outputs=outputs,
                      dt=step, metadata=metadata, recurrent=back, resets=resets, discretisation=scheme)
 
 

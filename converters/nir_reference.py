@@ -35,7 +35,8 @@ Step = Callable[[torch.Tensor], torch.Tensor]
 
 
 def _param(value: object, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(value, dtype=np.float64), dtype=dtype, device=device)
+    # a copy: NIR parameters may be read-only broadcast views, which torch warns about
+    return torch.as_tensor(np.array(value, dtype=np.float64), dtype=dtype, device=device)
 
 
 def pair(value: object) -> tuple[int, int]:
@@ -124,9 +125,10 @@ class _Neuron:
             v = torch.where(fired, self.v_reset.expand_as(v), v)
         elif fired is not None and self.reset_mode == "subtract-late":
             v = v - self.th * fired
-        if self.reset_mode == "multi-spike":  # sinabs: as many spikes as thresholds reached
+        if self.reset_mode.startswith("multi-spike"):  # sinabs: as many spikes as thresholds reached
             spikes = torch.where(v >= self.th, torch.floor(v / self.th), torch.zeros_like(v))
-            st["v"] = v - self.th * spikes
+            v = v - self.th * spikes
+            st["v"] = torch.maximum(v, -self.th) if self.reset_mode == "multi-spike-floor" else v
             return spikes.to(x.dtype)
         spikes = v > self.th
         if self.reset_mode == "zero":

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 
 from .compile import Program, summarise, synapse_count
 from .errors import UserError
+from .outputs import TAGS
 from .profiles import Profile
 from .simulator.fixed import F32_EXACT, FixedSimulator
 
@@ -173,7 +174,7 @@ class Accountant:
             timing["edp_dynamic_uj_ms"] = totals["energy_dynamic_pj"] * 1e-6 * latency_ms
         by_connection = {c: _summed([r for r in layers if r["connection"] == c])
                          for c in sorted({r["connection"] for r in layers})}
-        return {"tool": "danet-deploy", "profile": profile.name, "profile_kind": profile.kind,
+        return {"format": TAGS["report"], "tool": "danet-deploy", "profile": profile.name, "profile_kind": profile.kind,
                 "estimates": profile.estimates(), "target": prog.target, "lowering": prog.lowered.lowering,
                 "timesteps": timesteps, "samples": self.samples, "pipeline_latency": prog.lowered.latency,
                 "static_power": static_power if timing is not None else "off", "timing": timing,

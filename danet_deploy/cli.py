@@ -6,6 +6,7 @@ Exit codes: 0 success, 1 user error (one line on stderr naming what is at fault;
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 from pathlib import Path
@@ -13,24 +14,68 @@ from pathlib import Path
 import click
 
 from . import __version__
+from .converters.nir_import import MAX_DT
 from .errors import UserError
+from .signals import signals_end_the_run
 from .models import CONNECTIONS, FRAMEWORKS, list_archs
-from .progress import as_text, console, print_wide
+from .progress import console, fitted
 
 DEFAULT_ARCH, DEFAULT_CONNECTION = "digits_resnet", "da"
 
 
 class _Group(click.Group):
-    """Turns UserError into a one-line message and exit code 1 (tracebacks only with --debug)."""
+    """Turns UserError into a one-line message and exit code 1 (tracebacks only with --debug);
+    SIGTERM and SIGHUP end a command as Ctrl-C does, so nothing half written stays behind."""
 
     def invoke(self, ctx: click.Context):  # type: ignore[override]
         try:
-            return super().invoke(ctx)
+            with signals_end_the_run():
+                return super().invoke(ctx)
         except UserError as e:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
             click.echo(f"danet-deploy: error: {e}", err=True)
             sys.exit(1)
+
+
+def emit(text: str) -> None:
+    """Write a command's result to stdout, or fail in one line when it cannot be written."""
+    if sys.stdout is None:
+        raise UserError("standard output is closed: the result has nowhere to go; write it with -o FILE")
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except OSError as e:
+        sys.stdout = None  # nothing more can be written there (not even at exit)
+        raise UserError(f"cannot write the result to standard output ({e.strerror or e}); "
+                        f"write it with -o FILE") from None
+
+
+class Finite(click.ParamType):
+    """A finite number in ``(low, high]`` (click's FloatRange lets NaN through)."""
+
+    name = "number"
+
+    def __init__(self, low: float, high: float, what: str) -> None:
+        self.low, self.high, self.what = low, high, what
+
+    def convert(self, value, param, ctx) -> float:
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not (math.isfinite(v) and self.low < v <= self.high):
+            self.fail(f"{value}: {self.what} must be a finite number above {self.low:g} and at most "
+                      f"{self.high:g}", param, ctx)
+        return v
+
+
+TIME_STEP = Finite(0.0, MAX_DT, "a time step in seconds")
+
+
+def dt_option(help_text: str):
+    """``--dt`` for commands that read NIR neuron constants."""
+    return click.option("--dt", type=TIME_STEP, help=help_text)
 
 
 def convention_options(f):
@@ -77,16 +122,20 @@ def _train_options(f):
                      help="Residual connection type (listed below; docs/danets.md explains each).")(f)
     f = click.option("--timesteps", "-T", default=4, show_default=True, type=click.IntRange(1),
                      help="Time steps per sample (direct encoding of static inputs).")(f)
-    f = click.option("--epochs", default=30, show_default=True, type=click.IntRange(1))(f)
+    f = click.option("--epochs", default=30, show_default=True, type=click.IntRange(1),
+                     help="Training epochs (before the --chip-epochs).")(f)
     f = click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1),
                      help="Global batch size (split across DDP processes under torchrun).")(f)
-    f = click.option("--lr", default=5e-3, show_default=True, type=float, help="AdamW learning rate.")(f)
-    f = click.option("--device", default="auto", show_default=True,
-                     type=click.Choice(["auto", "cpu", "cuda"]))(f)
-    f = click.option("--seed", default=0, show_default=True, type=int)(f)
-    f = click.option("--framework", default="snntorch", show_default=True, type=click.Choice(list(FRAMEWORKS)),
+    f = click.option("--lr", default=5e-3, show_default=True, type=Finite(0.0, 10.0, "the learning rate"),
+                     help="AdamW learning rate.")(f)
+    f = click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]),
+                     help="Where to train (auto: CUDA when there is a GPU).")(f)
+    f = click.option("--seed", default=0, show_default=True, type=int,
+                     help="Seed of the weights, the batch order and the augmentation.")(f)
+    f = click.option("--framework", type=click.Choice(list(FRAMEWORKS)),
                      help="Neuron and surrogate gradient: snntorch = snnTorch Leaky (reset to zero); lava-dl = "
-                          "slayer's CUBA neuron, Loihi's own (docs/lava-dl.md).")(f)
+                          "slayer's CUBA neuron, Loihi's own (docs/lava-dl.md) [default: snntorch, or the "
+                          "framework of the --resume checkpoint].")(f)
     f = click.option("--chip-epochs", type=click.IntRange(0), default=None,
                      help="Epochs after --epochs with the weights on the chip's 8-bit grid (BatchNorm frozen), "
                           "so that the float evaluation is the program's network. Default: 5 for lava-dl, "
@@ -159,6 +208,7 @@ def demo(outdir: str, lava_samples: int, profile: str, force: bool, **kw) -> Non
     """
     from .demo import run_demo
 
+    kw["framework"] = kw["framework"] or "snntorch"
     run_demo(Path(outdir), lava_samples, profile, force, **kw)
 
 
@@ -168,15 +218,17 @@ def demo(outdir: str, lava_samples: int, profile: str, force: bool, **kw) -> Non
               type=click.Choice(["nir", "loihi2-sim", "loihi2", "loihi1"]),
               help="nir: graph.nir only; loihi2-sim / loihi2 / loihi1: also compile to the chip's fixed point.")
 @click.option("-o", "--outdir", type=click.Path(file_okay=False),
-              help="Output directory [default: <model stem>.<target>/ next to MODEL].")
+              help="Output directory [default: <model stem>.<target>/ next to MODEL; <stem>.nir.d/ for a .nir "
+                   "MODEL exported to nir].")
 @click.option("--profile", "-p", help="Hardware profile name or .toml file [default: the target's].")
 @click.option("--lowering", default="auto", show_default=True, type=click.Choice(["auto", "expand", "relay"]),
               help="How real-valued streams (ms, pa, da) reach the chip: expand = direct synapses from every "
                    "spiking layer; relay = graded relay neurons; auto = expand if it fits the profile.")
 @click.option("--data", help="Calibration data for quantisation [default: the checkpoint's dataset].")
-@click.option("--calibration-samples", default=32, show_default=True, type=click.IntRange(1))
-@click.option("--dt", type=float, help="Time step in seconds for NIR neuron constants "
-              "[default: the file's, else 1e-4].")
+@click.option("--calibration-samples", default=32, show_default=True, type=click.IntRange(1),
+              help="Training samples the float model runs to set each layer's fixed-point scale.")
+@dt_option("Time step in seconds for NIR neuron constants [default: the file's, else 1e-4]; "
+           "written into the export's graph.nir.")
 @click.option("--force", is_flag=True, help="Write into a non-empty OUTDIR that danet-deploy did not create "
               "(only its own files are written; nothing is deleted).")
 @keep_input_option
@@ -203,13 +255,11 @@ def export(model: str, target: str, outdir: str | None, dt: float | None, profil
 
     out = run_export(Path(model), target, Path(outdir) if outdir else None, dt, profile, lowering, data,
                      calibration_samples, force, keep_input_neurons, reset, discretisation)
-    files = ", ".join(sorted(p.name for p in out.iterdir()))
-    console.print(f"wrote {out}/ ({files})")
-    manifest_path = out / "manifest.json"
-    if target != "nir":
-        import json
+    import json
 
-        m = json.loads(manifest_path.read_text())
+    m = json.loads((out / "manifest.json").read_text())
+    console.print(f"wrote {out}/ ({', '.join(m['files'])})")
+    if target != "nir":
         cm = m["core_mapping"]
         console.print(f"{m['profile']}: {m['lowering']} lowering, {cm['neurons']:,} neurons, "
                       f"{cm['synapses']:,} synapses, {cm['cores']} cores on {cm['chips']} chip(s), "
@@ -227,7 +277,7 @@ def profiles() -> None:
     for name in sorted(builtin_profiles()):
         p = load_profile(name)
         table.add_row(name, p.kind, p.description, str(len(p.estimates())))
-    print_wide(table)
+    emit(fitted(lambda columns: table, [()]))
 
 
 @main.command()
@@ -242,7 +292,7 @@ def profiles() -> None:
 @click.option("--samples", "-n", type=click.IntRange(1), help="Use the first N samples [default: all].")
 @click.option("--timesteps", "-T", type=click.IntRange(1),
               help="Steps for static data when the graph does not record them.")
-@click.option("--dt", type=float, help="Time step in seconds [default: the file's, else 1e-4].")
+@dt_option("Time step in seconds for a .nir MODEL's neuron constants [default: the file's, else 1e-4].")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
 @click.option("--save-outputs", "save_outputs_to", type=click.Path(dir_okay=False),
               help="Write each sample's output summed over time steps, in the float model's units (spike "
@@ -265,7 +315,7 @@ def simulate(artifact: str, as_json: bool, **kw) -> None:
 
     result = run_simulation(Path(artifact), show_progress=not as_json, **kw)
     if as_json:
-        click.echo(json.dumps(result, sort_keys=True))
+        emit(json.dumps(result, sort_keys=True) + "\n")
         return
     line = (f"{result['backend']} ({result['mode']}): accuracy {result['accuracy']:.4f} on {result['samples']} "
             f"samples; float model {result['reference_accuracy']:.4f}")
@@ -282,22 +332,26 @@ def simulate(artifact: str, as_json: bool, **kw) -> None:
 @click.option("--data", default="digits", show_default=True,
               help="digits | cifar10:PATH | cifar100:PATH | imagefolder:PATH | tensor:PATH")
 @click.option("--format", "fmt", default="table", show_default=True,
-              type=click.Choice(["table", "json", "csv", "html"]))
+              type=click.Choice(["table", "json", "csv", "html"]),
+              help="table: for people (the main columns; all with --wide, in a pipe or a file); json, csv: every "
+                   "figure; html: a self-contained page.")
+@click.option("--wide", is_flag=True, help="Table: every column, however wide the terminal.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to this file instead of stdout "
               "(an existing file is replaced only when danet-deploy wrote it).")
 @click.option("--force", is_flag=True, help="Overwrite --output even when danet-deploy did not write it.")
 @click.option("--samples", "-n", type=click.IntRange(1), help="Use the first N samples [default: all].")
-@click.option("--device", default="cpu", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]))
+@click.option("--device", default="cpu", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]),
+              help="Where the fast simulator counts.")
 @click.option("--static-power", default="cores", show_default=True, type=click.Choice(["cores", "chip", "off"]),
               help="Static energy charged to the network: cores = chip static power x cores used / cores per "
                    "chip; chip = every chip touched, whole; off = none (see docs/accounting.md).")
 @click.option("--lava-samples", default=0, show_default=True, type=click.IntRange(0),
               help="Also run the first N samples in Lava and report its accuracy and spike mismatches.")
-@click.option("--dt", type=float, help="Time step in seconds for a .nir MODEL's neuron constants "
-              "[default: the file's, else 1e-4].")
+@dt_option("Time step in seconds for a .nir MODEL's neuron constants [default: the file's, else 1e-4].")
 @keep_input_option
 @convention_options
-def report(artifact: str, profile: str, data: str, fmt: str, output: str | None, force: bool, samples: int | None,
+def report(artifact: str, profile: str, data: str, fmt: str, wide: bool, output: str | None, force: bool,
+           samples: int | None,
            device: str, static_power: str, lava_samples: int, keep_input_neurons: bool, dt: float | None,
            reset: str | None, discretisation: str | None) -> None:
     """Per-layer SOPs, MACs, spikes, neuron updates, synapses, cores and energy.
@@ -311,10 +365,10 @@ def report(artifact: str, profile: str, data: str, fmt: str, output: str | None,
     counts are summed.
     """
     from .outputs import check_output_file
-    from .report import build_report, render, write
+    from .report import TABLE_LAYOUTS, as_table, build_report, render, write
 
     if output:
-        check_output_file(Path(output), force)
+        check_output_file(Path(output), "report", force)
     rep = build_report(Path(artifact), profile, data, samples, device, show_progress=output is not None
                        or fmt == "table", static_power=static_power, lava_samples=lava_samples,
                        keep_input_neurons=keep_input_neurons, dt=dt, reset=reset,
@@ -325,17 +379,21 @@ def report(artifact: str, profile: str, data: str, fmt: str, output: str | None,
         write(rep, fmt, Path(output))
         console.print(f"wrote {output}")
     elif fmt == "table":
-        print_wide(render(rep, fmt))
+        emit(fitted(lambda columns: as_table(rep, columns), TABLE_LAYOUTS, wide))
     else:
-        click.echo(render(rep, fmt), nl=False)
+        emit(render(rep, fmt))
 
 
 @main.command()
-@click.option("--arch", default=DEFAULT_ARCH, show_default=True, type=click.Choice(list(list_archs())))
+@click.option("--arch", default=DEFAULT_ARCH, show_default=True, type=click.Choice(list(list_archs())),
+              help="Architecture every variant is built from (see `train --help`).")
 @click.option("--connections", default="plain,aa,sew,ms,pa,da", show_default=True,
-              help="Comma-separated connection types.")
-@click.option("--profile", "-p", default="loihi2", show_default=True)
-@click.option("--data", default="digits", show_default=True)
+              help="Comma-separated connection types, each once (see `train --help`).")
+@click.option("--profile", "-p", default="loihi2", show_default=True,
+              help="Hardware profile for the energy figures (loihi2, loihi1, cmos45) or a .toml file.")
+@click.option("--data", default="digits", show_default=True,
+              help="Dataset to train and account on: digits | cifar10:PATH | cifar100:PATH | imagefolder:PATH | "
+                   "tensor:PATH")
 @click.option("--epochs", default=12, show_default=True, type=click.IntRange(1),
               help="Epochs for variants that have no checkpoint in --models-dir yet.")
 @click.option("--models-dir", default="runs/compare", show_default=True, type=click.Path(file_okay=False),
@@ -344,14 +402,17 @@ def report(artifact: str, profile: str, data: str, fmt: str, output: str | None,
 @click.option("--framework", default="snntorch", show_default=True, type=click.Choice(list(FRAMEWORKS)),
               help="Train the variants with snnTorch's LIF or lava-dl slayer's CUBA neuron.")
 @click.option("--samples", "-n", type=click.IntRange(1), help="Evaluate the first N samples [default: all].")
-@click.option("--format", "fmt", default="table", show_default=True, type=click.Choice(["table", "json", "html"]))
+@click.option("--format", "fmt", default="table", show_default=True, type=click.Choice(["table", "json", "html"]),
+              help="table: for people (the main columns; all with --wide, in a pipe or a file); json: every "
+                   "figure; html: a self-contained page.")
+@click.option("--wide", is_flag=True, help="Table: every column, however wide the terminal.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to this file instead of stdout "
               "(an existing file is replaced only when danet-deploy wrote it).")
 @click.option("--static-power", default="cores", show_default=True, type=click.Choice(["cores", "chip", "off"]),
               help="Static energy attribution (see `report --help`).")
 @click.option("--force", is_flag=True, help="Overwrite outputs that danet-deploy did not write.")
 def compare(arch: str, connections: str, profile: str, data: str, epochs: int, models_dir: str, framework: str,
-            samples: int | None, fmt: str, output: str | None, static_power: str, force: bool) -> None:
+            samples: int | None, fmt: str, wide: bool, output: str | None, static_power: str, force: bool) -> None:
     """Accuracy, SOPs, MACs, energy, synapse memory and cores per connection type, side by side.
 
     Each variant is trained once (or loaded from --models-dir), compiled for
@@ -362,30 +423,36 @@ def compare(arch: str, connections: str, profile: str, data: str, epochs: int, m
     """
     import json
 
-    from .outputs import atomic_write, check_output_file
+    from .outputs import TAGS, check_output_file
     from .report import compare as run_compare
-    from .report import compare_table
+    from .report import compare_layouts, compare_table, write_text
     from .report_html import compare_page
 
     conns = [c.strip() for c in connections.split(",") if c.strip()]
     bad = [c for c in conns if c not in CONNECTIONS]
-    if bad:
-        raise click.BadParameter(f"{', '.join(bad)}; valid: {', '.join(CONNECTIONS)}", param_hint="--connections")
+    if bad or not conns:
+        raise click.BadParameter(f"{', '.join(bad) or 'no connection type given'}; valid: {', '.join(CONNECTIONS)}",
+                                 param_hint="--connections")
+    twice = sorted({c for c in conns if conns.count(c) > 1})
+    if twice:
+        raise click.BadParameter(f"{', '.join(twice)} given more than once", param_hint="--connections")
     if output:
-        check_output_file(Path(output), force)
+        check_output_file(Path(output), "comparison", force)
     rows = run_compare(arch, conns, profile, data, Path(models_dir), epochs, samples, static_power=static_power,
                        force=force, framework=framework)
     title = f"{arch} on {data}: connection types on {profile}" + (f" ({framework})" if framework != "snntorch" else "")
-    text = json.dumps(rows, indent=2) + "\n" if fmt == "json" else compare_page(rows, title) if fmt == "html" else None
-    if output:
-        if text is None:
-            text = as_text(compare_table(rows, title))
-        atomic_write(Path(output), lambda tmp: tmp.write_text(text))
-        console.print(f"wrote {output}")
-    elif text is not None:
-        click.echo(text, nl=False)
+    if fmt == "json":
+        text = json.dumps({"format": TAGS["comparison"], "title": title, "rows": rows}, indent=2) + "\n"
+    elif fmt == "html":
+        text = compare_page(rows, title)
     else:
-        print_wide(compare_table(rows, title))
+        text = None
+    if output:
+        write_text(Path(output), text if text is not None else compare_table(rows, title), "comparison")
+        console.print(f"wrote {output}")
+    else:
+        emit(text if text is not None else fitted(lambda columns: compare_table(rows, title, columns),
+                                                  compare_layouts(rows), wide))
 
 
 if __name__ == "__main__":

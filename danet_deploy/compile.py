@@ -20,6 +20,7 @@ it is compiled with every scale 64 and checked, not rounded.
 
 from __future__ import annotations
 
+import io
 import json
 import math
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ import torch
 from .converters.nir_import import FlatGraph
 from .converters.nir_reference import ReferenceSimulator
 from .errors import UserError
+from .outputs import write_in_memory
 from .lowering import Lowered, Map, Population, Term, lower
 from .profiles import Profile
 from .synapses import WEIGHT_MAX, round_weights
@@ -341,8 +343,12 @@ def compile_graph(graph: FlatGraph, target: str, profile: Profile, lowering: str
 
 def write_program(path: Path, program: Program) -> None:
     """The quantised program as HDF5: one group per population, one per synapse group."""
+    write_in_memory(path, lambda buffer: _fill_program(buffer, program))
+
+
+def _fill_program(buffer: io.BytesIO, program: Program) -> None:
     low = program.lowered
-    with h5py.File(path, "w") as f:
+    with h5py.File(buffer, "w") as f:
         f.attrs.update({"format": "danet-deploy-program/1", "target": program.target,
                         "profile": program.profile, "lowering": low.lowering, "dt": low.dt,
                         "timesteps": low.timesteps or 0, "latency": low.latency,

@@ -9,15 +9,19 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, Subset, TensorDataset
 
 from .errors import UserError
+
+if TYPE_CHECKING:
+    from .converters.nir_import import FlatGraph
 
 KINDS = ("digits", "cifar10:PATH", "cifar100:PATH", "imagefolder:PATH", "tensor:PATH")
 SPLIT_SEED = 0
@@ -108,6 +112,12 @@ def load_tensor_file(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     x, y = blob["inputs"], blob["labels"]
     if not (torch.is_tensor(x) and torch.is_tensor(y)) or x.shape[0] != y.shape[0] or y.dim() != 1:
         raise UserError(f"{path}: 'inputs' [N, ...] and 'labels' [N] must be tensors of equal N")
+    if len(x) == 0:
+        raise UserError(f"{path}: the tensor file holds no samples ('inputs' and 'labels' are empty)")
+    if y.is_floating_point() or y.is_complex() or bool((y < 0).any()):
+        bad = "are not whole numbers" if y.is_floating_point() or y.is_complex() else \
+            f"hold negative values (the first at index {int((y < 0).nonzero()[0])})"
+        raise UserError(f"{path}: 'labels' {bad}; labels are class numbers 0, 1, 2, ...")
     x = x.float()
     finite = torch.isfinite(x).reshape(len(x), -1).all(1)
     if not bool(finite.all()):
@@ -159,12 +169,53 @@ def evaluation_split(spec: str) -> str:
     return "all" if spec.startswith("tensor:") or spec.endswith(".pt") else "test"
 
 
-def as_time_series(x: torch.Tensor, input_shape: tuple[int, ...], timesteps: int | None) -> torch.Tensor:
-    """``[N, *in]`` (static, repeated ``timesteps`` times) or ``[N, T, *in]`` -> ``[N, T, *in]``."""
+BYTES_PER_VALUE = 4  # float32 spikes and currents, the least a simulator holds per value
+MAX_TIMESTEPS = 100_000  # a 100 s recording at 1 ms steps; beyond it a run is hours of stepping
+
+
+def available_memory() -> int:
+    """Bytes of memory this process can still allocate without swapping (MemAvailable on Linux)."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    pages = os.sysconf("SC_AVPHYS_PAGES") if "SC_AVPHYS_PAGES" in os.sysconf_names else os.sysconf("SC_PHYS_PAGES")
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def check_run_memory(graph: "FlatGraph", steps: int, batch: int, keep_all: bool = False) -> None:
+    """Refuse a run of more than :data:`MAX_TIMESTEPS` steps, or one whose steps cannot fit in
+    memory, before anything is allocated.
+
+    A layer-synchronous simulator holds a layer's input and output for every step of the
+    batch at once (``keep_all``: every layer, as a Lava parity check records); that lower
+    bound is held against the memory available now.
+    """
+    if steps > MAX_TIMESTEPS:
+        raise UserError(f"{steps:,} time steps: more than danet-deploy runs ({MAX_TIMESTEPS:,}); use fewer time "
+                        f"steps (the graph's timesteps, -T) or frame the data more coarsely")
+    sizes = [int(np.prod(s)) for s in graph.shapes.values()] or [0]
+    values = sum(sizes) if keep_all else 2 * max(sizes)
+    need = steps * batch * values * BYTES_PER_VALUE
+    available = available_memory()
+    if need > available:
+        raise UserError(f"{steps:,} time steps x {batch} samples x {values:,} values need at least "
+                        f"{need / 2**30:,.1f} GiB of memory, {available / 2**30:,.1f} GiB is available; use "
+                        f"fewer time steps (the graph's timesteps, -T) or fewer samples")
+
+
+def as_time_series(x: torch.Tensor, graph: "FlatGraph", keep_all: bool = False) -> torch.Tensor:
+    """``[N, *in]`` (static, repeated ``graph.timesteps`` times) or ``[N, T, *in]`` -> ``[N, T, *in]``,
+    once the run is known to fit in memory (:func:`check_run_memory`)."""
+    input_shape, timesteps = graph.shapes[graph.inputs[0]], graph.timesteps
     if tuple(x.shape[1:]) == tuple(input_shape):
         if timesteps is None:
             raise UserError("the graph records no time steps and the data is static: pass --timesteps")
+        check_run_memory(graph, timesteps, x.shape[0], keep_all)
         return x.unsqueeze(1).expand(x.shape[0], timesteps, *x.shape[1:])
     if tuple(x.shape[2:]) == tuple(input_shape):
+        check_run_memory(graph, x.shape[1], x.shape[0], keep_all)
         return x
     raise UserError(f"data samples of shape {tuple(x.shape[1:])} do not fit the graph input {tuple(input_shape)}")

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
 from .chip_tuning import chip_grid
 from .export import export
 from .outputs import check_artifact_dir, check_output_file
-from .progress import console, print_wide
-from .report import as_table, build_report, write
+from .progress import console, fitted
+from .report import TABLE_LAYOUTS, as_table, build_report, write
 from .simulate import simulate
 from .train import TrainOptions, model_name, train
 
@@ -20,11 +21,11 @@ def run_demo(outdir: Path, lava_samples: int, profile: str, force: bool = False,
     Every file the demo writes is checked first: an earlier demo's files are replaced,
     anything else in ``outdir`` is refused unless ``force``.
     """
-    name = model_name(train_kw["arch"], train_kw["connection"], train_kw.get("framework", "snntorch"))
+    name = model_name(train_kw["arch"], train_kw["connection"], train_kw.get("framework"))
     ckpt = outdir / f"{name}.pt"
     html, json_path = outdir / "report.html", outdir / "report.json"
-    for path in (ckpt, html, json_path):
-        check_output_file(path, force)
+    for path, kind in ((ckpt, "checkpoint"), (html, "report"), (json_path, "report")):
+        check_output_file(path, kind, force)
     for target in ("nir", "loihi2-sim"):
         check_artifact_dir(outdir / f"{name}.{target}", force)
     outdir.mkdir(parents=True, exist_ok=True)
@@ -47,7 +48,8 @@ def run_demo(outdir: Path, lava_samples: int, profile: str, force: bool = False,
     report = build_report(chip_dir, profile, "digits")
     report["lava"] = {"samples": lava["samples"], "accuracy": lava["accuracy"],
                       "spike_mismatches": lava["spike_mismatches"]}
-    print_wide(as_table(report), stderr=True)
+    print(fitted(lambda columns: as_table(report, columns), TABLE_LAYOUTS, stream=sys.stderr), end="",
+          file=sys.stderr)
     write(report, "html", html)
     write(report, "json", json_path)
     console.print(f"[bold]HTML report: {html}[/] (JSON beside it)")

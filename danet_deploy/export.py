@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import shutil
-import tempfile
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ from .data import as_time_series, evaluation_split, first, load_dataset
 from .errors import UserError
 from .lowering import LOWERINGS
 from .models import SpikingNet
-from .outputs import check_artifact_dir, install_artifact
+from .outputs import ARTIFACT_FILES, TAGS, artifact_tmpdir, check_artifact_dir, install_artifact, write_failure
 from .profiles import Profile, load_profile
 
 TARGETS = ("nir", *CHIP_TARGETS)
@@ -57,7 +58,44 @@ class Artifact:
 
 def source_kind(path: Path) -> str:
     """What MODEL is: ``nir``, ``netx`` (a lava-dl network file) or ``checkpoint``."""
-    return "nir" if path.suffix == ".nir" else "netx" if is_netx(path) else "checkpoint"
+    if path.suffix == ".nir":
+        return "nir"
+    return "netx" if path.suffix in (".net", ".h5", ".hdf5") or is_netx(path) else "checkpoint"
+
+
+def read_manifest(path: Path) -> dict[str, Any]:
+    """An export directory's ``manifest.json``, checked for what the commands read from it."""
+    manifest_path = path / "manifest.json"
+    if not manifest_path.is_file():
+        raise UserError(f"{path}: not an export directory (no manifest.json)")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except (OSError, ValueError) as e:
+        raise UserError(f"{manifest_path}: not a readable export manifest ({e}); export again") from None
+    source = manifest.get("source") if isinstance(manifest, dict) else None
+    if not isinstance(source, dict) or not all(isinstance(source.get(k), str) for k in ("path", "kind")):
+        raise UserError(f"{manifest_path}: not a danet-deploy export manifest (no source path and kind); "
+                        f"export again")
+    return manifest
+
+
+def export_source(path: Path) -> Path:
+    """What an export directory's float side is read from: the checkpoint it was exported from
+    while that is unchanged (its path is relative to the directory, its sha256 recorded),
+    else the directory's own ``graph.nir`` (a note on stderr says why)."""
+    source = read_manifest(path)["source"]
+    if source["kind"] != "checkpoint":
+        return path / "graph.nir"
+    checkpoint = path / source["path"]  # an absolute path stays as it is
+    if not checkpoint.is_file():
+        why = "no longer exists"
+    elif source.get("sha256") != _sha256(checkpoint):
+        why = "has changed since the export (its sha256 differs)"
+    else:
+        return checkpoint
+    print(f"danet-deploy: {path}: the checkpoint it was exported from, {checkpoint}, {why}; the float "
+          f"reference is the export's own graph.nir", file=sys.stderr)
+    return path / "graph.nir"
 
 
 def load_artifact(path: Path, dt: float | None = None, keep_model: bool = True,
@@ -68,21 +106,14 @@ def load_artifact(path: Path, dt: float | None = None, keep_model: bool = True,
     (lava-dl's examples skip them). ``reset``, ``discretisation``: a ``.nir`` graph's
     conventions (recorded in the graph's metadata, so that its export keeps them).
 
-    For an export directory the float side is its source checkpoint when that still
-    exists (else its ``graph.nir``), and a compiled directory brings its program.
+    For an export directory the float side is its source checkpoint while that is unchanged
+    (else its ``graph.nir``: :func:`export_source`), and a compiled directory brings its program.
     Without ``keep_model`` a checkpoint's BatchNorm is folded into its loaded weights in
     place (no copy of the weights) and the spent model is not returned.
     """
     path = Path(path)
     if path.is_dir():
-        manifest_path = path / "manifest.json"
-        if not manifest_path.is_file():
-            raise UserError(f"{path}: not an export directory (no manifest.json)")
-        manifest = json.loads(manifest_path.read_text())
-        source = Path(manifest["source"]["path"])
-        use_source = manifest["source"]["kind"] == "checkpoint" and source.is_file()
-        art = load_artifact(source if use_source else path / "graph.nir", dt, keep_model, keep_input_neurons,
-                            reset, discretisation)
+        art = load_artifact(export_source(path), dt, keep_model, keep_input_neurons, reset, discretisation)
         if (path / "program.h5").is_file():
             art.program, art.program_path = read_program(path / "program.h5"), path / "program.h5"
         return art
@@ -90,7 +121,8 @@ def load_artifact(path: Path, dt: float | None = None, keep_model: bool = True,
     if kind == "nir":
         graph = read_nir(path, dt, reset, discretisation)
         nir_graph = nir.read(path, type_check=False)
-        stated = {k: v for k, v in (("reset", reset), ("discretisation", discretisation)) if v is not None}
+        stated = {k: v for k, v in (("reset", reset), ("discretisation", discretisation), ("dt", dt))
+                  if v is not None}
         nir_graph.metadata = {**(nir_graph.metadata or {}), **stated}
         return Artifact(path, graph, nir_graph)
     if reset is not None or discretisation is not None:
@@ -143,20 +175,23 @@ def calibration_data(spec: str, graph: FlatGraph, samples: int = CALIBRATION_SAM
     split = "train" if evaluation_split(spec) == "test" else "all"
     ds = first(load_dataset(spec, split)[0], samples)
     x = torch.stack([ds[i][0] for i in range(len(ds))]).float()
-    return as_time_series(x, graph.shapes[graph.inputs[0]], graph.timesteps)
+    return as_time_series(x, graph, keep_all=True)  # calibration records every node
 
 
-def manifest_for(art: Artifact, target: str, program: Program | None = None,
+def manifest_for(art: Artifact, target: str, outdir: Path, files: list[str], program: Program | None = None,
                  costs: dict[str, Any] | None = None, profile: Profile | None = None) -> dict[str, Any]:
+    """The manifest of an export of ``art`` to ``outdir`` holding ``files`` (itself included)."""
     g = art.graph
     manifest = {
+        "format": TAGS["export"],
+        "files": sorted(files),
         "target": target,
         "profile": profile.name if profile else None,
         "timesteps": g.timesteps,
         "dt": g.dt,
         "pipeline_latency": program.lowered.latency if program else 0,
         "lowering": program.lowered.lowering if program else "expand",
-        "source": {"path": str(art.source), "kind": source_kind(art.source),
+        "source": {"path": os.path.relpath(art.source.resolve(), outdir.resolve()), "kind": source_kind(art.source),
                    "sha256": _sha256(art.source)},
         "model": {k: art.checkpoint["config"][k] for k in ("arch", "connection", "num_classes")}
         if art.checkpoint else None,
@@ -192,6 +227,13 @@ def _compiled_sections(program: Program, costs: dict[str, Any], profile: Profile
             "lowering_costs": costs, "profile_estimates": profile.estimates()}
 
 
+def default_outdir(model_path: Path, target: str) -> Path:
+    """``<model stem>.<target>/`` next to MODEL, or ``<model stem>.<target>.d/`` where that is MODEL
+    itself (``export g.nir --target nir``)."""
+    outdir = model_path.parent / f"{model_path.stem}.{target}"
+    return outdir.with_name(outdir.name + ".d") if outdir == model_path else outdir
+
+
 def export(model_path: Path, target: str, outdir: Path | None = None, dt: float | None = None,
            profile: str | None = None, lowering: str = "auto", data: str | None = None,
            calibration_samples: int = CALIBRATION_SAMPLES, force: bool = False,
@@ -207,8 +249,8 @@ def export(model_path: Path, target: str, outdir: Path | None = None, dt: float 
     if lowering not in LOWERINGS:
         raise UserError(f"unknown lowering {lowering!r}; valid: {', '.join(LOWERINGS)}")
     model_path = Path(model_path)
-    outdir = Path(outdir) if outdir else model_path.parent / f"{model_path.stem}.{target}"
-    check_artifact_dir(outdir, force)
+    outdir = Path(outdir) if outdir else default_outdir(model_path, target)
+    check_artifact_dir(outdir, force, ARTIFACT_FILES if target != "nir" else ("graph.nir", "manifest.json"))
     art = load_artifact(model_path, dt, keep_model=False, keep_input_neurons=keep_input_neurons, reset=reset,
                         discretisation=discretisation)
     program = costs = prof = None
@@ -216,18 +258,19 @@ def export(model_path: Path, target: str, outdir: Path | None = None, dt: float 
         prof = load_profile(profile or CHIP_TARGETS[target])
         calibration = calibration_batch(art, data, calibration_samples)
         program, costs = compile_graph(art.graph, target, prof, lowering, calibration)
-    outdir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", dir=outdir.parent))
+    tmp = artifact_tmpdir(outdir)
     try:
         write_nir(tmp / "graph.nir", art.nir_graph)
         if program is not None:
             write_program(tmp / "program.h5", program)
             if is_sequential(program):
                 write_netx(tmp / "netx.h5", program)
-        manifest = manifest_for(art, target, program, costs, prof)
+        files = [p.name for p in tmp.iterdir()] + ["manifest.json"]
+        manifest = manifest_for(art, target, outdir, files, program, costs, prof)
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         install_artifact(tmp, outdir)
-    except BaseException:
+    except OSError as e:
+        raise write_failure(outdir, e) from None
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return outdir

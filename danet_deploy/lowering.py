@@ -438,7 +438,9 @@ def _check_reset(name: str, mode: str) -> None:
         what = {"subtract": "subtracts the threshold when it fires",
                 "zero-late": "drops the input of the step after a spike (snnTorch's reset_delay)",
                 "subtract-late": "subtracts the threshold a step after the spike (snnTorch's reset_delay)",
-                "multi-spike": "fires several spikes in one step, subtracting the threshold for each (sinabs)"}[mode]
+                "multi-spike": "fires several spikes in one step, subtracting the threshold for each (sinabs)",
+                "multi-spike-floor": "fires several spikes in one step and keeps its voltage above -threshold "
+                                     "(sinabs' from_nir)"}[mode]
         raise UserError(f"node {name!r}: this neuron {what}, but Loihi's (Lava's LIF) sets the voltage to 0 "
                         f"when it fires; retrain with reset to zero (snnTorch: reset_mechanism='zero', "
                         f"reset_delay=False), or pass --reset zero to compile it with Loihi's reset "

@@ -1,51 +1,207 @@
 """Where commands write: never delete or overwrite what danet-deploy did not write.
 
-Two kinds of output:
+Every output carries a **format tag** naming its kind, ``danet-deploy/<kind>/1``, where the
+file format has room for one (docs/compile.md §9):
 
-* an **artifact directory** (``export -o DIR``): created when missing; replaced file by
-  file when it is one of ours (its ``manifest.json`` was written by danet-deploy), so
-  a user's own files beside ours survive; refused when it is a non-empty foreign
-  directory unless ``--force`` (then only our file names are written, nothing is
-  removed); always refused for the working directory, the home directory and ``/``.
-* an **output file** (checkpoint, report, comparison, saved outputs): overwritten only when it is one
-  of ours (recognised by its content) or with ``--force``.
+=============  ==========================================================================
+kind           where the tag is
+=============  ==========================================================================
+checkpoint     the torch file's ``format`` entry (``danet-deploy/1``, the first format)
+outputs        the torch file's ``format`` entry (``simulate --save-outputs``)
+report         JSON: a top-level ``format`` key; HTML: ``<meta name="generator">``;
+               CSV: a last column ``format``; a table written to a file: its last line
+comparison     the same places as a report (``compare -o``)
+export         ``manifest.json``'s ``format`` key; the manifest lists the ``files`` written
+=============  ==========================================================================
 
-Every check runs before any work starts, so a refused run costs nothing.
+A command replaces an existing file only when the file carries the tag of the kind the
+command writes; any other file (a user's, or another kind of ours, e.g. a checkpoint
+where a report goes) needs ``--force``. An export directory is replaced file by file:
+only the files its manifest lists are ours, everything else in it is kept. The current,
+home and root directories are never an export directory. Every check, writability
+included, runs before any work starts, so a refused run costs nothing; files are
+written to a temporary name and renamed when complete, with the user's umask.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import shutil
 import tempfile
-import zipfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 from .errors import UserError
 
 TOOL = "danet-deploy"
+TAGS = {"checkpoint": f"{TOOL}/1", "outputs": f"{TOOL}/outputs/1", "report": f"{TOOL}/report/1",
+           "comparison": f"{TOOL}/comparison/1", "export": f"{TOOL}/export/1"}
+KIND_OF_TAG = {tag: kind for kind, tag in TAGS.items()}
 ARTIFACT_FILES = ("graph.nir", "manifest.json", "program.h5", "netx.h5")
-HTML_GENERATOR = f'<meta name="generator" content="{TOOL}">'
-LEGACY_HTML_TITLE = f"<title>{TOOL} report</title>"  # pages written before the generator tag
-CSV_HEADER_START = "name,kind,connection,"
-CHECKPOINT_FORMAT = f"{TOOL}/1"
-OUTPUTS_FORMAT = f"{TOOL}/outputs/1"   # simulate --save-outputs
+FORMAT_COLUMN = "format"  # the CSV column that carries the tag
+_HEAD_BYTES = 4096
+
+
+def html_generator(kind: str) -> str:
+    """The ``<meta>`` element that tags an HTML page of ``kind``."""
+    return f'<meta name="generator" content="{TAGS[kind]}">'
+
+
+def text_footer(kind: str) -> str:
+    """The last line of a table written to a file."""
+    return f"written by {TOOL} ({TAGS[kind]})"
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _user_mode(path: Path) -> None:
+    """Give a file or directory made by ``tempfile`` (0600/0700) the mode the user's umask asks for."""
+    os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~_umask())
+
+
+def write_failure(path: Path, e: BaseException) -> UserError:
+    """One line for a failed write (full disk, read-only file system, ...)."""
+    why = e.strerror if isinstance(e, OSError) and e.strerror else str(e).splitlines()[0][:160]
+    return UserError(f"{path}: cannot write ({why}); nothing was replaced")
 
 
 def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     """Call ``write(tmp_path)`` and move the result into place only when it succeeded."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+        os.close(fd)
         write(Path(tmp))
+        _user_mode(Path(tmp))
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    except OSError as e:
+        raise write_failure(path, e) from None
+    except RuntimeError as e:  # torch.save reports a failed write (ENOSPC) as a RuntimeError
+        if "write" not in str(e):
+            raise
+        raise write_failure(path, e) from None
+    finally:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+
+
+def write_in_memory(path: Path, build: Callable[[io.BytesIO], object]) -> None:
+    """Write a file that ``build`` makes in memory (HDF5: h5py, nir.write), then copy it to ``path``.
+
+    HDF5 written straight to a file system that fills up crashed the process with a
+    segmentation fault after h5py's ENOSPC error (export on a small tmpfs: rc 139); with the
+    file built in memory only Python's own write meets the full disk, and fails with an ``OSError``.
+    """
+    buffer = io.BytesIO()
+    build(buffer)
+    with open(path, "wb") as f:
+        f.write(buffer.getbuffer())
+
+
+def check_writable(path: Path) -> None:
+    """Raise a one-line error unless a file can be created at ``path`` (tried, then removed)."""
+    parent = Path(path).expanduser().absolute().parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UserError(f"{path}: cannot be created: {parent} is not a directory")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".danet-deploy-probe.", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise UserError(f"{path}: cannot write in {parent} ({e.strerror})") from None
+
+
+# ---- what a file is ---------------------------------------------------------------------------------------------
+
+def _torch_kind(path: Path) -> str | None:
+    import torch
+
+    try:  # plain data only and memory-mapped: cheap for a large checkpoint, safe for any pickle
+        blob = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - not a torch file of ours
+        return None
+    return KIND_OF_TAG.get(blob.get("format")) if isinstance(blob, dict) else None
+
+
+def _text_kind(path: Path, head: str) -> str | None:
+    stripped = head.lstrip()
+    if stripped.startswith("{"):
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        return KIND_OF_TAG.get(data.get("format")) if isinstance(data, dict) else None
+    for kind in TAGS:
+        if html_generator(kind) in head:
+            return kind
+    rows = list(csv.reader(head.splitlines()[:2]))
+    if len(rows) == 2 and rows[0] and rows[1] and rows[0][-1] == FORMAT_COLUMN:
+        return KIND_OF_TAG.get(rows[1][-1])
+    with open(path, "rb") as f:
+        f.seek(max(0, f.seek(0, os.SEEK_END) - 512))
+        tail = f.read().decode("utf-8", errors="replace").rstrip().splitlines()
+    for kind in TAGS:
+        if tail and tail[-1].strip() == text_footer(kind):
+            return kind
+    return None
+
+
+def identify(path: Path) -> str | None:
+    """The kind of danet-deploy output ``path`` is, read from its format tag (None: not ours)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(_HEAD_BYTES)
+        if head.startswith(b"PK\x03\x04"):  # a zip: torch.save's format
+            return _torch_kind(Path(path))
+        return _text_kind(Path(path), head.decode("utf-8", errors="replace"))
+    except OSError:
+        return None
+
+
+def check_output_file(path: Path, kind: str, force: bool = False) -> None:
+    """Raise a one-line error unless ``path`` may be (over)written with an output of ``kind``."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a directory; name a file")
+    if path.exists() and not force:
+        found = identify(path)
+        if found != kind:
+            what = f"is a {TOOL} {found}, not a {kind}" if found else f"was not written by {TOOL}"
+            raise UserError(f"{path}: exists and {what}; name a new file, or pass --force to replace it")
+    check_writable(path)
+
+
+# ---- export directories -----------------------------------------------------------------------------------------
+
+def _manifest(path: Path) -> dict | None:
+    try:
+        manifest = json.loads((path / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) and manifest.get("format") == TAGS["export"] else None
+
+
+def owned_files(path: Path) -> list[str]:
+    """The files of export directory ``path`` that danet-deploy wrote (its manifest lists them)."""
+    manifest = _manifest(path)
+    files = manifest.get("files", []) if manifest else []
+    return [f for f in files if isinstance(f, str) and f in ARTIFACT_FILES]
+
+
+def is_artifact_dir(path: Path) -> bool:
+    """True when ``path`` holds a ``manifest.json`` that danet-deploy wrote."""
+    return _manifest(path) is not None
 
 
 def _protected(path: Path) -> str | None:
@@ -60,17 +216,8 @@ def _protected(path: Path) -> str | None:
     return None
 
 
-def is_artifact_dir(path: Path) -> bool:
-    """True when ``path`` holds a ``manifest.json`` that danet-deploy wrote."""
-    try:
-        manifest = json.loads((path / "manifest.json").read_text())
-    except (OSError, ValueError):
-        return False
-    return isinstance(manifest, dict) and TOOL in manifest.get("tool_versions", {})
-
-
-def check_artifact_dir(path: Path, force: bool = False) -> None:
-    """Raise a one-line error unless an artifact may be written to ``path``."""
+def check_artifact_dir(path: Path, force: bool = False, may_write: Iterable[str] = ARTIFACT_FILES) -> None:
+    """Raise a one-line error unless an export that may write the files ``may_write`` can go to ``path``."""
     path = Path(path)
     why = _protected(path)
     if why:
@@ -78,72 +225,51 @@ def check_artifact_dir(path: Path, force: bool = False) -> None:
                         f"e.g. -o model.loihi2-sim")
     if path.exists() and not path.is_dir():
         raise UserError(f"{path}: exists and is not a directory; name a new directory")
-    if path.is_dir() and any(path.iterdir()) and not is_artifact_dir(path) and not force:
-        raise UserError(f"{path}: directory is not empty and was not written by {TOOL}; name a new directory, "
-                        f"or pass --force to write only {TOOL}'s files ({', '.join(ARTIFACT_FILES)}) into it")
+    if path.is_dir() and any(path.iterdir()) and not force:
+        if not is_artifact_dir(path):
+            raise UserError(f"{path}: directory is not empty and was not written by {TOOL}; name a new "
+                            f"directory, or pass --force to write only {TOOL}'s files "
+                            f"({', '.join(ARTIFACT_FILES)}) into it")
+        ours = set(owned_files(path))
+        theirs = [n for n in may_write if (path / n).exists() and n not in ours]
+        if theirs:
+            raise UserError(f"{path / theirs[0]}: was not written by {TOOL} and an export writes that name; "
+                            f"move it away, or pass --force to replace it")
+    check_writable(path / "manifest.json")
 
 
-def install_artifact(tmp: Path, outdir: Path) -> None:
-    """Move the finished artifact in ``tmp`` to ``outdir`` and remove ``tmp``.
+def artifact_tmpdir(outdir: Path) -> Path:
+    """A hidden sibling of ``outdir`` to build an export in (moved into place by ``install_artifact``)."""
+    try:
+        outdir.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", dir=outdir.parent))
+    except OSError as e:
+        raise write_failure(outdir, e) from None
+    _user_mode(tmp)
+    return tmp
 
-    A missing ``outdir`` is replaced whole (one rename). An existing one keeps every
-    file that is not ours; our files are replaced one by one, and those of ours that
-    the new artifact no longer has (e.g. ``netx.h5``) are removed only when the old
-    directory was an artifact of ours.
+
+def install_artifact(tmp: Path, outdir: Path) -> list[str]:
+    """Move the finished artifact in ``tmp`` to ``outdir``, remove ``tmp``; return the files written.
+
+    A missing ``outdir`` is replaced whole (one rename). An existing one keeps every file
+    its manifest does not list; ours are replaced one by one, and those of ours that the
+    new artifact no longer has (e.g. ``netx.h5``) are removed.
     """
-    if not outdir.exists():
-        tmp.rename(outdir)
-        return
-    stale = [n for n in ARTIFACT_FILES if (outdir / n).is_file()] if is_artifact_dir(outdir) else []
     new = sorted(p.name for p in tmp.iterdir())
-    for name in new:
-        if name != "manifest.json":
-            os.replace(tmp / name, outdir / name)
-    for name in stale:
-        if name not in new:
+    try:
+        if not outdir.exists():
+            tmp.rename(outdir)
+            return new
+        stale = [n for n in owned_files(outdir) if n not in new and (outdir / n).is_file()]
+        for name in new:
+            if name != "manifest.json":
+                os.replace(tmp / name, outdir / name)
+        for name in stale:
             (outdir / name).unlink()
-    os.replace(tmp / "manifest.json", outdir / "manifest.json")  # last: the directory is ours again
-    shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _is_checkpoint(path: Path) -> bool:
-    """A torch zip whose pickle names a danet-deploy format: a checkpoint or saved simulator
-    outputs (read, never unpickled)."""
-    try:
-        with zipfile.ZipFile(path) as z:
-            pickles = [n for n in z.namelist() if n.endswith("/data.pkl")]
-            return bool(pickles) and any(f.encode() in z.read(pickles[0]) for f in (CHECKPOINT_FORMAT, OUTPUTS_FORMAT))
-    except (OSError, zipfile.BadZipFile):
-        return False
-
-
-def _is_our_file(path: Path) -> bool:
-    """Recognise a file danet-deploy wrote: a checkpoint, a report or a comparison."""
-    if zipfile.is_zipfile(path):
-        return _is_checkpoint(path)
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return False
-    head = text[:4096]
-    if HTML_GENERATOR in head or LEGACY_HTML_TITLE in head or text.startswith(CSV_HEADER_START) \
-            or text.lstrip().startswith(f"{TOOL} "):
-        return True
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return False
-    if isinstance(data, dict):  # a report (before 0.1.0's "tool" key: by its contract keys)
-        return data.get("tool") == TOOL or {"profile", "layers", "totals", "by_connection"} <= set(data)
-    return isinstance(data, list) and bool(data) and all(
-        isinstance(r, dict) and {"connection", "lowering"} <= set(r) for r in data)
-
-
-def check_output_file(path: Path, force: bool = False) -> None:
-    """Raise a one-line error unless ``path`` may be (over)written."""
-    path = Path(path)
-    if path.is_dir():
-        raise UserError(f"{path}: is a directory; name a file")
-    if path.exists() and not force and not _is_our_file(path):
-        raise UserError(f"{path}: exists and was not written by {TOOL}; name a new file, or pass --force "
-                        f"to overwrite it")
+        os.replace(tmp / "manifest.json", outdir / "manifest.json")  # last: the directory is ours again
+    except OSError as e:
+        raise write_failure(outdir, e) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return new

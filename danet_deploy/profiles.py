@@ -8,6 +8,7 @@ figures and wrong units with an error that names the key.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -17,6 +18,7 @@ import tomli
 from .errors import UserError
 
 CONFIDENCE = ("primary", "secondary", "estimate")
+COMPILED_WEIGHT_BITS = 8  # what compile.quantise writes (docs/compile.md)
 CONSTRAINTS = {
     "cores_per_chip": "count", "neurons_per_core": "count", "synaptic_memory_per_core": "bits",
     "input_axons_per_core": "count", "output_axons_per_core": "count", "weight_bits": "bits",
@@ -69,8 +71,16 @@ def _figure(path: Path, key: str, raw: object, unit: str) -> Figure:
     for f in ("value", "unit", "source", "confidence"):
         if f not in raw:
             raise UserError(f"{path}: {key}: missing '{f}'")
-    if isinstance(raw["value"], bool) or not isinstance(raw["value"], (int, float)) or raw["value"] < 0:
-        raise UserError(f"{path}: {key}: value must be a non-negative number, got {raw['value']!r}")
+    value = raw["value"]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise UserError(f"{path}: {key}: value must be a finite non-negative number, got {value!r}")
+    least = {"count": 1, "flag": 0, "bits": 0, "steps": 0}.get(unit)
+    if least is not None and (value != int(value) or value < least or unit == "flag" and value > 1):
+        what = {"count": "a whole number of at least 1", "flag": "0 or 1"}.get(unit, "a whole number")
+        raise UserError(f"{path}: {key}: value must be {what}, got {value!r}")
+    if key == "constraints.weight_bits" and value != COMPILED_WEIGHT_BITS:
+        raise UserError(f"{path}: {key} = {value!r}: the compiler quantises weights to {COMPILED_WEIGHT_BITS} "
+                        f"bits (Lava's Dense and Conv), so a chip profile must say {COMPILED_WEIGHT_BITS}")
     if raw["unit"] != unit:
         raise UserError(f"{path}: {key}: unit must be {unit!r}, got {raw['unit']!r}")
     if not str(raw["source"]).strip():

@@ -6,18 +6,20 @@ import csv
 import io
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
+from rich import box
 from rich.table import Table
 
 from . import report_format as units
-from .report_format import COLUMNS, COMPARE_HEADINGS, HEADINGS, cell, compare_cell
+from .report_format import (COLUMNS, COMPARE_HEADINGS, COMPARE_MAIN, COMPARE_NARROWER, HEADINGS, MAIN_COLUMNS,
+                            NARROWER, SHORT_HEADINGS, cell, compare_cell, layouts)
 from .account import ENERGY_PARTS, Accountant
 from .chip_tuning import chip_grid
 from .compile import compile_graph
 from .data import as_time_series, evaluation_split, first, load_dataset
 from .errors import UserError
-from .outputs import atomic_write, check_artifact_dir, check_output_file
+from .outputs import FORMAT_COLUMN, TAGS, atomic_write, check_artifact_dir, check_output_file, text_footer
 from .profiles import load_profile
 from .progress import as_text, progress_bar
 from .report_html import compare_page, report_page
@@ -45,29 +47,37 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     return lines
 
 
-def as_table(report: dict[str, Any]) -> Table:
-    """The per-layer table with totals and the per-connection breakdown."""
+def as_table(report: dict[str, Any], columns: Sequence[str] = COLUMNS) -> Table:
+    """The per-layer table with totals and the per-connection breakdown, in ``columns``
+    (fewer than all: short energy headings and no vertical rules, for a terminal)."""
+    full = tuple(columns) == COLUMNS
+    headings = HEADINGS if full else {**HEADINGS, **SHORT_HEADINGS}
     t = Table(title=f"danet-deploy report: {report['profile']}, {report['samples']} samples, T={report['timesteps']}, "
-                    f"{report['lowering']} lowering (per inference)", caption="\n".join(summary_lines(report)))
-    longest = max(len(r["name"]) for r in report["layers"])
-    for c in COLUMNS:
-        t.add_column(HEADINGS.get(c, c), justify="left" if c in ("name", "kind", "connection") else "right",
-                     min_width=longest if c == "name" else None)
+                    f"{report['lowering']} lowering (per inference)", caption="\n".join(summary_lines(report)),
+              **({} if full else {"box": box.SIMPLE_HEAD, "pad_edge": False}))
+    for c in columns:
+        t.add_column(headings.get(c, c), justify="left" if c in ("name", "kind", "connection") else "right",
+                     no_wrap=True)
     for row in report["layers"]:
-        t.add_row(*(cell(c, row[c]) for c in COLUMNS))
-    tot = report["totals"]
-    t.add_row("total", "", "", *(cell(c, tot[c]) if c in tot else "" for c in COLUMNS[3:]), style="bold")
-    for conn, agg in report["by_connection"].items():
-        t.add_row(f"  {conn}", "", "", *(cell(c, agg[c]) if c in agg else "" for c in COLUMNS[3:]), style="dim")
+        t.add_row(*(cell(c, row[c]) for c in columns))
+    sums = [("total", report["totals"], "bold")] + [(f"  {conn}", agg, "dim")
+                                                    for conn, agg in report["by_connection"].items()]
+    for label, agg, style in sums:
+        t.add_row(*(label if c == "name" else cell(c, agg[c]) if c in agg and c not in ("kind", "connection")
+                    else "" for c in columns), style=style)
     return t
+
+
+TABLE_LAYOUTS = layouts(COLUMNS, MAIN_COLUMNS, NARROWER)
 
 
 def as_csv(report: dict[str, Any]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow([*COLUMNS, *(f"energy_{p}_pj" for p in ENERGY_PARTS)])
+    w.writerow([*COLUMNS, *(f"energy_{p}_pj" for p in ENERGY_PARTS), FORMAT_COLUMN])
     for row in report["layers"]:
-        w.writerow([row[c] for c in COLUMNS] + [row["energy_breakdown_pj"][p] for p in ENERGY_PARTS])
+        w.writerow([row[c] for c in COLUMNS] + [row["energy_breakdown_pj"][p] for p in ENERGY_PARTS]
+                   + [TAGS["report"]])
     return buf.getvalue()
 
 
@@ -81,11 +91,15 @@ def render(report: dict[str, Any], fmt: str) -> str | Table:
     return as_table(report)
 
 
-def write(report: dict[str, Any], fmt: str, path: Path) -> None:
-    text = render(report, fmt)
+def write_text(path: Path, text: str | Table, kind: str) -> None:
+    """A rendered report or comparison to ``path``; a table gets the line that tags it as ours."""
     if isinstance(text, Table):
-        text = as_text(text)
+        text = as_text(text) + text_footer(kind) + "\n"
     atomic_write(path, lambda tmp: tmp.write_text(text))
+
+
+def write(report: dict[str, Any], fmt: str, path: Path) -> None:
+    write_text(path, render(report, fmt), "report")
 
 
 def build_report(artifact: Path, profile: str, data: str, samples: int | None = None, device: str = "cpu",
@@ -106,6 +120,7 @@ def build_report(artifact: Path, profile: str, data: str, samples: int | None = 
     from torch.utils.data import DataLoader, Subset
 
     from .export import calibration_batch, load_artifact
+    from .simulate import evaluation_data
     from .train import correct_predictions, finish_distributed, init_distributed, resolve_device
 
     rank, world, dev = init_distributed(resolve_device(device))
@@ -117,7 +132,7 @@ def build_report(artifact: Path, profile: str, data: str, samples: int | None = 
         target_profile = prof if prof.kind == "chip" else load_profile("loihi2")
         target = "loihi2-sim" if target_profile.name == "loihi2" else target_profile.name
         program, _ = compile_graph(art.graph, target, target_profile, "auto", calibration_batch(art, data, 32))
-    ds = first(load_dataset(data, evaluation_split(data))[0], samples)
+    ds = evaluation_data(art, data, samples)
     share = Subset(ds, range(rank, len(ds), world)) if world > 1 else ds
     acc = Accountant(program, dev)
     shape = art.graph.shapes[art.graph.inputs[0]]
@@ -126,7 +141,7 @@ def build_report(artifact: Path, profile: str, data: str, samples: int | None = 
     loader = DataLoader(share, batch_size=batch_size)
     with progress_bar("accounting", len(loader), enabled=show_progress and rank == 0) as advance:
         for x, y in loader:
-            x = as_time_series(x.float(), shape, art.graph.timesteps)
+            x = as_time_series(x.float(), art.graph)
             steps = x.shape[1]
             correct[0] += int((acc.add(x).cpu() == y).sum())
             advance()
@@ -195,7 +210,7 @@ def compare(arch: str, connections: list[str], profile: str, data: str, outdir: 
                       "synapse_kib": t["synapse_bits"] / 8 / 1024, "cores": t["cores"]}
 
     for conn in connections:  # refuse before any training if an output may not be written
-        check_output_file(outdir / f"{model_name(arch, conn, framework)}.pt", force)
+        check_output_file(outdir / f"{model_name(arch, conn, framework)}.pt", "checkpoint", force)
         for lowering in ("expand", "relay"):
             check_artifact_dir(chip_dir(conn, lowering), force)
 
@@ -217,11 +232,22 @@ def compare(arch: str, connections: list[str], profile: str, data: str, outdir: 
     return rows
 
 
-def compare_table(rows: list[dict[str, Any]], title: str) -> Table:
+def compare_table(rows: list[dict[str, Any]], title: str, columns: Sequence[str] | None = None) -> Table:
+    """The comparison, one row per variant, in ``columns`` (default: every key of the rows)."""
+    keys = list(columns or rows[0])
+    full = columns is None or list(columns) == list(rows[0])
+    headings = COMPARE_HEADINGS if full else {**COMPARE_HEADINGS, **SHORT_HEADINGS}
     t = Table(title=f"danet-deploy compare: {title}",
-              caption="per inference; rank (dynamic) orders the rows by dynamic energy, 1 = least")
-    for key in rows[0]:
-        t.add_column(COMPARE_HEADINGS.get(key, key), justify="left" if key in ("connection", "framework", "lowering") else "right")
+              caption="per inference; rank (dynamic) orders the rows by dynamic energy, 1 = least",
+              **({} if full else {"box": box.SIMPLE_HEAD, "pad_edge": False}))
+    for key in keys:
+        t.add_column(headings.get(key, key), no_wrap=True,
+                     justify="left" if key in ("connection", "framework", "lowering") else "right")
     for r in rows:
-        t.add_row(*(compare_cell(k, v) for k, v in r.items()))
+        t.add_row(*(compare_cell(k, r[k]) for k in keys))
     return t
+
+
+def compare_layouts(rows: list[dict[str, Any]]) -> list[tuple[str, ...]]:
+    """The comparison's column sets for :func:`progress.fitted`."""
+    return layouts(tuple(rows[0]), COMPARE_MAIN, COMPARE_NARROWER)

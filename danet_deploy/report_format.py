@@ -59,6 +59,25 @@ def percent(fraction: float) -> str:
 COUNT_COLUMNS = ("neurons", "synapses", "cores", "spikes", "spike_rate", "sops", "graded_ops", "macs",
                  "neuron_updates")
 COLUMNS = ("name", "kind", "connection", *COUNT_COLUMNS, "energy_dynamic_pj", "energy_static_pj", "energy_pj")
+# a table on a terminal shows the main columns (all with --wide, and always in JSON, CSV and HTML),
+# and on a narrow terminal leaves out the next of NARROWER until it fits
+MAIN_COLUMNS = ("name", "connection", "neurons", "cores", "spikes", "sops", "energy_dynamic_pj",
+                "energy_static_pj", "energy_pj")
+NARROWER = ("energy_static_pj", "connection", "neurons", "cores")
+SHORT_HEADINGS = {"energy_dynamic_pj": "dynamic", "energy_static_pj": "static", "energy_pj": "total",
+                  "dynamic_uj": "dynamic", "static_uj": "static", "energy_uj": "total"}
+COMPARE_MAIN = ("connection", "lowering", "fixed_accuracy", "dynamic_uj", "static_uj", "energy_uj", "sops",
+                "cores", "dynamic_rank")
+COMPARE_NARROWER = ("static_uj", "cores", "sops")
+
+
+def layouts(every: tuple[str, ...], main: tuple[str, ...], narrower: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """Column sets from ``every`` column to the fewest: the main ones, then one more of
+    ``narrower`` left out at a time."""
+    sets = [every, main]
+    for drop in narrower:
+        sets.append(tuple(c for c in sets[-1] if c != drop))
+    return sets
 HEADINGS = {"energy_dynamic_pj": "dynamic energy", "energy_static_pj": "static energy", "energy_pj": "total energy",
             "spike_rate": "spike rate", "graded_ops": "graded ops", "neuron_updates": "neuron updates"}
 COMPARE_HEADINGS = {"float_accuracy": "float acc.", "fixed_accuracy": "fixed acc.", "dynamic_uj": "dynamic energy",

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 from . import report_format as units
 from .report_format import COLUMNS, COMPARE_HEADINGS, HEADINGS, cell, compare_cell
-from .outputs import HTML_GENERATOR
+from .outputs import html_generator
 
 CONNECTION_COLOURS = {"plain": "#7f7f7f", "aa": "#1f77b4", "sew": "#2ca02c", "sew-and": "#98df8a",
                       "sew-iand": "#bcbd22", "ms": "#9467bd", "pa": "#e377c2", "da": "#d62728",
@@ -41,8 +41,9 @@ def _esc(v: object) -> str:
     return html.escape(str(v))
 
 
-def _page(title: str, body: str) -> str:
-    return (f"<!doctype html><html><head><meta charset=\"utf-8\">{HTML_GENERATOR}<title>{_esc(title)}</title>"
+def _page(title: str, body: str, kind: str) -> str:
+    """A whole page, tagged as a danet-deploy output of ``kind`` (report or comparison)."""
+    return (f"<!doctype html><html><head><meta charset=\"utf-8\">{html_generator(kind)}<title>{_esc(title)}</title>"
             f"<style>{STYLE}</style></head><body>{body}</body></html>\n")
 
 
@@ -291,7 +292,7 @@ def report_page(report: dict[str, Any]) -> str:
         "(cores: the share of the chip's cores this network uses; chip: whole chips; off: none). "
         f"Figures of this profile that are estimates, not published values: {_esc(', '.join(est) or 'none')}.</p>",
     ])
-    return _page(title, body)
+    return _page(title, body, "report")
 
 
 # ---- the comparison page ---------------------------------------------------------------------
@@ -332,5 +333,5 @@ def compare_page(rows: list[dict[str, Any]], title: str) -> str:
             f"uses and the estimated time per inference.</p>")
     table = _table([COMPARE_HEADINGS.get(k, k) for k in rows[0]],
                    [[compare_cell(k, v) for k, v in rows[i].items()] for i in order], left=2)
-    return _page(title, head + _legend(sorted({r["connection"] for r in rows})) + _png(draw, (15, 1.5 + 0.45 * len(rows)))
-                 + table)
+    picture = _png(draw, (15, 1.5 + 0.45 * len(rows)))
+    return _page(title, head + _legend(sorted({r["connection"] for r in rows})) + picture + table, "comparison")

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
@@ -25,7 +26,7 @@ from .errors import UserError
 from .compile import Program
 from .converters.nir_reference import ReferenceSimulator
 from .export import Artifact, load_artifact
-from .outputs import OUTPUTS_FORMAT, atomic_write, check_output_file
+from .outputs import TAGS, atomic_write, check_output_file
 from .progress import progress_bar
 from .simulator.fixed import FixedSimulator
 from .train import evaluate, resolve_device
@@ -40,7 +41,7 @@ def _scores(ds, batch_size: int, art: Artifact, scores,
     correct, outputs, labels = 0, [], []
     shape = art.graph.shapes[art.graph.inputs[0]]
     for x, y in DataLoader(ds, batch_size=batch_size):
-        x = as_time_series(x.float(), shape, art.graph.timesteps)
+        x = as_time_series(x.float(), art.graph)
         out = scores(x).cpu()
         outputs.append(out)
         labels.append(y)
@@ -51,9 +52,30 @@ def _scores(ds, batch_size: int, art: Artifact, scores,
 
 def save_outputs(path: Path, result: dict[str, Any], outputs: torch.Tensor, labels: torch.Tensor) -> None:
     """Each sample's output counts (what users compare with their own framework), atomically."""
-    blob = {"format": OUTPUTS_FORMAT, "outputs": outputs, "labels": labels, "predictions": outputs.argmax(1),
+    blob = {"format": TAGS["outputs"], "outputs": outputs, "labels": labels, "predictions": outputs.argmax(1),
             **{k: result[k] for k in ("artifact", "backend", "mode", "data", "dt", "timesteps")}}
     atomic_write(path, lambda tmp: torch.save(blob, tmp))
+
+
+def evaluation_data(art: Artifact, data: str, samples: int | None):
+    """The first ``samples`` of ``data``'s evaluation split, checked to fit ``art``'s outputs."""
+    ds, info = load_dataset(data, evaluation_split(data))
+    outputs = int(np.prod(art.graph.shapes[art.graph.outputs[0]]))
+    if info.num_classes > outputs:
+        raise UserError(f"{data}: labels go up to {info.num_classes - 1}, but {art.source.name} has "
+                        f"{outputs} outputs (classes 0 to {outputs - 1}); check the labels or the dataset")
+    return first(ds, samples)
+
+
+def use_timesteps(art: Artifact, timesteps: int) -> None:
+    """``-T``: the steps of static data for a graph that records none; a graph's own T is kept
+    (stderr says so), since its neurons and the program's latencies were built for it."""
+    recorded = art.graph.timesteps
+    if recorded is not None and recorded != timesteps:
+        print(f"danet-deploy: -T {timesteps} ignored: {art.source.name} records T = {recorded}",
+              file=sys.stderr)
+        return
+    art.graph.metadata["timesteps"] = timesteps
 
 
 def simulate(artifact: Path, data: str, backend: str = "fast", samples: int | None = None,
@@ -72,17 +94,21 @@ def simulate(artifact: Path, data: str, backend: str = "fast", samples: int | No
         if backend != "fast":
             raise UserError("--save-outputs runs with --backend fast (Lava's spikes equal it wherever "
                             "--backend lava reports 0 spike mismatches)")
-        check_output_file(Path(save_outputs_to), force)
+        check_output_file(Path(save_outputs_to), "outputs", force)
     art: Artifact = load_artifact(Path(artifact), dt, keep_input_neurons=keep_input_neurons, reset=reset,
                                   discretisation=discretisation)
     if timesteps is not None:
-        art.graph.metadata["timesteps"] = timesteps
+        use_timesteps(art, timesteps)
     if backend == "lava" and art.program is None:
         raise UserError(f"{artifact}: --backend lava needs a compiled export "
                         f"(danet-deploy export MODEL --target loihi2-sim)")
-    ds = first(load_dataset(data, evaluation_split(data))[0], samples)
+    ds = evaluation_data(art, data, samples)
     result: dict[str, Any] = {"backend": backend, "artifact": str(artifact), "data": data, "samples": len(ds),
-                              "mode": "fixed" if art.program is not None else "float", "dt": art.graph.dt}
+                              "mode": "fixed" if art.program is not None else "float", "dt": art.graph.dt,
+                              "timesteps": int(as_time_series(ds[0][0][None].float(), art.graph).shape[1])}
+    if timesteps is not None and result["timesteps"] != timesteps == art.graph.timesteps:
+        print(f"danet-deploy: -T {timesteps} ignored: the samples of {data} are time series of "
+              f"{result['timesteps']} steps", file=sys.stderr)
     t0 = time.perf_counter()
     if backend == "lava":
         result.update(lava_parity(art.program, art.program_path, art, ds, show_progress))
@@ -94,8 +120,6 @@ def simulate(artifact: Path, data: str, backend: str = "fast", samples: int | No
         if art.program is not None:
             outputs = sim.in_float_units(outputs)
     result["seconds"] = round(time.perf_counter() - t0, 3)
-    shape = art.graph.shapes[art.graph.inputs[0]]
-    result["timesteps"] = int(as_time_series(ds[0][0][None].float(), shape, art.graph.timesteps).shape[1])
     if art.program is not None:
         result["pipeline_latency"] = art.program.lowered.latency
     # the float model: the checkpoint's PyTorch model, else the NIR graph (which float mode just ran)
@@ -123,7 +147,7 @@ def lava_parity(program: Program, program_path: Path, art: Artifact, ds, show_pr
     shape = art.graph.shapes[art.graph.inputs[0]]
     x = torch.stack([ds[i][0] for i in range(len(ds))]).float()
     y = torch.as_tensor([int(ds[i][1]) for i in range(len(ds))])
-    x = as_time_series(x, shape, art.graph.timesteps)
+    x = as_time_series(x, art.graph, keep_all=True)  # Lava and fast record everything
     fast = FixedSimulator(program)
     size = run_size(program, len(ds), x.shape[1])
     if show_progress:

@@ -7,6 +7,7 @@ run with the same global batch (up to float summation order).
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import time
@@ -45,7 +46,7 @@ class TrainOptions:
     amp: bool = False
     workers: int = 0
     learn_beta: bool = False
-    framework: str = "snntorch"   # the neuron: snnTorch LIF or lava-dl slayer CUBA
+    framework: str | None = None  # the neuron: snnTorch LIF or lava-dl slayer CUBA; None: snntorch or the resumed
     chip_epochs: int | None = None  # epochs on the chip's weight grid after ``epochs``; None: framework's default
     resume: str | None = None
     quiet: bool = False
@@ -57,9 +58,17 @@ CHIP_LR = 0.01  # the chip epochs anneal from this fraction of --lr
 GridFor = Callable[[SpikingNet, str], dict[str, Any]]  # (model, data) -> its config's chip_grid
 
 
-def model_name(arch: str, connection: str, framework: str = "snntorch") -> str:
+def model_name(arch: str, connection: str, framework: str | None = "snntorch") -> str:
     """How demo and compare name a trained variant: ``<arch>_<connection>[_lava-dl]``."""
-    return f"{arch}_{connection}" + ("" if framework == "snntorch" else f"_{framework}")
+    return f"{arch}_{connection}" + ("" if framework in (None, "snntorch") else f"_{framework}")
+
+
+def check_options(opts: TrainOptions) -> None:
+    """One line for an option no training can use (the CLI's types check the rest)."""
+    if not (math.isfinite(opts.lr) and opts.lr > 0):
+        raise UserError(f"learning rate {opts.lr}: must be a positive finite number")
+    if not (math.isfinite(opts.weight_decay) and opts.weight_decay >= 0):
+        raise UserError(f"weight decay {opts.weight_decay}: must be a non-negative finite number")
 
 
 def seed_everything(seed: int) -> None:
@@ -189,7 +198,8 @@ def train(opts: TrainOptions, out: Path, force: bool = False, grid_for: GridFor 
     After ``opts.epochs`` come ``opts.chip_epochs`` on the chip's weight grid, which
     ``grid_for`` finds (``chip_tuning.chip_grid``; the compiler is a later stage).
     """
-    check_output_file(Path(out), force)
+    check_output_file(Path(out), "checkpoint", force)
+    check_options(opts)
     device = resolve_device(opts.device)
     if opts.amp and device.type != "cuda":
         raise UserError("--amp needs a CUDA device")
@@ -202,13 +212,18 @@ def train(opts: TrainOptions, out: Path, force: bool = False, grid_for: GridFor 
     if opts.resume:
         resume_state = read_checkpoint(Path(opts.resume))
         config = resume_state["config"]
+        trained_with = config["neuron"].get("framework", "snntorch")
+        if opts.framework not in (None, trained_with):
+            raise UserError(f"--framework {opts.framework}: {opts.resume} was trained with {trained_with}; "
+                            f"resume it with --framework {trained_with} or without --framework")
         start_epoch = resume_state.get("train_state", {}).get("epoch", 0)
     else:
-        if opts.learn_beta and opts.framework != "snntorch":
+        framework = opts.framework or "snntorch"
+        if opts.learn_beta and framework != "snntorch":
             raise UserError("--learn-beta is an snnTorch option (lava-dl's decays are fixed)")
         neuron = {"learn_beta": True} if opts.learn_beta else {}
         config = make_config(opts.arch, opts.connection, info.num_classes, opts.timesteps,
-                             info.input_shape, opts.framework, **neuron)
+                             info.input_shape, framework, **neuron)
     chip_epochs = opts.chip_epochs if opts.chip_epochs is not None \
         else CHIP_EPOCHS[config["neuron"].get("framework", "snntorch")]
     if chip_epochs < 0:

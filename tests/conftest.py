@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +12,7 @@ import pytest
 import torch
 
 from danet_deploy.data import load_dataset
-from danet_deploy.simulator.lava import SHM
+from danet_deploy.simulator.lava import SHM, SHM_TAG_ENV, shm_prefix
 
 
 @pytest.fixture(scope="session")
@@ -24,16 +25,18 @@ def digits_tensor_file(tmp_path_factory) -> Path:
     return path
 
 
+# every Lava run of this session, in this process and in the CLI processes it starts, names its
+# shared-memory segments with this tag: the leak check below sees only the suite's own segments,
+# whatever other danet-deploy runs on the machine are doing
+os.environ[SHM_TAG_ENV] = f"test{os.getpid()}"
+
+
 @pytest.fixture(scope="session", autouse=True)
 def shared_memory_is_left_as_found() -> Iterator[None]:
-    """The suite runs Lava many times (and kills some runs): /dev/shm must end as it began."""
-    def segments() -> set[str]:
-        return {p.name for p in SHM.glob("psm_*")}
-
-    before = segments()
+    """The suite runs Lava many times (and kills some runs): none of its segments may be left."""
     yield
-    left = segments() - before
-    assert not left, f"the tests left {len(left)} Lava shared-memory segments in {SHM}: {sorted(left)[:5]}"
+    left = sorted(p.name for p in SHM.glob(f"{shm_prefix()}*"))
+    assert not left, f"the tests left {len(left)} Lava shared-memory segments in {SHM}: {left[:5]}"
 
 
 def run_cli(*args: str, check: bool = False, **kw) -> subprocess.CompletedProcess:
@@ -43,6 +46,14 @@ def run_cli(*args: str, check: bool = False, **kw) -> subprocess.CompletedProces
     if check and proc.returncode != 0:
         raise AssertionError(f"danet-deploy {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
     return proc
+
+
+def one_line_error(proc: subprocess.CompletedProcess, *names: str) -> None:
+    """The command failed as a user error: exit code 1, one line on stderr naming ``names``."""
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr, proc.stderr
+    for name in names:
+        assert name in proc.stderr, (name, proc.stderr)
 
 
 @pytest.fixture(scope="session")

@@ -162,7 +162,8 @@ def test_report_formats_are_complete_and_deterministic(trained_digits: Path, tmp
     for row in [*report["layers"], report["totals"], *report["by_connection"].values()]:
         assert row["energy_dynamic_pj"] + row["energy_static_pj"] == row["energy_pj"]
     assert report["totals"]["energy_static_pj"] < report["totals"]["energy_dynamic_pj"]  # default: cores
-    assert csv_lines[0].split(",")[-8:-5] == ["energy_dynamic_pj", "energy_static_pj", "energy_pj"]
+    assert csv_lines[0].split(",")[-9:-6] == ["energy_dynamic_pj", "energy_static_pj", "energy_pj"]
+    assert csv_lines[0].endswith(",format") and csv_lines[1].endswith(",danet-deploy/report/1")
     page = (tmp_path / "a.html").read_text()
     assert "data:image/png;base64," in page and "http" not in page.replace("<!doctype html>", "")
     assert "<svg" in page and "µJ" in page and "fixed point" in page
@@ -192,7 +193,7 @@ def test_compare_lists_every_connection_side_by_side(tmp_path: Path) -> None:
     out = tmp_path / "cmp.json"
     run_cli("compare", "--connections", "plain,da", "--epochs", "2", "--samples", "30", "--models-dir",
             str(tmp_path / "models"), "--format", "json", "-o", str(out), check=True)
-    rows = json.loads(out.read_text())
+    rows = json.loads(out.read_text())["rows"]
     assert [(r["connection"], r["lowering"]) for r in rows] == [("plain", "expand"), ("da", "expand")]  # no 3-way sums
     assert {r["framework"] for r in rows} == {"snntorch"}
     for r in rows:
@@ -213,9 +214,10 @@ def test_compare_lists_every_connection_side_by_side(tmp_path: Path) -> None:
 
 def test_compare_with_lava_dl_trains_its_own_checkpoints(tmp_path: Path) -> None:
     out, models = tmp_path / "cmp.json", tmp_path / "models"
-    run_cli("compare", "--connections", "da", "--epochs", "2", "--samples", "30", "--framework", "lava-dl",
-            "--models-dir", str(models), "--format", "json", "-o", str(out), check=True)
-    (row,) = json.loads(out.read_text())
+    proc = run_cli("compare", "--connections", "da", "--epochs", "2", "--samples", "30", "--framework", "lava-dl",
+                   "--models-dir", str(models), "--format", "json", "-o", str(out), check=True)
+    assert "Prophesee" not in proc.stderr and "CUDA_HOME" not in proc.stderr  # lava-dl's import banners
+    (row,) = json.loads(out.read_text())["rows"]
     assert row["framework"] == "lava-dl" and row["sops"] > 0 and 0.3 < row["fixed_accuracy"] <= 1
     assert sorted(p.name for p in models.glob("*.pt")) == ["digits_resnet_da_lava-dl.pt"]
     table = run_cli("compare", "--connections", "da", "--samples", "30", "--framework", "lava-dl",
@@ -229,7 +231,7 @@ def test_compare_shows_the_expand_relay_trade_off(tmp_path: Path) -> None:
     out = tmp_path / "cmp.json"
     run_cli("compare", "--arch", "resnet20", "--connections", "da", "--epochs", "1", "--samples", "20",
             "--models-dir", str(tmp_path / "models"), "--format", "json", "-o", str(out), check=True)
-    expand, relay = json.loads(out.read_text())
+    expand, relay = json.loads(out.read_text())["rows"]
     assert (expand["lowering"], relay["lowering"]) == ("expand", "relay")
     assert expand["graded_ops"] == 0 < relay["graded_ops"]
     assert relay["synapse_kib"] < expand["synapse_kib"] and relay["sops"] < expand["sops"]

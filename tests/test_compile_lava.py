@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -20,7 +21,8 @@ from danet_deploy.converters.nir_import import read_nir
 from danet_deploy.errors import UserError
 from danet_deploy.profiles import load_profile
 from danet_deploy.simulator.fixed import FixedSimulator
-from danet_deploy.simulator.lava import SHM, group_members, mapped_segments, run_lava
+from danet_deploy.simulator import lava as lava_backend
+from danet_deploy.simulator.lava import SHM, SHM_TAG_ENV, group_members, mapped_segments, run_lava, shm_prefix
 
 from .conftest import run_cli
 
@@ -397,14 +399,41 @@ def test_sigterm_during_a_cifar_scale_lava_run_leaves_nothing(tmp_path: Path) ->
     assert _gone_within(pgid, segments, 15), (group_members(pgid), [s for s in segments if (SHM / s).exists()])
 
 
-def test_a_stalled_lava_run_is_stopped_and_leaves_no_processes(tmp_path: Path) -> None:
+def test_a_stalled_lava_run_is_stopped_and_leaves_no_processes(tmp_path: Path, monkeypatch) -> None:
     """Lava waits forever when one of its processes fails: a run that finishes no step within
-    the stall timeout is stopped (here already during start-up) and leaves nothing behind."""
+    the stall timeout is stopped (here already during start-up) and leaves nothing behind. Only
+    the worker this test starts, its process group and its segments are watched: other Lava runs
+    on the machine are none of its business."""
     _tiny_residual(tmp_path / "tiny.nir")
     program, _ = compile_graph(read_nir(tmp_path / "tiny.nir"), "loihi2-sim", load_profile("loihi2"), "expand", None)
     write_program(tmp_path / "p.h5", program)
-    before = {p.name for p in SHM.glob("psm_*")}
+    started = []
+
+    class Recorded(subprocess.Popen):
+        def __init__(self, *args, **kw) -> None:
+            super().__init__(*args, **kw)
+            started.append(self.pid)
+
+    monkeypatch.setattr(lava_backend.subprocess, "Popen", Recorded)
+    monkeypatch.setenv(SHM_TAG_ENV, f"stall{os.getpid()}")
     with pytest.raises(UserError, match="the Lava run of .* stalled: no step finished in 0 s"):
         run_lava(tmp_path / "p.h5", program, np.zeros((1, 5, 2, 6, 6), dtype=np.int64), stall_timeout=0.2)
-    assert _lava_processes() == []
-    assert {p.name for p in SHM.glob("psm_*")} <= before
+    (worker,) = started
+    assert group_members(worker) == []  # the worker led its own group: nothing of it is left
+    assert list(SHM.glob(f"{shm_prefix()}*")) == []
+
+
+def test_a_killed_lava_worker_is_reported_at_once(trained_digits: Path, tmp_path: Path) -> None:
+    """SIGKILL to the Lava worker ends the command within seconds, not after the stall timeout."""
+    out = tmp_path / "chip"
+    run_cli("export", str(trained_digits), "--target", "loihi2-sim", "-o", str(out), check=True)
+    proc = subprocess.Popen([sys.executable, "-m", "danet_deploy", "simulate", str(out), "--backend", "lava",
+                             "--samples", "200"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL)
+    pgid = _lava_group_of(proc.pid)
+    os.kill(pgid, signal.SIGKILL)  # the worker leads its group
+    killed = time.monotonic()
+    _, err = proc.communicate(timeout=60)
+    assert time.monotonic() - killed < 15
+    assert proc.returncode == 1 and "killed by SIGKILL" in err and "Traceback" not in err, err
+    assert _gone_within(pgid, [], 15), group_members(pgid)

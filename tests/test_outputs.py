@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from .conftest import run_cli
+from .conftest import one_line_error, run_cli
 
 
 def _foreign_dir(path: Path) -> dict[Path, bytes]:
@@ -25,19 +25,12 @@ def _intact(files: dict[Path, bytes]) -> bool:
     return all(p.is_file() and p.read_bytes() == content for p, content in files.items())
 
 
-def _one_line_error(proc, *names: str) -> None:
-    assert proc.returncode == 1, proc.stderr
-    assert proc.stderr.count("\n") == 1 and "Traceback" not in proc.stderr
-    for name in names:
-        assert name in proc.stderr, (name, proc.stderr)
-
-
 def test_export_refuses_a_foreign_directory_and_force_writes_only_our_files(trained_digits: Path,
                                                                             tmp_path: Path) -> None:
     results = tmp_path / "results"
     files = _foreign_dir(results)
     proc = run_cli("export", str(trained_digits), "--target", "nir", "-o", str(results))
-    _one_line_error(proc, str(results), "--force")
+    one_line_error(proc, str(results), "--force")
     assert _intact(files) and sorted(p.name for p in results.iterdir()) == ["notes.txt", "sub"]
     run_cli("export", str(trained_digits), "--target", "nir", "-o", str(results), "--force", check=True)
     assert _intact(files) and (results / "graph.nir").is_file() and (results / "manifest.json").is_file()
@@ -54,7 +47,7 @@ def test_export_never_writes_into_the_working_or_home_directory(trained_digits: 
     env = {**os.environ, "HOME": str(home)}
     for extra in ([], ["--force"]):  # not even with --force
         proc = run_cli("export", "model.pt", "--target", "nir", "-o", where, *extra, cwd=project, env=env)
-        _one_line_error(proc, where, named)
+        one_line_error(proc, where, named)
     assert _intact(files) and sorted(p.name for p in project.iterdir()) == ["model.pt", "work"]
     assert sorted(p.name for p in home.iterdir()) == ["notes.txt", "sub"]
 
@@ -74,11 +67,11 @@ def test_re_export_replaces_only_our_files(trained_digits: Path, tmp_path: Path)
 def test_train_report_and_compare_refuse_to_overwrite_foreign_files(trained_digits: Path, tmp_path: Path) -> None:
     notes = tmp_path / "notes.txt"
     notes.write_text("do not lose this")
-    _one_line_error(run_cli("train", "--epochs", "1", "-o", str(notes)), str(notes), "--force")
-    _one_line_error(run_cli("report", str(trained_digits), "--samples", "5", "--format", "json", "-o", str(notes)),
+    one_line_error(run_cli("train", "--epochs", "1", "-o", str(notes)), str(notes), "--force")
+    one_line_error(run_cli("report", str(trained_digits), "--samples", "5", "--format", "json", "-o", str(notes)),
                     str(notes), "--force")
     models = tmp_path / "models"
-    _one_line_error(run_cli("compare", "--connections", "plain", "--models-dir", str(models), "-o", str(notes)),
+    one_line_error(run_cli("compare", "--connections", "plain", "--models-dir", str(models), "-o", str(notes)),
                     str(notes))
     assert notes.read_text() == "do not lose this" and not models.exists()  # refused before any training
     # a file danet-deploy wrote is replaced without --force; --force replaces a foreign one
@@ -95,7 +88,7 @@ def test_demo_refuses_an_outdir_whose_files_it_did_not_write(tmp_path: Path) -> 
     out.mkdir()
     (out / "report.html").write_text("<html>the user's own page</html>")
     proc = run_cli("demo", "-o", str(out), "--epochs", "1")
-    _one_line_error(proc, str(out / "report.html"), "--force")
+    one_line_error(proc, str(out / "report.html"), "--force")
     assert (out / "report.html").read_text() == "<html>the user's own page</html>"
     assert sorted(p.name for p in out.iterdir()) == ["report.html"]  # refused before training
 
@@ -107,4 +100,4 @@ def test_tensor_data_with_nan_or_inf_is_refused_naming_the_file(trained_digits: 
     data = tmp_path / "bad.pt"
     torch.save({"inputs": x, "labels": torch.zeros(6, dtype=torch.long)}, data)
     proc = run_cli("simulate", str(trained_digits), "--data", f"tensor:{data}", "--json")
-    _one_line_error(proc, str(data), "NaN or Inf", "2 sample(s)", "index 3")
+    one_line_error(proc, str(data), "NaN or Inf", "2 sample(s)", "index 3")

@@ -69,3 +69,15 @@ def test_loihi_ready_peer_graphs_run_in_lava_bit_exactly(tmp_path: Path, name: s
     assert result["spike_mismatches"] == 0 and result["nonzero_values"] > 300
     report = json.loads(run_cli("report", str(out), "--data", str(tensor), "--format", "json", check=True).stdout)
     assert report["totals"]["sops"] > 0
+
+
+def test_sinabs_from_nir_needs_its_membrane_floor() -> None:
+    """sinabs' own from_nir gives an IF a floor at -threshold (min_v_mem): without it, sinabs'
+    plain multi-spike convention counts different spikes on the same graph."""
+    data = np.load(PEERS / "sinabs-csnn-from-nir.npz")
+    x = torch.as_tensor(data["inputs"], dtype=torch.float64)
+    counts = {reset: ReferenceSimulator(read_nir(PEERS / "sinabs-csnn-from-nir.nir", dt=1.0, reset=reset),
+                                        torch.float64).run(x)["output"].sum(0).numpy()
+              for reset in ("sinabs", "sinabs-nir")}
+    assert np.array_equal(counts["sinabs-nir"], data["counts"])
+    assert counts["sinabs"].sum() != data["counts"].sum()

@@ -58,11 +58,13 @@ class LIF(nn.Module):
 
 
 def _slayer_cuba():
-    """lava-dl's slayer CUBA neuron class; its import banners go to stderr, not stdout (JSON)."""
+    """lava-dl's slayer CUBA neuron class. Importing lava-dl prints banners about optional
+    tools (a dataset toolbox, the CUDA runtime) that a run does not use: they are dropped."""
     import contextlib
-    import sys
+    import io
 
-    with contextlib.redirect_stdout(sys.stderr):
+    banners = io.StringIO()
+    with contextlib.redirect_stdout(banners), contextlib.redirect_stderr(banners):
         from lava.lib.dl.slayer.neuron.cuba import Neuron
     return Neuron
 

@@ -29,7 +29,6 @@ import tempfile
 import threading
 import time
 import traceback
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -37,11 +36,29 @@ import numpy as np
 
 from ..compile import Program, read_program
 from ..errors import UserError
+from ..signals import signals_end_the_run
 
 DENSE_LIMIT = 1 << 22  # weight matrices up to this many entries run as Dense, larger as Sparse
 CONV_PAIR_LIMIT = 1024  # convolutions with at most this many (C_in, C_out) pairs run as Lava's Conv
 LAVA_SERVICE_PROCESSES = 3  # the worker, Lava's runtime service and its shared-memory manager
 SHM = Path("/dev/shm")  # where multiprocessing (and so Lava) keeps its shared-memory segments
+SHM_TAG_ENV = "DANET_DEPLOY_SHM_TAG"  # names the segments of the runs a process starts (default: its pid)
+
+
+def shm_prefix(tag: str | None = None) -> str:
+    """The name prefix of the shared-memory segments of the Lava runs tagged ``tag`` (default: the
+    tag this process gives its runs), so that a leak check watches only its own runs' segments."""
+    return f"psm_{tag or os.environ.get(SHM_TAG_ENV) or os.getpid()}_"
+
+
+def _name_segments(prefix: str) -> None:
+    """In the worker, before Lava starts: every segment its processes create is named ``prefix...``
+    (multiprocessing draws the names from these two module constants; Lava's processes fork from
+    the worker, so they inherit them)."""
+    from multiprocessing import shared_memory
+
+    shared_memory._SHM_NAME_PREFIX = "/" + prefix
+    shared_memory._SHM_SAFE_NAME_LENGTH = len(prefix) + 17  # 8 random bytes after the prefix
 
 
 def _connect_synapse(term, graded: bool, source_out, target_in) -> None:
@@ -153,9 +170,10 @@ def run_size(program: Program, samples: int, steps: int) -> dict[str, int]:
             "steps": samples * steps + program.lowered.latency + 1}
 
 
-def worker(program_path: str, data_path: str, sink_dir: str, interval: str, parent: str) -> None:
+def worker(program_path: str, data_path: str, sink_dir: str, interval: str, prefix: str, parent: str) -> None:
     """Entry point of the worker process (``python -m danet_deploy.simulator.lava ...``)."""
     _watch_parent(int(parent), Path(sink_dir))
+    _name_segments(prefix)
     from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
 
@@ -166,17 +184,27 @@ def worker(program_path: str, data_path: str, sink_dir: str, interval: str, pare
     source.stop()
 
 
-def _lines(stream, timeout: float) -> Iterator[str]:
-    """Lines from ``stream``; raises TimeoutError when none arrives within ``timeout`` seconds."""
+POLL_S = 0.5  # how often a quiet run checks that its worker is still alive
+
+
+def _lines(proc: subprocess.Popen, timeout: float) -> Iterator[str]:
+    """The worker's stdout lines, until it closes or the worker exits (Lava's processes may keep
+    the pipe open after the worker died); raises TimeoutError when no line arrives for ``timeout`` s."""
     lines: queue.Queue = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(ln) for ln in stream] + [lines.put(None)], daemon=True).start()
+    threading.Thread(target=lambda: [lines.put(ln) for ln in proc.stdout] + [lines.put(None)], daemon=True).start()
+    last = time.monotonic()
     while True:
         try:
-            line = lines.get(timeout=timeout)
+            line = lines.get(timeout=min(POLL_S, timeout))
         except queue.Empty:
-            raise TimeoutError from None
+            if proc.poll() is not None:
+                return
+            if time.monotonic() - last >= timeout:
+                raise TimeoutError from None
+            continue
         if line is None:
             return
+        last = time.monotonic()
         yield line
 
 
@@ -197,9 +225,9 @@ def run_lava(program_path: Path, program: Program, x_int: np.ndarray,
         tmp_path = Path(tmp)
         np.save(tmp_path / "input.npy", data)
         cmd = [sys.executable, "-m", "danet_deploy.simulator.lava", str(program_path),
-               str(tmp_path / "input.npy"), tmp, str(steps), str(os.getpid())]
+               str(tmp_path / "input.npy"), tmp, str(steps), shm_prefix(), str(os.getpid())]
         log = tmp_path / "worker.log"
-        with open(log, "w") as err_file, _signals_stop_the_run():
+        with open(log, "w") as err_file, signals_end_the_run():
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err_file, text=True,
                                     stdin=subprocess.DEVNULL, start_new_session=True)
             out = _collect(proc, log, program_path, program, tmp_path, n, steps, on_step, stall_timeout)
@@ -210,13 +238,17 @@ def _collect(proc: subprocess.Popen, log: Path, program_path: Path, program: Pro
              steps: int, on_step: Callable[[], None], stall_timeout: float) -> dict[str, np.ndarray]:
     """Follow the worker until it finishes, stop its group whatever happens, read the sinks."""
     try:
-        for line in _lines(proc.stdout, stall_timeout):
+        for line in _lines(proc, stall_timeout):
             if line.startswith("step "):
                 on_step()
-        err = log.read_text()
-        if proc.wait() != 0:
-            last = [ln for ln in err.strip().splitlines() if ln.strip()][-1:] or ["(no output)"]
-            raise UserError(f"the Lava run of {program_path} failed: {last[0][:200]}")
+        status = proc.wait()
+        if status != 0:  # a worker that failed reports its traceback, then ends its own group (SIGKILL)
+            err = log.read_text()
+            last = [ln for ln in err.strip().splitlines() if ln.strip()][-1:]
+            if status < 0 and "Traceback" not in err:
+                raise UserError(f"the Lava run of {program_path} failed: its worker (pid {proc.pid}) was killed "
+                                f"by {signal.Signals(-status).name}; its processes were stopped")
+            raise UserError(f"the Lava run of {program_path} failed: {(last or ['(no output)'])[0][:200]}")
     except TimeoutError:
         raise UserError(f"the Lava run of {program_path} stalled: no step finished in {stall_timeout:.0f} s "
                         f"(a Lava process failed or hung); its processes were stopped") from None
@@ -232,25 +264,6 @@ def _collect(proc: subprocess.Popen, log: Path, program_path: Path, program: Pro
         idx = np.arange(n)[:, None] * steps + np.arange(steps)[None, :] + pop.latency
         out[name] = rec[idx].transpose(1, 0, 2).reshape(steps, n, *pop.shape).astype(np.int64)
     return out
-
-
-@contextmanager
-def _signals_stop_the_run() -> Iterator[None]:
-    """SIGTERM and SIGHUP end the run like Ctrl-C does: as an exception, so that the
-    ``finally`` that stops the Lava group runs (only the main thread can set handlers)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def stop(signum: int, _frame) -> None:
-        raise SystemExit(128 + signum)
-
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
 
 
 def _kill_group(pgid: int, timeout: float = 30.0) -> None:

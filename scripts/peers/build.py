@@ -85,15 +85,33 @@ def sinabs(out: Path) -> dict[str, dict]:
                 layer.weight.mul_(3.0)
     x = spikes_in(samples, steps, 2, 34, 34, p=0.15)
     spikes = run(model, x.flatten(0, 1)).unflatten(0, (samples, steps))
-    graph = sb.to_nir(model, x.flatten(0, 1))
-    size = 34
-    for name in sorted((k for k, v in graph.nodes.items() if isinstance(v, nir.Conv2d)), key=int):
-        # sinabs 3.1.3 leaves input shapes None, which nir.write cannot store: only they are filled in
-        graph.nodes[name].input_shape = np.array([size, size])
-        size = {"0": 16, "2": 16, "5": 8}[name] // (2 if name in ("2", "5") else 1)
-    graph.nodes["8"].input_type = {"input": np.array([8, 4, 4])}  # likewise the Flatten's input type
-    save(out, "sinabs-csnn", graph, x, spikes)
+    def csnn_nir(net: torch.nn.Module) -> nir.NIRGraph:
+        graph = sb.to_nir(net, x.flatten(0, 1))
+        size = 34
+        for name in sorted((k for k, v in graph.nodes.items() if isinstance(v, nir.Conv2d)), key=int):
+            # sinabs 3.1.3 leaves input shapes None, which nir.write cannot store: only they are filled in
+            graph.nodes[name].input_shape = np.array([size, size])
+            size = {"0": 16, "2": 16, "5": 8}[name] // (2 if name in ("2", "5") else 1)
+        graph.nodes["8"].input_type = {"input": np.array([8, 4, 4])}  # likewise the Flatten's input type
+        return graph
+
+    save(out, "sinabs-csnn", csnn_nir(model), x, spikes)
     fixtures["sinabs-csnn"] = {"dt": 1.0, "reset": "zero"}
+
+    # the NIR paper's CSNN as its sinabs.py makes it (an ANN converted with from_model, spike_threshold 1,
+    # min_v_mem -1), written by to_nir, then read back by sinabs' own from_nir: its spikes are that reading's
+    from sinabs.nir import from_nir
+
+    ann = torch.nn.Sequential(*[torch.nn.ReLU() if isinstance(layer, sl.IAFSqueeze) else layer for layer in model])
+    snn = sb.from_model(ann, input_shape=(2, 34, 34), batch_size=samples, spike_threshold=1.0,
+                        min_v_mem=-1.0).spiking_model
+    graph = csnn_nir(snn)
+    nir.write(out / "sinabs-csnn-from-nir.nir", graph)
+    read_back = from_nir(nir.read(out / "sinabs-csnn-from-nir.nir"), batch_size=samples)
+    result = run(read_back, x.flatten(0, 1))
+    spikes = (result[0] if isinstance(result, tuple) else result).unflatten(0, (samples, steps))
+    save(out, "sinabs-csnn-from-nir", graph, x, spikes)
+    fixtures["sinabs-csnn-from-nir"] = {"dt": 1.0, "reset": "sinabs-nir"}
     return fixtures
 
 

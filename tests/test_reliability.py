@@ -1,0 +1,516 @@
+"""A careless user's inputs: no command loses a file, hangs, crashes or prints a traceback.
+
+Every case of the reliability audit (docs/compile.md §9 for what may be replaced) has a test
+here: outputs are replaced only by the same kind of output, run sizes are checked before
+anything is allocated, every bad input gets one line naming what is at fault.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import nir
+import numpy as np
+import pytest
+import torch
+
+from danet_deploy.outputs import identify
+
+from .conftest import one_line_error, run_cli
+
+
+def _tiny_nir(path: Path, **metadata) -> Path:
+    """Input(4) -> Affine -> LIF(3) -> Output, with ``metadata`` on the graph."""
+    rng = np.random.default_rng(0)
+    nodes = {"in": nir.Input(input_type={"input": np.array([4])}),
+             "fc": nir.Affine(weight=rng.normal(size=(3, 4)), bias=np.zeros(3)),
+             "lif": nir.LIF(tau=np.full(3, 1e-3), r=np.ones(3), v_leak=np.zeros(3), v_threshold=np.ones(3)),
+             "out": nir.Output(output_type={"output": np.array([3])})}
+    edges = [("in", "fc"), ("fc", "lif"), ("lif", "out")]
+    stated = {"reset": "zero", "discretisation": "euler", **metadata}  # no notes about assumed conventions
+    nir.write(path, nir.NIRGraph(nodes=nodes, edges=edges, metadata=stated, type_check=False))
+    return path
+
+
+def _spikes(path: Path, n: int = 4, steps: int | None = None, labels: torch.Tensor | None = None) -> Path:
+    torch.manual_seed(0)
+    x = (torch.rand(n, *((steps,) if steps else ()), 4) < 0.5).float()
+    torch.save({"inputs": x, "labels": torch.zeros(n, dtype=torch.long) if labels is None else labels}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def chip_export(trained_digits: Path, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("chip") / "digits.loihi2-sim"
+    run_cli("export", str(trained_digits), "--target", "loihi2-sim", "-o", str(out), check=True)
+    return out
+
+
+# ---- 0. outputs identified by what they are -------------------------------------------------------------------
+
+def test_no_other_kind_of_output_replaces_a_checkpoint(trained_digits: Path, tmp_path: Path) -> None:
+    ck = tmp_path / "ck.pt"
+    shutil.copy(trained_digits, ck)
+    before = ck.read_bytes()
+    one_line_error(run_cli("report", str(trained_digits), "-n", "5", "--format", "json", "-o", str(ck)),
+                   str(ck), "checkpoint, not a report", "--force")
+    one_line_error(run_cli("compare", "--connections", "plain", "--models-dir", str(tmp_path / "m"), "-o", str(ck)),
+                   str(ck), "checkpoint, not a comparison")
+    one_line_error(run_cli("simulate", str(trained_digits), "-n", "5", "--save-outputs", str(ck)),
+                   str(ck), "checkpoint, not a outputs")
+    assert ck.read_bytes() == before and not (tmp_path / "m").exists()
+    saved = tmp_path / "counts.pt"  # and a checkpoint does not replace saved outputs either
+    run_cli("simulate", str(trained_digits), "-n", "5", "--save-outputs", str(saved), check=True)
+    one_line_error(run_cli("train", "--epochs", "1", "-o", str(saved)), str(saved), "outputs, not a checkpoint")
+    assert identify(saved) == "outputs" and identify(ck) == "checkpoint"
+
+
+@pytest.mark.parametrize("content,fmt", [
+    ("danet-deploy notes: what I tried\n", "table"),
+    ("name,kind,connection,my own column\nx,y,z,1\n", "csv"),
+    ('[{"connection": "da", "lowering": "expand", "mine": 1}]\n', "json"),
+    ('{"profile": "mine", "layers": [], "totals": {}, "by_connection": {}}\n', "json"),
+    ('<html><head><meta name="generator" content="danet-deploy"></head></html>\n', "html"),
+], ids=["notes", "csv", "json-list", "json-report-keys", "html-untagged"])
+def test_files_that_only_look_like_ours_are_kept(trained_digits: Path, tmp_path: Path, content: str,
+                                                 fmt: str) -> None:
+    mine = tmp_path / "mine.txt"
+    mine.write_text(content)
+    one_line_error(run_cli("report", str(trained_digits), "-n", "5", "--format", fmt, "-o", str(mine)),
+                   str(mine), "was not written by danet-deploy")
+    one_line_error(run_cli("train", "--epochs", "1", "-o", str(mine)), str(mine))
+    assert mine.read_text() == content
+
+
+@pytest.mark.parametrize("fmt", ["table", "json", "csv", "html"])
+def test_a_report_replaces_a_report_and_says_what_it_is(trained_digits: Path, tmp_path: Path, fmt: str) -> None:
+    out = tmp_path / "r.out"
+    run_cli("report", str(trained_digits), "-n", "5", "--format", "json", "-o", str(out), check=True)
+    run_cli("report", str(trained_digits), "-n", "5", "--format", fmt, "-o", str(out), check=True)
+    assert identify(out) == "report"
+
+
+def test_compare_replaces_only_a_comparison(trained_digits: Path, tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    models.mkdir()
+    shutil.copy(trained_digits, models / "digits_resnet_da.pt")  # reused: nothing is trained
+    out = tmp_path / "cmp.json"
+    for fmt in ("json", "table", "html"):
+        run_cli("compare", "--connections", "da", "-n", "10", "--models-dir", str(models), "--format", fmt,
+                "-o", str(out), check=True)
+        assert identify(out) == "comparison"
+    report = tmp_path / "r.json"
+    run_cli("report", str(trained_digits), "-n", "5", "--format", "json", "-o", str(report), check=True)
+    one_line_error(run_cli("compare", "--connections", "da", "--models-dir", str(models), "-o", str(report)),
+                   "report, not a comparison")
+
+
+def test_after_force_a_users_file_in_an_export_directory_is_never_ours(trained_digits: Path,
+                                                                       tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    out.mkdir()
+    (out / "netx.h5").write_bytes(b"the user's own netx file")
+    forced = run_cli("export", str(trained_digits), "--target", "nir", "-o", str(out), "--force", check=True)
+    assert "netx.h5" not in forced.stderr  # "wrote" names only what was written
+    run_cli("export", str(trained_digits), "--target", "nir", "-o", str(out), check=True)
+    one_line_error(run_cli("export", str(trained_digits), "--target", "loihi2-sim", "-o", str(out)),
+                   str(out / "netx.h5"), "--force")
+    assert (out / "netx.h5").read_bytes() == b"the user's own netx file"
+    assert json.loads((out / "manifest.json").read_text())["files"] == ["graph.nir", "manifest.json"]
+
+
+def test_outputs_follow_the_users_umask(trained_digits: Path, tmp_path: Path) -> None:
+    report, export = tmp_path / "r.json", tmp_path / "e"
+    cmd = (f"umask 022 && {sys.executable} -m danet_deploy report {trained_digits} -n 5 --format json -o {report}"
+           f" && {sys.executable} -m danet_deploy export {trained_digits} -o {export}")
+    subprocess.run(["sh", "-c", cmd], check=True, capture_output=True, stdin=subprocess.DEVNULL)
+    assert stat.S_IMODE(report.stat().st_mode) == 0o644
+    assert stat.S_IMODE(export.stat().st_mode) == 0o755
+    assert stat.S_IMODE((export / "graph.nir").stat().st_mode) == 0o644
+
+
+# ---- 1. sizes, full disks, signals ----------------------------------------------------------------------------
+
+def test_time_steps_that_cannot_fit_in_memory_are_refused_before_running(trained_digits: Path,
+                                                                         tmp_path: Path) -> None:
+    blob = torch.load(trained_digits, weights_only=True)
+    blob["config"]["timesteps"] = blob["timesteps"] = 10 ** 9
+    huge = tmp_path / "huge.pt"
+    torch.save(blob, huge)
+    for args in (["simulate", str(huge), "-n", "4"], ["export", str(huge), "--target", "loihi2-sim", "-o",
+                                                      str(tmp_path / "e")]):
+        t0 = time.monotonic()
+        one_line_error(run_cli(*args), "1,000,000,000 time steps", "100,000")
+        assert time.monotonic() - t0 < 60
+    graph = _tiny_nir(tmp_path / "g.nir", dt=1e-3)
+    one_line_error(run_cli("simulate", str(graph), "--data", f"tensor:{_spikes(tmp_path / 'x.pt')}",
+                           "-T", "100000000"), "100,000,000 time steps", "100,000")
+
+
+def test_a_run_larger_than_the_memory_left_is_refused_with_both_figures(tmp_path: Path, monkeypatch) -> None:
+    from danet_deploy import data
+    from danet_deploy.converters.nir_import import read_nir
+
+    graph = read_nir(_tiny_nir(tmp_path / "g.nir", dt=1e-3, timesteps=10))  # 4 + 3 + 3 + 3 values
+    monkeypatch.setattr(data, "available_memory", lambda: 10 * 2**30)
+    data.check_run_memory(graph, 1000, 64)  # 1000 steps x 64 samples x 8 values x 4 bytes: 2 MB
+    with pytest.raises(data.UserError, match=r"90,000 time steps x 1000 samples x 13 values need at least "
+                                             r"4.4 GiB of memory, 0.5 GiB is available"):
+        monkeypatch.setattr(data, "available_memory", lambda: 2**29)
+        data.check_run_memory(graph, 90_000, 1000, keep_all=True)
+
+
+def test_T_is_ignored_with_a_note_when_the_graph_records_it(tmp_path: Path) -> None:
+    graph = _tiny_nir(tmp_path / "g.nir", dt=1e-3, timesteps=3)
+    proc = run_cli("simulate", str(graph), "--data", f"tensor:{_spikes(tmp_path / 'x.pt')}", "-T", "7", "--json",
+                   check=True)
+    assert "-T 7 ignored" in proc.stderr and json.loads(proc.stdout)["timesteps"] == 3
+    proc = run_cli("simulate", str(_tiny_nir(tmp_path / "h.nir", dt=1e-3)), "--data",
+                   f"tensor:{_spikes(tmp_path / 'y.pt', steps=5)}", "-T", "7", "--json", check=True)
+    assert "-T 7 ignored" in proc.stderr and json.loads(proc.stdout)["timesteps"] == 5
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 600 kB file system (root can mount tmpfs; elsewhere the test is skipped)."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(mount)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_full_disk_fails_in_one_line_and_keeps_the_previous_export(trained_digits: Path,
+                                                                     small_disk: Path) -> None:
+    out = small_disk / "e"
+    run_cli("export", str(trained_digits), "--target", "loihi2-sim", "-o", str(out), check=True)  # ~500 kB
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    for _ in range(2):
+        proc = run_cli("export", str(trained_digits), "--target", "loihi2-sim", "-o", str(out))
+        one_line_error(proc, str(out), "No space left on device")
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in small_disk.iterdir()) == ["e"]  # no half-written temporary directory
+    try:  # take the last free blocks
+        with open(small_disk / "filler", "wb") as f:
+            while True:
+                f.write(b"\0" * 4096)
+                f.flush()
+    except OSError:
+        pass
+    proc = run_cli("report", str(out), "-n", "5", "--format", "json", "-o", str(small_disk / "r.json"))
+    one_line_error(proc, "r.json", "No space left on device")
+    assert sorted(p.name for p in small_disk.iterdir()) == ["e", "filler"]
+
+
+def test_sigterm_during_export_leaves_no_temporary_directory(trained_digits: Path, tmp_path: Path) -> None:
+    """The signal arrives once the export has started writing (its hidden directory exists)."""
+    out = tmp_path / "e"
+    proc = subprocess.Popen([sys.executable, "-m", "danet_deploy", "export", str(trained_digits), "--target",
+                             "loihi2-sim", "-o", str(out)], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".e.*")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert "Traceback" not in err
+    assert not list(tmp_path.glob(".e.*")), "temporary directory left behind"
+    assert proc.returncode in (0, 128 + signal.SIGTERM)  # 0: it had finished before the signal
+    assert out.exists() == (proc.returncode == 0)
+
+
+# ---- 2. one line for every bad input --------------------------------------------------------------------------
+
+def _checkpoint_with(trained: Path, tmp_path: Path, **changes) -> Path:
+    blob = torch.load(trained, weights_only=True)
+    blob.update(changes)
+    path = tmp_path / "changed.pt"
+    torch.save(blob, path)
+    return path
+
+
+def _netx(path: Path, drop: str | None = None, **fields) -> Path:
+    """A two-layer netx file (input 4 -> dense CUBA 3) with ``fields`` of the dense layer's neuron
+    replaced and ``drop`` removed."""
+    with h5py.File(path, "w") as f:
+        layers = f.create_group("layer")
+        g = layers.create_group("0")
+        g["type"], g["shape"] = np.array([b"input"]), np.array([4])
+        d = layers.create_group("1")
+        d["type"], d["shape"] = np.array([b"dense"]), np.array([3])
+        d["weight"] = np.ones((3, 4))
+        n = d.create_group("neuron")
+        values = {"type": np.array([b"CUBA"]), "iDecay": 1024, "vDecay": 128, "vThMant": 80, **fields}
+        for key, value in values.items():
+            if key != drop:
+                n[key] = value
+        if drop == "shape":
+            del d["shape"]
+    return path
+
+
+def _profile(tmp_path: Path, section: str, key: str, value: str) -> Path:
+    text = (Path(__file__).parents[1] / "hw_profiles" / "loihi2.toml").read_text()
+    lines = [f"{key} = {{ value = {value}," + line.split(",", 1)[1] if line.startswith(f"{key} =") else line
+             for line in text.splitlines()]
+    path = tmp_path / f"bad_{key}.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+BAD_INPUTS = {
+    "config-string": lambda t, d: (["simulate", str(_checkpoint_with(t, d, config="digits")), "-n", "4"],
+                                   ["'config' is a str"]),
+    "state-dict-mismatch": lambda t, d: (["simulate", str(_checkpoint_with(t, d, state_dict={
+        **torch.load(t, weights_only=True)["state_dict"], "stem.conv.weight": torch.zeros(3)})), "-n", "4"],
+        ["'stem.conv.weight'", "(3,)"]),
+    "nir-dt-text": lambda t, d: (["simulate", str(_tiny_nir(d / "g.nir", dt="abc")), "--data",
+                                  f"tensor:{_spikes(d / 'x.pt')}", "-T", "2"], ["metadata dt 'abc'"]),
+    "nir-timesteps-text": lambda t, d: (["simulate", str(_tiny_nir(d / "g.nir", timesteps="four")), "--data",
+                                         f"tensor:{_spikes(d / 'x.pt')}"], ["metadata timesteps 'four'"]),
+    "nir-timesteps-0": lambda t, d: (["export", str(_tiny_nir(d / "g.nir", dt=1e-3, timesteps=0))],
+                                     ["metadata timesteps 0"]),
+    "nir-no-output": lambda t, d: (["export", str(_nir_without(d, "out"))], ["no Output node"]),
+    "nir-empty": lambda t, d: (["export", str(_empty_nir(d))], ["no nodes"]),
+    "manifest-invalid": lambda t, d: (["simulate", str(_export_dir(t, d, "{not json")), "-n", "4"],
+                                      ["manifest.json", "not a readable export manifest"]),
+    "manifest-empty": lambda t, d: (["simulate", str(_export_dir(t, d, "{}")), "-n", "4"],
+                                    ["manifest.json", "not a danet-deploy export manifest"]),
+    "tensor-empty": lambda t, d: (["simulate", str(t), "--data", f"tensor:{_empty_tensor(d)}"], ["no samples"]),
+    "labels-negative": lambda t, d: (["train", "--epochs", "1", "--data", f"tensor:{_labelled(d, -1)}", "-o",
+                                      str(d / "m.pt")], ["negative values"]),
+    "labels-out-of-range": lambda t, d: (["simulate", str(t), "--data", f"tensor:{_labelled(d, 12)}"],
+                                         ["labels go up to 12", "10 outputs"]),
+    "netx-no-vthmant": lambda t, d: (["export", str(_netx(d / "n.net", drop="vThMant"))], ["layer 1", "'vThMant'"]),
+    "netx-no-shape": lambda t, d: (["export", str(_netx(d / "n.net", drop="shape"))], ["layer 1", "'shape'"]),
+    "netx-huge-shape": lambda t, d: (["export", str(_netx_shape(d, 10 ** 9))], ["layer 1", "more than"]),
+    "netx-vthmant-bytes": lambda t, d: (["export", str(_netx(d / "n.net", vThMant=b"abc"))], ["layer 1"]),
+    "netx-empty-file": lambda t, d: (["export", str(_touch(d / "n.net"))], ["not a readable netx file",
+                                                                             "empty"]),
+    "netx-not-hdf5": lambda t, d: (["simulate", str(_touch(d / "n.net", b"plain text")), "--data",
+                                    "digits"], ["not a readable netx file"]),
+    "profile-neurons-0": lambda t, d: (["export", str(t), "--target", "loihi2-sim", "-p",
+                                        str(_profile(d, "constraints", "neurons_per_core", "0"))],
+                                       ["neurons_per_core", "whole number of at least 1"]),
+    "profile-neurons-half": lambda t, d: (["export", str(t), "--target", "loihi2-sim", "-p",
+                                           str(_profile(d, "constraints", "neurons_per_core", "0.5"))],
+                                          ["neurons_per_core"]),
+    "profile-cores-0": lambda t, d: (["report", str(t), "-n", "4", "-p",
+                                      str(_profile(d, "constraints", "cores_per_chip", "0"))], ["cores_per_chip"]),
+    "profile-energy-nan": lambda t, d: (["report", str(t), "-n", "4", "-p",
+                                         str(_profile(d, "energy", "synaptic_op", "nan"))], ["synaptic_op", "finite"]),
+    "profile-energy-inf": lambda t, d: (["report", str(t), "-n", "4", "-p",
+                                         str(_profile(d, "energy", "synaptic_op", "inf"))], ["synaptic_op", "finite"]),
+    "profile-weight-bits-0": lambda t, d: (["report", str(t), "-n", "4", "-p",
+                                            str(_profile(d, "constraints", "weight_bits", "0"))], ["weight_bits"]),
+    "resume-other-framework": lambda t, d: (["train", "--framework", "lava-dl", "--resume", str(t), "-o",
+                                             str(d / "m.pt")], ["trained with snntorch"]),
+    "write-parent-is-file": lambda t, d: (["report", str(t), "-n", "4", "-o", str(_touch(d / "f") / "r.json")],
+                                          ["is not a directory"]),
+    "write-proc": lambda t, d: (["report", str(t), "-n", "4", "-o", "/proc/danet-report.json"], ["/proc"]),
+}
+
+
+def _touch(path: Path, content: bytes = b"") -> Path:
+    path.write_bytes(content)
+    return path
+
+
+def _nir_without(d: Path, node: str) -> Path:
+    path = _tiny_nir(d / "full.nir", dt=1e-3, timesteps=2)
+    graph = nir.read(path)
+    graph.nodes.pop(node)
+    graph.edges = [e for e in graph.edges if node not in e]
+    nir.write(d / "g.nir", graph)
+    return d / "g.nir"
+
+
+def _empty_nir(d: Path) -> Path:
+    nir.write(d / "g.nir", nir.NIRGraph(nodes={}, edges=[], type_check=False))
+    return d / "g.nir"
+
+
+def _export_dir(trained: Path, d: Path, manifest: str) -> Path:
+    out = d / "e"
+    run_cli("export", str(trained), "-o", str(out), check=True)
+    (out / "manifest.json").write_text(manifest)
+    return out
+
+
+def _empty_tensor(d: Path) -> Path:
+    torch.save({"inputs": torch.zeros(0, 1, 8, 8), "labels": torch.zeros(0, dtype=torch.long)}, d / "x.pt")
+    return d / "x.pt"
+
+
+def _labelled(d: Path, label: int) -> Path:
+    ds = torch.rand(70, 1, 8, 8)
+    labels = torch.arange(70) % 10
+    labels[-3] = label
+    torch.save({"inputs": ds, "labels": labels}, d / "x.pt")
+    return d / "x.pt"
+
+
+def _netx_shape(d: Path, n: int) -> Path:
+    path = _netx(d / "n.net")
+    with h5py.File(path, "a") as f:
+        del f["layer/1/shape"]
+        f["layer/1/shape"] = np.array([n])
+    return path
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_a_bad_input_gets_one_line(trained_digits: Path, tmp_path: Path, case: str) -> None:
+    args, expected = BAD_INPUTS[case](trained_digits, tmp_path)
+    one_line_error(run_cli(*args), *expected)
+
+
+@pytest.mark.parametrize("args,expected", [
+    (["simulate", "M", "--dt", "0"], "--dt"), (["simulate", "M", "--dt", "1e308"], "--dt"),
+    (["simulate", "M", "--dt", "inf"], "--dt"), (["train", "--lr", "nan", "-o", "O"], "--lr"),
+    (["compare", "--connections", ""], "--connections"), (["compare", "--connections", ","], "--connections"),
+    (["compare", "--connections", "da,plain,da"], "given more than once"),
+])
+def test_bad_usage_exits_2_without_a_traceback(trained_digits: Path, tmp_path: Path, args: list[str],
+                                               expected: str) -> None:
+    args = [str(trained_digits) if a == "M" else str(tmp_path / "o.pt") if a == "O" else a for a in args]
+    proc = run_cli(*args)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and expected in proc.stderr, proc.stderr
+
+
+def test_a_read_only_place_is_refused_before_training(tmp_path: Path) -> None:
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if subprocess.run(["mount", "--bind", "-o", "ro", str(ro), str(ro)], capture_output=True).returncode:
+        pytest.skip("cannot make a read-only bind mount here (needs root)")
+    try:
+        t0 = time.monotonic()
+        one_line_error(run_cli("train", "--epochs", "30", "-o", str(ro / "m.pt")), str(ro), "Read-only")
+        one_line_error(run_cli("compare", "--connections", "da", "--models-dir", str(ro / "models")), "Read-only")
+        one_line_error(run_cli("compare", "--connections", "da", "--models-dir", str(tmp_path / "models"),
+                               "-o", str(ro / "c.json")), "Read-only")
+        assert time.monotonic() - t0 < 60 and not (tmp_path / "models").exists()
+    finally:
+        subprocess.run(["umount", str(ro)], check=True)
+
+
+def test_results_that_cannot_reach_stdout_fail_in_one_line(trained_digits: Path) -> None:
+    cmd = [sys.executable, "-m", "danet_deploy", "simulate", str(trained_digits), "-n", "4", "--json"]
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run(cmd, stdout=full, stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
+    one_line_error(proc, "standard output", "No space left on device")
+    closed = subprocess.run(["sh", "-c", " ".join(cmd) + " >&-"], stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL)
+    one_line_error(closed, "standard output is closed")
+
+
+# ---- 3. the right reference -----------------------------------------------------------------------------------
+
+def test_an_export_finds_its_checkpoint_from_any_directory_and_notices_a_replaced_one(
+        trained_digits: Path, trained_plain: Path, tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copy(trained_digits, project / "model.pt")
+    run_cli("export", "model.pt", "--target", "loihi2-sim", cwd=project, check=True)
+    here = json.loads(run_cli("simulate", "model.loihi2-sim", "--json", cwd=project, check=True).stdout)
+    there = json.loads(run_cli("simulate", "project/model.loihi2-sim", "--json", cwd=tmp_path, check=True).stdout)
+    assert here["reference_accuracy"] == there["reference_accuracy"]
+    shutil.copy(trained_plain, project / "model.pt")  # another network under the same name
+    proc = run_cli("simulate", "project/model.loihi2-sim", "--json", cwd=tmp_path, check=True)
+    assert "has changed since the export" in proc.stderr and "graph.nir" in proc.stderr
+    graph_nir = json.loads(run_cli("simulate", str(project / "model.loihi2-sim"), "--json", check=True).stdout)
+    assert graph_nir["reference_accuracy"] == json.loads(proc.stdout)["reference_accuracy"]
+
+
+def test_export_of_a_nir_file_writes_the_dt_it_compiled_with(tmp_path: Path) -> None:
+    graph = _tiny_nir(tmp_path / "g.nir", dt=1e-4, timesteps=4)
+    run_cli("export", str(graph), "--target", "loihi2-sim", "--dt", "2e-4", "-o", str(tmp_path / "e"),
+            check=True)
+    assert float(nir.read(tmp_path / "e" / "graph.nir").metadata["dt"]) == 2e-4
+    assert json.loads((tmp_path / "e" / "manifest.json").read_text())["dt"] == 2e-4
+
+
+# ---- 4. messages a user can act on ----------------------------------------------------------------------------
+
+def test_a_malicious_pickle_is_refused_without_advice_to_load_it_unsafely(tmp_path: Path) -> None:
+    class Payload:
+        def __reduce__(self):
+            return (os.system, ("true",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"format": "danet-deploy/1", "config": Payload()}, path)
+    proc = run_cli("simulate", str(path), "-n", "4")
+    one_line_error(proc, str(path), "refused", "never runs code")
+    assert "weights_only" not in proc.stderr
+
+
+def test_a_non_checkpoint_is_named_without_torch_advice(tmp_path: Path) -> None:
+    path = _touch(tmp_path / "m.pt", b"not a checkpoint")
+    proc = run_cli("simulate", str(path), "-n", "4")
+    one_line_error(proc, str(path), "not a danet-deploy checkpoint")
+    assert "mmap" not in proc.stderr
+
+
+def test_a_netx_file_simulates_without_warnings(tmp_path: Path) -> None:
+    torch.save({"inputs": (torch.rand(4, 6, 4) < 0.5).float(), "labels": torch.zeros(4, dtype=torch.long)},
+               tmp_path / "x.pt")
+    proc = run_cli("simulate", str(_netx(tmp_path / "n.net")), "--data", f"tensor:{tmp_path / 'x.pt'}", check=True)
+    assert "Warning" not in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+
+
+# ---- 7. tables that fit the terminal --------------------------------------------------------------------------
+
+class _Terminal:
+    """A text stream that says it is a terminal."""
+
+    def __init__(self) -> None:
+        self.text = ""
+
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("columns,shown", [
+    (80, ("name", "neurons", "cores", "spikes", "sops", "dynamic", "total")),
+    (120, ("name", "connection", "neurons", "cores", "spikes", "sops", "dynamic", "static", "total"))])
+def test_the_report_table_fits_the_terminal_and_keeps_every_column_elsewhere(
+        trained_digits: Path, columns: int, shown: tuple[str, ...], monkeypatch) -> None:
+    from danet_deploy.progress import fitted
+    from danet_deploy.report import TABLE_LAYOUTS, as_table, build_report
+
+    rep = build_report(trained_digits, "loihi2", "digits", samples=8, show_progress=False)
+    monkeypatch.setenv("COLUMNS", str(columns))
+    on_terminal = _strip_ansi(fitted(lambda cols: as_table(rep, cols), TABLE_LAYOUTS, stream=_Terminal()))
+    lines = on_terminal.splitlines()
+    assert max(len(line) for line in lines) <= columns
+    header = next(line for line in lines if line.split()[:1] == ["name"])
+    assert header.split() == list(shown)  # whole headings, none broken
+    assert len([line for line in lines if "stem.sn" in line]) == 1, "a layer's row wrapped onto two lines"
+    piped = fitted(lambda cols: as_table(rep, cols), TABLE_LAYOUTS, stream=None)
+    assert "graded ops" in piped and "neuron updates" in piped and "\x1b[" not in piped
+    wide = _strip_ansi(fitted(lambda cols: as_table(rep, cols), TABLE_LAYOUTS, wide=True, stream=_Terminal()))
+    assert "graded ops" in wide
+
+
+def _strip_ansi(text: str) -> str:
+    import re
+
+    return re.sub(r"\x1b\[[0-9;]*m", "", text)
+
+
+def test_every_option_explains_itself() -> None:
+    from danet_deploy.cli import main
+
+    silent = [(name, p.opts) for name, cmd in main.commands.items() for p in cmd.params
+              if p.param_type_name == "option" and not p.help]
+    assert silent == []
