@@ -1,7 +1,7 @@
 """Read a lava-dl netx file (``.net`` / ``.h5``, what slayer's ``export_hdf5`` writes)
 into a NIR graph that states the chip's integers exactly.
 
-A netx network is a chain of layers (``lava-semantics.md`` §6): ``input``, ``conv``,
+A netx network is a chain of layers (docs/lava-dl.md, How a netx file is read): ``input``, ``conv``,
 ``pool``, ``flatten``, ``dense`` (with CUBA neurons) and ``average``. Its weights,
 thresholds and biases are already Loihi integers, so the NIR graph keeps them as
 they are, in time steps (``dt = 1``) and in units of Lava's ``A`` (the state is 64x

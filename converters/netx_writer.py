@@ -3,7 +3,7 @@
 netx connects layer ``i-1`` to layer ``i`` and nothing else, so it can describe a
 compiled program only when that is a plain chain: input -> conv/dense LIF layers ->
 a dense readout, without delays, gates or relays. The layout is the one netx reads
-(``lava-semantics.md`` §6): every field a dataset, conv weights in torch layout,
+(docs/lava-dl.md, How a netx file is read): every field a dataset, conv weights in torch layout,
 CUBA neurons with ``iDecay = du + 1``, ``vDecay = dv``, ``vThMant = vth`` and the
 bias in the same units (netx shifts it by 6, as our program does).
 """

@@ -1,6 +1,6 @@
 """SpikingNet -> NIR graph, written with ``nir``'s own primitives.
 
-Lowering rules (DESIGN §2):
+Lowering rules (docs/nir.md):
 
 * BatchNorm folds into the conv that feeds it. A BatchNorm on a summed stream
   (pre-activation ``pa``/``da`` blocks, the head) always feeds a LIF: its scale

@@ -1,6 +1,6 @@
 """Account stage: exact per-layer operation counts and energy of a compiled program.
 
-Conventions (DESIGN §3), per inference (all time steps of one sample), averaged over
+Conventions (docs/accounting.md), per inference (all time steps of one sample), averaged over
 the evaluated samples:
 
 * ``sops``: binary spikes delivered across existing synapses (nonzero quantised
@@ -136,7 +136,7 @@ class Accountant:
         return grad.reshape(-1)
 
     def report(self, profile: Profile, timesteps: int, static_power: str = "cores") -> dict[str, Any]:
-        """The JSON report (DESIGN §4 keys) for ``profile``."""
+        """The JSON report (keys: docs/accounting.md, Report JSON) for ``profile``."""
         if static_power not in STATIC_POWER:
             raise UserError(f"unknown static power attribution {static_power!r}; valid: {', '.join(STATIC_POWER)}")
         prog = self.program

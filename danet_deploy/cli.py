@@ -1,4 +1,4 @@
-"""The ``danet-deploy`` command line (contracts in DESIGN §4).
+"""The ``danet-deploy`` command line (README.md; report keys in docs/accounting.md).
 
 Exit codes: 0 success, 1 user error (one line on stderr naming what is at fault;
 ``--debug`` shows the traceback), 2 bad usage.

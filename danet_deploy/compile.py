@@ -1,7 +1,7 @@
 """Compile stage: a NIR graph -> a fixed-point program for a Loihi hardware profile.
 
 1. lower (``expand`` / ``relay`` / ``auto``, see :mod:`lowering`), with delay balancing;
-2. quantise to Lava's fixed point (``lava-semantics.md`` §1-§3): per population a scale
+2. quantise to Lava's fixed point (docs/compile.md §3): per population a scale
    ``K`` (integer voltage = ``K`` x float voltage) chosen from the weights (8-bit), the
    threshold (17-bit), the bias (13-bit mantissa) and, from a few calibration samples,
    the largest input current (so the 24-bit current never wraps);

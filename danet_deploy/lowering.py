@@ -6,7 +6,7 @@ populations (convs, scales, pooling, affine maps, flattening, delays) are compos
 into one *term* per source population: one conv synapse group where that is exact
 (a conv after a k x k stride-k sum pool is one conv with a larger kernel and stride),
 else one dense matrix, so a population's input current is
-``sum_terms W_term * out(source) + bias`` (DESIGN §2):
+``sum_terms W_term * out(source) + bias`` (docs/compile.md §1):
 
 * ``expand``: currents from every contributing spiking layer go straight into the
   consumer (weights pre-scaled by its folded BatchNorm); binary spikes only.

@@ -113,7 +113,7 @@ def test_delay_line_before_a_synapse_equals_lavas_delay_dense(tmp_path: Path, gr
 
 
 def _independent_lif(a: np.ndarray, dv: int, vth: int, bias: np.ndarray) -> np.ndarray:
-    """Lava's fixed-point LIF (du = 4095) written from lava-semantics.md, in numpy."""
+    """Lava's fixed-point LIF (du = 4095) written from docs/compile.md §3, in numpy."""
     v, out = np.zeros(a.shape[1:], dtype=np.int64), []
     for step in a:
         u = step.astype(np.int64) << 6

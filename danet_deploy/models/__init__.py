@@ -1,6 +1,6 @@
 """The model zoo: ``build(arch, connection, num_classes, **kw)`` and ``list_archs()``.
 
-Connection types (DESIGN §2): ``plain``, ``aa``, ``sew`` (ADD), ``sew-and``,
+Connection types (docs/danets.md): ``plain``, ``aa``, ``sew`` (ADD), ``sew-and``,
 ``sew-iand``, ``ms``, ``pa``, ``da``. The four DANet architectures are the DA-ResNets
 with basic blocks (``resnet18``/``resnet34``) and bottlenecks (``resnet50``/``101``/
 ``152``) built with ``connection="da"``, the DA-DenseNet (``densenet_*``) and the

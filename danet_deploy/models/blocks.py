@@ -1,4 +1,4 @@
-"""Residual blocks, one class per connection type (DESIGN §2).
+"""Residual blocks, one class per connection type (docs/danets.md).
 
 Each block owns its layers (registered as ordinary submodules, so state-dict keys
 read ``stages.1.0.conv1.weight``) and ``wire`` s them into a :class:`GraphBuilder`;

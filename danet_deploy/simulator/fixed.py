@@ -1,6 +1,6 @@
 """The fast simulator's fixed-point mode: the compiled program, vectorised and batched.
 
-It applies exactly Lava's integer arithmetic (``lava-semantics.md`` §1-§3) layer-
+It applies exactly Lava's integer arithmetic (docs/compile.md §3) layer-
 synchronously: every population sees its sources' outputs of the same step, which
 is what Lava's pipeline computes once each term's balancing delay is applied, only
 without the latency. Apart from a population's synapses onto itself (recurrent), the
