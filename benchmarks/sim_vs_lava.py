@@ -30,7 +30,7 @@ from pathlib import Path
 import torch
 
 from danet_deploy.account import Accountant
-from danet_deploy.compile import read_program
+from danet_deploy.ir.program import read_program
 from danet_deploy.data import load_dataset
 from danet_deploy.export import export
 from danet_deploy.simulator.fixed import FixedSimulator

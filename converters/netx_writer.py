@@ -16,7 +16,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from danet_deploy.compile import Program
+from danet_deploy.ir.program import Program
 from danet_deploy.outputs import write_in_memory
 
 

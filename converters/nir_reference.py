@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from danet_deploy.converters.nir_import import NEURON_TYPES, FlatGraph
+from danet_deploy.ir.graph import NEURON_TYPES, FlatGraph
 
 Step = Callable[[torch.Tensor], torch.Tensor]
 

@@ -37,7 +37,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .compile import Program, summarise, synapse_count
+from .ir.program import Program, summarise, synapse_count
 from .errors import UserError
 from .outputs import TAGS
 from .profiles import Profile

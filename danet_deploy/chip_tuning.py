@@ -20,11 +20,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from .compile import TARGETS, Program, compile_graph, weight_scale
+from .compile import TARGETS, compile_graph, weight_scale
 from .converters.nir_export import to_nir
-from .converters.nir_import import FlatGraph, from_nir
+from .converters.nir_import import from_nir
+from .ir.graph import FlatGraph
 from .export import calibration_data
-from .lowering import Population, Term
+from .ir.program import Population, Program, Term
 from .models import Node, SpikingNet
 from .profiles import load_profile
 

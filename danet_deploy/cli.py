@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .converters.nir_import import MAX_DT
+from .ir.graph import MAX_DT
 from .errors import UserError
 from .signals import signals_end_the_run
 from .models import CONNECTIONS, FRAMEWORKS, list_archs
@@ -81,7 +81,7 @@ def dt_option(help_text: str):
 def convention_options(f):
     """``--reset`` and ``--discretisation`` for commands that read a .nir MODEL: conventions
     NIR 1.0.8 does not record (docs/nir.md)."""
-    from .converters.nir_import import DISCRETISATIONS, RESETS
+    from .ir.graph import DISCRETISATIONS, RESETS
 
     f = click.option("--discretisation", type=click.Choice(list(DISCRETISATIONS)),
                      help="How a .nir MODEL's time constants become per-step decays [default: the file's, "

@@ -20,60 +20,24 @@ it is compiled with every scale 64 and checked, not rounded.
 
 from __future__ import annotations
 
-import io
 import json
 import math
-from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 import torch
 
-from .converters.nir_import import FlatGraph
 from .converters.nir_reference import ReferenceSimulator
 from .errors import UserError
-from .outputs import write_in_memory
-from .lowering import Lowered, Map, Population, Term, lower
+from .ir.graph import FlatGraph
+from .ir.program import INPUT_BITS, Fixed, Lowered, Population, Program, Term, fan_in, summarise, synapse_count
+from .lowering import lower
 from .profiles import Profile
 from .synapses import WEIGHT_MAX, round_weights
 
 TARGETS = {"loihi2-sim": "loihi2", "loihi2": "loihi2", "loihi1": "loihi1"}
-INPUT_BITS = 8          # graded input values (pixels) are quantised to signed 8 bits
 CURRENT_HEADROOM = 2 ** 16  # |A| bound: 64 * A stays well inside the 24-bit current
 RELAY_HEADROOM = 2 ** 22    # graded relay values stay inside a signed 24-bit payload
-BIAS_EXP = 6
-
-
-@dataclass
-class Fixed:
-    """The integer parameters of one population."""
-
-    scale: float                 # K: integer voltage per unit of float voltage
-    value_scale: float = 1.0     # integer output value per unit of float signal (graded sources)
-    vth: int = 0
-    dv: int = 0
-    du: int = 4095
-    bias_mant: np.ndarray | None = None   # per neuron, times 2**BIAS_EXP
-    quant_error: float = 0.0
-    graded: bool = False         # emits graded values (input, relays) instead of binary spikes
-
-
-@dataclass
-class Program:
-    """What `export --target loihi*` produces and the simulators run."""
-
-    target: str
-    profile: str
-    lowered: Lowered
-    fixed: dict[str, Fixed]
-    mapping: dict[str, dict[str, Any]] = field(default_factory=dict)
-    readout_bias: dict[str, np.ndarray] = field(default_factory=dict)
-
-    @property
-    def populations(self) -> dict[str, Population]:
-        return self.lowered.populations
 
 
 # ---- calibration and quantisation ------------------------------------------------------
@@ -193,33 +157,6 @@ def quantise(lowered: Lowered, peaks: dict[str, float], input_peak: float, input
 
 # ---- core mapping ---------------------------------------------------------------------
 
-def _valid_taps(size: int, kernel: int, stride: int, pad: int, out: int) -> np.ndarray:
-    """For each kernel offset, on how many output positions it lands inside the input."""
-    o = np.arange(out)
-    return np.array([int(((o * stride - pad + k >= 0) & (o * stride - pad + k < size)).sum())
-                     for k in range(kernel)])
-
-
-def synapse_count(m: Map, weight: np.ndarray | None) -> int:
-    """Exact synapses of a term: nonzero weights times the positions they connect (borders
-    exact). Without weights (structure only) every weight counts."""
-    shape = m.weight_shape
-    if m.kind == "dense":
-        return int(np.count_nonzero(weight)) if weight is not None else int(np.prod(shape))
-    (_, h, wd), (_, oh, ow) = m.in_shape, m.out_shape
-    th = _valid_taps(h, shape[2], m.stride[0], m.padding[0], oh)
-    tw = _valid_taps(wd, shape[3], m.stride[1], m.padding[1], ow)
-    nnz = np.count_nonzero(weight, axis=(0, 1)) if weight is not None else np.full(shape[2:], shape[0] * shape[1])
-    return int((nnz * th[:, None] * tw[None, :]).sum())
-
-
-def fan_in(m: Map, weight: np.ndarray | None) -> int:
-    """Most synapses onto one neuron of the consumer (interior neuron of a conv)."""
-    if weight is None:
-        return int(np.prod(m.weight_shape[1:]))
-    return int(np.count_nonzero(weight, axis=tuple(range(1, weight.ndim))).max()) if weight.size else 0
-
-
 def map_to_cores(lowered: Lowered, profile: Profile, quantised: bool) -> dict[str, dict[str, Any]]:
     """Cores per population within the profile's limits.
 
@@ -278,15 +215,6 @@ def check_mapping(mapping: dict[str, dict[str, Any]], profile: Profile, lowering
     return problems
 
 
-def summarise(mapping: dict[str, dict[str, Any]], profile: Profile) -> dict[str, int]:
-    cores = sum(m["cores"] for m in mapping.values())
-    return {"synapses": sum(m["synapses"] for m in mapping.values()),
-            "synapse_bits": sum(m["synapse_bits"] for m in mapping.values()),
-            "neurons": sum(m["neurons"] for m in mapping.values()),
-            "compartments": sum(m["neurons"] * m["compartments_per_neuron"] for m in mapping.values()),
-            "cores": cores, "chips": math.ceil(cores / profile.limit("cores_per_chip"))}
-
-
 # ---- compile ----------------------------------------------------------------------------
 
 def compile_graph(graph: FlatGraph, target: str, profile: Profile, lowering: str,
@@ -339,75 +267,3 @@ def compile_graph(graph: FlatGraph, target: str, profile: Profile, lowering: str
     return program, costs
 
 
-# ---- program file -----------------------------------------------------------------------
-
-def write_program(path: Path, program: Program) -> None:
-    """The quantised program as HDF5: one group per population, one per synapse group."""
-    write_in_memory(path, lambda buffer: _fill_program(buffer, program))
-
-
-def _fill_program(buffer: io.BytesIO, program: Program) -> None:
-    low = program.lowered
-    with h5py.File(buffer, "w") as f:
-        f.attrs.update({"format": "danet-deploy-program/1", "target": program.target,
-                        "profile": program.profile, "lowering": low.lowering, "dt": low.dt,
-                        "timesteps": low.timesteps or 0, "latency": low.latency,
-                        "mapping": json.dumps(program.mapping, sort_keys=True)})
-        for i, (name, pop) in enumerate(low.populations.items()):
-            g = f.create_group(f"populations/{i}")
-            fx = program.fixed[name]
-            g.attrs.update({"name": name, "kind": pop.kind, "shape": list(pop.shape), "latency": pop.latency,
-                            "connection": pop.connection, "beta": pop.beta, "gain": pop.gain, "alpha": pop.alpha,
-                            "threshold": pop.threshold, "scale": fx.scale, "value_scale": fx.value_scale,
-                            "vth": fx.vth, "dv": fx.dv, "du": fx.du, "graded": fx.graded,
-                            "bias_exp": BIAS_EXP, "quant_error": fx.quant_error})
-            if fx.bias_mant is not None:
-                g.create_dataset("bias_mant", data=fx.bias_mant)
-            if name in program.readout_bias:
-                g.create_dataset("readout_bias", data=program.readout_bias[name])
-            for j, t in enumerate(pop.terms):
-                tg = g.create_group(f"terms/{j}")
-                tg.attrs.update({"source": t.source, "kind": t.map.kind, "in_shape": list(t.map.in_shape),
-                                 "out_shape": list(t.map.out_shape), "stride": list(t.map.stride),
-                                 "padding": list(t.map.padding), "delay": t.delay, "connection": t.connection,
-                                 "recurrent": t.map.recurrent})
-                tg.create_dataset("weight", data=t.weight_q, compression="lzf")
-
-
-def read_program(path: Path) -> Program:
-    """Read a program written by :func:`write_program` (float weights are not kept)."""
-    pops: dict[str, Population] = {}
-    fixed: dict[str, Fixed] = {}
-    readout_bias = {}
-    try:
-        f = h5py.File(path, "r")
-    except OSError as e:
-        raise UserError(f"{path}: not a readable program file ({e})") from None
-    with f:
-        if f.attrs.get("format") != "danet-deploy-program/1":
-            raise UserError(f"{path}: not a danet-deploy program")
-        groups = sorted(f["populations"].values(), key=lambda g: int(g.name.rsplit("/", 1)[1]))
-        for g in groups:
-            a = g.attrs
-            shape = tuple(int(v) for v in a["shape"])
-            pop = Population(str(a["name"]), str(a["kind"]), shape, str(a["connection"]),
-                             beta=float(a["beta"]), gain=float(a["gain"]), threshold=float(a["threshold"]),
-                             alpha=float(a.get("alpha", 0.0)), latency=int(a["latency"]))
-            for tg in sorted(g.get("terms", {}).values(), key=lambda t: int(t.name.rsplit("/", 1)[1])):
-                ta = tg.attrs
-                w = tg["weight"][()]
-                kind = str(ta["kind"])
-                m = Map(kind, tuple(int(v) for v in ta["in_shape"]), tuple(int(v) for v in ta["out_shape"]),
-                        w.astype(np.float64), tuple(w.shape[2:]) if kind == "conv" else (1, 1),
-                        tuple(int(v) for v in ta["stride"]), tuple(int(v) for v in ta["padding"]),
-                        recurrent=bool(ta.get("recurrent", False)))
-                pop.terms.append(Term(str(ta["source"]), m, str(ta["connection"]), int(ta["delay"]), w))
-            pops[pop.name] = pop
-            fixed[pop.name] = Fixed(float(a["scale"]), float(a["value_scale"]), int(a["vth"]), int(a["dv"]),
-                                    int(a["du"]), g["bias_mant"][()] if "bias_mant" in g else None,
-                                    float(a["quant_error"]), bool(a["graded"]))
-            if "readout_bias" in g:
-                readout_bias[pop.name] = g["readout_bias"][()]
-        low = Lowered(pops, str(f.attrs["lowering"]), float(f.attrs["dt"]), int(f.attrs["timesteps"]) or None)
-        return Program(str(f.attrs["target"]), str(f.attrs["profile"]), low, fixed,
-                       json.loads(f.attrs["mapping"]), readout_bias)

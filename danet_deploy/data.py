@@ -21,7 +21,7 @@ from torch.utils.data import Dataset, Subset, TensorDataset
 from .errors import UserError
 
 if TYPE_CHECKING:
-    from .converters.nir_import import FlatGraph
+    from .ir.graph import FlatGraph
 
 KINDS = ("digits", "cifar10:PATH", "cifar100:PATH", "imagefolder:PATH", "tensor:PATH")
 SPLIT_SEED = 0

@@ -27,11 +27,13 @@ import torch
 from . import __version__
 from .checkpoint import load_model
 from .compile import TARGETS as CHIP_TARGETS
-from .compile import Program, compile_graph, read_program, summarise, write_program
+from .compile import compile_graph
 from .converters.netx_import import is_netx, read_netx
 from .converters.netx_writer import is_sequential, write_netx
 from .converters.nir_export import DEFAULT_DT, to_nir, write_nir
-from .converters.nir_import import FlatGraph, from_nir, read_nir
+from .converters.nir_import import from_nir, read_nir
+from .ir.graph import FlatGraph
+from .ir.program import Program, read_program, summarise, write_program
 from .data import as_time_series, evaluation_split, first, load_dataset
 from .errors import UserError
 from .lowering import LOWERINGS

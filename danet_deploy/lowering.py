@@ -26,133 +26,24 @@ one-neuron bias source that fires at every step.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import nir
 import numpy as np
 import torch
 
-from .converters.nir_import import FlatGraph
-from .errors import UserError
 from .converters.nir_reference import linear_step, pair
+from .errors import UserError
+from .ir.graph import FlatGraph
+from .ir.program import Lowered, Map, Population, Term
 
 if TYPE_CHECKING:
-    from scipy.sparse import csr_matrix
+    pass
 
 LOWERINGS = ("expand", "relay", "auto")
 RELAY_MIN_SOURCES = 3  # a sum of fewer streams is cheaper as direct fan-in
 NEURONS = (nir.LIF, nir.IF, nir.CubaLIF, nir.Threshold)  # what becomes a population
-
-
-@dataclass
-class Map:
-    """A linear map from a source population's output to a consumer's input current.
-
-    ``weight`` is None when only the structure is lowered (to cost a lowering that
-    will not be built); ``identity`` marks the map of a population onto itself.
-    """
-
-    kind: str                       # "conv" (weight [Cout, Cin, kh, kw]) or "dense" ([Nout, Nin])
-    in_shape: tuple[int, ...]
-    out_shape: tuple[int, ...]
-    weight: np.ndarray | None
-    kernel: tuple[int, int] = (1, 1)
-    stride: tuple[int, int] = (1, 1)
-    padding: tuple[int, int] = (0, 0)
-    delay: int = 0                  # steps added by Delay nodes on the path
-    identity: bool = False
-    recurrent: bool = False         # the path closes a cycle: it carries the previous step's output
-
-    @property
-    def geometry(self) -> tuple:
-        return self.kind, self.kernel, self.stride, self.padding, self.delay, self.recurrent, self.out_shape
-
-    @property
-    def weight_shape(self) -> tuple[int, ...]:
-        if self.kind == "dense":
-            return int(np.prod(self.out_shape)), int(np.prod(self.in_shape))
-        return self.out_shape[0], self.in_shape[0], *self.kernel
-
-    def matrix(self, weight: np.ndarray) -> csr_matrix:
-        """``weight`` laid out as a sparse ``[out, in]`` matrix over C-order flattened neurons."""
-        from scipy.sparse import csr_matrix
-
-        if self.kind == "dense":
-            return csr_matrix(weight)
-        (cin, h, w), (cout, oh, ow) = self.in_shape, self.out_shape
-        co, ci, a, b = np.nonzero(weight)
-        vals = weight[co, ci, a, b]
-        ho, wo = np.arange(oh), np.arange(ow)
-        rows, cols, data = [], [], []
-        for k in range(len(vals)):  # one kernel tap at a time, over all output positions
-            hi = ho * self.stride[0] - self.padding[0] + a[k]
-            wi = wo * self.stride[1] - self.padding[1] + b[k]
-            oh_ok, ow_ok = np.nonzero((hi >= 0) & (hi < h))[0], np.nonzero((wi >= 0) & (wi < w))[0]
-            r = co[k] * oh * ow + oh_ok[:, None] * ow + ow_ok[None, :]
-            c = ci[k] * h * w + hi[oh_ok][:, None] * w + wi[ow_ok][None, :]
-            rows.append(r.ravel())
-            cols.append(c.ravel())
-            data.append(np.full(r.size, vals[k]))
-        shape = (cout * oh * ow, cin * h * w)
-        if not data:
-            return csr_matrix(shape, dtype=weight.dtype)
-        return csr_matrix((np.concatenate(data), (np.concatenate(rows), np.concatenate(cols))), shape=shape)
-
-    def is_pointwise(self) -> bool:
-        return self.kind == "conv" and self.kernel == (1, 1) and self.stride == (1, 1) and self.padding == (0, 0)
-
-
-@dataclass
-class Term:
-    """One synapse group: ``source`` population -> its consumer, through ``map``."""
-
-    source: str
-    map: Map
-    connection: str
-    delay: int = 0                  # steps beyond the one-step synaptic hop (set by balancing)
-    weight_q: np.ndarray | None = None  # the quantised integer weights (set by the compiler)
-
-
-@dataclass
-class Population:
-    """Neurons of one layer (or the input, a relay, a readout) and what feeds them."""
-
-    name: str
-    kind: str                       # input | lif | gate | relay | readout
-    shape: tuple[int, ...]
-    connection: str
-    terms: list[Term] = field(default_factory=list)
-    bias: np.ndarray | None = None  # constant input current per neuron (float)
-    beta: float = 0.0               # v <- beta * v + u + bias
-    gain: float = 1.0               # u <- alpha * u + gain * I
-    alpha: float = 0.0              # current decay (CUBA); 0: no current memory
-    threshold: float = 0.0
-    latency: int = 0
-
-    @property
-    def neurons(self) -> int:
-        return int(np.prod(self.shape))
-
-
-@dataclass
-class Lowered:
-    populations: dict[str, Population]   # ordered: every source before its consumers
-    lowering: str
-    dt: float
-    timesteps: int | None
-
-    @property
-    def input(self) -> Population:
-        return next(p for p in self.populations.values() if p.kind == "input")
-
-    @property
-    def readouts(self) -> list[Population]:
-        return [p for p in self.populations.values() if p.kind == "readout"]
-
-    @property
-    def latency(self) -> int:
-        return max(p.latency for p in self.populations.values())
 
 
 def identity(shape: tuple[int, ...], with_weights: bool = True) -> Map:

@@ -17,12 +17,12 @@ from .report_format import (COLUMNS, COMPARE_HEADINGS, COMPARE_MAIN, COMPARE_NAR
 from .account import ENERGY_PARTS, Accountant
 from .chip_tuning import chip_grid
 from .compile import compile_graph
-from .data import as_time_series, evaluation_split, first, load_dataset
+from .data import as_time_series, first
 from .errors import UserError
 from .outputs import FORMAT_COLUMN, TAGS, atomic_write, check_artifact_dir, check_output_file, text_footer
 from .profiles import load_profile
 from .progress import as_text, progress_bar
-from .report_html import compare_page, report_page
+from .report_html import report_page
 
 FORMATS = ("table", "json", "csv", "html")
 def summary_lines(report: dict[str, Any]) -> list[str]:
@@ -135,7 +135,6 @@ def build_report(artifact: Path, profile: str, data: str, samples: int | None = 
     ds = evaluation_data(art, data, samples)
     share = Subset(ds, range(rank, len(ds), world)) if world > 1 else ds
     acc = Accountant(program, dev)
-    shape = art.graph.shapes[art.graph.inputs[0]]
     steps = art.graph.timesteps
     correct = torch.zeros(2, dtype=torch.float64, device=dev)  # simulated, float model
     loader = DataLoader(share, batch_size=batch_size)
@@ -169,7 +168,7 @@ def _lava_check(art, program, ds, show_progress: bool) -> dict[str, Any]:
     file when the artifact was compiled in memory)."""
     import tempfile
 
-    from .compile import write_program
+    from .ir.program import write_program
     from .simulate import lava_parity
 
     with tempfile.TemporaryDirectory(prefix="danet-report-") as tmp:

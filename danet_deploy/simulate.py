@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 
 from .data import as_time_series, evaluation_split, first, load_dataset
 from .errors import UserError
-from .compile import Program
+from .ir.program import Program
 from .converters.nir_reference import ReferenceSimulator
 from .export import Artifact, load_artifact
 from .outputs import TAGS, atomic_write, check_output_file
@@ -39,7 +39,6 @@ def _scores(ds, batch_size: int, art: Artifact, scores,
     """Accuracy, every sample's output summed over time (``[N, outputs]``) under ``scores``,
     and the labels."""
     correct, outputs, labels = 0, [], []
-    shape = art.graph.shapes[art.graph.inputs[0]]
     for x, y in DataLoader(ds, batch_size=batch_size):
         x = as_time_series(x.float(), art.graph)
         out = scores(x).cpu()
@@ -144,7 +143,6 @@ def lava_parity(program: Program, program_path: Path, art: Artifact, ds, show_pr
     from .progress import console
     from .simulator.lava import run_lava, run_size
 
-    shape = art.graph.shapes[art.graph.inputs[0]]
     x = torch.stack([ds[i][0] for i in range(len(ds))]).float()
     y = torch.as_tensor([int(ds[i][1]) for i in range(len(ds))])
     x = as_time_series(x, art.graph, keep_all=True)  # Lava and fast record everything

@@ -11,7 +11,7 @@ import torch
 
 from danet_deploy.checkpoint import load_model, read_checkpoint
 from danet_deploy.chip_tuning import chip_grid
-from danet_deploy.compile import read_program
+from danet_deploy.ir.program import read_program
 from danet_deploy.data import load_dataset
 from danet_deploy.export import export
 from danet_deploy.models.neurons import CUBA

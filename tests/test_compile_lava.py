@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 import torch
 
-from danet_deploy.compile import compile_graph, read_program, write_program
+from danet_deploy.compile import compile_graph
+from danet_deploy.ir.program import read_program, write_program
 from danet_deploy.converters.nir_import import read_nir
 from danet_deploy.errors import UserError
 from danet_deploy.profiles import load_profile

@@ -157,7 +157,7 @@ def test_recurrent_network_runs_in_lava_bit_exactly_and_is_counted(tmp_path: Pat
                                                                    kind: str) -> None:
     """The Braille SRNN's shape: 12 -> 38 recurrent -> 7, exported by snnTorch, compiled with
     Loihi's reset (``--reset zero``): Lava equals the fast simulator, recurrent SOPs are exact."""
-    from danet_deploy.compile import read_program
+    from danet_deploy.ir.program import read_program
     from danet_deploy.simulator.fixed import FixedSimulator
 
     path = _export_snntorch(_snntorch_net(kind, "zero", delay=True), tmp_path / f"{kind}.nir")
@@ -196,7 +196,7 @@ def test_cuba_bias_comes_through_a_bias_source(tmp_path: Path, spike_data: Path)
     out = tmp_path / "chip"
     run_cli("export", str(path), "-t", "loihi2-sim", "--data", str(spike_data), "--reset", "zero",
             "-o", str(out), check=True)
-    from danet_deploy.compile import read_program
+    from danet_deploy.ir.program import read_program
 
     program = read_program(out / "program.h5")
     assert program.populations["1.bias"].neurons == 1
@@ -306,7 +306,7 @@ def test_nmnist_csnn_compiles_runs_in_lava_and_is_counted(tmp_path: Path) -> Non
                 "labels": torch.arange(6) % 10}, data)
     out = tmp_path / "chip"
     run_cli("export", str(path), "-t", "loihi2-sim", "--dt", "1", "--data", str(data), "-o", str(out), check=True)
-    from danet_deploy.compile import read_program
+    from danet_deploy.ir.program import read_program
 
     pops = read_program(out / "program.h5").populations
     pooled_conv = pops["6"].terms[0].map

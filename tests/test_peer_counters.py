@@ -22,7 +22,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from danet_deploy.account import Accountant
-from danet_deploy.compile import Program, compile_graph
+from danet_deploy.compile import compile_graph
+from danet_deploy.ir.program import Program
 from danet_deploy.converters.nir_export import to_nir
 from danet_deploy.converters.nir_import import read_nir
 from danet_deploy.models import build

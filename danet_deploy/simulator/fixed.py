@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..compile import INPUT_BITS, BIAS_EXP, Program
+from ..ir.program import BIAS_EXP, INPUT_BITS, Program
 
 U_MAX = 1 << 23      # Lava's 24-bit state: u in (-2^23, 2^23], v clipped to +-(2^23 - 1)
 DECAY_ONE = 4096     # decays are in units of 1/4096 per step

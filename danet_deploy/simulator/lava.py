@@ -34,7 +34,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from ..compile import Program, read_program
+from ..ir.program import Program, read_program
 from ..errors import UserError
 from ..signals import signals_end_the_run
 

@@ -1,0 +1,12 @@
+"""The intermediate representation every stage passes along, below every stage.
+
+* :mod:`danet_deploy.ir.graph`: the flat NIR-level graph (:class:`~danet_deploy.ir.graph.FlatGraph`)
+  that export writes and compile, the float interpreter and the reports read, with its
+  reset and discretisation conventions;
+* :mod:`danet_deploy.ir.program`: the compiled program (populations, synapse groups, integers,
+  core mapping) and its file, ``program.h5``, which the simulators, the Lava worker, the
+  accountant and the netx writer read.
+
+Stages (models -> export -> compile -> run -> account -> report) import this package and
+lower stages, never a later one.
+"""

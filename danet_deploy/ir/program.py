@@ -1,0 +1,282 @@
+"""The compiled program every later stage reads: populations, synapse groups, integers, mapping.
+
+``compile.compile_graph`` makes a :class:`Program` from a graph; the fast simulator, the Lava
+worker, the accountant, the netx writer and ``program.h5`` read it (docs/compile.md). Lowering
+fills in the structure (:class:`Population`, :class:`Term`, :class:`Map`), quantisation the
+integers (:class:`Fixed`, ``Term.weight_q``), core mapping ``Program.mapping``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import h5py
+import numpy as np
+
+from danet_deploy.errors import UserError
+from danet_deploy.outputs import write_in_memory
+
+if TYPE_CHECKING:
+    from scipy.sparse import csr_matrix
+
+    from danet_deploy.profiles import Profile
+
+INPUT_BITS = 8          # graded input values (pixels) are quantised to signed 8 bits
+BIAS_EXP = 6
+
+
+@dataclass
+class Map:
+    """A linear map from a source population's output to a consumer's input current.
+
+    ``weight`` is None when only the structure is lowered (to cost a lowering that
+    will not be built); ``identity`` marks the map of a population onto itself.
+    """
+
+    kind: str                       # "conv" (weight [Cout, Cin, kh, kw]) or "dense" ([Nout, Nin])
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+    weight: np.ndarray | None
+    kernel: tuple[int, int] = (1, 1)
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    delay: int = 0                  # steps added by Delay nodes on the path
+    identity: bool = False
+    recurrent: bool = False         # the path closes a cycle: it carries the previous step's output
+
+    @property
+    def geometry(self) -> tuple:
+        return self.kind, self.kernel, self.stride, self.padding, self.delay, self.recurrent, self.out_shape
+
+    @property
+    def weight_shape(self) -> tuple[int, ...]:
+        if self.kind == "dense":
+            return int(np.prod(self.out_shape)), int(np.prod(self.in_shape))
+        return self.out_shape[0], self.in_shape[0], *self.kernel
+
+    def matrix(self, weight: np.ndarray) -> csr_matrix:
+        """``weight`` laid out as a sparse ``[out, in]`` matrix over C-order flattened neurons."""
+        from scipy.sparse import csr_matrix
+
+        if self.kind == "dense":
+            return csr_matrix(weight)
+        (cin, h, w), (cout, oh, ow) = self.in_shape, self.out_shape
+        co, ci, a, b = np.nonzero(weight)
+        vals = weight[co, ci, a, b]
+        ho, wo = np.arange(oh), np.arange(ow)
+        rows, cols, data = [], [], []
+        for k in range(len(vals)):  # one kernel tap at a time, over all output positions
+            hi = ho * self.stride[0] - self.padding[0] + a[k]
+            wi = wo * self.stride[1] - self.padding[1] + b[k]
+            oh_ok, ow_ok = np.nonzero((hi >= 0) & (hi < h))[0], np.nonzero((wi >= 0) & (wi < w))[0]
+            r = co[k] * oh * ow + oh_ok[:, None] * ow + ow_ok[None, :]
+            c = ci[k] * h * w + hi[oh_ok][:, None] * w + wi[ow_ok][None, :]
+            rows.append(r.ravel())
+            cols.append(c.ravel())
+            data.append(np.full(r.size, vals[k]))
+        shape = (cout * oh * ow, cin * h * w)
+        if not data:
+            return csr_matrix(shape, dtype=weight.dtype)
+        return csr_matrix((np.concatenate(data), (np.concatenate(rows), np.concatenate(cols))), shape=shape)
+
+    def is_pointwise(self) -> bool:
+        return self.kind == "conv" and self.kernel == (1, 1) and self.stride == (1, 1) and self.padding == (0, 0)
+
+
+@dataclass
+class Term:
+    """One synapse group: ``source`` population -> its consumer, through ``map``."""
+
+    source: str
+    map: Map
+    connection: str
+    delay: int = 0                  # steps beyond the one-step synaptic hop (set by balancing)
+    weight_q: np.ndarray | None = None  # the quantised integer weights (set by the compiler)
+
+
+@dataclass
+class Population:
+    """Neurons of one layer (or the input, a relay, a readout) and what feeds them."""
+
+    name: str
+    kind: str                       # input | lif | gate | relay | readout
+    shape: tuple[int, ...]
+    connection: str
+    terms: list[Term] = field(default_factory=list)
+    bias: np.ndarray | None = None  # constant input current per neuron (float)
+    beta: float = 0.0               # v <- beta * v + u + bias
+    gain: float = 1.0               # u <- alpha * u + gain * I
+    alpha: float = 0.0              # current decay (CUBA); 0: no current memory
+    threshold: float = 0.0
+    latency: int = 0
+
+    @property
+    def neurons(self) -> int:
+        return int(np.prod(self.shape))
+
+
+@dataclass
+class Lowered:
+    populations: dict[str, Population]   # ordered: every source before its consumers
+    lowering: str
+    dt: float
+    timesteps: int | None
+
+    @property
+    def input(self) -> Population:
+        return next(p for p in self.populations.values() if p.kind == "input")
+
+    @property
+    def readouts(self) -> list[Population]:
+        return [p for p in self.populations.values() if p.kind == "readout"]
+
+    @property
+    def latency(self) -> int:
+        return max(p.latency for p in self.populations.values())
+
+
+@dataclass
+class Fixed:
+    """The integer parameters of one population."""
+
+    scale: float                 # K: integer voltage per unit of float voltage
+    value_scale: float = 1.0     # integer output value per unit of float signal (graded sources)
+    vth: int = 0
+    dv: int = 0
+    du: int = 4095
+    bias_mant: np.ndarray | None = None   # per neuron, times 2**BIAS_EXP
+    quant_error: float = 0.0
+    graded: bool = False         # emits graded values (input, relays) instead of binary spikes
+
+
+@dataclass
+class Program:
+    """What `export --target loihi*` produces and the simulators run."""
+
+    target: str
+    profile: str
+    lowered: Lowered
+    fixed: dict[str, Fixed]
+    mapping: dict[str, dict[str, Any]] = field(default_factory=dict)
+    readout_bias: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def populations(self) -> dict[str, Population]:
+        return self.lowered.populations
+
+
+# ---- structure counts -----------------------------------------------------------------
+
+def _valid_taps(size: int, kernel: int, stride: int, pad: int, out: int) -> np.ndarray:
+    """For each kernel offset, on how many output positions it lands inside the input."""
+    o = np.arange(out)
+    return np.array([int(((o * stride - pad + k >= 0) & (o * stride - pad + k < size)).sum())
+                     for k in range(kernel)])
+
+
+def synapse_count(m: Map, weight: np.ndarray | None) -> int:
+    """Exact synapses of a term: nonzero weights times the positions they connect (borders
+    exact). Without weights (structure only) every weight counts."""
+    shape = m.weight_shape
+    if m.kind == "dense":
+        return int(np.count_nonzero(weight)) if weight is not None else int(np.prod(shape))
+    (_, h, wd), (_, oh, ow) = m.in_shape, m.out_shape
+    th = _valid_taps(h, shape[2], m.stride[0], m.padding[0], oh)
+    tw = _valid_taps(wd, shape[3], m.stride[1], m.padding[1], ow)
+    nnz = np.count_nonzero(weight, axis=(0, 1)) if weight is not None else np.full(shape[2:], shape[0] * shape[1])
+    return int((nnz * th[:, None] * tw[None, :]).sum())
+
+
+def fan_in(m: Map, weight: np.ndarray | None) -> int:
+    """Most synapses onto one neuron of the consumer (interior neuron of a conv)."""
+    if weight is None:
+        return int(np.prod(m.weight_shape[1:]))
+    return int(np.count_nonzero(weight, axis=tuple(range(1, weight.ndim))).max()) if weight.size else 0
+
+
+def summarise(mapping: dict[str, dict[str, Any]], profile: Profile) -> dict[str, int]:
+    cores = sum(m["cores"] for m in mapping.values())
+    return {"synapses": sum(m["synapses"] for m in mapping.values()),
+            "synapse_bits": sum(m["synapse_bits"] for m in mapping.values()),
+            "neurons": sum(m["neurons"] for m in mapping.values()),
+            "compartments": sum(m["neurons"] * m["compartments_per_neuron"] for m in mapping.values()),
+            "cores": cores, "chips": math.ceil(cores / profile.limit("cores_per_chip"))}
+
+
+# ---- program file -----------------------------------------------------------------------
+
+def write_program(path: Path, program: Program) -> None:
+    """The quantised program as HDF5: one group per population, one per synapse group."""
+    write_in_memory(path, lambda buffer: _fill_program(buffer, program))
+
+
+def _fill_program(buffer: io.BytesIO, program: Program) -> None:
+    low = program.lowered
+    with h5py.File(buffer, "w") as f:
+        f.attrs.update({"format": "danet-deploy-program/1", "target": program.target,
+                        "profile": program.profile, "lowering": low.lowering, "dt": low.dt,
+                        "timesteps": low.timesteps or 0, "latency": low.latency,
+                        "mapping": json.dumps(program.mapping, sort_keys=True)})
+        for i, (name, pop) in enumerate(low.populations.items()):
+            g = f.create_group(f"populations/{i}")
+            fx = program.fixed[name]
+            g.attrs.update({"name": name, "kind": pop.kind, "shape": list(pop.shape), "latency": pop.latency,
+                            "connection": pop.connection, "beta": pop.beta, "gain": pop.gain, "alpha": pop.alpha,
+                            "threshold": pop.threshold, "scale": fx.scale, "value_scale": fx.value_scale,
+                            "vth": fx.vth, "dv": fx.dv, "du": fx.du, "graded": fx.graded,
+                            "bias_exp": BIAS_EXP, "quant_error": fx.quant_error})
+            if fx.bias_mant is not None:
+                g.create_dataset("bias_mant", data=fx.bias_mant)
+            if name in program.readout_bias:
+                g.create_dataset("readout_bias", data=program.readout_bias[name])
+            for j, t in enumerate(pop.terms):
+                tg = g.create_group(f"terms/{j}")
+                tg.attrs.update({"source": t.source, "kind": t.map.kind, "in_shape": list(t.map.in_shape),
+                                 "out_shape": list(t.map.out_shape), "stride": list(t.map.stride),
+                                 "padding": list(t.map.padding), "delay": t.delay, "connection": t.connection,
+                                 "recurrent": t.map.recurrent})
+                tg.create_dataset("weight", data=t.weight_q, compression="lzf")
+
+
+def read_program(path: Path) -> Program:
+    """Read a program written by :func:`write_program` (float weights are not kept)."""
+    pops: dict[str, Population] = {}
+    fixed: dict[str, Fixed] = {}
+    readout_bias = {}
+    try:
+        f = h5py.File(path, "r")
+    except OSError as e:
+        raise UserError(f"{path}: not a readable program file ({e})") from None
+    with f:
+        if f.attrs.get("format") != "danet-deploy-program/1":
+            raise UserError(f"{path}: not a danet-deploy program")
+        groups = sorted(f["populations"].values(), key=lambda g: int(g.name.rsplit("/", 1)[1]))
+        for g in groups:
+            a = g.attrs
+            shape = tuple(int(v) for v in a["shape"])
+            pop = Population(str(a["name"]), str(a["kind"]), shape, str(a["connection"]),
+                             beta=float(a["beta"]), gain=float(a["gain"]), threshold=float(a["threshold"]),
+                             alpha=float(a.get("alpha", 0.0)), latency=int(a["latency"]))
+            for tg in sorted(g.get("terms", {}).values(), key=lambda t: int(t.name.rsplit("/", 1)[1])):
+                ta = tg.attrs
+                w = tg["weight"][()]
+                kind = str(ta["kind"])
+                m = Map(kind, tuple(int(v) for v in ta["in_shape"]), tuple(int(v) for v in ta["out_shape"]),
+                        w.astype(np.float64), tuple(w.shape[2:]) if kind == "conv" else (1, 1),
+                        tuple(int(v) for v in ta["stride"]), tuple(int(v) for v in ta["padding"]),
+                        recurrent=bool(ta.get("recurrent", False)))
+                pop.terms.append(Term(str(ta["source"]), m, str(ta["connection"]), int(ta["delay"]), w))
+            pops[pop.name] = pop
+            fixed[pop.name] = Fixed(float(a["scale"]), float(a["value_scale"]), int(a["vth"]), int(a["dv"]),
+                                    int(a["du"]), g["bias_mant"][()] if "bias_mant" in g else None,
+                                    float(a["quant_error"]), bool(a["graded"]))
+            if "readout_bias" in g:
+                readout_bias[pop.name] = g["readout_bias"][()]
+        low = Lowered(pops, str(f.attrs["lowering"]), float(f.attrs["dt"]), int(f.attrs["timesteps"]) or None)
+        return Program(str(f.attrs["target"]), str(f.attrs["profile"]), low, fixed,
+                       json.loads(f.attrs["mapping"]), readout_bias)
