@@ -22,6 +22,8 @@ calibrates its fixed-point scales with it and lowers stateless nodes with
 
 from __future__ import annotations
 
+from collections import Counter
+
 from typing import Callable
 
 import nir
@@ -174,10 +176,13 @@ class ReferenceSimulator:
                         if isinstance(node, (nir.LIF, nir.LI, nir.IF, nir.I, nir.CubaLIF, nir.Delay))}
         self.steps = {n: self.neurons.get(n) or linear_step(node, p) for n, node in graph.nodes.items()}
 
-    def run(self, x: torch.Tensor, record: bool = False) -> dict[str, torch.Tensor]:
+    def run(self, x: torch.Tensor, record: bool = False,
+            observe: Callable[[str, torch.Tensor], None] | None = None) -> dict[str, torch.Tensor]:
         """Simulate ``x`` ``[N, T, *input_shape]``; return ``[T, N, ...]`` per node.
 
-        Only the Output nodes are returned unless ``record`` is set.
+        Only the Output nodes are returned unless ``record`` is set. ``observe(name, input)``
+        sees every node's summed input at every step; a value is freed as soon as the last
+        node of its step that reads it has run, so observing costs no more than one layer.
         """
         g = self.graph
         x = x.to(self.device, self.dtype)
@@ -187,9 +192,11 @@ class ReferenceSimulator:
         trace: dict[str, list[torch.Tensor]] = {n: [] for n in keep}
         n = x.shape[0]
         fed_back = {s for s, _ in g.recurrent}
+        readers = Counter(s for name in g.nodes for s in g.forward_sources(name))
         previous = {s: self._silent(s).expand(n, *g.shapes[s]) for s in fed_back}
         for t in range(x.shape[1]):
             values: dict[str, torch.Tensor] = {}
+            unread = Counter(readers)
             for name, step in self.steps.items():
                 srcs = g.sources[name]
                 if not srcs:
@@ -200,9 +207,15 @@ class ReferenceSimulator:
                     for part in parts[1:]:
                         inp = inp + part.reshape(n, -1)
                     inp = inp.reshape(n, *self._input_shape(name, parts[0]))
+                if observe is not None and srcs:
+                    observe(name, inp)
                 values[name] = step(inp)
                 if name in keep:
                     trace[name].append(values[name])
+                for s in g.forward_sources(name):
+                    unread[s] -= 1
+                    if unread[s] == 0 and s not in fed_back:
+                        del values[s]
             previous = {s: values[s] for s in fed_back}
         return {n: torch.stack(v) for n, v in trace.items()}
 

@@ -43,13 +43,14 @@ RELAY_HEADROOM = 2 ** 22    # graded relay values stay inside a signed 24-bit pa
 # ---- calibration and quantisation ------------------------------------------------------
 
 def calibrate(graph: FlatGraph, x: torch.Tensor) -> dict[str, float]:
-    """Largest |input current| of every node (sum of its sources) on a few samples."""
-    values = ReferenceSimulator(graph).run(x, record=True)
-    peaks = {}
-    for name, srcs in graph.sources.items():
-        if srcs:
-            total = sum(values[s].reshape(values[s].shape[0], values[s].shape[1], -1) for s in srcs)
-            peaks[name] = float(total.abs().max())
+    """Largest |input current| of every node (the sum of its sources) on a few samples,
+    taken step by step as the float interpreter runs (nothing is recorded)."""
+    peaks: dict[str, float] = {}
+
+    def see(name: str, current: torch.Tensor) -> None:
+        peaks[name] = max(peaks.get(name, 0.0), float(current.abs().max()))
+
+    ReferenceSimulator(graph).run(x, observe=see)
     return peaks
 
 

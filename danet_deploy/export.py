@@ -177,7 +177,7 @@ def calibration_data(spec: str, graph: FlatGraph, samples: int = CALIBRATION_SAM
     split = "train" if evaluation_split(spec) == "test" else "all"
     ds = first(load_dataset(spec, split)[0], samples)
     x = torch.stack([ds[i][0] for i in range(len(ds))]).float()
-    return as_time_series(x, graph, keep_all=True)  # calibration records every node
+    return as_time_series(x, graph)
 
 
 def manifest_for(art: Artifact, target: str, outdir: Path, files: list[str], program: Program | None = None,
