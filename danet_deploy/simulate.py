@@ -130,8 +130,9 @@ def simulate(artifact: Path, data: str, backend: str = "fast", samples: int | No
         result["reference_accuracy"] = result["accuracy"]
     if backend == "fast" and not bool(outputs.any()):
         result["silent_output"] = True
+        hint = "; if the graph counts time in steps, pass --dt 1" if art.graph.dt != 1 else ""
         print(f"danet-deploy: the output never fires on these {len(ds)} samples (all counts 0, dt = "
-              f"{art.graph.dt:g} s); if the graph counts time in steps, pass --dt 1", file=sys.stderr)
+              f"{art.graph.dt:g} s){hint}", file=sys.stderr)
     if save_outputs_to is not None:
         save_outputs(Path(save_outputs_to), result, outputs, labels)
         result["outputs_file"] = str(save_outputs_to)

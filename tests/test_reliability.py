@@ -249,7 +249,7 @@ def _netx(path: Path, drop: str | None = None, **fields) -> Path:
         g["type"], g["shape"] = np.array([b"input"]), np.array([4])
         d = layers.create_group("1")
         d["type"], d["shape"] = np.array([b"dense"]), np.array([3])
-        d["weight"] = np.ones((3, 4))
+        d["weight"] = np.full((3, 4), 50)  # enough for the neurons to fire
         n = d.create_group("neuron")
         values = {"type": np.array([b"CUBA"]), "iDecay": 1024, "vDecay": 128, "vThMant": 80, **fields}
         for key, value in values.items():
