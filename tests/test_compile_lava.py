@@ -22,7 +22,7 @@ from danet_deploy.errors import UserError
 from danet_deploy.profiles import load_profile
 from danet_deploy.simulator.fixed import FixedSimulator
 from danet_deploy.simulator import lava as lava_backend
-from danet_deploy.simulator.lava import SHM, SHM_TAG_ENV, group_members, mapped_segments, run_lava, shm_prefix
+from danet_deploy.simulator.lava import SHM, SHM_TAG_ENV, group_members, run_lava, shm_prefix
 
 from .conftest import run_cli
 
@@ -344,6 +344,11 @@ def _start_lava_simulation(artifact: Path) -> subprocess.Popen:
                             stdin=subprocess.DEVNULL, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
+def _own_segments() -> set[str]:
+    """The shared-memory segments of this suite's Lava runs (one runs at a time)."""
+    return {p.name for p in SHM.glob(f"{shm_prefix()}*")}
+
+
 def _gone_within(pgid: int, segments: set[str], seconds: float) -> bool:
     deadline = time.time() + seconds
     while time.time() < deadline:
@@ -368,7 +373,7 @@ def test_a_signal_to_the_parent_leaves_no_lava_process_and_no_shared_memory(trai
     proc = _start_lava_simulation(out)
     pgid = _lava_group_of(proc.pid)
     time.sleep(2)
-    segments = mapped_segments(group_members(pgid))
+    segments = _own_segments()
     assert segments, "Lava mapped no shared memory: the check below would be vacuous"
     proc.send_signal(sig)
     proc.wait(timeout=60)
@@ -395,7 +400,7 @@ def test_sigterm_during_a_cifar_scale_lava_run_leaves_nothing(tmp_path: Path) ->
     while len(group_members(pgid)) < 50 and time.time() < deadline:  # Lava is starting its processes
         time.sleep(0.2)
     assert len(group_members(pgid)) >= 50
-    segments = mapped_segments(group_members(pgid))
+    segments = _own_segments()
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=60)
     assert proc.returncode == 128 + signal.SIGTERM
@@ -440,3 +445,4 @@ def test_a_killed_lava_worker_is_reported_at_once(trained_digits: Path, tmp_path
     assert time.monotonic() - killed < 15
     assert proc.returncode == 1 and "killed by SIGKILL" in err and "Traceback" not in err, err
     assert _gone_within(pgid, [], 15), group_members(pgid)
+    assert not _own_segments(), "segments that no process mapped any more were left"

@@ -13,14 +13,15 @@ Lava runs in a worker process in its own process group: Lava leaves workers behi
 when a run fails or is interrupted, so the parent kills the whole group on any
 error, Ctrl-C, SIGTERM or SIGHUP, and the worker watches its parent and kills its
 own group when the parent dies (even by SIGKILL). Either way the shared-memory
-segments (``/dev/shm/psm_*``) that the group's processes had mapped are removed
-before the group is killed, so no process and no segment outlives a run.
+segments of the run (``/dev/shm/psm_<tag>_<run>_*``: each run names its own) are removed
+whether or not a process still maps them, so no process and no segment outlives a run.
 """
 
 from __future__ import annotations
 
 import os
 import queue
+import secrets
 import shutil
 import signal
 import subprocess
@@ -49,6 +50,18 @@ def shm_prefix(tag: str | None = None) -> str:
     """The name prefix of the shared-memory segments of the Lava runs tagged ``tag`` (default: the
     tag this process gives its runs), so that a leak check watches only its own runs' segments."""
     return f"psm_{tag or os.environ.get(SHM_TAG_ENV) or os.getpid()}_"
+
+
+def run_prefix() -> str:
+    """A fresh name prefix for the segments of one run: a run's segments are found by their name
+    alone, even those that no process maps any more (Lava's processes may exit before the clean-up)."""
+    return f"{shm_prefix()}{secrets.token_hex(4)}_"
+
+
+def remove_segments(prefix: str) -> None:
+    """Unlink every shared-memory segment named ``prefix...``."""
+    for path in SHM.glob(f"{prefix}*"):
+        path.unlink(missing_ok=True)
 
 
 def _name_segments(prefix: str) -> None:
@@ -172,7 +185,7 @@ def run_size(program: Program, samples: int, steps: int) -> dict[str, int]:
 
 def worker(program_path: str, data_path: str, sink_dir: str, interval: str, prefix: str, parent: str) -> None:
     """Entry point of the worker process (``python -m danet_deploy.simulator.lava ...``)."""
-    _watch_parent(int(parent), Path(sink_dir))
+    _watch_parent(int(parent), Path(sink_dir), prefix)
     _name_segments(prefix)
     from lava.magma.core.run_conditions import RunSteps
     from lava.magma.core.run_configs import Loihi2SimCfg
@@ -224,18 +237,20 @@ def run_lava(program_path: Path, program: Program, x_int: np.ndarray,
     with tempfile.TemporaryDirectory(prefix="danet-lava-") as tmp:
         tmp_path = Path(tmp)
         np.save(tmp_path / "input.npy", data)
+        prefix = run_prefix()
         cmd = [sys.executable, "-m", "danet_deploy.simulator.lava", str(program_path),
-               str(tmp_path / "input.npy"), tmp, str(steps), shm_prefix(), str(os.getpid())]
+               str(tmp_path / "input.npy"), tmp, str(steps), prefix, str(os.getpid())]
         log = tmp_path / "worker.log"
         with open(log, "w") as err_file, signals_end_the_run():
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err_file, text=True,
                                     stdin=subprocess.DEVNULL, start_new_session=True)
-            out = _collect(proc, log, program_path, program, tmp_path, n, steps, on_step, stall_timeout)
+            out = _collect(proc, log, program_path, program, tmp_path, prefix, n, steps, on_step,
+                           stall_timeout)
         return out
 
 
-def _collect(proc: subprocess.Popen, log: Path, program_path: Path, program: Program, tmp_path: Path, n: int,
-             steps: int, on_step: Callable[[], None], stall_timeout: float) -> dict[str, np.ndarray]:
+def _collect(proc: subprocess.Popen, log: Path, program_path: Path, program: Program, tmp_path: Path,
+             prefix: str, n: int, steps: int, on_step: Callable[[], None], stall_timeout: float) -> dict[str, np.ndarray]:
     """Follow the worker until it finishes, stop its group whatever happens, read the sinks."""
     try:
         for line in _lines(proc, stall_timeout):
@@ -253,7 +268,7 @@ def _collect(proc: subprocess.Popen, log: Path, program_path: Path, program: Pro
         raise UserError(f"the Lava run of {program_path} stalled: no step finished in {stall_timeout:.0f} s "
                         f"(a Lava process failed or hung); its processes were stopped") from None
     finally:
-        _kill_group(proc.pid)
+        _kill_group(proc.pid, prefix)
         proc.wait()
     out = {}
     for name, pop in program.populations.items():
@@ -266,21 +281,22 @@ def _collect(proc: subprocess.Popen, log: Path, program_path: Path, program: Pro
     return out
 
 
-def _kill_group(pgid: int, timeout: float = 30.0) -> None:
-    """End every process of group ``pgid``, remove the shared memory they had mapped, and
-    wait until they are gone.
+def _kill_group(pgid: int, prefix: str, timeout: float = 30.0) -> None:
+    """End every process of group ``pgid``, remove the run's shared memory (``prefix...``), and
+    wait until the processes are gone.
 
     The group is frozen first (SIGSTOP), so that no process creates a segment after the
-    segments are listed. SIGKILL is delivered asynchronously: a process with a large heap
-    can take a while to exit, so the group is watched until none of its members is alive.
+    segments are removed; a process that joined the group after it was frozen is dead once the
+    group is, so the segments are removed once more then. SIGKILL is delivered asynchronously:
+    a process with a large heap can take a while to exit, so the group is watched until none of
+    its members is alive. The worker ending its own group (its parent died) only gets to the
+    first removal.
     """
     me = os.getpid()
-    members = [pid for pid in group_members(pgid) if pid != me]
-    for pid in members:
-        _signal(pid, signal.SIGSTOP)
-    own = os.getpgid(0) == pgid  # the worker ending its own group (its parent died)
-    for name in mapped_segments(members + ([me] if own else [])):
-        (SHM / name).unlink(missing_ok=True)
+    for pid in group_members(pgid):
+        if pid != me:
+            _signal(pid, signal.SIGSTOP)
+    remove_segments(prefix)
     try:
         os.killpg(pgid, signal.SIGKILL)  # in the worker this ends the worker too
     except ProcessLookupError:
@@ -288,6 +304,7 @@ def _kill_group(pgid: int, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while group_members(pgid) and time.monotonic() < deadline:
         time.sleep(0.05)
+    remove_segments(prefix)
 
 
 def _signal(pid: int, sig: int) -> None:
@@ -297,38 +314,23 @@ def _signal(pid: int, sig: int) -> None:
         pass
 
 
-def mapped_segments(pids: list[int]) -> set[str]:
-    """Names of Lava's shared-memory segments (``psm_*``) that ``pids`` have mapped."""
-    names = set()
-    for pid in pids:
-        try:
-            maps = Path(f"/proc/{pid}/maps").read_text()
-        except OSError:
-            continue
-        for line in maps.splitlines():
-            at = line.find(f"{SHM}/psm_")
-            if at >= 0:
-                names.add(line[at + len(str(SHM)) + 1:].split()[0])
-    return names
-
-
-def _watch_parent(parent: int, run_dir: Path) -> None:
+def _watch_parent(parent: int, run_dir: Path, prefix: str) -> None:
     """In the worker: when the parent dies (even by SIGKILL), end the run."""
 
     def watch() -> None:
         while os.getppid() == parent:
             time.sleep(0.5)
-        _end_run(parent, run_dir)
+        _end_run(parent, run_dir, prefix)
 
     threading.Thread(target=watch, daemon=True).start()
 
 
-def _end_run(parent: int, run_dir: Path) -> None:
+def _end_run(parent: int, run_dir: Path, prefix: str) -> None:
     """End this worker's group (Lava's processes, their shared memory, the worker itself);
     when the parent is gone, first remove the run's temporary directory, which it no longer can."""
     if os.getppid() != parent:
         shutil.rmtree(run_dir, ignore_errors=True)
-    _kill_group(os.getpgid(0))
+    _kill_group(os.getpgid(0), prefix)
 
 
 def group_members(pgid: int) -> list[int]:
@@ -350,7 +352,7 @@ def _main(argv: list[str]) -> None:
     except BaseException:  # noqa: BLE001 - report, then leave without Lava's hanging teardown
         traceback.print_exc()  # (a parent that died shows here as a broken stdout pipe)
         sys.stderr.flush()
-        _end_run(int(argv[-1]), Path(argv[2]))
+        _end_run(int(argv[-1]), Path(argv[2]), argv[-2])
     sys.stdout.flush()
     os._exit(0)
 
