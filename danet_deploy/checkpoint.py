@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from .errors import UserError
+from .lava_runtime import LavaDlNeeded
 from .models import SpikingNet, build_from_config
 from .outputs import TAGS, atomic_write
 
@@ -105,6 +106,8 @@ def load_model(path: Path) -> tuple[SpikingNet, dict[str, Any]]:
     try:
         with torch.device("meta"):
             model = build_from_config(blob["config"])
+    except LavaDlNeeded:
+        raise  # not a fault of the file: the command runs again in the Lava runtime
     except UserError as e:
         raise UserError(f"{path}: {e}") from None
     except (KeyError, TypeError, ValueError) as e:

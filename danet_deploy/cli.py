@@ -15,7 +15,9 @@ import click
 
 from . import __version__
 from .ir.graph import MAX_DT
+from . import lava_runtime
 from .errors import UserError
+from .lava_runtime import LavaDlNeeded
 from .signals import signals_end_the_run
 from .models import CONNECTIONS, FRAMEWORKS, list_archs
 from .progress import console, fitted
@@ -27,10 +29,16 @@ class _Group(click.Group):
     """Turns UserError into a one-line message and exit code 1 (tracebacks only with --debug);
     SIGTERM and SIGHUP end a command as Ctrl-C does, so nothing half written stays behind."""
 
+    def main(self, args=None, *rest, **kw):  # type: ignore[override]
+        self.argv = list(sys.argv[1:] if args is None else args)  # for a rerun in the Lava runtime
+        return super().main(args, *rest, **kw)
+
     def invoke(self, ctx: click.Context):  # type: ignore[override]
         try:
             with signals_end_the_run():
                 return super().invoke(ctx)
+        except LavaDlNeeded as e:  # lava-dl is only in the runtime: the command runs there, whole
+            sys.exit(lava_runtime.rerun(self.argv, why=f"danet-deploy {ctx.invoked_subcommand} ({e})"))
         except UserError as e:
             if ctx.obj and ctx.obj.get("debug"):
                 raise
@@ -209,6 +217,7 @@ def demo(outdir: str, lava_samples: int, profile: str, force: bool, **kw) -> Non
     from .demo import run_demo
 
     kw["framework"] = kw["framework"] or "snntorch"
+    lava_runtime.python("the demo's Lava step")
     run_demo(Path(outdir), lava_samples, profile, force, **kw)
 
 
@@ -313,6 +322,8 @@ def simulate(artifact: str, as_json: bool, **kw) -> None:
 
     from .simulate import simulate as run_simulation
 
+    if kw["backend"] == "lava":
+        lava_runtime.python("simulate --backend lava")
     result = run_simulation(Path(artifact), show_progress=not as_json, **kw)
     if as_json:
         emit(json.dumps(result, sort_keys=True) + "\n")
@@ -369,6 +380,8 @@ def report(artifact: str, profile: str, data: str, fmt: str, wide: bool, output:
 
     if output:
         check_output_file(Path(output), "report", force)
+    if lava_samples:
+        lava_runtime.python("report --lava-samples")
     rep = build_report(Path(artifact), profile, data, samples, device, show_progress=output is not None
                        or fmt == "table", static_power=static_power, lava_samples=lava_samples,
                        keep_input_neurons=keep_input_neurons, dt=dt, reset=reset,
@@ -453,6 +466,49 @@ def compare(arch: str, connections: str, profile: str, data: str, epochs: int, m
     else:
         emit(text if text is not None else fitted(lambda columns: compare_table(rows, title, columns),
                                                   compare_layouts(rows), wide))
+
+
+@main.group("lava-runtime")
+def lava_runtime_group() -> None:
+    """The Lava runtime: the Python 3.10 environment where Lava and lava-dl run.
+
+    \b
+    Intel archived Lava; lava-nc 0.10.0 and lava-dl 0.6.0 need Python 3.10, torch 2.3 and
+    numpy < 2. The rest of danet-deploy runs on current releases, and runs Lava and lava-dl
+    in this separate environment when a command needs them (simulate --backend lava,
+    report --lava-samples, the demo, --framework lava-dl). Where it is looked for: the
+    DANET_DEPLOY_LAVA_RUNTIME environment variable (a folder or its Python), else
+    <this environment>/lava-runtime. Documentation: docs/lava-runtime.md.
+    """
+
+
+@lava_runtime_group.command("setup")
+@click.option("--python", "python_exe", help="The Python 3.10 to build it with [default: found on PATH, "
+              "pyenv, uv or the usual places].")
+def lava_runtime_setup(python_exe: str | None) -> None:
+    """Build the Lava runtime (or check that it is up to date)."""
+    lava_runtime.setup(lava_runtime.location(), python_exe, console.print)
+
+
+@lava_runtime_group.command("show")
+def lava_runtime_show() -> None:
+    """Where the Lava runtime is and whether it matches; exit 1 when it is missing or differs."""
+    exe = lava_runtime.python("danet-deploy lava-runtime show")
+    emit(f"Lava runtime: {exe}" + (" (this interpreter)" if exe == sys.executable else "") + "\n")
+
+
+@lava_runtime_group.command("run", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def lava_runtime_run(args: tuple[str, ...]) -> None:
+    """Run `python -m MODULE ARGS...` in the runtime, with this danet-deploy importable.
+
+    \b
+    Example: danet-deploy lava-runtime run pytest -m lava_runtime tests
+    """
+    if not args:
+        raise click.UsageError("name the module to run, e.g. `danet-deploy lava-runtime run pytest`")
+    proc_cmd = lava_runtime.command(args[0], *args[1:], purpose="danet-deploy lava-runtime run")
+    sys.exit(lava_runtime.run_child(proc_cmd))
 
 
 if __name__ == "__main__":

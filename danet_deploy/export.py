@@ -149,10 +149,12 @@ def _sha256(path: Path) -> str:
 
 
 def tool_versions() -> dict[str, str]:
+    """The releases the export was made with (Lava plays no part in an export: it runs later,
+    in the Lava runtime, docs/lava-runtime.md)."""
     from importlib.metadata import version
 
     versions = {"danet-deploy": __version__, "python": platform.python_version()}
-    for dist in ("nir", "torch", "snntorch", "lava-nc", "lava-dl", "numpy"):
+    for dist in ("nir", "torch", "snntorch", "numpy", "h5py"):
         versions[dist] = version(dist)
     return versions
 

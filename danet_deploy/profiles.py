@@ -13,7 +13,10 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
-import tomli
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 
 from .errors import UserError
 
@@ -93,8 +96,8 @@ def _figure(path: Path, key: str, raw: object, unit: str) -> Figure:
 def parse_profile(path: Path) -> Profile:
     """Read and validate one profile file."""
     try:
-        data = tomli.loads(Path(path).read_text())
-    except (OSError, tomli.TOMLDecodeError) as e:
+        data = tomllib.loads(Path(path).read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
         raise UserError(f"{path}: not a readable TOML profile ({e})") from None
     unknown = set(data) - {"profile", *SECTIONS}
     if unknown:

@@ -251,7 +251,7 @@ def train(opts: TrainOptions, out: Path, force: bool = False, grid_for: GridFor 
     if model.chip_grid:  # resumed on the chip's grid
         freeze_batchnorm(model)
     net = data_parallel(model, world, device)
-    scaler = torch.cuda.amp.GradScaler(enabled=opts.amp)
+    scaler = torch.amp.GradScaler("cuda", enabled=opts.amp)
     show = rank == 0 and not opts.quiet
     metrics: dict[str, Any] = {}
     t0 = time.perf_counter()
@@ -282,7 +282,7 @@ def train(opts: TrainOptions, out: Path, force: bool = False, grid_for: GridFor 
                 scheduler.step()
                 seen += len(y)
                 correct += int((logits.argmax(1) == y).sum())
-                loss_sum += float(loss) * len(y)
+                loss_sum += float(loss.detach()) * len(y)
                 advance(f"loss {loss_sum / seen:.3f} acc {correct / seen:.3f}")
         test_acc = evaluate(model, test_ds, device)
         metrics = {"test_accuracy": test_acc, "train_accuracy": correct / max(seen, 1),

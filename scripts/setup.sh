@@ -1,46 +1,54 @@
 #!/usr/bin/env bash
-# Creates .venv with Python 3.10 (lava-nc 0.10.0 runs on 3.10 only) and installs
-# danet-deploy in editable mode with its test extras. Re-running is cheap: the
-# install is skipped while pyproject.toml, setup.py and this script are unchanged.
+# Sets up the two environments (README.md, docs/lava-runtime.md):
+#   .venv               the core: the newest Python 3.10-3.13 found, current torch and numpy,
+#                       danet-deploy in editable mode with its test extras
+#   .venv/lava-runtime  the Lava runtime: Python 3.10 with lava-nc 0.10.0 and lava-dl 0.6.0
+#                       and their pins (torch 2.3.1, numpy < 2), built by
+#                       `danet-deploy lava-runtime setup`
+# PYTHON=/path/to/python picks the core's interpreter, LAVA_PYTHON=/path/to/python3.10 the
+# runtime's. Re-running is cheap: each part is skipped while what it was built from is unchanged.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-is_py310() {  # true when "$1" is a working Python 3.10 that can create venvs
-    "$1" -c 'import sys, venv, ensurepip; sys.exit(sys.version_info[:2] != (3, 10))' >/dev/null 2>&1
+CORE_VERSIONS="3.13 3.12 3.11 3.10"   # newest first; torch publishes wheels for each
+
+version_of() {  # "3.12" when "$1" is a working Python that can create venvs, else nothing
+    "$1" -c 'import sys, venv, ensurepip; print("%d.%d" % sys.version_info[:2])' 2>/dev/null || true
 }
 
-find_python310() {
-    local candidates=()
-    [ -n "${PYTHON:-}" ] && candidates+=("$PYTHON")
-    candidates+=(python3.10)
-    if command -v pyenv >/dev/null 2>&1; then
-        local root; root=$(pyenv root)
-        # newest 3.10.x that pyenv has installed, even when it is not the active version
-        for p in $(ls -d "$root"/versions/3.10*/bin/python3.10 2>/dev/null | sort -V -r); do candidates+=("$p"); done
+find_core_python() {
+    if [ -n "${PYTHON:-}" ]; then
+        [ -n "$(version_of "$PYTHON")" ] && { echo "$PYTHON"; return 0; }
+        echo "PYTHON=$PYTHON is not a Python that can create virtual environments" >&2; return 1
     fi
-    if command -v uv >/dev/null 2>&1; then
-        local p; p=$(uv python find 3.10 2>/dev/null || true); [ -n "$p" ] && candidates+=("$p")
-    fi
-    candidates+=(/usr/bin/python3.10 /usr/local/bin/python3.10 /opt/homebrew/bin/python3.10 python3)
-    for c in "${candidates[@]}"; do
-        if is_py310 "$c"; then command -v "$c" || echo "$c"; return 0; fi
+    local root=""; command -v pyenv >/dev/null 2>&1 && root=$(pyenv root)
+    for v in $CORE_VERSIONS; do
+        local candidates=("python$v")
+        if [ -n "$root" ]; then
+            for p in $(ls -d "$root"/versions/"$v".*/bin/python"$v" 2>/dev/null | sort -V -r); do candidates+=("$p"); done
+        fi
+        if command -v uv >/dev/null 2>&1; then
+            local p; p=$(uv python find "$v" 2>/dev/null || true); [ -n "$p" ] && candidates+=("$p")
+        fi
+        candidates+=(/usr/bin/python"$v" /usr/local/bin/python"$v" /opt/homebrew/bin/python"$v")
+        for c in "${candidates[@]}"; do
+            if [ "$(version_of "$c")" = "$v" ]; then command -v "$c" || echo "$c"; return 0; fi
+        done
     done
     return 1
 }
 
-if [ ! -x .venv/bin/python ] || ! is_py310 .venv/bin/python; then
-    if ! PY=$(find_python310); then
-        cat >&2 <<'MSG'
-danet-deploy needs Python 3.10 (lava-nc 0.10.0 supports only 3.10) and none was found.
-Install it with one of:
-    pyenv install 3.10            # then re-run this command
-    sudo apt-get install python3.10 python3.10-venv
-    uv python install 3.10
-or point to an existing interpreter:  PYTHON=/path/to/python3.10 make demo
+if ! PY=$(find_core_python); then
+    cat >&2 <<'MSG'
+danet-deploy needs Python 3.10 or newer (3.13 preferred) and none was found. Install one with
+    pyenv install 3.13    or    uv python install 3.13    or    sudo apt-get install python3 python3-venv
+or point to an interpreter:  PYTHON=/path/to/python3 make demo
 MSG
-        exit 1
-    fi
-    echo "Creating .venv with $PY"
+    exit 1
+fi
+want_version=$(version_of "$PY")
+if [ ! -x .venv/bin/python ] || [ "$(version_of .venv/bin/python)" != "$want_version" ]; then
+    echo "Creating .venv with $PY (Python $want_version)"
     rm -rf .venv
     "$PY" -m venv .venv
 fi
@@ -48,8 +56,10 @@ fi
 stamp=.venv/.danet-deploy-installed
 want=$(cat pyproject.toml setup.py scripts/setup.sh | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    echo "Installing danet-deploy and its dependencies into .venv (first time: about 3 minutes, 5.6 GB)"
-    .venv/bin/python -m pip install --quiet --upgrade "pip>=23.1" "setuptools>=77" wheel
-    .venv/bin/python -m pip install --quiet -e ".[test]"
+    echo "Installing danet-deploy and its dependencies into .venv (first time: about 3 minutes, 6 GB)"
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade "pip>=23.1" "setuptools>=77" wheel
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
     echo "$want" > "$stamp"
 fi
+
+.venv/bin/danet-deploy lava-runtime setup ${LAVA_PYTHON:+--python "$LAVA_PYTHON"}

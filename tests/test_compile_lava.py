@@ -76,6 +76,7 @@ def test_tiny_residual_lava_equals_fixed_point_reference(tmp_path: Path, lowerin
     assert all(int(expected[n].sum()) > 0 for n in ("lif1", "lif2", "lif3")), "no spikes: vacuous"
 
 
+@pytest.mark.lava_runtime  # builds Lava processes in this process
 @pytest.mark.parametrize("graded", [False, True], ids=["spikes", "graded"])
 def test_delay_line_before_a_synapse_equals_lavas_delay_dense(tmp_path: Path, graded: bool) -> None:
     """DelayLine(d) -> Dense(W) is Lava's own DelayDense(W, delays=d), value for value, step for step."""
@@ -202,7 +203,8 @@ LAVA_DL_DA = {"epochs": 30, "accuracy": 0.96}
 
 @pytest.mark.parametrize("connection,framework",
                          [(c, "snntorch") for c in ("plain", "aa", "sew", "ms", "pa", "da")]
-                         + [(c, "lava-dl") for c in ("plain", "aa", "sew", "sew-and", "sew-iand", "ms", "pa", "da")])
+                         + [pytest.param(c, "lava-dl", marks=pytest.mark.lava_runtime)  # slayer trains in this process
+                            for c in ("plain", "aa", "sew", "sew-and", "sew-iand", "ms", "pa", "da")])
 def test_digits_models_in_lava_are_exact_and_fixed_point_keeps_float_predictions(tmp_path: Path, connection: str,
                                                                                   framework: str) -> None:
     """Acceptance for each connection type compiled to loihi2-sim, split by what can be exact.
@@ -253,6 +255,7 @@ def test_digits_models_in_lava_are_exact_and_fixed_point_keeps_float_predictions
         assert accuracy["float"] >= LAVA_DL_DA["accuracy"], accuracy
 
 
+@pytest.mark.lava_runtime  # lava-dl's netx loader runs in this process
 def test_netx_loads_our_file_and_spikes_like_our_lava_graph(trained_plain: Path, tmp_path: Path) -> None:
     from lava.lib.dl.netx.hdf5 import Network
     from lava.magma.core.run_conditions import RunSteps
@@ -420,7 +423,8 @@ def test_a_stalled_lava_run_is_stopped_and_leaves_no_processes(tmp_path: Path, m
     class Recorded(subprocess.Popen):
         def __init__(self, *args, **kw) -> None:
             super().__init__(*args, **kw)
-            started.append(self.pid)
+            if "danet_deploy.simulator.lava" in args[0]:  # the worker (not the runtime's version probe)
+                started.append(self.pid)
 
     monkeypatch.setattr(lava_backend.subprocess, "Popen", Recorded)
     monkeypatch.setenv(SHM_TAG_ENV, f"stall{os.getpid()}")

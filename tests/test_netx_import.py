@@ -20,7 +20,12 @@ from danet_deploy.simulator.fixed import FixedSimulator
 
 from .conftest import run_cli
 
-slayer = pytest.importorskip("lava.lib.dl.slayer")
+from danet_deploy.lava_runtime import lava_dl_here
+
+if lava_dl_here():
+    from lava.lib.dl import slayer
+
+pytestmark = pytest.mark.lava_runtime  # slayer builds and exports every network here
 
 CUBA = {"threshold": 1.0, "current_decay": 0.25, "voltage_decay": 0.03, "tau_grad": 1, "scale_grad": 1,
         "requires_grad": False}

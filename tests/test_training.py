@@ -31,6 +31,7 @@ def test_short_training_improves_digits_accuracy(tmp_path: Path) -> None:
     assert blob["data"]["spec"] == "digits" and blob["timesteps"] == 4
 
 
+@pytest.mark.lava_runtime  # trains and builds slayer networks in this process
 def test_lava_dl_checkpoints_record_the_framework_and_slayers_neuron(tmp_path: Path) -> None:
     from danet_deploy.chip_tuning import chip_grid
     from danet_deploy.converters.nir_export import to_nir

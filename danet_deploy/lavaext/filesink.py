@@ -19,7 +19,8 @@ from lava.magma.core.process.process import AbstractProcess
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
-SINK_PORTS = 8
+from . import SINK_PORTS
+
 
 
 class FileSink(AbstractProcess):

@@ -15,6 +15,8 @@ import torch
 from snntorch import surrogate
 from torch import nn
 
+from ..lava_runtime import LavaDlNeeded, lava_dl_here
+
 
 class LIF(nn.Module):
     """Leaky integrate-and-fire layer over a ``[T, N, ...]`` input.
@@ -59,10 +61,16 @@ class LIF(nn.Module):
 
 def _slayer_cuba():
     """lava-dl's slayer CUBA neuron class. Importing lava-dl prints banners about optional
-    tools (a dataset toolbox, the CUDA runtime) that a run does not use: they are dropped."""
+    tools (a dataset toolbox, the CUDA runtime) that a run does not use: they are dropped.
+    Where lava-dl is not installed (the core environment), :class:`LavaDlNeeded` says so:
+    the command line then runs the command in the Lava runtime (docs/lava-runtime.md)."""
     import contextlib
     import io
 
+    if not lava_dl_here():
+        raise LavaDlNeeded("a lava-dl (slayer CUBA) network needs lava-dl, which runs in the Lava runtime: "
+                           "use the danet-deploy command, which runs it there, or run Python in the runtime "
+                           "(`danet-deploy lava-runtime run`)")
     banners = io.StringIO()
     with contextlib.redirect_stdout(banners), contextlib.redirect_stderr(banners):
         from lava.lib.dl.slayer.neuron.cuba import Neuron

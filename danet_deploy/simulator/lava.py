@@ -36,6 +36,7 @@ from typing import Callable, Iterator
 import numpy as np
 
 from ..ir.program import Program, read_program
+from .. import lava_runtime
 from ..errors import UserError
 from ..signals import signals_end_the_run
 
@@ -116,7 +117,8 @@ def _build(program: Program, data: np.ndarray, sink_dir: Path, interval: int):
     from lava.proc.lif.process import LIFReset
 
     from ..lavaext.delay import DelayLine
-    from ..lavaext.filesink import SINK_PORTS, FileSink
+    from ..lavaext import SINK_PORTS
+    from ..lavaext.filesink import FileSink
     from ..lavaext.gate import SampleGate
 
     steps = data.shape[1]
@@ -170,7 +172,7 @@ def _build(program: Program, data: np.ndarray, sink_dir: Path, interval: int):
 
 def run_size(program: Program, samples: int, steps: int) -> dict[str, int]:
     """What a Lava run of ``program`` costs before it starts: OS processes, synapses, steps."""
-    from ..lavaext.filesink import SINK_PORTS
+    from ..lavaext import SINK_PORTS
 
     pops = [p for p in program.populations.values() if p.kind != "input"]
     terms = [t for p in pops for t in p.terms]
@@ -238,8 +240,8 @@ def run_lava(program_path: Path, program: Program, x_int: np.ndarray,
         tmp_path = Path(tmp)
         np.save(tmp_path / "input.npy", data)
         prefix = run_prefix()
-        cmd = [sys.executable, "-m", "danet_deploy.simulator.lava", str(program_path),
-               str(tmp_path / "input.npy"), tmp, str(steps), prefix, str(os.getpid())]
+        cmd = lava_runtime.command("danet_deploy.simulator.lava", str(program_path), str(tmp_path / "input.npy"),
+                                   tmp, str(steps), prefix, str(os.getpid()), purpose="a Lava run")
         log = tmp_path / "worker.log"
         with open(log, "w") as err_file, signals_end_the_run():
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err_file, text=True,
