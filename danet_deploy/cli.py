@@ -36,9 +36,11 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context):  # type: ignore[override]
         try:
             with signals_end_the_run():
-                return super().invoke(ctx)
-        except LavaDlNeeded as e:  # lava-dl is only in the runtime: the command runs there, whole
-            sys.exit(lava_runtime.rerun(self.argv, why=f"danet-deploy {ctx.invoked_subcommand} ({e})"))
+                try:
+                    return super().invoke(ctx)
+                except LavaDlNeeded:  # lava-dl is only in the runtime: the command runs there, whole
+                    why = f"danet-deploy {ctx.invoked_subcommand} with a lava-dl network"
+                    sys.exit(lava_runtime.rerun(self.argv, why=why))
         except UserError as e:
             if ctx.obj and ctx.obj.get("debug"):
                 raise

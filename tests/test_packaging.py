@@ -1,13 +1,20 @@
-"""The wheel (what `pip install .` installs) holds every module and profile, and works
-from outside the repository."""
+"""The wheel (what `pip install .` installs) holds every module and profile, installs, and
+runs the core pipeline from outside the repository, on the core's Python, with no Lava."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
 import zipfile
 from pathlib import Path
+
+import pytest
+
+from danet_deploy.lava_runtime import lava_here
+
+from .conftest import one_line_error
 
 ROOT = Path(__file__).resolve().parents[1]
 # source folder -> where its files land in the installed package
@@ -19,9 +26,13 @@ from pathlib import Path
 import danet_deploy
 site = Path(sys.argv[1]).resolve()
 assert Path(danet_deploy.__file__).resolve().is_relative_to(site), danet_deploy.__file__
+from danet_deploy.lava_runtime import lava_here
 for mod in pkgutil.walk_packages(danet_deploy.__path__, "danet_deploy."):
-    if not mod.name.endswith("__main__"):  # that one runs the command line
-        importlib.import_module(mod.name)
+    if mod.name.endswith("__main__"):  # that one runs the command line
+        continue
+    if mod.name.startswith("danet_deploy.lavaext.") and not lava_here():
+        continue  # Lava processes: they are imported in the Lava runtime only
+    importlib.import_module(mod.name)
 from danet_deploy.profiles import builtin_profiles, load_profile
 names = sorted(builtin_profiles())
 for name in names:
@@ -40,6 +51,7 @@ def _source_files() -> set[str]:
     return files
 
 
+@pytest.mark.skipif(lava_here(), reason="the core's wheel test: in the Lava runtime, Lava is present")
 def test_wheel_holds_every_module_and_profile_and_imports_outside_the_repository(tmp_path: Path) -> None:
     src = tmp_path / "danet-deploy"  # a copy: the build leaves nothing in the checkout
     src.mkdir()
@@ -53,21 +65,37 @@ def test_wheel_holds_every_module_and_profile_and_imports_outside_the_repository
     (wheel,) = (tmp_path / "dist").glob("danet_deploy-*.whl")
     with zipfile.ZipFile(wheel) as z:
         names = set(z.namelist())
-        z.extractall(tmp_path / "site")
-    expected = _source_files()
+    expected = _source_files() | {"danet_deploy/lava-runtime.txt"}
     assert {"danet_deploy/simulator/fixed.py", "danet_deploy/lavaext/filesink.py",
             "danet_deploy/hw_profiles/loihi2.toml"} <= expected
     assert not expected - names, f"missing from the wheel: {sorted(expected - names)}"
     assert not any(n.startswith(("converters/", "hw_profiles/")) for n in names), "generic top-level names"
+    # installed by pip (its dependencies are this environment's: the core's current releases)
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
+                   check=True, capture_output=True, stdin=subprocess.DEVNULL)
 
     outside = tmp_path / "elsewhere"
     outside.mkdir()
-    env = {"PYTHONPATH": str(tmp_path / "site"), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
-    proc = subprocess.run([sys.executable, "-c", IMPORT_EVERYTHING, str(tmp_path / "site")], cwd=outside, env=env,
+    env = {"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
+           "DANET_DEPLOY_LAVA_RUNTIME": str(tmp_path / "no-runtime")}
+    proc = subprocess.run([sys.executable, "-c", IMPORT_EVERYTHING, str(site)], cwd=outside, env=env,
                           capture_output=True, text=True, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stderr[-3000:]
     profiles = {p.stem for p in (ROOT / "hw_profiles").glob("*.toml")}
     assert set(proc.stdout.split()) == profiles
-    cli = subprocess.run([sys.executable, "-m", "danet_deploy", "profiles"], cwd=outside, env=env,
-                         capture_output=True, text=True, stdin=subprocess.DEVNULL)
-    assert cli.returncode == 0 and all(p in cli.stdout for p in profiles), cli.stderr[-2000:]
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "danet_deploy", *args], cwd=outside, env=env,
+                              capture_output=True, text=True, stdin=subprocess.DEVNULL)
+
+    listing = cli("profiles")
+    assert listing.returncode == 0 and all(p in listing.stdout for p in profiles), listing.stderr[-2000:]
+    for step in (["train", "--epochs", "1", "-o", "m.pt"], ["export", "m.pt", "--target", "loihi2-sim", "-o", "chip"],
+                 ["simulate", "chip", "--samples", "20", "--json"], ["report", "chip", "--samples", "20", "-o", "r.json",
+                                                                      "--format", "json"]):
+        done = cli(*step)
+        assert done.returncode == 0, (step, done.stderr[-2000:])
+    assert json.loads((outside / "r.json").read_text())["totals"]["sops"] > 0
+    lava = cli("simulate", "chip", "--backend", "lava", "--samples", "2")
+    one_line_error(lava, "needs the Lava runtime", "danet-deploy lava-runtime setup", "DANET_DEPLOY_LAVA_RUNTIME")
