@@ -310,3 +310,22 @@ def _run(cmd: list[str], what: str) -> None:
     if out.returncode != 0:
         last = (out.stdout.strip().splitlines() or ["no output"])[-1]
         raise UserError(f"could not {what} (exit {out.returncode}): {last[:300]}")
+
+
+def _bootstrap(argv: list[str]) -> int:
+    """``python -m danet_deploy.lava_runtime setup [--python PY]``: the setup before the core's
+    own dependencies are installed (scripts/setup.sh builds both environments at once);
+    this module needs nothing but the standard library. Users run `danet-deploy lava-runtime`."""
+    if argv[:1] != ["setup"] or len(argv) not in (1, 3) or (len(argv) == 3 and argv[1] != "--python"):
+        print("usage: python -m danet_deploy.lava_runtime setup [--python PY]", file=sys.stderr)
+        return 2
+    try:
+        setup(location(), argv[2] if len(argv) == 3 else None, print)
+    except UserError as e:
+        print(f"danet-deploy: error: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_bootstrap(sys.argv[1:]))

@@ -3,8 +3,8 @@
 #   .venv               the core: the newest Python 3.10-3.13 found, current torch and numpy,
 #                       danet-deploy in editable mode with its test extras
 #   .venv/lava-runtime  the Lava runtime: Python 3.10 with lava-nc 0.10.0 and lava-dl 0.6.0
-#                       and their pins (torch 2.3.1, numpy < 2), built by
-#                       `danet-deploy lava-runtime setup`
+#                       and their pins (torch 2.3.1, numpy < 2), built as
+#                       `danet-deploy lava-runtime setup` builds it, at the same time as the core
 # PYTHON=/path/to/python picks the core's interpreter, LAVA_PYTHON=/path/to/python3.10 the
 # runtime's. Re-running is cheap: each part is skipped while what it was built from is unchanged.
 set -euo pipefail
@@ -53,13 +53,20 @@ if [ ! -x .venv/bin/python ] || [ "$(version_of .venv/bin/python)" != "$want_ver
     "$PY" -m venv .venv
 fi
 
+# the Lava runtime is built while the core installs (both are mostly downloads); its
+# builder needs only the standard library, so it runs from the checkout before the core is in
+python_cmd=(.venv/bin/python -m danet_deploy.lava_runtime setup ${LAVA_PYTHON:+--python "$LAVA_PYTHON"})
+"${python_cmd[@]}" &
+runtime=$!
+trap 'kill $runtime 2>/dev/null || true' EXIT
+
 stamp=.venv/.danet-deploy-installed
 want=$(cat pyproject.toml setup.py scripts/setup.sh | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-    echo "Installing danet-deploy and its dependencies into .venv (first time: about 3 minutes, 6 GB)"
+    echo "Installing danet-deploy and its dependencies into .venv (first time: about 5 minutes, 6 GB)"
     .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade "pip>=23.1" "setuptools>=77" wheel
     .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[test]"
     echo "$want" > "$stamp"
 fi
-
-.venv/bin/danet-deploy lava-runtime setup ${LAVA_PYTHON:+--python "$LAVA_PYTHON"}
+wait $runtime
+trap - EXIT

@@ -56,6 +56,7 @@ def _brute_force(program, x: torch.Tensor) -> dict[str, dict[str, float]]:
     return counts
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch,connection", CASES)
 def test_sops_equal_a_brute_force_count(tmp_path: Path, arch: str, connection: str) -> None:
     program, x = _program(tmp_path, arch, connection)
@@ -70,6 +71,7 @@ def test_sops_equal_a_brute_force_count(tmp_path: Path, arch: str, connection: s
     assert report["totals"]["sops"] > 0 and report["totals"]["macs"] > 0
 
 
+@pytest.mark.slow
 def test_relay_lowering_counts_graded_ops(tmp_path: Path) -> None:
     torch.manual_seed(0)
     model = build("resnet20", "da", 10, timesteps=2, input_shape=(3, 8, 8)).eval()
@@ -144,6 +146,7 @@ def test_edges_carry_every_synapse_groups_events(tmp_path: Path) -> None:
         assert sum(e["synapses"] for e in into) == row["synapses"]
 
 
+@pytest.mark.slow
 def test_report_formats_are_complete_and_deterministic(trained_digits: Path, tmp_path: Path) -> None:
     for fmt in ("json", "csv", "html"):
         for name in ("a", "b"):
@@ -173,6 +176,7 @@ def test_report_formats_are_complete_and_deterministic(trained_digits: Path, tmp
     assert "stem.sn" in table and "total" in table
 
 
+@pytest.mark.slow
 def test_report_under_torchrun_equals_one_process(trained_digits: Path, tmp_path: Path) -> None:
     """Two DDP processes each count half the samples; the all-reduced report is the same file."""
     args = ["report", str(trained_digits), "--profile", "loihi2", "--data", "digits", "--samples", "45",
@@ -189,6 +193,7 @@ def test_report_under_torchrun_equals_one_process(trained_digits: Path, tmp_path
     assert single == ddp
 
 
+@pytest.mark.slow
 def test_compare_lists_every_connection_side_by_side(tmp_path: Path) -> None:
     out = tmp_path / "cmp.json"
     run_cli("compare", "--connections", "plain,da", "--epochs", "2", "--samples", "30", "--models-dir",
@@ -213,6 +218,7 @@ def test_compare_lists_every_connection_side_by_side(tmp_path: Path) -> None:
     assert bad.returncode == 2 and "xyz" in bad.stderr
 
 
+@pytest.mark.slow
 def test_compare_with_lava_dl_trains_its_own_checkpoints(tmp_path: Path) -> None:
     out, models = tmp_path / "cmp.json", tmp_path / "models"
     proc = run_cli("compare", "--connections", "da", "--epochs", "2", "--samples", "30", "--framework", "lava-dl",
@@ -226,6 +232,7 @@ def test_compare_with_lava_dl_trains_its_own_checkpoints(tmp_path: Path) -> None
     assert "lava-dl" in table and "da" in table
 
 
+@pytest.mark.slow
 def test_compare_shows_the_expand_relay_trade_off(tmp_path: Path) -> None:
     """DA-ResNet-20 has sums of three or more streams: one row per lowering, relays trade
     synapses and SOPs for graded messages."""

@@ -69,6 +69,7 @@ def test_broken_checkpoints_give_one_line_errors(tmp_path: Path, damage: str) ->
     assert str(path) in str(info.value) and "\n" not in str(info.value)
 
 
+@pytest.mark.slow
 def test_cli_refuses_bad_resume_checkpoint_with_exit_1(tmp_path: Path) -> None:
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"\x00" * 100)
@@ -105,6 +106,7 @@ def test_tensor_file_with_code_is_refused(tmp_path: Path) -> None:
     assert not marker.exists()
 
 
+@pytest.mark.slow
 def test_help_on_every_command() -> None:
     for cmd in ([], ["train"], ["demo"]):
         proc = run_cli(*cmd, "--help")

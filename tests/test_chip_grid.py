@@ -19,6 +19,7 @@ from danet_deploy.simulator.fixed import FixedSimulator
 from danet_deploy.train import TrainOptions, train
 
 
+@pytest.mark.slow
 @pytest.mark.lava_runtime  # trains with slayer in this process
 @pytest.mark.parametrize("connection", ["aa", "da"])
 def test_the_program_holds_the_trained_weights_and_spikes_as_slayer_does(tmp_path: Path, connection: str) -> None:

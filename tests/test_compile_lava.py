@@ -201,6 +201,7 @@ LAVA_DL_COMPOSED = {"ms"}
 LAVA_DL_DA = {"epochs": 30, "accuracy": 0.96}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("connection,framework",
                          [(c, "snntorch") for c in ("plain", "aa", "sew", "ms", "pa", "da")]
                          + [pytest.param(c, "lava-dl", marks=pytest.mark.lava_runtime)  # slayer trains in this process
@@ -361,6 +362,7 @@ def _gone_within(pgid: int, segments: set[str], seconds: float) -> bool:
     return False
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGKILL],
                          ids=["SIGINT", "SIGTERM", "SIGHUP", "SIGKILL"])
 def test_a_signal_to_the_parent_leaves_no_lava_process_and_no_shared_memory(trained_digits: Path, tmp_path: Path,
@@ -385,6 +387,7 @@ def test_a_signal_to_the_parent_leaves_no_lava_process_and_no_shared_memory(trai
     assert not list(own_tmp.glob("danet-lava-*")), "the run's files were left"
 
 
+@pytest.mark.slow
 def test_sigterm_during_a_cifar_scale_lava_run_leaves_nothing(tmp_path: Path) -> None:
     """DA-ResNet-20 on CIFAR shapes (about a hundred Lava processes): SIGTERM to the parent
     mid-run ends every one of them and removes their shared memory."""
@@ -435,6 +438,7 @@ def test_a_stalled_lava_run_is_stopped_and_leaves_no_processes(tmp_path: Path, m
     assert list(SHM.glob(f"{shm_prefix()}*")) == []
 
 
+@pytest.mark.slow
 def test_a_killed_lava_worker_is_reported_at_once(trained_digits: Path, tmp_path: Path) -> None:
     """SIGKILL to the Lava worker ends the command within seconds, not after the stall timeout."""
     out = tmp_path / "chip"

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import nir
 import numpy as np
+import pytest
 import torch
 
 from danet_deploy.converters.nir_import import read_nir
@@ -15,6 +16,7 @@ from danet_deploy.converters.nir_reference import ReferenceSimulator
 from .conftest import run_cli
 
 
+@pytest.mark.slow
 def test_export_then_simulate_matches_the_float_model(trained_digits: Path, tmp_path: Path) -> None:
     out = tmp_path / "exp"
     run_cli("export", str(trained_digits), "--target", "nir", "-o", str(out), check=True)
@@ -33,6 +35,7 @@ def test_export_then_simulate_matches_the_float_model(trained_digits: Path, tmp_
     assert abs(result["accuracy"] - result["reference_accuracy"]) <= 1 / 120 + 1e-9
 
 
+@pytest.mark.slow
 def test_export_is_deterministic(trained_digits: Path, tmp_path: Path) -> None:
     for name in ("a", "b"):
         run_cli("export", str(trained_digits), "-o", str(tmp_path / name), check=True)
@@ -49,6 +52,7 @@ def test_default_outdir_is_next_to_the_model(trained_digits: Path) -> None:
     assert (trained_digits.parent / f"{trained_digits.stem}.nir" / "graph.nir").is_file()
 
 
+@pytest.mark.slow
 def test_foreign_nir_with_time_varying_tensor_data(tmp_path: Path) -> None:
     """A .nir from elsewhere (no time steps recorded) on [N, T, ...] spike data."""
     rng = np.random.default_rng(0)

@@ -124,6 +124,7 @@ def test_unstated_reset_is_announced_and_a_stated_one_is_used(tmp_path: Path, ca
         read_nir(path, reset="sideways")
 
 
+@pytest.mark.slow
 def test_loihi_target_refuses_a_reset_it_cannot_run(tmp_path: Path, spike_data: Path) -> None:
     path = _export_snntorch(_snntorch_net("leaky", "subtract", delay=True), tmp_path / "leaky.nir")
     proc = run_cli("export", str(path), "-t", "loihi2-sim", "--data", str(spike_data), "--reset",
@@ -152,6 +153,7 @@ def _recurrent_sops(program, spikes: torch.Tensor) -> float:
     return total / spikes[next(iter(spikes))].shape[1]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["rleaky", "rsynaptic"])
 def test_recurrent_network_runs_in_lava_bit_exactly_and_is_counted(tmp_path: Path, spike_data: Path,
                                                                    kind: str) -> None:
@@ -183,6 +185,7 @@ def test_recurrent_network_runs_in_lava_bit_exactly_and_is_counted(tmp_path: Pat
     assert report["totals"]["sops"] == pytest.approx(sum(r["sops"] for r in report["layers"]))
 
 
+@pytest.mark.slow
 def test_cuba_bias_comes_through_a_bias_source(tmp_path: Path, spike_data: Path) -> None:
     """snnTorch's Synaptic behind biased Linear layers: the persistent current of a bias is
     fed by a one-neuron source; float equals snnTorch, Lava equals the fast simulator."""
@@ -297,6 +300,7 @@ def _csnn() -> nir.NIRGraph:
     return nir.NIRGraph(nodes=nodes, edges=list(zip(order[:-1], order[1:])), type_check=False)
 
 
+@pytest.mark.slow
 def test_nmnist_csnn_compiles_runs_in_lava_and_is_counted(tmp_path: Path) -> None:
     path = tmp_path / "csnn.nir"
     nir.write(path, _csnn())

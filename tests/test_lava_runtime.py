@@ -41,6 +41,7 @@ def test_a_runtime_that_differs_is_named_by_what_differs() -> None:
     assert mismatches({"python": [3, 10, 13], "packages": pins()}) == []
 
 
+@pytest.mark.slow
 def test_every_command_that_needs_lava_says_how_to_set_it_up(trained_digits: Path, tmp_path: Path) -> None:
     chip = tmp_path / "chip"
     run_cli("export", str(trained_digits), "--target", "loihi2-sim", "-o", str(chip), check=True)
@@ -56,6 +57,7 @@ def test_every_command_that_needs_lava_says_how_to_set_it_up(trained_digits: Pat
     assert fast.returncode == 0 and json.loads(fast.stdout)["samples"] == 5, fast.stderr
 
 
+@pytest.mark.slow
 def test_a_mismatched_runtime_is_refused_naming_what_differs(trained_digits: Path, tmp_path: Path) -> None:
     """The core's own interpreter posing as the runtime: the wrong Python, and no Lava."""
     chip = tmp_path / "chip"
@@ -138,11 +140,16 @@ def test_a_command_rerun_in_the_runtime_ends_with_its_parent(tmp_path: Path, sig
     proc = subprocess.Popen([sys.executable, "-m", "danet_deploy", "train", "--framework", "lava-dl", "--epochs",
                              "200", "-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             stdin=subprocess.DEVNULL)
-    assert _wait(lambda: _children(proc.pid), 60), "the runtime's process never started"
-    (child,) = _children(proc.pid)
-    time.sleep(3)  # into the training
-    proc.send_signal(sig)
-    proc.wait(timeout=60)
+    try:
+        assert _wait(lambda: _children(proc.pid), 60), "the runtime's process never started"
+        (child,) = _children(proc.pid)
+        time.sleep(3)  # into the training
+        proc.send_signal(sig)
+        proc.wait(timeout=60)
+    finally:  # a failed check leaves no training behind
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
     assert proc.returncode == (128 + sig if sig != signal.SIGKILL else -sig)
     assert _wait(lambda: not _alive(child), 30), "the runtime's process outlived its parent"
     assert not out.exists() and not list(tmp_path.glob(".*"))

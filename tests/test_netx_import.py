@@ -147,6 +147,7 @@ def test_lava_dls_loader_refuses_pool_layers_which_we_run(tmp_path: Path) -> Non
         Network(net_config=str(tmp_path / "pool.net"), input_shape=(8, 8, 2))
 
 
+@pytest.mark.slow
 def test_netx_pool_network_through_every_command(tmp_path: Path) -> None:
     path = tmp_path / "pool.net"
     x, _ = _export_slayer("pool", path)
@@ -257,6 +258,7 @@ def test_an_average_layer_is_a_readout_of_group_sums(tmp_path: Path) -> None:
     assert torch.equal(sim.scores_from(out, STEPS), spikes.to(torch.int64)) and spikes.sum() > 0
 
 
+@pytest.mark.slow
 def test_simulate_saves_each_samples_output_spike_counts(tmp_path: Path) -> None:
     path = tmp_path / "conv.net"
     x, _ = _export_slayer("conv", path)

@@ -38,6 +38,7 @@ def _randomise_batchnorm(model: torch.nn.Module) -> None:
                 m.bias.uniform_(-0.3, 0.6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch,connection,shape", FAMILIES)
 def test_read_back_graph_spikes_exactly_like_the_model(tmp_path: Path, arch, connection, shape) -> None:
     torch.manual_seed(0)
@@ -305,6 +306,7 @@ def _mlp_with_input_shape(path: Path, shape: tuple[int, ...]) -> None:
     nir.write(path, graph)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape", [(25, 20), (8, 20), (1, 20)])  # sinabs: time; norse: batch; rockpool: singleton
 def test_input_shapes_with_leading_axes_are_read_as_one_sample(tmp_path: Path, shape: tuple[int, ...]) -> None:
     _mlp_with_input_shape(tmp_path / "plain.nir", (20,))

@@ -25,6 +25,7 @@ def _intact(files: dict[Path, bytes]) -> bool:
     return all(p.is_file() and p.read_bytes() == content for p, content in files.items())
 
 
+@pytest.mark.slow
 def test_export_refuses_a_foreign_directory_and_force_writes_only_our_files(trained_digits: Path,
                                                                             tmp_path: Path) -> None:
     results = tmp_path / "results"
@@ -36,6 +37,7 @@ def test_export_refuses_a_foreign_directory_and_force_writes_only_our_files(trai
     assert _intact(files) and (results / "graph.nir").is_file() and (results / "manifest.json").is_file()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("where,named", [(".", "current directory"), ("~", "home directory")])
 def test_export_never_writes_into_the_working_or_home_directory(trained_digits: Path, tmp_path: Path, where: str,
                                                                  named: str) -> None:
@@ -52,6 +54,7 @@ def test_export_never_writes_into_the_working_or_home_directory(trained_digits: 
     assert sorted(p.name for p in home.iterdir()) == ["notes.txt", "sub"]
 
 
+@pytest.mark.slow
 def test_re_export_replaces_only_our_files(trained_digits: Path, tmp_path: Path) -> None:
     """An earlier export is replaced file by file: a user's file beside ours survives, and our
     files the new target does not write (program.h5 after a nir export) are removed."""
@@ -64,6 +67,7 @@ def test_re_export_replaces_only_our_files(trained_digits: Path, tmp_path: Path)
     assert not list(tmp_path.glob(".art.*")), "temporary directory left behind"
 
 
+@pytest.mark.slow
 def test_train_report_and_compare_refuse_to_overwrite_foreign_files(trained_digits: Path, tmp_path: Path) -> None:
     notes = tmp_path / "notes.txt"
     notes.write_text("do not lose this")

@@ -51,6 +51,7 @@ def _source_files() -> set[str]:
     return files
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(lava_here(), reason="the core's wheel test: in the Lava runtime, Lava is present")
 def test_wheel_holds_every_module_and_profile_and_imports_outside_the_repository(tmp_path: Path) -> None:
     src = tmp_path / "danet-deploy"  # a copy: the build leaves nothing in the checkout

@@ -47,6 +47,7 @@ def test_framework_spike_counts_are_reproduced(framework: str, name: str, flags:
     assert np.array_equal(got.numpy(), data["spikes"])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name,lowering", [("sinabs-csnn", "auto"), ("sinabs-csnn", "relay"),
                                            ("norse-lif-mlp", "auto"), ("norse-conv", "auto")])
 def test_loihi_ready_peer_graphs_run_in_lava_bit_exactly(tmp_path: Path, name: str, lowering: str) -> None:

@@ -57,6 +57,7 @@ def chip_export(trained_digits: Path, tmp_path_factory) -> Path:
 
 # ---- 0. outputs identified by what they are -------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_no_other_kind_of_output_replaces_a_checkpoint(trained_digits: Path, tmp_path: Path) -> None:
     ck = tmp_path / "ck.pt"
     shutil.copy(trained_digits, ck)
@@ -74,6 +75,7 @@ def test_no_other_kind_of_output_replaces_a_checkpoint(trained_digits: Path, tmp
     assert identify(saved) == "outputs" and identify(ck) == "checkpoint"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("content,fmt", [
     ("danet-deploy notes: what I tried\n", "table"),
     ("name,kind,connection,my own column\nx,y,z,1\n", "csv"),
@@ -91,6 +93,7 @@ def test_files_that_only_look_like_ours_are_kept(trained_digits: Path, tmp_path:
     assert mine.read_text() == content
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["table", "json", "csv", "html"])
 def test_a_report_replaces_a_report_and_says_what_it_is(trained_digits: Path, tmp_path: Path, fmt: str) -> None:
     out = tmp_path / "r.out"
@@ -99,6 +102,7 @@ def test_a_report_replaces_a_report_and_says_what_it_is(trained_digits: Path, tm
     assert identify(out) == "report"
 
 
+@pytest.mark.slow
 def test_compare_replaces_only_a_comparison(trained_digits: Path, tmp_path: Path) -> None:
     models = tmp_path / "models"
     models.mkdir()
@@ -114,6 +118,7 @@ def test_compare_replaces_only_a_comparison(trained_digits: Path, tmp_path: Path
                    "report, not a comparison")
 
 
+@pytest.mark.slow
 def test_after_force_a_users_file_in_an_export_directory_is_never_ours(trained_digits: Path,
                                                                        tmp_path: Path) -> None:
     out = tmp_path / "results"
@@ -128,6 +133,7 @@ def test_after_force_a_users_file_in_an_export_directory_is_never_ours(trained_d
     assert json.loads((out / "manifest.json").read_text())["files"] == ["graph.nir", "manifest.json"]
 
 
+@pytest.mark.slow
 def test_outputs_follow_the_users_umask(trained_digits: Path, tmp_path: Path) -> None:
     report, export = tmp_path / "r.json", tmp_path / "e"
     cmd = (f"umask 022 && {sys.executable} -m danet_deploy report {trained_digits} -n 5 --format json -o {report}"
@@ -140,6 +146,7 @@ def test_outputs_follow_the_users_umask(trained_digits: Path, tmp_path: Path) ->
 
 # ---- 1. sizes, full disks, signals ----------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_time_steps_that_cannot_fit_in_memory_are_refused_before_running(trained_digits: Path,
                                                                          tmp_path: Path) -> None:
     blob = torch.load(trained_digits, weights_only=True)
@@ -169,6 +176,7 @@ def test_a_run_larger_than_the_memory_left_is_refused_with_both_figures(tmp_path
         data.check_run_memory(graph, 90_000, 1000, keep_all=True)
 
 
+@pytest.mark.slow
 def test_T_is_ignored_with_a_note_when_the_graph_records_it(tmp_path: Path) -> None:
     graph = _tiny_nir(tmp_path / "g.nir", dt=1e-3, timesteps=3)
     proc = run_cli("simulate", str(graph), "--data", f"tensor:{_spikes(tmp_path / 'x.pt')}", "-T", "7", "--json",
@@ -191,6 +199,7 @@ def small_disk(tmp_path: Path):
     subprocess.run(["umount", str(mount)], check=True)
 
 
+@pytest.mark.slow
 def test_a_full_disk_fails_in_one_line_and_keeps_the_previous_export(trained_digits: Path,
                                                                      small_disk: Path) -> None:
     out = small_disk / "e"
@@ -369,6 +378,7 @@ def _netx_shape(d: Path, n: int) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", sorted(BAD_INPUTS))
 def test_a_bad_input_gets_one_line(trained_digits: Path, tmp_path: Path, case: str) -> None:
     args, expected = BAD_INPUTS[case](trained_digits, tmp_path)
@@ -388,6 +398,7 @@ def test_bad_usage_exits_2_without_a_traceback(trained_digits: Path, tmp_path: P
     assert proc.returncode == 2 and "Traceback" not in proc.stderr and expected in proc.stderr, proc.stderr
 
 
+@pytest.mark.slow
 def test_a_read_only_place_is_refused_before_training(tmp_path: Path) -> None:
     ro = tmp_path / "ro"
     ro.mkdir()
@@ -404,6 +415,7 @@ def test_a_read_only_place_is_refused_before_training(tmp_path: Path) -> None:
         subprocess.run(["umount", str(ro)], check=True)
 
 
+@pytest.mark.slow
 def test_results_that_cannot_reach_stdout_fail_in_one_line(trained_digits: Path) -> None:
     cmd = [sys.executable, "-m", "danet_deploy", "simulate", str(trained_digits), "-n", "4", "--json"]
     with open("/dev/full", "w") as full:
@@ -416,6 +428,7 @@ def test_results_that_cannot_reach_stdout_fail_in_one_line(trained_digits: Path)
 
 # ---- 3. the right reference -----------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_an_export_finds_its_checkpoint_from_any_directory_and_notices_a_replaced_one(
         trained_digits: Path, trained_plain: Path, tmp_path: Path) -> None:
     project = tmp_path / "project"

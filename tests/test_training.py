@@ -19,6 +19,7 @@ from danet_deploy import train as train_module
 from danet_deploy.train import TrainOptions, evaluate, train
 
 
+@pytest.mark.slow
 def test_short_training_improves_digits_accuracy(tmp_path: Path) -> None:
     torch.manual_seed(0)
     test_ds, _ = load_dataset("digits", "test")
@@ -31,6 +32,7 @@ def test_short_training_improves_digits_accuracy(tmp_path: Path) -> None:
     assert blob["data"]["spec"] == "digits" and blob["timesteps"] == 4
 
 
+@pytest.mark.slow
 @pytest.mark.lava_runtime  # trains and builds slayer networks in this process
 def test_lava_dl_checkpoints_record_the_framework_and_slayers_neuron(tmp_path: Path) -> None:
     from danet_deploy.chip_tuning import chip_grid
@@ -58,6 +60,7 @@ def test_lava_dl_checkpoints_record_the_framework_and_slayers_neuron(tmp_path: P
         build("digits_resnet", "da", 10, framework="lava-dl", beta=0.5)
 
 
+@pytest.mark.slow
 def test_resume_continues_from_the_saved_epoch(tmp_path: Path, monkeypatch) -> None:
     full, part = tmp_path / "full.pt", tmp_path / "part.pt"
     save = train_module.save_checkpoint
@@ -79,6 +82,7 @@ def test_resume_continues_from_the_saved_epoch(tmp_path: Path, monkeypatch) -> N
         assert torch.allclose(a[k].float(), b[k].float(), atol=1e-6), k
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("framework", ["snntorch", "lava-dl"])
 def test_ddp_two_cpu_processes_equal_one_process(tmp_path: Path, digits_tensor_file: Path, framework: str) -> None:
     common = ["train", "--data", f"tensor:{digits_tensor_file}", "--epochs", "2", "--batch-size", "16",

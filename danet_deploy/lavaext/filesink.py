@@ -19,7 +19,7 @@ from lava.magma.core.process.process import AbstractProcess
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
-from . import SINK_PORTS
+from danet_deploy.lavaext import SINK_PORTS  # absolute: Lava also loads this file by its path
 
 
 
