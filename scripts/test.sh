@@ -8,6 +8,11 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
+# the two parts share the machine: each gets half of its cores for torch's threads, so that
+# they do not thrash (measured on 2 cores: 2 threads each made both parts slower than serial)
+cores=$(nproc 2>/dev/null || echo 2)
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( cores > 3 ? cores / 2 : 1 ))}
+
 mark=${MARK:-}
 core_mark="not lava_runtime${mark:+ and ($mark)}"
 runtime_mark="lava_runtime${mark:+ and ($mark)}"
