@@ -1,7 +1,7 @@
 # The two commands a new user needs (see README.md):
 #   make demo   set up .venv (the core) and .venv/lava-runtime (Lava), run the embedded default job
-#   make test   set them up and run the test suite: the core's part on the core's Python and,
-#               beside it, the part that imports Lava or lava-dl in the Lava runtime
+#   make test   set them up and run the test suite: the core's part on the core's Python, then
+#               the part that imports Lava or lava-dl, in the Lava runtime
 #               (scripts/test.sh; `MARK="not slow" bash scripts/test.sh` runs the fast layer)
 .PHONY: setup demo test
 setup:
