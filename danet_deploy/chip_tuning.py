@@ -70,7 +70,7 @@ def _compile_on_powers_of_two(graph: FlatGraph, calibration: torch.Tensor) -> Pr
     pinned: dict[str, float] = {}
     for _ in range(4):
         graph.metadata["chip_scales"] = json.dumps(pinned)
-        program, _ = compile_graph(graph, TARGET, profile, "auto", calibration)
+        program, _ = compile_graph(graph, TARGET, profile, "auto", calibration, keep_float=True)
         wanted = _powers_of_two(program)
         if wanted == {k: v for k, v in _scales(program).items() if k in wanted}:
             return program

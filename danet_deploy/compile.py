@@ -30,10 +30,11 @@ import torch
 from .converters.nir_reference import ReferenceSimulator
 from .errors import UserError
 from .ir.graph import FlatGraph
-from .ir.program import INPUT_BITS, Fixed, Lowered, Population, Program, Term, fan_in, summarise, synapse_count
+from .ir.program import (INPUT_BITS, Fixed, Lowered, Population, Program, Term, distinct_part, fan_in, summarise,
+                         synapse_count)
 from .lowering import lower
 from .profiles import Profile
-from .synapses import WEIGHT_MAX, round_weights
+from .synapses import WEIGHT_DTYPE, WEIGHT_MAX, round_weights
 
 TARGETS = {"loihi2-sim": "loihi2", "loihi2": "loihi2", "loihi1": "loihi1"}
 CURRENT_HEADROOM = 2 ** 16  # |A| bound: 64 * A stays well inside the 24-bit current
@@ -56,13 +57,14 @@ def calibrate(graph: FlatGraph, x: torch.Tensor) -> dict[str, float]:
 
 def _round_weights(w: np.ndarray) -> np.ndarray:
     """Integers Lava's Dense/Sparse keep exactly (:func:`synapses.round_weights`)."""
-    return round_weights(torch.from_numpy(np.asarray(w, dtype=np.float64))).numpy().astype(np.int32)
+    return round_weights(torch.from_numpy(np.asarray(w, dtype=np.float64))).numpy().astype(WEIGHT_DTYPE)
 
 
 def _scale_for(pop: Population, fixed: dict[str, Fixed], peak: float) -> float:
     """The largest K that keeps weights, threshold, bias and calibrated currents in range."""
     limits = []
-    wmax = max((pop.gain * np.abs(t.map.weight).max() / _value_scale(fixed, t) for t in pop.terms), default=0.0)
+    wmax = max((pop.gain * np.abs(distinct_part(t.map.weight)).max() / _value_scale(fixed, t) for t in pop.terms),
+               default=0.0)
     if wmax > 0:
         limits.append(WEIGHT_MAX * 64 / wmax)
     if pop.kind in ("lif", "gate") and pop.threshold > 0:
@@ -108,12 +110,16 @@ def _exact_weights(name: str, exact: np.ndarray) -> np.ndarray:
         bad = q[_round_weights(q) != q].flat[0]
         raise UserError(f"layer {name!r}: weight {bad:g} does not survive Loihi's 8-bit synapses "
                         f"(mixed-sign weights must be even, in [-256, 254])")
-    return q.astype(np.int32)
+    return q.astype(WEIGHT_DTYPE)
 
 
 def quantise(lowered: Lowered, peaks: dict[str, float], input_peak: float, input_graded: bool,
-             exact: bool = False, pinned: dict[str, float] | None = None) -> dict[str, Fixed]:
+             exact: bool = False, pinned: dict[str, float] | None = None,
+             keep_float: bool = False) -> dict[str, Fixed]:
     """Integer weights (set on each term) and per-population fixed-point parameters.
+
+    The float weights are dropped once every term holds its integers (their memory is most of
+    a large network's compile), unless ``keep_float`` (the chip grid reads both).
 
     ``exact``: the graph already holds the chip's integers in units of ``A``
     (``fixed_point = "loihi"``, e.g. a netx file): every scale is 64, nothing is rounded.
@@ -136,10 +142,14 @@ def quantise(lowered: Lowered, peaks: dict[str, float], input_peak: float, input
         fixed[name] = f = Fixed(scale=k)
         err_num = err_den = 0.0
         for t in pop.terms:
-            exact_w = weight_scale(fixed, pop, t) * t.map.weight
-            t.weight_q = _exact_weights(name, exact_w) if exact else _round_weights(exact_w)
-            err_num += float(((t.weight_q - exact_w) ** 2).sum())
-            err_den += float((exact_w ** 2).sum())
+            part = distinct_part(t.map.weight)  # a weight held once over its taps stays so
+            exact_w = weight_scale(fixed, pop, t) * part
+            q = _exact_weights(name, exact_w) if exact else _round_weights(exact_w)
+            t.weight_q = q if part is t.map.weight else np.broadcast_to(q, t.map.weight.shape)
+            repeats = t.map.weight.size // max(part.size, 1)
+            err_den += repeats * float(np.vdot(exact_w, exact_w))
+            exact_w -= q  # in place: the error, without another copy of the weights
+            err_num += repeats * float(np.vdot(exact_w, exact_w))
         f.quant_error = math.sqrt(err_num / err_den) if err_den else 0.0
         if pop.kind == "relay":
             f.value_scale, f.graded = k / 64, True
@@ -153,6 +163,10 @@ def quantise(lowered: Lowered, peaks: dict[str, float], input_peak: float, input
                 raise AssertionError("relays carry no bias")
             f.bias_mant = mant.astype(np.int32)
         fixed[name] = f
+    if not keep_float:  # a map may be shared by several terms: dropped only once all are rounded
+        for pop in lowered.populations.values():
+            for t in pop.terms:
+                t.map.weight = None
     return fixed
 
 
@@ -219,8 +233,9 @@ def check_mapping(mapping: dict[str, dict[str, Any]], profile: Profile, lowering
 # ---- compile ----------------------------------------------------------------------------
 
 def compile_graph(graph: FlatGraph, target: str, profile: Profile, lowering: str,
-                  calibration: torch.Tensor | None) -> tuple[Program, dict[str, Any]]:
-    """Lower, quantise and map ``graph``; return the program and the cost of both lowerings."""
+                  calibration: torch.Tensor | None, keep_float: bool = False) -> tuple[Program, dict[str, Any]]:
+    """Lower, quantise and map ``graph``; return the program and the cost of both lowerings.
+    ``keep_float``: the program's maps keep their float weights beside the integers."""
     if profile.kind != "chip":
         raise UserError(f"profile {profile.name!r} is an accounting convention, not a compile target")
     costs: dict[str, Any] = {}
@@ -256,7 +271,7 @@ def compile_graph(graph: FlatGraph, target: str, profile: Profile, lowering: str
     else:  # no data: weights alone set the scales, inputs assumed in [-1, 1]
         peaks, input_peak, input_graded = {}, 1.0, True
     pinned = json.loads(graph.metadata.get("chip_scales", "{}"))
-    fixed = quantise(low, peaks, input_peak, input_graded, exact, pinned)
+    fixed = quantise(low, peaks, input_peak, input_graded, exact, pinned, keep_float)
     mapping = map_to_cores(low, profile, quantised=True)
     problems = check_mapping(mapping, profile, chosen)
     if problems:

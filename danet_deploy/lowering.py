@@ -27,19 +27,16 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
 import nir
 import numpy as np
 import torch
+from scipy.sparse import diags
 
 from .converters.nir_reference import linear_step, pair
 from .errors import UserError
 from .ir.graph import FlatGraph
-from .ir.program import Lowered, Map, Population, Term
-
-if TYPE_CHECKING:
-    pass
+from .ir.program import Lowered, Map, Population, Term, per_tap
 
 LOWERINGS = ("expand", "relay", "auto")
 RELAY_MIN_SOURCES = 3  # a sum of fewer streams is cheaper as direct fan-in
@@ -84,6 +81,8 @@ def _pool_of(m: Map, kernel: tuple[int, int], stride: tuple[int, int], padding: 
     size = (kh + (ph - 1) * sh, kw + (pw - 1) * sw)
 
     def weight() -> np.ndarray:
+        if m.is_pointwise():  # the taps do not overlap: the pointwise weight at each, held once
+            return np.broadcast_to(m.weight / (ph * pw) if avg else m.weight, (*m.weight.shape[:2], *size))
         w = np.zeros((*m.weight.shape[:2], *size))
         for a in range(ph):
             for b in range(pw):
@@ -131,11 +130,12 @@ def _as_matrix(name: str, node: nir.NIRNode, m: Map, in_shape: tuple[int, ...], 
     if m.weight is None:
         return Map("dense", m.in_shape, flat_out, None, delay=m.delay, recurrent=m.recurrent)
     if isinstance(node, nir.Scale):
-        own = np.diag(np.broadcast_to(np.asarray(node.scale, dtype=np.float64), out_shape).reshape(-1))
+        own = diags(np.broadcast_to(np.asarray(node.scale, dtype=np.float64), out_shape).reshape(-1), format="csr")
     else:
         alone = compose(name, node, identity(in_shape), in_shape, out_shape, dt)
         own = alone.matrix(alone.weight)
-    weight = np.asarray(own @ m.matrix(m.weight).toarray())
+    # sparse times sparse: only the product is dense (m's own matrix, e.g. a pooling's, may be far larger)
+    weight = (own @ m.matrix(m.weight)).toarray()
     return Map("dense", m.in_shape, flat_out, weight, delay=m.delay, recurrent=m.recurrent)
 
 
@@ -172,7 +172,8 @@ def compose(name: str, node: nir.NIRNode, m: Map, in_shape: tuple[int, ...], out
             return _new(m, lambda: np.tensordot(_full_conv_weight(node), m.weight[:, :, 0, 0], axes=([1], [0]))
                         .transpose(0, 3, 1, 2), kernel=kernel, stride=s2, padding=p2, out_shape=out_shape)
         if m.kind == "conv" and kernel == (1, 1) and p2 == (0, 0):
-            return _new(m, lambda: np.tensordot(_full_conv_weight(node)[:, :, 0, 0], m.weight, axes=([1], [0])),
+            return _new(m, lambda: per_tap(m.weight, lambda w: np.tensordot(_full_conv_weight(node)[:, :, 0, 0], w,
+                                                                            axes=([1], [0]))),
                         stride=(m.stride[0] * s2[0], m.stride[1] * s2[1]), out_shape=out_shape)
         if m.kind == "conv":
             w2 = _full_conv_weight(node) if m.weight is not None else np.zeros((out_shape[0], m.out_shape[0], *kernel))
@@ -184,7 +185,7 @@ def compose(name: str, node: nir.NIRNode, m: Map, in_shape: tuple[int, ...], out
             per_channel = s.reshape(s.shape[0], -1)
             if not np.all(per_channel == per_channel[:, :1]):
                 return as_matrix()
-            return _new(m, lambda: m.weight * per_channel[:, 0, None, None, None])
+            return _new(m, lambda: per_tap(m.weight, lambda w: w * per_channel[:, 0, None, None, None]))
         return _new(m, lambda: m.weight * s.reshape(-1, 1))
     if isinstance(node, (nir.SumPool2d, nir.AvgPool2d)):
         pooled = _pool_of(m, pair(node.kernel_size), pair(node.stride), pair(node.padding),

@@ -6,9 +6,11 @@ Below every pipeline stage: models and the compiler import it, it imports neithe
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 WEIGHT_MAX = 254  # largest |weight| that survives Lava's 8-bit clip and mixed-sign LSB drop
+WEIGHT_DTYPE = np.int16  # holds every such integer ([-256, 255]) in a quarter of float64's bytes
 
 
 def round_weights(w: torch.Tensor) -> torch.Tensor:

@@ -34,8 +34,9 @@ BIAS_EXP = 6
 class Map:
     """A linear map from a source population's output to a consumer's input current.
 
-    ``weight`` is None when only the structure is lowered (to cost a lowering that
-    will not be built); ``identity`` marks the map of a population onto itself.
+    ``weight`` (float) is None when only the structure is lowered (to cost a lowering that
+    will not be built) and in a compiled program, whose integers are ``Term.weight_q``;
+    ``identity`` marks the map of a population onto itself.
     """
 
     kind: str                       # "conv" (weight [Cout, Cin, kh, kw]) or "dense" ([Nout, Nin])
@@ -96,7 +97,7 @@ class Term:
     map: Map
     connection: str
     delay: int = 0                  # steps beyond the one-step synaptic hop (set by balancing)
-    weight_q: np.ndarray | None = None  # the quantised integer weights (set by the compiler)
+    weight_q: np.ndarray | None = None  # the integer weights (set by the compiler, synapses.WEIGHT_DTYPE)
 
 
 @dataclass
@@ -168,6 +169,28 @@ class Program:
     @property
     def populations(self) -> dict[str, Population]:
         return self.lowered.populations
+
+
+# ---- weights held once over kernel taps -------------------------------------------------
+
+def distinct_part(w: np.ndarray) -> np.ndarray:
+    """The values of a conv weight that is the same at every kernel tap, held once: a
+    pooling composed into a pointwise map (e.g. a global-average-pool readout, whose 7x7
+    kernel would otherwise hold its classifier 49 times) is a broadcast view with zero
+    strides over the taps. Any other weight is returned as it is."""
+    if w.ndim == 4 and w.shape[2:] != (1, 1) and w.strides[2:] == (0, 0):
+        return w[:, :, :1, :1]
+    return w
+
+
+def per_tap(w: np.ndarray, fn) -> np.ndarray:
+    """``fn`` (which acts on each tap's ``[out, in]`` slice alone) applied to ``w``, keeping a
+    weight held once over its taps held once."""
+    part = distinct_part(w)
+    if part is w:
+        return fn(w)
+    done = fn(part)
+    return np.broadcast_to(done, (*done.shape[:2], *w.shape[2:]))
 
 
 # ---- structure counts -----------------------------------------------------------------
@@ -244,7 +267,8 @@ def _fill_program(buffer: io.BytesIO, program: Program) -> None:
 
 
 def read_program(path: Path) -> Program:
-    """Read a program written by :func:`write_program` (float weights are not kept)."""
+    """Read a program written by :func:`write_program` (it holds no float weights: every map's
+    ``weight`` is None, its integers are the term's ``weight_q``)."""
     pops: dict[str, Population] = {}
     fixed: dict[str, Fixed] = {}
     readout_bias = {}
@@ -267,7 +291,7 @@ def read_program(path: Path) -> Program:
                 w = tg["weight"][()]
                 kind = str(ta["kind"])
                 m = Map(kind, tuple(int(v) for v in ta["in_shape"]), tuple(int(v) for v in ta["out_shape"]),
-                        w.astype(np.float64), tuple(w.shape[2:]) if kind == "conv" else (1, 1),
+                        None, tuple(w.shape[2:]) if kind == "conv" else (1, 1),
                         tuple(int(v) for v in ta["stride"]), tuple(int(v) for v in ta["padding"]),
                         recurrent=bool(ta.get("recurrent", False)))
                 pop.terms.append(Term(str(ta["source"]), m, str(ta["connection"]), int(ta["delay"]), w))
