@@ -26,6 +26,10 @@ if TYPE_CHECKING:
 
     from danet_deploy.profiles import Profile
 
+# /2: a weight held once over its kernel taps is written once, with a ``kernel`` attribute
+# (a /1 reader would take it for a 1x1 kernel, so it refuses /2); /1 files still read
+PROGRAM_FORMAT = "danet-deploy-program/2"
+READABLE_FORMATS = ("danet-deploy-program/1", PROGRAM_FORMAT)
 INPUT_BITS = 8          # graded input values (pixels) are quantised to signed 8 bits
 BIAS_EXP = 6
 
@@ -241,7 +245,7 @@ def write_program(path: Path, program: Program) -> None:
 def _fill_program(buffer: io.BytesIO, program: Program) -> None:
     low = program.lowered
     with h5py.File(buffer, "w") as f:
-        f.attrs.update({"format": "danet-deploy-program/1", "target": program.target,
+        f.attrs.update({"format": PROGRAM_FORMAT, "target": program.target,
                         "profile": program.profile, "lowering": low.lowering, "dt": low.dt,
                         "timesteps": low.timesteps or 0, "latency": low.latency,
                         "mapping": json.dumps(program.mapping, sort_keys=True)})
@@ -263,7 +267,11 @@ def _fill_program(buffer: io.BytesIO, program: Program) -> None:
                                  "out_shape": list(t.map.out_shape), "stride": list(t.map.stride),
                                  "padding": list(t.map.padding), "delay": t.delay, "connection": t.connection,
                                  "recurrent": t.map.recurrent})
-                tg.create_dataset("weight", data=t.weight_q, compression="lzf")
+                held = distinct_part(t.weight_q)  # a weight held once over its taps is written once
+                if held is not t.weight_q:
+                    tg.attrs["kernel"] = list(t.weight_q.shape[2:])
+                # not compressed: LZF did not shrink them (DA-ResNet-152: 306 MB either way) and took 8 s
+                tg.create_dataset("weight", data=held)
 
 
 def read_program(path: Path) -> Program:
@@ -277,8 +285,8 @@ def read_program(path: Path) -> Program:
     except OSError as e:
         raise UserError(f"{path}: not a readable program file ({e})") from None
     with f:
-        if f.attrs.get("format") != "danet-deploy-program/1":
-            raise UserError(f"{path}: not a danet-deploy program")
+        if f.attrs.get("format") not in READABLE_FORMATS:
+            raise UserError(f"{path}: not a danet-deploy program (or one newer than this danet-deploy)")
         groups = sorted(f["populations"].values(), key=lambda g: int(g.name.rsplit("/", 1)[1]))
         for g in groups:
             a = g.attrs
@@ -289,6 +297,8 @@ def read_program(path: Path) -> Program:
             for tg in sorted(g.get("terms", {}).values(), key=lambda t: int(t.name.rsplit("/", 1)[1])):
                 ta = tg.attrs
                 w = tg["weight"][()]
+                if "kernel" in ta:  # held once over its taps (:func:`distinct_part`)
+                    w = np.broadcast_to(w, (*w.shape[:2], *(int(k) for k in ta["kernel"])))
                 kind = str(ta["kind"])
                 m = Map(kind, tuple(int(v) for v in ta["in_shape"]), tuple(int(v) for v in ta["out_shape"]),
                         None, tuple(w.shape[2:]) if kind == "conv" else (1, 1),

@@ -1,0 +1,71 @@
+"""How a compiled program holds its weights: once over kernel taps where they repeat, as
+int16 integers, without float copies; the same integers in memory, in program.h5 and in the
+fast simulator's results (docs/compile.md §1, "How weights are held")."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import nir
+import numpy as np
+import torch
+
+from danet_deploy.compile import compile_graph, weight_scale
+from danet_deploy.converters.nir_export import to_nir
+from danet_deploy.converters.nir_import import read_nir
+from danet_deploy.ir.program import distinct_part, read_program, synapse_count, write_program
+from danet_deploy.models import build
+from danet_deploy.profiles import load_profile
+from danet_deploy.simulator.fixed import FixedSimulator
+from danet_deploy.synapses import WEIGHT_DTYPE, round_weights
+
+
+def _compiled(tmp_path: Path, keep_float: bool = False):
+    """The digits DANet, whose readout pools 4x4 positions into its classifier (one 4x4 conv)."""
+    torch.manual_seed(0)
+    model = build("digits_resnet", "da", 10, timesteps=3).eval()
+    nir.write(tmp_path / "g.nir", to_nir(model))
+    x = torch.rand(6, 3, 1, 8, 8) * 2
+    program, _ = compile_graph(read_nir(tmp_path / "g.nir"), "loihi2-sim", load_profile("loihi2"), "auto", x,
+                               keep_float=keep_float)
+    return program, x
+
+
+def _held_once(program):
+    return [(pop, t) for pop in program.populations.values() for t in pop.terms
+            if distinct_part(t.weight_q) is not t.weight_q]
+
+
+def test_a_pooled_readout_is_held_once_and_rounds_as_its_every_tap_would(tmp_path: Path) -> None:
+    program, _ = _compiled(tmp_path, keep_float=True)
+    held = _held_once(program)
+    assert [pop.kind for pop, _ in held] == ["readout"]
+    pop, term = held[0]
+    assert term.weight_q.shape[2:] != (1, 1) and term.weight_q.strides[2:] == (0, 0)
+    whole = np.array(term.map.weight)  # every tap, materialised
+    exact = weight_scale(program.fixed, pop, term) * whole
+    assert np.array_equal(term.weight_q, round_weights(torch.from_numpy(exact)).numpy())
+    assert synapse_count(term.map, term.weight_q) == synapse_count(term.map, np.array(term.weight_q))
+
+
+def test_integers_only_once_compiled(tmp_path: Path) -> None:
+    program, _ = _compiled(tmp_path)
+    terms = [t for pop in program.populations.values() for t in pop.terms]
+    assert all(t.map.weight is None and t.weight_q.dtype == WEIGHT_DTYPE for t in terms)
+
+
+def test_program_file_writes_a_held_weight_once_and_reads_back_the_same_program(tmp_path: Path) -> None:
+    program, x = _compiled(tmp_path)
+    write_program(tmp_path / "program.h5", program)
+    back = read_program(tmp_path / "program.h5")
+    for name, pop in program.populations.items():
+        for t, u in zip(pop.terms, back.populations[name].terms):
+            assert t.weight_q.shape == u.weight_q.shape and np.array_equal(t.weight_q, u.weight_q), name
+    (pop, term), = _held_once(program)
+    index = list(program.populations).index(pop.name)
+    with h5py.File(tmp_path / "program.h5") as f:
+        stored = f[f"populations/{index}/terms/0"]
+        assert stored["weight"].shape == (*term.weight_q.shape[:2], 1, 1)
+        assert list(stored.attrs["kernel"]) == list(term.weight_q.shape[2:])
+    assert torch.equal(FixedSimulator(program).scores(x), FixedSimulator(back).scores(x))
