@@ -30,8 +30,18 @@ import torch
 from .converters.nir_reference import ReferenceSimulator
 from .errors import UserError
 from .ir.graph import FlatGraph
-from .ir.program import (INPUT_BITS, Fixed, Lowered, Population, Program, Term, distinct_part, fan_in, summarise,
-                         synapse_count)
+from .ir.program import (
+    INPUT_BITS,
+    Fixed,
+    Lowered,
+    Population,
+    Program,
+    Term,
+    distinct_part,
+    fan_in,
+    summarise,
+    synapse_count,
+)
 from .lowering import lower
 from .profiles import Profile
 from .synapses import WEIGHT_DTYPE, WEIGHT_MAX, round_weights

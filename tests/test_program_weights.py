@@ -10,11 +10,16 @@ import h5py
 import nir
 import numpy as np
 import torch
-
-from danet_deploy.compile import compile_graph, weight_scale
 from danet_deploy.converters.nir_export import to_nir
 from danet_deploy.converters.nir_import import read_nir
-from danet_deploy.ir.program import distinct_part, read_program, synapse_count, write_program
+
+from danet_deploy.compile import compile_graph, weight_scale
+from danet_deploy.ir.program import (
+    distinct_part,
+    read_program,
+    synapse_count,
+    write_program,
+)
 from danet_deploy.models import build
 from danet_deploy.profiles import load_profile
 from danet_deploy.simulator.fixed import FixedSimulator
