@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from .errors import UserError
+from .signals import raise_if_stopped
 
 TOOL = "danet-deploy"
 TAGS = {"checkpoint": f"{TOOL}/1", "outputs": f"{TOOL}/outputs/1", "report": f"{TOOL}/report/1",
@@ -82,6 +83,7 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
         os.close(fd)
         write(Path(tmp))
         _user_mode(Path(tmp))
+        raise_if_stopped()  # a stop whose SystemExit was lost commits nothing
         os.replace(tmp, path)
     except OSError as e:
         raise write_failure(path, e) from None
@@ -258,6 +260,7 @@ def install_artifact(tmp: Path, outdir: Path) -> list[str]:
     """
     new = sorted(p.name for p in tmp.iterdir())
     try:
+        raise_if_stopped()  # a stop whose SystemExit was lost commits nothing
         if not outdir.exists():
             tmp.rename(outdir)
             return new

@@ -239,6 +239,36 @@ def test_sigterm_during_export_leaves_no_temporary_directory(trained_digits: Pat
     assert out.exists() == (proc.returncode == 0)
 
 
+LOST_SIGNAL = """
+import os, signal, sys, time
+from pathlib import Path
+from danet_deploy.outputs import atomic_write
+from danet_deploy.signals import signals_end_the_run
+
+class Collected:
+    def __del__(self):  # Python ignores an exception raised here, the handler's SystemExit too
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)
+
+with signals_end_the_run():
+    Collected()  # collected at once: the signal's SystemExit is lost inside __del__
+    print("went on", flush=True)
+    atomic_write(Path(sys.argv[1]), lambda p: p.write_text("result"))
+    print("committed", flush=True)
+"""
+
+
+def test_a_stop_lost_inside_a_garbage_collection_callback_commits_nothing(tmp_path: Path) -> None:
+    """The CI failure of 2026-12-03: SIGTERM arrived in a weakref callback, Python printed the
+    handler's SystemExit as an ignored exception and the export went on to install itself."""
+    out = tmp_path / "result.txt"
+    proc = subprocess.run([sys.executable, "-c", LOST_SIGNAL, str(out)], capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM
+    assert proc.stdout == "went on\n" and proc.stderr == ""
+    assert list(tmp_path.iterdir()) == []  # neither the result nor its temporary file
+
+
 # ---- 2. one line for every bad input --------------------------------------------------------------------------
 
 def _checkpoint_with(trained: Path, tmp_path: Path, **changes) -> Path:
