@@ -37,8 +37,21 @@ Step = Callable[[torch.Tensor], torch.Tensor]
 
 
 def _param(value: object, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    # a copy: NIR parameters may be read-only broadcast views, which torch warns about
+    """``value`` as a tensor: the array itself where it already is one of ``dtype`` (a large
+    network's weights are not copied), else a copy (NIR parameters may be read-only
+    broadcast views, which torch warns about)."""
+    arr = np.asarray(value)
+    if device.type == "cpu" and arr.dtype == np.float32 and dtype == torch.float32 \
+            and arr.flags.writeable and arr.flags.c_contiguous:
+        return torch.from_numpy(arr)
     return torch.as_tensor(np.array(value, dtype=np.float64), dtype=dtype, device=device)
+
+
+def _held_once(value: object) -> np.ndarray:
+    """A neuron parameter that is the same for every neuron as one value (0-d: it broadcasts
+    over the population, with the same arithmetic, instead of filling its whole shape)."""
+    arr = np.asarray(value)
+    return arr.reshape(-1)[0] if arr.size and np.all(arr == arr.flat[0]) else arr
 
 
 def pair(value: object) -> tuple[int, int]:
@@ -83,8 +96,9 @@ def linear_step(node: nir.NIRNode, p: Callable[[object], torch.Tensor]) -> Step:
 class _Neuron:
     """State and update of one neuron population (reset by :meth:`reset`)."""
 
-    def __init__(self, name: str, graph: FlatGraph, p: Callable[[object], torch.Tensor]) -> None:
+    def __init__(self, name: str, graph: FlatGraph, param: Callable[[object], torch.Tensor]) -> None:
         node, decay, dt = graph.nodes[name], graph.decay, graph.dt
+        p = lambda v: param(_held_once(v))  # noqa: E731
         self.node, self.reset_mode, self.scheme = node, graph.resets.get(name, "zero"), graph.discretisation
         if isinstance(node, (nir.LIF, nir.LI)):
             self.k, self.r, self.leak = p(decay(node.tau)), p(node.r), p(node.v_leak)

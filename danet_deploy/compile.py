@@ -73,7 +73,8 @@ def _round_weights(w: np.ndarray) -> np.ndarray:
 def _scale_for(pop: Population, fixed: dict[str, Fixed], peak: float) -> float:
     """The largest K that keeps weights, threshold, bias and calibrated currents in range."""
     limits = []
-    wmax = max((pop.gain * np.abs(distinct_part(t.map.weight)).max() / _value_scale(fixed, t) for t in pop.terms),
+    wmax = max((pop.gain * float(np.abs(distinct_part(t.map.weight)).max()) / _value_scale(fixed, t)
+                for t in pop.terms),
                default=0.0)
     if wmax > 0:
         limits.append(WEIGHT_MAX * 64 / wmax)
@@ -153,7 +154,7 @@ def quantise(lowered: Lowered, peaks: dict[str, float], input_peak: float, input
         err_num = err_den = 0.0
         for t in pop.terms:
             part = distinct_part(t.map.weight)  # a weight held once over its taps stays so
-            exact_w = weight_scale(fixed, pop, t) * part
+            exact_w = np.multiply(weight_scale(fixed, pop, t), part, dtype=np.float64)  # float32 maps too
             q = _exact_weights(name, exact_w) if exact else _round_weights(exact_w)
             t.weight_q = q if part is t.map.weight else np.broadcast_to(q, t.map.weight.shape)
             repeats = t.map.weight.size // max(part.size, 1)

@@ -48,14 +48,25 @@ def identity(shape: tuple[int, ...], with_weights: bool = True) -> Map:
     m = Map(kind, shape, shape if kind == "conv" else (int(np.prod(shape)),), None, identity=True)
     if with_weights:
         n = shape[0] if kind == "conv" else int(np.prod(shape))
-        m.weight = np.eye(n)[:, :, None, None] if kind == "conv" else np.eye(n)
+        eye = np.eye(n, dtype=np.float32)  # exact: 0 and 1 (quantised in float64 like every weight)
+        m.weight = eye[:, :, None, None] if kind == "conv" else eye
     return m
 
 
-def _full_conv_weight(node: nir.Conv2d) -> np.ndarray:
-    """A grouped conv's weight as an ungrouped (block-diagonal) one."""
-    w = np.asarray(node.weight, dtype=np.float64)
+def _float64(w: np.ndarray) -> np.ndarray:
+    """``w`` in float64, where every composition of weights is computed (a map may hold its
+    node's float32 weights as they are, docs/compile.md §1)."""
+    return np.asarray(w, dtype=np.float64)
+
+
+def _full_conv_weight(node: nir.Conv2d, as_held: bool = False) -> np.ndarray:
+    """A grouped conv's weight as an ungrouped (block-diagonal) one, in float64. ``as_held``:
+    an ungrouped float32 or float64 weight is the node's own array, not a copy (the map of a
+    conv alone needs no arithmetic, and its copy would be most of a large compile's memory)."""
     g = int(node.groups)
+    if as_held and g == 1 and np.asarray(node.weight).dtype in (np.float32, np.float64):
+        return np.asarray(node.weight)
+    w = _float64(node.weight)
     if g == 1:
         return w
     cout, cin_g = w.shape[:2]
@@ -82,7 +93,8 @@ def _pool_of(m: Map, kernel: tuple[int, int], stride: tuple[int, int], padding: 
 
     def weight() -> np.ndarray:
         if m.is_pointwise():  # the taps do not overlap: the pointwise weight at each, held once
-            return np.broadcast_to(m.weight / (ph * pw) if avg else m.weight, (*m.weight.shape[:2], *size))
+            held = _float64(m.weight) / (ph * pw) if avg else m.weight
+            return np.broadcast_to(held, (*m.weight.shape[:2], *size))
         w = np.zeros((*m.weight.shape[:2], *size))
         for a in range(ph):
             for b in range(pw):
@@ -166,7 +178,7 @@ def compose(name: str, node: nir.NIRNode, m: Map, in_shape: tuple[int, ...], out
             raise UserError(f"node {name!r}: dilated or string-padded convs are not supported by the compiler")
         kernel, s2, p2 = tuple(np.asarray(node.weight).shape[2:]), pair(node.stride), pair(node.padding)
         if m.kind == "conv" and m.identity:
-            return _new(m, lambda: _full_conv_weight(node), kernel=kernel, stride=s2, padding=p2,
+            return _new(m, lambda: _full_conv_weight(node, as_held=True), kernel=kernel, stride=s2, padding=p2,
                         out_shape=out_shape)
         if m.kind == "conv" and m.is_pointwise():
             return _new(m, lambda: np.tensordot(_full_conv_weight(node), m.weight[:, :, 0, 0], axes=([1], [0]))
@@ -218,7 +230,7 @@ def _merge(terms: list[tuple[str, Map, str]]) -> list[tuple[str, Map, str]]:
         key = (src, m.geometry)
         if key in merged:
             prev = merged[key][1]
-            merged[key] = (src, _new(prev, lambda: prev.weight + m.weight), merged[key][2])
+            merged[key] = (src, _new(prev, lambda: _float64(prev.weight) + m.weight), merged[key][2])
         else:
             merged[key] = (src, m, conn)
     return list(merged.values())

@@ -4,6 +4,8 @@ fast simulator's results (docs/compile.md §1, "How weights are held")."""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from pathlib import Path
 
 import h5py
@@ -11,7 +13,7 @@ import nir
 import numpy as np
 import torch
 from danet_deploy.converters.nir_export import to_nir
-from danet_deploy.converters.nir_import import read_nir
+from danet_deploy.converters.nir_import import from_nir, read_nir
 
 from danet_deploy.compile import compile_graph, weight_scale
 from danet_deploy.ir.program import (
@@ -74,3 +76,39 @@ def test_program_file_writes_a_held_weight_once_and_reads_back_the_same_program(
         assert stored["weight"].shape == (*term.weight_q.shape[:2], 1, 1)
         assert list(stored.attrs["kernel"]) == list(term.weight_q.shape[2:])
     assert torch.equal(FixedSimulator(program).scores(x), FixedSimulator(back).scores(x))
+
+
+def _as_float64(graph: nir.NIRGraph) -> nir.NIRGraph:
+    """A copy of ``graph`` whose float32 arrays are float64 (the same values, exactly)."""
+    graph = copy.deepcopy(graph)
+    for node in graph.nodes.values():
+        for f in dataclasses.fields(node):
+            value = getattr(node, f.name)
+            if isinstance(value, np.ndarray) and value.dtype == np.float32:
+                setattr(node, f.name, value.astype(np.float64))
+    return graph
+
+
+def test_float32_weights_held_as_they_are_compile_to_the_integers_of_float64_ones() -> None:
+    torch.manual_seed(0)
+    model = build("digits_resnet", "da", 10, timesteps=3).eval()
+    with torch.no_grad():  # BatchNorm that is not the identity: its Scale nodes compose into the convs
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 2.0)
+    nir_graph = to_nir(model)
+    x = torch.rand(6, 3, 1, 8, 8) * 2
+    programs = [compile_graph(from_nir(g), "loihi2-sim", load_profile("loihi2"), "relay", x, keep_float=True)[0]
+                for g in (nir_graph, _as_float64(nir_graph))]
+    held = [t.map.weight for pop in programs[0].populations.values() for t in pop.terms
+            if t.map.weight.dtype == np.float32 and pop.kind == "lif"]
+    conv_weights = [np.asarray(n.weight) for n in nir_graph.nodes.values() if isinstance(n, nir.Conv2d)]
+    assert held and all(any(np.shares_memory(w, c) for c in conv_weights) for w in held)  # not copies
+    ours, reference = programs
+    assert list(ours.populations) == list(reference.populations)
+    for name, pop in ours.populations.items():
+        for f in dataclasses.fields(ours.fixed[name]):
+            assert np.array_equal(getattr(ours.fixed[name], f.name), getattr(reference.fixed[name], f.name)), name
+        for t, r in zip(pop.terms, reference.populations[name].terms, strict=True):
+            assert t.source == r.source and np.array_equal(t.weight_q, r.weight_q), name
