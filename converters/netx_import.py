@@ -30,9 +30,10 @@ import numpy as np
 from danet_deploy.converters.nir_export import loihi_cuba
 from danet_deploy.errors import UserError
 
-NEURON_TYPES = ("CUBA", "LOIHI")
+NEURON_TYPES = ("CUBA", "LOIHI")  # lava-dl's netx reads both as Lava's LIF
 DECAY_ONE = 4096
 NETX_MAX_DELAY = 62
+VTH_MANT_MAX = 2 ** 17 - 1  # Loihi's largest threshold: reached only by a saturated 24-bit voltage
 
 
 def is_netx(path: Path) -> bool:
@@ -75,6 +76,8 @@ class _Reader:
         self.shape: tuple[int, ...] | None = None  # its output shape (C, H, W) or (N,)
         self.skipped: list[str] = []
         self.readout = False                    # a non-spiking last layer was read
+        self.read_by_voltage = False            # ... one whose voltage is read (_integrator)
+        self.final_index = -1                   # the file's last layer
 
     def fail(self, index: int, kind: str, why: str) -> UserError:
         return UserError(f"{self.path}: layer {index} ({kind}): {why}")
@@ -102,22 +105,65 @@ class _Reader:
         if ntype not in NEURON_TYPES:
             raise self.fail(index, kind, f"neuron type {ntype!r} is not supported (CUBA is)")
         i_decay, v_decay = _number(n, "iDecay"), _number(n, "vDecay")
-        for key, value in (("iDecay", i_decay), ("vDecay", v_decay)):
-            if not 0 < value <= DECAY_ONE:
-                raise self.fail(index, kind, f"{key}={value:g}: a neuron state that never decays has no NIR "
-                                             f"CubaLIF form; danet-deploy needs 1..{DECAY_ONE}")
+        if not 0 < i_decay <= DECAY_ONE:
+            raise self.fail(index, kind, f"iDecay={i_decay:g}: Lava's current decay du = iDecay - 1 must be "
+                                         f"0..{DECAY_ONE - 1}, so iDecay must be 1..{DECAY_ONE}")
+        if not 0 <= v_decay <= DECAY_ONE:
+            raise self.fail(index, kind, f"vDecay={v_decay:g}: must be 0..{DECAY_ONE}")
         if _number(n, "gradedSpike", 0):
             raise self.fail(index, kind, "graded spikes (gradedSpike) are not supported; lava-dl's netx "
                                          "loader ignores them too, so retrain with binary spikes")
         if _number(n, "refDelay", 1) > 1:
             raise self.fail(index, kind, f"refractory delay {_number(n, 'refDelay'):g} is not supported "
                                          f"(Lava's LIF has none; lava-dl's netx loader ignores it)")
+        if v_decay == 0:
+            self._integrator(index, kind, i_decay, _number(n, "vThMant"), shape, bias)
+            return
         per_neuron = np.zeros(shape) if bias is None else np.broadcast_to(  # per channel or per neuron
             bias.reshape(-1, *([1] * (len(shape) - 1))) if bias.size != np.prod(shape) else bias.reshape(shape), shape)
         node = loihi_cuba(i_decay, v_decay, _number(n, "vThMant"), per_neuron, 1.0,
                           lambda v: np.broadcast_to(np.asarray(v, dtype=np.float64), shape))
         node.metadata = {"netx_layer": index}
         self.add(f"{index}.neuron", node, shape)
+
+    def _integrator(self, index: int, kind: str, i_decay: float, threshold: float, shape: tuple[int, ...],
+                    bias: np.ndarray | None) -> None:
+        """A voltage that never decays (``vDecay = 0``): ``v <- v + u + bias``. With no current
+        memory (``iDecay = 4096``, so ``u = A``) that is NIR's ``IF`` (``r = 1``), its bias moved
+        into the synapse node (the same constant every step). As the last layer with the largest
+        threshold it never fires short of saturating, and netx users read its voltage: it is
+        then the readout, whose summed current is that voltage (Lava's ``v`` is 64 times it)."""
+        if i_decay != DECAY_ONE:
+            raise self.fail(index, kind, f"vDecay=0 with iDecay={i_decay:g}: a voltage that never decays, fed "
+                                         f"by a current that does, has no NIR form (CubaLIF needs a voltage "
+                                         f"decay, IF a current without memory: iDecay={DECAY_ONE})")
+        synapse = self.nodes[self.last]
+        if bias is not None and np.any(bias):
+            synapse = self._with_bias(index, kind, synapse, bias, shape)
+        readout = index == self.final_index and threshold >= VTH_MANT_MAX
+        if readout and isinstance(synapse, nir.Linear):
+            synapse = nir.Affine(weight=synapse.weight, bias=np.zeros(len(synapse.weight)))
+        synapse.metadata = {**self.nodes[self.last].metadata, **({"read_by": "voltage"} if readout else {})}
+        self.nodes[self.last] = synapse
+        if readout:
+            self.readout = self.read_by_voltage = True
+            return
+        node = nir.IF(r=np.ones(shape), v_threshold=np.full(shape, threshold), v_reset=np.zeros(shape))
+        node.metadata = {"netx_layer": index}
+        self.add(f"{index}.neuron", node, shape)
+
+    def _with_bias(self, index: int, kind: str, synapse: nir.NIRNode, bias: np.ndarray,
+                   shape: tuple[int, ...]) -> nir.NIRNode:
+        """The synapse node with the layer's bias added to its output at every step."""
+        if isinstance(synapse, nir.Conv2d):
+            channels = shape[0]
+            per_channel = bias.reshape(channels, -1) if bias.size in (channels, int(np.prod(shape))) else None
+            if per_channel is None or not np.all(per_channel == per_channel[:, :1]):
+                raise self.fail(index, kind, "a per-neuron bias on a non-decaying conv layer has no NIR form "
+                                             "(a conv's bias is one per channel)")
+            synapse.bias = per_channel[:, 0].astype(np.float64)
+            return synapse
+        return nir.Affine(weight=synapse.weight, bias=np.broadcast_to(bias, (len(synapse.weight),)).copy())
 
     def layer(self, index: int, g: h5py.Group) -> None:
         kind = _text(g["type"]) if "type" in g else "?"
@@ -159,13 +205,24 @@ class _Reader:
         if kind == "dense" and "weight" in g:
             return (int(np.asarray(g["weight"]).shape[-1]),)
         if kind == "conv" and shape is not None and np.all(_pair(g, "stride", 1) == 1):
-            k = np.asarray(g["weight"]).shape[-2:]
-            pad = _pair(g, "padding", 0)
-            return (int(np.asarray(g["weight"]).shape[1] * _number(g, "groups", 1)),
+            w = self._kernel(index, kind, g)
+            k, pad = w.shape[-2:], _pair(g, "padding", 0)
+            return (int(w.shape[1] * _number(g, "groups", 1)),
                     *(int(o + kk - 1 - 2 * p) for o, kk, p in zip(shape[1:], k, pad)))
         raise self.fail(index, kind, "the file has no input layer, and this first layer does not fix the input "
                                      "shape; add one (slayer.block.cuba.Input, or a layer of type 'input' "
                                      "with a 'shape')")
+
+    def _kernel(self, index: int, kind: str, g: h5py.Group) -> np.ndarray:
+        """A conv or pool weight ``[out, in, kh, kw]``; slayer's blocks are 3-D convs over time and
+        some of its exports keep their time axis, ``[out, in, kh, kw, 1]`` (netx reads both)."""
+        w = np.asarray(g["weight"][()], dtype=np.float64)
+        if w.ndim == 5:
+            if w.shape[4] != 1:
+                raise self.fail(index, kind, f"weight of shape {list(w.shape)}: a kernel over time steps is "
+                                             f"not supported (netx reads [out, in, kh, kw, 1])")
+            w = w[..., 0]
+        return w
 
     def _synapse_delay(self, index: int, kind: str, g: h5py.Group) -> None:
         if "delay" not in g:
@@ -182,7 +239,7 @@ class _Reader:
     def _conv(self, index: int, kind: str, g: h5py.Group, shape: tuple[int, ...]) -> None:
         if len(self.shape) != 3:
             raise self.fail(index, kind, f"needs a (C, H, W) input, got {self.shape}")
-        w = np.asarray(g["weight"][()], dtype=np.float64)
+        w = self._kernel(index, kind, g)
         groups = int(_number(g, "groups", 1))
         if kind == "pool":  # one kernel shared by every channel: a depthwise conv
             groups = self.shape[0]
@@ -233,7 +290,10 @@ class _Reader:
         if self.last is None or self.last == "input":
             raise UserError(f"{self.path}: the netx file has no layers after its input")
         self.add("output", nir.Output(output_type={"output": np.array(self.shape)}), self.shape)
-        meta = {"dt": 1.0, "reset": "zero", "discretisation": "euler", "fixed_point": "loihi", "source_format": "netx", "connection": "plain"}
+        meta = {"dt": 1.0, "reset": "zero", "discretisation": "euler", "fixed_point": "loihi", "source_format": "netx",
+                "connection": "plain"}
+        if self.read_by_voltage:
+            meta["output_read_by"] = "voltage"
         if self.skipped:
             meta["netx_skipped"] = self.skipped
         return nir.NIRGraph(nodes=self.nodes, edges=self.edges, metadata=meta, type_check=False)
@@ -255,6 +315,7 @@ def read_netx(path: Path, keep_input_neurons: bool = False) -> nir.NIRGraph:
         if not isinstance(layers, h5py.Group) or [int(k) for k in names if k.isdigit()] != list(range(len(layers))):
             raise UserError(f"{path}: netx layers must be named 0..{len(layers) - 1}")
         reader = _Reader(path, keep_input_neurons)
+        reader.final_index = len(layers) - 1
         for i in range(len(layers)):
             g = layers[str(i)]
             kind = _text(g["type"]) if "type" in g else "?"

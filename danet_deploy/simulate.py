@@ -49,10 +49,14 @@ def _scores(ds, batch_size: int, art: Artifact, scores,
     return correct / len(ds), torch.cat(outputs), torch.cat(labels)
 
 
-def save_outputs(path: Path, result: dict[str, Any], outputs: torch.Tensor, labels: torch.Tensor) -> None:
-    """Each sample's output counts (what users compare with their own framework), atomically."""
+def save_outputs(path: Path, result: dict[str, Any], outputs: torch.Tensor, labels: torch.Tensor,
+                 voltage: torch.Tensor | None = None) -> None:
+    """Each sample's output counts (what users compare with their own framework), atomically;
+    ``voltage``: an output read by its voltage, at the last step, in Lava's units."""
     blob = {"format": TAGS["outputs"], "outputs": outputs, "labels": labels, "predictions": outputs.argmax(1),
             **{k: result[k] for k in ("artifact", "backend", "mode", "data", "dt", "timesteps")}}
+    if voltage is not None:
+        blob["voltage"] = voltage
     atomic_write(path, lambda tmp: torch.save(blob, tmp))
 
 
@@ -109,6 +113,7 @@ def simulate(artifact: Path, data: str, backend: str = "fast", samples: int | No
         print(f"danet-deploy: -T {timesteps} ignored: the samples of {data} are time series of "
               f"{result['timesteps']} steps", file=sys.stderr)
     t0 = time.perf_counter()
+    voltage = None
     if backend == "lava":
         result.update(lava_parity(art.program, art.program_path, art, ds, show_progress))
     else:  # fast: the fixed-point program when compiled, else the NIR graph in float
@@ -117,6 +122,7 @@ def simulate(artifact: Path, data: str, backend: str = "fast", samples: int | No
         with progress_bar("simulating", -(-len(ds) // batch_size), enabled=show_progress) as advance:
             result["accuracy"], outputs, labels = _scores(ds, batch_size, art, sim.scores, advance)
         if art.program is not None:
+            voltage = sim.voltage(outputs) if art.graph.metadata.get("output_read_by") == "voltage" else None
             outputs = sim.in_float_units(outputs)
     result["seconds"] = round(time.perf_counter() - t0, 3)
     if art.program is not None:
@@ -134,7 +140,7 @@ def simulate(artifact: Path, data: str, backend: str = "fast", samples: int | No
         print(f"danet-deploy: the output never fires on these {len(ds)} samples (all counts 0, dt = "
               f"{art.graph.dt:g} s){hint}", file=sys.stderr)
     if save_outputs_to is not None:
-        save_outputs(Path(save_outputs_to), result, outputs, labels)
+        save_outputs(Path(save_outputs_to), result, outputs, labels, voltage)
         result["outputs_file"] = str(save_outputs_to)
     return result
 

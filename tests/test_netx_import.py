@@ -204,6 +204,7 @@ def _edit(path: Path, layer: str, key: str, value) -> None:
     ("0", "neuron/type", b"SDNN", "layer 0 (dense): neuron type 'SDNN' is not supported"),
     ("0", "neuron/gradedSpike", True, "layer 0 (dense): graded spikes"),
     ("1", "neuron/iDecay", 0, "layer 1 (dense): iDecay=0"),
+    ("0", "neuron/vDecay", 0, "layer 0 (dense): vDecay=0 with iDecay=1024"),
     ("1", "delay", np.arange(10.0), "layer 1 (dense): per-neuron synaptic delays are not supported"),
 ])
 def test_unsupported_netx_layers_are_refused_naming_layer_and_type(tmp_path: Path, layer, key, value,
@@ -277,3 +278,107 @@ def test_simulate_saves_each_samples_output_spike_counts(tmp_path: Path) -> None
     proc = run_cli("simulate", str(tmp_path / "chip"), "--data", data, "--backend", "lava", "--save-outputs",
                    str(saved))
     assert proc.returncode == 1 and "--backend fast" in proc.stderr
+
+
+def _as_older_slayer_writes_it(path: Path) -> None:
+    """Conv weights with slayer's time axis, ``[out, in, kh, kw, 1]``, and neurons typed
+    ``LOIHI``: how lava-dl's own test network ``tiny.net`` is written."""
+    with h5py.File(path, "a") as f:
+        for g in f["layer"].values():
+            if "weight" in g and g["weight"].ndim == 4:
+                w = g["weight"][()]
+                del g["weight"]
+                g.create_dataset("weight", data=w[..., None])
+            if "neuron" in g:
+                del g["neuron/type"]
+                g["neuron"].create_dataset("type", data=b"LOIHI")
+
+
+def test_conv_weights_with_a_time_axis_and_loihi_neurons_spike_like_lava_dls_loader(tmp_path: Path) -> None:
+    path = tmp_path / "conv.net"
+    x, _ = _export_slayer("conv", path)
+    _as_older_slayer_writes_it(path)
+    with h5py.File(path) as f:
+        assert f["layer/0/weight"].ndim == 5
+    fast = _output_spikes(_program(path, x), x)
+    assert fast.sum() > 20
+    assert np.array_equal(fast, _netx_in_lava(path, x, 3))
+
+
+def _never_decaying(path: Path) -> None:
+    """The dense network with voltages that never decay (``vDecay = 0``, no current memory):
+    IF neurons in the hidden layer; the last layer with Loihi's largest threshold, as
+    PilotNet LIF's output layer, which never fires and is read by its voltage."""
+    for layer in ("0", "1"):
+        _edit(path, layer, "neuron/iDecay", 4096)
+        _edit(path, layer, "neuron/vDecay", 0)
+    _edit(path, "1", "neuron/vThMant", 2 ** 17 - 1)
+
+
+def _last_voltage_in_lava(path: Path, sample: torch.Tensor, hops: int) -> np.ndarray:
+    """lava-dl's own netx network in Lava on one sample (no reset): the last layer's ``v``
+    once every step of the sample has reached it."""
+    from lava.lib.dl.netx.hdf5 import Network
+    from lava.magma.core.run_conditions import RunSteps
+    from lava.magma.core.run_configs import Loihi2SimCfg
+    from lava.proc.io.source import RingBuffer as Source
+
+    data = np.zeros((STEPS + hops, *sample.shape[1:]), dtype=np.int32)
+    data[:STEPS] = sample.numpy()
+    net = Network(net_config=str(path), input_shape=tuple(sample.shape[1:][::-1]))
+    src = Source(data=np.moveaxis(data, 0, -1))
+    src.s_out.connect(net.inp)
+    try:
+        net.run(condition=RunSteps(num_steps=STEPS + hops - 1), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
+        return net.layers[-1].neuron.v.get()
+    finally:
+        net.stop()
+
+
+def test_a_voltage_that_never_decays_integrates_like_lava_dls_loader(tmp_path: Path) -> None:
+    import nir
+
+    path = tmp_path / "dense.net"
+    x, _ = _export_slayer("dense", path)
+    _never_decaying(path)
+    graph = load_artifact(path).graph
+    assert isinstance(graph.nodes["0.neuron"], nir.IF) and "1.neuron" not in graph.nodes
+    assert graph.metadata["output_read_by"] == "voltage"
+    sim = FixedSimulator(_program(path, x))
+    hidden = sim.run(x, record=True)["0.neuron"]
+    assert 0 < float(hidden.sum()) < hidden.numel()  # the IF layer fires, not always
+    voltage = sim.voltage(sim.scores(x))
+    for s in range(2):
+        assert np.array_equal(voltage[s].numpy(), _last_voltage_in_lava(path, x[s], 2)), f"sample {s}"
+
+
+def test_a_non_decaying_layer_adds_its_bias_every_step(tmp_path: Path) -> None:
+    """IF with a bias, against the integers written out by hand: ``v <- v + W s + bias``."""
+    path = tmp_path / "dense.net"
+    x, _ = _export_slayer("dense", path)
+    _never_decaying(path)
+    bias = np.arange(16) % 5 - 2
+    _edit(path, "0", "bias", bias.astype(np.float32))
+    with h5py.File(path) as f:
+        w, vth = f["layer/0/weight"][()].astype(np.int64), int(f["layer/0/neuron/vThMant"][()])
+    v, spikes = np.zeros((len(x), 16), np.int64), []
+    for t in range(STEPS):
+        v = v + x[:, t].numpy().astype(np.int64) @ w.T + bias
+        fired = v > vth
+        spikes.append(fired)
+        v[fired] = 0
+    ours = FixedSimulator(_program(path, x)).run(x, record=True)["0.neuron"].transpose(0, 1).numpy()
+    assert np.array_equal(ours, np.stack(spikes, 1)) and ours.sum() > 0
+
+
+@pytest.mark.slow
+def test_simulate_saves_the_voltage_of_an_output_read_by_voltage(tmp_path: Path) -> None:
+    path = tmp_path / "dense.net"
+    x, _ = _export_slayer("dense", path)
+    _never_decaying(path)
+    torch.save({"inputs": x, "labels": torch.zeros(len(x), dtype=torch.long)}, tmp_path / "spk.pt")
+    run_cli("export", str(path), "--target", "loihi2-sim", "-o", str(tmp_path / "chip"), check=True)
+    run_cli("simulate", str(tmp_path / "chip"), "--data", f"tensor:{tmp_path / 'spk.pt'}", "--save-outputs",
+            str(tmp_path / "out.pt"), check=True)
+    sim = FixedSimulator(_program(path, x))
+    assert torch.equal(torch.load(tmp_path / "out.pt")["voltage"], sim.voltage(sim.scores(x)))

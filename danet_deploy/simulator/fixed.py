@@ -268,6 +268,13 @@ class FixedSimulator:
     def scores(self, x: torch.Tensor) -> torch.Tensor:
         return self.scores_from(self.run(x), x.shape[1])
 
+    @staticmethod
+    def voltage(scores: torch.Tensor) -> torch.Tensor:
+        """Lava's ``v`` at the last step of a readout read by its voltage (a layer that never
+        decays or fires, docs/lava-dl.md): ``v <- v + u + bias`` with ``u = 64 A`` and the bias
+        64 times its mantissa, i.e. 64 times the summed integer current and bias."""
+        return scores * 64
+
     def in_float_units(self, scores: torch.Tensor) -> torch.Tensor:
         """Integer readout scores in the float model's units: the output's spike counts where
         a spiking layer feeds the output one to one (what the source framework counts)."""
