@@ -103,7 +103,8 @@ class _Reader:
         n = group["neuron"]
         ntype = _text(n["type"]) if "type" in n else "CUBA"
         if ntype not in NEURON_TYPES:
-            raise self.fail(index, kind, f"neuron type {ntype!r} is not supported (CUBA is)")
+            raise self.fail(index, kind, f"neuron type {ntype!r} is not supported (CUBA and LOIHI are; "
+                                         f"sigma-delta (SDNN) and resonate-and-fire networks are not yet)")
         i_decay, v_decay = _number(n, "iDecay"), _number(n, "vDecay")
         if not 0 < i_decay <= DECAY_ONE:
             raise self.fail(index, kind, f"iDecay={i_decay:g}: Lava's current decay du = iDecay - 1 must be "
