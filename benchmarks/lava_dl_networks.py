@@ -102,7 +102,7 @@ def pilotnet_lif(root: Path, export_dir: Path, work: Path) -> None:
     spikes, names = spikes_of(export_dir, x)
     records = [f"conv-{i}" for i in range(5)] + [f"fc-{i}" for i in range(3)]
     bad = total = 0
-    for lag, (name, record) in enumerate(zip(names, records), start=1):
+    for lag, (name, record) in enumerate(zip(names, records, strict=True), start=1):
         truth = np.moveaxis(np.load(gts / f"{record}.npy").astype(np.float32), -1, 0)  # [T, (W, H, C)]
         ours = spikes[name]
         ours = ours.transpose(0, 3, 2, 1) if ours.ndim == 4 else ours

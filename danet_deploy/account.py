@@ -174,13 +174,14 @@ class Accountant:
             timing["edp_dynamic_uj_ms"] = totals["energy_dynamic_pj"] * 1e-6 * latency_ms
         by_connection = {c: _summed([r for r in layers if r["connection"] == c])
                          for c in sorted({r["connection"] for r in layers})}
+        limits = {k: profile.limit(k) for k in ("neurons_per_core", "synaptic_memory_per_core")} \
+            if profile.kind == "chip" else None
         return {"format": TAGS["report"], "tool": "danet-deploy", "profile": profile.name, "profile_kind": profile.kind,
                 "estimates": profile.estimates(), "target": prog.target, "lowering": prog.lowered.lowering,
                 "timesteps": timesteps, "samples": self.samples, "pipeline_latency": prog.lowered.latency,
                 "static_power": static_power if timing is not None else "off", "timing": timing,
                 "mapping": summarise(mapping, profile) if profile.kind == "chip" else None,
-                "core_limits": {k: profile.limit(k) for k in ("neurons_per_core", "synaptic_memory_per_core")}
-                if profile.kind == "chip" else None,
+                "core_limits": limits, "core_table": core_table(layers, limits) if limits else None,
                 "layers": layers, "totals": totals, "by_connection": by_connection,
                 "edges": self._edges(n)}
 
@@ -194,6 +195,25 @@ class Accountant:
                              "map": t.map.kind, "synapses": synapse_count(t.map, t.weight_q), "delay": t.delay,
                              "event": self.event_kind(t.source), "events": self.edge_events[(name, i)] / samples})
         return rows
+
+
+def core_table(layers: list[dict[str, Any]], limits: dict[str, float]) -> list[dict[str, Any]]:
+    """What fills each layer's cores, as Intel's compiler prints it per layer group (neurons and
+    synapses per core, cores) so that a mapping can be held against a chip compiler's, plus
+    which limit sets the count (docs/accounting.md, "Per-core table")."""
+    rows = []
+    for r in layers:
+        if not r["cores"]:
+            continue
+        slots = r["neurons"] * r["compartments"]
+        by_neurons = math.ceil(slots / limits["neurons_per_core"])
+        by_memory = math.ceil(r["synapse_bits"] / limits["synaptic_memory_per_core"])
+        bound = "neurons" if by_neurons == r["cores"] >= by_memory and by_neurons > 1 else \
+            "synaptic memory" if by_memory == r["cores"] > 1 else "fits one core"
+        rows.append({"name": r["name"], "max_fan_in": r["max_fan_in"], "neurons_per_core": math.ceil(slots / r["cores"]),
+                     "synapses_per_core": math.ceil(r["synapses"] / r["cores"]), "cores": r["cores"],
+                     "bound_by": bound})
+    return rows
 
 
 def _summed(rows: list[dict[str, Any]]) -> dict[str, Any]:

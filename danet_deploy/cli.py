@@ -20,7 +20,7 @@ from .errors import UserError
 from .lava_runtime import LavaDlNeeded
 from .signals import signals_end_the_run
 from .models import CONNECTIONS, FRAMEWORKS, list_archs
-from .progress import console, fitted
+from .progress import as_text, console, fitted
 
 DEFAULT_ARCH, DEFAULT_CONNECTION = "digits_resnet", "da"
 
@@ -378,7 +378,7 @@ def report(artifact: str, profile: str, data: str, fmt: str, wide: bool, output:
     counts are summed.
     """
     from .outputs import check_output_file
-    from .report import TABLE_LAYOUTS, as_table, build_report, render, write
+    from .report import TABLE_LAYOUTS, as_core_table, as_table, build_report, render, write
 
     if output:
         check_output_file(Path(output), "report", force)
@@ -395,6 +395,9 @@ def report(artifact: str, profile: str, data: str, fmt: str, wide: bool, output:
         console.print(f"wrote {output}")
     elif fmt == "table":
         emit(fitted(lambda columns: as_table(rep, columns), TABLE_LAYOUTS, wide))
+        cores = as_core_table(rep)
+        if cores is not None:
+            emit(as_text(cores))
     else:
         emit(render(rep, fmt))
 

@@ -69,6 +69,22 @@ def as_table(report: dict[str, Any], columns: Sequence[str] = COLUMNS) -> Table:
 
 
 TABLE_LAYOUTS = layouts(COLUMNS, MAIN_COLUMNS, NARROWER)
+CORE_HEADINGS = {"name": "layer", "max_fan_in": "max fan-in", "neurons_per_core": "neurons / core",
+                 "synapses_per_core": "synapses / core", "cores": "cores", "bound_by": "set by"}
+
+
+def as_core_table(report: dict[str, Any]) -> Table | None:
+    """The per-core table (``core_table``), or None for a profile without cores."""
+    rows = report.get("core_table")
+    if not rows:
+        return None
+    t = Table(title="per core: what fills each layer's cores", box=box.SIMPLE_HEAD)
+    for key, heading in CORE_HEADINGS.items():
+        t.add_column(heading, justify="left" if key in ("name", "bound_by") else "right", no_wrap=True)
+    for r in rows:
+        t.add_row(*(str(r[k]) if k in ("name", "bound_by") else f"{r[k]:,}" for k in CORE_HEADINGS))
+    t.add_row("total", "", "", "", f"{sum(r['cores'] for r in rows):,}", "", style="bold")
+    return t
 
 
 def as_csv(report: dict[str, Any]) -> str:

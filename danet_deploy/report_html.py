@@ -259,6 +259,19 @@ def _core_use(report: dict[str, Any]) -> str:
     return _png(draw, (10, 1.2 + 0.28 * len(layers)))
 
 
+def _core_table(report: dict[str, Any]) -> str:
+    """The per-core table (``core_table``), as Intel's compiler prints one per layer group."""
+    rows = report.get("core_table")
+    if not rows:
+        return ""
+    body = [[r["name"], f"{r['max_fan_in']:,}", f"{r['neurons_per_core']:,}", f"{r['synapses_per_core']:,}",
+             str(r["cores"]), r["bound_by"]] for r in rows]
+    body.append(["total", "", "", "", f"{sum(r['cores'] for r in rows):,}", ""])
+    return ("<p class=\"note\">Per core: what fills each layer's cores and which limit sets their number "
+            "(synapses are counted unrolled, one per input-output pair).</p>"
+            + _table(["layer", "max fan-in", "neurons / core", "synapses / core", "cores", "set by"], body))
+
+
 def report_page(report: dict[str, Any]) -> str:
     """The whole report as one self-contained HTML page."""
     title = f"danet-deploy report: {report.get('source', '')}"
@@ -283,7 +296,7 @@ def report_page(report: dict[str, Any]) -> str:
         _table(["connection", "SOPs", "graded ops", "MACs", "dynamic energy", "static energy", "total", "cores"],
                conn_rows),
         "<h2>Synaptic events and spike rates</h2>", _events_per_layer(report),
-        "<h2>Core utilisation</h2>", _core_use(report),
+        "<h2>Core utilisation</h2>", _core_use(report), _core_table(report),
         "<h2>Per layer</h2><div class=\"scroll\">",
         _table([HEADINGS.get(c, c) for c in COLUMNS], layer_rows, left=3), "</div>",
         "<h2>About these figures</h2><p class=\"note\">Dynamic energy = SOPs, graded ops, neuron updates, spike "

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from danet_deploy.account import Accountant
+from danet_deploy.account import Accountant, core_table
 from danet_deploy.compile import compile_graph
 from danet_deploy.converters.nir_export import to_nir
 from danet_deploy.converters.nir_import import read_nir
@@ -104,6 +104,25 @@ def test_rows_sum_to_totals_and_energy_follows_the_profile(tmp_path: Path) -> No
     assert parts["static"] > 0 and "energy.synaptic_op" in loihi["estimates"]
     assert set(cmos["by_connection"]) == {"sew", "stem", "head"}
     assert cmos["totals"]["energy_static_pj"] == 0 and cmos["timing"] is None  # no chip, no static power
+
+
+
+def test_the_per_core_table_names_the_limit_that_sets_each_layers_cores(tmp_path: Path) -> None:
+    program, x = _program(tmp_path, "digits_resnet", "da")
+    acc = Accountant(program)
+    acc.add(x)
+    report = acc.report(load_profile("loihi2"), 3)
+    assert sum(r["cores"] for r in report["core_table"]) == report["totals"]["cores"]
+    limits = {"neurons_per_core": 8192, "synaptic_memory_per_core": 2 ** 20}
+
+    def layer(name: str, neurons: int, bits: int, cores: int) -> dict:
+        return {"name": name, "neurons": neurons, "compartments": 1, "synapse_bits": bits, "synapses": bits // 8,
+                "max_fan_in": 9, "cores": cores}
+
+    rows = core_table([layer("wide", 10_000, 2 ** 19, 2), layer("dense", 100, 7 * 2 ** 19, 4),
+                       layer("small", 10, 800, 1), layer("recurrent", 0, 0, 0)], limits)
+    assert [(r["name"], r["bound_by"], r["neurons_per_core"], r["synapses_per_core"]) for r in rows] == [
+        ("wide", "neurons", 5000, 32768), ("dense", "synaptic memory", 25, 114688), ("small", "fits one core", 10, 100)]
 
 
 def test_energy_is_dynamic_plus_static_under_each_static_power_attribution(tmp_path: Path) -> None:
