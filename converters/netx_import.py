@@ -192,18 +192,20 @@ class _Reader:
             raise KeyError("shape")
         if kind in ("conv", "pool"):
             self._conv(index, kind, g, shape)
-        elif kind == "dense":
+        elif kind in ("dense", "dense_rec"):
             self._dense(index, g, shape)
+            if kind == "dense_rec":
+                self._recurrent(index, g, shape)
         elif kind == "average":
             self._average(index, g)
             return
         else:
-            raise self.fail(index, kind, "this layer type is not supported (input, conv, pool, flatten, dense "
-                                         "and average are)")
+            raise self.fail(index, kind, "this layer type is not supported (input, conv, pool, flatten, dense, "
+                                         "dense_rec and average are)")
 
     def _first_input(self, index: int, kind: str, g: h5py.Group, shape: tuple[int, ...] | None) -> tuple[int, ...]:
         """The input shape of a file without an input layer, where the first layer fixes it."""
-        if kind == "dense" and "weight" in g:
+        if kind in ("dense", "dense_rec") and "weight" in g:
             return (int(np.asarray(g["weight"]).shape[-1]),)
         if kind == "conv" and shape is not None and np.all(_pair(g, "stride", 1) == 1):
             w = self._kernel(index, kind, g)
@@ -276,6 +278,23 @@ class _Reader:
             return
         self.add(f"{index}.dense", nir.Linear(weight=w), (n_out,))
         self.cuba(index, "dense", g, (n_out,), bias)
+
+    def _recurrent(self, index: int, g: h5py.Group, shape: tuple[int, ...]) -> None:
+        """``slayer.block.cuba.Recurrent``: the layer's own spikes of the step before, through
+        ``weight_rec``, added to its input current (netx: a second synapse from the neurons'
+        output to their input, one step later, as a recurrent NIR edge is)."""
+        if self.readout or "weight_rec" not in g:
+            raise self.fail(index, "dense_rec", "a recurrent layer needs neurons and a 'weight_rec'")
+        if "delay_rec" in g:
+            raise self.fail(index, "dense_rec", "delays on recurrent synapses are not supported")
+        n = int(np.prod(shape))
+        w = np.asarray(g["weight_rec"][()], dtype=np.float64).reshape(n, -1)
+        if w.shape[1] != n:
+            raise self.fail(index, "dense_rec", f"weight_rec has {w.shape[1]} inputs, the layer has {n} neurons")
+        name = f"{index}.recurrent"
+        self.nodes[name] = nir.Linear(weight=w)
+        self.nodes[name].metadata = {"connection": "plain"}
+        self.edges += [(self.last, name), (name, self.last)]
 
     def _average(self, index: int, g: h5py.Group) -> None:
         """slayer's population average: the sum of each group of neurons (same arg-max)."""
