@@ -22,6 +22,10 @@ from .signals import signals_end_the_run
 from .models import CONNECTIONS, FRAMEWORKS, list_archs
 from .progress import as_text, console, fitted
 
+DATA_HELP = ("digits | cifar10:PATH | cifar100:PATH | imagefolder:PATH | tensor:PATH | nmnist:PATH | dvsgesture:PATH | "
+             "cifar10dvs:PATH | shd:PATH. Event data: PATH is tonic's save_to folder; recordings are framed into "
+             "the model's -T steps (equal time bins; add ?window=US or ?events=N) and cached (docs/events.md).")
+
 DEFAULT_ARCH, DEFAULT_CONNECTION = "digits_resnet", "da"
 
 
@@ -156,7 +160,7 @@ def _train_options(f):
 @main.command()
 @_train_options
 @click.option("--data", default="digits", show_default=True,
-              help="digits | cifar10:PATH | cifar100:PATH | imagefolder:PATH | tensor:PATH")
+              help=DATA_HELP)
 @click.option("--amp", is_flag=True, help="Mixed precision (CUDA only).")
 @click.option("--workers", default=0, show_default=True, type=click.IntRange(0), help="Data-loader workers.")
 @click.option("--learn-beta", is_flag=True, help="Learn each layer's membrane decay.")
@@ -294,7 +298,7 @@ def profiles() -> None:
 @main.command()
 @click.argument("artifact", type=click.Path(exists=True))
 @click.option("--data", default="digits", show_default=True,
-              help="digits | cifar10:PATH | cifar100:PATH | imagefolder:PATH | tensor:PATH")
+              help=DATA_HELP)
 @click.option("--backend", default="fast", show_default=True, type=click.Choice(["fast", "lava"]),
               help="fast: batched PyTorch (fixed point on compiled exports, float on NIR graphs); "
                    "lava: Lava Loihi2SimCfg, bit-accurate, checked against fast.")
@@ -343,7 +347,7 @@ def simulate(artifact: str, as_json: bool, **kw) -> None:
 @click.option("--profile", "-p", default="loihi2", show_default=True,
               help="Hardware profile (loihi2, loihi1, cmos45) or a .toml file.")
 @click.option("--data", default="digits", show_default=True,
-              help="digits | cifar10:PATH | cifar100:PATH | imagefolder:PATH | tensor:PATH")
+              help=DATA_HELP)
 @click.option("--format", "fmt", default="table", show_default=True,
               type=click.Choice(["table", "json", "csv", "html"]),
               help="table: for people (the main columns; all with --wide, in a pipe or a file); json, csv: every "
@@ -410,8 +414,7 @@ def report(artifact: str, profile: str, data: str, fmt: str, wide: bool, output:
 @click.option("--profile", "-p", default="loihi2", show_default=True,
               help="Hardware profile for the energy figures (loihi2, loihi1, cmos45) or a .toml file.")
 @click.option("--data", default="digits", show_default=True,
-              help="Dataset to train and account on: digits | cifar10:PATH | cifar100:PATH | imagefolder:PATH | "
-                   "tensor:PATH")
+              help="Dataset to train and account on: " + DATA_HELP)
 @click.option("--epochs", default=12, show_default=True, type=click.IntRange(1),
               help="Epochs for variants that have no checkpoint in --models-dir yet.")
 @click.option("--models-dir", default="runs/compare", show_default=True, type=click.Path(file_okay=False),

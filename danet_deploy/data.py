@@ -5,6 +5,9 @@
 * ``imagefolder:PATH``: ImageNet layout, ``PATH/train/<class>/*`` and ``PATH/val/<class>/*``.
 * ``tensor:PATH`` (or a bare ``*.pt`` path): a torch file with ``inputs`` ``[N, ...]``
   (static) or ``[N, T, ...]`` (time-varying) and ``labels`` ``[N]``.
+* ``nmnist:PATH``, ``dvsgesture:PATH``, ``cifar10dvs:PATH``, ``shd:PATH`` (optionally
+  ``?window=US`` or ``?events=N``): event recordings as tonic keeps them, framed into the
+  model's time steps (:mod:`danet_deploy.events`, docs/events.md).
 """
 
 from __future__ import annotations
@@ -19,11 +22,14 @@ import torch
 from torch.utils.data import Dataset, Subset, TensorDataset
 
 from .errors import UserError
+from .events import SOURCES as EVENT_SOURCES
+from .events import load_events
 
 if TYPE_CHECKING:
     from .ir.graph import FlatGraph
 
-KINDS = ("digits", "cifar10:PATH", "cifar100:PATH", "imagefolder:PATH", "tensor:PATH")
+KINDS = ("digits", "cifar10:PATH", "cifar100:PATH", "imagefolder:PATH", "tensor:PATH",
+         *(f"{kind}:PATH" for kind in EVENT_SOURCES))
 SPLIT_SEED = 0
 TEST_FRACTION = 0.2
 
@@ -38,6 +44,7 @@ class DataInfo:
     num_classes: int
     mean: list[float]
     std: list[float]
+    framing: dict[str, Any] | None = None  # event data: how recordings became frames (events.Framing)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -137,8 +144,20 @@ def _tensor(path: Path, split: str, static_dims: int | None) -> tuple[Dataset, D
     return TensorDataset(x[idx], y[idx]), info
 
 
-def load_dataset(spec: str, split: str = "train", static_dims: int | None = None) -> tuple[Dataset, DataInfo]:
-    """Return the dataset named by ``spec`` and what it is; ``split`` is train, test or all."""
+def _events(spec: str, split: str, timesteps: int | None) -> tuple[Dataset, DataInfo]:
+    if split == "all":
+        raise UserError(f"{spec}: event datasets have a train and a test split, not 'all'")
+    ds, what = load_events(spec, split, timesteps)
+    return ds, DataInfo(spec, what["name"], what["input_shape"], what["num_classes"], [0.0], [1.0],
+                        what["framing"])
+
+
+def load_dataset(spec: str, split: str = "train", static_dims: int | None = None,
+                 timesteps: int | None = None) -> tuple[Dataset, DataInfo]:
+    """Return the dataset named by ``spec`` and what it is; ``split`` is train, test or all.
+
+    ``timesteps``: the steps event recordings are framed into (the model's or graph's T).
+    """
     if split not in ("train", "test", "all"):
         raise ValueError(split)
     kind, _, path = spec.partition(":")
@@ -152,6 +171,8 @@ def load_dataset(spec: str, split: str = "train", static_dims: int | None = None
         ds, info = _imagefolder(_existing(path, spec), split)
     elif kind == "tensor":
         ds, info = _tensor(_existing(path, spec), split, static_dims)
+    elif kind in EVENT_SOURCES:
+        ds, info = _events(spec, split, timesteps)
     else:
         raise UserError(f"unknown dataset {spec!r}; valid: {', '.join(KINDS)}")
     if len(ds) == 0:

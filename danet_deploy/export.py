@@ -177,7 +177,7 @@ def calibration_batch(art: Artifact, data: str | None, samples: int) -> torch.Te
 def calibration_data(spec: str, graph: FlatGraph, samples: int = CALIBRATION_SAMPLES) -> torch.Tensor:
     """The first ``samples`` training samples of ``spec``, shaped for ``graph``'s input."""
     split = "train" if evaluation_split(spec) == "test" else "all"
-    ds = first(load_dataset(spec, split)[0], samples)
+    ds = first(load_dataset(spec, split, timesteps=graph.timesteps)[0], samples)
     x = torch.stack([ds[i][0] for i in range(len(ds))]).float()
     return as_time_series(x, graph)
 

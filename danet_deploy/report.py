@@ -148,7 +148,7 @@ def build_report(artifact: Path, profile: str, data: str, samples: int | None = 
         target_profile = prof if prof.kind == "chip" else load_profile("loihi2")
         target = "loihi2-sim" if target_profile.name == "loihi2" else target_profile.name
         program, _ = compile_graph(art.graph, target, target_profile, "auto", calibration_batch(art, data, 32))
-    ds = evaluation_data(art, data, samples)
+    ds, info = evaluation_data(art, data, samples)
     share = Subset(ds, range(rank, len(ds), world)) if world > 1 else ds
     acc = Accountant(program, dev)
     steps = art.graph.timesteps
@@ -171,6 +171,8 @@ def build_report(artifact: Path, profile: str, data: str, samples: int | None = 
     report = acc.report(prof, steps, static_power)
     report["accuracy"] = float(correct[0]) / len(ds)
     report["data"] = data
+    if info.framing:
+        report["framing"] = info.framing
     report["source"] = art.source.name
     if art.model is not None:
         report["reference_accuracy"] = float(correct[1]) / len(ds)

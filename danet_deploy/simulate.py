@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
-from .data import as_time_series, evaluation_split, first, load_dataset
+from .data import DataInfo, as_time_series, evaluation_split, first, load_dataset
 from .errors import UserError
 from .ir.program import Program
 from .converters.nir_reference import ReferenceSimulator
@@ -60,14 +60,15 @@ def save_outputs(path: Path, result: dict[str, Any], outputs: torch.Tensor, labe
     atomic_write(path, lambda tmp: torch.save(blob, tmp))
 
 
-def evaluation_data(art: Artifact, data: str, samples: int | None):
-    """The first ``samples`` of ``data``'s evaluation split, checked to fit ``art``'s outputs."""
-    ds, info = load_dataset(data, evaluation_split(data))
+def evaluation_data(art: Artifact, data: str, samples: int | None) -> tuple[Dataset, DataInfo]:
+    """The first ``samples`` of ``data``'s evaluation split, checked to fit ``art``'s outputs,
+    and what the data is."""
+    ds, info = load_dataset(data, evaluation_split(data), timesteps=art.graph.timesteps)
     outputs = int(np.prod(art.graph.shapes[art.graph.outputs[0]]))
     if info.num_classes > outputs:
         raise UserError(f"{data}: labels go up to {info.num_classes - 1}, but {art.source.name} has "
                         f"{outputs} outputs (classes 0 to {outputs - 1}); check the labels or the dataset")
-    return first(ds, samples)
+    return first(ds, samples), info
 
 
 def use_timesteps(art: Artifact, timesteps: int) -> None:
@@ -105,8 +106,9 @@ def simulate(artifact: Path, data: str, backend: str = "fast", samples: int | No
     if backend == "lava" and art.program is None:
         raise UserError(f"{artifact}: --backend lava needs a compiled export "
                         f"(danet-deploy export MODEL --target loihi2-sim)")
-    ds = evaluation_data(art, data, samples)
+    ds, info = evaluation_data(art, data, samples)
     result: dict[str, Any] = {"backend": backend, "artifact": str(artifact), "data": data, "samples": len(ds),
+                              **({"framing": info.framing} if info.framing else {}),
                               "mode": "fixed" if art.program is not None else "float", "dt": art.graph.dt,
                               "timesteps": int(as_time_series(ds[0][0][None].float(), art.graph).shape[1])}
     if timesteps is not None and result["timesteps"] != timesteps == art.graph.timesteps:

@@ -205,8 +205,8 @@ def train(opts: TrainOptions, out: Path, force: bool = False, grid_for: GridFor 
         raise UserError("--amp needs a CUDA device")
     rank, world, device = init_distributed(device)
     seed_everything(opts.seed)
-    train_ds, info = load_dataset(opts.data, "train")
-    test_ds, _ = load_dataset(opts.data, "test")
+    train_ds, info = load_dataset(opts.data, "train", timesteps=opts.timesteps)
+    test_ds, _ = load_dataset(opts.data, "test", timesteps=opts.timesteps)
 
     start_epoch, resume_state = 0, None
     if opts.resume:

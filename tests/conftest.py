@@ -26,6 +26,21 @@ def digits_tensor_file(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def frame_cache_of_the_session(tmp_path_factory) -> Iterator[None]:
+    """Framed event recordings are cached in the session's own folder, never the user's cache
+    (the CLI processes the tests start inherit it)."""
+    from danet_deploy.events import CACHE_ENV
+
+    before = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(tmp_path_factory.mktemp("frame-cache"))
+    yield
+    if before is None:
+        os.environ.pop(CACHE_ENV)
+    else:
+        os.environ[CACHE_ENV] = before
+
+
 # every Lava run of this session, in this process and in the CLI processes it starts, names its
 # shared-memory segments with this tag: the leak check below sees only the suite's own segments,
 # whatever other danet-deploy runs on the machine are doing

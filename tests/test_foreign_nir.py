@@ -23,6 +23,7 @@ from danet_deploy.lowering import lower
 from danet_deploy.converters.nir_reference import ReferenceSimulator
 
 from .conftest import run_cli
+from .event_files import write_nmnist
 
 HIDDEN, OUT, INPUTS, STEPS = 38, 7, 12, 25  # the NIR paper's Braille SRNN sizes
 
@@ -302,21 +303,20 @@ def _csnn() -> nir.NIRGraph:
 
 @pytest.mark.slow
 def test_nmnist_csnn_compiles_runs_in_lava_and_is_counted(tmp_path: Path) -> None:
+    """On N-MNIST-format recordings read by tonic, framed into 8 steps (docs/events.md)."""
     path = tmp_path / "csnn.nir"
     nir.write(path, _csnn())
-    g = torch.Generator().manual_seed(0)
-    data = tmp_path / "events.pt"
-    torch.save({"inputs": (torch.rand(6, 8, 2, 34, 34, generator=g) < 0.15).float(),
-                "labels": torch.arange(6) % 10}, data)
+    write_nmnist(tmp_path / "nmnist", 1, events=(3000, 5000))  # a real recording holds about 4,000
+    data = f"nmnist:{tmp_path / 'nmnist'}?bins=8"
     out = tmp_path / "chip"
-    run_cli("export", str(path), "-t", "loihi2-sim", "--dt", "1", "--data", str(data), "-o", str(out), check=True)
+    run_cli("export", str(path), "-t", "loihi2-sim", "--dt", "1", "--data", data, "-o", str(out), check=True)
     from danet_deploy.ir.program import read_program
 
     pops = read_program(out / "program.h5").populations
     pooled_conv = pops["6"].terms[0].map
     assert (pooled_conv.kind, pooled_conv.kernel, pooled_conv.stride) == ("conv", (6, 6), (2, 2))
-    result = json.loads(run_cli("simulate", str(out), "--data", str(data), "--backend", "lava", "--json",
+    result = json.loads(run_cli("simulate", str(out), "--data", data, "--backend", "lava", "--json",
                                 check=True).stdout)
-    assert result["spike_mismatches"] == 0 and result["nonzero_values"] > 10_000
-    report = json.loads(run_cli("report", str(out), "--data", str(data), "--format", "json", check=True).stdout)
-    assert report["totals"]["sops"] > 0 and len(report["layers"]) == 6
+    assert result["spike_mismatches"] == 0 and result["nonzero_values"] > 10_000 and result["samples"] == 10
+    report = json.loads(run_cli("report", str(out), "--data", data, "--format", "json", check=True).stdout)
+    assert report["totals"]["sops"] > 0 and len(report["layers"]) == 6 and report["framing"]["n_time_bins"] == 8

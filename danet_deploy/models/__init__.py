@@ -19,6 +19,7 @@ from .graph import COUNT, REAL, SPIKE, GraphBuilder, Node, SpikingNet
 from .neurons import LIF
 
 CONNECTIONS = ("plain", "aa", "sew", "sew-and", "sew-iand", "ms", "pa", "da")
+DOWNSAMPLE_FROM = 64  # a small-input architecture given a sensor this wide gets a stem that divides by 4
 NEURON_DEFAULTS = {"beta": 0.5, "threshold": 1.0, "learn_beta": False, "surrogate_alpha": 2.0}
 FRAMEWORKS = {  # the neuron parameters each training framework takes, with their defaults
     "snntorch": NEURON_DEFAULTS,
@@ -102,9 +103,11 @@ def make_config(arch: str, connection: str, num_classes: int, timesteps: int = 4
                         "current does not persist (a netx file may use any decay)")
     if num_classes < 1 or timesteps < 1:
         raise UserError("num_classes and timesteps must be positive")
+    shape = list(input_shape or spec.input_shape)
+    downsample = max(spec.input_shape[1:]) < DOWNSAMPLE_FROM <= max(shape[1:])
     return {"arch": arch, "connection": connection, "num_classes": int(num_classes),
             "timesteps": int(timesteps),
-            "input_shape": list(input_shape or spec.input_shape),
+            "input_shape": shape, **({"stem": "downsample"} if downsample else {}),
             "neuron": {**({"framework": framework} if framework != "snntorch" else {}), **defaults, **neuron_kw}}
 
 

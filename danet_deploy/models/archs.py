@@ -69,9 +69,15 @@ def _new_net(config: dict[str, Any]) -> tuple[SpikingNet, GraphBuilder, str]:
     return net, g, g.add("input", "input", (), STEM, REAL)
 
 
-def _stem_for(family: str, in_channels: int, neuron: dict[str, Any]) -> Stem:
+def _stem_for(family: str, config: dict[str, Any], neuron: dict[str, Any]) -> Stem:
+    """ImageNet: 7x7 stride-2 conv and max-pool. Small inputs: one 3x3 conv; with the config's
+    ``stem: downsample`` (an event sensor of 128x128 given to a CIFAR-sized network) a 3x3
+    stride-2 conv and a spike max-pool, dividing by 4 as the ImageNet stem does (docs/events.md)."""
+    in_channels = config["input_shape"][0]
     if family == "imagenet":
         return Stem(in_channels, 64, 7, 2, True, neuron)
+    if config.get("stem") == "downsample":
+        return Stem(in_channels, 16, 3, 2, True, neuron)
     return Stem(in_channels, 16, 3, 1, False, neuron)
 
 
@@ -85,7 +91,7 @@ def build_staged(config: dict[str, Any], family: str, kind: str, widths: list[in
     """
     connection, neuron = config["connection"], config["neuron"]
     net, g, x = _new_net(config)
-    net.stem = _stem_for(family, config["input_shape"][0], neuron)
+    net.stem = _stem_for(family, config, neuron)
     x = net.stem.wire(g, "stem", x)
     cin = net.stem.out_channels
     net.stages = nn.ModuleList()
@@ -138,7 +144,7 @@ def build_densenet(config: dict[str, Any], growth: int, layers: list[int]) -> Sp
     """
     neuron = config["neuron"]
     net, g, x = _new_net(config)
-    net.stem = _stem_for("small", config["input_shape"][0], neuron)
+    net.stem = _stem_for("small", config, neuron)
     sources, channels = [net.stem.wire(g, "stem", x)], [net.stem.out_channels]
     net.blocks = nn.ModuleList()
     net.transitions = nn.ModuleList()
