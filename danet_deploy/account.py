@@ -65,6 +65,10 @@ class Accountant:
         # costs its neuron's fan-out, so counting is one multiply-add per neuron and step
         self.fan_out = {(name, i): self._fan_out(t, (self.sim.weights[(name, i)] != 0).to(torch.float64))
                         for name, pop in program.populations.items() for i, t in enumerate(pop.terms)}
+        # NeuroBench's Dense: every weight, zero or not, of every input position reaching an output
+        self.dense_pairs = sum(float(self._fan_out(t, torch.ones_like(self.sim.weights[(name, i)],
+                                                                      dtype=torch.float64)).sum())
+                               for name, pop in program.populations.items() for i, t in enumerate(pop.terms))
 
     def add(self, x: torch.Tensor) -> torch.Tensor:
         """Simulate a batch ``[N, T, ...]``, count its events; return the predictions."""
@@ -183,7 +187,26 @@ class Accountant:
                 "mapping": summarise(mapping, profile) if profile.kind == "chip" else None,
                 "core_limits": limits, "core_table": core_table(layers, limits) if limits else None,
                 "layers": layers, "totals": totals, "by_connection": by_connection,
-                "edges": self._edges(n)}
+                "edges": self._edges(n), "neurobench": {"deployed": self.neurobench(layers, timesteps)}}
+
+    def neurobench(self, layers: list[dict[str, Any]], timesteps: int) -> dict[str, Any]:
+        """NeuroBench's metrics of the program as deployed, per inference, from these counts
+        (definitions and where they part from NeuroBench's: docs/accounting.md, "NeuroBench")."""
+        weights = [t.weight_q for pop in self.program.populations.values() for t in pop.terms]
+        active = [r for r in layers if r["kind"] not in ("readout", "recurrent")]
+        by_layer = {r["name"]: 1 - r["spikes"] / (r["neurons"] * timesteps) for r in active if r["neurons"]}
+        slots = sum(r["neurons"] for r in active) * timesteps
+        return {
+            "Footprint": sum(r["synapse_bits"] for r in layers) / 8,
+            "ConnectionSparsity": sum(int((w == 0).sum()) for w in weights) / max(sum(w.size for w in weights), 1),
+            "ActivationSparsity": 1 - sum(r["spikes"] for r in active) / slots if slots else 0.0,
+            "ActivationSparsityByLayer": by_layer,
+            "SynapticOperations": {"Effective_MACs": sum(r["macs"] + r["graded_ops"] for r in layers),
+                                   "Effective_ACs": sum(r["sops"] for r in layers),
+                                   "Dense": self.dense_pairs * timesteps},
+            "MembraneUpdates": sum(r["neuron_updates"] for r in layers),
+        }
+
 
     def _edges(self, samples: int) -> list[dict[str, Any]]:
         """Every synapse group with its synapses, delay and events per inference."""
@@ -290,3 +313,14 @@ def _energy(layers: list[dict[str, Any]], profile: Profile, timing: dict[str, fl
         r["energy_dynamic_pj"] = sum(parts[p] for p in DYNAMIC_PARTS)
         r["energy_static_pj"] = parts["static"]
         r["energy_pj"] = r["energy_dynamic_pj"] + r["energy_static_pj"]
+
+
+def neurobench_trained(model: torch.nn.Module) -> dict[str, float]:
+    """NeuroBench's static metrics of the float model as trained, by NeuroBench's own
+    definitions: Footprint (bytes of parameters and buffers) and ConnectionSparsity (zero
+    weights of the Linear and Conv layers), unrounded."""
+    tensors = [*model.parameters(), *model.buffers()]
+    layers = [m.weight for m in model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv1d,
+                                                                   torch.nn.Conv2d, torch.nn.Conv3d))]
+    return {"Footprint": float(sum(t.numel() * t.element_size() for t in tensors)),
+            "ConnectionSparsity": sum(int((w == 0).sum()) for w in layers) / max(sum(w.numel() for w in layers), 1)}

@@ -349,9 +349,10 @@ def simulate(artifact: str, as_json: bool, **kw) -> None:
 @click.option("--data", default="digits", show_default=True,
               help=DATA_HELP)
 @click.option("--format", "fmt", default="table", show_default=True,
-              type=click.Choice(["table", "json", "csv", "html"]),
+              type=click.Choice(["table", "json", "csv", "html", "neurobench"]),
               help="table: for people (the main columns; all with --wide, in a pipe or a file); json, csv: every "
-                   "figure; html: a self-contained page.")
+                   "figure; html: a self-contained page; neurobench: NeuroBench's metrics of the deployed network "
+                   "as its Benchmark.run() returns them (docs/accounting.md).")
 @click.option("--wide", is_flag=True, help="Table: every column, however wide the terminal.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to this file instead of stdout "
               "(an existing file is replaced only when danet-deploy wrote it).")
@@ -382,7 +383,7 @@ def report(artifact: str, profile: str, data: str, fmt: str, wide: bool, output:
     counts are summed.
     """
     from .outputs import check_output_file
-    from .report import TABLE_LAYOUTS, as_core_table, as_table, build_report, render, write
+    from .report import TABLE_LAYOUTS, as_core_table, as_neurobench_table, as_table, build_report, render, write
 
     if output:
         check_output_file(Path(output), "report", force)
@@ -399,9 +400,9 @@ def report(artifact: str, profile: str, data: str, fmt: str, wide: bool, output:
         console.print(f"wrote {output}")
     elif fmt == "table":
         emit(fitted(lambda columns: as_table(rep, columns), TABLE_LAYOUTS, wide))
-        cores = as_core_table(rep)
-        if cores is not None:
-            emit(as_text(cores))
+        for extra in (as_core_table(rep), as_neurobench_table(rep)):
+            if extra is not None:
+                emit(as_text(extra))
     else:
         emit(render(rep, fmt))
 

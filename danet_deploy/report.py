@@ -14,7 +14,7 @@ from rich.table import Table
 from . import report_format as units
 from .report_format import (COLUMNS, COMPARE_HEADINGS, COMPARE_MAIN, COMPARE_NARROWER, HEADINGS, MAIN_COLUMNS,
                             NARROWER, SHORT_HEADINGS, cell, compare_cell, layouts)
-from .account import ENERGY_PARTS, Accountant
+from .account import ENERGY_PARTS, Accountant, neurobench_trained
 from .chip_tuning import chip_grid
 from .compile import compile_graph
 from .data import as_time_series, first
@@ -24,7 +24,7 @@ from .profiles import load_profile
 from .progress import as_text, progress_bar
 from .report_html import report_page
 
-FORMATS = ("table", "json", "csv", "html")
+FORMATS = ("table", "json", "csv", "html", "neurobench")
 def summary_lines(report: dict[str, Any]) -> list[str]:
     """Energy (dynamic first), time and accuracy in a few lines for every format that has prose."""
     t = report["totals"]
@@ -87,6 +87,18 @@ def as_core_table(report: dict[str, Any]) -> Table | None:
     return t
 
 
+def as_neurobench_table(report: dict[str, Any]) -> Table | None:
+    """NeuroBench's metrics, as deployed and as trained, or None for a report without them."""
+    if "neurobench" not in report:
+        return None
+    t = Table(title="NeuroBench's metrics, per inference (docs/accounting.md)", box=box.SIMPLE_HEAD)
+    for heading in ("metric", "as deployed", "as trained"):
+        t.add_column(heading, justify="left" if heading == "metric" else "right", no_wrap=True)
+    for row in units.neurobench_rows(report):
+        t.add_row(*row)
+    return t
+
+
 def as_csv(report: dict[str, Any]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -97,9 +109,18 @@ def as_csv(report: dict[str, Any]) -> str:
     return buf.getvalue()
 
 
+def neurobench_results(report: dict[str, Any]) -> dict[str, Any]:
+    """The deployed network's metrics as NeuroBench's ``Benchmark.run()`` returns them (one
+    key per metric class), with the accuracy as ``ClassificationAccuracy`` and our format tag."""
+    return {"format": TAGS["report"], "ClassificationAccuracy": report["accuracy"],
+            **report["neurobench"]["deployed"]}
+
+
 def render(report: dict[str, Any], fmt: str) -> str | Table:
     if fmt == "json":
         return json.dumps(report, indent=2, sort_keys=True) + "\n"
+    if fmt == "neurobench":
+        return json.dumps(neurobench_results(report), indent=2, sort_keys=True) + "\n"
     if fmt == "csv":
         return as_csv(report)
     if fmt == "html":
@@ -176,6 +197,7 @@ def build_report(artifact: Path, profile: str, data: str, samples: int | None = 
     report["source"] = art.source.name
     if art.model is not None:
         report["reference_accuracy"] = float(correct[1]) / len(ds)
+        report["neurobench"]["trained"] = neurobench_trained(art.model)
     if lava_samples and rank == 0:
         report["lava"] = _lava_check(art, program, first(ds, lava_samples), show_progress)
     return report

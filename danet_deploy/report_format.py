@@ -109,3 +109,24 @@ def compare_cell(key: str, v: object) -> str:
     if key == "synapse_kib":
         return f"{count(float(v) * 1024)}B"
     return cell(key, v)
+
+
+NEUROBENCH_METRICS = ("Footprint", "ConnectionSparsity", "ActivationSparsity", "SynapticOperations.Effective_ACs",
+                      "SynapticOperations.Effective_MACs", "SynapticOperations.Dense", "MembraneUpdates")
+
+
+def neurobench_rows(report: dict) -> list[list[str]]:
+    """NeuroBench's metrics (report key ``neurobench``) as rows: metric, as deployed, as trained."""
+    nb = report.get("neurobench") or {}
+
+    def shown(metrics: dict | None, name: str) -> str:
+        value: object = metrics or {}
+        for part in name.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        if value is None:
+            return "-"
+        if name == "Footprint":
+            return f"{count(value)}B"
+        return f"{value:.4f}" if "Sparsity" in name else count(value)
+
+    return [[name, shown(nb.get("deployed"), name), shown(nb.get("trained"), name)] for name in NEUROBENCH_METRICS]

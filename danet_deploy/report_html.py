@@ -272,6 +272,16 @@ def _core_table(report: dict[str, Any]) -> str:
             + _table(["layer", "max fan-in", "neurons / core", "synapses / core", "cores", "set by"], body))
 
 
+def _neurobench(report: dict[str, Any]) -> str:
+    """NeuroBench's metrics as deployed and as trained (where the definitions part: docs/accounting.md)."""
+    if "neurobench" not in report:
+        return ""
+    return ("<h2>NeuroBench's metrics</h2><p class=\"note\">Per inference, under NeuroBench's names: as deployed "
+            "(the compiled program: its synaptic memory, quantised weights and events) and as trained (the float "
+            "model's parameters and buffers).</p>"
+            + _table(["metric", "as deployed", "as trained"], units.neurobench_rows(report)))
+
+
 def report_page(report: dict[str, Any]) -> str:
     """The whole report as one self-contained HTML page."""
     title = f"danet-deploy report: {report.get('source', '')}"
@@ -298,7 +308,7 @@ def report_page(report: dict[str, Any]) -> str:
         "<h2>Synaptic events and spike rates</h2>", _events_per_layer(report),
         "<h2>Core utilisation</h2>", _core_use(report), _core_table(report),
         "<h2>Per layer</h2><div class=\"scroll\">",
-        _table([HEADINGS.get(c, c) for c in COLUMNS], layer_rows, left=3), "</div>",
+        _table([HEADINGS.get(c, c) for c in COLUMNS], layer_rows, left=3), "</div>", _neurobench(report),
         "<h2>About these figures</h2><p class=\"note\">Dynamic energy = SOPs, graded ops, neuron updates, spike "
         "routing and MACs times the profile's per-operation energies. Static energy = the chip's static power "
         f"times the estimated inference time, attributed by <b>{_esc(report['static_power'])}</b> "

@@ -167,7 +167,7 @@ def test_edges_carry_every_synapse_groups_events(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_report_formats_are_complete_and_deterministic(trained_digits: Path, tmp_path: Path) -> None:
-    for fmt in ("json", "csv", "html"):
+    for fmt in ("json", "csv", "html", "neurobench"):
         for name in ("a", "b"):
             run_cli("report", str(trained_digits), "--profile", "loihi2", "--data", "digits", "--samples", "40",
                     "--format", fmt, "-o", str(tmp_path / f"{name}.{fmt}"), check=True)
@@ -192,7 +192,13 @@ def test_report_formats_are_complete_and_deterministic(trained_digits: Path, tmp
     for edge in report["edges"]:  # the network picture shows every synapse group
         assert html.escape(f"{edge['source']} -> {edge['target']}") in page
     table = run_cli("report", str(trained_digits), "--samples", "20", check=True).stdout
-    assert "stem.sn" in table and "total" in table
+    assert "stem.sn" in table and "total" in table and "SynapticOperations.Effective_ACs" in table
+    nb, deployed = json.loads((tmp_path / "a.neurobench").read_text()), report["neurobench"]["deployed"]
+    assert nb == {"format": "danet-deploy/report/1", "ClassificationAccuracy": report["accuracy"], **deployed}
+    assert deployed["SynapticOperations"]["Effective_ACs"] == report["totals"]["sops"] > 0
+    assert deployed["MembraneUpdates"] == report["totals"]["neuron_updates"]
+    assert deployed["Footprint"] == report["totals"]["synapse_bits"] / 8
+    assert report["neurobench"]["trained"]["Footprint"] > 0 and "NeuroBench's metrics" in page
 
 
 @pytest.mark.slow

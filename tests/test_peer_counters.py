@@ -31,10 +31,15 @@ from danet_deploy.profiles import load_profile
 from danet_deploy.simulator.fixed import FixedSimulator
 
 
+def _key(name: str, back: bool = False) -> str:
+    """A population's name as a torch module name (no dots) and back."""
+    return name.replace("/", ".") if back else name.replace(".", "/")
+
+
 class TermLayers(nn.Module):
     """A program's synapse terms as torch layers, driven step by step by recorded activity."""
 
-    def __init__(self, program: Program) -> None:
+    def __init__(self, program: Program, activations: bool = True) -> None:
         super().__init__()
         self.program = program
         self.sim = FixedSimulator(program)
@@ -52,10 +57,17 @@ class TermLayers(nn.Module):
                 layers.append(layer)
                 self.terms.append((t.source, t.map.in_shape))
         self.layers = nn.ModuleList(layers)
+        # what each neuron population sends, through an activation NeuroBench hooks (spikes are
+        # 0/1, so ReLU passes them as they are): its ActivationSparsity sees our neurons' output
+        # (syops would count the ReLUs' own operations: it gets none)
+        self.activations = nn.ModuleDict({_key(name): nn.ReLU() for name, pop in program.populations.items()
+                                          if activations and pop.kind not in ("input", "readout")})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [N, T, ...]
         rec = self.sim.run(x, record=True)
         for step in range(x.shape[1]):
+            for key, activation in self.activations.items():
+                activation(rec[_key(key, back=True)][step])
             for layer, (source, in_shape) in zip(self.layers, self.terms):
                 values = rec[source][step].reshape(x.shape[0], *in_shape).contiguous()
                 layer(values if isinstance(layer, nn.Conv2d) else values.reshape(x.shape[0], -1))
@@ -72,45 +84,83 @@ def _program(tmp_path: Path, arch: str, connection: str, lowering: str) -> tuple
     return program, x
 
 
-def _ours(program: Program, x: torch.Tensor) -> dict[str, float]:
+def _report(program: Program, x: torch.Tensor) -> dict:
     acc = Accountant(program)
     acc.add(x)
-    return acc.report(load_profile("loihi2"), x.shape[1])["totals"]
+    return acc.report(load_profile("loihi2"), x.shape[1])
 
 
-def _neurobench(program: Program, x: torch.Tensor) -> dict[str, float]:
+def _ours(program: Program, x: torch.Tensor) -> dict[str, float]:
+    return _report(program, x)["totals"]
+
+
+def _neurobench(program: Program, x: torch.Tensor) -> dict:
+    """NeuroBench 2.3's own Benchmark on the program's terms, driven by what the program sent."""
     from neurobench.benchmarks import Benchmark
-    from neurobench.metrics.workload import SynapticOperations
+    from neurobench.metrics.workload import ActivationSparsity, ActivationSparsityByLayer, SynapticOperations
     from neurobench.models import TorchModel
 
     loader = DataLoader(TensorDataset(x, torch.zeros(x.shape[0], dtype=torch.long)), batch_size=4)
-    bench = Benchmark(TorchModel(TermLayers(program)), loader, [], [], [[], [SynapticOperations]])
-    result = bench.run(quiet=True)["SynapticOperations"]
-    return {k: float(v) for k, v in result.items()}
+    bench = Benchmark(TorchModel(TermLayers(program)), loader, [], [],
+                      [[], [SynapticOperations, ActivationSparsity, ActivationSparsityByLayer]])
+    return bench.run(quiet=True)
 
 
 def test_neurobench_agrees_on_a_plain_network(tmp_path: Path) -> None:
     """Binary spikes into conv layers (borders, strides), a real-valued stem: the conventions meet.
 
     NeuroBench counts (nonzero input, nonzero weight) pairs that reach an output, as
-    ACs when a call's input is all in {-1, 0, 1}, else as MACs with inputs binarised.
+    ACs when a call's input is all in {-1, 0, 1}, else as MACs with inputs binarised;
+    Dense counts every weight of every input position that reaches an output.
     """
     program, x = _program(tmp_path, "digits_resnet", "plain", "expand")
-    ours, nb = _ours(program, x), _neurobench(program, x)
+    report, nb = _report(program, x), _neurobench(program, x)
+    ours, deployed = report["totals"], report["neurobench"]["deployed"]
     assert ours["sops"] > 0 and ours["macs"] > 0
-    assert nb["Effective_ACs"] == pytest.approx(ours["sops"], rel=1e-12)
-    assert nb["Effective_MACs"] == pytest.approx(ours["macs"], rel=1e-12)
+    assert nb["SynapticOperations"]["Effective_ACs"] == pytest.approx(ours["sops"], rel=1e-12)
+    assert nb["SynapticOperations"]["Effective_MACs"] == pytest.approx(ours["macs"], rel=1e-12)
+    for key in ("Effective_ACs", "Effective_MACs", "Dense"):
+        assert deployed["SynapticOperations"][key] == pytest.approx(nb["SynapticOperations"][key], rel=1e-12), key
+    assert 0 < nb["ActivationSparsity"] < 1
+    assert deployed["ActivationSparsity"] == pytest.approx(nb["ActivationSparsity"], rel=1e-12)
+    by_layer = {_key(name, back=True): v for name, v in nb["ActivationSparsityByLayer"].items()}
+    assert by_layer.keys() == deployed["ActivationSparsityByLayer"].keys()
+    assert all(deployed["ActivationSparsityByLayer"][k] == pytest.approx(v, rel=1e-12) for k, v in by_layer.items())
 
 
 def test_neurobench_classes_relayed_sums_as_macs(tmp_path: Path) -> None:
     """DA sums lowered through relays: the same pairs, but NeuroBench calls a step with any
-    relay value beyond 1 a MAC step, where we count graded ops (one message per nonzero)."""
+    relay value beyond 1 a MAC step, where we count graded ops (one message per nonzero);
+    our Effective_MACs count every graded message as a MAC, so only the sums meet."""
     program, x = _program(tmp_path, "resnet20", "da", "relay")
-    ours, nb = _ours(program, x), _neurobench(program, x)
+    report, nb = _report(program, x), _neurobench(program, x)
+    ours, deployed = report["totals"], report["neurobench"]["deployed"]["SynapticOperations"]
+    nb = nb["SynapticOperations"]
     assert ours["graded_ops"] > 0
     assert nb["Effective_ACs"] + nb["Effective_MACs"] == pytest.approx(
         ours["sops"] + ours["graded_ops"] + ours["macs"], rel=1e-12)
     assert nb["Effective_MACs"] > ours["macs"]  # relay steps moved to MACs
+    assert deployed["Effective_MACs"] >= nb["Effective_MACs"] and deployed["Dense"] == pytest.approx(nb["Dense"])
+
+
+def test_neurobench_static_metrics_of_the_snntorch_model_equal_ours_as_trained() -> None:
+    """NeuroBench's Footprint and ConnectionSparsity on the zoo's snnTorch model, by its own
+    Benchmark, equal the report's ``neurobench.trained`` (NeuroBench rounds sparsity to 4 places)."""
+    from neurobench.benchmarks import Benchmark
+    from neurobench.metrics.static import ConnectionSparsity, Footprint
+    from neurobench.models import TorchModel
+
+    from danet_deploy.account import neurobench_trained
+
+    torch.manual_seed(0)
+    model = build("digits_resnet", "da", 10, timesteps=2).eval()
+    with torch.no_grad():
+        model.stem.conv.weight[0] = 0  # some zero weights to count
+    loader = DataLoader(TensorDataset(torch.rand(2, 1, 8, 8), torch.zeros(2, dtype=torch.long)), batch_size=2)
+    nb = Benchmark(TorchModel(model), loader, [], [], [[Footprint, ConnectionSparsity], []]).run(quiet=True)
+    ours = neurobench_trained(model)
+    assert ours["Footprint"] == nb["Footprint"] > 0
+    assert 0 < ours["ConnectionSparsity"] and round(ours["ConnectionSparsity"], 4) == nb["ConnectionSparsity"]
 
 
 def _dense_program(tmp_path: Path) -> tuple[Program, torch.Tensor]:
@@ -143,7 +193,7 @@ def test_syops_agrees_on_a_fully_connected_network(tmp_path: Path) -> None:
 
     program, x = _dense_program(tmp_path)
     ours = _ours(program, x)
-    model = add_syops_counting_methods(TermLayers(program))
+    model = add_syops_counting_methods(TermLayers(program, activations=False))
     model.eval()
     sink = io.StringIO()
     with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
