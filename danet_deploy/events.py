@@ -311,6 +311,11 @@ def cache_folder(source: EventSource, folder: Path, split: str, recs: list[Recor
 def load_events(spec: str, split: str, timesteps: int | None) -> tuple[CachedFrames, dict[str, Any]]:
     """The framed ``split`` of the event dataset ``spec`` and what a checkpoint records of it."""
     kind, root, framing = parse(spec, timesteps)
+    try:
+        import tonic  # noqa: F401 - every reader below is tonic's
+    except ImportError:
+        raise UserError(f"{kind}: event datasets are read with tonic, which is not installed here: pip install "
+                        f"'tonic>=1.5,<2' (the Lava runtime: danet-deploy lava-runtime setup)") from None
     source = SOURCES[kind]
     folder = dataset_folder(source, root)
     recs = recordings(source, folder, split)
