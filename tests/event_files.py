@@ -42,7 +42,7 @@ def write_nmnist(root: Path, per_class: int, seed: int = 0, events: tuple[int, i
 def write_dvsgesture(root: Path, users: int, seed: int = 0, events: tuple[int, int] = (200, 600)
                      ) -> dict[str, list[tuple[dict, int]]]:
     """tonic's DVS Gesture: ``ibmGesture{Train,Test}/userNN_<lighting>/<label>.npy`` rows of
-    ``x, y, p, t`` with t in milliseconds."""
+    ``x, y, p, t`` with t in milliseconds; each split's recordings in sorted path order."""
     rng = np.random.default_rng(seed)
     out: dict[str, list] = {}
     for split, folder in (("train", "ibmGestureTrain"), ("test", "ibmGestureTest")):
@@ -54,7 +54,8 @@ def write_dvsgesture(root: Path, users: int, seed: int = 0, events: tuple[int, i
                 path = root / "DVSGesture" / folder / f"user{user:02d}_fluorescent" / f"{label}.npy"
                 path.parent.mkdir(parents=True, exist_ok=True)
                 np.save(path, np.stack([ev["x"], ev["y"], ev["p"], ev["t"]], 1).astype(np.float64))
-                out[split].append(({**ev, "t": ev["t"] * 1000}, label))
+                out[split].append((str(path), {**ev, "t": ev["t"] * 1000}, label))
+        out[split] = [(ev, label) for _, ev, label in sorted(out[split], key=lambda r: r[0])]
     return out
 
 
@@ -94,3 +95,69 @@ def frames_by_hand(ev: dict[str, np.ndarray], bins: int, shape: tuple[int, int, 
         if b < bins:
             frames[b, p, yi, x] += 1
     return frames
+
+
+AEDAT4_MAGIC = b"#!AER-DAT4.0\r\n"
+AEDAT4_STREAMS = ('<dv version="2.0"><node name="outInfo" path="/mainloop/Recorder/outInfo/">'
+                  '<node name="0" path="/mainloop/Recorder/outInfo/0/">'
+                  '<attr key="compression" type="string">NONE</attr>'
+                  '<attr key="originalOutputName" type="string">events</attr>'
+                  '<attr key="typeIdentifier" type="string">EVTS</attr>'
+                  '<node name="info" path="/mainloop/Recorder/outInfo/0/info/">'
+                  '<attr key="sizeX" type="int">128</attr><attr key="sizeY" type="int">128</attr>'
+                  '</node></node></node></dv>')
+
+
+def _aedat4_header() -> bytes:
+    """The ``Ioheader`` flatbuffer (ioheader.fbs: compression None, file_data_position -1,
+    the stream description), laid out by hand: root offset, identifier, vtable, table, string."""
+    text = AEDAT4_STREAMS.encode()
+    vtable = np.array([10, 20, 4, 8, 16], "<u2").tobytes()  # sizes, then the three fields' offsets
+    table = (np.array([24 - 8], "<i4").tobytes() + np.array([0], "<i4").tobytes()
+             + np.array([-1], "<i8").tobytes() + np.array([44 - 40], "<u4").tobytes())
+    buf = np.array([24], "<u4").tobytes() + b"IOHE" + vtable + b"\0" * 6 + table
+    buf += np.array([len(text)], "<u4").tobytes() + text + b"\0"
+    return buf + b"\0" * (-len(buf) % 8)
+
+
+def _aedat4_events(ev: dict[str, np.ndarray]) -> bytes:
+    """A size-prefixed ``EventPacket`` flatbuffer (events.fbs): 16-byte ``Event`` structs
+    ``t: int64, x: int16, y: int16, on: bool`` in a vector aligned to 8."""
+    n = len(ev["t"])
+    events = np.zeros(n, np.dtype({"names": ["t", "x", "y", "on"], "formats": ["<i8", "<i2", "<i2", "?"],
+                                   "offsets": [0, 8, 10, 12], "itemsize": 16}))
+    events["t"], events["x"], events["y"], events["on"] = ev["t"], ev["x"], ev["y"], ev["p"].astype(bool)
+    body = (np.array([20 - 4], "<u4").tobytes() + b"EVTS" + np.array([6, 8, 4], "<u2").tobytes() + b"\0" * 2
+            + np.array([20 - 12], "<i4").tobytes() + np.array([28 - 24], "<u4").tobytes()
+            + np.array([n], "<u4").tobytes() + events.tobytes())
+    return np.array([len(body)], "<u4").tobytes() + body
+
+
+def write_aedat4(path: Path, ev: dict[str, np.ndarray], packets: int = 2) -> None:
+    """An AEDAT 4 file of one 128 x 128 event stream (id 0), uncompressed, in ``packets``
+    packets, as the ``aedat`` decoder tonic uses reads it."""
+    out = AEDAT4_MAGIC
+    header = _aedat4_header()
+    out += np.array([len(header)], "<u4").tobytes() + header
+    for part in np.array_split(np.arange(len(ev["t"])), packets):
+        packet = _aedat4_events({k: v[part] for k, v in ev.items()})
+        out += np.array([0, len(packet)], "<u4").tobytes() + packet
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(out)
+
+
+CIFAR10DVS_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+def write_cifar10dvs(root: Path, per_class: int, seed: int = 0) -> dict[str, list[tuple[dict, int]]]:
+    """``root/CIFAR10DVS/<class>/cifar10_<class>_N.aedat4``; the last tenth of each class
+    (sorted names) is test, as danet-deploy splits it."""
+    rng = np.random.default_rng(seed)
+    out: dict[str, list] = {"train": [], "test": []}
+    for label, name in enumerate(CIFAR10DVS_CLASSES):
+        n_test = int(round(per_class * 0.1))
+        for k in range(per_class):
+            ev = random_events(rng, int(rng.integers(200, 500)), 128, 128, 1_000_000)
+            write_aedat4(root / "CIFAR10DVS" / name / f"cifar10_{name}_{k}.aedat4", ev)
+            out["test" if k >= per_class - n_test else "train"].append((ev, label))
+    return out

@@ -16,15 +16,13 @@ from danet_deploy.errors import UserError
 from danet_deploy.events import cache_root
 from danet_deploy.models import build, make_config
 from .conftest import one_line_error, run_cli
-from .event_files import frames_by_hand, write_dvsgesture, write_nmnist, write_nmnist_bin, write_shd
+from .event_files import (frames_by_hand, write_cifar10dvs, write_dvsgesture, write_nmnist, write_nmnist_bin,
+                          write_shd)
 
 WRITERS = {"nmnist": (lambda root: write_nmnist(root, 1), (2, 34, 34), 10),
            "dvsgesture": (lambda root: write_dvsgesture(root, 1), (2, 128, 128), 11),
+           "cifar10dvs": (lambda root: write_cifar10dvs(root, 10), (2, 128, 128), 10),
            "shd": (lambda root: write_shd(root, 6), (1, 1, 700), 20)}
-
-
-def _by_label(truth: list[tuple[dict, int]]) -> dict[int, dict]:
-    return {label: ev for ev, label in truth}
 
 
 @pytest.mark.parametrize("kind", sorted(WRITERS))
@@ -37,11 +35,10 @@ def test_each_recording_is_framed_into_the_time_steps_as_counted_by_hand(kind: s
         assert info.framing == {"by": "bins", "n_time_bins": 5, "timesteps": 5,
                                 "sensor_size": [shape[2], shape[1], shape[0]]}
         assert len(ds) == len(truth[split])
-        events = _by_label(truth[split])  # every label once per split (SHD: 6 distinct labels)
-        for i in range(len(ds)):
+        for i, (events, label) in enumerate(truth[split]):  # the writers list recordings in the reading order
             x, y = ds[i]
-            assert x.dtype == torch.float32 and x.shape == (5, *shape)
-            hand = frames_by_hand(events[y], 5, shape)
+            assert x.dtype == torch.float32 and x.shape == (5, *shape) and y == label
+            hand = frames_by_hand(events, 5, shape)
             assert np.array_equal(x.numpy(), hand) and hand.sum() > 0
 
 
