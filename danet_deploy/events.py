@@ -268,19 +268,30 @@ class CachedFrames(Dataset):
         from tonic import DiskCachedDataset
 
         self.cache = cache
-        self.frames = DiskCachedDataset(framed, cache_path=str(cache))
-        self._fill(framed, title)
+        try:
+            self.frames = DiskCachedDataset(framed, cache_path=str(cache))
+            self._fill(framed, title)
+        except OSError as e:
+            raise UserError(f"cannot write the frame cache in {cache} ({e.strerror or e}); point {CACHE_ENV} "
+                            f"at a writable folder with space (docs/events.md)") from None
 
     def _fill(self, framed: FramedRecordings, title: str) -> None:
-        """Frame every recording the first time (with a bar); ``complete`` marks a full cache."""
+        """Frame every recording the first time (with a bar); ``complete.json`` marks a full
+        cache. One process fills it: others (torchrun's ranks) wait on the lock, then read."""
+        import fcntl
+
         marker = self.cache / "complete.json"
         if marker.exists():
             return
-        with progress_bar(f"framing {title}", len(self.frames)) as advance:
-            for i in range(len(self.frames)):
-                self.frames[i]
-                advance()
-        marker.write_text(json.dumps({"recordings": len(framed), "framing": framed.framing.to_dict()}))
+        with open(self.cache / ".lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if marker.exists():
+                return
+            with progress_bar(f"framing {title}", len(self.frames)) as advance:
+                for i in range(len(self.frames)):
+                    self.frames[i]
+                    advance()
+            marker.write_text(json.dumps({"recordings": len(framed), "framing": framed.framing.to_dict()}))
 
     def __len__(self) -> int:
         return len(self.frames)

@@ -128,3 +128,29 @@ def test_event_data_for_a_graph_without_time_steps_is_refused_in_one_line(tmp_pa
     nir_file = Path(__file__).parent / "data" / "peers" / "sinabs-csnn.nir"
     one_line_error(run_cli("simulate", str(nir_file), "--dt", "1", "--reset", "zero", "--data", f"nmnist:{tmp_path}"),
                    "?bins=N")
+
+
+def test_processes_framing_one_dataset_at_once_fill_its_cache_once(tmp_path: Path, monkeypatch) -> None:
+    """torchrun's ranks load the same split together: one frames it, the others read its cache."""
+    import subprocess
+    import sys
+
+    monkeypatch.setenv("DANET_DEPLOY_CACHE", str(tmp_path / "cache"))
+    write_nmnist(tmp_path, 2)
+    code = ("import sys, torch; from danet_deploy.data import load_dataset; "
+            f"ds, _ = load_dataset('nmnist:{tmp_path}', 'train', timesteps=4); "
+            "torch.save(torch.stack([ds[i][0] for i in range(len(ds))]), sys.argv[1])")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path / f"{r}.pt")], stderr=subprocess.PIPE)
+             for r in range(3)]
+    assert all(p.wait() == 0 for p in procs), [p.stderr.read() for p in procs]
+    frames = [torch.load(tmp_path / f"{r}.pt") for r in range(3)]
+    assert all(torch.equal(frames[0], f) for f in frames[1:]) and frames[0].sum() > 0
+    assert len(list((cache_root() / "frames").glob("nmnist-train-*/complete.json"))) == 1
+
+
+def test_an_unwritable_cache_is_a_one_line_error(tmp_path: Path, monkeypatch) -> None:
+    write_nmnist(tmp_path / "data", 1)
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("DANET_DEPLOY_CACHE", str(tmp_path / "file"))
+    with pytest.raises(UserError, match="frame cache"):
+        load_dataset(f"nmnist:{tmp_path / 'data'}", "test", timesteps=2)
