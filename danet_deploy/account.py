@@ -315,12 +315,78 @@ def _energy(layers: list[dict[str, Any]], profile: Profile, timing: dict[str, fl
         r["energy_pj"] = r["energy_dynamic_pj"] + r["energy_static_pj"]
 
 
-def neurobench_trained(model: torch.nn.Module) -> dict[str, float]:
-    """NeuroBench's static metrics of the float model as trained, by NeuroBench's own
-    definitions: Footprint (bytes of parameters and buffers) and ConnectionSparsity (zero
-    weights of the Linear and Conv layers), unrounded."""
+CONNECTION_LAYERS = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)  # NeuroBench's
+
+
+def neurobench_trained(model: torch.nn.Module, activity: "FloatActivity | None" = None) -> dict[str, Any]:
+    """NeuroBench's metrics of the float model as trained, by NeuroBench's definitions:
+    Footprint (bytes of parameters and buffers), ConnectionSparsity (zero weights of the
+    Linear and Conv layers, unrounded) and, from ``activity``, its workload metrics."""
     tensors = [*model.parameters(), *model.buffers()]
-    layers = [m.weight for m in model.modules() if isinstance(m, (torch.nn.Linear, torch.nn.Conv1d,
-                                                                   torch.nn.Conv2d, torch.nn.Conv3d))]
-    return {"Footprint": float(sum(t.numel() * t.element_size() for t in tensors)),
-            "ConnectionSparsity": sum(int((w == 0).sum()) for w in layers) / max(sum(w.numel() for w in layers), 1)}
+    weights = [m.weight for m in model.modules() if isinstance(m, CONNECTION_LAYERS)]
+    static = {"Footprint": float(sum(t.numel() * t.element_size() for t in tensors)),
+              "ConnectionSparsity": sum(int((w == 0).sum()) for w in weights) / max(sum(w.numel() for w in weights), 1)}
+    return {**static, **(activity.metrics() if activity is not None else {})}
+
+
+class FloatActivity:
+    """NeuroBench's workload metrics of a float model, counted by forward hooks as NeuroBench's
+    own hooks count them (docs/accounting.md, "NeuroBench"): every call of a Linear or Conv
+    layer adds its (nonzero input, nonzero weight) pairs that reach an output, as ACs when the
+    call's inputs are all in {-1, 0, 1}, else as MACs, and its Dense pairs (all ones); every
+    call of an snnTorch neuron adds its spikes and outputs. Per sample, like NeuroBench."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        import snntorch
+
+        self.counts = dict.fromkeys(("Effective_ACs", "Effective_MACs", "Dense", "nonzero", "outputs"), 0.0)
+        self.samples = 0
+        self.neurons = [m for m in model.modules() if isinstance(m, snntorch.SpikingNeuron)]
+        self.handles = [model.register_forward_pre_hook(self._batch)]
+        self.handles += [m.register_forward_hook(self._connection) for m in model.modules()
+                         if isinstance(m, CONNECTION_LAYERS)]
+        self.handles += [m.register_forward_hook(self._activation) for m in self.neurons]
+
+    def close(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+    def all_reduce(self) -> None:
+        """Sum every DDP rank's counts (integers, exact in float64), as ``Accountant.all_reduce``."""
+        import torch.distributed as dist
+
+        keys = list(self.counts)
+        device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
+        flat = torch.tensor([self.counts[k] for k in keys] + [float(self.samples)], dtype=torch.float64,
+                            device=device)
+        dist.all_reduce(flat)
+        self.counts, self.samples = dict(zip(keys, flat[:-1].tolist())), int(flat[-1])
+
+    def _batch(self, module: torch.nn.Module, args: tuple) -> None:
+        self.samples += args[0].shape[0]
+
+    def _connection(self, layer: torch.nn.Module, args: tuple, out: torch.Tensor) -> None:
+        x = args[0].detach()
+        spiking = bool(((x == 0) | (x == 1) | (x == -1)).all())
+        nonzero = (layer.weight.detach() != 0).to(x.dtype)
+        self.counts["Effective_ACs" if spiking else "Effective_MACs"] += _pairs(layer, (x != 0).to(x.dtype), nonzero)
+        self.counts["Dense"] += _pairs(layer, torch.ones_like(x), torch.ones_like(nonzero))
+
+    def _activation(self, neuron: torch.nn.Module, args: tuple, out: Any) -> None:
+        spikes = out[0] if isinstance(out, tuple) else out
+        self.counts["nonzero"] += int(torch.count_nonzero(spikes))
+        self.counts["outputs"] += spikes.numel()
+
+    def metrics(self) -> dict[str, Any]:
+        n, c = max(self.samples, 1), self.counts
+        sparsity = 1 - c["nonzero"] / c["outputs"] if self.neurons and c["outputs"] else None
+        return {"ActivationSparsity": sparsity,
+                "SynapticOperations": {k: c[k] / n for k in ("Effective_MACs", "Effective_ACs", "Dense")}}
+
+
+def _pairs(layer: torch.nn.Module, x: torch.Tensor, weight: torch.Tensor) -> float:
+    """Input-weight pairs reaching an output: the layer applied, without bias, to 0/1 tensors."""
+    if isinstance(layer, torch.nn.Linear):
+        return float(F.linear(x, weight).sum())
+    conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[weight.dim() - 2]
+    return float(conv(x, weight, None, layer.stride, layer.padding, layer.dilation, layer.groups).sum())

@@ -14,7 +14,7 @@ from rich.table import Table
 from . import report_format as units
 from .report_format import (COLUMNS, COMPARE_HEADINGS, COMPARE_MAIN, COMPARE_NARROWER, HEADINGS, MAIN_COLUMNS,
                             NARROWER, SHORT_HEADINGS, cell, compare_cell, layouts)
-from .account import ENERGY_PARTS, Accountant, neurobench_trained
+from .account import ENERGY_PARTS, Accountant, FloatActivity, neurobench_trained
 from .chip_tuning import chip_grid
 from .compile import compile_graph
 from .data import as_time_series, first
@@ -183,11 +183,17 @@ def build_report(artifact: Path, profile: str, data: str, samples: int | None = 
             advance()
     if steps is None:
         raise UserError("no time steps known for this graph")
-    if art.model is not None:
-        correct[1] = correct_predictions(art.model, share, torch.device("cpu"))
+    activity = FloatActivity(art.model) if art.model is not None else None
+    if activity is not None:
+        try:
+            correct[1] = correct_predictions(art.model, share, torch.device("cpu"))
+        finally:
+            activity.close()
     if world > 1:
         acc.all_reduce()
         dist.all_reduce(correct)
+        if activity is not None:
+            activity.all_reduce()
     finish_distributed(world)
     report = acc.report(prof, steps, static_power)
     report["accuracy"] = float(correct[0]) / len(ds)
@@ -197,7 +203,7 @@ def build_report(artifact: Path, profile: str, data: str, samples: int | None = 
     report["source"] = art.source.name
     if art.model is not None:
         report["reference_accuracy"] = float(correct[1]) / len(ds)
-        report["neurobench"]["trained"] = neurobench_trained(art.model)
+        report["neurobench"]["trained"] = neurobench_trained(art.model, activity)
     if lava_samples and rank == 0:
         report["lava"] = _lava_check(art, program, first(ds, lava_samples), show_progress)
     return report

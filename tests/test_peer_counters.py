@@ -143,24 +143,43 @@ def test_neurobench_classes_relayed_sums_as_macs(tmp_path: Path) -> None:
     assert deployed["Effective_MACs"] >= nb["Effective_MACs"] and deployed["Dense"] == pytest.approx(nb["Dense"])
 
 
-def test_neurobench_static_metrics_of_the_snntorch_model_equal_ours_as_trained() -> None:
-    """NeuroBench's Footprint and ConnectionSparsity on the zoo's snnTorch model, by its own
-    Benchmark, equal the report's ``neurobench.trained`` (NeuroBench rounds sparsity to 4 places)."""
+@pytest.mark.parametrize("connection", ["plain", "da"])
+def test_neurobench_on_the_snntorch_model_equals_ours_as_trained(connection: str) -> None:
+    """NeuroBench's own Benchmark on the zoo's snnTorch model: Footprint, ConnectionSparsity
+    (it rounds to 4 places), ActivationSparsity and SynapticOperations equal the report's
+    ``neurobench.trained``, which our hooks count while the float model runs (a DA network's
+    real-valued sums into convolutions are MAC calls for both)."""
     from neurobench.benchmarks import Benchmark
     from neurobench.metrics.static import ConnectionSparsity, Footprint
+    from neurobench.metrics.workload import ActivationSparsity, SynapticOperations
     from neurobench.models import TorchModel
+    import snntorch
 
-    from danet_deploy.account import neurobench_trained
+    from danet_deploy.account import FloatActivity, neurobench_trained
 
     torch.manual_seed(0)
-    model = build("digits_resnet", "da", 10, timesteps=2).eval()
+    model = build("digits_resnet", connection, 10, timesteps=3).eval()
     with torch.no_grad():
         model.stem.conv.weight[0] = 0  # some zero weights to count
-    loader = DataLoader(TensorDataset(torch.rand(2, 1, 8, 8), torch.zeros(2, dtype=torch.long)), batch_size=2)
-    nb = Benchmark(TorchModel(model), loader, [], [], [[Footprint, ConnectionSparsity], []]).run(quiet=True)
-    ours = neurobench_trained(model)
+    x = torch.rand(6, 1, 8, 8) * 3
+    x[x < 0.6] = 0
+    loader = DataLoader(TensorDataset(x, torch.zeros(6, dtype=torch.long)), batch_size=3)
+    wrapped = TorchModel(model)  # the whole time series per call; snnTorch's neurons hooked as activations
+    wrapped.add_activation_module(snntorch.SpikingNeuron)
+    nb = Benchmark(wrapped, loader, [], [], [[Footprint, ConnectionSparsity],
+                                             [ActivationSparsity, SynapticOperations]]).run(quiet=True)
+    activity = FloatActivity(model)
+    with torch.no_grad():
+        for xb, _ in loader:
+            model(xb)
+    activity.close()
+    ours = neurobench_trained(model, activity)
     assert ours["Footprint"] == nb["Footprint"] > 0
     assert 0 < ours["ConnectionSparsity"] and round(ours["ConnectionSparsity"], 4) == nb["ConnectionSparsity"]
+    assert 0 < nb["ActivationSparsity"] < 1 and ours["ActivationSparsity"] == pytest.approx(nb["ActivationSparsity"])
+    assert nb["SynapticOperations"]["Effective_ACs"] > 0 and nb["SynapticOperations"]["Effective_MACs"] > 0
+    for key in ("Effective_ACs", "Effective_MACs", "Dense"):
+        assert ours["SynapticOperations"][key] == pytest.approx(nb["SynapticOperations"][key], rel=1e-12), key
 
 
 def _dense_program(tmp_path: Path) -> tuple[Program, torch.Tensor]:
