@@ -26,10 +26,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests.event_files writes the format
-from danet_deploy.data import load_dataset  # noqa: E402
-from danet_deploy.events import CACHE_ENV, SOURCES  # noqa: E402
-from danet_deploy.train import TrainOptions, train  # noqa: E402
-from tests.event_files import write_dvsgesture  # noqa: E402
+from danet_deploy.data import load_dataset
+from danet_deploy.events import CACHE_ENV, SOURCES
+from danet_deploy.train import TrainOptions, train
+from tests.event_files import write_dvsgesture
 
 
 def timed_pass(spec: str, steps: int, split: str = "train") -> tuple[float, int]:

@@ -37,8 +37,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .ir.program import Program, summarise, synapse_count
 from .errors import UserError
+from .ir.program import Program, summarise, synapse_count
 from .outputs import TAGS
 from .profiles import Profile
 from .simulator.fixed import F32_EXACT, FixedSimulator
@@ -318,7 +318,7 @@ def _energy(layers: list[dict[str, Any]], profile: Profile, timing: dict[str, fl
 CONNECTION_LAYERS = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)  # NeuroBench's
 
 
-def neurobench_trained(model: torch.nn.Module, activity: "FloatActivity | None" = None) -> dict[str, Any]:
+def neurobench_trained(model: torch.nn.Module, activity: FloatActivity | None = None) -> dict[str, Any]:
     """NeuroBench's metrics of the float model as trained, by NeuroBench's definitions:
     Footprint (bytes of parameters and buffers), ConnectionSparsity (zero weights of the
     Linear and Conv layers, unrounded) and, from ``activity``, its workload metrics."""

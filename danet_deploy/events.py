@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -205,7 +207,7 @@ def parse(spec: str, timesteps: int | None) -> tuple[str, Path, Framing]:
             number = float(value)
         except ValueError:
             number = float("nan")
-        if not eq or by not in FRAMINGS or number != number:
+        if not eq or by not in FRAMINGS or math.isnan(number):
             raise UserError(f"{spec}: framing option {option!r} is not one of "
                             f"{', '.join(f'{k}=N' for k in FRAMINGS)}")
     else:
@@ -323,7 +325,7 @@ def load_events(spec: str, split: str, timesteps: int | None) -> tuple[CachedFra
     """The framed ``split`` of the event dataset ``spec`` and what a checkpoint records of it."""
     kind, root, framing = parse(spec, timesteps)
     try:
-        import tonic  # noqa: F401 - every reader below is tonic's
+        import tonic
     except ImportError:
         raise UserError(f"{kind}: event datasets are read with tonic, which is not installed here: pip install "
                         f"'tonic>=1.5,<2' (the Lava runtime: danet-deploy lava-runtime setup)") from None

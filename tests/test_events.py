@@ -15,9 +15,9 @@ from danet_deploy.data import load_dataset
 from danet_deploy.errors import UserError
 from danet_deploy.events import cache_root
 from danet_deploy.models import build, make_config
+
 from .conftest import one_line_error, run_cli
-from .event_files import (frames_by_hand, write_cifar10dvs, write_dvsgesture, write_nmnist, write_nmnist_bin,
-                          write_shd)
+from .event_files import frames_by_hand, write_cifar10dvs, write_dvsgesture, write_nmnist, write_nmnist_bin, write_shd
 
 WRITERS = {"nmnist": (lambda root: write_nmnist(root, 1), (2, 34, 34), 10),
            "dvsgesture": (lambda root: write_dvsgesture(root, 1), (2, 128, 128), 11),
