@@ -418,6 +418,11 @@ def report(artifact: str, profile: str, data: str, fmt: str, wide: bool, output:
               help="Dataset to train and account on: " + DATA_HELP)
 @click.option("--epochs", default=12, show_default=True, type=click.IntRange(1),
               help="Epochs for variants that have no checkpoint in --models-dir yet.")
+@click.option("-T", "--timesteps", default=4, show_default=True, type=click.IntRange(1),
+              help="Time steps of the variants trained here (event data is framed into them); a checkpoint "
+                   "reused from --models-dir keeps its own.")
+@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1),
+              help="Training batch of the variants trained here.")
 @click.option("--models-dir", default="runs/compare", show_default=True, type=click.Path(file_okay=False),
               help="Checkpoints <arch>_<connection>.pt (lava-dl: <arch>_<connection>_lava-dl.pt) are reused "
                    "from (and written to) here.")
@@ -433,8 +438,9 @@ def report(artifact: str, profile: str, data: str, fmt: str, wide: bool, output:
 @click.option("--static-power", default="cores", show_default=True, type=click.Choice(["cores", "chip", "off"]),
               help="Static energy attribution (see `report --help`).")
 @click.option("--force", is_flag=True, help="Overwrite outputs that danet-deploy did not write.")
-def compare(arch: str, connections: str, profile: str, data: str, epochs: int, models_dir: str, framework: str,
-            samples: int | None, fmt: str, wide: bool, output: str | None, static_power: str, force: bool) -> None:
+def compare(arch: str, connections: str, profile: str, data: str, epochs: int, timesteps: int, batch_size: int,
+            models_dir: str, framework: str, samples: int | None, fmt: str, wide: bool, output: str | None,
+            static_power: str, force: bool) -> None:
     """Accuracy, SOPs, MACs, energy, synapse memory and cores per connection type, side by side.
 
     Each variant is trained once (or loaded from --models-dir), compiled for
@@ -461,7 +467,7 @@ def compare(arch: str, connections: str, profile: str, data: str, epochs: int, m
     if output:
         check_output_file(Path(output), "comparison", force)
     rows = run_compare(arch, conns, profile, data, Path(models_dir), epochs, samples, static_power=static_power,
-                       force=force, framework=framework)
+                       force=force, framework=framework, timesteps=timesteps, batch_size=batch_size)
     title = f"{arch} on {data}: connection types on {profile}" + (f" ({framework})" if framework != "snntorch" else "")
     if fmt == "json":
         text = json.dumps({"format": TAGS["comparison"], "title": title, "rows": rows}, indent=2) + "\n"

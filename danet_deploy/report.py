@@ -228,12 +228,14 @@ def _lava_check(art, program, ds, show_progress: bool) -> dict[str, Any]:
 
 def compare(arch: str, connections: list[str], profile: str, data: str, outdir: Path, epochs: int,
             samples: int | None = None, device: str = "cpu", static_power: str = "cores",
-            force: bool = False, framework: str = "snntorch") -> list[dict[str, Any]]:
+            force: bool = False, framework: str = "snntorch", timesteps: int = 4,
+            batch_size: int = 64) -> list[dict[str, Any]]:
     """Train (or reuse) ``arch`` with each connection type, compile, account; one row per
     connection and lowering: a graph with sums of three or more streams (ms, pa, da)
     gets an ``expand`` and a ``relay`` row, the trade-off between the two. Rows carry
     ``dynamic_rank`` (1 = least dynamic energy per inference). ``framework`` trains with
-    snnTorch or lava-dl (checkpoints ``<arch>_<connection>[_lava-dl].pt``)."""
+    snnTorch or lava-dl (checkpoints ``<arch>_<connection>[_lava-dl].pt``), ``timesteps``
+    steps and ``batch_size`` samples a batch (a reused checkpoint keeps its own)."""
     from .converters.nir_import import read_nir
     from .export import export
     from .lowering import lower
@@ -265,7 +267,8 @@ def compare(arch: str, connections: list[str], profile: str, data: str, outdir: 
         if not ckpt.exists():
             console.print(f"training {arch} with {conn} connections ({framework}) -> {ckpt}")
             train(TrainOptions(arch=arch, connection=conn, data=data, epochs=epochs, device=device, quiet=True,
-                               framework=framework), ckpt, force, grid_for=chip_grid)
+                               framework=framework, timesteps=timesteps, batch_size=batch_size),
+                  ckpt, force, grid_for=chip_grid)
         chip, expand_row = account(ckpt, conn, "expand")
         rows.append(expand_row)
         relayed = lower(read_nir(chip / "graph.nir"), "relay", with_weights=False).populations.values()

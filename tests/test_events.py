@@ -154,3 +154,17 @@ def test_an_unwritable_cache_is_a_one_line_error(tmp_path: Path, monkeypatch) ->
     monkeypatch.setenv("DANET_DEPLOY_CACHE", str(tmp_path / "file"))
     with pytest.raises(UserError, match="frame cache"):
         load_dataset(f"nmnist:{tmp_path / 'data'}", "test", timesteps=2)
+
+
+@pytest.mark.slow
+def test_compare_trains_each_connection_on_event_data_framed_into_its_time_steps(tmp_path: Path) -> None:
+    write_nmnist(tmp_path / "data", 4, events=(1500, 2500))  # 40 training recordings
+    models = tmp_path / "models"
+    out = run_cli("compare", "--arch", "digits_resnet", "--connections", "plain,sew", "--data",
+                  f"nmnist:{tmp_path / 'data'}", "-T", "3", "--batch-size", "8", "--epochs", "1", "--models-dir",
+                  str(models), "--format", "json", check=True)
+    rows = json.loads(out.stdout)["rows"]
+    assert [r["connection"] for r in rows] == ["plain", "sew"] and all(r["sops"] > 0 for r in rows)
+    for connection in ("plain", "sew"):
+        ckpt = torch.load(models / f"digits_resnet_{connection}.pt", weights_only=False)
+        assert ckpt["config"]["timesteps"] == 3 and ckpt["data"]["framing"]["n_time_bins"] == 3
