@@ -10,14 +10,14 @@ bias in the same units (netx shifts it by 6, as our program does).
 
 from __future__ import annotations
 
-import io
+from typing import BinaryIO
 from pathlib import Path
 
 import h5py
 import numpy as np
 
 from danet_deploy.ir.program import Program
-from danet_deploy.outputs import write_in_memory
+from danet_deploy.outputs import write_hdf5
 
 
 def _channel_bias(bias: np.ndarray | None) -> np.ndarray | None:
@@ -43,13 +43,13 @@ def is_sequential(program: Program) -> bool:
 
 
 def write_netx(path: Path, program: Program) -> None:
-    """The chain ``program`` as a netx file at ``path`` (built in memory: ``outputs.write_in_memory``)."""
-    write_in_memory(path, lambda buffer: _fill_netx(buffer, program))
+    """The chain ``program`` as a netx file at ``path`` (``outputs.write_hdf5``)."""
+    write_hdf5(path, lambda file: _fill_netx(file, program))
 
 
-def _fill_netx(buffer: io.BytesIO, program: Program) -> None:
+def _fill_netx(file: BinaryIO, program: Program) -> None:
     pops = list(program.populations.values())
-    with h5py.File(buffer, "w") as f:
+    with h5py.File(file, "w") as f:
         layers = f.create_group("layer")
 
         def layer(kind: str, shape: tuple[int, ...]) -> h5py.Group:

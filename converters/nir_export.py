@@ -26,11 +26,10 @@ and neuron parameters.
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, BinaryIO, Callable
 
 import h5py
 import nir
@@ -40,7 +39,7 @@ import torch
 from danet_deploy import __version__
 from danet_deploy.models import REAL, SPIKE, Node, SpikingNet
 from danet_deploy.models.neurons import CUBA
-from danet_deploy.outputs import write_in_memory
+from danet_deploy.outputs import write_hdf5
 
 DEFAULT_DT = 1e-4  # seconds; the snnTorch / NIR-paper convention
 
@@ -285,13 +284,13 @@ def _write_group(group: h5py.Group, node: dict[str, Any]) -> None:
             group.create_dataset(key, data=v)
 
 
-def _write_graph(buffer: io.BytesIO, graph: nir.NIRGraph) -> None:
-    with h5py.File(buffer, "w") as f:
+def _write_graph(file: BinaryIO, graph: nir.NIRGraph) -> None:
+    with h5py.File(file, "w") as f:
         f.create_dataset("version", data=nir.version, dtype=h5py.string_dtype())
         _write_group(f.create_group("node"), _node_dict(graph))
 
 
 def write_nir(path: Path, graph: nir.NIRGraph) -> None:
     """Write ``graph`` as a NIR file that ``nir.read`` reads (:func:`_write_group` says how its
-    arrays are stored), built in memory (``outputs.write_in_memory``: a full disk fails cleanly)."""
-    write_in_memory(path, lambda buffer: _write_graph(buffer, graph))
+    arrays are stored), through ``outputs.write_hdf5`` (a full disk fails cleanly)."""
+    write_hdf5(path, lambda file: _write_graph(file, graph))

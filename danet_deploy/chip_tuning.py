@@ -51,11 +51,11 @@ def chip_grid(model: SpikingNet, data: str) -> dict[str, Any]:
         held = _held_weight(model, graph, node)
         for pop, t in _terms(program) if held is not None else []:
             if node.op == "linear":  # the readout: global average pooling composed into it
-                spread = _spread_over_positions(t.map.weight, held)
+                spread = _spread_over_positions(t.map.values(), held)
                 if pop.kind == "readout" and spread:
                     weights.setdefault(node.name, set()).add(weight_scale(program.fixed, pop, t) / spread)
                     biases[node.name] = program.fixed[pop.name].scale / 64
-            elif t.map.weight.shape == held.shape and np.allclose(t.map.weight, held, rtol=1e-6, atol=0):
+            elif t.map.weight.shape == held.shape and np.allclose(t.map.values(), held, rtol=1e-6, atol=0):
                 weights.setdefault(node.name, set()).add(weight_scale(program.fixed, pop, t))
     return {"weights": {name: s.pop() for name, s in sorted(weights.items()) if len(s) == 1},
             "biases": biases, "scales": _scales(program)}

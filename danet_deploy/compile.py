@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -29,11 +30,13 @@ import torch
 
 from .converters.nir_reference import ReferenceSimulator
 from .errors import UserError
+from .heap import return_freed_memory
 from .ir.graph import FlatGraph
 from .ir.program import (
     INPUT_BITS,
     Fixed,
     Lowered,
+    Map,
     Population,
     Program,
     Term,
@@ -49,6 +52,7 @@ from .synapses import WEIGHT_DTYPE, WEIGHT_MAX, round_weights
 TARGETS = {"loihi2-sim": "loihi2", "loihi2": "loihi2", "loihi1": "loihi1"}
 CURRENT_HEADROOM = 2 ** 16  # |A| bound: 64 * A stays well inside the 24-bit current
 RELAY_HEADROOM = 2 ** 22    # graded relay values stay inside a signed 24-bit payload
+QUANTISE_BLOCK = 1 << 20    # weights rounded at a time (8 MiB of float64 products)
 
 
 # ---- calibration and quantisation ------------------------------------------------------
@@ -65,15 +69,15 @@ def calibrate(graph: FlatGraph, x: torch.Tensor) -> dict[str, float]:
     return peaks
 
 
-def _round_weights(w: np.ndarray) -> np.ndarray:
+def _round_weights(w: np.ndarray, mixed: bool | None = None) -> np.ndarray:
     """Integers Lava's Dense/Sparse keep exactly (:func:`synapses.round_weights`)."""
-    return round_weights(torch.from_numpy(np.asarray(w, dtype=np.float64))).numpy().astype(WEIGHT_DTYPE)
+    return round_weights(torch.from_numpy(np.asarray(w, dtype=np.float64)), mixed).numpy().astype(WEIGHT_DTYPE)
 
 
 def _scale_for(pop: Population, fixed: dict[str, Fixed], peak: float) -> float:
     """The largest K that keeps weights, threshold, bias and calibrated currents in range."""
     limits = []
-    wmax = max((pop.gain * float(np.abs(distinct_part(t.map.weight)).max()) / _value_scale(fixed, t)
+    wmax = max((pop.gain * t.map.abs_max() / _value_scale(fixed, t)
                 for t in pop.terms),
                default=0.0)
     if wmax > 0:
@@ -112,16 +116,42 @@ def _current_decay(pop: Population) -> int:
     return 4095 if pop.alpha == 0.0 else int(np.clip(round((1.0 - pop.alpha) * 4096), 0, 4096)) - 1
 
 
-def _exact_weights(name: str, exact: np.ndarray) -> np.ndarray:
+def _exact_weights(name: str, exact: np.ndarray, mixed: bool) -> np.ndarray:
     """Weights that are already the chip's integers, checked to survive Lava's synapses unchanged."""
     q = np.rint(exact)
     if np.abs(exact - q).max(initial=0.0) > 1e-6:
         raise UserError(f"layer {name!r}: the graph states fixed-point weights, but they are not integers")
-    if not np.array_equal(_round_weights(q), q):
-        bad = q[_round_weights(q) != q].flat[0]
+    if not np.array_equal(_round_weights(q, mixed), q):
+        bad = q[_round_weights(q, mixed) != q].flat[0]
         raise UserError(f"layer {name!r}: weight {bad:g} does not survive Loihi's 8-bit synapses "
                         f"(mixed-sign weights must be even, in [-256, 254])")
     return q.astype(WEIGHT_DTYPE)
+
+
+def _integer_weights(name: str, m: Map, scale: float, exact: bool) -> tuple[np.ndarray, float, float]:
+    """``m``'s weights times ``scale`` as the chip's integers (held once over kernel taps where
+    the float weight is), with the sums of squares of the exact products and of their rounding
+    errors. Made a block of output rows at a time, so that the float64 products of a large
+    term (a 2048-channel relay's identity) never exist whole; the sign rule of Lava's synapses
+    is that of the whole group."""
+    part = distinct_part(m.weight)
+    step = max(1, QUANTISE_BLOCK // max(1, int(np.prod(part.shape[1:]))))
+    blocks = [slice(start, start + step) for start in range(0, len(part), step)]
+
+    def product(rows: slice) -> np.ndarray:  # float32 maps are multiplied in float64 too
+        return np.multiply(scale, distinct_part(m.values(rows)), dtype=np.float64)
+
+    extremes = [(float(p.min(initial=0.0)), float(p.max(initial=0.0))) for p in map(product, blocks)]
+    mixed = min((lo for lo, _ in extremes), default=0.0) < 0 < max((hi for _, hi in extremes), default=0.0)
+    q = np.empty(part.shape, dtype=WEIGHT_DTYPE)
+    exact_sq = error_sq = 0.0
+    for rows in blocks:
+        p = product(rows)
+        q[rows] = _exact_weights(name, p, mixed) if exact else _round_weights(p, mixed)
+        exact_sq += float(np.vdot(p, p))
+        p -= q[rows]  # in place: the error, without another copy of the weights
+        error_sq += float(np.vdot(p, p))
+    return q, exact_sq, error_sq
 
 
 def quantise(lowered: Lowered, peaks: dict[str, float], input_peak: float, input_graded: bool,
@@ -129,8 +159,9 @@ def quantise(lowered: Lowered, peaks: dict[str, float], input_peak: float, input
              keep_float: bool = False) -> dict[str, Fixed]:
     """Integer weights (set on each term) and per-population fixed-point parameters.
 
-    The float weights are dropped once every term holds its integers (their memory is most of
-    a large network's compile), unless ``keep_float`` (the chip grid reads both).
+    A map's float weight is dropped as soon as every term that holds it has its integers
+    (their memory is most of a large network's compile), unless ``keep_float`` (the chip grid
+    reads both).
 
     ``exact``: the graph already holds the chip's integers in units of ``A``
     (``fixed_point = "loihi"``, e.g. a netx file): every scale is 64, nothing is rounded.
@@ -140,6 +171,7 @@ def quantise(lowered: Lowered, peaks: dict[str, float], input_peak: float, input
     """
     pinned = pinned or {}
     fixed: dict[str, Fixed] = {}
+    holders = Counter(id(t.map) for pop in lowered.populations.values() for t in pop.terms)
     for name, pop in lowered.populations.items():
         if pop.kind == "input":
             q = (2 ** (INPUT_BITS - 1) - 1) / input_peak if input_graded and input_peak > 0 and not exact else 1.0
@@ -153,14 +185,11 @@ def quantise(lowered: Lowered, peaks: dict[str, float], input_peak: float, input
         fixed[name] = f = Fixed(scale=k)
         err_num = err_den = 0.0
         for t in pop.terms:
-            part = distinct_part(t.map.weight)  # a weight held once over its taps stays so
-            exact_w = np.multiply(weight_scale(fixed, pop, t), part, dtype=np.float64)  # float32 maps too
-            q = _exact_weights(name, exact_w) if exact else _round_weights(exact_w)
-            t.weight_q = q if part is t.map.weight else np.broadcast_to(q, t.map.weight.shape)
-            repeats = t.map.weight.size // max(part.size, 1)
-            err_den += repeats * float(np.vdot(exact_w, exact_w))
-            exact_w -= q  # in place: the error, without another copy of the weights
-            err_num += repeats * float(np.vdot(exact_w, exact_w))
+            q, exact_sq, error_sq = _integer_weights(name, t.map, weight_scale(fixed, pop, t), exact)
+            t.weight_q = q if q.shape == t.map.weight.shape else np.broadcast_to(q, t.map.weight.shape)
+            repeats = t.map.weight.size // max(q.size, 1)
+            err_den += repeats * exact_sq
+            err_num += repeats * error_sq
         f.quant_error = math.sqrt(err_num / err_den) if err_den else 0.0
         if pop.kind == "relay":
             f.value_scale, f.graded = k / 64, True
@@ -174,10 +203,10 @@ def quantise(lowered: Lowered, peaks: dict[str, float], input_peak: float, input
                 raise AssertionError("relays carry no bias")
             f.bias_mant = mant.astype(np.int32)
         fixed[name] = f
-    if not keep_float:  # a map may be shared by several terms: dropped only once all are rounded
-        for pop in lowered.populations.values():
-            for t in pop.terms:
-                t.map.weight = None
+        for t in pop.terms if not keep_float else ():  # a map may be shared by several terms
+            holders[id(t.map)] -= 1
+            if not holders[id(t.map)]:
+                t.map.weight = t.map.row_scale = None
     return fixed
 
 
@@ -243,6 +272,20 @@ def check_mapping(mapping: dict[str, dict[str, Any]], profile: Profile, lowering
 
 # ---- compile ----------------------------------------------------------------------------
 
+def _calibration(graph: FlatGraph, calibration: torch.Tensor | None,
+                 exact: bool) -> tuple[dict[str, float], float, bool]:
+    """Each node's peak input current, the input's peak value and whether the input is graded."""
+    if exact:  # the chip's integers already: no calibration; inputs are sent as they are
+        input_graded = calibration is not None and not bool(((calibration == 0) | (calibration == 1)).all())
+        if input_graded and not torch.equal(calibration, calibration.round()):
+            raise UserError("this network takes the chip's integers as input, but the data are not integers")
+        return {}, 1.0, input_graded
+    if calibration is None:  # no data: weights alone set the scales, inputs assumed in [-1, 1]
+        return {}, 1.0, True
+    return (calibrate(graph, calibration), float(calibration.abs().max()),
+            not bool(((calibration == 0) | (calibration == 1)).all()))
+
+
 def compile_graph(graph: FlatGraph, target: str, profile: Profile, lowering: str,
                   calibration: torch.Tensor | None, keep_float: bool = False) -> tuple[Program, dict[str, Any]]:
     """Lower, quantise and map ``graph``; return the program and the cost of both lowerings.
@@ -250,8 +293,9 @@ def compile_graph(graph: FlatGraph, target: str, profile: Profile, lowering: str
     if profile.kind != "chip":
         raise UserError(f"profile {profile.name!r} is an accounting convention, not a compile target")
     costs: dict[str, Any] = {}
-    for mode in ("expand", "relay"):  # structure only: what each lowering would cost
-        mapping = map_to_cores(lower(graph, mode, with_weights=False), profile, quantised=False)
+    structures = {mode: lower(graph, mode, with_weights=False) for mode in ("expand", "relay")}
+    for mode, structure in structures.items():  # structure only: what each lowering would cost
+        mapping = map_to_cores(structure, profile, quantised=False)
         # the chip count is checked after quantisation, when zero weights no longer count
         costs[mode] = {**summarise(mapping, profile), "violations": check_mapping(mapping, profile, mode, False),
                        "counted": "structural (every weight of each synapse group)"}
@@ -263,24 +307,16 @@ def compile_graph(graph: FlatGraph, target: str, profile: Profile, lowering: str
         relay_better = not costs["relay"]["violations"] and (
             costs["expand"]["violations"] or costs["relay"]["cores"] < costs["expand"]["cores"])
         chosen = "relay" if relay_better and profile.limit("graded_spikes") else "expand"
-    low = lower(graph, chosen)
-    if chosen == "relay" and any(p.kind == "relay" for p in low.populations.values()) \
+    if chosen == "relay" and any(p.kind == "relay" for p in structures["relay"].populations.values()) \
             and not profile.limit("graded_spikes"):
         raise UserError(f"{profile.name} has no graded spikes, so relay lowering is impossible; "
                         f"use --lowering expand")
     exact = graph.metadata.get("fixed_point") == "loihi"
-    if exact:  # the chip's integers already: no calibration; inputs are sent as they are
-        peaks, input_peak = {}, 1.0
-        input_graded = calibration is not None and not bool(((calibration == 0) | (calibration == 1)).all())
-        if input_graded and not torch.equal(calibration, calibration.round()):
-            raise UserError("this network takes the chip's integers as input, but the data are not integers")
-    elif calibration is not None:
-        peaks = calibrate(graph, calibration)
-        x = calibration
-        input_peak = float(x.abs().max())
-        input_graded = not bool(((x == 0) | (x == 1)).all())
-    else:  # no data: weights alone set the scales, inputs assumed in [-1, 1]
-        peaks, input_peak, input_graded = {}, 1.0, True
+    # calibrated before the weights are lowered, so that its activations are gone when they are built
+    peaks, input_peak, input_graded = _calibration(graph, calibration, exact)
+    return_freed_memory()
+    low = lower(graph, chosen)
+    return_freed_memory()
     pinned = json.loads(graph.metadata.get("chip_scales", "{}"))
     fixed = quantise(low, peaks, input_peak, input_graded, exact, pinned, keep_float)
     mapping = map_to_cores(low, profile, quantised=True)

@@ -36,6 +36,7 @@ from .ir.graph import FlatGraph
 from .ir.program import Program, read_program, summarise, write_program
 from .data import as_time_series, evaluation_split, first, load_dataset
 from .errors import UserError
+from .heap import return_freed_memory
 from .lowering import LOWERINGS
 from .models import SpikingNet
 from .outputs import ARTIFACT_FILES, TAGS, artifact_tmpdir, check_artifact_dir, install_artifact, write_failure
@@ -257,15 +258,15 @@ def export(model_path: Path, target: str, outdir: Path | None = None, dt: float 
     check_artifact_dir(outdir, force, ARTIFACT_FILES if target != "nir" else ("graph.nir", "manifest.json"))
     art = load_artifact(model_path, dt, keep_model=False, keep_input_neurons=keep_input_neurons, reset=reset,
                         discretisation=discretisation)
-    program = costs = prof = None
+    program = costs = prof = calibration = None
     if target != "nir":
         prof = load_profile(profile or CHIP_TARGETS[target])
         calibration = calibration_batch(art, data, calibration_samples)
-        program, costs = compile_graph(art.graph, target, prof, lowering, calibration)
     tmp = artifact_tmpdir(outdir)
     try:
-        write_nir(tmp / "graph.nir", art.nir_graph)
-        if program is not None:
+        write_nir(tmp / "graph.nir", art.nir_graph)  # first: its buffers are gone before the program's
+        if prof is not None:
+            program, costs = compile_graph(art.graph, target, prof, lowering, calibration)
             write_program(tmp / "program.h5", program)
             if is_sequential(program):
                 write_netx(tmp / "netx.h5", program)
@@ -277,4 +278,6 @@ def export(model_path: Path, target: str, outdir: Path | None = None, dt: float 
         raise write_failure(outdir, e) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+        del art, program
+        return_freed_memory()  # before the caller (and the interpreter's exit) allocates more
     return outdir

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import replace
+from functools import cache
 
 import nir
 import numpy as np
@@ -47,10 +48,18 @@ def identity(shape: tuple[int, ...], with_weights: bool = True) -> Map:
     kind = "conv" if len(shape) == 3 else "dense"
     m = Map(kind, shape, shape if kind == "conv" else (int(np.prod(shape)),), None, identity=True)
     if with_weights:
-        n = shape[0] if kind == "conv" else int(np.prod(shape))
-        eye = np.eye(n, dtype=np.float32)  # exact: 0 and 1 (quantised in float64 like every weight)
+        eye = _eye(shape[0] if kind == "conv" else int(np.prod(shape)))
         m.weight = eye[:, :, None, None] if kind == "conv" else eye
     return m
+
+
+@cache
+def _eye(n: int) -> np.ndarray:
+    """One read-only float32 identity per size, shared by every identity map of that size
+    (a ResNet's relays would otherwise hold one 2048 x 2048 matrix each); exact: 0 and 1."""
+    eye = np.eye(n, dtype=np.float32)
+    eye.flags.writeable = False
+    return eye
 
 
 def _float64(w: np.ndarray) -> np.ndarray:
@@ -78,8 +87,10 @@ def _full_conv_weight(node: nir.Conv2d, as_held: bool = False) -> np.ndarray:
 
 
 def _new(m: Map, weight_fn, **changes) -> Map:
-    """``m`` with ``changes``; its weight from ``weight_fn()`` unless only structure is lowered."""
-    return replace(m, weight=None if m.weight is None else weight_fn(), identity=False, **changes)
+    """``m`` with ``changes``; its weight from ``weight_fn()`` (which reads ``m.values()``, the
+    row scale applied) unless only structure is lowered."""
+    return replace(m, weight=None if m.weight is None else weight_fn(), identity=False, row_scale=None,
+                   **changes)
 
 
 def _pool_of(m: Map, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int],
@@ -93,12 +104,13 @@ def _pool_of(m: Map, kernel: tuple[int, int], stride: tuple[int, int], padding: 
 
     def weight() -> np.ndarray:
         if m.is_pointwise():  # the taps do not overlap: the pointwise weight at each, held once
-            held = _float64(m.weight) / (ph * pw) if avg else m.weight
+            held = _float64(m.values()) / (ph * pw) if avg else m.values()
             return np.broadcast_to(held, (*m.weight.shape[:2], *size))
         w = np.zeros((*m.weight.shape[:2], *size))
+        values = m.values()
         for a in range(ph):
             for b in range(pw):
-                w[:, :, a * sh:a * sh + kh, b * sw:b * sw + kw] += m.weight
+                w[:, :, a * sh:a * sh + kh, b * sw:b * sw + kw] += values
         return w / (ph * pw) if avg else w
 
     pad = padding if m.is_pointwise() else m.padding
@@ -125,9 +137,10 @@ def _conv_of_conv(m: Map, w2: np.ndarray, s2: tuple[int, int], p2: tuple[int, in
     def weight() -> np.ndarray:
         (k1h, k1w), (s1h, s1w) = m.kernel, m.stride
         w = np.zeros((w2.shape[0], m.weight.shape[1], *kernel))
+        values = m.values()
         for u in range(k2[0]):
             for v in range(k2[1]):
-                w[:, :, u * s1h:u * s1h + k1h, v * s1w:v * s1w + k1w] += np.tensordot(w2[:, :, u, v], m.weight,
+                w[:, :, u * s1h:u * s1h + k1h, v * s1w:v * s1w + k1w] += np.tensordot(w2[:, :, u, v], values,
                                                                                          axes=([1], [0]))
         return w
 
@@ -145,9 +158,9 @@ def _as_matrix(name: str, node: nir.NIRNode, m: Map, in_shape: tuple[int, ...], 
         own = diags(np.broadcast_to(np.asarray(node.scale, dtype=np.float64), out_shape).reshape(-1), format="csr")
     else:
         alone = compose(name, node, identity(in_shape), in_shape, out_shape, dt)
-        own = alone.matrix(alone.weight)
+        own = alone.matrix(alone.values())
     # sparse times sparse: only the product is dense (m's own matrix, e.g. a pooling's, may be far larger)
-    weight = (own @ m.matrix(m.weight)).toarray()
+    weight = (own @ m.matrix(m.values())).toarray()
     return Map("dense", m.in_shape, flat_out, weight, delay=m.delay, recurrent=m.recurrent)
 
 
@@ -181,10 +194,10 @@ def compose(name: str, node: nir.NIRNode, m: Map, in_shape: tuple[int, ...], out
             return _new(m, lambda: _full_conv_weight(node, as_held=True), kernel=kernel, stride=s2, padding=p2,
                         out_shape=out_shape)
         if m.kind == "conv" and m.is_pointwise():
-            return _new(m, lambda: np.tensordot(_full_conv_weight(node), m.weight[:, :, 0, 0], axes=([1], [0]))
+            return _new(m, lambda: np.tensordot(_full_conv_weight(node), m.values()[:, :, 0, 0], axes=([1], [0]))
                         .transpose(0, 3, 1, 2), kernel=kernel, stride=s2, padding=p2, out_shape=out_shape)
         if m.kind == "conv" and kernel == (1, 1) and p2 == (0, 0):
-            return _new(m, lambda: per_tap(m.weight, lambda w: np.tensordot(_full_conv_weight(node)[:, :, 0, 0], w,
+            return _new(m, lambda: per_tap(m.values(), lambda w: np.tensordot(_full_conv_weight(node)[:, :, 0, 0], w,
                                                                             axes=([1], [0]))),
                         stride=(m.stride[0] * s2[0], m.stride[1] * s2[1]), out_shape=out_shape)
         if m.kind == "conv":
@@ -197,8 +210,8 @@ def compose(name: str, node: nir.NIRNode, m: Map, in_shape: tuple[int, ...], out
             per_channel = s.reshape(s.shape[0], -1)
             if not np.all(per_channel == per_channel[:, :1]):
                 return as_matrix()
-            return _new(m, lambda: per_tap(m.weight, lambda w: w * per_channel[:, 0, None, None, None]))
-        return _new(m, lambda: m.weight * s.reshape(-1, 1))
+            return m.scaled(per_channel[:, 0])
+        return m.scaled(np.broadcast_to(s.reshape(-1), (int(np.prod(m.out_shape)),)))
     if isinstance(node, (nir.SumPool2d, nir.AvgPool2d)):
         pooled = _pool_of(m, pair(node.kernel_size), pair(node.stride), pair(node.padding),
                           isinstance(node, nir.AvgPool2d), out_shape) if m.kind == "conv" else None
@@ -210,12 +223,13 @@ def compose(name: str, node: nir.NIRNode, m: Map, in_shape: tuple[int, ...], out
             return identity(m.in_shape, m.weight is not None)
         if m.kernel == m.in_shape[1:] and m.padding == (0, 0):  # e.g. global pooling: (C, 1, 1)
             return Map("dense", m.in_shape, out_shape, None if m.weight is None else
-                       m.weight.reshape(m.weight.shape[0], -1), delay=m.delay, recurrent=m.recurrent)
+                       m.weight.reshape(m.weight.shape[0], -1), delay=m.delay, recurrent=m.recurrent,
+                       row_scale=m.row_scale)
         return as_matrix()
     if isinstance(node, (nir.Affine, nir.Linear)):
         w = np.asarray(node.weight, dtype=np.float64)
         if m.kind == "dense":
-            return _new(m, lambda: w if m.identity else w @ m.weight, out_shape=out_shape)
+            return _new(m, lambda: w if m.identity else w @ m.values(), out_shape=out_shape)
         if m.identity:
             return Map("dense", m.in_shape, out_shape, None if m.weight is None else w, delay=m.delay,
                        recurrent=m.recurrent)
@@ -230,7 +244,7 @@ def _merge(terms: list[tuple[str, Map, str]]) -> list[tuple[str, Map, str]]:
         key = (src, m.geometry)
         if key in merged:
             prev = merged[key][1]
-            merged[key] = (src, _new(prev, lambda: _float64(prev.weight) + m.weight), merged[key][2])
+            merged[key] = (src, _new(prev, lambda: _float64(prev.values()) + m.values()), merged[key][2])
         else:
             merged[key] = (src, m, conn)
     return list(merged.values())

@@ -26,13 +26,12 @@ written to a temporary name and renamed when complete, with the user's umask.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import BinaryIO, Callable, Iterable
 
 from .errors import UserError
 from .signals import raise_if_stopped
@@ -96,17 +95,17 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
             Path(tmp).unlink(missing_ok=True)
 
 
-def write_in_memory(path: Path, build: Callable[[io.BytesIO], object]) -> None:
-    """Write a file that ``build`` makes in memory (HDF5: h5py, nir.write), then copy it to ``path``.
+def write_hdf5(path: Path, build: Callable[[BinaryIO], object]) -> None:
+    """Write an HDF5 file (h5py, nir.write) that ``build`` makes into a Python file object.
 
-    HDF5 written straight to a file system that fills up crashed the process with a
-    segmentation fault after h5py's ENOSPC error (export on a small tmpfs: rc 139); with the
-    file built in memory only Python's own write meets the full disk, and fails with an ``OSError``.
+    HDF5's own file driver, written straight to a file system that fills up, crashed the
+    process with a segmentation fault after h5py's ENOSPC error (export on a small tmpfs:
+    rc 139), or left errors on closing; through a Python file object the full disk meets
+    Python's own write, which fails with an ``OSError``. Streamed, not built in memory first:
+    the file would be a second copy of every weight (docs/compile.md §1).
     """
-    buffer = io.BytesIO()
-    build(buffer)
-    with open(path, "wb") as f:
-        f.write(buffer.getbuffer())
+    with open(path, "w+b") as f:  # h5py reads back what it wrote
+        build(f)
 
 
 def check_writable(path: Path) -> None:

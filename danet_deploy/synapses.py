@@ -13,9 +13,13 @@ WEIGHT_MAX = 254  # largest |weight| that survives Lava's 8-bit clip and mixed-s
 WEIGHT_DTYPE = np.int16  # holds every such integer ([-256, 255]) in a quarter of float64's bytes
 
 
-def round_weights(w: torch.Tensor) -> torch.Tensor:
+def round_weights(w: torch.Tensor, mixed: bool | None = None) -> torch.Tensor:
     """The integers Lava's Dense/Sparse keep exactly, nearest to ``w``: even values in
-    [-256, 254] when the signs are mixed (Lava drops the LSB), else any in [-255, 255]."""
-    if bool(w.min() < 0) and bool(w.max() > 0):
+    [-256, 254] when the signs are mixed (Lava drops the LSB), else any in [-255, 255].
+    ``mixed``: whether the signs of the whole synapse group ``w`` is a part of are mixed
+    (default: those of ``w``)."""
+    if mixed is None:
+        mixed = bool(w.min() < 0) and bool(w.max() > 0)
+    if mixed:
         return (2 * torch.round(w / 2)).clamp(-256, WEIGHT_MAX)
     return torch.round(w).clamp(-255, 255)

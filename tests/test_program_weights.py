@@ -11,17 +11,21 @@ from pathlib import Path
 import h5py
 import nir
 import numpy as np
+import pytest
 import torch
+
+import danet_deploy.compile as compile_module
+from danet_deploy.compile import compile_graph, weight_scale
 from danet_deploy.converters.nir_export import to_nir
 from danet_deploy.converters.nir_import import from_nir, read_nir
-
-from danet_deploy.compile import compile_graph, weight_scale
 from danet_deploy.ir.program import (
     distinct_part,
+    fan_in,
     read_program,
     synapse_count,
     write_program,
 )
+from danet_deploy.lowering import identity
 from danet_deploy.models import build
 from danet_deploy.profiles import load_profile
 from danet_deploy.simulator.fixed import FixedSimulator
@@ -54,6 +58,36 @@ def test_a_pooled_readout_is_held_once_and_rounds_as_its_every_tap_would(tmp_pat
     exact = weight_scale(program.fixed, pop, term) * whole
     assert np.array_equal(term.weight_q, round_weights(torch.from_numpy(exact)).numpy())
     assert synapse_count(term.map, term.weight_q) == synapse_count(term.map, np.array(term.weight_q))
+    assert fan_in(term.map, term.weight_q) == fan_in(term.map, np.array(term.weight_q))
+    assert term.map.abs_max() == float(np.abs(whole).max())
+
+
+def test_a_batchnorm_after_a_sum_scales_its_convs_lazily_and_exactly(tmp_path: Path) -> None:
+    """The row scale stands for the float64 product it replaces: the largest value and every
+    block of rows are those of the product made whole."""
+    program, _ = _compiled(tmp_path, keep_float=True)
+    scaled = [t.map for pop in program.populations.values() for t in pop.terms if t.map.row_scale is not None]
+    assert scaled
+    for m in scaled:
+        whole = m.weight * m.row_scale.reshape(-1, *([1] * (m.weight.ndim - 1)))
+        assert m.abs_max() == float(np.abs(whole).max())
+        assert np.array_equal(np.concatenate([m.values(slice(i, i + 3)) for i in range(0, len(whole), 3)]), whole)
+
+
+def test_rounding_a_block_of_rows_at_a_time_gives_the_integers_of_the_whole(tmp_path: Path, monkeypatch) -> None:
+    whole, _ = _compiled(tmp_path)
+    monkeypatch.setattr(compile_module, "QUANTISE_BLOCK", 5)  # a few rows (one, for the larger ones) at a time
+    blocks, _ = _compiled(tmp_path)
+    for name, pop in whole.populations.items():
+        for t, u in zip(pop.terms, blocks.populations[name].terms, strict=True):
+            assert np.array_equal(t.weight_q, u.weight_q), name
+        assert whole.fixed[name].quant_error == pytest.approx(blocks.fixed[name].quant_error, rel=1e-9)
+
+
+def test_identity_maps_of_one_size_share_one_read_only_matrix() -> None:
+    a, b = identity((64, 4, 4)), identity((64, 2, 2))
+    assert np.shares_memory(a.weight, b.weight) and not a.weight.flags.writeable
+    assert np.array_equal(a.weight[:, :, 0, 0], np.eye(64))
 
 
 def test_integers_only_once_compiled(tmp_path: Path) -> None:
@@ -89,6 +123,11 @@ def _as_float64(graph: nir.NIRGraph) -> nir.NIRGraph:
     return graph
 
 
+def _an_identity(w: np.ndarray) -> bool:
+    """``w`` is the shared identity matrix of its size (a population's own output, row-scaled)."""
+    return w.ndim == 4 and w.shape[2:] == (1, 1) and np.shares_memory(w, identity((w.shape[1], 1, 1)).weight)
+
+
 def test_float32_weights_held_as_they_are_compile_to_the_integers_of_float64_ones() -> None:
     torch.manual_seed(0)
     model = build("digits_resnet", "da", 10, timesteps=3).eval()
@@ -102,7 +141,7 @@ def test_float32_weights_held_as_they_are_compile_to_the_integers_of_float64_one
     programs = [compile_graph(from_nir(g), "loihi2-sim", load_profile("loihi2"), "relay", x, keep_float=True)[0]
                 for g in (nir_graph, _as_float64(nir_graph))]
     held = [t.map.weight for pop in programs[0].populations.values() for t in pop.terms
-            if t.map.weight.dtype == np.float32 and pop.kind == "lif"]
+            if t.map.weight.dtype == np.float32 and pop.kind == "lif" and not _an_identity(t.map.weight)]
     conv_weights = [np.asarray(n.weight) for n in nir_graph.nodes.values() if isinstance(n, nir.Conv2d)]
     assert held and all(any(np.shares_memory(w, c) for c in conv_weights) for w in held)  # not copies
     ours, reference = programs

@@ -8,18 +8,17 @@ integers (:class:`Fixed`, ``Term.weight_q``), core mapping ``Program.mapping``.
 
 from __future__ import annotations
 
-import io
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 import h5py
 import numpy as np
 
 from danet_deploy.errors import UserError
-from danet_deploy.outputs import write_in_memory
+from danet_deploy.outputs import write_hdf5
 
 if TYPE_CHECKING:
     from scipy.sparse import csr_matrix
@@ -40,7 +39,10 @@ class Map:
 
     ``weight`` (float) is None when only the structure is lowered (to cost a lowering that
     will not be built) and in a compiled program, whose integers are ``Term.weight_q``;
-    ``identity`` marks the map of a population onto itself.
+    ``identity`` marks the map of a population onto itself. ``row_scale`` (float64, one
+    factor per output row: a conv's output channel, a dense map's output) scales ``weight``
+    where it is read (:meth:`values`), so that a BatchNorm after a conv holds no scaled copy
+    of the conv's weight (docs/compile.md §1).
     """
 
     kind: str                       # "conv" (weight [Cout, Cin, kh, kw]) or "dense" ([Nout, Nin])
@@ -53,6 +55,33 @@ class Map:
     delay: int = 0                  # steps added by Delay nodes on the path
     identity: bool = False
     recurrent: bool = False         # the path closes a cycle: it carries the previous step's output
+    row_scale: np.ndarray | None = None
+
+    def values(self, rows: slice = slice(None)) -> np.ndarray | None:
+        """The float weight of the map (of its output ``rows``): ``weight`` times ``row_scale``
+        (in float64) where that is set."""
+        if self.weight is None or self.row_scale is None:
+            return None if self.weight is None else self.weight[rows]
+        scale = self.row_scale[rows].reshape(-1, *([1] * (self.weight.ndim - 1)))
+        return per_tap(self.weight[rows], lambda w: w * scale)
+
+    def abs_max(self) -> float:
+        """The largest ``|values()|``, without making them: scaling a row by ``|s|`` is monotone
+        (in floating point too), so its largest product is ``|s|`` times its largest ``|weight|``."""
+        part = distinct_part(self.weight)
+        if not part.size:
+            return 0.0
+        if self.row_scale is None:
+            return float(max(part.max(), -part.min()))
+        axes = tuple(range(1, part.ndim))
+        per_row = np.maximum(part.max(axis=axes), -part.min(axis=axes)).astype(np.float64)
+        return float((per_row * np.abs(self.row_scale)).max())
+
+    def scaled(self, rows: np.ndarray) -> Map:
+        """This map followed by a factor per output row (float64), applied lazily; ``rows`` is
+        copied (a view would keep the array it was cut from, e.g. a Scale node's every element)."""
+        rows = np.array(rows, dtype=np.float64).reshape(-1)
+        return replace(self, identity=False, row_scale=rows if self.row_scale is None else self.row_scale * rows)
 
     @property
     def geometry(self) -> tuple:
@@ -215,7 +244,10 @@ def synapse_count(m: Map, weight: np.ndarray | None) -> int:
     (_, h, wd), (_, oh, ow) = m.in_shape, m.out_shape
     th = _valid_taps(h, shape[2], m.stride[0], m.padding[0], oh)
     tw = _valid_taps(wd, shape[3], m.stride[1], m.padding[1], ow)
-    nnz = np.count_nonzero(weight, axis=(0, 1)) if weight is not None else np.full(shape[2:], shape[0] * shape[1])
+    if weight is None:
+        nnz = np.full(shape[2:], shape[0] * shape[1])
+    else:  # counted on a weight held once over its taps as held (counting would materialise it)
+        nnz = np.broadcast_to(np.count_nonzero(distinct_part(weight), axis=(0, 1)), shape[2:])
     return int((nnz * th[:, None] * tw[None, :]).sum())
 
 
@@ -223,7 +255,10 @@ def fan_in(m: Map, weight: np.ndarray | None) -> int:
     """Most synapses onto one neuron of the consumer (interior neuron of a conv)."""
     if weight is None:
         return int(np.prod(m.weight_shape[1:]))
-    return int(np.count_nonzero(weight, axis=tuple(range(1, weight.ndim))).max()) if weight.size else 0
+    if not weight.size:
+        return 0
+    part = distinct_part(weight)  # the same at every tap: counted once, times the taps
+    return int(np.count_nonzero(part, axis=tuple(range(1, part.ndim))).max()) * (weight.size // part.size)
 
 
 def summarise(mapping: dict[str, dict[str, Any]], profile: Profile) -> dict[str, int]:
@@ -239,12 +274,12 @@ def summarise(mapping: dict[str, dict[str, Any]], profile: Profile) -> dict[str,
 
 def write_program(path: Path, program: Program) -> None:
     """The quantised program as HDF5: one group per population, one per synapse group."""
-    write_in_memory(path, lambda buffer: _fill_program(buffer, program))
+    write_hdf5(path, lambda file: _fill_program(file, program))
 
 
-def _fill_program(buffer: io.BytesIO, program: Program) -> None:
+def _fill_program(file: BinaryIO, program: Program) -> None:
     low = program.lowered
-    with h5py.File(buffer, "w") as f:
+    with h5py.File(file, "w") as f:
         f.attrs.update({"format": PROGRAM_FORMAT, "target": program.target,
                         "profile": program.profile, "lowering": low.lowering, "dt": low.dt,
                         "timesteps": low.timesteps or 0, "latency": low.latency,
