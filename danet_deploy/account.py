@@ -334,17 +334,23 @@ class FloatActivity:
     own hooks count them (docs/accounting.md, "NeuroBench"): every call of a Linear or Conv
     layer adds its (nonzero input, nonzero weight) pairs that reach an output, as ACs when the
     call's inputs are all in {-1, 0, 1}, else as MACs, and its Dense pairs (all ones); every
-    call of an snnTorch neuron adds its spikes and outputs. Per sample, like NeuroBench."""
+    call of an snnTorch neuron adds its spikes and outputs, and its MembraneUpdates: every
+    neuron at its first call of a forward pass, then the neurons whose membrane (snnTorch's
+    ``mem`` on the module) differs after the call from before it. Per sample, like NeuroBench."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         import snntorch
 
-        self.counts = dict.fromkeys(("Effective_ACs", "Effective_MACs", "Dense", "nonzero", "outputs"), 0.0)
+        self.counts = dict.fromkeys(("Effective_ACs", "Effective_MACs", "Dense", "nonzero", "outputs",
+                                     "MembraneUpdates"), 0.0)
         self.samples = 0
+        self.membrane_before: dict[torch.nn.Module, torch.Tensor] = {}  # each neuron's mem before its call
+        self.first_call: set[torch.nn.Module] = set()  # neurons not yet called in this forward pass
         self.neurons = [m for m in model.modules() if isinstance(m, snntorch.SpikingNeuron)]
         self.handles = [model.register_forward_pre_hook(self._batch)]
         self.handles += [m.register_forward_hook(self._connection) for m in model.modules()
                          if isinstance(m, CONNECTION_LAYERS)]
+        self.handles += [m.register_forward_pre_hook(self._membrane_before) for m in self.neurons]
         self.handles += [m.register_forward_hook(self._activation) for m in self.neurons]
 
     def close(self) -> None:
@@ -364,6 +370,10 @@ class FloatActivity:
 
     def _batch(self, module: torch.nn.Module, args: tuple) -> None:
         self.samples += args[0].shape[0]
+        self.first_call = set(self.neurons)  # NeuroBench resets its hooks after every batch
+
+    def _membrane_before(self, neuron: torch.nn.Module, args: tuple) -> None:
+        self.membrane_before[neuron] = neuron.mem.detach()
 
     def _connection(self, layer: torch.nn.Module, args: tuple, out: torch.Tensor) -> None:
         x = args[0].detach()
@@ -376,12 +386,19 @@ class FloatActivity:
         spikes = out[0] if isinstance(out, tuple) else out
         self.counts["nonzero"] += int(torch.count_nonzero(spikes))
         self.counts["outputs"] += spikes.numel()
+        membrane = neuron.mem.detach()
+        if neuron in self.first_call:
+            self.first_call.discard(neuron)
+            self.counts["MembraneUpdates"] += membrane.numel()
+        else:
+            self.counts["MembraneUpdates"] += int(torch.count_nonzero(self.membrane_before[neuron] - membrane))
 
     def metrics(self) -> dict[str, Any]:
         n, c = max(self.samples, 1), self.counts
         sparsity = 1 - c["nonzero"] / c["outputs"] if self.neurons and c["outputs"] else None
         return {"ActivationSparsity": sparsity,
-                "SynapticOperations": {k: c[k] / n for k in ("Effective_MACs", "Effective_ACs", "Dense")}}
+                "SynapticOperations": {k: c[k] / n for k in ("Effective_MACs", "Effective_ACs", "Dense")},
+                "MembraneUpdates": c["MembraneUpdates"] / n if self.neurons else None}
 
 
 def _pairs(layer: torch.nn.Module, x: torch.Tensor, weight: torch.Tensor) -> float:

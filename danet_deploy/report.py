@@ -102,10 +102,11 @@ def as_neurobench_table(report: dict[str, Any]) -> Table | None:
 def as_csv(report: dict[str, Any]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow([*COLUMNS, *(f"energy_{p}_pj" for p in ENERGY_PARTS), FORMAT_COLUMN])
+    w.writerow([*COLUMNS, *(f"energy_{p}_pj" for p in ENERGY_PARTS), "ActivationSparsity", FORMAT_COLUMN])
+    by_layer = report["neurobench"]["deployed"]["ActivationSparsityByLayer"]  # NeuroBench's, per layer
     for row in report["layers"]:
         w.writerow([row[c] for c in COLUMNS] + [row["energy_breakdown_pj"][p] for p in ENERGY_PARTS]
-                   + [TAGS["report"]])
+                   + [by_layer.get(row["name"], ""), TAGS["report"]])
     return buf.getvalue()
 
 

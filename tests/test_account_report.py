@@ -184,7 +184,12 @@ def test_report_formats_are_complete_and_deterministic(trained_digits: Path, tmp
     for row in [*report["layers"], report["totals"], *report["by_connection"].values()]:
         assert row["energy_dynamic_pj"] + row["energy_static_pj"] == row["energy_pj"]
     assert report["totals"]["energy_static_pj"] < report["totals"]["energy_dynamic_pj"]  # default: cores
-    assert csv_lines[0].split(",")[-9:-6] == ["energy_dynamic_pj", "energy_static_pj", "energy_pj"]
+    header = csv_lines[0].split(",")
+    assert header[-10:-7] == ["energy_dynamic_pj", "energy_static_pj", "energy_pj"]
+    sparsity = {r[0]: r[-2] for r in (line.split(",") for line in csv_lines[1:])}
+    by_layer = report["neurobench"]["deployed"]["ActivationSparsityByLayer"]
+    assert header[-2] == "ActivationSparsity" and by_layer and sparsity[report["layers"][-1]["name"]] == ""
+    assert {name: float(v) for name, v in sparsity.items() if v} == by_layer
     assert csv_lines[0].endswith(",format") and csv_lines[1].endswith(",danet-deploy/report/1")
     page = (tmp_path / "a.html").read_text()
     assert "data:image/png;base64," in page and "http" not in page.replace("<!doctype html>", "")
@@ -197,6 +202,7 @@ def test_report_formats_are_complete_and_deterministic(trained_digits: Path, tmp
     assert nb == {"format": "danet-deploy/report/1", "ClassificationAccuracy": report["accuracy"], **deployed}
     assert deployed["SynapticOperations"]["Effective_ACs"] == report["totals"]["sops"] > 0
     assert deployed["MembraneUpdates"] == report["totals"]["neuron_updates"]
+    assert 0 < report["neurobench"]["trained"]["MembraneUpdates"] <= deployed["MembraneUpdates"]
     assert deployed["Footprint"] == report["totals"]["synapse_bits"] / 8
     assert report["neurobench"]["trained"]["Footprint"] > 0 and "NeuroBench's metrics" in page
 
