@@ -275,15 +275,14 @@ def check_mapping(mapping: dict[str, dict[str, Any]], profile: Profile, lowering
 def _calibration(graph: FlatGraph, calibration: torch.Tensor | None,
                  exact: bool) -> tuple[dict[str, float], float, bool]:
     """Each node's peak input current, the input's peak value and whether the input is graded."""
+    graded = calibration is not None and not bool(((calibration == 0) | (calibration == 1)).all())
     if exact:  # the chip's integers already: no calibration; inputs are sent as they are
-        input_graded = calibration is not None and not bool(((calibration == 0) | (calibration == 1)).all())
-        if input_graded and not torch.equal(calibration, calibration.round()):
+        if graded and not torch.equal(calibration, calibration.round()):
             raise UserError("this network takes the chip's integers as input, but the data are not integers")
-        return {}, 1.0, input_graded
+        return {}, 1.0, graded
     if calibration is None:  # no data: weights alone set the scales, inputs assumed in [-1, 1]
         return {}, 1.0, True
-    return (calibrate(graph, calibration), float(calibration.abs().max()),
-            not bool(((calibration == 0) | (calibration == 1)).all()))
+    return calibrate(graph, calibration), float(calibration.abs().max()), graded
 
 
 def compile_graph(graph: FlatGraph, target: str, profile: Profile, lowering: str,
