@@ -2,17 +2,14 @@
 
 At every time step each node receives the sum of its sources' outputs *of the same
 step* (as training frameworks compute), in topological order; a recurrent edge (one
-that closes a cycle) delivers its source's output of the previous step (zero at the first). Neurons are
-discretised with forward Euler and step ``dt`` (or, for graphs whose discretisation
-is ``exp``, with ``1 - exp(-dt/tau)`` in place of every ``dt/tau``):
-
-* ``LIF``: ``v += dt/tau * (v_leak - v + r*I)``; spike where ``v > v_threshold``,
-  then ``v = v_reset`` there (or, by the graph's reset convention, ``v -= v_threshold``;
-  snnTorch's late conventions apply either a step later). ``LI`` is the same without spikes.
-* ``IF``: ``v += dt * r * I`` (``r * I`` under norse's convention); ``Integrator``: the same
-  without spikes.
-* ``CubaLIF``: ``i += dt/tau_syn * (-i + w_in*I)``, then the LIF update driven by ``i``.
-* ``Threshold``: ``I > threshold``; ``Delay``: the input ``round(delay/dt)`` steps ago.
+that closes a cycle) delivers its source's output of the previous step (zero at the first).
+Neurons (LIF, CubaLIF, IF, LI, Integrator) step by ``danet_deploy/ir/neurons.py``, the one
+statement of their update that the compiler lowers too: ``v += dt/tau * (v_leak - v + r*I)``
+for a LIF under forward Euler, a current ``i += dt/tau_syn * (-i + w_in*I)`` before it for a
+CubaLIF, ``v += dt * r * I`` for an IF; spikes where ``v > v_threshold``, then ``v = v_reset``
+there (or, by the graph's reset convention, ``v -= v_threshold``; snnTorch's late conventions
+apply either a step later; sinabs' fire several spikes at once). ``Threshold``:
+``I > threshold``; ``Delay``: the input ``round(delay/dt)`` steps ago.
 
 It shares no code with the PyTorch models, so agreement between the two is evidence
 that the export is right. It sits at the NIR level, below the compiler (which
@@ -32,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from danet_deploy.ir.graph import NEURON_TYPES, FlatGraph
+from danet_deploy.ir.neurons import NEURON_NODES, dynamics, membrane_step
 
 Step = Callable[[torch.Tensor], torch.Tensor]
 
@@ -97,75 +95,53 @@ class _Neuron:
     """State and update of one neuron population (reset by :meth:`reset`)."""
 
     def __init__(self, name: str, graph: FlatGraph, param: Callable[[object], torch.Tensor]) -> None:
-        node, decay, dt = graph.nodes[name], graph.decay, graph.dt
-        p = lambda v: param(_held_once(v))  # noqa: E731
-        self.node, self.reset_mode, self.scheme = node, graph.resets.get(name, "zero"), graph.discretisation
-        if isinstance(node, (nir.LIF, nir.LI)):
-            self.k, self.r, self.leak = p(decay(node.tau)), p(node.r), p(node.v_leak)
-        elif isinstance(node, (nir.IF, nir.I)):
-            self.r = p(graph.integration_step() * np.asarray(node.r, dtype=np.float64))
-        elif isinstance(node, nir.CubaLIF):
-            self.k_syn, self.w_in = p(decay(node.tau_syn)), p(node.w_in)
-            self.k, self.r, self.leak = p(decay(node.tau_mem)), p(node.r), p(node.v_leak)
-        if isinstance(node, (nir.LIF, nir.IF, nir.CubaLIF)):
-            self.th, self.v_reset = p(node.v_threshold), p(node.v_reset)
+        node = graph.nodes[name]
+        self.node, self.reset_mode = node, graph.resets.get(name, "zero")
         if isinstance(node, nir.Delay):
-            self.steps = np.rint(np.asarray(node.delay, dtype=np.float64) / dt).astype(np.int64)
+            self.steps = np.rint(np.asarray(node.delay, dtype=np.float64) / graph.dt).astype(np.int64)
             self.index = torch.as_tensor(self.steps)
+        else:
+            self.dyn = dynamics(node, graph).converted(lambda v: param(_held_once(v)))
         self.state: dict[str, torch.Tensor] = {}
 
     def reset(self) -> None:
         self.state = {}
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        node, st = self.node, self.state
-        if isinstance(node, nir.Delay):
+        if isinstance(self.node, nir.Delay):
             return self._delay(x)
-        v = st.get("v", torch.zeros_like(x))
-        if isinstance(node, nir.CubaLIF) and self.scheme in ("norse", "rockpool"):
-            v = self._framework_cuba(x, v)
-        elif isinstance(node, nir.CubaLIF):
-            i = st.get("i", torch.zeros_like(x))
-            i = i + self.k_syn * (-i + self.w_in * x)
+        st, d = self.state, self.dyn
+        i = st.get("i", torch.zeros_like(x)) if d.has_current else None
+        i, v = membrane_step(d, i, st.get("v", torch.zeros_like(x)), x)
+        if d.has_current:
             st["i"] = i
-            v = v + self.k * (self.leak - v + self.r * i)
-        elif isinstance(node, (nir.LIF, nir.LI)):
-            v = v + self.k * (self.leak - v + self.r * x)
-        else:
-            v = v + self.r * x
-        if isinstance(node, (nir.LI, nir.I)):
+        if d.threshold is None:
             st["v"] = v
             return v
+        return self._fire(v, x.dtype)
+
+    def _fire(self, v: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """Spikes of voltage ``v`` and the reset, by the graph's convention; keeps the new voltage."""
+        st, th, v_reset = self.state, self.dyn.threshold, self.dyn.v_reset
         fired = st.get("fired")  # the late conventions reset a step after the spike
         if fired is not None and self.reset_mode == "zero-late":
-            v = torch.where(fired, self.v_reset.expand_as(v), v)
+            v = torch.where(fired, v_reset.expand_as(v), v)
         elif fired is not None and self.reset_mode == "subtract-late":
-            v = v - self.th * fired
+            v = v - th * fired
         if self.reset_mode.startswith("multi-spike"):  # sinabs: as many spikes as thresholds reached
-            spikes = torch.where(v >= self.th, torch.floor(v / self.th), torch.zeros_like(v))
-            v = v - self.th * spikes
-            st["v"] = torch.maximum(v, -self.th) if self.reset_mode == "multi-spike-floor" else v
-            return spikes.to(x.dtype)
-        spikes = v > self.th
+            spikes = torch.where(v >= th, torch.floor(v / th), torch.zeros_like(v))
+            v = v - th * spikes
+            st["v"] = torch.maximum(v, -th) if self.reset_mode == "multi-spike-floor" else v
+            return spikes.to(dtype)
+        spikes = v > th
         if self.reset_mode == "zero":
-            v = torch.where(spikes, self.v_reset.expand_as(v), v)
+            v = torch.where(spikes, v_reset.expand_as(v), v)
         elif self.reset_mode == "subtract":
-            v = v - self.th * spikes
+            v = v - th * spikes
         else:
             st["fired"] = spikes
         st["v"] = v
-        return spikes.to(x.dtype)
-
-    def _framework_cuba(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """A CubaLIF's voltage update as norse's LIFCell or rockpool's LIFTorch compute it."""
-        i = self.state.get("i", torch.zeros_like(x))
-        if self.scheme == "norse":  # the input jumps into the current undamped
-            i = (1 - self.k_syn) * i + self.w_in * x
-            self.state["i"] = i
-            return v + self.k * (self.leak - v + self.r * i)
-        i = (1 - self.k_syn) * (i + self.w_in * x)
-        self.state["i"] = i
-        return v + self.k * (self.leak - v) + i
+        return spikes.to(dtype)
 
     def _delay(self, x: torch.Tensor) -> torch.Tensor:
         depth = int(self.steps.max()) + 1 if self.steps.size else 1
@@ -187,7 +163,7 @@ class ReferenceSimulator:
         p = lambda v: _param(v, dtype, self.device)  # noqa: E731
         self.neurons = {n: _Neuron(n, graph, p)
                         for n, node in graph.nodes.items()
-                        if isinstance(node, (nir.LIF, nir.LI, nir.IF, nir.I, nir.CubaLIF, nir.Delay))}
+                        if isinstance(node, (*NEURON_NODES, nir.Delay))}
         self.steps = {n: self.neurons.get(n) or linear_step(node, p) for n, node in graph.nodes.items()}
 
     def run(self, x: torch.Tensor, record: bool = False,

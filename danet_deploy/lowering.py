@@ -37,6 +37,7 @@ from scipy.sparse import diags
 from .converters.nir_reference import linear_step, pair
 from .errors import UserError
 from .ir.graph import FlatGraph
+from .ir.neurons import dynamics
 from .ir.program import Lowered, Map, Population, Term, per_tap
 
 LOWERINGS = ("expand", "relay", "auto")
@@ -367,31 +368,22 @@ def _check_reset(name: str, mode: str) -> None:
 
 def _neuron_population(name: str, node: nir.NIRNode, shape: tuple[int, ...], graph: FlatGraph,
                        connection: str) -> Population:
+    """A neuron node's population: the update of ``ir/neurons.py`` with one factor per layer,
+    and a CubaLIF's input gain folded into its synapses (``u = current_gain * i``)."""
     if isinstance(node, nir.Threshold):
         return Population(name, "gate", shape, connection, beta=0.0, gain=1.0,
                           threshold=_uniform(name, "threshold", node.threshold))
-    if np.any(np.asarray(node.v_reset) != 0):
+    d = dynamics(node, graph)
+    if np.any(d.v_reset != 0):
         raise UserError(f"node {name!r}: Loihi neurons reset to 0, but v_reset is not 0")
-    threshold = _uniform(name, "v_threshold", node.v_threshold)
-    if isinstance(node, nir.IF):
-        gain = graph.integration_step() * _uniform(name, "r", node.r)
-        return Population(name, "lif", shape, connection, beta=1.0, gain=gain, threshold=threshold)
-    k = graph.decay(node.tau_mem if isinstance(node, nir.CubaLIF) else node.tau)
-    beta = 1.0 - _uniform(name, "tau", k)
-    gain = _uniform(name, "r", k * np.asarray(node.r, dtype=np.float64))
-    leak = k * np.asarray(node.v_leak, dtype=np.float64)
-    pop = Population(name, "lif", shape, connection, beta=beta, gain=gain, threshold=threshold)
-    if isinstance(node, nir.CubaLIF):  # u = i / (k_syn w_in): Loihi's current, its input gain folded in
-        k_syn = graph.decay(node.tau_syn)
-        alpha = 1.0 - _uniform(name, "tau_syn", k_syn)
-        pop.alpha = 0.0 if abs(alpha) < 1e-6 else alpha  # tau_syn = dt, up to float32 rounding: no memory
-        if graph.discretisation == "rockpool":  # i <- alpha (i + w_in x), v <- beta v + i
-            pop.gain = alpha * _uniform(name, "w_in", node.w_in)
-        elif graph.discretisation == "norse":  # i <- alpha i + w_in x
-            pop.gain = gain * _uniform(name, "w_in", node.w_in)
-        else:
-            pop.gain = gain * _uniform(name, "w_in", k_syn * np.asarray(node.w_in, dtype=np.float64))
-    pop.bias = np.broadcast_to(leak, shape).copy() if np.any(leak) else None
+    uniform = {factor: _uniform(name, d.source(factor), getattr(d, factor))
+               for factor in ("beta", "current_gain", "alpha", "input_gain")}
+    pop = Population(name, "lif", shape, connection, beta=uniform["beta"],
+                     gain=uniform["current_gain"] * uniform["input_gain"],
+                     threshold=_uniform(name, "v_threshold", d.threshold))
+    if d.has_current:  # tau_syn = dt, up to float32 rounding: no memory
+        pop.alpha = 0.0 if abs(uniform["alpha"]) < 1e-6 else uniform["alpha"]
+    pop.bias = np.broadcast_to(d.bias, shape).copy() if np.any(d.bias) else None
     return pop
 
 

@@ -143,6 +143,10 @@ def test_fixed_point_neurons_match_an_independent_model(tmp_path: Path, beta: fl
     assert (f.dv == 2048) == (beta == 0.5)
     expected = _independent_lif(a.numpy(), f.dv, f.vth, f.bias_mant)
     assert np.array_equal(rec["lif1"].numpy(), expected) and expected.sum() > 0
+    # the du = 4095 fast path is the general step-by-step equation, specialised: the same spikes
+    currents = a.reshape(-1, *a.shape[2:]).float()
+    fast_path = fast._neuron_steps("lif1", currents.clone(), 5, 4)
+    assert torch.equal(fast_path, fast._stepwise("lif1", currents.clone(), 5, 4))
 
 
 def test_expand_violation_names_layer_limit_and_remedy_and_auto_picks_relay(tmp_path: Path) -> None:

@@ -3,6 +3,8 @@
 * :mod:`danet_deploy.ir.graph`: the flat NIR-level graph (:class:`~danet_deploy.ir.graph.FlatGraph`)
   that export writes and compile, the float interpreter and the reports read, with its
   reset and discretisation conventions;
+* :mod:`danet_deploy.ir.neurons`: each neuron node's per-step update, written once: the float
+  interpreter runs it, the lowering turns it into populations (docs/compile.md §1);
 * :mod:`danet_deploy.ir.program`: the compiled program (populations, synapse groups, integers,
   core mapping) and its file, ``program.h5``, which the simulators, the Lava worker, the
   accountant and the netx writer read.
