@@ -48,6 +48,11 @@ COUNTS = ("neurons", "synapses", "synapse_bits", "cores", "spikes", "sops", "gra
 DYNAMIC_PARTS = ("synaptic", "neuron", "routing", "mac")
 ENERGY_PARTS = (*DYNAMIC_PARTS, "static")
 STATIC_POWER = ("cores", "chip", "off")
+# operations per membrane update, by snnTorch neuron class and reset mechanism: NeuroBench 2.3's
+# neuron_ops_reset_operations (neurobench/metrics/workload/neuron_operations.py); a class it does
+# not list has no NeuronOperations there
+NEURON_OPERATIONS = {"Leaky": {"subtract": 4, "zero": 4}, "Synaptic": {"subtract": 6, "zero": 8},
+                     "Lapicque": {"subtract": 11, "zero": 11}, "Alpha": {"subtract": 18, "zero": 24}}
 
 
 class Accountant:
@@ -196,6 +201,8 @@ class Accountant:
         active = [r for r in layers if r["kind"] not in ("readout", "recurrent")]
         by_layer = {r["name"]: 1 - r["spikes"] / (r["neurons"] * timesteps) for r in active if r["neurons"]}
         slots = sum(r["neurons"] for r in active) * timesteps
+        # Loihi updates every compartment at every step: effective and dense operations are one
+        neuron_ops = sum(r["neuron_updates"] * self._neuron_operations(r) for r in layers)
         return {
             "Footprint": sum(r["synapse_bits"] for r in layers) / 8,
             "ConnectionSparsity": sum(int((w == 0).sum()) for w in weights) / max(sum(w.size for w in weights), 1),
@@ -205,7 +212,16 @@ class Accountant:
                                    "Effective_ACs": sum(r["sops"] for r in layers),
                                    "Dense": self.dense_pairs * timesteps},
             "MembraneUpdates": sum(r["neuron_updates"] for r in layers),
+            "NeuronOperations": {"Effective Neuron Ops": neuron_ops, "Neuron Dense Ops": neuron_ops},
         }
+
+    def _neuron_operations(self, row: dict[str, Any]) -> int:
+        """NeuroBench's operations per update of a row's neurons as Loihi runs them: a CUBA
+        neuron that keeps a current (``du < 4095``) costs what NeuroBench gives snnTorch's
+        Synaptic with reset to zero, every other neuron what it gives Leaky."""
+        fixed = self.program.fixed.get(row["name"])
+        kind = "Synaptic" if fixed is not None and fixed.du < 4095 else "Leaky"
+        return NEURON_OPERATIONS[kind]["zero"]
 
 
     def _edges(self, samples: int) -> list[dict[str, Any]]:
@@ -342,7 +358,7 @@ class FloatActivity:
         import snntorch
 
         self.counts = dict.fromkeys(("Effective_ACs", "Effective_MACs", "Dense", "nonzero", "outputs",
-                                     "MembraneUpdates"), 0.0)
+                                     "MembraneUpdates", "Effective Neuron Ops", "Neuron Dense Ops"), 0.0)
         self.samples = 0
         self.membrane_before: dict[torch.nn.Module, torch.Tensor] = {}  # each neuron's mem before its call
         self.first_call: set[torch.nn.Module] = set()  # neurons not yet called in this forward pass
@@ -389,16 +405,29 @@ class FloatActivity:
         membrane = neuron.mem.detach()
         if neuron in self.first_call:
             self.first_call.discard(neuron)
-            self.counts["MembraneUpdates"] += membrane.numel()
+            updates = membrane.numel()
         else:
-            self.counts["MembraneUpdates"] += int(torch.count_nonzero(self.membrane_before[neuron] - membrane))
+            updates = int(torch.count_nonzero(self.membrane_before[neuron] - membrane))
+        self.counts["MembraneUpdates"] += updates
+        ops = _neuron_operations(neuron)
+        if ops is not None:  # NeuroBench's dense count: every neuron of every call
+            self.counts["Effective Neuron Ops"] += ops * updates
+            self.counts["Neuron Dense Ops"] += ops * membrane.numel()
 
     def metrics(self) -> dict[str, Any]:
         n, c = max(self.samples, 1), self.counts
         sparsity = 1 - c["nonzero"] / c["outputs"] if self.neurons and c["outputs"] else None
+        defined = self.neurons and all(_neuron_operations(m) is not None for m in self.neurons)
         return {"ActivationSparsity": sparsity,
                 "SynapticOperations": {k: c[k] / n for k in ("Effective_MACs", "Effective_ACs", "Dense")},
-                "MembraneUpdates": c["MembraneUpdates"] / n if self.neurons else None}
+                "MembraneUpdates": c["MembraneUpdates"] / n if self.neurons else None,
+                "NeuronOperations": {k: c[k] / n for k in ("Effective Neuron Ops", "Neuron Dense Ops")}
+                if defined else None}
+
+
+def _neuron_operations(neuron: torch.nn.Module) -> int | None:
+    """Operations per membrane update of an snnTorch neuron, by NeuroBench's table (None: not in it)."""
+    return NEURON_OPERATIONS.get(type(neuron).__name__, {}).get(getattr(neuron, "_reset_mechanism", None))
 
 
 def _pairs(layer: torch.nn.Module, x: torch.Tensor, weight: torch.Tensor) -> float:

@@ -112,7 +112,8 @@ def compare_cell(key: str, v: object) -> str:
 
 
 NEUROBENCH_METRICS = ("Footprint", "ConnectionSparsity", "ActivationSparsity", "SynapticOperations.Effective_ACs",
-                      "SynapticOperations.Effective_MACs", "SynapticOperations.Dense", "MembraneUpdates")
+                      "SynapticOperations.Effective_MACs", "SynapticOperations.Dense", "MembraneUpdates",
+                      "NeuronOperations.Effective Neuron Ops", "NeuronOperations.Neuron Dense Ops")
 
 
 def neurobench_rows(report: dict) -> list[list[str]]:

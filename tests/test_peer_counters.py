@@ -126,6 +126,11 @@ def test_neurobench_agrees_on_a_plain_network(tmp_path: Path) -> None:
     by_layer = {_key(name, back=True): v for name, v in nb["ActivationSparsityByLayer"].items()}
     assert by_layer.keys() == deployed["ActivationSparsityByLayer"].keys()
     assert all(deployed["ActivationSparsityByLayer"][k] == pytest.approx(v, rel=1e-12) for k, v in by_layer.items())
+    # Loihi updates every neuron at every step; a LIF without current costs NeuroBench's Leaky (4)
+    neurons = sum(program.mapping[name]["neurons"] for name, pop in program.populations.items() if pop.kind != "input")
+    assert deployed["MembraneUpdates"] == neurons * x.shape[1]
+    assert deployed["NeuronOperations"] == {"Effective Neuron Ops": 4 * neurons * x.shape[1],
+                                            "Neuron Dense Ops": 4 * neurons * x.shape[1]}
 
 
 def test_neurobench_classes_relayed_sums_as_macs(tmp_path: Path) -> None:
@@ -151,7 +156,8 @@ def test_neurobench_on_the_snntorch_model_equals_ours_as_trained(connection: str
     real-valued sums into convolutions are MAC calls for both)."""
     from neurobench.benchmarks import Benchmark
     from neurobench.metrics.static import ConnectionSparsity, Footprint
-    from neurobench.metrics.workload import ActivationSparsity, MembraneUpdates, SynapticOperations
+    from neurobench.metrics.workload import ActivationSparsity, MembraneUpdates, NeuronOperations, \
+        SynapticOperations
     from neurobench.models import TorchModel
     import snntorch
 
@@ -167,8 +173,8 @@ def test_neurobench_on_the_snntorch_model_equals_ours_as_trained(connection: str
     wrapped = TorchModel(model)  # the whole time series per call; snnTorch's neurons hooked as activations
     wrapped.add_activation_module(snntorch.SpikingNeuron)
     nb = Benchmark(wrapped, loader, [], [], [[Footprint, ConnectionSparsity],
-                                             [ActivationSparsity, SynapticOperations,
-                                              MembraneUpdates]]).run(quiet=True)
+                                             [ActivationSparsity, SynapticOperations, MembraneUpdates,
+                                              NeuronOperations]]).run(quiet=True)
     activity = FloatActivity(model)
     with torch.no_grad():
         for xb, _ in loader:
@@ -185,6 +191,31 @@ def test_neurobench_on_the_snntorch_model_equals_ours_as_trained(connection: str
     # than the neurons x T that Loihi updates, which the deployed figure counts
     neuron_steps = activity.counts["outputs"] / activity.samples
     assert 0 < nb["MembraneUpdates"] < neuron_steps and ours["MembraneUpdates"] == nb["MembraneUpdates"]
+    # snnTorch's Leaky with reset to zero: 4 operations per update, by NeuroBench's table
+    assert nb["NeuronOperations"]["Effective Neuron Ops"] == 4 * nb["MembraneUpdates"]
+    assert ours["NeuronOperations"] == pytest.approx(nb["NeuronOperations"], rel=1e-12)
+
+
+def test_deployed_neuron_operations_charge_a_current_as_neurobench_charges_synaptic() -> None:
+    """A CubaLIF keeps a current on Loihi (du < 4095): NeuroBench gives snnTorch's Synaptic with
+    reset to zero 8 operations per update, Leaky 4; every neuron updates at every step."""
+    from danet_deploy.converters.nir_import import from_nir
+
+    rng = np.random.default_rng(0)
+    one = np.ones(6)
+    graph = nir.NIRGraph.from_list(
+        nir.Input(np.array([4])), nir.Linear(rng.normal(size=(6, 4))),
+        nir.CubaLIF(tau_syn=2e-4 * one, tau_mem=5e-4 * one, r=one, v_leak=0 * one, v_threshold=0.1 * one,
+                    w_in=one),
+        nir.Linear(rng.normal(size=(3, 6))), nir.Output(np.array([3])))
+    x = torch.rand(5, 4, 4)
+    program, _ = compile_graph(from_nir(graph), "loihi2-sim", load_profile("loihi2"), "expand", x)
+    cuba = [name for name, f in program.fixed.items() if f.du < 4095]
+    assert len(cuba) == 1
+    ops = _report(program, x)["neurobench"]["deployed"]["NeuronOperations"]
+    expected = sum(program.mapping[name]["neurons"] * 4 * (8 if name in cuba else 4)
+                   for name, pop in program.populations.items() if pop.kind != "input")
+    assert ops == {"Effective Neuron Ops": expected, "Neuron Dense Ops": expected}
 
 
 class _NirScale(nn.Module):
@@ -242,7 +273,8 @@ def test_neurobench_on_the_exported_graph_equals_ours_as_trained(connection: str
     does); Footprint is the graph's own (BatchNorm folded, decays per neuron), not the model's."""
     from neurobench.benchmarks import Benchmark
     from neurobench.metrics.static import ConnectionSparsity, Footprint
-    from neurobench.metrics.workload import ActivationSparsity, MembraneUpdates, SynapticOperations
+    from neurobench.metrics.workload import ActivationSparsity, MembraneUpdates, NeuronOperations, \
+        SynapticOperations
     from neurobench.models import TorchModel
     import snntorch
 
@@ -265,7 +297,8 @@ def test_neurobench_on_the_exported_graph_equals_ours_as_trained(connection: str
     wrapped = TorchModel(_ExportedGraph(graph, 3).eval())
     wrapped.add_activation_module(snntorch.SpikingNeuron)
     nb = Benchmark(wrapped, loader, [], [], [[Footprint, ConnectionSparsity],
-                                             [ActivationSparsity, SynapticOperations, MembraneUpdates]]).run(quiet=True)
+                                             [ActivationSparsity, SynapticOperations, MembraneUpdates,
+                                              NeuronOperations]]).run(quiet=True)
     assert nb["SynapticOperations"]["Effective_ACs"] > 0 and nb["SynapticOperations"]["Effective_MACs"] > 0
     # float32 BatchNorm folding may move a membrane by one rounding step: a spike could flip on
     # some CPU, so the activity-driven counts agree within a spike's worth, not bit for bit
@@ -274,6 +307,7 @@ def test_neurobench_on_the_exported_graph_equals_ours_as_trained(connection: str
     assert nb["SynapticOperations"]["Dense"] == ours["SynapticOperations"]["Dense"]
     assert nb["ActivationSparsity"] == pytest.approx(ours["ActivationSparsity"], abs=1e-3)
     assert nb["MembraneUpdates"] == pytest.approx(ours["MembraneUpdates"], rel=1e-3)
+    assert nb["NeuronOperations"] == pytest.approx(ours["NeuronOperations"], rel=1e-3)
     assert round(ours["ConnectionSparsity"], 4) == nb["ConnectionSparsity"]
     assert nb["Footprint"] == _imported_footprint(graph) != ours["Footprint"]
 
