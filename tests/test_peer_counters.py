@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from danet_deploy.account import Accountant
+from danet_deploy.account import Accountant, FloatActivity, neurobench_trained
 from danet_deploy.compile import compile_graph
 from danet_deploy.ir.program import Program
 from danet_deploy.converters.nir_export import to_nir
@@ -148,21 +148,9 @@ def test_neurobench_classes_relayed_sums_as_macs(tmp_path: Path) -> None:
     assert deployed["Effective_MACs"] >= nb["Effective_MACs"] and deployed["Dense"] == pytest.approx(nb["Dense"])
 
 
-@pytest.mark.parametrize("connection", ["plain", "da"])
-def test_neurobench_on_the_snntorch_model_equals_ours_as_trained(connection: str) -> None:
-    """NeuroBench's own Benchmark on the zoo's snnTorch model: Footprint, ConnectionSparsity
-    (it rounds to 4 places), ActivationSparsity, SynapticOperations and MembraneUpdates equal the report's
-    ``neurobench.trained``, which our hooks count while the float model runs (a DA network's
-    real-valued sums into convolutions are MAC calls for both)."""
-    from neurobench.benchmarks import Benchmark
-    from neurobench.metrics.static import ConnectionSparsity, Footprint
-    from neurobench.metrics.workload import ActivationSparsity, MembraneUpdates, NeuronOperations, \
-        SynapticOperations
-    from neurobench.models import TorchModel
-    import snntorch
-
-    from danet_deploy.account import FloatActivity, neurobench_trained
-
+def _trained(connection: str) -> tuple[nn.Module, DataLoader, dict, FloatActivity]:
+    """A zoo snnTorch model (stem channel 0 without weights), its samples, and the report's
+    ``neurobench.trained`` counted by our hooks while it runs them."""
     torch.manual_seed(0)
     model = build("digits_resnet", connection, 10, timesteps=3).eval()
     with torch.no_grad():
@@ -170,17 +158,39 @@ def test_neurobench_on_the_snntorch_model_equals_ours_as_trained(connection: str
     x = torch.rand(6, 1, 8, 8) * 3
     x[x < 0.6] = 0
     loader = DataLoader(TensorDataset(x, torch.zeros(6, dtype=torch.long)), batch_size=3)
-    wrapped = TorchModel(model)  # the whole time series per call; snnTorch's neurons hooked as activations
-    wrapped.add_activation_module(snntorch.SpikingNeuron)
-    nb = Benchmark(wrapped, loader, [], [], [[Footprint, ConnectionSparsity],
-                                             [ActivationSparsity, SynapticOperations, MembraneUpdates,
-                                              NeuronOperations]]).run(quiet=True)
     activity = FloatActivity(model)
     with torch.no_grad():
         for xb, _ in loader:
             model(xb)
     activity.close()
-    ours = neurobench_trained(model, activity)
+    return model, loader, neurobench_trained(model, activity), activity
+
+
+def _neurobench_float(module: nn.Module, loader: DataLoader) -> dict:
+    """NeuroBench 2.3's own Benchmark on a float module that takes the whole time series per
+    call, snnTorch's neurons hooked as activations."""
+    from neurobench.benchmarks import Benchmark
+    from neurobench.metrics.static import ConnectionSparsity, Footprint
+    from neurobench.metrics.workload import ActivationSparsity, MembraneUpdates, NeuronOperations, \
+        SynapticOperations
+    from neurobench.models import TorchModel
+    import snntorch
+
+    wrapped = TorchModel(module)
+    wrapped.add_activation_module(snntorch.SpikingNeuron)
+    return Benchmark(wrapped, loader, [], [], [[Footprint, ConnectionSparsity],
+                                               [ActivationSparsity, SynapticOperations, MembraneUpdates,
+                                                NeuronOperations]]).run(quiet=True)
+
+
+@pytest.mark.parametrize("connection", ["plain", "da"])
+def test_neurobench_on_the_snntorch_model_equals_ours_as_trained(connection: str) -> None:
+    """NeuroBench's own Benchmark on the zoo's snnTorch model: Footprint, ConnectionSparsity
+    (it rounds to 4 places), ActivationSparsity, SynapticOperations and MembraneUpdates equal the report's
+    ``neurobench.trained``, which our hooks count while the float model runs (a DA network's
+    real-valued sums into convolutions are MAC calls for both)."""
+    model, loader, ours, activity = _trained(connection)
+    nb = _neurobench_float(model, loader)
     assert ours["Footprint"] == nb["Footprint"] > 0
     assert 0 < ours["ConnectionSparsity"] and round(ours["ConnectionSparsity"], 4) == nb["ConnectionSparsity"]
     assert 0 < nb["ActivationSparsity"] < 1 and ours["ActivationSparsity"] == pytest.approx(nb["ActivationSparsity"])
@@ -271,34 +281,9 @@ def test_neurobench_on_the_exported_graph_equals_ours_as_trained(connection: str
     """NeuroBench's own Benchmark on the exported float graph, read back by snnTorch: every
     workload metric equals the report's ``neurobench.trained`` (the graph computes what the model
     does); Footprint is the graph's own (BatchNorm folded, decays per neuron), not the model's."""
-    from neurobench.benchmarks import Benchmark
-    from neurobench.metrics.static import ConnectionSparsity, Footprint
-    from neurobench.metrics.workload import ActivationSparsity, MembraneUpdates, NeuronOperations, \
-        SynapticOperations
-    from neurobench.models import TorchModel
-    import snntorch
-
-    from danet_deploy.account import FloatActivity, neurobench_trained
-
-    torch.manual_seed(0)
-    model = build("digits_resnet", connection, 10, timesteps=3).eval()
-    with torch.no_grad():
-        model.stem.conv.weight[0] = 0
-    x = torch.rand(6, 1, 8, 8) * 3
-    x[x < 0.6] = 0
-    loader = DataLoader(TensorDataset(x, torch.zeros(6, dtype=torch.long)), batch_size=3)
-    activity = FloatActivity(model)
-    with torch.no_grad():
-        for xb, _ in loader:
-            model(xb)
-    activity.close()
-    ours = neurobench_trained(model, activity)
+    model, loader, ours, _ = _trained(connection)
     graph = to_nir(model)
-    wrapped = TorchModel(_ExportedGraph(graph, 3).eval())
-    wrapped.add_activation_module(snntorch.SpikingNeuron)
-    nb = Benchmark(wrapped, loader, [], [], [[Footprint, ConnectionSparsity],
-                                             [ActivationSparsity, SynapticOperations, MembraneUpdates,
-                                              NeuronOperations]]).run(quiet=True)
+    nb = _neurobench_float(_ExportedGraph(graph, 3).eval(), loader)
     assert nb["SynapticOperations"]["Effective_ACs"] > 0 and nb["SynapticOperations"]["Effective_MACs"] > 0
     # float32 BatchNorm folding may move a membrane by one rounding step: a spike could flip on
     # some CPU, so the activity-driven counts agree within a spike's worth, not bit for bit
