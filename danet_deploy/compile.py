@@ -53,19 +53,26 @@ TARGETS = {"loihi2-sim": "loihi2", "loihi2": "loihi2", "loihi1": "loihi1"}
 CURRENT_HEADROOM = 2 ** 16  # |A| bound: 64 * A stays well inside the 24-bit current
 RELAY_HEADROOM = 2 ** 22    # graded relay values stay inside a signed 24-bit payload
 QUANTISE_BLOCK = 1 << 20    # weights rounded at a time (8 MiB of float64 products)
+CALIBRATION_CHUNK_BYTES = 64 << 20  # float state of the samples calibrated at once (docs/compile.md §3)
 
 
 # ---- calibration and quantisation ------------------------------------------------------
 
 def calibrate(graph: FlatGraph, x: torch.Tensor) -> dict[str, float]:
     """Largest |input current| of every node (the sum of its sources) on a few samples,
-    taken step by step as the float interpreter runs (nothing is recorded)."""
+    taken step by step as the float interpreter runs (nothing is recorded). The samples run
+    in chunks whose float state (every node's output of a step) fits
+    ``CALIBRATION_CHUNK_BYTES``: an ImageNet-sized network holds ~100 MB of it per sample,
+    a small one takes all samples at once."""
     peaks: dict[str, float] = {}
 
     def see(name: str, current: torch.Tensor) -> None:
         peaks[name] = max(peaks.get(name, 0.0), float(current.abs().max()))
 
-    ReferenceSimulator(graph).run(x, observe=see)
+    per_sample = 4 * sum(math.prod(shape) for shape in graph.shapes.values())  # float32
+    simulator = ReferenceSimulator(graph)
+    for chunk in x.split(max(1, CALIBRATION_CHUNK_BYTES // max(per_sample, 1))):
+        simulator.run(chunk, observe=see)
     return peaks
 
 

@@ -84,6 +84,23 @@ def test_rounding_a_block_of_rows_at_a_time_gives_the_integers_of_the_whole(tmp_
         assert whole.fixed[name].quant_error == pytest.approx(blocks.fixed[name].quant_error, rel=1e-9)
 
 
+def test_calibrating_a_few_samples_at_a_time_finds_the_peaks_of_all_at_once(tmp_path: Path, monkeypatch) -> None:
+    torch.manual_seed(0)
+    nir.write(tmp_path / "g.nir", to_nir(build("digits_resnet", "da", 10, timesteps=3).eval()))
+    graph = read_nir(tmp_path / "g.nir")
+    x = torch.rand(6, 3, 1, 8, 8) * 2
+    whole = compile_module.calibrate(graph, x)
+    runs = []
+    run = compile_module.ReferenceSimulator.run
+    monkeypatch.setattr(compile_module.ReferenceSimulator, "run",
+                        lambda self, chunk, **kw: runs.append(len(chunk)) or run(self, chunk, **kw))
+    per_sample = 4 * sum(int(np.prod(shape)) for shape in graph.shapes.values())
+    monkeypatch.setattr(compile_module, "CALIBRATION_CHUNK_BYTES", 2 * per_sample)
+    chunked = compile_module.calibrate(graph, x)
+    assert runs == [2, 2, 2] and chunked.keys() == whole.keys()
+    assert chunked == pytest.approx(whole, rel=1e-6) and sum(v > 0 for v in whole.values()) > len(whole) // 2
+
+
 def test_identity_maps_of_one_size_share_one_read_only_matrix() -> None:
     a, b = identity((64, 4, 4)), identity((64, 2, 2))
     assert np.shares_memory(a.weight, b.weight) and not a.weight.flags.writeable
