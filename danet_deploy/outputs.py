@@ -25,7 +25,6 @@ written to a temporary name and renamed when complete, with the user's umask.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import os
@@ -106,23 +105,7 @@ def write_hdf5(path: Path, build: Callable[[BinaryIO], object]) -> None:
     the file would be a second copy of every weight (docs/compile.md §1).
     """
     with open(path, "w+b") as f:  # h5py reads back what it wrote
-        try:
-            build(f)
-        finally:
-            _close_hdf5_on(f)
-
-
-def _close_hdf5_on(file: BinaryIO) -> None:
-    """Close the HDF5 files still open on ``file`` while it is open itself: a build interrupted
-    inside h5py (a signal during its close) leaves one open, and h5py would close it when its
-    last object is freed, writing into the closed ``file`` and printing a traceback."""
-    import h5py
-
-    name = repr(file).encode()  # what h5py names a file opened on a Python file object
-    for fid in h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE):
-        if fid.valid and fid.name == name:
-            with contextlib.suppress(Exception):  # the build's own error is the one to report
-                h5py.File(fid).close()
+        build(f)
 
 
 def check_writable(path: Path) -> None:

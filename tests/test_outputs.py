@@ -105,28 +105,3 @@ def test_tensor_data_with_nan_or_inf_is_refused_naming_the_file(trained_digits: 
     torch.save({"inputs": x, "labels": torch.zeros(6, dtype=torch.long)}, data)
     proc = run_cli("simulate", str(trained_digits), "--data", f"tensor:{data}", "--json")
     one_line_error(proc, str(data), "NaN or Inf", "2 sample(s)", "index 3")
-
-
-def test_an_hdf5_file_interrupted_mid_write_is_closed_before_its_file(tmp_path: Path, monkeypatch) -> None:
-    """A signal inside h5py (its close included) leaves the HDF5 file open; freed later, h5py
-    would write into the closed Python file and print a traceback (seen under SIGTERM)."""
-    import gc
-    import sys
-
-    import h5py
-
-    from danet_deploy.outputs import write_hdf5
-
-    unraisable = []
-    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
-
-    def interrupted(file) -> None:
-        h5 = h5py.File(file, "w")
-        h5["weights"] = list(range(100))
-        raise SystemExit(143)
-
-    with pytest.raises(SystemExit):
-        write_hdf5(tmp_path / "program.h5", interrupted)
-    gc.collect()
-    assert unraisable == []
-    assert not any(fid.valid for fid in h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE))
