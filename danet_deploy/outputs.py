@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Iterable
 
 from .errors import UserError
-from .signals import raise_if_stopped
+from .signals import raise_if_stopped, stops_deferred
 
 TOOL = "danet-deploy"
 TAGS = {"checkpoint": f"{TOOL}/1", "outputs": f"{TOOL}/outputs/1", "report": f"{TOOL}/report/1",
@@ -102,9 +102,10 @@ def write_hdf5(path: Path, build: Callable[[BinaryIO], object]) -> None:
     process with a segmentation fault after h5py's ENOSPC error (export on a small tmpfs:
     rc 139), or left errors on closing; through a Python file object the full disk meets
     Python's own write, which fails with an ``OSError``. Streamed, not built in memory first:
-    the file would be a second copy of every weight (docs/compile.md §1).
+    the file would be a second copy of every weight (docs/compile.md §1). A stop waits until
+    the file is closed (``signals.stops_deferred``): the write takes seconds at most.
     """
-    with open(path, "w+b") as f:  # h5py reads back what it wrote
+    with stops_deferred(), open(path, "w+b") as f:  # h5py reads back what it wrote
         build(f)
 
 

@@ -3,7 +3,8 @@
 Python's default for SIGTERM and SIGHUP is to die at once, which skips every ``finally``:
 a half-written export's temporary directory, a temporary file, a Lava worker group would
 be left behind. Inside :func:`signals_end_the_run` they raise ``SystemExit(128 + signal)``
-instead (the exit status a shell reports for a signal).
+instead (the exit status a shell reports for a signal). Inside :func:`stops_deferred` (an HDF5
+write) a stop, Ctrl-C included, waits until the block has ended.
 """
 
 from __future__ import annotations
@@ -52,3 +53,28 @@ def signals_end_the_run() -> Iterator[None]:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
         sys.unraisablehook = hook
+
+
+@contextmanager
+def stops_deferred() -> Iterator[None]:
+    """A stop (SIGTERM, SIGHUP, Ctrl-C) that arrives while the block runs takes effect when it
+    ends, as the handler in place before the block would have taken it.
+
+    For HDF5 writes: a ``SystemExit`` raised inside h5py (its close included) left the file
+    open, and h5py closed it at exit by writing into the closed Python file, printing a
+    traceback. Masking the signal cannot help: torch's worker threads would receive it and
+    Python would still run the handler in the main thread. Main thread only, as handlers are.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, _frame: pending.append(signum))
+                for sig in (*STOPPING, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if pending:  # delivered again to the handler it was meant for; it raises from here
+            signal.raise_signal(pending[0])

@@ -105,3 +105,42 @@ def test_tensor_data_with_nan_or_inf_is_refused_naming_the_file(trained_digits: 
     torch.save({"inputs": x, "labels": torch.zeros(6, dtype=torch.long)}, data)
     proc = run_cli("simulate", str(trained_digits), "--data", f"tensor:{data}", "--json")
     one_line_error(proc, str(data), "NaN or Inf", "2 sample(s)", "index 3")
+
+
+STOPPED_HDF5_WRITE = """
+import os, signal, sys, time
+from pathlib import Path
+import h5py
+from danet_deploy.outputs import atomic_write, write_hdf5
+from danet_deploy.signals import signals_end_the_run
+
+def build(file):
+    with h5py.File(file, "w") as h5:
+        h5["first"] = list(range(100))
+        os.kill(os.getpid(), getattr(signal, sys.argv[2]))  # a stop inside h5py's work
+        time.sleep(0.05)
+        h5["second"] = list(range(100))
+    print("built", flush=True)
+
+with signals_end_the_run():
+    atomic_write(Path(sys.argv[1]), lambda p: write_hdf5(p, build))
+    print("committed", flush=True)
+"""
+
+
+# Python ends a run that Ctrl-C interrupted by SIGINT itself: status -2
+@pytest.mark.parametrize("stop, status", [("SIGTERM", 143), ("SIGHUP", 129), ("SIGINT", -2)])
+def test_a_stop_during_an_hdf5_write_waits_for_its_close_and_commits_nothing(tmp_path: Path, stop: str,
+                                                                             status: int) -> None:
+    """CI's test_sigterm_during_export saw h5py print 'truncate of closed file' at exit: the
+    SystemExit had left the HDF5 file open inside its close. The stop now waits for the close."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "out" / "program.h5"
+    proc = subprocess.run([sys.executable, "-c", STOPPED_HDF5_WRITE, str(out), stop], capture_output=True,
+                          text=True, stdin=subprocess.DEVNULL, timeout=60)
+    assert proc.stdout == "built\n"
+    assert proc.returncode == status
+    assert ("KeyboardInterrupt" in proc.stderr) if stop == "SIGINT" else proc.stderr == ""
+    assert list(out.parent.iterdir()) == []  # neither the file nor its temporary name
