@@ -14,7 +14,6 @@ import hashlib
 import json
 import os
 import platform
-import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +38,7 @@ from .errors import UserError
 from .heap import return_freed_memory
 from .lowering import LOWERINGS
 from .models import SpikingNet
-from .outputs import ARTIFACT_FILES, TAGS, artifact_tmpdir, check_artifact_dir, install_artifact, write_failure
+from .outputs import ARTIFACT_FILES, TAGS, artifact_tmpdir, check_artifact_dir, install_artifact
 from .profiles import Profile, load_profile
 
 TARGETS = ("nir", *CHIP_TARGETS)
@@ -262,22 +261,19 @@ def export(model_path: Path, target: str, outdir: Path | None = None, dt: float 
     if target != "nir":
         prof = load_profile(profile or CHIP_TARGETS[target])
         calibration = calibration_batch(art, data, calibration_samples)
-    tmp = artifact_tmpdir(outdir)
     try:
-        write_nir(tmp / "graph.nir", art.nir_graph)  # first: its buffers are gone before the program's
-        if prof is not None:
-            program, costs = compile_graph(art.graph, target, prof, lowering, calibration)
-            write_program(tmp / "program.h5", program)
-            if is_sequential(program):
-                write_netx(tmp / "netx.h5", program)
-        files = [p.name for p in tmp.iterdir()] + ["manifest.json"]
-        manifest = manifest_for(art, target, outdir, files, program, costs, prof)
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        install_artifact(tmp, outdir)
-    except OSError as e:
-        raise write_failure(outdir, e) from None
+        with artifact_tmpdir(outdir) as tmp:
+            write_nir(tmp / "graph.nir", art.nir_graph)  # first: its buffers are gone before the program's
+            if prof is not None:
+                program, costs = compile_graph(art.graph, target, prof, lowering, calibration)
+                write_program(tmp / "program.h5", program)
+                if is_sequential(program):
+                    write_netx(tmp / "netx.h5", program)
+            files = [p.name for p in tmp.iterdir()] + ["manifest.json"]
+            manifest = manifest_for(art, target, outdir, files, program, costs, prof)
+            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+            install_artifact(tmp, outdir)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
         del art, program
         return_freed_memory()  # before the caller (and the interpreter's exit) allocates more
     return outdir

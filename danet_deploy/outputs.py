@@ -30,8 +30,9 @@ import json
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterable
+from typing import BinaryIO, Callable, Iterable, Iterator
 
 from .errors import UserError
 from .signals import raise_if_stopped, stops_deferred
@@ -240,15 +241,24 @@ def check_artifact_dir(path: Path, force: bool = False, may_write: Iterable[str]
     check_writable(path / "manifest.json")
 
 
-def artifact_tmpdir(outdir: Path) -> Path:
-    """A hidden sibling of ``outdir`` to build an export in (moved into place by ``install_artifact``)."""
+@contextmanager
+def artifact_tmpdir(outdir: Path) -> Iterator[Path]:
+    """A hidden sibling of ``outdir`` to build an export in (moved into place by
+    ``install_artifact``), removed when the block ends, however it ends: a stop that arrives
+    while it is made waits until it is made (else it could be left behind unnamed)."""
+    tmp = None
     try:
-        outdir.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", dir=outdir.parent))
+        with stops_deferred():
+            outdir.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{outdir.name}.", dir=outdir.parent))
+            _user_mode(tmp)
+        yield tmp
     except OSError as e:
         raise write_failure(outdir, e) from None
-    _user_mode(tmp)
-    return tmp
+    finally:
+        if tmp is not None:
+            with stops_deferred():  # a second stop would leave it half removed
+                shutil.rmtree(tmp, ignore_errors=True)
 
 
 def install_artifact(tmp: Path, outdir: Path) -> list[str]:
