@@ -2,9 +2,12 @@
 Loihi 2 estimates for PilotNet LIF beside Intel's chip measurement (docs/lava-dl.md,
 "lava-dl's own networks"; docs/accounting.md).
 
-For each netx file lava-dl ships it prints whether ``export --target loihi2-sim`` takes it
-(or the one-line refusal). It then reproduces two of lava-dl's ground truths with the fast
-simulator and checks Lava against it (``simulate --backend lava``):
+For each netx file lava-dl ships it prints whether ``export --target loihi2-sim`` and
+``export --target nir`` take it (or the one-line refusal), and runs what exports through
+``simulate`` on both backends (Lava checked against the fast simulator) and ``report``, on 16
+steps of random input of the network's kind (binary spikes, or graded integers for a sigma-delta
+network). It then reproduces three of lava-dl's ground truths with the fast simulator and checks
+Lava against it (``simulate --backend lava``):
 
 * ``tests/lava/lib/dl/netx/gts/tinynet``: lava-dl's ``test_tinynet`` drives the input layer's
   LOIHI neurons by their bias (``input_bias.npy``); their spikes are computed here with Lava's
@@ -14,6 +17,9 @@ simulator and checks Lava against it (``simulate --backend lava``):
   every spiking layer's spikes must equal the recorded ones over the steps before netx's
   ``reset_interval=16`` first resets a layer (14 steps; each layer's record starts one step
   later than the layer before).
+* ``tests/lava/lib/dl/netx/gts/pilotnet_sdnn``: lava-dl's ``test_pilotnet_sdnn`` feeds
+  ``input.npy`` (one frame, repeated by its RingBuffer) to the input layer's Delta encoder for 9
+  steps; the Sigma output of every step must equal ``output.npy``.
 
 Then ``report`` on PilotNet LIF (one inference = 16 steps, Intel's ``reset_interval``) beside
 Intel's measurement (lava-dl ``tutorials/lava/lib/dl/netx/pilotnet_snn/benchmark.ipynb``).
@@ -45,6 +51,7 @@ FILES = [f"{NETX}/tiny.net", f"{NETX}/gts/pilotnet_lif/network.net", f"{NETX}/gt
 # Intel's Loihi 2 measurement of PilotNet LIF (benchmark.ipynb: the compiler's per-core table,
 # "Power Results" and the throughput at reset_interval = 16)
 INTEL = {"cores": 74, "step_us": 1e6 / 408.91 / 16, "dynamic_uj_per_step": 1094.0 / 16}
+INTEL_SDNN_CORES = 61  # pilotnet_sdnn/benchmark.ipynb: the compiler's per-core table
 STEPS = 16
 BEFORE_FIRST_RESET = 14
 
@@ -85,6 +92,23 @@ def lava_mismatches(export_dir: Path, x: np.ndarray, work: Path) -> str:
     return f"{r['spike_mismatches']} mismatches in {r['nonzero_values']:,} nonzero values"
 
 
+def through_every_command(export_dir: Path, work: Path) -> str:
+    """``simulate`` (fast, and Lava against it) and ``report`` on random input of the network's kind."""
+    program = load_artifact(export_dir).program
+    shape = program.lowered.input.shape
+    rng = np.random.default_rng(0)
+    graded = program.fixed[program.lowered.input.name].graded
+    x = rng.integers(0, 64, (STEPS, *shape)) if graded else rng.random((STEPS, *shape)) < 0.2
+    x = x.astype(np.float32)
+    data = work / f"{export_dir.name}.random.pt"
+    torch.save({"inputs": torch.from_numpy(x)[None], "labels": torch.zeros(1, dtype=torch.long)}, data)
+    fast = cli("simulate", str(export_dir), "--data", f"tensor:{data}", "--json")
+    report = cli("report", str(export_dir), "--data", f"tensor:{data}", "--format", "json")
+    return (f"simulate fast: {'ok' if fast.returncode == 0 else fast.stderr.strip()}; "
+            f"Lava: {lava_mismatches(export_dir, x, work)}; "
+            f"report: {'ok' if report.returncode == 0 else report.stderr.strip()}")
+
+
 def tinynet(root: Path, export_dir: Path, work: Path) -> None:
     gts = root / NETX / "gts/tinynet"
     x = input_layer_spikes(np.load(gts / "input_bias.npy"), STEPS + 4)
@@ -114,6 +138,22 @@ def pilotnet_lif(root: Path, export_dir: Path, work: Path) -> None:
     beside_intel(export_dir, work / f"{export_dir.name}.input.pt")
 
 
+def pilotnet_sdnn(root: Path, export_dir: Path, work: Path) -> None:
+    gts = root / NETX / "gts/pilotnet_sdnn"
+    truth = np.load(gts / "output.npy")[0]
+    frame = np.load(gts / "input.npy")[..., 0].transpose(2, 1, 0)  # (W, H, C) -> (C, H, W)
+    x = np.repeat(frame[None].astype(np.float32), len(truth), axis=0)
+    program = load_artifact(export_dir).program
+    sigma = FixedSimulator(program).timelines(torch.from_numpy(x)[None])["output"].cumsum(0)[:len(truth), 0, 0]
+    bad = int((sigma.numpy() != truth).sum())
+    print(f"  pilotnet_sdnn ground truth: {bad} of {len(truth)} Sigma outputs differ (steps 1-{len(truth)}, "
+          f"values up to {np.abs(truth).max():,.0f}); Lava: {lava_mismatches(export_dir, x, work)}")
+    data = work / f"{export_dir.name}.input.pt"
+    r = json.loads(cli("report", str(export_dir), "--data", f"tensor:{data}", "--format", "json").stdout)
+    print(f"  PilotNet SDNN cores: ours {r['totals']['cores']} beside Intel's {INTEL_SDNN_CORES} "
+          f"(ratio {r['totals']['cores'] / INTEL_SDNN_CORES:.2f})")
+
+
 def beside_intel(export_dir: Path, data: Path) -> None:
     proc = cli("report", str(export_dir), "--data", f"tensor:{data}", "--format", "json")
     r = json.loads(proc.stdout)
@@ -134,7 +174,8 @@ def main() -> None:
     args = ap.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="danet-lava-dl-"))
     work.mkdir(parents=True, exist_ok=True)
-    checks = {f"{NETX}/tiny.net": tinynet, f"{NETX}/gts/pilotnet_lif/network.net": pilotnet_lif}
+    checks = {f"{NETX}/tiny.net": tinynet, f"{NETX}/gts/pilotnet_lif/network.net": pilotnet_lif,
+              f"{NETX}/gts/pilotnet_sdnn/network.net": pilotnet_sdnn}
     for i, rel in enumerate(FILES):
         path = args.lava_dl / rel
         if not path.is_file():
@@ -143,6 +184,10 @@ def main() -> None:
         out = work / f"net{i}"
         proc = cli("export", str(path), "--target", "loihi2-sim", "-o", str(out), "--force")
         print(f"{rel}: " + ("exports" if proc.returncode == 0 else proc.stderr.strip().splitlines()[-1]))
+        to_nir = cli("export", str(path), "--target", "nir", "-o", str(work / f"net{i}.nir"), "--force")
+        print("  export --target nir: " + ("exports" if to_nir.returncode == 0 else to_nir.stderr.strip()))
+        if proc.returncode == 0:
+            print("  " + through_every_command(out, work))
         if proc.returncode == 0 and rel in checks:
             checks[rel](args.lava_dl, out, work)
 

@@ -16,6 +16,13 @@ Like lava-dl's own examples (``hdf5.Network(..., skip_layers=1)``), an input lay
 that carries neurons (``slayer.block.cuba.Input``) is skipped unless
 ``keep_input_neurons``; kept, it scales each input channel by its weight and feeds
 its own CUBA neurons, as slayer computes it in training.
+
+Sigma-delta layers (neuron type ``SDNN``, ``slayer.block.sigma_delta``) become the IR's
+:class:`~danet_deploy.ir.sigma_delta.SigmaDelta` nodes as netx's ``get_neuron_params`` maps
+them: an input layer is Lava's ``Delta`` encoder (always kept: it makes the graded deltas the
+network runs on), a hidden layer ``SigmaDelta`` with ReLU, and a ``sigma_output`` layer
+``Sigma``, whose output is the running sum of its input current: the readout, read as that sum
+(docs/lava-dl.md, "Sigma-delta networks").
 """
 
 from __future__ import annotations
@@ -29,8 +36,11 @@ import numpy as np
 
 from danet_deploy.converters.nir_export import loihi_cuba
 from danet_deploy.errors import UserError
+from danet_deploy.ir.sigma_delta import NETX_SPIKE_EXP, NETX_STATE_EXP, SigmaDelta
 
 NEURON_TYPES = ("CUBA", "LOIHI")  # lava-dl's netx reads both as Lava's LIF
+SIGMA_DELTA = "SDNN"
+NETX_MESSAGE_BITS = 16  # netx's default payload of a sigma-delta layer (get_neuron_params)
 DECAY_ONE = 4096
 NETX_MAX_DELAY = 62
 VTH_MANT_MAX = 2 ** 17 - 1  # Loihi's largest threshold: reached only by a saturated 24-bit voltage
@@ -76,7 +86,7 @@ class _Reader:
         self.shape: tuple[int, ...] | None = None  # its output shape (C, H, W) or (N,)
         self.skipped: list[str] = []
         self.readout = False                    # a non-spiking last layer was read
-        self.read_by_voltage = False            # ... one whose voltage is read (_integrator)
+        self.read_by: str | None = None         # how a read-out last layer is read: voltage, sigma
         self.final_index = -1                   # the file's last layer
 
     def fail(self, index: int, kind: str, why: str) -> UserError:
@@ -97,14 +107,62 @@ class _Reader:
         self.add(f"{index}.flatten", nir.Flatten(input_type={"input": np.array(self.shape)}, start_dim=0),
                  (int(np.prod(self.shape)),))
 
+    def neuron(self, index: int, kind: str, group: h5py.Group, shape: tuple[int, ...],
+               bias: np.ndarray | None) -> None:
+        """The layer's neurons after its synapse node, by their type as netx reads it."""
+        n = group["neuron"]
+        ntype = _text(n["type"]) if "type" in n else "CUBA"
+        if ntype == SIGMA_DELTA:
+            self.sigma_delta(index, kind, n, shape, bias)
+        elif ntype in NEURON_TYPES:
+            self.cuba(index, kind, group, shape, bias)
+        elif "RF" in ntype:
+            raise self.fail(index, kind, f"neuron type {ntype!r} (resonate-and-fire, Lava's RF/RF_IZ) is not "
+                                         f"supported: its complex state has no form in the compiled program yet")
+        else:
+            raise self.fail(index, kind, f"neuron type {ntype!r} is not one lava-dl's netx reads (CUBA, LOIHI, "
+                                         f"SDNN, RF)")
+
+    def sigma_delta(self, index: int, kind: str, n: h5py.Group, shape: tuple[int, ...],
+                    bias: np.ndarray | None) -> None:
+        """An SDNN layer: Lava's SigmaDelta (ReLU, as netx builds it), or, with ``sigma_output``,
+        Sigma: the running sum of the synaptic current, i.e. the readout read by that sum."""
+        activation = _text(n["activation"]).lower() if "activation" in n else "relu"
+        if activation != "relu":
+            raise self.fail(index, kind, f"SDNN activation {activation!r}: lava-dl's netx builds every "
+                                         f"sigma-delta layer with ReLU, so this file would not run as trained")
+        if "sigma_output" in n:
+            if bias is not None and np.any(bias):
+                raise self.fail(index, kind, "a sigma_output layer (Lava's Sigma) has no bias")
+            synapse = self.nodes[self.last]
+            if isinstance(synapse, nir.Linear):
+                synapse = nir.Affine(weight=synapse.weight, bias=np.zeros(len(synapse.weight)))
+            synapse.metadata = {**self.nodes[self.last].metadata, "read_by": "sigma"}
+            self.nodes[self.last] = synapse
+            self.readout, self.read_by = True, "sigma"
+            return
+        self._add_sigma_delta(index, n, shape, self._per_neuron(bias, shape), encoder=False)
+
+    def _add_sigma_delta(self, index: int, n: h5py.Group, shape: tuple[int, ...], bias: np.ndarray,
+                         encoder: bool) -> None:
+        node = SigmaDelta(threshold=np.full(shape, _number(n, "vThMant")), bias=bias, encoder=encoder,
+                          spike_exp=NETX_SPIKE_EXP, state_exp=NETX_STATE_EXP)
+        node.metadata = {"netx_layer": index, "message_bits": int(_number(n, "messageBits", NETX_MESSAGE_BITS))}
+        self.add(f"{index}.neuron", node, shape)
+
+    @staticmethod
+    def _per_neuron(bias: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
+        """A layer's bias (none, per channel or per neuron) per neuron."""
+        if bias is None:
+            return np.zeros(shape)
+        if bias.size == np.prod(shape):
+            return bias.reshape(shape)
+        return np.broadcast_to(bias.reshape(-1, *([1] * (len(shape) - 1))), shape)
+
     def cuba(self, index: int, kind: str, group: h5py.Group, shape: tuple[int, ...],
              bias: np.ndarray | None) -> None:
         """The layer's CUBA neurons as a ``CubaLIF`` node after its synapse node."""
         n = group["neuron"]
-        ntype = _text(n["type"]) if "type" in n else "CUBA"
-        if ntype not in NEURON_TYPES:
-            raise self.fail(index, kind, f"neuron type {ntype!r} is not supported (CUBA and LOIHI are; "
-                                         f"sigma-delta (SDNN) and resonate-and-fire networks are not yet)")
         i_decay, v_decay = _number(n, "iDecay"), _number(n, "vDecay")
         if not 0 < i_decay <= DECAY_ONE:
             raise self.fail(index, kind, f"iDecay={i_decay:g}: Lava's current decay du = iDecay - 1 must be "
@@ -120,9 +178,7 @@ class _Reader:
         if v_decay == 0:
             self._integrator(index, kind, i_decay, _number(n, "vThMant"), shape, bias)
             return
-        per_neuron = np.zeros(shape) if bias is None else np.broadcast_to(  # per channel or per neuron
-            bias.reshape(-1, *([1] * (len(shape) - 1))) if bias.size != np.prod(shape) else bias.reshape(shape), shape)
-        node = loihi_cuba(i_decay, v_decay, _number(n, "vThMant"), per_neuron, 1.0,
+        node = loihi_cuba(i_decay, v_decay, _number(n, "vThMant"), self._per_neuron(bias, shape), 1.0,
                           lambda v: np.broadcast_to(np.asarray(v, dtype=np.float64), shape))
         node.metadata = {"netx_layer": index}
         self.add(f"{index}.neuron", node, shape)
@@ -147,7 +203,7 @@ class _Reader:
         synapse.metadata = {**self.nodes[self.last].metadata, **({"read_by": "voltage"} if readout else {})}
         self.nodes[self.last] = synapse
         if readout:
-            self.readout = self.read_by_voltage = True
+            self.readout, self.read_by = True, "voltage"
             return
         node = nir.IF(r=np.ones(shape), v_threshold=np.full(shape, threshold), v_reset=np.zeros(shape))
         node.metadata = {"netx_layer": index}
@@ -166,12 +222,19 @@ class _Reader:
             return synapse
         return nir.Affine(weight=synapse.weight, bias=np.broadcast_to(bias, (len(synapse.weight),)).copy())
 
+    def _encoder(self, index: int, n: h5py.Group, shape: tuple[int, ...]) -> None:
+        """An SDNN input layer: Lava's Delta, fed the input itself (netx ignores the layer's
+        weight and bias transform, and so does this reader)."""
+        self._add_sigma_delta(index, n, shape, np.zeros(shape), encoder=True)
+
     def layer(self, index: int, g: h5py.Group) -> None:
         kind = _text(g["type"]) if "type" in g else "?"
         shape = tuple(int(v) for v in np.asarray(g["shape"][()]).ravel()) if "shape" in g else None
         if kind == "input":
             self.start(shape)
-            if "neuron" in g:
+            if "neuron" in g and _text(g["neuron"].get("type", "CUBA")) == SIGMA_DELTA:
+                self._encoder(index, g["neuron"], shape)
+            elif "neuron" in g:
                 if not self.keep_input:
                     self.skipped.append(f"layer {index} (input neurons)")
                     return
@@ -257,7 +320,7 @@ class _Reader:
                           bias=np.zeros(w.shape[0]))
         self.add(f"{index}.{kind}", conv, shape)
         bias = np.asarray(g["bias"][()], dtype=np.float64).ravel() if "bias" in g else None
-        self.cuba(index, kind, g, shape, bias)
+        self.neuron(index, kind, g, shape, bias)
 
     def _dense(self, index: int, g: h5py.Group, shape: tuple[int, ...]) -> None:
         if "weight" not in g or isinstance(g["weight"], h5py.Group):
@@ -277,7 +340,7 @@ class _Reader:
             self.readout = True
             return
         self.add(f"{index}.dense", nir.Linear(weight=w), (n_out,))
-        self.cuba(index, "dense", g, (n_out,), bias)
+        self.neuron(index, "dense", g, (n_out,), bias)
 
     def _recurrent(self, index: int, g: h5py.Group, shape: tuple[int, ...]) -> None:
         """``slayer.block.cuba.Recurrent``: the layer's own spikes of the step before, through
@@ -312,8 +375,8 @@ class _Reader:
         self.add("output", nir.Output(output_type={"output": np.array(self.shape)}), self.shape)
         meta = {"dt": 1.0, "reset": "zero", "discretisation": "euler", "fixed_point": "loihi", "source_format": "netx",
                 "connection": "plain"}
-        if self.read_by_voltage:
-            meta["output_read_by"] = "voltage"
+        if self.read_by:
+            meta["output_read_by"] = self.read_by
         if self.skipped:
             meta["netx_skipped"] = self.skipped
         return nir.NIRGraph(nodes=self.nodes, edges=self.edges, metadata=meta, type_check=False)

@@ -15,10 +15,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import h5py
 import nir
 import numpy as np
+from nir.serialization import hdf2dict
 
 from danet_deploy.errors import UserError
+from danet_deploy.ir.sigma_delta import SigmaDelta
 from danet_deploy.ir.graph import (DEFAULT_DT, DEFAULT_RESET, DISCRETISATIONS, NEURON_TYPES, RESETS, SPIKING,
                                    SUPPORTED, TIMED, FlatGraph, cycle_members, time_step, time_steps)
 
@@ -145,6 +148,12 @@ def _window(size: tuple[int, ...], kernel: Any, stride: Any, padding: Any, dilat
     return tuple(int((a + 2 * pi - di * (ki - 1) - 1) // si + 1) for a, ki, si, pi, di in zip(size, k, s, p, d))
 
 
+# the parameter whose shape is a node's input and output shape
+_SHAPE_PARAMETER = {nir.Scale: "scale", nir.Threshold: "threshold", nir.LIF: "v_threshold",
+                    nir.CubaLIF: "v_threshold", nir.IF: "v_threshold", nir.LI: "tau", nir.I: "r",
+                    nir.Delay: "delay", SigmaDelta: "threshold"}
+
+
 def _shape_in_out(name: str, node: nir.NIRNode, inp: tuple[int, ...]) -> tuple[tuple[int, ...] | None, tuple[int, ...]]:
     """(expected input shape or None for 'any', output shape) of a node fed ``inp``."""
     if isinstance(node, (nir.Input, nir.Output)):
@@ -161,9 +170,7 @@ def _shape_in_out(name: str, node: nir.NIRNode, inp: tuple[int, ...]) -> tuple[t
     if isinstance(node, nir.Flatten):
         start, end = node.start_dim % len(inp), node.end_dim % len(inp)
         return None, (*inp[:start], int(np.prod(inp[start:end + 1])), *inp[end + 1:])
-    shape_param = {nir.Scale: "scale", nir.Threshold: "threshold", nir.LIF: "v_threshold",
-                   nir.CubaLIF: "v_threshold", nir.IF: "v_threshold", nir.LI: "tau", nir.I: "r",
-                   nir.Delay: "delay"}[type(node)]
+    shape_param = _SHAPE_PARAMETER[type(node)]
     shape = np.asarray(getattr(node, shape_param)).shape
     if not shape:  # one value for every neuron (sinabs writes a LIF's tau so): the input's shape
         return None, inp
@@ -177,8 +184,7 @@ def _sample_dims(node: nir.NIRNode) -> int | None:
     """How many axes one sample has at ``node``'s input (None: any)."""
     if type(node) in _SAMPLE_DIMS:
         return _SAMPLE_DIMS[type(node)]
-    param = {nir.Scale: "scale", nir.Threshold: "threshold", nir.LIF: "v_threshold", nir.CubaLIF: "v_threshold",
-             nir.IF: "v_threshold", nir.LI: "tau", nir.I: "r", nir.Delay: "delay"}.get(type(node))
+    param = _SHAPE_PARAMETER.get(type(node))
     return (np.ndim(getattr(node, param)) or None) if param else None
 
 
@@ -310,6 +316,24 @@ def from_nir(graph: nir.NIRGraph, dt: float | None = None, reset: str | None = N
                      dt=step, metadata=metadata, recurrent=back, resets=resets, discretisation=scheme)
 
 
+OWN_NODES = {"SigmaDelta": SigmaDelta}  # danet-deploy's node types in graph.nir (NIR has none)
+
+
+def read_nir_graph(path: Path) -> nir.NIRGraph:
+    """``nir.read`` (without its type check), which also reads the node types of :data:`OWN_NODES`
+    that danet-deploy writes into a ``graph.nir`` where NIR has no primitive (ir/sigma_delta.py)."""
+    with h5py.File(path, "r") as f:
+        data = hdf2dict(f["node"])
+    nodes = data.get("nodes", {})
+    own = {k: OWN_NODES[v["type"]].from_dict(v) for k, v in nodes.items()
+           if isinstance(v, dict) and v.get("type") in OWN_NODES}
+    graph = nir.dict2NIRNode({**data, "nodes": {k: v for k, v in nodes.items() if k not in own},
+                              "type_check": False})
+    if own:
+        graph.nodes = {k: own.get(k) or graph.nodes[k] for k in nodes}
+    return graph
+
+
 def read_nir(path: Path, dt: float | None = None, reset: str | None = None,
              discretisation: str | None = None) -> FlatGraph:
     """Read and validate a ``.nir`` file (one-line errors name the file and node)."""
@@ -317,7 +341,7 @@ def read_nir(path: Path, dt: float | None = None, reset: str | None = None,
     if not path.is_file():
         raise UserError(f"NIR file not found: {path}")
     try:
-        graph = nir.read(path, type_check=False)
+        graph = read_nir_graph(path)
     except Exception as e:  # noqa: BLE001 - h5py/nir raise many kinds; all mean "unreadable"
         raise UserError(f"{path}: not a readable NIR file ({type(e).__name__}: "
                         f"{str(e).splitlines()[0][:160] if str(e) else ''})") from None

@@ -9,7 +9,8 @@ for a LIF under forward Euler, a current ``i += dt/tau_syn * (-i + w_in*I)`` bef
 CubaLIF, ``v += dt * r * I`` for an IF; spikes where ``v > v_threshold``, then ``v = v_reset``
 there (or, by the graph's reset convention, ``v -= v_threshold``; snnTorch's late conventions
 apply either a step later; sinabs' fire several spikes at once). ``Threshold``:
-``I > threshold``; ``Delay``: the input ``round(delay/dt)`` steps ago.
+``I > threshold``; ``Delay``: the input ``round(delay/dt)`` steps ago. danet-deploy's own
+``SigmaDelta`` node steps by ``danet_deploy/ir/sigma_delta.py``, in floats.
 
 It shares no code with the PyTorch models, so agreement between the two is evidence
 that the export is right. It sits at the NIR level, below the compiler (which
@@ -30,6 +31,7 @@ import torch.nn.functional as F
 
 from danet_deploy.ir.graph import NEURON_TYPES, FlatGraph
 from danet_deploy.ir.neurons import NEURON_NODES, dynamics, membrane_step
+from danet_deploy.ir.sigma_delta import SigmaDelta, SigmaDeltaState
 
 Step = Callable[[torch.Tensor], torch.Tensor]
 
@@ -152,6 +154,20 @@ class _Neuron:
         return torch.gather(buf, 0, idx).squeeze(0)
 
 
+class _SigmaDelta:
+    """A sigma-delta population in floats (its state in float64, whatever the run's dtype)."""
+
+    def __init__(self, node: SigmaDelta, device: torch.device) -> None:
+        self.node, self.device = node, device
+        self.reset()
+
+    def reset(self) -> None:
+        self.state = SigmaDeltaState(self.node, exact=False, device=self.device)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return self.state.step(x).to(x.dtype)
+
+
 class ReferenceSimulator:
     """Runs a :class:`FlatGraph` on batches: ``run(x)`` with ``x`` ``[N, T, ...]``."""
 
@@ -161,9 +177,9 @@ class ReferenceSimulator:
             raise ValueError("the reference simulator needs exactly one Input and at least one Output node")
         self.graph, self.dtype, self.device = graph, dtype, torch.device(device)
         p = lambda v: _param(v, dtype, self.device)  # noqa: E731
-        self.neurons = {n: _Neuron(n, graph, p)
+        self.neurons = {n: _SigmaDelta(node, self.device) if isinstance(node, SigmaDelta) else _Neuron(n, graph, p)
                         for n, node in graph.nodes.items()
-                        if isinstance(node, (*NEURON_NODES, nir.Delay))}
+                        if isinstance(node, (*NEURON_NODES, nir.Delay, SigmaDelta))}
         self.steps = {n: self.neurons.get(n) or linear_step(node, p) for n, node in graph.nodes.items()}
 
     def run(self, x: torch.Tensor, record: bool = False,

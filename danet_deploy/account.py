@@ -7,9 +7,11 @@ the evaluated samples:
   weights; conv borders and strides exact). A source that fires into two synapse
   groups of one neuron (SEW ADD lowered as fan-in) is counted in both, so an integer
   input ``n`` costs ``n`` SOPs.
-* ``graded_ops``: nonzero graded messages (relays) delivered across synapses.
+* ``graded_ops``: nonzero graded messages (relays, sigma-delta neurons) delivered across synapses.
 * ``macs``: nonzero real-valued inputs (the image into the stem) across synapses.
-* ``spikes``: spikes emitted; ``neuron_updates``: neurons x time steps.
+* ``spikes``: binary spikes emitted; ``graded_spikes``: graded messages emitted (nonzero
+  payloads of relays and sigma-delta neurons, each ``payload_bits`` wide); ``neuron_updates``:
+  neurons x time steps (Loihi updates every neuron at every step, sigma-delta ones included).
 * ``synapses``, ``synapse_bits``, ``cores``: from the core mapping.
 * ``energy_dynamic_pj``: counts x the profile's per-op energies (synaptic, neuron,
   routing, MAC parts); ``energy_static_pj``: static power x the estimated inference
@@ -38,12 +40,12 @@ import torch
 import torch.nn.functional as F
 
 from .errors import UserError
-from .ir.program import Program, summarise, synapse_count
+from .ir.program import GRADED_MESSAGE_BITS, Program, summarise, synapse_count
 from .outputs import TAGS
 from .profiles import Profile
 from .simulator.fixed import F32_EXACT, FixedSimulator
 
-COUNTS = ("neurons", "synapses", "synapse_bits", "cores", "spikes", "sops", "graded_ops", "macs",
+COUNTS = ("neurons", "synapses", "synapse_bits", "cores", "spikes", "graded_spikes", "sops", "graded_ops", "macs",
           "neuron_updates")
 DYNAMIC_PARTS = ("synaptic", "neuron", "routing", "mac")
 ENERGY_PARTS = (*DYNAMIC_PARTS, "static")
@@ -62,7 +64,7 @@ class Accountant:
         self.program = program
         self.sim = FixedSimulator(program, device)
         self.samples = 0
-        self.events = {row: {"spikes": 0.0, "sops": 0.0, "graded_ops": 0.0, "macs": 0.0}
+        self.events = {row: {"spikes": 0.0, "graded_spikes": 0.0, "sops": 0.0, "graded_ops": 0.0, "macs": 0.0}
                        for name, pop in program.populations.items() for row in self._rows(name)}
         self.edge_events = {(name, i): 0.0 for name, pop in program.populations.items()
                             for i in range(len(pop.terms))}
@@ -73,7 +75,8 @@ class Accountant:
         # NeuroBench's Dense: every weight, zero or not, of every input position reaching an output
         self.dense_pairs = sum(float(self._fan_out(t, torch.ones_like(self.sim.weights[(name, i)],
                                                                       dtype=torch.float64)).sum())
-                               for name, pop in program.populations.items() for i, t in enumerate(pop.terms))
+                               for name, pop in program.populations.items() for i, t in enumerate(pop.terms)
+                               if not t.port)
 
     def add(self, x: torch.Tensor) -> torch.Tensor:
         """Simulate a batch ``[N, T, ...]``, count its events; return the predictions."""
@@ -93,9 +96,11 @@ class Accountant:
         out = self.sim.run(x, observe=count)
         self.samples += x.shape[0]
         for name, pop in prog.populations.items():
-            if pop.kind in ("lif", "gate", "relay"):
-                self.events[name]["spikes"] += float(active[name].sum())
+            if pop.kind not in ("input", "readout"):
+                self.events[name]["graded_spikes" if prog.fixed[name].graded else "spikes"] += float(active[name].sum())
             for i, t in enumerate(pop.terms):
+                if t.port:  # the input reaching an encoder directly crosses no synapse
+                    continue
                 events = active[(t.source, t.delay)] if t.map.recurrent else active[t.source]
                 pairs = float(events @ self.fan_out[(name, i)])
                 self.events[self._rows(name)[-1] if t.map.recurrent else name][self.event_kind(t.source)] += pairs
@@ -160,9 +165,11 @@ class Accountant:
             neurons = m["neurons"]
             row = {"name": name, "kind": pop.kind, "connection": pop.connection or "other",
                    "neurons": neurons, "synapses": m["synapses"], "synapse_bits": m["synapse_bits"],
-                   "cores": m["cores"], "spikes": ev["spikes"], "sops": ev["sops"], "graded_ops": ev["graded_ops"],
-                   "macs": ev["macs"], "neuron_updates": neurons * timesteps,
-                   "spike_rate": ev["spikes"] / (neurons * timesteps) if neurons else 0.0,
+                   "cores": m["cores"], "spikes": ev["spikes"], "graded_spikes": ev["graded_spikes"],
+                   "payload_bits": GRADED_MESSAGE_BITS if prog.fixed[name].graded else 0,
+                   "sops": ev["sops"], "graded_ops": ev["graded_ops"], "macs": ev["macs"],
+                   "neuron_updates": neurons * timesteps,
+                   "spike_rate": (ev["spikes"] + ev["graded_spikes"]) / (neurons * timesteps) if neurons else 0.0,
                    "max_fan_in": m["max_fan_in"], "compartments": m["compartments_per_neuron"]}
             layers.append(row)
             if len(self._rows(name)) > 1:
@@ -199,14 +206,14 @@ class Accountant:
         (definitions and where they part from NeuroBench's: docs/accounting.md, "NeuroBench")."""
         weights = [t.weight_q for pop in self.program.populations.values() for t in pop.terms]
         active = [r for r in layers if r["kind"] not in ("readout", "recurrent")]
-        by_layer = {r["name"]: 1 - r["spikes"] / (r["neurons"] * timesteps) for r in active if r["neurons"]}
+        by_layer = {r["name"]: 1 - _messages(r) / (r["neurons"] * timesteps) for r in active if r["neurons"]}
         slots = sum(r["neurons"] for r in active) * timesteps
         # Loihi updates every compartment at every step: effective and dense operations are one
         neuron_ops = sum(r["neuron_updates"] * self._neuron_operations(r) for r in layers)
         return {
             "Footprint": sum(r["synapse_bits"] for r in layers) / 8,
             "ConnectionSparsity": sum(int((w == 0).sum()) for w in weights) / max(sum(w.size for w in weights), 1),
-            "ActivationSparsity": 1 - sum(r["spikes"] for r in active) / slots if slots else 0.0,
+            "ActivationSparsity": 1 - sum(_messages(r) for r in active) / slots if slots else 0.0,
             "ActivationSparsityByLayer": by_layer,
             "SynapticOperations": {"Effective_MACs": sum(r["macs"] + r["graded_ops"] for r in layers),
                                    "Effective_ACs": sum(r["sops"] for r in layers),
@@ -231,7 +238,8 @@ class Accountant:
         for name, pop in prog.populations.items():
             for i, t in enumerate(pop.terms):
                 rows.append({"source": t.source, "target": name, "connection": t.connection or pop.connection,
-                             "map": t.map.kind, "synapses": synapse_count(t.map, t.weight_q), "delay": t.delay,
+                             "map": "port" if t.port else t.map.kind,
+                             "synapses": 0 if t.port else synapse_count(t.map, t.weight_q), "delay": t.delay,
                              "event": self.event_kind(t.source), "events": self.edge_events[(name, i)] / samples})
         return rows
 
@@ -253,6 +261,11 @@ def core_table(layers: list[dict[str, Any]], limits: dict[str, float]) -> list[d
                      "synapses_per_core": math.ceil(r["synapses"] / r["cores"]), "cores": r["cores"],
                      "bound_by": bound})
     return rows
+
+
+def _messages(row: dict[str, Any]) -> float:
+    """Everything a row's neurons send: binary spikes and graded messages (nonzero outputs)."""
+    return row["spikes"] + row["graded_spikes"]
 
 
 def _summed(rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -322,7 +335,7 @@ def _energy(layers: list[dict[str, Any]], profile: Profile, timing: dict[str, fl
     for r in layers:
         parts = {"synaptic": r["sops"] * e["synaptic_op"] + r["graded_ops"] * e["graded_op"],
                  "neuron": r["neuron_updates"] * e["neuron_update"],
-                 "routing": r["spikes"] * e["spike_routing"],
+                 "routing": _messages(r) * e["spike_routing"],
                  "mac": r["macs"] * e["mac"],
                  "static": static_pj * r["cores"] / total_cores}
         r["energy_breakdown_pj"] = parts

@@ -35,6 +35,7 @@ from .ir.graph import FlatGraph
 from .ir.program import (
     INPUT_BITS,
     Fixed,
+    SIGMA_DELTA_KINDS,
     Lowered,
     Map,
     Population,
@@ -185,6 +186,9 @@ def quantise(lowered: Lowered, peaks: dict[str, float], input_peak: float, input
             fixed[name] = Fixed(scale=1.0, value_scale=pinned.get(name, q) if input_graded else q,
                                 graded=input_graded)
             continue
+        if pop.kind in SIGMA_DELTA_KINDS and not exact:
+            raise UserError(f"layer {name!r}: sigma-delta neurons are compiled from the chip's integers only "
+                            f"(a lava-dl netx file), not from float weights")
         peak = peaks.get(name[:-len(".relay")] if pop.kind == "relay" else name, 0.0)
         k = 64.0 if exact else _scale_for(pop, fixed, peak)
         if name in pinned and pinned[name] <= _scale_for(pop, fixed, 0.0) * (1 + 1e-6):
@@ -200,6 +204,8 @@ def quantise(lowered: Lowered, peaks: dict[str, float], input_peak: float, input
         f.quant_error = math.sqrt(err_num / err_den) if err_den else 0.0
         if pop.kind == "relay":
             f.value_scale, f.graded = k / 64, True
+        if pop.kind in SIGMA_DELTA_KINDS:  # its payloads are the chip's integers as they are
+            f.graded, f.vth = True, int(round(pop.threshold))
         if pop.kind in ("lif", "gate"):
             f.vth = int(round(k * pop.threshold / 64))
             f.dv = _decay(pop)
@@ -236,9 +242,9 @@ def map_to_cores(lowered: Lowered, profile: Profile, quantised: bool) -> dict[st
         if pop.kind == "input":
             continue
         weights = [t.weight_q if quantised else None for t in pop.terms]
-        counts = [synapse_count(t.map, w) for t, w in zip(pop.terms, weights)]
+        counts = [0 if t.port else synapse_count(t.map, w) for t, w in zip(pop.terms, weights)]
         bits = sum(c * (wbits + (delay_bits if t.delay else 0)) for c, t in zip(counts, pop.terms))
-        per_neuron = sum(fan_in(t.map, w) for t, w in zip(pop.terms, weights))
+        per_neuron = sum(fan_in(t.map, w) for t, w in zip(pop.terms, weights) if not t.port)
         neurons = 0 if pop.kind == "readout" else pop.neurons
         compartments = max(1, math.ceil(per_neuron / axons))
         cores = max(math.ceil(neurons * compartments / npc), math.ceil(bits / mem), 1)
@@ -292,6 +298,16 @@ def _calibration(graph: FlatGraph, calibration: torch.Tensor | None,
     return calibrate(graph, calibration), float(calibration.abs().max()), graded
 
 
+def _check_pipeline(low: Lowered) -> None:
+    """A program with sigma-delta populations runs as one pipeline from one start (they have no
+    reset); spiking populations start each sample afresh, so the two cannot be mixed yet."""
+    kinds = {p.kind for p in low.populations.values()}
+    if kinds & set(SIGMA_DELTA_KINDS) and kinds & {"lif", "gate", "relay"}:
+        spiking = next(n for n, p in low.populations.items() if p.kind in ("lif", "gate", "relay"))
+        raise UserError(f"layer {spiking!r}: this network mixes spiking (LIF) layers with sigma-delta layers, "
+                        f"which the compiler does not support yet (a network of either kind compiles)")
+
+
 def compile_graph(graph: FlatGraph, target: str, profile: Profile, lowering: str,
                   calibration: torch.Tensor | None, keep_float: bool = False) -> tuple[Program, dict[str, Any]]:
     """Lower, quantise and map ``graph``; return the program and the cost of both lowerings.
@@ -323,6 +339,9 @@ def compile_graph(graph: FlatGraph, target: str, profile: Profile, lowering: str
     return_freed_memory()
     low = lower(graph, chosen)
     return_freed_memory()
+    _check_pipeline(low)
+    input_graded = input_graded or any(t.source == low.input.name for p in low.populations.values()
+                                       if p.kind == "delta" for t in p.terms)
     pinned = json.loads(graph.metadata.get("chip_scales", "{}"))
     fixed = quantise(low, peaks, input_peak, input_graded, exact, pinned, keep_float)
     mapping = map_to_cores(low, profile, quantised=True)

@@ -30,9 +30,10 @@ from .compile import compile_graph
 from .converters.netx_import import is_netx, read_netx
 from .converters.netx_writer import is_sequential, write_netx
 from .converters.nir_export import DEFAULT_DT, to_nir, write_nir
-from .converters.nir_import import from_nir, read_nir
+from .converters.nir_import import from_nir, read_nir, read_nir_graph
 from .ir.graph import FlatGraph
 from .ir.program import Program, read_program, summarise, write_program
+from .ir.sigma_delta import SigmaDelta
 from .data import as_time_series, evaluation_split, first, load_dataset
 from .errors import UserError
 from .heap import return_freed_memory
@@ -122,7 +123,7 @@ def load_artifact(path: Path, dt: float | None = None, keep_model: bool = True,
     kind = source_kind(path)
     if kind == "nir":
         graph = read_nir(path, dt, reset, discretisation)
-        nir_graph = nir.read(path, type_check=False)
+        nir_graph = read_nir_graph(path)
         stated = {k: v for k, v in (("reset", reset), ("discretisation", discretisation), ("dt", dt))
                   if v is not None}
         nir_graph.metadata = {**(nir_graph.metadata or {}), **stated}
@@ -257,6 +258,11 @@ def export(model_path: Path, target: str, outdir: Path | None = None, dt: float 
     check_artifact_dir(outdir, force, ARTIFACT_FILES if target != "nir" else ("graph.nir", "manifest.json"))
     art = load_artifact(model_path, dt, keep_model=False, keep_input_neurons=keep_input_neurons, reset=reset,
                         discretisation=discretisation)
+    own = [n for n, node in art.graph.nodes.items() if isinstance(node, SigmaDelta)]
+    if target == "nir" and own:
+        raise UserError(f"{model_path}: node {own[0]!r} is a sigma-delta neuron, which NIR {nir.version} has no "
+                        f"primitive for, so no NIR reader could run this graph; export --target loihi2-sim "
+                        f"compiles it (its graph.nir holds danet-deploy's own SigmaDelta nodes, docs/lava-dl.md)")
     program = costs = prof = calibration = None
     if target != "nir":
         prof = load_profile(profile or CHIP_TARGETS[target])

@@ -39,10 +39,11 @@ from .errors import UserError
 from .ir.graph import FlatGraph
 from .ir.neurons import dynamics
 from .ir.program import Lowered, Map, Population, Term, per_tap
+from .ir.sigma_delta import SigmaDelta
 
 LOWERINGS = ("expand", "relay", "auto")
 RELAY_MIN_SOURCES = 3  # a sum of fewer streams is cheaper as direct fan-in
-NEURONS = (nir.LIF, nir.IF, nir.CubaLIF, nir.Threshold)  # what becomes a population
+NEURONS = (nir.LIF, nir.IF, nir.CubaLIF, nir.Threshold, SigmaDelta)  # what becomes a population
 
 
 def identity(shape: tuple[int, ...], with_weights: bool = True) -> Map:
@@ -373,6 +374,11 @@ def _neuron_population(name: str, node: nir.NIRNode, shape: tuple[int, ...], gra
     if isinstance(node, nir.Threshold):
         return Population(name, "gate", shape, connection, beta=0.0, gain=1.0,
                           threshold=_uniform(name, "threshold", node.threshold))
+    if isinstance(node, SigmaDelta):
+        return Population(name, "delta" if node.encoder else "sigma_delta", shape, connection,
+                          threshold=_uniform(name, "threshold", node.threshold),
+                          bias=np.array(node.bias) if np.any(node.bias) else None, spike_exp=node.spike_exp,
+                          state_exp=node.state_exp, relu=node.relu)
     d = dynamics(node, graph)
     if np.any(d.v_reset != 0):
         raise UserError(f"node {name!r}: Loihi neurons reset to 0, but v_reset is not 0")
@@ -422,11 +428,16 @@ def lower(graph: FlatGraph, lowering: str, with_weights: bool = True) -> Lowered
             continue
         terms, path_bias = low.input_sum(name)
         pop.terms = [Term(s, m, "recurrent" if m.recurrent else c) for s, m, c in _merge(terms)]
+        if pop.kind == "delta" and [(t.source, t.map.identity) for t in pop.terms] == [(graph.inputs[0], True)]:
+            pop.terms[0].port = True  # an encoder reads the input itself
         if path_bias is not None and pop.alpha:  # a constant current that persists: through a synapse
             source = _bias_source(name, conn)
             pops[source.name] = source
             weight = np.broadcast_to(path_bias, pop.shape).reshape(-1, 1) if with_weights else None
             pop.terms.append(Term(source.name, Map("dense", source.shape, (pop.neurons,), weight), conn))
+        elif path_bias is not None and isinstance(node, SigmaDelta):
+            raise UserError(f"node {name!r}: a constant input current into a sigma-delta neuron would add up "
+                            f"in its sigma at every step; give the neuron the bias instead")
         elif path_bias is not None:  # a constant input current, seen through the neuron's gain
             drive = pop.gain * path_bias
             pop.bias = drive if pop.bias is None else pop.bias + drive
@@ -467,9 +478,9 @@ def _schedule(pops: dict[str, Population]) -> dict[str, Population]:
         pop = pops[name]
         forward = [t for t in pop.terms if not t.map.recurrent]
         if forward:
-            pop.latency = max(pops[t.source].latency + 1 + t.map.delay for t in forward)
+            pop.latency = max(pops[t.source].latency + (0 if t.port else 1) + t.map.delay for t in forward)
             for t in forward:
-                t.delay = pop.latency - pops[t.source].latency - 1
+                t.delay = pop.latency - pops[t.source].latency - (0 if t.port else 1)
     for name in order:
         for t in pops[name].terms:
             if t.map.recurrent:

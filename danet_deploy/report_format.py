@@ -56,8 +56,8 @@ def percent(fraction: float) -> str:
     return f"{100 * fraction:.1f} %"
 
 
-COUNT_COLUMNS = ("neurons", "synapses", "cores", "spikes", "spike_rate", "sops", "graded_ops", "macs",
-                 "neuron_updates")
+COUNT_COLUMNS = ("neurons", "synapses", "cores", "spikes", "graded_spikes", "spike_rate", "sops", "graded_ops",
+                 "macs", "neuron_updates")
 COLUMNS = ("name", "kind", "connection", *COUNT_COLUMNS, "energy_dynamic_pj", "energy_static_pj", "energy_pj")
 # a table on a terminal shows the main columns (all with --wide, and always in JSON, CSV and HTML),
 # and on a narrow terminal leaves out the next of NARROWER until it fits

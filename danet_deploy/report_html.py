@@ -100,7 +100,7 @@ def _cards(report: dict[str, Any]) -> str:
                f'{t["cores"]} cores' + (f' on {mapping["chips"]} chip(s)' if mapping else ""))
     ops = (f'<div class="big">{units.count(t["sops"])}</div>SOPs per inference<br>'
            f'{units.count(t["graded_ops"])} graded ops, {units.count(t["macs"])} MACs<br>'
-           f'{units.count(t["spikes"])} spikes')
+           f'{units.count(t["spikes"])} spikes, {units.count(t["graded_spikes"])} graded spikes')
     cards = [("accuracy", "<br>".join(acc)), ("energy", energy), ("time", timing), ("operations", ops),
              ("network", network)]
     return '<div class="cards">' + "".join(f'<div class="card"><h3>{h}</h3>{b}</div>' for h, b in cards) + "</div>"
@@ -110,7 +110,8 @@ def network_svg(report: dict[str, Any]) -> str:
     """The compiled network: a column per pipeline depth, edges coloured by connection type.
 
     Edge width grows with the events it carries; a label shows the events per inference
-    and any synaptic delay; hovering shows the synapse group's figures.
+    and any synaptic delay; graded traffic (relays, sigma-delta neurons) is drawn dashed and
+    a layer that sends graded spikes says so; hovering shows the synapse group's figures.
     """
     edges = report["edges"]
     rows = {r["name"]: r for r in report["layers"] if r["kind"] != "recurrent"}
@@ -154,16 +155,21 @@ def network_svg(report: dict[str, Any]) -> str:
         tip = (f"{e['source']} -> {e['target']} ({e['connection']}, {e['map']}): {units.count(e['events'])} "
                f"{e['event'].replace('_', ' ')} per inference, {units.count(e['synapses'])} synapses, "
                f"delay {e['delay']}")
+        dashed = ' stroke-dasharray="6 3"' if e["event"] == "graded_ops" else ""
         parts.append(f'<g><title>{_esc(tip)}</title><path d="{path}" fill="none" '
-                     f'stroke="{_colour(e["connection"])}" stroke-width="{w:.1f}" stroke-opacity="0.7"/>'
+                     f'stroke="{_colour(e["connection"])}" stroke-width="{w:.1f}" stroke-opacity="0.7"{dashed}/>'
                      f'<text x="{lx:.0f}" y="{ly:.0f}" font-size="10" text-anchor="middle" '
                      f'fill="#333">{_esc(label)}</text></g>')
     for name in names:
         x, y = pos[name]
         r = rows.get(name)
         conn = r["connection"] if r else "other"
-        line2 = (f"{r['kind']} · {units.count(r['neurons'])} n · fan-in {units.count(r['max_fan_in'])}"
-                 if r else "input")
+        if r is None:
+            line2 = "input"
+        elif r.get("payload_bits"):  # the kind is in the tooltip and the tables
+            line2 = f"{units.count(r['neurons'])} n · {r['payload_bits']}-bit graded"
+        else:
+            line2 = f"{r['kind']} · {units.count(r['neurons'])} n · fan-in {units.count(r['max_fan_in'])}"
         tip = (f"{name}: {r['kind']}, {r['connection']}, {r['neurons']} neurons, {r['cores']} core(s), "
                f"spike rate {units.percent(r['spike_rate'])}, dynamic {units.energy(r['energy_dynamic_pj'])}"
                if r else f"{name}: input")
@@ -299,7 +305,8 @@ def report_page(report: dict[str, Any]) -> str:
         head, _cards(report),
         "<h2>Compiled network</h2><p class=\"note\">Populations (boxes) and synapse groups (edges), a column per "
         "pipeline depth. Edge labels: events per inference (SOPs, graded ops or MACs) and synaptic delay "
-        "<i>d</i> added by delay balancing; hover for details.</p>",
+        "<i>d</i> added by delay balancing; dashed edges carry graded spikes (integer payloads), solid ones "
+        "binary spikes or the input; hover for details.</p>",
         _legend(conns), network_svg(report),
         "<h2>Energy per layer</h2>", _energy_per_layer(report),
         "<h2>Per connection type</h2>",

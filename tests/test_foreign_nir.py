@@ -18,7 +18,6 @@ import torch
 
 from danet_deploy.converters.nir_import import from_nir, read_nir
 from danet_deploy.errors import UserError
-from danet_deploy.export import export
 from danet_deploy.lowering import lower
 from danet_deploy.converters.nir_reference import ReferenceSimulator
 

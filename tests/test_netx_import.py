@@ -206,7 +206,7 @@ def _edit(path: Path, layer: str, key: str, value) -> None:
 
 @pytest.mark.parametrize("layer,key,value,message", [
     ("1", "type", np.array([b"concat"], dtype="S10"), "layer 1 (concat): this layer type is not supported"),
-    ("0", "neuron/type", b"SDNN", "layer 0 (dense): neuron type 'SDNN' is not supported"),
+    ("0", "neuron/type", b"RF_IZ", "layer 0 (dense): neuron type 'RF_IZ' (resonate-and-fire"),
     ("0", "neuron/gradedSpike", True, "layer 0 (dense): graded spikes"),
     ("1", "neuron/iDecay", 0, "layer 1 (dense): iDecay=0"),
     ("0", "neuron/vDecay", 0, "layer 0 (dense): vDecay=0 with iDecay=1024"),

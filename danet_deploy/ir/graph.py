@@ -16,6 +16,7 @@ import nir
 import numpy as np
 
 from danet_deploy.errors import UserError
+from danet_deploy.ir.sigma_delta import SigmaDelta
 
 DEFAULT_DT = 1e-4  # seconds, when neither the file nor the user gives one
 MAX_DT = 1e3  # seconds: a larger time step is a unit mistake, and overflows the decays
@@ -26,6 +27,7 @@ SUPPORTED = {
     nir.Conv1d: "Conv1d", nir.Conv2d: "Conv2d", nir.Flatten: "Flatten", nir.SumPool2d: "SumPool2d",
     nir.AvgPool2d: "AvgPool2d", nir.Scale: "Scale", nir.Threshold: "Threshold", nir.LIF: "LIF",
     nir.CubaLIF: "CubaLIF", nir.IF: "IF", nir.LI: "LI", nir.I: "Integrator", nir.Delay: "Delay",
+    SigmaDelta: "SigmaDelta",  # danet-deploy's own node (ir/sigma_delta.py): NIR has none
 }
 
 

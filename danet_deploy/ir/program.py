@@ -26,10 +26,15 @@ if TYPE_CHECKING:
     from danet_deploy.profiles import Profile
 
 # /2: a weight held once over its kernel taps is written once, with a ``kernel`` attribute
-# (a /1 reader would take it for a 1x1 kernel, so it refuses /2); /1 files still read
+# (a /1 reader would take it for a 1x1 kernel, so it refuses /2); /1 files still read.
+# /3: a program with sigma-delta populations, which a /2 reader does not know (only such
+# programs are written as /3, so that every other program still reads with a /2 reader)
 PROGRAM_FORMAT = "danet-deploy-program/2"
-READABLE_FORMATS = ("danet-deploy-program/1", PROGRAM_FORMAT)
+PROGRAM_FORMAT_SIGMA_DELTA = "danet-deploy-program/3"
+READABLE_FORMATS = ("danet-deploy-program/1", PROGRAM_FORMAT, PROGRAM_FORMAT_SIGMA_DELTA)
+SIGMA_DELTA_KINDS = ("delta", "sigma_delta")  # populations of Lava's Delta and SigmaDelta (ir/sigma_delta.py)
 INPUT_BITS = 8          # graded input values (pixels) are quantised to signed 8 bits
+GRADED_MESSAGE_BITS = 24  # a graded spike's payload as the Lava worker sends it (num_message_bits)
 BIAS_EXP = 6
 
 
@@ -131,6 +136,13 @@ class Term:
     connection: str
     delay: int = 0                  # steps beyond the one-step synaptic hop (set by balancing)
     weight_q: np.ndarray | None = None  # the integer weights (set by the compiler, synapses.WEIGHT_DTYPE)
+    port: bool = False              # the input itself, into an encoder's neurons: no synapse group and
+                                    # no hop (netx feeds its input to a Delta's a_in), an identity map
+
+    @property
+    def hop(self) -> int:
+        """Steps from the source's output to the consumer's input: Lava's synapse hop plus the delay."""
+        return self.delay + (0 if self.port else 1)
 
 
 @dataclass
@@ -138,7 +150,7 @@ class Population:
     """Neurons of one layer (or the input, a relay, a readout) and what feeds them."""
 
     name: str
-    kind: str                       # input | lif | gate | relay | readout
+    kind: str                       # input | lif | gate | relay | readout | delta | sigma_delta
     shape: tuple[int, ...]
     connection: str
     terms: list[Term] = field(default_factory=list)
@@ -148,6 +160,9 @@ class Population:
     alpha: float = 0.0              # current decay (CUBA); 0: no current memory
     threshold: float = 0.0
     latency: int = 0
+    spike_exp: int = 0              # sigma-delta populations: payload and state exponents and the
+    state_exp: int = 0              # activation (ir/sigma_delta.py); the bias enters the activation
+    relu: bool = False
 
     @property
     def neurons(self) -> int:
@@ -172,6 +187,14 @@ class Lowered:
     @property
     def latency(self) -> int:
         return max(p.latency for p in self.populations.values())
+
+    @property
+    def pipelined(self) -> bool:
+        """Whether the program runs as Loihi's pipeline does, from one start (sigma-delta
+        populations have no reset, so a layer's start-up, before its first input arrives, shapes
+        its state: docs/lava-dl.md, "Sigma-delta networks"); else each population's window starts
+        afresh when its first input arrives."""
+        return any(p.kind in SIGMA_DELTA_KINDS for p in self.populations.values())
 
 
 @dataclass
@@ -280,7 +303,8 @@ def write_program(path: Path, program: Program) -> None:
 def _fill_program(file: BinaryIO, program: Program) -> None:
     low = program.lowered
     with h5py.File(file, "w") as f:
-        f.attrs.update({"format": PROGRAM_FORMAT, "target": program.target,
+        f.attrs.update({"format": PROGRAM_FORMAT_SIGMA_DELTA if low.pipelined else PROGRAM_FORMAT,
+                        "target": program.target,
                         "profile": program.profile, "lowering": low.lowering, "dt": low.dt,
                         "timesteps": low.timesteps or 0, "latency": low.latency,
                         "mapping": json.dumps(program.mapping, sort_keys=True)})
@@ -292,6 +316,8 @@ def _fill_program(file: BinaryIO, program: Program) -> None:
                             "threshold": pop.threshold, "scale": fx.scale, "value_scale": fx.value_scale,
                             "vth": fx.vth, "dv": fx.dv, "du": fx.du, "graded": fx.graded,
                             "bias_exp": BIAS_EXP, "quant_error": fx.quant_error})
+            if pop.kind in SIGMA_DELTA_KINDS:
+                g.attrs.update({"spike_exp": pop.spike_exp, "state_exp": pop.state_exp, "relu": pop.relu})
             if fx.bias_mant is not None:
                 g.create_dataset("bias_mant", data=fx.bias_mant)
             if name in program.readout_bias:
@@ -301,7 +327,7 @@ def _fill_program(file: BinaryIO, program: Program) -> None:
                 tg.attrs.update({"source": t.source, "kind": t.map.kind, "in_shape": list(t.map.in_shape),
                                  "out_shape": list(t.map.out_shape), "stride": list(t.map.stride),
                                  "padding": list(t.map.padding), "delay": t.delay, "connection": t.connection,
-                                 "recurrent": t.map.recurrent})
+                                 "recurrent": t.map.recurrent, "port": t.port})
                 held = distinct_part(t.weight_q)  # a weight held once over its taps is written once
                 if held is not t.weight_q:
                     tg.attrs["kernel"] = list(t.weight_q.shape[2:])
@@ -328,7 +354,9 @@ def read_program(path: Path) -> Program:
             shape = tuple(int(v) for v in a["shape"])
             pop = Population(str(a["name"]), str(a["kind"]), shape, str(a["connection"]),
                              beta=float(a["beta"]), gain=float(a["gain"]), threshold=float(a["threshold"]),
-                             alpha=float(a.get("alpha", 0.0)), latency=int(a["latency"]))
+                             alpha=float(a.get("alpha", 0.0)), latency=int(a["latency"]),
+                             spike_exp=int(a.get("spike_exp", 0)), state_exp=int(a.get("state_exp", 0)),
+                             relu=bool(a.get("relu", False)))
             for tg in sorted(g.get("terms", {}).values(), key=lambda t: int(t.name.rsplit("/", 1)[1])):
                 ta = tg.attrs
                 w = tg["weight"][()]
@@ -339,7 +367,8 @@ def read_program(path: Path) -> Program:
                         None, tuple(w.shape[2:]) if kind == "conv" else (1, 1),
                         tuple(int(v) for v in ta["stride"]), tuple(int(v) for v in ta["padding"]),
                         recurrent=bool(ta.get("recurrent", False)))
-                pop.terms.append(Term(str(ta["source"]), m, str(ta["connection"]), int(ta["delay"]), w))
+                pop.terms.append(Term(str(ta["source"]), m, str(ta["connection"]), int(ta["delay"]), w,
+                                      port=bool(ta.get("port", False))))
             pops[pop.name] = pop
             fixed[pop.name] = Fixed(float(a["scale"]), float(a["value_scale"]), int(a["vth"]), int(a["dv"]),
                                     int(a["du"]), g["bias_mant"][()] if "bias_mant" in g else None,

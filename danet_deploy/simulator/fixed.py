@@ -14,6 +14,13 @@ Integers are held in floats, where arithmetic on them is exact: float32 while ev
 value provably stays below 2^24 (and the voltage decay is a power of two), float64
 (exact below 2^53) otherwise. TF32 is disabled so results are identical on CPU and
 CUDA.
+
+A program with sigma-delta populations (``Lowered.pipelined``) runs as Loihi's pipeline runs
+it, from one start: each population over its whole timeline (its latency plus ``T`` steps),
+each term delivering its source's output ``Term.hop`` steps later, so that a layer's
+start-up (its bias before its first input arrives) shapes its state as in Lava. Its window,
+the ``T`` steps from its latency on, is what it returns; a readout's window starts with the
+sum of what it received before (Lava's Sigma, which sums its input from the first step).
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from ..ir.program import BIAS_EXP, INPUT_BITS, Program
+from ..ir.sigma_delta import SigmaDelta, SigmaDeltaState
 
 U_MAX = 1 << 23      # Lava's 24-bit state: u in (-2^23, 2^23], v clipped to +-(2^23 - 1)
 DECAY_ONE = 4096     # decays are in units of 1/4096 per step
@@ -38,6 +46,11 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters (malloc.
 def _wrap24(u: torch.Tensor) -> torch.Tensor:
     """Lava's single wrap of the current into ``(-2^23, 2^23]``."""
     return u - (2 * U_MAX) * (u > U_MAX).to(u.dtype) + (2 * U_MAX) * (u <= -U_MAX).to(u.dtype)
+
+
+def _conv_wrap(a: torch.Tensor) -> torch.Tensor:
+    """Lava's Conv output wrapped into ``[-2^23, 2^23)`` (``lava/proc/conv/utils.signed_clamp``)."""
+    return torch.remainder(a + U_MAX, 2 * U_MAX) - U_MAX
 
 
 @functools.cache
@@ -120,6 +133,8 @@ class FixedSimulator:
         (direct encoding of an image) and the currents computed from it alone.
         """
         prog = self.program
+        if prog.lowered.pipelined:
+            return self._run_pipelined(x, record, observe)
         inp = prog.lowered.input
         xi = self.encode(x).transpose(0, 1)
         steps, n = xi.shape[:2]
@@ -147,6 +162,64 @@ class FixedSimulator:
                 if pending[t.source] == 0 and t.source not in keep:
                     del values[t.source]
         return {k: over_steps(k) for k in values if k in keep}
+
+    def _run_pipelined(self, x: torch.Tensor, record: bool,
+                       observe: Callable[[str, torch.Tensor], None] | None) -> dict[str, torch.Tensor]:
+        """:meth:`run` for a pipelined program: each population's window of its timeline."""
+        out: dict[str, torch.Tensor] = {}
+        for name, values in self.timelines(x).items():
+            pop = self.program.populations[name]
+            window = values[pop.latency:]
+            if pop.kind == "readout":  # what it summed before its window
+                window = window.clone()
+                window[0] += values[:pop.latency].sum(0)
+            if observe:
+                observe(name, window)
+            if record or pop.kind == "readout":
+                out[name] = window
+        return out
+
+    def timelines(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """A pipelined program's populations at every step from the start, ``[latency + T, N, ...]``
+        in float64 (module docstring): what Lava's run of one sample records."""
+        prog = self.program
+        inp = prog.lowered.input
+        steps = x.shape[1]
+        timeline = {inp.name: self.encode(x).transpose(0, 1).to(torch.float64)}
+        for name, pop in prog.populations.items():
+            if pop.kind != "input":
+                a = self._pipelined_input(name, timeline, pop.latency + steps)
+                timeline[name] = a if pop.kind == "readout" else self._sigma_delta_steps(name, a)
+        return timeline
+
+    def _pipelined_input(self, name: str, timeline: dict[str, torch.Tensor], length: int) -> torch.Tensor:
+        """The summed input of population ``name`` at each step of its timeline, ``[length, N, ...]``:
+        each term brings its source's output ``Term.hop`` steps later (Lava's synapse hop)."""
+        pop = self.program.populations[name]
+        total = None
+        for i, t in enumerate(pop.terms):
+            src = timeline[t.source]
+            w = self.weights[(name, i)].to(torch.float64).contiguous()
+            flat = src.reshape(-1, *src.shape[2:])
+            if t.map.kind == "conv":  # always Lava's Conv in a pipelined program, which wraps its output
+                a = F.conv2d(flat, w, stride=t.map.stride, padding=t.map.padding)
+                a = _conv_wrap(torch.round(a) if a.is_cuda else a)
+            else:
+                a = flat.reshape(len(flat), -1) @ w.T
+            a = a.reshape(len(src), src.shape[1], *pop.shape)
+            if total is None:
+                total = torch.zeros((length, *a.shape[1:]), dtype=torch.float64, device=a.device)
+            total[t.hop:] += a[:length - t.hop]
+        return total
+
+    def _sigma_delta_steps(self, name: str, a: torch.Tensor) -> torch.Tensor:
+        """A sigma-delta population's payloads over its timeline (ir/sigma_delta.py, exactly)."""
+        pop, f = self.program.populations[name], self.program.fixed[name]
+        node = SigmaDelta(threshold=np.full(pop.shape, f.vth), bias=0 if f.bias_mant is None else f.bias_mant,
+                          encoder=pop.kind == "delta", relu=pop.relu, spike_exp=pop.spike_exp,
+                          state_exp=pop.state_exp)
+        state = SigmaDeltaState(node, exact=True, device=a.device)
+        return torch.stack([state.step(a_t) for a_t in a]).to(torch.float64)
 
     def _current(self, name: str, values: dict[str, torch.Tensor], n: int) -> torch.Tensor:
         """The summed synaptic input ``A``, ``[S*N, *shape]`` (``S``: the longest source's)."""

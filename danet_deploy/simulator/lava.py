@@ -4,10 +4,12 @@ The Lava network is built from the program: one synapse process per term (``Conv
 ``Dense`` or ``Sparse``, graded when the source is), ``DelayLine`` processes that
 carry balancing delays (shared per source and delay), ``SampleGate`` processes in front
 of recurrent synapses (so that no spike crosses into the next sample), LIFReset neurons (memoryless
-gates are LIFs with ``dv = 4096``), GradedVec relays, and file sinks that record
-every population at every step. Samples are concatenated in time; each population resets its state at
-the start of its own window (offset by its pipeline latency), so one run serves all
-samples.
+gates are LIFs with ``dv = 4096``), GradedVec relays, lava-nc's own ``Delta`` and ``SigmaDelta``
+sigma-delta neurons, and file sinks that record every population at every step. Samples are
+concatenated in time; each population resets its state at the start of its own window (offset
+by its pipeline latency), so one run serves all samples. Sigma-delta neurons have no reset: a
+program with them (``Lowered.pipelined``) runs each sample in a run of its own, from one start,
+as the fast simulator computes it.
 
 Lava runs in a worker process in its own process group: Lava leaves workers behind
 when a run fails or is interrupted, so the parent kills the whole group on any
@@ -35,7 +37,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from ..ir.program import Program, read_program
+from ..ir.program import GRADED_MESSAGE_BITS, SIGMA_DELTA_KINDS, Program, read_program
 from .. import lava_runtime
 from ..errors import UserError
 from ..signals import signals_end_the_run
@@ -75,21 +77,28 @@ def _name_segments(prefix: str) -> None:
     shared_memory._SHM_SAFE_NAME_LENGTH = len(prefix) + 17  # 8 random bytes after the prefix
 
 
-def _connect_synapse(term, graded: bool, source_out, target_in) -> None:
+def _connect_synapse(term, graded: bool, source_out, target_in, always_conv: bool = False) -> None:
     """The Lava process for one synapse group, connected from ``source_out`` to ``target_in``.
 
     Convolutions with few channel pairs run as Lava's ``Conv`` (one scipy convolution
     per pair and step, as lava-dl's netx does); larger ones, and dense maps, run as a
-    matrix (``Dense`` while it is small, else ``Sparse``). Delays are not the synapse's
-    business: ``DelayLine`` processes in front of it carry them (see ``_build``).
+    matrix (``Dense`` while it is small, else ``Sparse``). ``always_conv``: every convolution
+    runs as ``Conv``, whose output wraps at 24 bits where a matrix's does not (a pipelined
+    program's convolutions are defined so, as netx builds them). Delays are not the synapse's
+    business: ``DelayLine`` processes in front of it carry them (see ``_build``). An encoder's
+    port (``Term.port``) is no synapse: its source is connected to the neurons themselves.
     """
+    if term.port:
+        source_out.connect(target_in)
+        return
     from lava.proc.conv.process import Conv
     from lava.proc.dense.process import Dense
     from lava.proc.sparse.process import Sparse
 
     m = term.map
-    kw = {"num_message_bits": 24 if graded else 0}
-    if m.kind == "conv" and m.in_shape[0] * m.out_shape[0] <= CONV_PAIR_LIMIT and not m.recurrent:
+    kw = {"num_message_bits": GRADED_MESSAGE_BITS if graded else 0}
+    few_pairs = m.in_shape[0] * m.out_shape[0] <= CONV_PAIR_LIMIT
+    if m.kind == "conv" and (few_pairs or always_conv) and not m.recurrent:
         (cin, h, w), (cout, oh, ow) = m.in_shape, m.out_shape
         weight = term.weight_q[:, :, ::-1, ::-1].transpose(0, 3, 2, 1).astype(np.int32)  # true conv, (W, H, C)
         syn = Conv(weight=weight, input_shape=(w, h, cin), stride=m.stride[::-1], padding=m.padding[::-1], **kw)
@@ -138,6 +147,8 @@ def _build(program: Program, data: np.ndarray, sink_dir: Path, interval: int):
                                    reset_offset=(1 + pop.latency) % interval)
         elif pop.kind == "relay":
             procs[name] = GradedVec(shape=n, vth=0)
+        elif pop.kind in SIGMA_DELTA_KINDS:
+            procs[name] = _sigma_delta(pop, f)
         records.append((name, "int8" if pop.kind in ("lif", "gate") else "int32"))
     for first in range(0, len(records), SINK_PORTS):
         chunk = records[first:first + SINK_PORTS]
@@ -166,8 +177,21 @@ def _build(program: Program, data: np.ndarray, sink_dir: Path, interval: int):
                     lines[key] = DelayLine(shape=shape, delay=int(t.delay))
                     out.connect(lines[key].s_in)
                 out = lines[key].s_out
-            _connect_synapse(t, program.fixed[t.source].graded, out, targets[name])
+            _connect_synapse(t, program.fixed[t.source].graded, out, targets[name], program.lowered.pipelined)
     return source
+
+
+def _sigma_delta(pop, f):
+    """lava-nc's own Delta (an encoder) or SigmaDelta process for a sigma-delta population
+    (their constructors shift ``vth`` and ``bias`` up by ``spike_exp + state_exp`` themselves)."""
+    from lava.proc.sdn.process import ActivationMode, Delta, SigmaDelta
+
+    exponents = {"spike_exp": pop.spike_exp, "state_exp": pop.state_exp}
+    if pop.kind == "delta":
+        return Delta(shape=(pop.neurons,), vth=int(f.vth), **exponents)
+    bias = f.bias_mant.reshape(-1).astype(np.int64) if f.bias_mant is not None else 0
+    mode = ActivationMode.RELU if pop.relu else ActivationMode.UNIT
+    return SigmaDelta(shape=(pop.neurons,), vth=int(f.vth), bias=bias, act_mode=mode, **exponents)
 
 
 def run_size(program: Program, samples: int, steps: int) -> dict[str, int]:
@@ -175,14 +199,14 @@ def run_size(program: Program, samples: int, steps: int) -> dict[str, int]:
     from ..lavaext import SINK_PORTS
 
     pops = [p for p in program.populations.values() if p.kind != "input"]
-    terms = [t for p in pops for t in p.terms]
+    terms = [t for p in pops for t in p.terms if not t.port]
     lines = {(t.source, t.delay, t.map.recurrent) for t in terms if t.delay}
     gates = sum(t.map.recurrent for t in terms)
     neurons = sum(p.kind != "readout" for p in pops)
     sinks = -(-len(pops) // SINK_PORTS)
     return {"processes": 1 + neurons + sinks + len(terms) + len(lines) + gates + LAVA_SERVICE_PROCESSES,
             "synapses": sum(m["synapses"] for m in program.mapping.values()),
-            "steps": samples * steps + program.lowered.latency + 1}
+            "steps": samples * steps + (samples if program.lowered.pipelined else 1) * (program.lowered.latency + 1)}
 
 
 def worker(program_path: str, data_path: str, sink_dir: str, interval: str, prefix: str, parent: str) -> None:
@@ -225,12 +249,23 @@ def _lines(proc: subprocess.Popen, timeout: float) -> Iterator[str]:
 
 def run_lava(program_path: Path, program: Program, x_int: np.ndarray,
              on_step: Callable[[], None] = lambda: None, stall_timeout: float = 300.0) -> dict[str, np.ndarray]:
-    """Run ``x_int`` ``[N, T, ...]`` (already encoded) in Lava; per population ``[T, N, ...]``.
+    """Run ``x_int`` ``[N, T, ...]`` (already encoded) in Lava; per population ``[T, N, ...]``
+    (its window, as :meth:`FixedSimulator.run` returns it).
 
     ``on_step`` is called after each of the ``run_size(...)["steps"]`` steps. Lava waits
     forever when one of its processes fails, so a run that completes no step for
-    ``stall_timeout`` seconds (start-up included) is stopped and reported.
+    ``stall_timeout`` seconds (start-up included) is stopped and reported. A pipelined
+    program runs each sample in a run of its own (its neurons have no reset).
     """
+    if not program.lowered.pipelined:
+        return _run(program_path, program, x_int, on_step, stall_timeout)
+    runs = [_run(program_path, program, x_int[k:k + 1], on_step, stall_timeout) for k in range(len(x_int))]
+    return {name: np.concatenate([run[name] for run in runs], axis=1) for name in runs[0]}
+
+
+def _run(program_path: Path, program: Program, x_int: np.ndarray, on_step: Callable[[], None],
+         stall_timeout: float) -> dict[str, np.ndarray]:
+    """One Lava run of the samples ``x_int`` back to back (:func:`run_lava`)."""
     n, steps = x_int.shape[:2]
     latency = program.lowered.latency
     total = n * steps + latency + 1
@@ -277,9 +312,12 @@ def _collect(proc: subprocess.Popen, log: Path, program_path: Path, program: Pro
         path = tmp_path / f"{name}.npy"
         if pop.kind == "input" or not path.exists():
             continue
-        rec = np.load(path)  # [total, neurons]; sample k, step t at k*T + t + latency
+        rec = np.load(path).astype(np.int64)  # [total, neurons]; sample k, step t at k*T + t + latency
         idx = np.arange(n)[:, None] * steps + np.arange(steps)[None, :] + pop.latency
-        out[name] = rec[idx].transpose(1, 0, 2).reshape(steps, n, *pop.shape).astype(np.int64)
+        window = rec[idx].transpose(1, 0, 2)
+        if program.lowered.pipelined and pop.kind == "readout":  # one sample: what it summed before
+            window[0] += rec[:pop.latency].sum(0)
+        out[name] = window.reshape(steps, n, *pop.shape)
     return out
 
 
