@@ -6,9 +6,9 @@ the export process beside the checkpoint's size and their ratio (and how much of
 interpreter holds once torch is imported), the lowering chosen, and the
 mapping (neurons, synapses, cores, chips) for both lowerings. Calibration uses two random images
 (``--calibration-samples``: as many; the export's default is 32).
-Every conv is unrolled into individual synapses (no weight sharing is assumed),
-so the synapse count is the exact number of (input, output) pairs with a nonzero
-quantised weight.
+The synapse count is the exact number of (input, output) pairs with a nonzero quantised
+weight (every conv unrolled); the cores count each conv kernel once per core, as Loihi 2's
+compiler stores it (docs/compile.md §4).
 
     .venv/bin/python benchmarks/compile_resnet152.py [--arch resnet152] [--calibration-samples 2] [--workdir DIR]
 """

@@ -22,7 +22,8 @@ Lava against it (``simulate --backend lava``):
   steps; the Sigma output of every step must equal ``output.npy``.
 
 Then ``report`` on PilotNet LIF (one inference = 16 steps, Intel's ``reset_interval``) beside
-Intel's measurement (lava-dl ``tutorials/lava/lib/dl/netx/pilotnet_snn/benchmark.ipynb``).
+Intel's measurement (lava-dl ``tutorials/lava/lib/dl/netx/pilotnet_snn/benchmark.ipynb``), and the
+cores of both PilotNets layer by layer beside Intel's compiler's (both notebooks).
 Nothing from lava-dl is copied into this repository: pass the checkout.
 
     .venv/bin/python benchmarks/lava_dl_networks.py --lava-dl PATH [--workdir DIR]
@@ -51,7 +52,11 @@ FILES = [f"{NETX}/tiny.net", f"{NETX}/gts/pilotnet_lif/network.net", f"{NETX}/gt
 # Intel's Loihi 2 measurement of PilotNet LIF (benchmark.ipynb: the compiler's per-core table,
 # "Power Results" and the throughput at reset_interval = 16)
 INTEL = {"cores": 74, "step_us": 1e6 / 408.91 / 16, "dynamic_uj_per_step": 1094.0 / 16}
-INTEL_SDNN_CORES = 61  # pilotnet_sdnn/benchmark.ipynb: the compiler's per-core table
+# Intel's compiler's cores per layer, input first (both notebooks' "Per core distribution"): PilotNet
+# LIF ran its input layer on the chip (13 cores), PilotNet SDNN ran its encoder off the neurocores
+# (skip_layers=1); the four dense layers' last is the readout
+INTEL_LAYER_CORES = {"lif": [13, 25, 13, 3, 3, 2, 12, 1, 1, 1], "sdnn": [0, 25, 13, 3, 3, 2, 12, 1, 1, 1]}
+SDNN_TUTORIAL = "tutorials/lava/lib/dl/netx/pilotnet_sdnn/network.net"
 STEPS = 16
 BEFORE_FIRST_RESET = 14
 
@@ -148,10 +153,26 @@ def pilotnet_sdnn(root: Path, export_dir: Path, work: Path) -> None:
     bad = int((sigma.numpy() != truth).sum())
     print(f"  pilotnet_sdnn ground truth: {bad} of {len(truth)} Sigma outputs differ (steps 1-{len(truth)}, "
           f"values up to {np.abs(truth).max():,.0f}); Lava: {lava_mismatches(export_dir, x, work)}")
-    data = work / f"{export_dir.name}.input.pt"
-    r = json.loads(cli("report", str(export_dir), "--data", f"tensor:{data}", "--format", "json").stdout)
-    print(f"  PilotNet SDNN cores: ours {r['totals']['cores']} beside Intel's {INTEL_SDNN_CORES} "
-          f"(ratio {r['totals']['cores'] / INTEL_SDNN_CORES:.2f})")
+
+
+def sdnn_tutorial(root: Path, export_dir: Path, work: Path) -> None:
+    """The PilotNet SDNN Intel benchmarked: its cores layer by layer beside Intel's compiler's."""
+    r = json.loads(cli("report", str(export_dir), "--data", f"tensor:{work / export_dir.name}.random.pt",
+                       "--format", "json").stdout)
+    print("  PilotNet SDNN on Loihi 2, cores per layer, ours beside Intel's compiler (its encoder ran off the "
+          "neurocores):")
+    per_layer(r, INTEL_LAYER_CORES["sdnn"])
+
+
+def per_layer(report: dict, intel: list[int]) -> None:
+    """Cores layer by layer (the input layer or encoder first), and totals with and without it."""
+    ours = [r["cores"] for r in report["layers"] if r["kind"] != "recurrent"]
+    if len(ours) == len(intel) - 1:  # our program skipped the input layer
+        ours = [0, *ours]
+    print("    layer  " + " ".join(f"{i:>4}" for i in range(len(intel))))
+    print("    ours   " + " ".join(f"{c:>4}" for c in ours) + f"   total {sum(ours)}, without layer 0 {sum(ours[1:])}")
+    print("    Intel  " + " ".join(f"{c:>4}" for c in intel) + f"   total {sum(intel)}, without layer 0 "
+          f"{sum(intel[1:])}  (ratio without layer 0: {sum(ours[1:]) / sum(intel[1:]):.2f})")
 
 
 def beside_intel(export_dir: Path, data: Path) -> None:
@@ -159,12 +180,14 @@ def beside_intel(export_dir: Path, data: Path) -> None:
     r = json.loads(proc.stdout)
     ours = {"cores": r["totals"]["cores"], "step_us": r["timing"]["step_ns"] / 1000,
             "dynamic_uj_per_step": r["totals"]["energy_dynamic_pj"] / 1e6 / r["timesteps"]}
-    print(f"  PilotNet LIF on Loihi 2, ours (estimate, {r['timesteps']} steps of the ground-truth image) "
-          f"beside Intel's measurement:")
+    intel = {**INTEL, "cores": sum(INTEL_LAYER_CORES["lif"][1:])}  # like for like: our program skips the input layer
+    print(f"  PilotNet LIF on Loihi 2, ours (estimate, {r['timesteps']} steps of the ground-truth image, the input "
+          f"layer skipped) beside Intel's measurement (cores without its 13 input-layer cores):")
     for key, goal in (("cores", 1.1), ("step_us", 1.5), ("dynamic_uj_per_step", 1.5)):
-        ratio = ours[key] / INTEL[key]
-        print(f"    {key:20s} ours {ours[key]:9.1f}  Intel {INTEL[key]:9.1f}  ratio {ratio:5.2f} "
+        ratio = ours[key] / intel[key]
+        print(f"    {key:20s} ours {ours[key]:9.1f}  Intel {intel[key]:9.1f}  ratio {ratio:5.2f} "
               f"(goal within {goal}x: {'met' if 1 / goal <= ratio <= goal else 'not met'})")
+    per_layer(r, INTEL_LAYER_CORES["lif"])
 
 
 def main() -> None:
@@ -175,7 +198,7 @@ def main() -> None:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="danet-lava-dl-"))
     work.mkdir(parents=True, exist_ok=True)
     checks = {f"{NETX}/tiny.net": tinynet, f"{NETX}/gts/pilotnet_lif/network.net": pilotnet_lif,
-              f"{NETX}/gts/pilotnet_sdnn/network.net": pilotnet_sdnn}
+              f"{NETX}/gts/pilotnet_sdnn/network.net": pilotnet_sdnn, SDNN_TUTORIAL: sdnn_tutorial}
     for i, rel in enumerate(FILES):
         path = args.lava_dl / rel
         if not path.is_file():

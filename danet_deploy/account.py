@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import UserError
-from .ir.program import GRADED_MESSAGE_BITS, Program, summarise, synapse_count
+from .ir.program import GRADED_MESSAGE_BITS, Program, bound_by, summarise, synapse_count
 from .outputs import TAGS
 from .profiles import Profile
 from .simulator.fixed import F32_EXACT, FixedSimulator
@@ -197,7 +197,7 @@ class Accountant:
                 "timesteps": timesteps, "samples": self.samples, "pipeline_latency": prog.lowered.latency,
                 "static_power": static_power if timing is not None else "off", "timing": timing,
                 "mapping": summarise(mapping, profile) if profile.kind == "chip" else None,
-                "core_limits": limits, "core_table": core_table(layers, limits) if limits else None,
+                "core_limits": limits, "core_table": core_table(layers, limits, mapping) if limits else None,
                 "layers": layers, "totals": totals, "by_connection": by_connection,
                 "edges": self._edges(n), "neurobench": {"deployed": self.neurobench(layers, timesteps)}}
 
@@ -244,19 +244,20 @@ class Accountant:
         return rows
 
 
-def core_table(layers: list[dict[str, Any]], limits: dict[str, float]) -> list[dict[str, Any]]:
-    """What fills each layer's cores, as Intel's compiler prints it per layer group (neurons and
-    synapses per core, cores) so that a mapping can be held against a chip compiler's, plus
-    which limit sets the count (docs/accounting.md, "Per-core table")."""
+def core_table(layers: list[dict[str, Any]], limits: dict[str, float],
+               mapping: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """What fills each layer's cores, as Intel's compiler prints a per-core table for each layer
+    group (neurons and synapses per core, cores) so that a mapping can be held against a chip
+    compiler's, plus which limit sets the count (``bound_by`` of the core mapping; a program
+    mapped before that was recorded gets it from the limits; docs/accounting.md, "Per-core table")."""
     rows = []
     for r in layers:
         if not r["cores"]:
             continue
         slots = r["neurons"] * r["compartments"]
-        by_neurons = math.ceil(slots / limits["neurons_per_core"])
-        by_memory = math.ceil(r["synapse_bits"] / limits["synaptic_memory_per_core"])
-        bound = "neurons" if by_neurons == r["cores"] >= by_memory and by_neurons > 1 else \
-            "synaptic memory" if by_memory == r["cores"] > 1 else "fits one core"
+        bound = mapping.get(r["name"], {}).get("bound_by") or bound_by(
+            r["cores"], math.ceil(slots / limits["neurons_per_core"]),
+            math.ceil(r["synapse_bits"] / limits["synaptic_memory_per_core"]))
         rows.append({"name": r["name"], "max_fan_in": r["max_fan_in"], "neurons_per_core": math.ceil(slots / r["cores"]),
                      "synapses_per_core": math.ceil(r["synapses"] / r["cores"]), "cores": r["cores"],
                      "bound_by": bound})

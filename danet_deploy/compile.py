@@ -41,6 +41,7 @@ from .ir.program import (
     Population,
     Program,
     Term,
+    bound_by,
     distinct_part,
     fan_in,
     summarise,
@@ -226,36 +227,75 @@ def quantise(lowered: Lowered, peaks: dict[str, float], input_peak: float, input
 # ---- core mapping ---------------------------------------------------------------------
 
 def map_to_cores(lowered: Lowered, profile: Profile, quantised: bool) -> dict[str, dict[str, Any]]:
-    """Cores per population within the profile's limits.
+    """Cores per population within the profile's limits, and the limit that sets them (``bound_by``).
 
     A neuron whose fan-in exceeds a core's input axons is split into dendritic
     compartments (Loihi's multi-compartment neurons sum them into one soma), each
-    taking one neuron slot; cores are then set by neuron slots or synaptic memory.
+    taking one neuron slot; cores are then set by neuron slots or synaptic memory. On a chip
+    that shares convolution kernels (a profile with ``conv_tile_neurons``: Loihi 2), a
+    population fed by convolutions alone is tiled along its width instead, every core storing
+    the kernel once (:func:`conv_tiles`, docs/compile.md §4).
     """
     npc = profile.limit("neurons_per_core")
     mem = profile.limit("synaptic_memory_per_core")
     axons = profile.limit("input_axons_per_core")
     wbits = profile.limit("weight_bits")
     delay_bits = max(1, int(profile.limit("max_synaptic_delay")).bit_length())
+    tile = profile.constraints.get("conv_tile_neurons")
     out = {}
     for name, pop in lowered.populations.items():
         if pop.kind == "input":
             continue
         weights = [t.weight_q if quantised else None for t in pop.terms]
         counts = [0 if t.port else synapse_count(t.map, w) for t, w in zip(pop.terms, weights)]
-        bits = sum(c * (wbits + (delay_bits if t.delay else 0)) for c, t in zip(counts, pop.terms))
+        bit_cost = [wbits + (delay_bits if t.delay else 0) for t in pop.terms]
         per_neuron = sum(fan_in(t.map, w) for t, w in zip(pop.terms, weights) if not t.port)
         neurons = 0 if pop.kind == "readout" else pop.neurons
         compartments = max(1, math.ceil(per_neuron / axons))
-        cores = max(math.ceil(neurons * compartments / npc), math.ceil(bits / mem), 1)
+        if tile is not None and neurons and _convolutional(pop):
+            kernel = sum(_kernel_entries(t.map, w) * b for t, w, b in zip(pop.terms, weights, bit_cost) if not t.port)
+            tiles, split = conv_tiles(pop.shape, compartments, int(tile.value)), max(1, math.ceil(kernel / mem))
+            cores, bits = tiles * split, kernel * tiles
+            bound = "conv tiles" if split == 1 else "synaptic memory"
+        else:
+            bits = sum(c * b for c, b in zip(counts, bit_cost))
+            by_neurons, by_memory = math.ceil(neurons * compartments / npc), math.ceil(bits / mem)
+            cores = max(by_neurons, by_memory, 1)
+            bound = bound_by(cores, by_neurons, by_memory)
         out[name] = {"kind": pop.kind, "neurons": neurons, "synapses": sum(counts), "synapse_bits": bits,
                      "max_fan_in": per_neuron, "compartments_per_neuron": compartments, "cores": cores,
-                     "latency": pop.latency, "max_delay": max((t.delay for t in pop.terms), default=0)}
+                     "bound_by": bound, "latency": pop.latency,
+                     "max_delay": max((t.delay for t in pop.terms), default=0)}
         if any(t.map.recurrent for t in pop.terms):  # the part of the above on recurrent synapses
             out[name]["recurrent_synapses"] = sum(c for c, t in zip(counts, pop.terms) if t.map.recurrent)
-            out[name]["recurrent_synapse_bits"] = sum(c * (wbits + (delay_bits if t.delay else 0))
-                                                      for c, t in zip(counts, pop.terms) if t.map.recurrent)
+            out[name]["recurrent_synapse_bits"] = sum(c * b for c, b, t in zip(counts, bit_cost, pop.terms)
+                                                      if t.map.recurrent)
     return out
+
+
+def _convolutional(pop: Population) -> bool:
+    """Whether a population of ``(C, H, W)`` neurons is fed by convolutions alone (its input port aside)."""
+    synaptic = [t for t in pop.terms if not t.port]
+    return len(pop.shape) == 3 and bool(synaptic) and all(t.map.kind == "conv" and not t.map.recurrent
+                                                          for t in synaptic)
+
+
+def _kernel_entries(m: Map, weight: np.ndarray | None) -> int:
+    """Entries of a convolution's kernel as a core stores it once (its nonzero weights; every
+    entry when only the structure is lowered)."""
+    return int(np.prod(m.weight_shape)) if weight is None else int(np.count_nonzero(weight))
+
+
+def conv_tiles(shape: tuple[int, ...], compartments: int, limit: int) -> int:
+    """Cores of a convolutional layer ``(C, H, W)`` as Loihi 2's compiler tiles one: along its width,
+    in tiles of a power-of-two width that hold all its channels and rows, each below ``limit``
+    neuron slots (docs/compile.md §4: this rule gives the cores of every conv layer of Intel's
+    PilotNet tables); a layer whose one column is already too large is cut into equal parts."""
+    c, h, w = shape
+    column = c * h * compartments
+    if column >= limit:
+        return math.ceil(column * w / (limit - 1))
+    return math.ceil(w / (1 << ((limit - 1) // column).bit_length() - 1))
 
 
 def check_mapping(mapping: dict[str, dict[str, Any]], profile: Profile, lowering: str,
@@ -340,8 +380,7 @@ def compile_graph(graph: FlatGraph, target: str, profile: Profile, lowering: str
     low = lower(graph, chosen)
     return_freed_memory()
     _check_pipeline(low)
-    input_graded = input_graded or any(t.source == low.input.name for p in low.populations.values()
-                                       if p.kind == "delta" for t in p.terms)
+    input_graded = input_graded or low.pipelined  # a sigma-delta network takes its input's values as they are
     pinned = json.loads(graph.metadata.get("chip_scales", "{}"))
     fixed = quantise(low, peaks, input_peak, input_graded, exact, pinned, keep_float)
     mapping = map_to_cores(low, profile, quantised=True)

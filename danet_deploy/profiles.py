@@ -27,7 +27,10 @@ CONSTRAINTS = {
     "input_axons_per_core": "count", "output_axons_per_core": "count", "weight_bits": "bits",
     "state_bits": "bits", "decay_bits": "bits", "threshold_bits": "bits", "bias_mantissa_bits": "bits",
     "graded_spikes": "flag", "graded_payload_bits": "bits", "max_synaptic_delay": "steps", "max_chips": "count",
+    "conv_tile_neurons": "count",
 }
+# figures a profile may leave out: without conv_tile_neurons, convolutions are mapped unrolled
+OPTIONAL = {"constraints": ("conv_tile_neurons",)}
 ENERGY = {"synaptic_op": "pJ", "graded_op": "pJ", "neuron_update": "pJ", "spike_routing": "pJ",
           "mac": "pJ", "static_per_chip": "mW"}
 TIMING = {"synaptic_op": "ns", "neuron_update": "ns", "barrier_sync": "ns"}
@@ -115,7 +118,7 @@ def parse_profile(path: Path) -> Profile:
         if extra:
             raise UserError(f"{path}: unknown key(s) {', '.join(f'{sec}.{k}' for k in sorted(extra))}")
         if sec in REQUIRED[prof.kind]:
-            missing = [k for k in schema if k not in table]
+            missing = [k for k in schema if k not in table and k not in OPTIONAL.get(sec, ())]
             if missing:
                 raise UserError(f"{path}: missing {', '.join(f'{sec}.{k}' for k in missing)}")
         setattr(prof, sec, {k: _figure(path, f"{sec}.{k}", v, schema[k]) for k, v in table.items()})

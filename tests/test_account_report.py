@@ -120,9 +120,44 @@ def test_the_per_core_table_names_the_limit_that_sets_each_layers_cores(tmp_path
                 "max_fan_in": 9, "cores": cores}
 
     rows = core_table([layer("wide", 10_000, 2 ** 19, 2), layer("dense", 100, 7 * 2 ** 19, 4),
-                       layer("small", 10, 800, 1), layer("recurrent", 0, 0, 0)], limits)
+                       layer("small", 10, 800, 1), layer("recurrent", 0, 0, 0)], limits, {})
     assert [(r["name"], r["bound_by"], r["neurons_per_core"], r["synapses_per_core"]) for r in rows] == [
         ("wide", "neurons", 5000, 32768), ("dense", "synaptic memory", 25, 114688), ("small", "fits one core", 10, 100)]
+
+
+# Intel's compiler's cores for PilotNet's conv-shaped layers (lava-dl pilotnet_snn/benchmark.ipynb,
+# "Per core distribution"): (C, H, W) -> cores
+PILOTNET_CONV_CORES = {(24, 32, 99): 25, (36, 15, 49): 13, (48, 7, 24): 3, (64, 4, 22): 3, (64, 2, 20): 2,
+                       (3, 66, 200): 13}
+
+
+def test_loihi2_tiles_convolutions_along_their_width_and_stores_each_kernel_once() -> None:
+    """A layer fed by convolutions alone is tiled (power-of-two widths, below 4,096 neurons) and
+    every core holds its kernel once; dense layers, and every layer on Loihi 1, unroll as before."""
+    from danet_deploy.compile import conv_tiles, map_to_cores
+    from danet_deploy.ir.program import Lowered, Map, Population, Term
+
+    assert {shape: conv_tiles(shape, 1, 4096) for shape in PILOTNET_CONV_CORES} == PILOTNET_CONV_CORES
+    assert conv_tiles((64, 4, 22), 2, 4096) == 6  # two compartments per neuron: half the width per tile
+    assert conv_tiles((100, 50, 4), 1, 4096) == 5  # one column (5,000) over the limit: cut in equal parts
+    weight = np.zeros((24, 3, 3, 3), dtype=np.int16)
+    weight[:, :, 1, 1] = 2  # 72 nonzero kernel entries
+    conv = Map("conv", (3, 66, 200), (24, 32, 99), None, kernel=(3, 3), stride=(2, 2))
+    dense = Map("dense", (2560,), (100,), None)
+    low = Lowered({"in": Population("in", "input", (3, 66, 200), "plain"),
+                   "conv": Population("conv", "lif", (24, 32, 99), "plain", terms=[Term("in", conv, "plain", 0, weight)]),
+                   "flat": Population("flat", "input", (2560,), "plain"),
+                   "fc": Population("fc", "lif", (100,), "plain",
+                                    terms=[Term("flat", dense, "plain", 0, np.ones((100, 2560), np.int16))])},
+                  "expand", 1.0, None)
+    two = map_to_cores(low, load_profile("loihi2"), quantised=True)
+    assert (two["conv"]["cores"], two["conv"]["synapse_bits"], two["conv"]["bound_by"]) == (25, 25 * 72 * 8,
+                                                                                           "conv tiles")
+    assert two["conv"]["synapses"] == 3 * 24 * 32 * 99  # unrolled (each neuron's centre tap, 3 channels): SOPs
+    assert (two["fc"]["cores"], two["fc"]["synapse_bits"]) == (2, 2560 * 100 * 8)  # 2.05 Mbit / 1 Mbit per core
+    one = map_to_cores(low, load_profile("loihi1"), quantised=True)
+    assert one["conv"]["synapse_bits"] == 3 * 24 * 32 * 99 * 8 and one["conv"]["bound_by"] == "neurons"
+    assert one["conv"]["cores"] == 75  # 76,032 neurons at 1,024 per core
 
 
 def test_energy_is_dynamic_plus_static_under_each_static_power_attribution(tmp_path: Path) -> None:

@@ -284,6 +284,14 @@ def fan_in(m: Map, weight: np.ndarray | None) -> int:
     return int(np.count_nonzero(part, axis=tuple(range(1, part.ndim))).max()) * (weight.size // part.size)
 
 
+def bound_by(cores: int, by_neurons: int, by_memory: int) -> str:
+    """Which limit sets a layer's ``cores``, from the cores its neuron slots and its synaptic
+    memory would each need (a core mapping's ``bound_by``, docs/accounting.md, "Per-core table")."""
+    if by_neurons == cores >= by_memory and by_neurons > 1:
+        return "neurons"
+    return "synaptic memory" if by_memory == cores > 1 else "fits one core"
+
+
 def summarise(mapping: dict[str, dict[str, Any]], profile: Profile) -> dict[str, int]:
     cores = sum(m["cores"] for m in mapping.values())
     return {"synapses": sum(m["synapses"] for m in mapping.values()),
