@@ -14,8 +14,9 @@ if ``v > vThMant``) is the NIR ``CubaLIF`` whose forward-Euler form is exactly t
 
 Like lava-dl's own examples (``hdf5.Network(..., skip_layers=1)``), an input layer
 that carries neurons (``slayer.block.cuba.Input``) is skipped unless
-``keep_input_neurons``; kept, it scales each input channel by its weight and feeds
-its own CUBA neurons, as slayer computes it in training.
+``keep_input_neurons``; kept, it scales its input by its weight (one, or one per channel or
+neuron) and feeds its own CUBA neurons, as slayer computes it in training, with its bias where
+the current has no memory (``iDecay = 4096``: a bias on the current is then one on the voltage).
 
 Sigma-delta layers (neuron type ``SDNN``, ``slayer.block.sigma_delta``) become the IR's
 :class:`~danet_deploy.ir.sigma_delta.SigmaDelta` nodes as netx's ``get_neuron_params`` maps
@@ -239,12 +240,14 @@ class _Reader:
                     self.skipped.append(f"layer {index} (input neurons)")
                     return
                 w = np.asarray(g["weight"][()], dtype=np.float64).ravel() if "weight" in g else np.ones(1)
-                if "bias" in g and np.any(np.asarray(g["bias"][()])):
-                    raise self.fail(index, kind, "input neurons with a bias cannot be kept (slayer adds it to the "
-                                                 "current, Loihi's bias enters the voltage); leave them skipped")
-                scale = np.broadcast_to(w.reshape(-1, *([1] * (len(shape) - 1))), shape)
-                self.add(f"{index}.scale", nir.Scale(scale=np.array(scale)), shape)
-                self.cuba(index, kind, g, shape, None)
+                bias = np.asarray(g["bias"][()], dtype=np.float64).ravel() if "bias" in g else None
+                if bias is not None and np.any(bias) and _number(g["neuron"], "iDecay") != DECAY_ONE:
+                    raise self.fail(index, kind, "input neurons with a bias and a decaying current cannot be kept "
+                                                 "(slayer adds the bias to the current, Loihi's enters the voltage; "
+                                                 "the two agree only without current memory, iDecay=4096); leave "
+                                                 "them skipped")
+                self.add(f"{index}.scale", nir.Scale(scale=np.array(self._per_neuron(w, shape))), shape)
+                self.cuba(index, kind, g, shape, bias)
             return
         if self.last is None:
             self.start(self._first_input(index, kind, g, shape))

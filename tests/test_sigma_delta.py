@@ -91,7 +91,7 @@ def write_netx(path: Path, layers: list[dict]) -> Path:
                     g.create_dataset(key, data=np.array([spec[key], spec[key]]))
                 g.create_dataset("dilation", data=np.array([1, 1]))
                 g.create_dataset("groups", data=1)
-            if spec["type"] == "flatten":
+            if spec["type"] == "flatten" or not spec.get("neurons", True):
                 continue
             g.create_dataset("neuron/type", data="SDNN")
             g.create_dataset("neuron/activation", data=spec.get("activation", "relu"))
@@ -116,8 +116,9 @@ def _neuron(state: dict, a: np.ndarray, vth: int, bias: np.ndarray, encoder: boo
 
 def lava_pipeline(layers: list[dict], x: np.ndarray, total: int) -> np.ndarray:
     """The Sigma output at each of ``total`` steps for input ``x`` ``[T, C, H, W]`` (zero after
-    T): the encoder reads the input itself, every synapse hands on its source's output of the
-    step before (Lava's Dense and Conv send last step's sum first), a Sigma sums its input."""
+    T): the encoder reads the input itself (without one, the input goes to the conv as it is),
+    every synapse hands on its source's output of the step before (Lava's Dense and Conv send
+    last step's sum first), a Sigma sums its input."""
     conv, dense, out = layers[1], layers[3], layers[4]
     states: list[dict] = [{}, {}, {}]
     sent = [np.zeros(SHAPE, np.int64), np.zeros(conv["shape"], np.int64), np.zeros(dense["shape"], np.int64)]
@@ -129,7 +130,8 @@ def lava_pipeline(layers: list[dict], x: np.ndarray, total: int) -> np.ndarray:
         sigma = sigma + out["weight"] @ sent[2]
         bias = np.asarray(conv["bias"]).reshape(-1, 1, 1)
         frame = x[t] if t < len(x) else np.zeros(SHAPE, np.int64)
-        sent = [_neuron(states[0], frame, layers[0]["vth"], np.zeros(SHAPE, np.int64), True),
+        encoded = _neuron(states[0], frame, layers[0]["vth"], 0, True) if layers[0].get("neurons", True) else frame
+        sent = [encoded,
                 _neuron(states[1], a_conv, conv["vth"], np.broadcast_to(bias, conv["shape"]), False),
                 _neuron(states[2], a_dense, dense["vth"], np.asarray(dense["bias"]), False)]
         outputs.append(sigma.copy())
@@ -204,6 +206,21 @@ def test_simulate_saves_the_sigma_at_the_last_step(sdnn_export, tmp_path: Path) 
     outputs = torch.load(saved, weights_only=True)["outputs"].numpy()
     for s in range(len(x)):
         assert np.array_equal(outputs[s], lava_pipeline(layers, x[s].numpy().astype(np.int64), 3 + STEPS)[-1])
+
+
+def test_without_an_encoder_the_first_layer_takes_the_input_values_as_they_are(tmp_path: Path) -> None:
+    """An input layer without neurons (netx then feeds the input to the first synapse): the input
+    is sent graded, whatever data the export saw, and every output step equals the pipeline."""
+    layers = _layers()
+    layers[0] = {"type": "input", "shape": SHAPE, "neurons": False}
+    program = load_artifact(export(write_netx(tmp_path / "raw.net", layers), "loihi2-sim",
+                                   tmp_path / "chip")).program
+    assert program.fixed["input"].graded and "0.neuron" not in program.populations
+    x = _frames(n=2)
+    timeline = FixedSimulator(program).timelines(x)["output"].cumsum(0)
+    for s in range(len(x)):
+        want = lava_pipeline(layers, x[s].numpy().astype(np.int64), 3 + STEPS)
+        assert np.array_equal(timeline[:, s].numpy(), want), f"sample {s}"
 
 
 def test_graph_nir_carries_the_sigma_delta_nodes_and_reads_back(sdnn_export) -> None:

@@ -1,0 +1,73 @@
+"""netx layouts written by hand (h5py, in the layout slayer's ``export_hdf5`` writes), checked in
+the core's suite against Loihi's integers computed in the test. slayer-written files and
+lava-dl's own loader are the runtime's part (tests/test_netx_import.py)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+
+from danet_deploy.compile import compile_graph
+from danet_deploy.errors import UserError
+from danet_deploy.export import load_artifact
+from danet_deploy.profiles import load_profile
+from danet_deploy.simulator.fixed import FixedSimulator
+
+SHAPE = (2, 3, 4)
+
+
+def _biased_input_net(path: Path, weight: np.ndarray, bias: float, i_decay: int) -> Path:
+    """An input layer with LOIHI neurons and a weight/bias transform (as PilotNet LIF's), then a
+    dense layer read out."""
+    with h5py.File(path, "w") as f:
+        g = f.create_group("layer/0")
+        g.create_dataset("type", (1,), "S10", [b"input"])
+        g.create_dataset("shape", data=np.array(SHAPE))
+        g.create_dataset("weight", data=weight)
+        g.create_dataset("bias", data=bias)
+        for key, value in {"type": "LOIHI", "iDecay": i_decay, "vDecay": 1024, "vThMant": 25}.items():
+            g.create_dataset(f"neuron/{key}", data=value)
+        d = f.create_group("layer/1")
+        d.create_dataset("type", (1,), "S10", [b"dense"])
+        d.create_dataset("shape", data=np.array([3]))
+        d.create_dataset("weight", data=2 * np.ones((3, int(np.prod(SHAPE)))))
+    return path
+
+
+def _lif_spikes(drive: np.ndarray) -> np.ndarray:
+    """Lava's LIF without current memory (du = 4095), dv 1024, vth 25, driven by ``drive[t]`` at step t."""
+    v, out = np.zeros(drive.shape[1:], np.int64), []
+    for step in drive.astype(np.int64):
+        v = np.sign(v) * ((np.abs(v) * (4096 - 1024)) >> 12) + (step << 6)
+        fired = v > 25 << 6
+        v[fired] = 0
+        out.append(fired)
+    return np.stack(out)
+
+
+@pytest.mark.parametrize("weight", [np.array(3.0), np.array([2.0, 5.0]), np.arange(24.0).reshape(SHAPE) % 4])
+def test_a_kept_input_layer_scales_its_input_and_adds_its_bias_without_current_memory(tmp_path: Path,
+                                                                                    weight: np.ndarray) -> None:
+    """Scalar, per-channel and per-neuron weights; the bias 6 each step (iDecay 4096: the current
+    is the step's input, so the bias on it equals Loihi's on the voltage)."""
+    path = _biased_input_net(tmp_path / "in.net", weight, 6.0, 4096)
+    x = torch.from_numpy(np.random.default_rng(0).integers(0, 4, (2, 10, *SHAPE))).float()
+    graph = load_artifact(path, keep_input_neurons=True).graph
+    program, _ = compile_graph(graph, "loihi2-sim", load_profile("loihi2"), "auto", x)
+    spikes = FixedSimulator(program).run(x, record=True)["0.neuron"].numpy()
+    per_neuron = np.broadcast_to(weight.reshape(-1, 1, 1) if weight.ndim == 1 else weight, SHAPE)
+    for s in range(len(x)):
+        want = _lif_spikes(per_neuron * x[s].numpy() + 6)
+        assert np.array_equal(spikes[:, s], want), f"sample {s}"
+    assert spikes.sum() > 10
+
+
+def test_a_kept_input_layer_with_a_bias_and_a_decaying_current_is_refused(tmp_path: Path) -> None:
+    path = _biased_input_net(tmp_path / "in.net", np.array(3.0), 6.0, 1024)
+    assert "0.neuron" not in load_artifact(path).graph.nodes  # skipped, as netx's examples deploy it
+    with pytest.raises(UserError, match=r"layer 0 \(input\): input neurons with a bias and a decaying current"):
+        load_artifact(path, keep_input_neurons=True)
