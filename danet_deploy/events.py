@@ -311,11 +311,14 @@ def cache_root() -> Path:
 
 
 def cache_folder(source: EventSource, folder: Path, split: str, recs: list[Recording], framing: Framing) -> Path:
-    """One folder per dataset copy, split and framing: a changed option or file list is a new key."""
+    """One folder per dataset copy, split and framing: a changed option, file list or file (its size
+    or modification time: a copy extracted again) is a new key."""
     import tonic
 
+    files = {str(f.relative_to(folder)): [f.stat().st_size, f.stat().st_mtime_ns] for f in {r[0] for r in recs}}
     key = {"format": CACHE_FORMAT, "tonic": tonic.__version__, "folder": str(folder.resolve()), "split": split,
-           "recordings": [f"{r[0].relative_to(folder)}:{r[1]}" for r in recs], "framing": asdict(framing)}
+           "recordings": [f"{r[0].relative_to(folder)}:{r[1]}" for r in recs], "framing": asdict(framing),
+           "files": files}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     value = f"{framing.value:g}".replace(".", "p")
     return cache_root() / "frames" / f"{source.kind}-{split}-{framing.by}{value}-T{framing.timesteps}-{digest}"
