@@ -28,7 +28,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import math
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -167,7 +167,7 @@ class FixedSimulator:
                        observe: Callable[[str, torch.Tensor], None] | None) -> dict[str, torch.Tensor]:
         """:meth:`run` for a pipelined program: each population's window of its timeline."""
         out: dict[str, torch.Tensor] = {}
-        for name, values in self.timelines(x).items():
+        for name, values in self._timelines(x, keep=set()):
             pop = self.program.populations[name]
             window = values[pop.latency:]
             if pop.kind == "readout":  # what it summed before its window
@@ -182,15 +182,28 @@ class FixedSimulator:
     def timelines(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """A pipelined program's populations at every step from the start, ``[latency + T, N, ...]``
         in float64 (module docstring): what Lava's run of one sample records."""
+        return dict(self._timelines(x, keep=set(self.program.populations)))
+
+    def _timelines(self, x: torch.Tensor, keep: set[str]) -> Iterator[tuple[str, torch.Tensor]]:
+        """Each population's timeline as soon as it exists, in program order; a timeline no later
+        population reads is let go unless ``keep`` names it (a network's layers at once would be
+        the batch times every neuron times every step, in float64)."""
         prog = self.program
         inp = prog.lowered.input
         steps = x.shape[1]
         timeline = {inp.name: self.encode(x).transpose(0, 1).to(torch.float64)}
+        pending = dict(self.consumers)
+        yield inp.name, timeline[inp.name]
         for name, pop in prog.populations.items():
-            if pop.kind != "input":
-                a = self._pipelined_input(name, timeline, pop.latency + steps)
-                timeline[name] = a if pop.kind == "readout" else self._sigma_delta_steps(name, a)
-        return timeline
+            if pop.kind == "input":
+                continue
+            a = self._pipelined_input(name, timeline, pop.latency + steps)
+            timeline[name] = a if pop.kind == "readout" else self._sigma_delta_steps(name, a)
+            for t in pop.terms:
+                pending[t.source] -= 1
+                if not pending[t.source] and t.source not in keep:
+                    del timeline[t.source]
+            yield name, timeline[name]
 
     def _pipelined_input(self, name: str, timeline: dict[str, torch.Tensor], length: int) -> torch.Tensor:
         """The summed input of population ``name`` at each step of its timeline, ``[length, N, ...]``:

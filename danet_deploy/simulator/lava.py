@@ -312,11 +312,11 @@ def _collect(proc: subprocess.Popen, log: Path, program_path: Path, program: Pro
         path = tmp_path / f"{name}.npy"
         if pop.kind == "input" or not path.exists():
             continue
-        rec = np.load(path).astype(np.int64)  # [total, neurons]; sample k, step t at k*T + t + latency
+        rec = np.load(path)  # [total, neurons]; sample k, step t at k*T + t + latency
         idx = np.arange(n)[:, None] * steps + np.arange(steps)[None, :] + pop.latency
-        window = rec[idx].transpose(1, 0, 2)
+        window = rec[idx].transpose(1, 0, 2).astype(np.int64)
         if program.lowered.pipelined and pop.kind == "readout":  # one sample: what it summed before
-            window[0] += rec[:pop.latency].sum(0)
+            window[0] += rec[:pop.latency].sum(0, dtype=np.int64)
         out[name] = window.reshape(steps, n, *pop.shape)
     return out
 
