@@ -10,7 +10,9 @@ takes them over without calibration or rounding. A CUBA layer
 (``u <- (1 - iDecay/4096) u + A``; ``v <- (1 - vDecay/4096) v + u + bias``; spike
 if ``v > vThMant``) is the NIR ``CubaLIF`` whose forward-Euler form is exactly that:
 ``tau_syn = w_in = 4096/iDecay``, ``tau_mem = r = 4096/vDecay``,
-``v_leak = bias * 4096/vDecay`` (:func:`nir_export.loihi_cuba`, shared with slayer-trained models).
+``v_leak = bias * 4096/vDecay`` (:func:`nir_export.loihi_cuba`, shared with slayer-trained models);
+a state that never decays (``iDecay`` or ``vDecay`` 0) gets a time constant of 2^24 steps, whose
+decay rounds to Loihi's none.
 
 Like lava-dl's own examples (``hdf5.Network(..., skip_layers=1)``), an input layer
 that carries neurons (``slayer.block.cuba.Input``) is skipped unless
@@ -165,36 +167,30 @@ class _Reader:
         """The layer's CUBA neurons as a ``CubaLIF`` node after its synapse node."""
         n = group["neuron"]
         i_decay, v_decay = _number(n, "iDecay"), _number(n, "vDecay")
-        if not 0 < i_decay <= DECAY_ONE:
-            raise self.fail(index, kind, f"iDecay={i_decay:g}: Lava's current decay du = iDecay - 1 must be "
-                                         f"0..{DECAY_ONE - 1}, so iDecay must be 1..{DECAY_ONE}")
-        if not 0 <= v_decay <= DECAY_ONE:
-            raise self.fail(index, kind, f"vDecay={v_decay:g}: must be 0..{DECAY_ONE}")
+        for key, decay in (("iDecay", i_decay), ("vDecay", v_decay)):
+            if not (0 <= decay <= DECAY_ONE and decay == int(decay)):
+                raise self.fail(index, kind, f"{key}={decay:g}: must be a whole number 0..{DECAY_ONE}")
         if _number(n, "gradedSpike", 0):
             raise self.fail(index, kind, "graded spikes (gradedSpike) are not supported; lava-dl's netx "
                                          "loader ignores them too, so retrain with binary spikes")
         if _number(n, "refDelay", 1) > 1:
             raise self.fail(index, kind, f"refractory delay {_number(n, 'refDelay'):g} is not supported "
                                          f"(Lava's LIF has none; lava-dl's netx loader ignores it)")
-        if v_decay == 0:
-            self._integrator(index, kind, i_decay, _number(n, "vThMant"), shape, bias)
+        if v_decay == 0 and i_decay == DECAY_ONE:
+            self._integrator(index, kind, _number(n, "vThMant"), shape, bias)
             return
         node = loihi_cuba(i_decay, v_decay, _number(n, "vThMant"), self._per_neuron(bias, shape), 1.0,
                           lambda v: np.broadcast_to(np.asarray(v, dtype=np.float64), shape))
         node.metadata = {"netx_layer": index}
         self.add(f"{index}.neuron", node, shape)
 
-    def _integrator(self, index: int, kind: str, i_decay: float, threshold: float, shape: tuple[int, ...],
+    def _integrator(self, index: int, kind: str, threshold: float, shape: tuple[int, ...],
                     bias: np.ndarray | None) -> None:
-        """A voltage that never decays (``vDecay = 0``): ``v <- v + u + bias``. With no current
-        memory (``iDecay = 4096``, so ``u = A``) that is NIR's ``IF`` (``r = 1``), its bias moved
-        into the synapse node (the same constant every step). As the last layer with the largest
-        threshold it never fires short of saturating, and netx users read its voltage: it is
-        then the readout, whose summed current is that voltage (Lava's ``v`` is 64 times it)."""
-        if i_decay != DECAY_ONE:
-            raise self.fail(index, kind, f"vDecay=0 with iDecay={i_decay:g}: a voltage that never decays, fed "
-                                         f"by a current that does, has no NIR form (CubaLIF needs a voltage "
-                                         f"decay, IF a current without memory: iDecay={DECAY_ONE})")
+        """A voltage that never decays (``vDecay = 0``) fed by a current without memory
+        (``iDecay = 4096``, so ``u = A``): ``v <- v + A + bias``, NIR's ``IF`` (``r = 1``), its bias
+        moved into the synapse node (the same constant every step). As the last layer with the
+        largest threshold it never fires short of saturating, and netx users read its voltage: it
+        is then the readout, whose summed current is that voltage (Lava's ``v`` is 64 times it)."""
         synapse = self.nodes[self.last]
         if bias is not None and np.any(bias):
             synapse = self._with_bias(index, kind, synapse, bias, shape)

@@ -57,12 +57,18 @@ def _per_neuron(value: float | np.ndarray, shape: tuple[int, ...], dtype: np.dty
     return np.broadcast_to(value, shape)
 
 
+NEVER_DECAYS = 2.0 ** 24  # steps: a time constant whose decay per step rounds to Loihi's none (0 of 4096)
+
+
 def loihi_cuba(i_decay: float, v_decay: float, threshold: float, bias: float | np.ndarray, dt: float,
                full: Callable[[float | np.ndarray], np.ndarray]) -> nir.CubaLIF:
     """Loihi's CUBA neuron as NIR's CubaLIF: forward Euler with these constants is exactly
     ``u <- (1 - iDecay/4096) u + I``, ``v <- (1 - vDecay/4096) v + u + bias`` (per step ``dt``).
-    ``full`` broadcasts a value to every neuron (a view: no per-neuron copies)."""
-    tau_syn, tau_mem = dt * 4096 / i_decay, dt * 4096 / v_decay
+    A decay of 0 (a state that never decays, netx's default current) has no finite time
+    constant: :data:`NEVER_DECAYS` stands for it, a power of two, so the gains stay exact and
+    the compiler's decay rounds to 0. ``full`` broadcasts a value to every neuron (a view)."""
+    tau_syn = dt * (4096 / i_decay if i_decay else NEVER_DECAYS)
+    tau_mem = dt * (4096 / v_decay if v_decay else NEVER_DECAYS)
     r = tau_mem / dt
     return nir.CubaLIF(tau_syn=full(tau_syn), tau_mem=full(tau_mem), r=full(r), w_in=full(tau_syn / dt),
                        v_leak=full(r * np.asarray(bias)), v_threshold=full(threshold), v_reset=full(0.0))

@@ -208,8 +208,8 @@ def _edit(path: Path, layer: str, key: str, value) -> None:
     ("1", "type", np.array([b"concat"], dtype="S10"), "layer 1 (concat): this layer type is not supported"),
     ("0", "neuron/type", b"RF_IZ", "layer 0 (dense): neuron type 'RF_IZ' (resonate-and-fire"),
     ("0", "neuron/gradedSpike", True, "layer 0 (dense): graded spikes"),
-    ("1", "neuron/iDecay", 0, "layer 1 (dense): iDecay=0"),
-    ("0", "neuron/vDecay", 0, "layer 0 (dense): vDecay=0 with iDecay=1024"),
+    ("1", "neuron/iDecay", 4097, "layer 1 (dense): iDecay=4097: must be a whole number 0..4096"),
+    ("0", "neuron/vDecay", -1, "layer 0 (dense): vDecay=-1: must be a whole number 0..4096"),
     ("1", "delay", np.arange(10.0), "layer 1 (dense): per-neuron synaptic delays are not supported"),
 ])
 def test_unsupported_netx_layers_are_refused_naming_layer_and_type(tmp_path: Path, layer, key, value,
@@ -221,6 +221,21 @@ def test_unsupported_netx_layers_are_refused_naming_layer_and_type(tmp_path: Pat
         load_artifact(path)
     proc = run_cli("export", str(path), "--target", "loihi2-sim", "-o", str(tmp_path / "chip"))
     assert proc.returncode == 1 and message in proc.stderr and not (tmp_path / "chip").exists()
+
+
+@pytest.mark.parametrize("i_decay,v_decay", [(0, 128), (1024, 0), (0, 0)])
+def test_states_that_never_decay_spike_like_lava_dls_own_loader(tmp_path: Path, i_decay: int, v_decay: int) -> None:
+    """iDecay 0 (netx's own default current) and vDecay 0 with a decaying current, in the
+    first layer of a slayer-written file, against lava-dl's loader in Lava."""
+    path = tmp_path / "dense.net"
+    x, _ = _export_slayer("dense", path)
+    _edit(path, "0", "neuron/iDecay", i_decay)
+    _edit(path, "0", "neuron/vDecay", v_decay)
+    fast = _output_spikes(_program(path, x), x)
+    lava = _netx_in_lava(path, x, 2)
+    assert fast.sum() > 20
+    for s in range(len(x)):
+        assert np.array_equal(fast[s], lava[s]), f"sample {s}"
 
 
 def test_a_strided_first_conv_needs_an_input_layer(tmp_path: Path) -> None:

@@ -71,3 +71,59 @@ def test_a_kept_input_layer_with_a_bias_and_a_decaying_current_is_refused(tmp_pa
     assert "0.neuron" not in load_artifact(path).graph.nodes  # skipped, as netx's examples deploy it
     with pytest.raises(UserError, match=r"layer 0 \(input\): input neurons with a bias and a decaying current"):
         load_artifact(path, keep_input_neurons=True)
+
+
+def _dense_net(path: Path, i_decay: int, v_decay: int, weight: np.ndarray, bias: np.ndarray) -> Path:
+    """An input of 6 and one dense CUBA layer of 4 (vThMant 100), read out by a dense layer."""
+    with h5py.File(path, "w") as f:
+        g = f.create_group("layer/0")
+        g.create_dataset("type", (1,), "S10", [b"input"])
+        g.create_dataset("shape", data=np.array([6]))
+        d = f.create_group("layer/1")
+        d.create_dataset("type", (1,), "S10", [b"dense"])
+        d.create_dataset("shape", data=np.array([4]))
+        d.create_dataset("weight", data=weight)
+        d.create_dataset("bias", data=bias)
+        for key, value in {"type": "CUBA", "iDecay": i_decay, "vDecay": v_decay, "vThMant": 100}.items():
+            d.create_dataset(f"neuron/{key}", data=value)
+        r = f.create_group("layer/2")
+        r.create_dataset("type", (1,), "S10", [b"dense"])
+        r.create_dataset("shape", data=np.array([2]))
+        r.create_dataset("weight", data=np.full((2, 4), 2.0))
+    return path
+
+
+def _cuba_spikes(a: np.ndarray, i_decay: int, v_decay: int, bias: np.ndarray) -> np.ndarray:
+    """Lava's LIF (lava/proc/lif/models.py) with du = iDecay - 1, dv = vDecay, vth 100, bias_exp 6:
+    a decay multiplies the magnitude by (4096 - decay) and shifts it right by 12."""
+    def decay(x: np.ndarray, d: int) -> np.ndarray:
+        return np.sign(x) * ((np.abs(x) * (4096 - d)) >> 12)
+
+    u = v = np.zeros(a.shape[1:], np.int64)
+    out = []
+    for step in a.astype(np.int64):
+        u = decay(u, i_decay) + (step << 6)
+        v = decay(v, v_decay) + u + (bias.astype(np.int64) << 6)
+        fired = v > 100 << 6
+        v = np.where(fired, 0, v)
+        out.append(fired)
+    return np.stack(out)
+
+
+@pytest.mark.parametrize("i_decay,v_decay", [(0, 512), (0, 0), (1024, 0), (4096, 0), (0, 4096), (4096, 4096)])
+def test_every_legal_decay_runs_as_lavas_lif_zero_and_4096_included(tmp_path: Path, i_decay: int,
+                                                                    v_decay: int) -> None:
+    """iDecay 0 (netx's own default current: it never decays) and vDecay 0 (a voltage that never
+    decays), with a current that decays or not, spike for spike as Lava's LIF integers."""
+    rng = np.random.default_rng(i_decay + v_decay)
+    weight, bias = 2 * rng.integers(-20, 40, (4, 6)), rng.integers(-3, 4, 4)
+    path = _dense_net(tmp_path / "d.net", i_decay, v_decay, weight.astype(float), bias.astype(float))
+    x = torch.from_numpy((rng.random((3, 12, 6)) < 0.4).astype(np.float32))
+    graph = load_artifact(path).graph
+    program, _ = compile_graph(graph, "loihi2-sim", load_profile("loihi2"), "auto", x)
+    assert (program.fixed["1.neuron"].du, program.fixed["1.neuron"].dv) == (i_decay - 1, v_decay)
+    spikes = FixedSimulator(program).run(x, record=True)["1.neuron"].numpy()
+    for s in range(len(x)):
+        want = _cuba_spikes(x[s].numpy() @ weight.T, i_decay, v_decay, bias)
+        assert np.array_equal(spikes[:, s], want), f"sample {s}"
+    assert 0 < spikes.sum() < spikes.size
