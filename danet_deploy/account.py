@@ -83,15 +83,15 @@ class Accountant:
         prog = self.program
         active: dict[str, torch.Tensor] = {}  # events per neuron, summed over samples and steps
 
-        fed_back = {(t.source, t.delay) for pop in prog.populations.values() for t in pop.terms if t.map.recurrent}
+        lagged = {(t.source, t.lag) for pop in prog.populations.values() for t in pop.terms if t.lag}
 
         def count(name: str, values: torch.Tensor) -> None:
             if prog.populations[name].kind != "readout":
                 active[name] = _events_per_neuron(values, prog.fixed[name].graded)
-            for source, delay in fed_back:  # what a recurrent synapse delivers within the sample
+            for source, lag in lagged:  # what a lagged term (recurrent, delayed) delivers within the sample
                 if source == name:
-                    active[(name, delay)] = _events_per_neuron(values[:max(len(values) - 1 - delay, 0)],
-                                                               prog.fixed[name].graded)
+                    active[(name, lag)] = _events_per_neuron(values[:max(len(values) - lag, 0)],
+                                                             prog.fixed[name].graded)
 
         out = self.sim.run(x, observe=count)
         self.samples += x.shape[0]
@@ -101,7 +101,7 @@ class Accountant:
             for i, t in enumerate(pop.terms):
                 if t.port:  # the input reaching an encoder directly crosses no synapse
                     continue
-                events = active[(t.source, t.delay)] if t.map.recurrent else active[t.source]
+                events = active[(t.source, t.lag)] if t.lag else active[t.source]
                 pairs = float(events @ self.fan_out[(name, i)])
                 self.events[self._rows(name)[-1] if t.map.recurrent else name][self.event_kind(t.source)] += pairs
                 self.edge_events[(name, i)] += pairs

@@ -454,10 +454,13 @@ def lower(graph: FlatGraph, lowering: str, with_weights: bool = True) -> Lowered
 def _schedule(pops: dict[str, Population]) -> dict[str, Population]:
     """Order populations so sources come first, then set latencies and balancing delays.
 
-    Each synapse group adds one step. A recurrent term must deliver its source's
-    spikes of the previous source step: its delay is the consumer's latency minus
-    the source's (plus Delay nodes), so only loops within one pipeline stage, a
-    population onto itself, can be built.
+    Each synapse group adds one step (an encoder's input port none): a population's latency is
+    its longest such path from the input. Every term then gets the synaptic delay that brings
+    its source's output of step ``t - lag`` (``Term.lag``: the graph's Delay nodes, one more
+    for a recurrent path) to the consumer's step ``t``, so that the program computes what the
+    layer-synchronous model does, shifted by each population's latency. A recurrent term whose
+    source lies more pipeline stages away than its lag allows cannot be built: only a loop
+    within one pipeline stage, a population onto itself, can.
     """
     order: list[str] = []
     state: dict[str, int] = {}
@@ -474,19 +477,17 @@ def _schedule(pops: dict[str, Population]) -> dict[str, Population]:
 
     for name in pops:
         visit(name)
+    hop = {True: 0, False: 1}
     for name in order:
         pop = pops[name]
         forward = [t for t in pop.terms if not t.map.recurrent]
         if forward:
-            pop.latency = max(pops[t.source].latency + (0 if t.port else 1) + t.map.delay for t in forward)
-            for t in forward:
-                t.delay = pop.latency - pops[t.source].latency - (0 if t.port else 1)
+            pop.latency = max(pops[t.source].latency + hop[t.port] for t in forward)
     for name in order:
         for t in pops[name].terms:
-            if t.map.recurrent:
-                t.delay = pops[name].latency - pops[t.source].latency + t.map.delay
-                if t.delay < 0:
-                    raise UserError(f"population {name!r}: its recurrent input from {t.source!r} passes "
-                                    f"through {-t.delay} more pipeline stage(s) than one time step allows; "
-                                    f"only a layer's loop onto itself can run on the chip")
+            t.delay = pops[name].latency - pops[t.source].latency - hop[t.port] + t.lag
+            if t.delay < 0:
+                raise UserError(f"population {name!r}: its recurrent input from {t.source!r} passes "
+                                f"through {-t.delay} more pipeline stage(s) than one time step allows; "
+                                f"only a layer's loop onto itself can run on the chip")
     return {n: pops[n] for n in order}

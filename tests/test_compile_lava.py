@@ -76,6 +76,57 @@ def test_tiny_residual_lava_equals_fixed_point_reference(tmp_path: Path, lowerin
     assert all(int(expected[n].sum()) > 0 for n in ("lif1", "lif2", "lif3")), "no spikes: vacuous"
 
 
+def _delayed_branches(path: Path) -> None:
+    """input -> W1 -> Delay(3) -> if, and input -> W2 -> if (no delay): the IF neuron sums its
+    input of this step and of three steps before; integer weights and threshold (exact on the chip)."""
+    n = 4
+    nodes = {"input": nir.Input(input_type={"input": np.array([n])}),
+             "w1": nir.Linear(weight=np.eye(n) * 2.0), "delay": nir.Delay(delay=np.full(n, 3.0)),
+             "w2": nir.Linear(weight=np.eye(n)), "if": nir.IF(r=np.ones(n), v_threshold=np.full(n, 2.0),
+                                                            v_reset=np.zeros(n)),
+             "w3": nir.Linear(weight=np.ones((2, n))), "output": nir.Output(output_type={"output": np.array([2])})}
+    edges = [("input", "w1"), ("w1", "delay"), ("delay", "if"), ("input", "w2"), ("w2", "if"), ("if", "w3"),
+             ("w3", "output")]
+    nir.write(path, nir.NIRGraph(nodes=nodes, edges=edges, metadata={"dt": 1.0, "reset": "zero", "timesteps": 8}))
+
+
+def test_a_delay_node_delays_its_branch_within_each_sample(tmp_path: Path) -> None:
+    """The program computes the graph: a Delay node's branch arrives three steps later than the
+    other, as the float interpreter has it (before, balancing absorbed the delay into the
+    latency); the first three steps of a sample get nothing from it, nor from the sample before."""
+    from danet_deploy.converters.nir_reference import ReferenceSimulator
+
+    _delayed_branches(tmp_path / "d.nir")
+    graph = read_nir(tmp_path / "d.nir")
+    x = (torch.rand(6, 8, 4, generator=torch.Generator().manual_seed(3)) < 0.5).float()
+    program, _ = compile_graph(graph, "loihi2-sim", load_profile("loihi2"), "expand", x)
+    delayed = next(t for t in program.populations["if"].terms if t.map.delay)
+    assert (delayed.lag, delayed.delay, program.populations["if"].latency) == (3, 3, 1)
+    fixed = FixedSimulator(program).run(x, record=True)["if"]
+    reference = ReferenceSimulator(graph).run(x, record=True)["if"]
+    assert torch.equal(fixed, reference.to(fixed.dtype)) and 0 < int(fixed.sum()) < fixed.numel()
+    x_late = x.clone()
+    x_late[:, :5] = 0  # only a sample's last 3 steps: through the delay, they reach none of its steps
+    assert torch.equal(FixedSimulator(program).run(x_late, record=True)["if"],
+                       ReferenceSimulator(graph).run(x_late, record=True)["if"].to(fixed.dtype))
+
+
+@pytest.mark.slow
+def test_a_delayed_branch_runs_in_lava_as_the_fast_simulator_computes_it(tmp_path: Path) -> None:
+    """Samples back to back in one Lava run: the gate in front of the delay line keeps a sample's
+    last steps from reaching the next sample."""
+    _delayed_branches(tmp_path / "d.nir")
+    graph = read_nir(tmp_path / "d.nir")
+    x = (torch.rand(6, 8, 4, generator=torch.Generator().manual_seed(3)) < 0.5).float()
+    program, _ = compile_graph(graph, "loihi2-sim", load_profile("loihi2"), "expand", x)
+    write_program(tmp_path / "program.h5", program)
+    program = read_program(tmp_path / "program.h5")
+    assert next(t for t in program.populations["if"].terms if t.delay).lag == 3  # kept in program.h5
+    fast = FixedSimulator(program)
+    got = run_lava(tmp_path / "program.h5", program, fast.encode(x).numpy())
+    assert torch.equal(torch.as_tensor(got["if"]), fast.run(x, record=True)["if"])
+
+
 @pytest.mark.lava_runtime  # builds Lava processes in this process
 @pytest.mark.parametrize("graded", [False, True], ids=["spikes", "graded"])
 def test_delay_line_before_a_synapse_equals_lavas_delay_dense(tmp_path: Path, graded: bool) -> None:

@@ -223,6 +223,18 @@ def test_unsupported_netx_layers_are_refused_naming_layer_and_type(tmp_path: Pat
     assert proc.returncode == 1 and message in proc.stderr and not (tmp_path / "chip").exists()
 
 
+def test_a_synaptic_delay_delays_like_lava_dls_own_loader(tmp_path: Path) -> None:
+    """A dense layer with netx's delay (2 steps, DelayDense there): one sample at a time, as netx's
+    reset offsets do not count delays."""
+    path = tmp_path / "dense.net"
+    x, _ = _export_slayer("dense", path)
+    _edit(path, "1", "delay", 2.0)
+    fast = _output_spikes(_program(path, x), x)
+    assert fast.sum() > 20
+    for s in range(len(x)):
+        assert np.array_equal(fast[s], _netx_in_lava(path, x[s:s + 1], 2)[0]), f"sample {s}"
+
+
 @pytest.mark.parametrize("i_decay,v_decay", [(0, 128), (1024, 0), (0, 0)])
 def test_states_that_never_decay_spike_like_lava_dls_own_loader(tmp_path: Path, i_decay: int, v_decay: int) -> None:
     """iDecay 0 (netx's own default current) and vDecay 0 with a decaying current, in the

@@ -144,6 +144,14 @@ class Term:
         """Steps from the source's output to the consumer's input: Lava's synapse hop plus the delay."""
         return self.delay + (0 if self.port else 1)
 
+    @property
+    def lag(self) -> int:
+        """Steps from the source's step to the consumer's step that it reaches, in the model the
+        program computes (docs/compile.md §2): the graph's Delay nodes on the path, plus one for
+        a recurrent path (the previous step's output). The first ``lag`` steps of a sample get
+        nothing from the term, and the source's last ``lag`` steps reach no step of the sample."""
+        return self.map.delay + (1 if self.map.recurrent else 0)
+
 
 @dataclass
 class Population:
@@ -335,7 +343,7 @@ def _fill_program(file: BinaryIO, program: Program) -> None:
                 tg.attrs.update({"source": t.source, "kind": t.map.kind, "in_shape": list(t.map.in_shape),
                                  "out_shape": list(t.map.out_shape), "stride": list(t.map.stride),
                                  "padding": list(t.map.padding), "delay": t.delay, "connection": t.connection,
-                                 "recurrent": t.map.recurrent, "port": t.port})
+                                 "recurrent": t.map.recurrent, "port": t.port, "map_delay": t.map.delay})
                 held = distinct_part(t.weight_q)  # a weight held once over its taps is written once
                 if held is not t.weight_q:
                     tg.attrs["kernel"] = list(t.weight_q.shape[2:])
@@ -374,7 +382,7 @@ def read_program(path: Path) -> Program:
                 m = Map(kind, tuple(int(v) for v in ta["in_shape"]), tuple(int(v) for v in ta["out_shape"]),
                         None, tuple(w.shape[2:]) if kind == "conv" else (1, 1),
                         tuple(int(v) for v in ta["stride"]), tuple(int(v) for v in ta["padding"]),
-                        recurrent=bool(ta.get("recurrent", False)))
+                        delay=int(ta.get("map_delay", 0)), recurrent=bool(ta.get("recurrent", False)))
                 pop.terms.append(Term(str(ta["source"]), m, str(ta["connection"]), int(ta["delay"]), w,
                                       port=bool(ta.get("port", False))))
             pops[pop.name] = pop

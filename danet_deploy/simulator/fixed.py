@@ -72,6 +72,17 @@ def _keep_freed_memory() -> None:
         pass
 
 
+def _lagged(a: torch.Tensor, lag: int, steps: int, n: int) -> torch.Tensor:
+    """``a`` (``[S*N, ...]``, ``S`` steps or one for all) moved ``lag`` steps later in the sample:
+    its first ``lag`` steps get nothing."""
+    if not lag:
+        return a
+    a_t = a.view(-1, n, *a.shape[1:]).expand(steps, n, *a.shape[1:])
+    out = torch.zeros_like(a_t)
+    out[lag:] = a_t[:steps - lag]
+    return _batched(out.view(steps * n, *a.shape[1:]))
+
+
 def _batched(x: torch.Tensor) -> torch.Tensor:
     """``[B, C, H, W]`` batches channels-last (several times faster convolutions on CPU)."""
     return x.contiguous(memory_format=torch.channels_last) if x.ndim == 4 else x
@@ -153,7 +164,7 @@ class FixedSimulator:
         for name, pop in prog.populations.items():
             if pop.kind == "input":
                 continue
-            a = self._current(name, values, n)
+            a = self._current(name, values, n, steps)
             values[name] = a if pop.kind in ("relay", "readout") else self._neuron_steps(name, a, steps, n)
             if observe:
                 observe(name, over_steps(name))
@@ -234,8 +245,9 @@ class FixedSimulator:
         state = SigmaDeltaState(node, exact=True, device=a.device)
         return torch.stack([state.step(a_t) for a_t in a]).to(torch.float64)
 
-    def _current(self, name: str, values: dict[str, torch.Tensor], n: int) -> torch.Tensor:
-        """The summed synaptic input ``A``, ``[S*N, *shape]`` (``S``: the longest source's)."""
+    def _current(self, name: str, values: dict[str, torch.Tensor], n: int, steps: int) -> torch.Tensor:
+        """The summed synaptic input ``A``, ``[S*N, *shape]`` (``S``: the longest source's); a term
+        with a lag (the graph's Delay nodes) brings its source's step ``t - lag`` to step ``t``."""
         pop = self.program.populations[name]
         dtype = self._dtype(self.current_bound[name])
         parts = []
@@ -250,7 +262,7 @@ class FixedSimulator:
                 a = _batched((src.reshape(src.shape[0], -1) @ w.T).reshape(-1, *pop.shape))
             if a.is_cuda:  # cuDNN may pick Winograd/FFT algorithms: round their tiny errors away
                 a = torch.round(a)
-            parts.append(a.to(dtype))
+            parts.append(_lagged(a.to(dtype), t.lag, steps, n))
         if not parts:  # driven by its recurrent synapses and bias alone
             return torch.zeros((n, *pop.shape), dtype=dtype, device=self.device)
         parts.sort(key=len, reverse=True)
@@ -324,7 +336,7 @@ class FixedSimulator:
         for t in range(steps):
             drive = a_t[t if len(a_t) > 1 else 0]
             for term, w in recurrent:
-                lag = 1 + term.delay
+                lag = term.lag
                 if t >= lag:
                     drive = drive + self._recurrent_current(term, w, spikes[t - lag].to(torch.float64), pop.shape)
             u = _wrap24(torch.trunc(u * (DECAY_ONE - 1 - f.du) / DECAY_ONE) + 64 * drive)

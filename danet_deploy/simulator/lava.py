@@ -165,14 +165,14 @@ def _build(program: Program, data: np.ndarray, sink_dir: Path, interval: int):
         for t in pop.terms:
             out = procs[t.source].s_out
             shape = (program.populations[t.source].neurons,)
-            if t.map.recurrent:  # no spike crosses from one sample into the next
+            if t.lag:  # no spike crosses from one sample into the next: its last lag steps are dropped
                 source_latency = program.populations[t.source].latency
-                gate = SampleGate(shape=shape, interval=interval, first=source_latency + interval - t.delay,
-                                  span=1 + t.delay)
+                gate = SampleGate(shape=shape, interval=interval, first=source_latency + interval - t.lag + 1,
+                                  span=t.lag)
                 out.connect(gate.s_in)
                 out = gate.s_out
-            if t.delay:  # one line per (source, delay, gated or not), shared by every consumer
-                key = (t.source, t.delay, t.map.recurrent)
+            if t.delay:  # one line per (source, delay, gate), shared by every consumer
+                key = (t.source, t.delay, t.lag)
                 if key not in lines:
                     lines[key] = DelayLine(shape=shape, delay=int(t.delay))
                     out.connect(lines[key].s_in)
@@ -200,8 +200,8 @@ def run_size(program: Program, samples: int, steps: int) -> dict[str, int]:
 
     pops = [p for p in program.populations.values() if p.kind != "input"]
     terms = [t for p in pops for t in p.terms if not t.port]
-    lines = {(t.source, t.delay, t.map.recurrent) for t in terms if t.delay}
-    gates = sum(t.map.recurrent for t in terms)
+    lines = {(t.source, t.delay, t.lag) for t in terms if t.delay}
+    gates = sum(bool(t.lag) for t in terms)
     neurons = sum(p.kind != "readout" for p in pops)
     sinks = -(-len(pops) // SINK_PORTS)
     return {"processes": 1 + neurons + sinks + len(terms) + len(lines) + gates + LAVA_SERVICE_PROCESSES,
