@@ -1,11 +1,11 @@
 """A sample gate: forwards spikes in the same step, except at each sample's last steps.
 
 Many samples run back to back in one Lava run, and ``LIFReset`` clears a neuron's
-voltage and current at the start of each sample, but a synapse process sends the
-spikes it received one step earlier: on a recurrent synapse, the spikes of a
-sample's last step (its last ``1 + delay`` steps, behind a delay) would arrive in
-the next sample. The gate in front of the recurrent synapse drops them, so every sample starts silent, as it does in
-the trained model (and on a chip that runs one sample at a time).
+voltage and current at the start of each sample, but a term with a lag (a recurrent
+synapse, which brings the step before, or a Delay node of the graph: ``Term.lag``) would
+carry a sample's last ``lag`` steps into the next sample. The gate in front of its synapse
+(and delay line) drops them, so every sample starts silent, as it does in the trained model
+(and on a chip that runs one sample at a time).
 """
 
 import numpy as np
