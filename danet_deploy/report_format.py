@@ -79,7 +79,8 @@ def layouts(every: tuple[str, ...], main: tuple[str, ...], narrower: tuple[str, 
         sets.append(tuple(c for c in sets[-1] if c != drop))
     return sets
 HEADINGS = {"energy_dynamic_pj": "dynamic energy", "energy_static_pj": "static energy", "energy_pj": "total energy",
-            "spike_rate": "spike rate", "graded_ops": "graded ops", "neuron_updates": "neuron updates"}
+            "spike_rate": "spike rate", "graded_spikes": "graded spikes", "graded_ops": "graded ops",
+            "neuron_updates": "neuron updates"}
 COMPARE_HEADINGS = {"float_accuracy": "float acc.", "fixed_accuracy": "fixed acc.", "dynamic_uj": "dynamic energy",
                     "static_uj": "static energy", "energy_uj": "total energy", "graded_ops": "graded ops",
                     "synapse_kib": "synapse memory", "dynamic_rank": "rank (dynamic)"}
