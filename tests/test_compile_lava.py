@@ -111,6 +111,30 @@ def test_a_delay_node_delays_its_branch_within_each_sample(tmp_path: Path) -> No
                        ReferenceSimulator(graph).run(x_late, record=True)["if"].to(fixed.dtype))
 
 
+def test_a_program_written_before_lags_were_stored_reads_as_it_ran(tmp_path: Path) -> None:
+    """Then a forward Delay node was absorbed into the latency (no lag), and a recurrent term's
+    Delay nodes were its synaptic delay beyond the one step of the loop."""
+    import h5py
+
+    n = 3
+    nodes = {"input": nir.Input(input_type={"input": np.array([n])}), "w": nir.Linear(weight=np.eye(n)),
+             "d": nir.Delay(delay=np.full(n, 2.0)), "if": nir.IF(r=np.ones(n), v_threshold=np.ones(n),
+                                                                  v_reset=np.zeros(n)),
+             "loop": nir.Linear(weight=np.eye(n) * 0.5), "back": nir.Delay(delay=np.full(n, 1.0)),
+             "output": nir.Output(output_type={"output": np.array([n])})}
+    edges = [("input", "w"), ("w", "d"), ("d", "if"), ("if", "loop"), ("loop", "back"), ("back", "if"),
+             ("if", "output")]
+    nir.write(tmp_path / "g.nir", nir.NIRGraph(nodes=nodes, edges=edges, metadata={"dt": 1.0, "reset": "zero"}))
+    program, _ = compile_graph(read_nir(tmp_path / "g.nir"), "loihi2-sim", load_profile("loihi2"), "expand", None)
+    write_program(tmp_path / "program.h5", program)
+    lags = {t.map.recurrent: t.lag for t in read_program(tmp_path / "program.h5").populations["if"].terms}
+    assert lags == {False: 2, True: 2}  # the Delay nodes; one more step on the loop
+    with h5py.File(tmp_path / "program.h5", "a") as f:
+        f.visititems(lambda name, obj: obj.attrs.__delitem__("map_delay") if "map_delay" in obj.attrs else None)
+    older = {t.map.recurrent: t.lag for t in read_program(tmp_path / "program.h5").populations["if"].terms}
+    assert older == {False: 0, True: 2}
+
+
 @pytest.mark.slow
 def test_a_delayed_branch_runs_in_lava_as_the_fast_simulator_computes_it(tmp_path: Path) -> None:
     """Samples back to back in one Lava run: the gate in front of the delay line keeps a sample's

@@ -351,6 +351,16 @@ def _fill_program(file: BinaryIO, program: Program) -> None:
                 tg.create_dataset("weight", data=held)
 
 
+def _older_lags(pops: dict[str, Population]) -> None:
+    """The Delay nodes on a term's path (``Map.delay``) in a program written before they were
+    stored (-1 when read): as it ran then, a forward term's were absorbed into the latency (none
+    left), a recurrent term's are its synaptic delay beyond the latencies' difference."""
+    for pop in pops.values():
+        for t in pop.terms:
+            if t.map.delay < 0:
+                t.map.delay = t.delay - (pop.latency - pops[t.source].latency) if t.map.recurrent else 0
+
+
 def read_program(path: Path) -> Program:
     """Read a program written by :func:`write_program` (it holds no float weights: every map's
     ``weight`` is None, its integers are the term's ``weight_q``)."""
@@ -382,7 +392,7 @@ def read_program(path: Path) -> Program:
                 m = Map(kind, tuple(int(v) for v in ta["in_shape"]), tuple(int(v) for v in ta["out_shape"]),
                         None, tuple(w.shape[2:]) if kind == "conv" else (1, 1),
                         tuple(int(v) for v in ta["stride"]), tuple(int(v) for v in ta["padding"]),
-                        delay=int(ta.get("map_delay", 0)), recurrent=bool(ta.get("recurrent", False)))
+                                delay=int(ta.get("map_delay", -1)), recurrent=bool(ta.get("recurrent", False)))
                 pop.terms.append(Term(str(ta["source"]), m, str(ta["connection"]), int(ta["delay"]), w,
                                       port=bool(ta.get("port", False))))
             pops[pop.name] = pop
@@ -391,6 +401,7 @@ def read_program(path: Path) -> Program:
                                     float(a["quant_error"]), bool(a["graded"]))
             if "readout_bias" in g:
                 readout_bias[pop.name] = g["readout_bias"][()]
+        _older_lags(pops)
         low = Lowered(pops, str(f.attrs["lowering"]), float(f.attrs["dt"]), int(f.attrs["timesteps"]) or None)
         return Program(str(f.attrs["target"]), str(f.attrs["profile"]), low, fixed,
                        json.loads(f.attrs["mapping"]), readout_bias)
