@@ -45,8 +45,9 @@ def _refusal(e: pickle.UnpicklingError) -> str:
     return f"it would call {found.group(1)}" if found else "it holds objects that are not tensors or plain data"
 
 
-def read_checkpoint(path: Path) -> dict[str, Any]:
-    """Load and validate a checkpoint's contents (tensors and plain data only)."""
+def read_checkpoint(path: Path, mmap: bool = True) -> dict[str, Any]:
+    """Load and validate a checkpoint's contents (tensors and plain data only). ``mmap``: the
+    tensors share one mapping of the file (see :func:`load_model`)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
@@ -59,8 +60,7 @@ def read_checkpoint(path: Path) -> dict[str, Any]:
         raise UserError(f"{path}: not a danet-deploy checkpoint (not a file written by torch.save; "
                         f"a checkpoint comes from danet-deploy train)")
     try:
-        # mmap: tensors stay in the page cache until used, so a large checkpoint is not read twice
-        blob = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        blob = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
         raise UserError(f"{path}: refused: the file carries pickled objects that are not plain data "
                         f"({_refusal(e)}); danet-deploy never runs code from a checkpoint") from None
@@ -96,13 +96,16 @@ def _mismatch(path: Path, model: SpikingNet, state: dict[str, Any]) -> UserError
     return None
 
 
-def load_model(path: Path) -> tuple[SpikingNet, dict[str, Any]]:
+def load_model(path: Path, mmap: bool = True) -> tuple[SpikingNet, dict[str, Any]]:
     """Rebuild the model stored in ``path`` in eval mode; return it with the checkpoint.
 
-    The model is built on the meta device and takes the checkpoint's (memory-mapped)
-    tensors as its parameters, so loading costs one copy of the weights, not two.
+    The model is built on the meta device and takes the checkpoint's tensors as its
+    parameters, so loading costs one copy of the weights, not two. With ``mmap`` they stay
+    in the page cache until used; without, each tensor is an allocation of its own, which
+    is given back as soon as it is dropped (one mapping of the whole file lives as long as
+    its last tensor: the export frees each weight once it is quantised, docs/compile.md §1).
     """
-    blob = read_checkpoint(path)
+    blob = read_checkpoint(path, mmap)
     try:
         with torch.device("meta"):
             model = build_from_config(blob["config"])

@@ -221,6 +221,7 @@ def quantise(lowered: Lowered, peaks: dict[str, float], input_peak: float, input
             holders[id(t.map)] -= 1
             if not holders[id(t.map)]:
                 t.map.weight = t.map.row_scale = None
+        return_freed_memory()  # the rounding's float64 blocks, before the next population's integers
     return fixed
 
 
@@ -349,9 +350,13 @@ def _check_pipeline(low: Lowered) -> None:
 
 
 def compile_graph(graph: FlatGraph, target: str, profile: Profile, lowering: str,
-                  calibration: torch.Tensor | None, keep_float: bool = False) -> tuple[Program, dict[str, Any]]:
+                  calibration: torch.Tensor | None, keep_float: bool = False,
+                  release_graph: bool = False) -> tuple[Program, dict[str, Any]]:
     """Lower, quantise and map ``graph``; return the program and the cost of both lowerings.
-    ``keep_float``: the program's maps keep their float weights beside the integers."""
+    ``keep_float``: the program's maps keep their float weights beside the integers.
+    ``release_graph``: the graph's arrays are dropped once it is lowered
+    (:meth:`FlatGraph.release_arrays`), so that each float weight is freed as soon as it is
+    quantised; the caller reads only the graph's structure afterwards."""
     if profile.kind != "chip":
         raise UserError(f"profile {profile.name!r} is an accounting convention, not a compile target")
     costs: dict[str, Any] = {}
@@ -361,6 +366,9 @@ def compile_graph(graph: FlatGraph, target: str, profile: Profile, lowering: str
         # the chip count is checked after quantisation, when zero weights no longer count
         costs[mode] = {**summarise(mapping, profile), "violations": check_mapping(mapping, profile, mode, False),
                        "counted": "structural (every weight of each synapse group)"}
+    relay_pops = any(p.kind == "relay" for p in structures["relay"].populations.values())
+    del structures, structure  # index arrays of two whole lowerings: gone before calibration's
+    return_freed_memory()
     chosen = lowering
     if lowering == "auto" and costs["expand"]["violations"] and costs["relay"]["violations"]:
         raise UserError(f"neither lowering fits {profile.name}: expand: {costs['expand']['violations'][0]}; "
@@ -369,8 +377,7 @@ def compile_graph(graph: FlatGraph, target: str, profile: Profile, lowering: str
         relay_better = not costs["relay"]["violations"] and (
             costs["expand"]["violations"] or costs["relay"]["cores"] < costs["expand"]["cores"])
         chosen = "relay" if relay_better and profile.limit("graded_spikes") else "expand"
-    if chosen == "relay" and any(p.kind == "relay" for p in structures["relay"].populations.values()) \
-            and not profile.limit("graded_spikes"):
+    if chosen == "relay" and relay_pops and not profile.limit("graded_spikes"):
         raise UserError(f"{profile.name} has no graded spikes, so relay lowering is impossible; "
                         f"use --lowering expand")
     exact = graph.metadata.get("fixed_point") == "loihi"
@@ -378,6 +385,8 @@ def compile_graph(graph: FlatGraph, target: str, profile: Profile, lowering: str
     peaks, input_peak, input_graded = _calibration(graph, calibration, exact)
     return_freed_memory()
     low = lower(graph, chosen)
+    if release_graph:
+        graph.release_arrays()
     return_freed_memory()
     _check_pipeline(low)
     input_graded = input_graded or low.pipelined  # a sigma-delta network takes its input's values as they are

@@ -112,7 +112,9 @@ def load_artifact(path: Path, dt: float | None = None, keep_model: bool = True,
     For an export directory the float side is its source checkpoint while that is unchanged
     (else its ``graph.nir``: :func:`export_source`), and a compiled directory brings its program.
     Without ``keep_model`` a checkpoint's BatchNorm is folded into its loaded weights in
-    place (no copy of the weights) and the spent model is not returned.
+    place (no copy of the weights), and neither the spent model nor the checkpoint's
+    ``state_dict`` is returned: the graph holds the only reference to each weight, so that
+    a compile can free each once it is quantised.
     """
     path = Path(path)
     if path.is_dir():
@@ -136,9 +138,11 @@ def load_artifact(path: Path, dt: float | None = None, keep_model: bool = True,
             raise UserError(f"{path}: --dt does not apply to a netx file (its neurons count time steps)")
         nir_graph = read_netx(path, keep_input_neurons)
         return Artifact(path, from_nir(nir_graph), nir_graph)
-    model, blob = load_model(path)
+    model, blob = load_model(path, mmap=keep_model)
     nir_graph = to_nir(model, dt if dt is not None else DEFAULT_DT, fold_in_place=not keep_model)
-    return Artifact(path, from_nir(nir_graph), nir_graph, model if keep_model else None, blob)
+    if not keep_model:  # the graph's arrays are the only reference to the weights left
+        model, blob["state_dict"] = None, {}
+    return Artifact(path, from_nir(nir_graph), nir_graph, model, blob)
 
 
 def _sha256(path: Path) -> str:
@@ -271,7 +275,8 @@ def export(model_path: Path, target: str, outdir: Path | None = None, dt: float 
         with artifact_tmpdir(outdir) as tmp:
             write_nir(tmp / "graph.nir", art.nir_graph)  # first: its buffers are gone before the program's
             if prof is not None:
-                program, costs = compile_graph(art.graph, target, prof, lowering, calibration)
+                program, costs = compile_graph(art.graph, target, prof, lowering, calibration,
+                                               release_graph=True)  # the manifest reads its structure only
                 write_program(tmp / "program.h5", program)
                 if is_sequential(program):
                     write_netx(tmp / "netx.h5", program)

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import gc
+import weakref
 from pathlib import Path
 
 import h5py
@@ -15,9 +17,11 @@ import pytest
 import torch
 
 import danet_deploy.compile as compile_module
+from danet_deploy.checkpoint import save_checkpoint
 from danet_deploy.compile import compile_graph, weight_scale
 from danet_deploy.converters.nir_export import to_nir
 from danet_deploy.converters.nir_import import from_nir, read_nir
+from danet_deploy.export import load_artifact
 from danet_deploy.ir.program import (
     distinct_part,
     fan_in,
@@ -168,3 +172,30 @@ def test_float32_weights_held_as_they_are_compile_to_the_integers_of_float64_one
             assert np.array_equal(getattr(ours.fixed[name], f.name), getattr(reference.fixed[name], f.name)), name
         for t, r in zip(pop.terms, reference.populations[name].terms, strict=True):
             assert t.source == r.source and np.array_equal(t.weight_q, r.weight_q), name
+
+
+def test_an_export_frees_each_float_weight_once_quantised_and_compiles_the_same_integers(tmp_path: Path) -> None:
+    """The export hands its graph over (``release_graph``): the checkpoint's tensors have no other
+    holder, so every weight array is gone after the compile, which is that of a kept graph."""
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "m.pt", build("digits_resnet", "da", 10, timesteps=3).eval(), {}, {})
+    x = torch.rand(4, 3, 1, 8, 8) * 2
+    profile = load_profile("loihi2")
+    kept = load_artifact(tmp_path / "m.pt")
+    reference, _ = compile_graph(kept.graph, "loihi2-sim", profile, "auto", x)
+    spent = load_artifact(tmp_path / "m.pt", keep_model=False)
+    assert spent.model is None and spent.checkpoint["state_dict"] == {}
+    weights = [weakref.ref(node.weight) for node in spent.graph.nodes.values()
+               if isinstance(node, (nir.Conv2d, nir.Affine, nir.Linear))]
+    assert len(weights) >= 5 and all(w() is not None for w in weights)
+    program, _ = compile_graph(spent.graph, "loihi2-sim", profile, "auto", x, release_graph=True)
+    gc.collect()
+    assert [w() for w in weights] == [None] * len(weights)
+    assert all(getattr(node, "weight", None) is None for node in spent.graph.nodes.values())
+    assert spent.graph.shapes == kept.graph.shapes  # the manifest still describes it
+    for name, pop in reference.populations.items():
+        for t, u in zip(pop.terms, program.populations[name].terms, strict=True):
+            assert np.array_equal(t.weight_q, u.weight_q), name
+        a, b = reference.fixed[name], program.fixed[name]
+        for field in dataclasses.fields(a):
+            assert np.array_equal(getattr(a, field.name), getattr(b, field.name)), (name, field.name)

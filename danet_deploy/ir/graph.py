@@ -137,6 +137,17 @@ class FlatGraph:
     def kind(self, name: str) -> str:
         return SUPPORTED[type(self.nodes[name])]
 
+    def release_arrays(self) -> None:
+        """Drop every node's ``weight`` and ``bias`` (all but a few bytes of a large graph),
+        keeping its structure: shapes, sources, metadata. A compile that holds them elsewhere
+        then frees each as soon as it is quantised (docs/compile.md §1); the graph can still be
+        described but no longer run. The nodes are shared with the ``nir.NIRGraph`` the graph
+        was read from, which loses them too."""
+        for node in self.nodes.values():
+            for key in ("weight", "bias"):
+                if isinstance(getattr(node, key, None), np.ndarray):
+                    setattr(node, key, None)
+
     @property
     def timesteps(self) -> int | None:
         t = self.metadata.get("timesteps")
