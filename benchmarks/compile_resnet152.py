@@ -47,7 +47,7 @@ def run_measured(cmd: list[str]) -> tuple[float, int]:
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd)
     _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait for it again
     if proc.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed with exit status {proc.returncode}")
     return time.perf_counter() - t0, usage.ru_maxrss * 1024  # Linux: KiB
