@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import nir
 import numpy as np
@@ -39,12 +39,19 @@ Step = Callable[[torch.Tensor], torch.Tensor]
 def _param(value: object, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """``value`` as a tensor: the array itself where it already is one of ``dtype`` (a large
     network's weights are not copied), else a copy (NIR parameters may be read-only
-    broadcast views, which torch warns about)."""
+    broadcast views, which torch warns about) of its distinct part (:func:`_compact`)."""
     arr = np.asarray(value)
     if device.type == "cpu" and arr.dtype == np.float32 and dtype == torch.float32 \
             and arr.flags.writeable and arr.flags.c_contiguous:
         return torch.from_numpy(arr)
-    return torch.as_tensor(np.array(value, dtype=np.float64), dtype=dtype, device=device)
+    return torch.as_tensor(np.array(_compact(arr), dtype=np.float64), dtype=dtype, device=device)
+
+
+def _compact(arr: np.ndarray) -> np.ndarray:
+    """A broadcast view cut to length 1 along each axis it repeats (stride 0): the same values
+    wherever the parameter meets a tensor of its full shape, without filling that shape (a
+    BatchNorm's per-channel scale spread over every neuron: 52 MiB in DA-ResNet-152)."""
+    return arr[tuple(slice(0, 1) if stride == 0 else slice(None) for stride in arr.strides)]
 
 
 def _held_once(value: object) -> np.ndarray:
@@ -105,6 +112,12 @@ class _Neuron:
         else:
             self.dyn = dynamics(node, graph).converted(lambda v: param(_held_once(v)))
         self.state: dict[str, torch.Tensor] = {}
+
+    @property
+    def binary(self) -> bool:
+        """Whether every output is 0 or 1 (a spike; sinabs' conventions fire several at once)."""
+        return not isinstance(self.node, nir.Delay) and self.dyn.threshold is not None \
+            and not self.reset_mode.startswith("multi-spike")
 
     def reset(self) -> None:
         self.state = {}
@@ -168,6 +181,30 @@ class _SigmaDelta:
         return self.state.step(x).to(x.dtype)
 
 
+class _Sum(NamedTuple):
+    """A node's summed input at one step, flat ``[N, -1]``, with its first source's output shape."""
+
+    flat: torch.Tensor
+    first: tuple[int, ...]
+
+
+def _shared_prefixes(graph: FlatGraph) -> dict[str, tuple[str | None, list[str]]]:
+    """Per node, an earlier node whose sources (two or more, read alike) begin its own, or None,
+    and the sources left to add to that node's sum. The densely additive inputs of a DANet
+    stage each extend the one before by one block's output: added to the previous sum, the same
+    additions in the same order give the same bits, and no block's output waits for the end of
+    its stage."""
+    summed: dict[tuple[tuple[str, bool], ...], str] = {}
+    plan: dict[str, tuple[str | None, list[str]]] = {}
+    for name in graph.nodes:
+        key = tuple((s, (s, name) in graph.recurrent) for s in graph.sources[name])
+        shared = next((j for j in range(len(key), 1, -1) if key[:j] in summed), 0)
+        plan[name] = (summed[key[:shared]] if shared else None, [s for s, _ in key[shared:]])
+        if len(key) > 1:
+            summed.setdefault(key, name)
+    return plan
+
+
 class ReferenceSimulator:
     """Runs a :class:`FlatGraph` on batches: ``run(x)`` with ``x`` ``[N, T, ...]``."""
 
@@ -181,49 +218,111 @@ class ReferenceSimulator:
                         for n, node in graph.nodes.items()
                         if isinstance(node, (*NEURON_NODES, nir.Delay, SigmaDelta))}
         self.steps = {n: self.neurons.get(n) or linear_step(node, p) for n, node in graph.nodes.items()}
+        self.prefix = _shared_prefixes(graph)
+        self.bases = {base for base, _ in self.prefix.values() if base}
 
     def run(self, x: torch.Tensor, record: bool = False,
             observe: Callable[[str, torch.Tensor], None] | None = None) -> dict[str, torch.Tensor]:
         """Simulate ``x`` ``[N, T, *input_shape]``; return ``[T, N, ...]`` per node.
 
         Only the Output nodes are returned unless ``record`` is set. ``observe(name, input)``
-        sees every node's summed input at every step; a value is freed as soon as the last
-        node of its step that reads it has run, so observing costs no more than one layer.
+        sees every node's summed input at every step. A graph without recurrent edges runs node
+        by node, all steps of a node before the next (:meth:`_run_by_node`); one with them,
+        step by step (:meth:`_run_by_step`). Both call each node's step function on the same
+        inputs in the same order, so their results are the same bits.
         """
-        g = self.graph
         x = x.to(self.device, self.dtype)
         for neuron in self.neurons.values():
             neuron.reset()
-        keep = set(g.nodes) if record else set(g.outputs)
+        keep = set(self.graph.nodes) if record else set(self.graph.outputs)
+        run = self._run_by_step if self.graph.recurrent else self._run_by_node
+        return {n: torch.stack(v) for n, v in run(x, keep, observe).items()}
+
+    def _run_by_node(self, x: torch.Tensor, keep: set[str],
+                     observe: Callable[[str, torch.Tensor], None] | None) -> dict[str, list[torch.Tensor]]:
+        """Each node's outputs of every step, a node at a time in topological order. A node's
+        state is dropped once its steps are done, and an output or a sum once its last reader
+        has run, so a deep network holds a few layers' values (of every step, spikes as bools),
+        not every neuron's voltage (DA-ResNet-152: 81 MiB a sample, docs/compile.md §1)."""
+        outputs: dict[str, list[torch.Tensor]] = {}
+        sums: dict[str, list[_Sum]] = {}
+        unread = Counter(s for _, rest in self.prefix.values() for s in rest)
+        unread.update(base for base, _ in self.prefix.values() if base)
+        for name, step in self.steps.items():
+            neuron = self.neurons.get(name)
+            spikes = isinstance(neuron, _Neuron) and neuron.binary  # held as bools: a quarter of the bytes
+            base, rest = self.prefix[name]
+            outputs[name], sums[name] = [], []
+            for t in range(x.shape[1]):
+                total = self._sum(sums[base][t] if base else None, [outputs[s][t].to(self.dtype) for s in rest])
+                inp = x[:, t] if total is None else self._shaped(name, total)
+                if total is not None and observe is not None:
+                    observe(name, inp)
+                out = step(inp)
+                outputs[name].append(out.bool() if spikes else out)
+                if name in self.bases:
+                    sums[name].append(total)
+            if neuron is not None:
+                neuron.reset()
+            for done in [*rest, *([base] if base else [])]:
+                unread[done] -= 1
+                if not unread[done]:
+                    sums.pop(done, None)
+                    if done not in keep:
+                        outputs.pop(done, None)
+        return {n: [v.to(self.dtype) for v in outputs[n]] for n in keep}
+
+    def _run_by_step(self, x: torch.Tensor, keep: set[str],
+                     observe: Callable[[str, torch.Tensor], None] | None) -> dict[str, list[torch.Tensor]]:
+        """Every node at each step in turn, as a recurrent edge needs (it delivers its source's
+        output of the previous step); a value is freed as soon as the last node of its step
+        that reads it has run."""
+        g = self.graph
         trace: dict[str, list[torch.Tensor]] = {n: [] for n in keep}
-        n = x.shape[0]
         fed_back = {s for s, _ in g.recurrent}
-        readers = Counter(s for name in g.nodes for s in g.forward_sources(name))
-        previous = {s: self._silent(s).expand(n, *g.shapes[s]) for s in fed_back}
+        readers = Counter(s for name, (_, rest) in self.prefix.items() for s in rest if (s, name) not in g.recurrent)
+        readers.update(base for base, _ in self.prefix.values() if base)
+        previous = {s: self._silent(s).expand(x.shape[0], *g.shapes[s]) for s in fed_back}
         for t in range(x.shape[1]):
             values: dict[str, torch.Tensor] = {}
+            sums: dict[str, _Sum] = {}
             unread = Counter(readers)
             for name, step in self.steps.items():
-                srcs = g.sources[name]
-                if not srcs:
-                    inp = x[:, t]
-                else:
-                    parts = [previous[s] if (s, name) in g.recurrent else values[s] for s in srcs]
-                    inp = parts[0].reshape(n, -1)
-                    for part in parts[1:]:
-                        inp = inp + part.reshape(n, -1)
-                    inp = inp.reshape(n, *self._input_shape(name, parts[0]))
-                if observe is not None and srcs:
+                base, rest = self.prefix[name]
+                total = self._sum(sums[base] if base else None,
+                                  [previous[s] if (s, name) in g.recurrent else values[s] for s in rest])
+                inp = x[:, t] if total is None else self._shaped(name, total)
+                if total is not None and observe is not None:
                     observe(name, inp)
                 values[name] = step(inp)
                 if name in keep:
                     trace[name].append(values[name])
-                for s in g.forward_sources(name):
-                    unread[s] -= 1
-                    if unread[s] == 0 and s not in fed_back:
-                        del values[s]
+                if name in self.bases:
+                    sums[name] = total
+                for done in [*(s for s in rest if (s, name) not in g.recurrent), *([base] if base else [])]:
+                    unread[done] -= 1
+                    if not unread[done]:
+                        sums.pop(done, None)
+                        if done not in fed_back:
+                            values.pop(done, None)
             previous = {s: values[s] for s in fed_back}
-        return {n: torch.stack(v) for n, v in trace.items()}
+        return trace
+
+    @staticmethod
+    def _sum(partial: _Sum | None, parts: list[torch.Tensor]) -> _Sum | None:
+        """A node's summed input at one step, flat: ``partial`` (the sum of its first sources, made
+        for an earlier node) and then each of ``parts`` added in order; None for the input node."""
+        if partial is None and not parts:
+            return None
+        first = partial.first if partial is not None else tuple(parts[0].shape[1:])
+        total = partial.flat if partial is not None else parts[0].reshape(parts[0].shape[0], -1)
+        for part in parts if partial is not None else parts[1:]:
+            total = total + part.reshape(total.shape[0], -1)
+        return _Sum(total, first)
+
+    def _shaped(self, name: str, total: _Sum) -> torch.Tensor:
+        """``total`` in the shape ``name`` takes."""
+        return total.flat.reshape(total.flat.shape[0], *self._input_shape(name, total.first))
 
     def _silent(self, name: str) -> torch.Tensor:
         """``name``'s output before the first step, when no neuron has fired: zero at
@@ -235,14 +334,15 @@ class ReferenceSimulator:
         srcs = g.forward_sources(name)
         total = sum(self._silent(s).reshape(1, -1) for s in srcs)
         first = torch.zeros((1, *g.shapes[srcs[0]]))
-        return self.steps[name](total.reshape(1, *self._input_shape(name, first)))
+        return self.steps[name](total.reshape(1, *self._input_shape(name, tuple(first.shape[1:]))))
 
-    def _input_shape(self, name: str, inp: torch.Tensor) -> tuple[int, ...]:
-        """Let a flat vector feed a node that expects a shaped tensor (and vice versa)."""
+    def _input_shape(self, name: str, first: tuple[int, ...]) -> tuple[int, ...]:
+        """Let a flat vector feed a node that expects a shaped tensor (and vice versa): an affine
+        node takes its features, any other the shape of its first source's output."""
         node = self.graph.nodes[name]
         if isinstance(node, (nir.Affine, nir.Linear)):
             return (int(np.asarray(node.weight).shape[-1]),)
-        return tuple(inp.shape[1:])
+        return first
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:
         """The first output summed over time steps, ``[N, outputs]`` (spike counts of a spiking output)."""

@@ -11,11 +11,11 @@ import pytest
 import torch
 
 from danet_deploy.converters.nir_export import to_nir
-from danet_deploy.converters.nir_import import read_nir
+from danet_deploy.converters.nir_import import from_nir, read_nir
 from danet_deploy.errors import UserError
 from danet_deploy.export import export
 from danet_deploy.models import CONNECTIONS, build
-from danet_deploy.converters.nir_reference import ReferenceSimulator
+from danet_deploy.converters.nir_reference import ReferenceSimulator, _param
 
 from .conftest import run_cli
 
@@ -61,6 +61,53 @@ def test_read_back_graph_spikes_exactly_like_the_model(tmp_path: Path, arch, con
         total += int(expected[name].sum())
     assert total > 0, "no spikes at all: the comparison would be vacuous"
     assert torch.allclose(got["output"].flatten(2), expected[model.output], atol=1e-9)
+
+
+ORDERS = [("resnet20", "da", (3, 16, 16)), ("densenet_digits", "da", (1, 8, 8)), ("resnet50", "sew", (3, 32, 32))]
+
+
+@pytest.mark.parametrize("arch,connection,shape", ORDERS)
+def test_the_reference_runs_node_by_node_with_the_bits_and_observations_of_step_by_step(arch, connection,
+                                                                                         shape) -> None:
+    torch.manual_seed(0)
+    model = build(arch, connection, 10, timesteps=3, input_shape=shape).eval()
+    _randomise_batchnorm(model)
+    graph = from_nir(to_nir(model))
+    sim = ReferenceSimulator(graph)
+    x = torch.rand(2, 3, *shape) * 2
+    seen: dict[str, dict[str, list[torch.Tensor]]] = {"node": {}, "step": {}}
+
+    def watch(order: str):
+        return lambda name, value: seen[order].setdefault(name, []).append(value.clone())
+
+    by_node = sim.run(x, record=True, observe=watch("node"))
+    for neuron in sim.neurons.values():
+        neuron.reset()
+    by_step = sim._run_by_step(x, set(graph.nodes), watch("step"))
+    assert by_node.keys() == by_step.keys() == set(graph.nodes)
+    for name, values in by_step.items():
+        assert torch.equal(by_node[name], torch.stack(values)), name
+    assert sum(int(v.sum()) for n, v in by_node.items() if n in sim.neurons) > 0
+    assert seen["node"].keys() == seen["step"].keys() and len(seen["node"]) == len(graph.nodes) - 1
+    for name, inputs in seen["step"].items():  # every node's input of every step, the same bits
+        assert all(torch.equal(a, b) for a, b in zip(seen["node"][name], inputs, strict=True)), name
+
+
+def test_a_densely_additive_sum_is_the_previous_sum_plus_one_block() -> None:
+    graph = from_nir(to_nir(build("resnet20", "da", 10, timesteps=2, input_shape=(3, 16, 16)).eval()))
+    prefix = ReferenceSimulator(graph).prefix
+    sums = [n for n in graph.nodes if len(graph.sources[n]) > 2]
+    assert len(sums) >= 4
+    for name in sums:  # the sum of one source fewer was made for an earlier node: reused, one added
+        srcs = graph.sources[name]
+        earlier = next(n for n in graph.nodes if graph.sources[n] == srcs[:-1])
+        assert prefix[name] == (earlier, srcs[-1:]), name
+
+
+def test_a_broadcast_parameter_is_held_by_its_distinct_values() -> None:
+    per_channel = np.broadcast_to(np.arange(3.0)[:, None, None], (3, 4, 5))
+    held = _param(per_channel, torch.float32, torch.device("cpu"))
+    assert held.shape == (3, 1, 1) and torch.equal(held.expand(3, 4, 5), torch.tensor(per_channel).float())
 
 
 def test_float32_export_flips_almost_no_spikes_on_digits_test_set(trained_digits: Path) -> None:
