@@ -54,7 +54,7 @@ from .synapses import WEIGHT_DTYPE, WEIGHT_MAX, round_weights
 TARGETS = {"loihi2-sim": "loihi2", "loihi2": "loihi2", "loihi1": "loihi1"}
 CURRENT_HEADROOM = 2 ** 16  # |A| bound: 64 * A stays well inside the 24-bit current
 RELAY_HEADROOM = 2 ** 22    # graded relay values stay inside a signed 24-bit payload
-QUANTISE_BLOCK = 1 << 20    # weights rounded at a time (8 MiB of float64 products)
+QUANTISE_BLOCK = 1 << 18    # weights rounded at a time (2 MiB of float64 products)
 CALIBRATION_CHUNK_BYTES = 64 << 20  # float state of the samples calibrated at once (docs/compile.md §3)
 
 
