@@ -53,6 +53,16 @@ if [ ! -x .venv/bin/python ] || [ "$(version_of .venv/bin/python)" != "$want_ver
     "$PY" -m venv .venv
 fi
 
+# a first install downloads and unpacks two torch builds with their CUDA libraries at once:
+# about 16 GB at the peak, 12 GB kept (measured; README.md), so say so before pip fails half-way
+NEEDED_GB=16
+if [ ! -f .venv/.danet-deploy-installed ] || [ ! -d .venv/lava-runtime ]; then
+    free_gb=$(df -Pk . "${TMPDIR:-/tmp}" 2>/dev/null | awk 'NR > 1 {print int($4 / 1048576)}' | sort -n | head -1)
+    if [ -n "$free_gb" ] && [ "$free_gb" -lt "$NEEDED_GB" ]; then
+        echo "setup: only ${free_gb} GB free on this disk or on TMPDIR; the first install needs about ${NEEDED_GB} GB (pip will stop with 'No space left on device' if it runs out)" >&2
+    fi
+fi
+
 # the Lava runtime is built while the core installs (both are mostly downloads); its
 # builder needs only the standard library, so it runs from the checkout before the core is in
 python_cmd=(.venv/bin/python -m danet_deploy.lava_runtime setup ${LAVA_PYTHON:+--python "$LAVA_PYTHON"})
