@@ -20,6 +20,7 @@ it is compiled with every scale 64 and checked, not rounded.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from collections import Counter
@@ -163,6 +164,20 @@ def _integer_weights(name: str, m: Map, scale: float, exact: bool) -> tuple[np.n
     return q, exact_sq, error_sq
 
 
+def _held_once(made: dict[tuple, np.ndarray], q: np.ndarray) -> np.ndarray:
+    """``q``, or the equal integer weights already made for another term, read-only and shared.
+    A large compile makes many twice: every relay's identity of a size is the same matrix of
+    ones, and a block's convolution that reaches two populations whose scales its weights set
+    rounds to the same integers in both (DA-ResNet-152: 150 MiB of its 291, docs/compile.md §1)."""
+    key = (q.shape, q.dtype.str, hashlib.blake2b(np.ascontiguousarray(q).data, digest_size=16).digest())
+    same = made.get(key)
+    if same is not None and np.array_equal(same, q):
+        return same
+    q.flags.writeable = False
+    made.setdefault(key, q)
+    return q
+
+
 def quantise(lowered: Lowered, peaks: dict[str, float], input_peak: float, input_graded: bool,
              exact: bool = False, pinned: dict[str, float] | None = None,
              keep_float: bool = False) -> dict[str, Fixed]:
@@ -180,6 +195,7 @@ def quantise(lowered: Lowered, peaks: dict[str, float], input_peak: float, input
     """
     pinned = pinned or {}
     fixed: dict[str, Fixed] = {}
+    made: dict[tuple, np.ndarray] = {}  # the integer weights made so far, by content
     holders = Counter(id(t.map) for pop in lowered.populations.values() for t in pop.terms)
     for name, pop in lowered.populations.items():
         if pop.kind == "input":
@@ -198,6 +214,7 @@ def quantise(lowered: Lowered, peaks: dict[str, float], input_peak: float, input
         err_num = err_den = 0.0
         for t in pop.terms:
             q, exact_sq, error_sq = _integer_weights(name, t.map, weight_scale(fixed, pop, t), exact)
+            q = _held_once(made, q)
             t.weight_q = q if q.shape == t.map.weight.shape else np.broadcast_to(q, t.map.weight.shape)
             repeats = t.map.weight.size // max(q.size, 1)
             err_den += repeats * exact_sq

@@ -105,6 +105,24 @@ def test_calibrating_a_few_samples_at_a_time_finds_the_peaks_of_all_at_once(tmp_
     assert chunked == pytest.approx(whole, rel=1e-6) and sum(v > 0 for v in whole.values()) > len(whole) // 2
 
 
+def test_equal_integer_weights_are_made_once_and_shared_read_only(tmp_path: Path, monkeypatch) -> None:
+    torch.manual_seed(0)
+    graph = from_nir(to_nir(build("resnet20", "da", 10, timesteps=2, input_shape=(3, 16, 16)).eval()))
+    x = torch.rand(4, 2, 3, 16, 16)
+    shared, _ = compile_graph(copy.deepcopy(graph), "loihi2", load_profile("loihi2"), "relay", x)
+    monkeypatch.setattr(compile_module, "_held_once", lambda made, q: q)
+    apart, _ = compile_graph(graph, "loihi2", load_profile("loihi2"), "relay", x)
+    terms = [(t, u) for name, pop in shared.populations.items()
+             for t, u in zip(pop.terms, apart.populations[name].terms, strict=True)]
+    assert all(np.array_equal(t.weight_q, u.weight_q) and t.weight_q.dtype == u.weight_q.dtype for t, u in terms)
+    assert {n: f.quant_error for n, f in shared.fixed.items()} == {n: f.quant_error for n, f in apart.fixed.items()}
+    arrays = {id(t.weight_q): t.weight_q for t, _ in terms}
+    assert len(arrays) < len(terms)
+    for a in arrays.values():
+        assert not a.flags.writeable
+        assert not any(b is not a and b.shape == a.shape and np.array_equal(a, b) for b in arrays.values())
+
+
 def test_identity_maps_of_one_size_share_one_read_only_matrix() -> None:
     a, b = identity((64, 4, 4)), identity((64, 2, 2))
     assert np.shares_memory(a.weight, b.weight) and not a.weight.flags.writeable

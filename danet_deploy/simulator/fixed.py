@@ -103,7 +103,8 @@ class FixedSimulator:
             for i, t in enumerate(pop.terms):
                 w = abs(t.weight_q).sum(axis=tuple(range(1, t.weight_q.ndim))).max()
                 bound = float(w) * self._value_bound(t.source)
-                w = torch.as_tensor(np.ascontiguousarray(t.weight_q), dtype=self._dtype(bound), device=self.device)
+                # a float copy (torch.as_tensor would warn of a compile's shared, read-only integers)
+                w = torch.tensor(np.ascontiguousarray(t.weight_q), dtype=self._dtype(bound), device=self.device)
                 self.weights[(name, i)] = w.to(memory_format=torch.channels_last) if w.ndim == 4 else w
                 self.current_bound[name] = self.current_bound.get(name, 0.0) + bound
         self.bias = {name: torch.as_tensor(f.bias_mant.astype("float64") * 2 ** BIAS_EXP, device=self.device)
