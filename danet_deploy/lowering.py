@@ -32,13 +32,12 @@ from functools import cache
 import nir
 import numpy as np
 import torch
-from scipy.sparse import diags
 
 from .converters.nir_reference import linear_step, pair
 from .errors import UserError
 from .ir.graph import FlatGraph
 from .ir.neurons import dynamics
-from .ir.program import Lowered, Map, Population, Term, per_tap
+from .ir.program import Lowered, Map, Population, Term, distinct_part, per_tap
 from .ir.sigma_delta import SigmaDelta
 
 LOWERINGS = ("expand", "relay", "auto")
@@ -116,7 +115,27 @@ def _pool_of(m: Map, kernel: tuple[int, int], stride: tuple[int, int], padding: 
         return w / (ph * pw) if avg else w
 
     pad = padding if m.is_pointwise() else m.padding
-    return _new(m, weight, kernel=size, stride=(sh * stride[0], sw * stride[1]), padding=pad, out_shape=out_shape)
+    geometry = dict(kernel=size, stride=(sh * stride[0], sw * stride[1]), padding=pad, out_shape=out_shape)
+    if m.identity and avg:  # a population's own output averaged: its identity at every tap, each row
+        # scaled by 1/(ph*pw) where it is read (1 * (1/n) is 1/n: the same values, nothing made)
+        held = None if m.weight is None else np.broadcast_to(m.weight, (*m.weight.shape[:2], *size))
+        return replace(m, weight=held, identity=False, **geometry).scaled(np.full(m.weight_shape[0], 1 / (ph * pw)))
+    return _new(m, weight, **geometry)
+
+
+def _pointwise_after(w2: np.ndarray, m: Map) -> np.ndarray:
+    """The weight of a pointwise map ``w2`` ``[Cout, C]`` applied after each tap of ``m``. After
+    an identity whose rows are scaled (an average pool of a population's output), that is ``w2``
+    with its columns scaled: each entry is the one nonzero product the matrix product would sum
+    with zeros, so the same bits, without the identity in float64 (a global-average-pool
+    classifier of 2048 channels: 32 MiB, docs/compile.md §1)."""
+    part = distinct_part(m.weight)
+    n = part.shape[0]
+    if m.row_scale is not None and part.shape == (n, n, 1, 1) and np.isfinite(w2).all() \
+            and np.array_equal(part[:, :, 0, 0], _eye(n)):
+        done = (w2 * m.row_scale[None, :])[:, :, None, None]
+        return done if part is m.weight else np.broadcast_to(done, (*done.shape[:2], *m.weight.shape[2:]))
+    return per_tap(m.values(), lambda w: np.tensordot(w2, w, axes=([1], [0])))
 
 
 def _conv_of_conv(m: Map, w2: np.ndarray, s2: tuple[int, int], p2: tuple[int, int],
@@ -156,6 +175,8 @@ def _as_matrix(name: str, node: nir.NIRNode, m: Map, in_shape: tuple[int, ...], 
     flat_out = (int(np.prod(out_shape)),)
     if m.weight is None:
         return Map("dense", m.in_shape, flat_out, None, delay=m.delay, recurrent=m.recurrent)
+    from scipy.sparse import diags  # imported where needed: 11 MiB resident (docs/compile.md §1)
+
     if isinstance(node, nir.Scale):
         own = diags(np.broadcast_to(np.asarray(node.scale, dtype=np.float64), out_shape).reshape(-1), format="csr")
     else:
@@ -199,8 +220,7 @@ def compose(name: str, node: nir.NIRNode, m: Map, in_shape: tuple[int, ...], out
             return _new(m, lambda: np.tensordot(_full_conv_weight(node), m.values()[:, :, 0, 0], axes=([1], [0]))
                         .transpose(0, 3, 1, 2), kernel=kernel, stride=s2, padding=p2, out_shape=out_shape)
         if m.kind == "conv" and kernel == (1, 1) and p2 == (0, 0):
-            return _new(m, lambda: per_tap(m.values(), lambda w: np.tensordot(_full_conv_weight(node)[:, :, 0, 0], w,
-                                                                            axes=([1], [0]))),
+            return _new(m, lambda: _pointwise_after(_full_conv_weight(node)[:, :, 0, 0], m),
                         stride=(m.stride[0] * s2[0], m.stride[1] * s2[1]), out_shape=out_shape)
         if m.kind == "conv":
             w2 = _full_conv_weight(node) if m.weight is not None else np.zeros((out_shape[0], m.out_shape[0], *kernel))

@@ -29,7 +29,7 @@ from danet_deploy.ir.program import (
     synapse_count,
     write_program,
 )
-from danet_deploy.lowering import identity
+from danet_deploy.lowering import _pointwise_after, _pool_of, identity
 from danet_deploy.models import build
 from danet_deploy.profiles import load_profile
 from danet_deploy.simulator.fixed import FixedSimulator
@@ -121,6 +121,20 @@ def test_equal_integer_weights_are_made_once_and_shared_read_only(tmp_path: Path
     for a in arrays.values():
         assert not a.flags.writeable
         assert not any(b is not a and b.shape == a.shape and np.array_equal(a, b) for b in arrays.values())
+
+
+def test_an_averaged_identity_and_the_map_after_it_are_the_products_they_stand_for() -> None:
+    """An average pool of a population's own output stays its identity with each row scaled,
+    and a pointwise map after it is that map with its columns scaled: the same bits as the
+    float64 identity divided by the pool's size, and as the matrix product after it."""
+    pooled = _pool_of(identity((6, 4, 4)), (4, 4), (4, 4), (0, 0), True, (6, 1, 1))
+    assert np.shares_memory(distinct_part(pooled.weight), identity((6, 1, 1)).weight)
+    divided = np.broadcast_to(np.eye(6)[:, :, None, None] / 16, (6, 6, 4, 4))
+    assert np.array_equal(pooled.values(), divided)
+    w2 = np.random.default_rng(0).normal(size=(5, 6))
+    expected = np.tensordot(w2, divided[:, :, :1, :1], axes=([1], [0]))
+    got = _pointwise_after(w2, pooled)
+    assert got.shape == (5, 6, 4, 4) and np.array_equal(distinct_part(got), expected)
 
 
 def test_identity_maps_of_one_size_share_one_read_only_matrix() -> None:
