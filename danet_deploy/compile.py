@@ -76,6 +76,7 @@ def calibrate(graph: FlatGraph, x: torch.Tensor) -> dict[str, float]:
     simulator = ReferenceSimulator(graph)
     for chunk in x.split(max(1, CALIBRATION_CHUNK_BYTES // max(per_sample, 1))):
         simulator.run(chunk, observe=see)
+        return_freed_memory()  # else the heap the chunk freed grows with every chunk
     return peaks
 
 
@@ -373,7 +374,8 @@ def compile_graph(graph: FlatGraph, target: str, profile: Profile, lowering: str
     ``keep_float``: the program's maps keep their float weights beside the integers.
     ``release_graph``: the graph's arrays are dropped once it is lowered
     (:meth:`FlatGraph.release_arrays`), so that each float weight is freed as soon as it is
-    quantised; the caller reads only the graph's structure afterwards."""
+    quantised; the caller reads only the graph's structure afterwards. The calibration samples
+    are dropped once calibrated: a caller that keeps no reference to them frees them then."""
     if profile.kind != "chip":
         raise UserError(f"profile {profile.name!r} is an accounting convention, not a compile target")
     costs: dict[str, Any] = {}
@@ -400,6 +402,7 @@ def compile_graph(graph: FlatGraph, target: str, profile: Profile, lowering: str
     exact = graph.metadata.get("fixed_point") == "loihi"
     # calibrated before the weights are lowered, so that its activations are gone when they are built
     peaks, input_peak, input_graded = _calibration(graph, calibration, exact)
+    del calibration
     return_freed_memory()
     low = lower(graph, chosen)
     if release_graph:

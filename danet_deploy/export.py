@@ -267,15 +267,18 @@ def export(model_path: Path, target: str, outdir: Path | None = None, dt: float 
         raise UserError(f"{model_path}: node {own[0]!r} is a sigma-delta neuron, which NIR {nir.version} has no "
                         f"primitive for, so no NIR reader could run this graph; export --target loihi2-sim "
                         f"compiles it (its graph.nir holds danet-deploy's own SigmaDelta nodes, docs/lava-dl.md)")
-    program = costs = prof = calibration = None
+    program = costs = prof = None
+    samples: list[torch.Tensor | None] = [None]  # handed over to the compile, which drops them once calibrated
     if target != "nir":
         prof = load_profile(profile or CHIP_TARGETS[target])
-        calibration = calibration_batch(art, data, calibration_samples)
+        samples[0] = calibration_batch(art, data, calibration_samples)  # read first: a bad dataset fails early
+        return_freed_memory()  # the dataset the samples were cut from
     try:
         with artifact_tmpdir(outdir) as tmp:
             write_nir(tmp / "graph.nir", art.nir_graph)  # first: its buffers are gone before the program's
+            return_freed_memory()
             if prof is not None:
-                program, costs = compile_graph(art.graph, target, prof, lowering, calibration,
+                program, costs = compile_graph(art.graph, target, prof, lowering, samples.pop(),
                                                release_graph=True)  # the manifest reads its structure only
                 write_program(tmp / "program.h5", program)
                 if is_sequential(program):
