@@ -78,11 +78,11 @@ def main() -> None:
     manifest = json.loads((work / "out" / "manifest.json").read_text())
     print(f"compile DA-{args.arch} for {args.target} ({args.calibration_samples} calibration samples): {wall:.1f} s "
           f"wall (goal <= 30 s), peak resident memory "
-          f"{peak / 2**30:.2f} GiB for a {size / 2**20:.0f} MiB checkpoint = {peak / size:.1f}x (goal <= 4x), "
+          f"{peak / 2**30:.2f} GiB for a {size / 2**20:.0f} MiB checkpoint = {peak / size:.2f}x (goal <= 4x), "
           f"lowering chosen: {manifest['lowering']}, pipeline latency {manifest['pipeline_latency']} steps")
     own = peak - baseline
     print(f"  of that peak, {baseline / 2**30:.2f} GiB is the interpreter with torch and danet_deploy "
-          f"imported; the export's own {own / 2**30:.2f} GiB = {own / size:.1f}x the checkpoint")
+          f"imported; the export's own {own / 2**30:.2f} GiB = {own / size:.2f}x the checkpoint")
     for mode, cost in manifest["lowering_costs"].items():
         print(f"  {mode:6s}: {cost['neurons']:,} neurons, {cost['synapses']:,} synapses, {cost['cores']:,} cores, "
               f"{cost['chips']} chips, {len(cost['violations'])} limit violations")
