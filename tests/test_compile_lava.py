@@ -212,7 +212,7 @@ def test_fixed_point_neurons_match_an_independent_model(tmp_path: Path, beta: fl
     rec = fast.run(x, record=True)
     xi = fast.encode(x)
     term = program.populations["lif1"].terms[0]
-    a = torch.nn.functional.conv2d(xi.flatten(0, 1).double(), torch.as_tensor(term.weight_q).double(),
+    a = torch.nn.functional.conv2d(xi.flatten(0, 1).double(), torch.tensor(term.weight_q).double(),
                                    padding=term.map.padding).round().long().unflatten(0, (4, 5)).transpose(0, 1)
     f = program.fixed["lif1"]
     assert (f.dv == 2048) == (beta == 0.5)

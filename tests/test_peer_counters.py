@@ -47,7 +47,7 @@ class TermLayers(nn.Module):
         layers = []
         for name, pop in program.populations.items():
             for t in pop.terms:
-                w = torch.as_tensor(t.weight_q, dtype=torch.float32)
+                w = torch.tensor(t.weight_q, dtype=torch.float32)
                 if t.map.kind == "conv":
                     layer = nn.Conv2d(w.shape[1], w.shape[0], tuple(w.shape[2:]), stride=t.map.stride,
                                       padding=t.map.padding, bias=False)
