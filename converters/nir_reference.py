@@ -252,7 +252,7 @@ class ReferenceSimulator:
             neuron = self.neurons.get(name)
             spikes = isinstance(neuron, _Neuron) and neuron.binary  # held as bools: a quarter of the bytes
             base, rest = self.prefix[name]
-            outputs[name], sums[name] = [], []
+            outputs[name] = []
             for t in range(x.shape[1]):
                 total = self._sum(sums[base][t] if base else None, [outputs[s][t].to(self.dtype) for s in rest])
                 inp = x[:, t] if total is None else self._shaped(name, total)
@@ -261,7 +261,7 @@ class ReferenceSimulator:
                 out = step(inp)
                 outputs[name].append(out.bool() if spikes else out)
                 if name in self.bases:
-                    sums[name].append(total)
+                    sums.setdefault(name, []).append(total)
             if neuron is not None:
                 neuron.reset()
             for done in [*rest, *([base] if base else [])]:
@@ -311,14 +311,16 @@ class ReferenceSimulator:
     @staticmethod
     def _sum(partial: _Sum | None, parts: list[torch.Tensor]) -> _Sum | None:
         """A node's summed input at one step, flat: ``partial`` (the sum of its first sources, made
-        for an earlier node) and then each of ``parts`` added in order; None for the input node."""
-        if partial is None and not parts:
-            return None
-        first = partial.first if partial is not None else tuple(parts[0].shape[1:])
-        total = partial.flat if partial is not None else parts[0].reshape(parts[0].shape[0], -1)
-        for part in parts if partial is not None else parts[1:]:
+        for an earlier node), else its first part, and then each part after it added in order;
+        None for the input node."""
+        if partial is None:
+            if not parts:
+                return None
+            partial, parts = _Sum(parts[0].reshape(parts[0].shape[0], -1), tuple(parts[0].shape[1:])), parts[1:]
+        total = partial.flat
+        for part in parts:
             total = total + part.reshape(total.shape[0], -1)
-        return _Sum(total, first)
+        return _Sum(total, partial.first)
 
     def _shaped(self, name: str, total: _Sum) -> torch.Tensor:
         """``total`` in the shape ``name`` takes."""

@@ -56,7 +56,7 @@ TARGETS = {"loihi2-sim": "loihi2", "loihi2": "loihi2", "loihi1": "loihi1"}
 CURRENT_HEADROOM = 2 ** 16  # |A| bound: 64 * A stays well inside the 24-bit current
 RELAY_HEADROOM = 2 ** 22    # graded relay values stay inside a signed 24-bit payload
 QUANTISE_BLOCK = 1 << 18    # weights rounded at a time (2 MiB of float64 products)
-CALIBRATION_CHUNK_BYTES = 64 << 20  # float state of the samples calibrated at once (docs/compile.md §3)
+CALIBRATION_CHUNK_BYTES = 64 << 20  # float state of the samples calibrated at once (docs/compile.md §1)
 
 
 # ---- calibration and quantisation ------------------------------------------------------
@@ -165,7 +165,7 @@ def _integer_weights(name: str, m: Map, scale: float, exact: bool) -> tuple[np.n
     return q, exact_sq, error_sq
 
 
-def _held_once(made: dict[tuple, np.ndarray], q: np.ndarray) -> np.ndarray:
+def _made_once(made: dict[tuple, np.ndarray], q: np.ndarray) -> np.ndarray:
     """``q``, or the equal integer weights already made for another term, read-only and shared.
     A large compile makes many twice: every relay's identity of a size is the same matrix of
     ones, and a block's convolution that reaches two populations whose scales its weights set
@@ -215,7 +215,7 @@ def quantise(lowered: Lowered, peaks: dict[str, float], input_peak: float, input
         err_num = err_den = 0.0
         for t in pop.terms:
             q, exact_sq, error_sq = _integer_weights(name, t.map, weight_scale(fixed, pop, t), exact)
-            q = _held_once(made, q)
+            q = _made_once(made, q)
             t.weight_q = q if q.shape == t.map.weight.shape else np.broadcast_to(q, t.map.weight.shape)
             repeats = t.map.weight.size // max(q.size, 1)
             err_den += repeats * exact_sq

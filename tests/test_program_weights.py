@@ -110,7 +110,7 @@ def test_equal_integer_weights_are_made_once_and_shared_read_only(tmp_path: Path
     graph = from_nir(to_nir(build("resnet20", "da", 10, timesteps=2, input_shape=(3, 16, 16)).eval()))
     x = torch.rand(4, 2, 3, 16, 16)
     shared, _ = compile_graph(copy.deepcopy(graph), "loihi2", load_profile("loihi2"), "relay", x)
-    monkeypatch.setattr(compile_module, "_held_once", lambda made, q: q)
+    monkeypatch.setattr(compile_module, "_made_once", lambda made, q: q)
     apart, _ = compile_graph(graph, "loihi2", load_profile("loihi2"), "relay", x)
     terms = [(t, u) for name, pop in shared.populations.items()
              for t, u in zip(pop.terms, apart.populations[name].terms, strict=True)]
