@@ -42,9 +42,9 @@ class _Group(click.Group):
             with signals_end_the_run():
                 try:
                     return super().invoke(ctx)
-                except LavaDlNeeded:  # lava-dl is only in the runtime: the command runs there, whole
+                except LavaDlNeeded as e:  # lava-dl is only in the runtime: the command runs there, whole
                     why = f"danet-deploy {ctx.invoked_subcommand} with a lava-dl network"
-                    sys.exit(lava_runtime.rerun(self.argv, why=why))
+                    sys.exit(lava_runtime.rerun(self.argv, why=why, results=e.results))
         except UserError as e:
             if ctx.obj and ctx.obj.get("debug"):
                 raise

@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader, Dataset
 from .checkpoint import read_checkpoint, save_checkpoint
 from .data import load_dataset
 from .errors import UserError
+from .lava_runtime import LavaDlNeeded
 from .models import SpikingNet, build_from_config, make_config
 from .outputs import check_output_file
 from .progress import console, progress_bar
@@ -232,7 +233,11 @@ def train(opts: TrainOptions, out: Path, force: bool = False, grid_for: GridFor 
         raise UserError(f"{chip_epochs} chip epochs need train(..., grid_for=danet_deploy.chip_tuning.chip_grid) "
                         f"(or chip_epochs=0)")
     epochs = opts.epochs + chip_epochs
-    model = build_from_config(config).to(device)
+    try:
+        model = build_from_config(config).to(device)
+    except LavaDlNeeded as e:  # the command reruns in the Lava runtime: its checkpoint is read back
+        e.results[Path(out)] = "checkpoint"  # before its success is believed (docs/lava-runtime.md)
+        raise
     optimizer = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
     steps_per_epoch = len(train_ds) // opts.batch_size
     if steps_per_epoch == 0:
