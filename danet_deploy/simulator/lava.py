@@ -149,7 +149,7 @@ def _build(program: Program, data: np.ndarray, sink_dir: Path, interval: int):
             procs[name] = GradedVec(shape=n, vth=0)
         elif pop.kind in SIGMA_DELTA_KINDS:
             procs[name] = _sigma_delta(pop, f)
-        records.append((name, "int8" if pop.kind in ("lif", "gate") else "int32"))
+        records.append((name, record_dtype(pop.kind)))
     for first in range(0, len(records), SINK_PORTS):
         chunk = records[first:first + SINK_PORTS]
         sink = FileSink(records=[((program.populations[name].neurons,), str(sink_dir / f"{name}.npy"), dtype)
@@ -179,6 +179,11 @@ def _build(program: Program, data: np.ndarray, sink_dir: Path, interval: int):
                 out = lines[key].s_out
             _connect_synapse(t, program.fixed[t.source].graded, out, targets[name], program.lowered.pipelined)
     return source
+
+
+def record_dtype(kind: str) -> str:
+    """How the sinks record a population of ``kind``: spikes in int8, graded values in int32."""
+    return "int8" if kind in ("lif", "gate") else "int32"
 
 
 def _sigma_delta(pop, f):
@@ -267,23 +272,41 @@ def _run(program_path: Path, program: Program, x_int: np.ndarray, on_step: Calla
          stall_timeout: float) -> dict[str, np.ndarray]:
     """One Lava run of the samples ``x_int`` back to back (:func:`run_lava`)."""
     n, steps = x_int.shape[:2]
-    latency = program.lowered.latency
-    total = n * steps + latency + 1
-    data = np.zeros((int(np.prod(x_int.shape[2:])), total), dtype=np.int32)
+    data = np.zeros((int(np.prod(x_int.shape[2:])), _run_steps(program, n, steps)), dtype=np.int32)
     data[:, :n * steps] = x_int.reshape(n * steps, -1).T  # sample k, step t -> column k*T + t
-    with tempfile.TemporaryDirectory(prefix="danet-lava-") as tmp:
-        tmp_path = Path(tmp)
-        np.save(tmp_path / "input.npy", data)
+    tmp_path = _scratch(data)
+    try:
         prefix = run_prefix()
         cmd = lava_runtime.command("danet_deploy.simulator.lava", str(program_path), str(tmp_path / "input.npy"),
-                                   tmp, str(steps), prefix, str(os.getpid()), purpose="a Lava run")
+                                   str(tmp_path), str(steps), prefix, str(os.getpid()), purpose="a Lava run")
         log = tmp_path / "worker.log"
         with open(log, "w") as err_file, signals_end_the_run():
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err_file, text=True,
                                     stdin=subprocess.DEVNULL, start_new_session=True)
-            out = _collect(proc, log, program_path, program, tmp_path, prefix, n, steps, on_step,
-                           stall_timeout)
-        return out
+            return _collect(proc, log, program_path, program, tmp_path, prefix, n, steps, on_step,
+                            stall_timeout)
+    finally:
+        shutil.rmtree(tmp_path, ignore_errors=True)
+
+
+def _run_steps(program: Program, n: int, steps: int) -> int:
+    """The steps of one Lava run of ``n`` samples back to back: then the pipeline drains."""
+    return n * steps + program.lowered.latency + 1
+
+
+def _scratch(data: np.ndarray) -> Path:
+    """A new folder in TMPDIR that holds the run's input ``data`` (the worker writes its
+    recordings there too); a full or unwritable TMPDIR is one line, and leaves nothing."""
+    tmp = None
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix="danet-lava-"))
+        np.save(tmp / "input.npy", data)
+    except OSError as e:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        raise UserError(f"cannot write the Lava run's input to {tmp or tempfile.tempdir or 'the temporary folder'} "
+                        f"({e.strerror or e}): free space there, or set TMPDIR to a folder with room") from None
+    return tmp
 
 
 def _collect(proc: subprocess.Popen, log: Path, program_path: Path, program: Program, tmp_path: Path,
@@ -309,16 +332,33 @@ def _collect(proc: subprocess.Popen, log: Path, program_path: Path, program: Pro
         proc.wait()
     out = {}
     for name, pop in program.populations.items():
-        path = tmp_path / f"{name}.npy"
-        if pop.kind == "input" or not path.exists():
+        if pop.kind == "input":
             continue
-        rec = np.load(path)  # [total, neurons]; sample k, step t at k*T + t + latency
+        rec = _recording(tmp_path / f"{name}.npy", (_run_steps(program, n, steps), pop.neurons),
+                         record_dtype(pop.kind), program_path)  # sample k, step t at k*T + t + latency
         idx = np.arange(n)[:, None] * steps + np.arange(steps)[None, :] + pop.latency
         window = rec[idx].transpose(1, 0, 2).astype(np.int64)
         if program.lowered.pipelined and pop.kind == "readout":  # one sample: what it summed before
             window[0] += rec[:pop.latency].sum(0, dtype=np.int64)
         out[name] = window.reshape(steps, n, *pop.shape)
     return out
+
+
+def _recording(path: Path, shape: tuple[int, int], dtype: str, program_path: Path) -> np.ndarray:
+    """A population's recording, checked as data from another process: the worker must have
+    written it, as a ``dtype`` array of ``shape`` (steps x neurons); else one line names it."""
+    try:
+        rec = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise UserError(f"the Lava run of {program_path} failed: its worker ended without writing {path.name} "
+                        f"(a recording of every population)") from None
+    except (OSError, ValueError, EOFError):
+        rec = None
+    if isinstance(rec, np.ndarray) and rec.shape == shape and rec.dtype == dtype:
+        return rec
+    found = f"{rec.dtype} {list(rec.shape)}" if isinstance(rec, np.ndarray) else "no array"
+    raise UserError(f"the Lava run of {program_path} failed: its worker's {path.name} holds {found}, not "
+                    f"{dtype} {list(shape)} (steps x neurons)")
 
 
 def _kill_group(pgid: int, prefix: str, timeout: float = 30.0) -> None:
