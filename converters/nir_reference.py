@@ -20,8 +20,8 @@ calibrates its fixed-point scales with it and lowers stateless nodes with
 
 from __future__ import annotations
 
+import math
 from collections import Counter
-
 from typing import Callable, NamedTuple
 
 import nir
@@ -237,6 +237,34 @@ class ReferenceSimulator:
         keep = set(self.graph.nodes) if record else set(self.graph.outputs)
         run = self._run_by_step if self.graph.recurrent else self._run_by_node
         return {n: torch.stack(v) for n, v in run(x, keep, observe).items()}
+
+    def held_bytes_per_sample(self, steps: int) -> int:
+        """The most bytes :meth:`run` holds at once for one sample of ``steps`` time steps, so
+        that a caller can size its batches (compile's calibration, docs/compile.md §1). Node by
+        node, that is every step of the outputs and sums still waiting for a reader (spikes as
+        bools); step by step, every node's value of one step."""
+        g, width = self.graph, torch.empty((), dtype=self.dtype).element_size()
+        size = {n: math.prod(shape) for n, shape in g.shapes.items()}
+        if g.recurrent:
+            return width * sum(size.values())
+        unread = Counter(s for _, rest in self.prefix.values() for s in rest)
+        unread.update(base for base, _ in self.prefix.values() if base)
+        held: dict[tuple[str, str], int] = {}
+        peak = 0
+        for name, (base, rest) in self.prefix.items():
+            neuron = self.neurons.get(name)
+            spikes = isinstance(neuron, _Neuron) and neuron.binary
+            held["out", name] = steps * size[name] * (1 if spikes else width)
+            if name in self.bases:
+                held["sum", name] = steps * width * size[g.sources[name][0]]
+            peak = max(peak, sum(held.values()))
+            for done in [*rest, *([base] if base else [])]:
+                unread[done] -= 1
+                if not unread[done]:
+                    held.pop(("sum", done), None)
+                    if done not in g.outputs:
+                        held.pop(("out", done), None)
+        return peak
 
     def _run_by_node(self, x: torch.Tensor, keep: set[str],
                      observe: Callable[[str, torch.Tensor], None] | None) -> dict[str, list[torch.Tensor]]:

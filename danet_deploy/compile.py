@@ -63,17 +63,17 @@ CALIBRATION_CHUNK_BYTES = 64 << 20  # float state of the samples calibrated at o
 
 def calibrate(graph: FlatGraph, x: torch.Tensor) -> dict[str, float]:
     """Largest |input current| of every node (the sum of its sources) on a few samples,
-    taken step by step as the float interpreter runs (nothing is recorded). The samples run
-    in chunks whose float state (every node's output of a step) fits
-    ``CALIBRATION_CHUNK_BYTES``: an ImageNet-sized network holds ~100 MB of it per sample,
+    taken as the float interpreter runs (nothing is recorded). The samples run in chunks
+    whose values held at once (every step of the layers waiting for a reader) fit
+    ``CALIBRATION_CHUNK_BYTES``: an ImageNet-sized network holds ~80 MB of them per sample,
     a small one takes all samples at once."""
     peaks: dict[str, float] = {}
 
     def see(name: str, current: torch.Tensor) -> None:
         peaks[name] = max(peaks.get(name, 0.0), float(current.abs().max()))
 
-    per_sample = 4 * sum(math.prod(shape) for shape in graph.shapes.values())  # float32
     simulator = ReferenceSimulator(graph)
+    per_sample = simulator.held_bytes_per_sample(x.shape[1])
     for chunk in x.split(max(1, CALIBRATION_CHUNK_BYTES // max(per_sample, 1))):
         simulator.run(chunk, observe=see)
         return_freed_memory()  # else the heap the chunk freed grows with every chunk
