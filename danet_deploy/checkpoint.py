@@ -16,7 +16,7 @@ import torch
 from .errors import UserError
 from .lava_runtime import LavaDlNeeded
 from .models import SpikingNet, build_from_config
-from .outputs import TAGS, atomic_write
+from .outputs import TAGS, write_torch
 
 FORMAT = TAGS["checkpoint"]
 REQUIRED = ("format", "config", "state_dict", "data", "metrics")
@@ -35,7 +35,14 @@ def save_checkpoint(path: Path, model: SpikingNet, data: dict[str, Any], metrics
     }
     if train_state is not None:
         blob["train_state"] = train_state
-    atomic_write(path, lambda tmp: torch.save(blob, tmp))
+    write_torch(path, blob)
+
+
+def checkpoint_bytes(model: SpikingNet) -> int:
+    """About how large ``model``'s checkpoint from ``train`` is: its tensors, and the two AdamW
+    moments per parameter that its ``train_state`` carries."""
+    tensors = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    return tensors + 2 * sum(p.numel() * p.element_size() for p in model.parameters())
 
 
 def _refusal(e: pickle.UnpicklingError) -> str:

@@ -1,26 +1,33 @@
 """The ``danet-deploy`` command line (README.md; report keys in docs/accounting.md).
 
 Exit codes: 0 success, 1 user error (one line on stderr naming what is at fault;
-``--debug`` shows the traceback), 2 bad usage.
+``--debug`` shows the traceback), 2 bad usage, 141 the reader of the result left early
+(``| head``: nothing is printed, as for a Unix tool that SIGPIPE ends). Ctrl-C while the
+command starts ends it at once, silently, as SIGINT does (130 in a shell); once it runs,
+click reports ``Aborted!`` (1); SIGTERM and SIGHUP end it with 143 and 129.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import signal
 import sys
 from pathlib import Path
+from typing import NoReturn
 
-import click
+from .signals import interrupt_ends_at_once, signals_end_the_run
 
-from . import __version__
-from .ir.graph import MAX_DT
-from . import lava_runtime
-from .errors import UserError
-from .lava_runtime import LavaDlNeeded
-from .signals import signals_end_the_run
-from .models import CONNECTIONS, FRAMEWORKS, list_archs
-from .progress import as_text, console, fitted
+with interrupt_ends_at_once():  # importing torch takes seconds: Ctrl-C then prints no traceback
+    import click
+
+    from . import __version__
+    from .ir.graph import MAX_DT
+    from . import lava_runtime
+    from .errors import UserError
+    from .lava_runtime import LavaDlNeeded
+    from .models import CONNECTIONS, FRAMEWORKS, list_archs
+    from .progress import as_text, console, fitted
 
 DATA_HELP = ("digits | cifar10:PATH | cifar100:PATH | imagefolder:PATH | tensor:PATH | nmnist:PATH | dvsgesture:PATH | "
              "cifar10dvs:PATH | shd:PATH. Event data: PATH is tonic's save_to folder; recordings are framed into "
@@ -52,13 +59,26 @@ class _Group(click.Group):
             sys.exit(1)
 
 
+def reader_gone() -> NoReturn:
+    """End quietly with SIGPIPE's status (128 + 13): the reader of stdout left early (``| head
+    -1``), which is normal use. Stdout goes to /dev/null first, so that what is still buffered
+    is not written again, and fails again, when Python exits."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    sys.exit(128 + signal.SIGPIPE)
+
+
 def emit(text: str) -> None:
-    """Write a command's result to stdout, or fail in one line when it cannot be written."""
+    """Write a command's result to stdout, or fail in one line when it cannot be written (a
+    reader that left early ends the command quietly: :func:`reader_gone`)."""
     if sys.stdout is None:
         raise UserError("standard output is closed: the result has nowhere to go; write it with -o FILE")
     try:
         sys.stdout.write(text)
         sys.stdout.flush()
+    except BrokenPipeError:
+        reader_gone()
     except OSError as e:
         sys.stdout = None  # nothing more can be written there (not even at exit)
         raise UserError(f"cannot write the result to standard output ({e.strerror or e}); "
@@ -85,6 +105,23 @@ class Finite(click.ParamType):
 
 
 TIME_STEP = Finite(0.0, MAX_DT, "a time step in seconds")
+
+
+class Steps(click.IntRange):
+    """A number of time steps (``-T``): at least 1, and no more than any command runs, refused
+    in one line (exit 1) like the steps a graph records: every limit on time steps applies to
+    every command (``data.check_timesteps``). Raised while the command line is parsed, so
+    before any work."""
+
+    def __init__(self) -> None:
+        super().__init__(1)
+
+    def convert(self, value, param, ctx) -> int:
+        from .data import check_timesteps
+
+        steps = super().convert(value, param, ctx)
+        check_timesteps(steps, "use fewer time steps (-T)")
+        return steps
 
 
 def dt_option(help_text: str):
@@ -134,7 +171,7 @@ def _train_options(f):
     f = click.option("--connection", default=DEFAULT_CONNECTION, show_default=True,
                      type=click.Choice(CONNECTIONS),
                      help="Residual connection type (listed below; docs/danets.md explains each).")(f)
-    f = click.option("--timesteps", "-T", default=4, show_default=True, type=click.IntRange(1),
+    f = click.option("--timesteps", "-T", default=4, show_default=True, type=Steps(),
                      help="Time steps per sample (direct encoding of static inputs).")(f)
     f = click.option("--epochs", default=30, show_default=True, type=click.IntRange(1),
                      help="Training epochs (before the --chip-epochs).")(f)
@@ -305,7 +342,7 @@ def profiles() -> None:
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]),
               help="Where the fast backend runs.")
 @click.option("--samples", "-n", type=click.IntRange(1), help="Use the first N samples [default: all].")
-@click.option("--timesteps", "-T", type=click.IntRange(1),
+@click.option("--timesteps", "-T", type=Steps(),
               help="Steps for static data when the graph does not record them.")
 @dt_option("Time step in seconds for a .nir MODEL's neuron constants [default: the file's, else 1e-4].")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
@@ -418,7 +455,7 @@ def report(artifact: str, profile: str, data: str, fmt: str, wide: bool, output:
               help="Dataset to train and account on: " + DATA_HELP)
 @click.option("--epochs", default=12, show_default=True, type=click.IntRange(1),
               help="Epochs for variants that have no checkpoint in --models-dir yet.")
-@click.option("-T", "--timesteps", default=4, show_default=True, type=click.IntRange(1),
+@click.option("-T", "--timesteps", default=4, show_default=True, type=Steps(),
               help="Time steps of the variants trained here (event data is framed into them); a checkpoint "
                    "reused from --models-dir keeps its own.")
 @click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1),

@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -192,6 +193,7 @@ def evaluation_split(spec: str) -> str:
 
 BYTES_PER_VALUE = 4  # float32 spikes and currents, the least a simulator holds per value
 MAX_TIMESTEPS = 100_000  # a 100 s recording at 1 ms steps; beyond it a run is hours of stepping
+FEWER_STEPS = "use fewer time steps (the graph's timesteps, -T)"
 
 
 def available_memory() -> int:
@@ -206,37 +208,49 @@ def available_memory() -> int:
     return pages * os.sysconf("SC_PAGE_SIZE")
 
 
-def check_run_memory(graph: "FlatGraph", steps: int, batch: int, keep_all: bool = False) -> None:
+def check_timesteps(steps: int, remedy: str = f"{FEWER_STEPS} or frame the data more coarsely") -> None:
+    """Refuse more than :data:`MAX_TIMESTEPS` steps, whatever sets them (a graph, the data, -T
+    of any command); ``remedy``: how this command's steps are made fewer."""
+    if steps > MAX_TIMESTEPS:
+        raise UserError(f"{steps:,} time steps: more than danet-deploy runs ({MAX_TIMESTEPS:,}); {remedy}")
+
+
+def check_run_memory(shapes: Mapping[str, Sequence[int]], steps: int, batch: int, keep_all: bool = False,
+                     device: torch.device | None = None,
+                     remedy: str = f"{FEWER_STEPS} or fewer samples") -> None:
     """Refuse a run of more than :data:`MAX_TIMESTEPS` steps, or one whose steps cannot fit in
     memory, before anything is allocated.
 
-    A layer-synchronous simulator holds a layer's input and output for every step of the
-    batch at once (``keep_all``: every layer, as a Lava parity check records); that lower
-    bound is held against the memory available now.
+    ``shapes``: each layer's values per sample and step. A layer-synchronous simulator holds
+    a layer's input and output for every step of the batch at once (``keep_all``: every layer,
+    as a Lava parity check records and as training keeps them for the backward pass); that
+    lower bound is held against the memory available now on ``device``.
     """
-    if steps > MAX_TIMESTEPS:
-        raise UserError(f"{steps:,} time steps: more than danet-deploy runs ({MAX_TIMESTEPS:,}); use fewer time "
-                        f"steps (the graph's timesteps, -T) or frame the data more coarsely")
-    sizes = [int(np.prod(s)) for s in graph.shapes.values()] or [0]
+    check_timesteps(steps)
+    sizes = [int(np.prod(s)) for s in shapes.values()] or [0]
     values = sum(sizes) if keep_all else 2 * max(sizes)
     need = steps * batch * values * BYTES_PER_VALUE
-    available = available_memory()
+    on_gpu = device is not None and device.type == "cuda"
+    available = torch.cuda.mem_get_info(device)[0] if on_gpu else available_memory()
     if need > available:
         raise UserError(f"{steps:,} time steps x {batch} samples x {values:,} values need at least "
-                        f"{need / 2**30:,.1f} GiB of memory, {available / 2**30:,.1f} GiB is available; use "
-                        f"fewer time steps (the graph's timesteps, -T) or fewer samples")
+                        f"{need / 2**30:,.1f} GiB of memory, {available / 2**30:,.1f} GiB is available; {remedy}")
 
 
-def as_time_series(x: torch.Tensor, graph: "FlatGraph", keep_all: bool = False) -> torch.Tensor:
+def as_time_series(x: torch.Tensor, graph: "FlatGraph", keep_all: bool = False,
+                   steps_option: str | None = None) -> torch.Tensor:
     """``[N, *in]`` (static, repeated ``graph.timesteps`` times) or ``[N, T, *in]`` -> ``[N, T, *in]``,
-    once the run is known to fit in memory (:func:`check_run_memory`)."""
+    once the run is known to fit in memory (:func:`check_run_memory`). ``steps_option``: the
+    command's option that sets the steps of static data (``-T``), where it has one."""
     input_shape, timesteps = graph.shapes[graph.inputs[0]], graph.timesteps
     if tuple(x.shape[1:]) == tuple(input_shape):
         if timesteps is None:
-            raise UserError("the graph records no time steps and the data is static: pass --timesteps")
-        check_run_memory(graph, timesteps, x.shape[0], keep_all)
+            option = f"pass {steps_option} N, or " if steps_option else ""
+            raise UserError(f"the graph records no time steps and the data is static: {option}give samples "
+                            f"with a time axis ([N, T, *input] in a tensor: file)")
+        check_run_memory(graph.shapes, timesteps, x.shape[0], keep_all)
         return x.unsqueeze(1).expand(x.shape[0], timesteps, *x.shape[1:])
     if tuple(x.shape[2:]) == tuple(input_shape):
-        check_run_memory(graph, x.shape[1], x.shape[0], keep_all)
+        check_run_memory(graph.shapes, x.shape[1], x.shape[0], keep_all)
         return x
     raise UserError(f"data samples of shape {tuple(x.shape[1:])} do not fit the graph input {tuple(input_shape)}")

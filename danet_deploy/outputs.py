@@ -16,7 +16,9 @@ export         ``manifest.json``'s ``format`` key; the manifest lists the ``file
 
 A command replaces an existing file only when the file carries the tag of the kind the
 command writes; any other file (a user's, or another kind of ours, e.g. a checkpoint
-where a report goes) needs ``--force``. An export directory is replaced file by file:
+where a report goes) needs ``--force``. Outputs are regular files: a device, a FIFO or a
+socket is never replaced, not even with ``--force``, nor read for a tag (a FIFO blocks,
+``/dev/zero`` never ends); what is read to find a tag is bounded. An export directory is replaced file by file:
 only the files its manifest lists are ours, everything else in it is kept. The current,
 home and root directories are never an export directory. Every check, writability
 included, runs before any work starts, so a refused run costs nothing; files are
@@ -29,6 +31,7 @@ import csv
 import json
 import os
 import shutil
+import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -44,6 +47,9 @@ KIND_OF_TAG = {tag: kind for kind, tag in TAGS.items()}
 ARTIFACT_FILES = ("graph.nir", "manifest.json", "program.h5", "netx.h5")
 FORMAT_COLUMN = "format"  # the CSV column that carries the tag
 _HEAD_BYTES = 4096
+_JSON_BYTES = 64 << 20  # a JSON output read for its tag: larger than any report or manifest we write
+_NOT_FILES = ((stat.S_ISDIR, "directory"), (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
+              (stat.S_ISFIFO, "FIFO (named pipe)"), (stat.S_ISSOCK, "socket"))
 
 
 def html_generator(kind: str) -> str:
@@ -73,8 +79,28 @@ def write_failure(path: Path, e: BaseException) -> UserError:
     return UserError(f"{path}: cannot write ({why}); nothing was replaced")
 
 
+def not_a_file(path: Path) -> str | None:
+    """What ``path`` is when it exists and is not a regular file ("character device", ...),
+    else None. Outputs replace regular files only: renamed over ``/dev/null``, a file would
+    take the device's place (docs/compile.md §9)."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):  # missing (or a name the OS cannot take: the write says so)
+        return None
+    return next((what for test, what in _NOT_FILES if test(mode)), None)
+
+
+def refuse_unless_file(path: Path) -> None:
+    """Raise a one-line error when ``path`` exists and is not a regular file."""
+    what = not_a_file(path)
+    if what:
+        raise UserError(f"{path}: is a {what}, not a regular file; danet-deploy writes its outputs to "
+                        f"regular files only: name a file")
+
+
 def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    """Call ``write(tmp_path)`` and move the result into place only when it succeeded."""
+    """Call ``write(tmp_path)`` and move the result into place only when it succeeded, and
+    never over anything but a regular file (checked again at the rename)."""
     path = Path(path)
     tmp = None
     try:
@@ -84,16 +110,35 @@ def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
         write(Path(tmp))
         _user_mode(Path(tmp))
         raise_if_stopped()  # a stop whose SystemExit was lost commits nothing
+        refuse_unless_file(path)
         os.replace(tmp, path)
     except OSError as e:
-        raise write_failure(path, e) from None
-    except RuntimeError as e:  # torch.save reports a failed write (ENOSPC) as a RuntimeError
-        if "write" not in str(e):
-            raise
         raise write_failure(path, e) from None
     finally:
         if tmp is not None:
             Path(tmp).unlink(missing_ok=True)
+
+
+def write_torch(path: Path, blob: object) -> None:
+    """``torch.save(blob)`` to ``path`` atomically, through a Python file object.
+
+    Given a path, torch writes with its own writer and reports a full disk as a RuntimeError
+    without the cause ("unexpected pos 576 vs 534"); through a file object the failure is
+    Python's own write, whose ``OSError`` (ENOSPC) torch's RuntimeError carries as its
+    context: that error is raised, and is one line like any failed write.
+    """
+    import torch
+
+    def save(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            try:
+                torch.save(blob, f)
+            except RuntimeError as e:
+                if isinstance(e.__context__, OSError):
+                    raise e.__context__ from None
+                raise
+
+    atomic_write(path, save)
 
 
 def write_hdf5(path: Path, build: Callable[[BinaryIO], object]) -> None:
@@ -110,11 +155,18 @@ def write_hdf5(path: Path, build: Callable[[BinaryIO], object]) -> None:
         build(f)
 
 
-def check_writable(path: Path) -> None:
-    """Raise a one-line error unless a file can be created at ``path`` (tried, then removed)."""
+def _existing_parent(path: Path) -> Path:
+    """The nearest folder above ``path`` that exists (where its missing folders would be made)."""
     parent = Path(path).expanduser().absolute().parent
     while not parent.exists():
         parent = parent.parent
+    return parent
+
+
+def check_writable(path: Path) -> None:
+    """Raise a one-line error unless a file can be created at ``path`` (tried, then removed)
+    on a file system with space left."""
+    parent = _existing_parent(path)
     if not parent.is_dir():
         raise UserError(f"{path}: cannot be created: {parent} is not a directory")
     try:
@@ -123,9 +175,50 @@ def check_writable(path: Path) -> None:
         os.unlink(probe)
     except OSError as e:
         raise UserError(f"{path}: cannot write in {parent} ({e.strerror})") from None
+    check_space(path, 1)
+
+
+def check_space(path: Path, need: int) -> None:
+    """Raise a one-line error when the file system of ``path`` has less than ``need`` bytes
+    free for unprivileged use (``f_bavail``), so that a run which would fail at its last
+    write (a checkpoint after its training) is refused before it starts."""
+    parent = _existing_parent(path)
+    try:
+        fs = os.statvfs(parent)
+    except OSError:
+        return  # no figure to hold against: the write itself reports a full disk
+    free = fs.f_bavail * fs.f_frsize
+    if free < need:
+        raise UserError(f"{path}: No space left on device ({free:,} bytes free in {parent}, about {need:,} "
+                        f"needed); free some space or write elsewhere")
 
 
 # ---- what a file is ---------------------------------------------------------------------------------------------
+
+def _open_regular(path: Path) -> BinaryIO | None:
+    """``path`` opened for reading when it is a regular file, else None. Nothing else is
+    opened: opening a FIFO waits for a writer, and a device may act when it is opened."""
+    if not_a_file(path) is not None:
+        return None
+    try:
+        f = os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY), "rb")
+    except OSError:
+        return None
+    if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):  # replaced since the check
+        f.close()
+        return None
+    return f
+
+
+def _json_of(f: BinaryIO) -> object:
+    """The JSON document in ``f``, read from its start, at most :data:`_JSON_BYTES` (else None)."""
+    f.seek(0)
+    text = f.read(_JSON_BYTES + 1)
+    try:
+        return json.loads(text) if len(text) <= _JSON_BYTES else None
+    except ValueError:
+        return None
+
 
 def _torch_kind(path: Path) -> str | None:
     import torch
@@ -137,13 +230,9 @@ def _torch_kind(path: Path) -> str | None:
     return KIND_OF_TAG.get(blob.get("format")) if isinstance(blob, dict) else None
 
 
-def _text_kind(path: Path, head: str) -> str | None:
-    stripped = head.lstrip()
-    if stripped.startswith("{"):
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, ValueError):
-            return None
+def _text_kind(f: BinaryIO, head: str) -> str | None:
+    if head.lstrip().startswith("{"):
+        data = _json_of(f)
         return KIND_OF_TAG.get(data.get("format")) if isinstance(data, dict) else None
     for kind in TAGS:
         if html_generator(kind) in head:
@@ -151,9 +240,8 @@ def _text_kind(path: Path, head: str) -> str | None:
     rows = list(csv.reader(head.splitlines()[:2]))
     if len(rows) == 2 and rows[0] and rows[1] and rows[0][-1] == FORMAT_COLUMN:
         return KIND_OF_TAG.get(rows[1][-1])
-    with open(path, "rb") as f:
-        f.seek(max(0, f.seek(0, os.SEEK_END) - 512))
-        tail = f.read().decode("utf-8", errors="replace").rstrip().splitlines()
+    f.seek(max(0, f.seek(0, os.SEEK_END) - 512))
+    tail = f.read(512).decode("utf-8", errors="replace").rstrip().splitlines()
     for kind in TAGS:
         if tail and tail[-1].strip() == text_footer(kind):
             return kind
@@ -161,13 +249,18 @@ def _text_kind(path: Path, head: str) -> str | None:
 
 
 def identify(path: Path) -> str | None:
-    """The kind of danet-deploy output ``path`` is, read from its format tag (None: not ours)."""
+    """The kind of danet-deploy output ``path`` is, read from its format tag (None: not ours,
+    or not a regular file). Reads a bounded part of it: a head, a tail, a JSON document of at
+    most :data:`_JSON_BYTES`, a torch file's record of its entries (memory-mapped)."""
+    f = _open_regular(path)
+    if f is None:
+        return None
     try:
-        with open(path, "rb") as f:
+        with f:
             head = f.read(_HEAD_BYTES)
-        if head.startswith(b"PK\x03\x04"):  # a zip: torch.save's format
-            return _torch_kind(Path(path))
-        return _text_kind(Path(path), head.decode("utf-8", errors="replace"))
+            if head.startswith(b"PK\x03\x04"):  # a zip: torch.save's format
+                return _torch_kind(Path(path))
+            return _text_kind(f, head.decode("utf-8", errors="replace"))
     except OSError:
         return None
 
@@ -177,6 +270,7 @@ def check_output_file(path: Path, kind: str, force: bool = False) -> None:
     path = Path(path)
     if path.is_dir():
         raise UserError(f"{path}: is a directory; name a file")
+    refuse_unless_file(path)
     if path.exists() and not force:
         found = identify(path)
         if found != kind:
@@ -188,9 +282,13 @@ def check_output_file(path: Path, kind: str, force: bool = False) -> None:
 # ---- export directories -----------------------------------------------------------------------------------------
 
 def _manifest(path: Path) -> dict | None:
+    f = _open_regular(path / "manifest.json")
+    if f is None:
+        return None
     try:
-        manifest = json.loads((path / "manifest.json").read_text())
-    except (OSError, ValueError):
+        with f:
+            manifest = _json_of(f)
+    except OSError:
         return None
     return manifest if isinstance(manifest, dict) and manifest.get("format") == TAGS["export"] else None
 
@@ -228,6 +326,8 @@ def check_artifact_dir(path: Path, force: bool = False, may_write: Iterable[str]
                         f"e.g. -o model.loihi2-sim")
     if path.exists() and not path.is_dir():
         raise UserError(f"{path}: exists and is not a directory; name a new directory")
+    for name in ARTIFACT_FILES:
+        refuse_unless_file(path / name)
     if path.is_dir() and any(path.iterdir()) and not force:
         if not is_artifact_dir(path):
             raise UserError(f"{path}: directory is not empty and was not written by {TOOL}; name a new "
@@ -271,6 +371,8 @@ def install_artifact(tmp: Path, outdir: Path) -> list[str]:
     new = sorted(p.name for p in tmp.iterdir())
     try:
         raise_if_stopped()  # a stop whose SystemExit was lost commits nothing
+        for name in new:  # checked again at the commit, as atomic_write does
+            refuse_unless_file(outdir / name)
         if not outdir.exists():
             tmp.rename(outdir)
             return new

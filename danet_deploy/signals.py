@@ -4,7 +4,8 @@ Python's default for SIGTERM and SIGHUP is to die at once, which skips every ``f
 a half-written export's temporary directory, a temporary file, a Lava worker group would
 be left behind. Inside :func:`signals_end_the_run` they raise ``SystemExit(128 + signal)``
 instead (the exit status a shell reports for a signal). Inside :func:`stops_deferred` (an HDF5
-write) a stop, Ctrl-C included, waits until the block has ended.
+write) a stop, Ctrl-C included, waits until the block has ended. Inside
+:func:`interrupt_ends_at_once` (the command line's start-up) Ctrl-C ends the process at once.
 """
 
 from __future__ import annotations
@@ -78,3 +79,24 @@ def stops_deferred() -> Iterator[None]:
             signal.signal(sig, handler)
         if pending:  # delivered again to the handler it was meant for; it raises from here
             signal.raise_signal(pending[0])
+
+
+@contextmanager
+def interrupt_ends_at_once() -> Iterator[None]:
+    """Ctrl-C while the block runs ends the process by SIGINT's own default action: at once,
+    silently, with the status a shell reports for it (130).
+
+    For the command line's start-up, which imports torch for a second or two and has written
+    nothing yet: Python's handler would raise ``KeyboardInterrupt`` inside an import and print
+    its traceback. Only Python's own handler is replaced (an ignored SIGINT, as in a background
+    job, stays ignored); main thread only, as handlers are.
+    """
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield
+        return
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)

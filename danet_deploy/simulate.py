@@ -26,7 +26,7 @@ from .errors import UserError
 from .ir.program import Program
 from .converters.nir_reference import ReferenceSimulator
 from .export import Artifact, load_artifact
-from .outputs import TAGS, atomic_write, check_output_file
+from .outputs import TAGS, check_output_file, write_torch
 from .progress import progress_bar
 from .simulator.fixed import FixedSimulator
 from .train import evaluate, resolve_device
@@ -57,7 +57,7 @@ def save_outputs(path: Path, result: dict[str, Any], outputs: torch.Tensor, labe
             **{k: result[k] for k in ("artifact", "backend", "mode", "data", "dt", "timesteps")}}
     if voltage is not None:
         blob["voltage"] = voltage
-    atomic_write(path, lambda tmp: torch.save(blob, tmp))
+    write_torch(path, blob)
 
 
 def evaluation_data(art: Artifact, data: str, samples: int | None) -> tuple[Dataset, DataInfo]:
@@ -110,7 +110,8 @@ def simulate(artifact: Path, data: str, backend: str = "fast", samples: int | No
     result: dict[str, Any] = {"backend": backend, "artifact": str(artifact), "data": data, "samples": len(ds),
                               **({"framing": info.framing} if info.framing else {}),
                               "mode": "fixed" if art.program is not None else "float", "dt": art.graph.dt,
-                              "timesteps": int(as_time_series(ds[0][0][None].float(), art.graph).shape[1])}
+                              "timesteps": int(as_time_series(ds[0][0][None].float(), art.graph,
+                                                             steps_option="-T").shape[1])}
     if timesteps is not None and result["timesteps"] != timesteps == art.graph.timesteps:
         print(f"danet-deploy: -T {timesteps} ignored: the samples of {data} are time series of "
               f"{result['timesteps']} steps", file=sys.stderr)

@@ -23,12 +23,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from .checkpoint import read_checkpoint, save_checkpoint
-from .data import load_dataset
+from .checkpoint import checkpoint_bytes, read_checkpoint, save_checkpoint
+from .data import check_run_memory, load_dataset
 from .errors import UserError
 from .lava_runtime import LavaDlNeeded
 from .models import SpikingNet, build_from_config, make_config
-from .outputs import check_output_file
+from .outputs import check_output_file, check_space
 from .progress import console, progress_bar
 
 
@@ -238,6 +238,10 @@ def train(opts: TrainOptions, out: Path, force: bool = False, grid_for: GridFor 
     except LavaDlNeeded as e:  # the command reruns in the Lava runtime: its checkpoint is read back
         e.results[Path(out)] = "checkpoint"  # before its success is believed (docs/lava-runtime.md)
         raise
+    # what would fail after the training is refused before it (docs/compile.md §9)
+    check_run_memory(model.output_shapes(), model.timesteps, opts.batch_size // world, keep_all=True,
+                     device=device, remedy="use fewer time steps (-T) or a smaller --batch-size")
+    check_space(out, checkpoint_bytes(model))
     optimizer = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
     steps_per_epoch = len(train_ds) // opts.batch_size
     if steps_per_epoch == 0:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import resource
+import stat
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -144,3 +148,109 @@ def test_a_stop_during_an_hdf5_write_waits_for_its_close_and_commits_nothing(tmp
     assert proc.returncode == status
     assert ("KeyboardInterrupt" in proc.stderr) if stop == "SIGINT" else proc.stderr == ""
     assert list(out.parent.iterdir()) == []  # neither the file nor its temporary name
+
+
+# ---- outputs are regular files (docs/compile.md §9) -----------------------------------------------------------
+
+def _special(path: Path, kind: str) -> Path:
+    """A FIFO, or a character device like /dev/null (1,3), /dev/zero (1,5) or /dev/full (1,7)
+    made here as a stand-in for the machine's own (mknod needs root; elsewhere: skipped)."""
+    if kind == "fifo":
+        os.mkfifo(path)
+        return path
+    try:
+        os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(1, {"null": 3, "zero": 5, "full": 7}[kind]))
+    except PermissionError:
+        pytest.skip("cannot make a device node here (needs root)")
+    return path
+
+
+def _same_node(path: Path, kind: str) -> bool:
+    mode = path.lstat().st_mode
+    return stat.S_ISFIFO(mode) if kind == "fifo" else stat.S_ISCHR(mode)
+
+
+def _at_most_4_gib() -> None:
+    """The command's address space is bounded: reading a device into memory fails fast, not the machine."""
+    resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+
+
+def _output_args(command: str, artifact: Path, out: Path) -> list[str]:
+    return {"report": ["report", str(artifact), "--format", "neurobench", "-o", str(out)],
+            "simulate": ["simulate", str(artifact), "--save-outputs", str(out)],
+            "train": ["train", "--epochs", "1", "-o", str(out)],
+            "compare": ["compare", "--connections", "da", "--models-dir", str(out.parent / "models"),
+                        "-o", str(out)]}[command]
+
+
+@pytest.mark.parametrize("command,kind,force", [
+    ("report", "null", True), ("report", "zero", False), ("report", "fifo", False), ("simulate", "null", True),
+    ("simulate", "fifo", True), ("train", "null", True), ("train", "full", False), ("compare", "fifo", True)])
+def test_an_output_that_is_a_device_or_a_fifo_is_refused_before_any_work(tmp_path: Path, command: str,
+                                                                        kind: str, force: bool) -> None:
+    """`-o /dev/null --force` as root replaced the machine's /dev/null with a regular file;
+    `-o /dev/zero` read the device to its end for a format tag, which never comes; a FIFO blocked."""
+    artifact = tmp_path / "model.pt"
+    artifact.write_bytes(b"not read: the output is refused first")
+    out = _special(tmp_path / kind, kind)
+    args = _output_args(command, artifact, out) + (["--force"] if force else [])
+    proc = run_cli(*args, timeout=120, preexec_fn=_at_most_4_gib)
+    one_line_error(proc, str(out), "not a regular file")
+    assert _same_node(out, kind)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["model.pt", kind])  # no temporary file
+
+
+@pytest.mark.parametrize("device", ["/dev/zero", "/dev/full", "/dev/urandom"])
+def test_the_machines_devices_are_refused_at_once(tmp_path: Path, device: str) -> None:
+    """`report --format neurobench -o /dev/full` grew to 22.5 GB reading the device for a tag."""
+    artifact = tmp_path / "model.pt"
+    artifact.write_bytes(b"not read")
+    t0 = time.monotonic()
+    proc = run_cli("report", str(artifact), "--format", "neurobench", "-o", device, timeout=120,
+                   preexec_fn=_at_most_4_gib)
+    one_line_error(proc, device, "not a regular file")
+    assert time.monotonic() - t0 < 60
+    assert stat.S_ISCHR(os.stat(device).st_mode)
+
+
+def test_a_write_never_replaces_a_device_or_a_fifo(tmp_path: Path) -> None:
+    """The commit itself refuses (a node made after the checks): nothing is replaced, nothing left."""
+    from danet_deploy.errors import UserError
+    from danet_deploy.outputs import atomic_write, identify
+
+    for kind in ("null", "fifo"):
+        node = _special(tmp_path / kind, kind)
+        assert identify(node) is None  # not opened: a FIFO would block, a device may never end
+        with pytest.raises(UserError, match=rf"{node}: is a .*, not a regular file"):
+            atomic_write(node, lambda p: p.write_text("result"))
+        assert _same_node(node, kind)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo", "null"]
+
+
+def test_an_export_directory_with_a_fifo_or_device_among_its_files_is_refused(tmp_path: Path) -> None:
+    """A FIFO for manifest.json is not read (it would block); a device where export writes one of
+    its files is never replaced, not even with --force."""
+    from danet_deploy.errors import UserError
+    from danet_deploy.outputs import check_artifact_dir
+
+    fifo_dir, device_dir = tmp_path / "a", tmp_path / "b"
+    fifo_dir.mkdir()
+    device_dir.mkdir()
+    _special(fifo_dir / "manifest.json", "fifo")
+    _special(device_dir / "graph.nir", "null")
+    done: list[BaseException] = []
+
+    def check(where: Path) -> None:
+        try:
+            check_artifact_dir(where, force=True)
+        except UserError as e:
+            done.append(e)
+
+    for where, name in ((fifo_dir, "manifest.json"), (device_dir, "graph.nir")):
+        worker = threading.Thread(target=check, args=(where,), daemon=True)
+        worker.start()
+        worker.join(timeout=30)
+        assert not worker.is_alive(), f"{where / name} blocked the check"
+        assert done and f"{where / name}: is a" in str(done.pop()) and not done
+    assert stat.S_ISFIFO((fifo_dir / "manifest.json").lstat().st_mode)
+    assert stat.S_ISCHR((device_dir / "graph.nir").lstat().st_mode)

@@ -7,6 +7,7 @@ anything is allocated, every bad input gets one line naming what is at fault.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -169,11 +170,11 @@ def test_a_run_larger_than_the_memory_left_is_refused_with_both_figures(tmp_path
 
     graph = read_nir(_tiny_nir(tmp_path / "g.nir", dt=1e-3, timesteps=10))  # 4 + 3 + 3 + 3 values
     monkeypatch.setattr(data, "available_memory", lambda: 10 * 2**30)
-    data.check_run_memory(graph, 1000, 64)  # 1000 steps x 64 samples x 8 values x 4 bytes: 2 MB
+    data.check_run_memory(graph.shapes, 1000, 64)  # 1000 steps x 64 samples x 8 values x 4 bytes: 2 MB
     with pytest.raises(data.UserError, match=r"90,000 time steps x 1000 samples x 13 values need at least "
                                              r"4.4 GiB of memory, 0.5 GiB is available"):
         monkeypatch.setattr(data, "available_memory", lambda: 2**29)
-        data.check_run_memory(graph, 90_000, 1000, keep_all=True)
+        data.check_run_memory(graph.shapes, 90_000, 1000, keep_all=True)
 
 
 @pytest.mark.slow
@@ -267,6 +268,148 @@ def test_a_stop_lost_inside_a_garbage_collection_callback_commits_nothing(tmp_pa
     assert proc.returncode == 128 + signal.SIGTERM
     assert proc.stdout == "went on\n" and proc.stderr == ""
     assert list(tmp_path.iterdir()) == []  # neither the result nor its temporary file
+
+
+def test_train_refuses_more_time_steps_than_any_command_runs_before_training(tmp_path: Path) -> None:
+    """Every limit on time steps applies to every command: -T 100,000,000 trained (and failed to
+    allocate) instead of being refused like simulate's."""
+    out, models = tmp_path / "m.pt", tmp_path / "models"
+    t0 = time.monotonic()
+    one_line_error(run_cli("train", "-T", "100000000", "-o", str(out)), "100,000,000 time steps", "100,000", "-T")
+    one_line_error(run_cli("compare", "--connections", "da", "-T", "100000000", "--models-dir", str(models)),
+                   "100,000,000 time steps", "100,000", "-T")
+    one_line_error(run_cli("demo", "-T", "100000000", "-o", str(tmp_path / "demo")), "100,000,000 time steps")
+    assert time.monotonic() - t0 < 60 and sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_training_larger_than_the_memory_left_is_refused_before_it_starts(tmp_path: Path, monkeypatch) -> None:
+    """Training keeps every layer's values of every step for the backward pass: a run that cannot
+    hold them is refused with the figures and the options to change, before an epoch starts."""
+    from danet_deploy import data, train
+
+    monkeypatch.setattr(data, "available_memory", lambda: 2**30)
+    monkeypatch.setattr(train, "epoch_batches", _no_training)
+    with pytest.raises(data.UserError, match=r"^50,000 time steps x 64 samples x [\d,]+ values need at least "
+                                             r"[\d,.]+ GiB of memory, 1.0 GiB is available; use fewer time steps "
+                                             r"\(-T\) or a smaller --batch-size$"):
+        train.train(train.TrainOptions(timesteps=50_000, epochs=1, quiet=True, device="cpu"), tmp_path / "m.pt")
+    assert list(tmp_path.iterdir()) == []
+
+
+def _no_training(*args, **kw):
+    raise AssertionError("training started")
+
+
+def _fill(mount: Path) -> None:
+    """Take a file system's last free blocks."""
+    try:
+        with open(mount / "filler", "wb") as f:
+            while True:
+                f.write(b"\0" * 4096)
+                f.flush()
+    except OSError:
+        pass
+
+
+def test_a_full_disk_is_found_before_training(tmp_path: Path, monkeypatch) -> None:
+    """The checkpoint's folder must have room for it: train trained for its epochs and then failed."""
+    from danet_deploy import train
+    from danet_deploy.errors import UserError
+
+    real = os.statvfs
+    monkeypatch.setattr(os, "statvfs", lambda path: os.statvfs_result((*real(path)[:3], 0, 0, *real(path)[5:])))
+    monkeypatch.setattr(train, "epoch_batches", _no_training)
+    out = tmp_path / "m.pt"
+    with pytest.raises(UserError, match=rf"^{out}: .*No space left on device.* free some space or write "
+                                        rf"elsewhere$"):
+        train.train(train.TrainOptions(epochs=1, quiet=True, device="cpu"), out)
+    assert list(tmp_path.iterdir()) == []
+
+
+def _torch_save_on_a_full_disk(blob, f, *args, **kw) -> None:
+    """What torch.save does when the disk fills: Python's write fails with ENOSPC, and torch
+    raises a RuntimeError of its own ('unexpected pos', no 'write') with that error as context."""
+    try:
+        f.write(b"PK\x03\x04 half a zip")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    except OSError:
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598") from None
+
+
+def test_a_failed_torch_save_is_one_line_and_leaves_nothing(tmp_path: Path, monkeypatch) -> None:
+    from danet_deploy import train
+    from danet_deploy.errors import UserError
+
+    monkeypatch.setattr(torch, "save", _torch_save_on_a_full_disk)
+    out = tmp_path / "m.pt"
+    with pytest.raises(UserError, match=rf"^{out}: cannot write \(No space left on device\); nothing was "
+                                        rf"replaced$"):
+        train.train(train.TrainOptions(epochs=1, quiet=True, device="cpu"), out)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_checkpoint_that_fills_the_disk_is_one_line_and_leaves_nothing(small_disk: Path) -> None:
+    """A real full file system: written to a path, torch reported 'unexpected pos 576 vs 534'."""
+    from danet_deploy.checkpoint import save_checkpoint
+    from danet_deploy.errors import UserError
+    from danet_deploy.models import build
+
+    model = build("digits_resnet", "da", 10)
+    _fill(small_disk)
+    filler = (small_disk / "filler").stat().st_size
+    (small_disk / "filler").write_bytes(b"\0" * (filler - 64 * 1024))  # room for a part of it
+    out = small_disk / "m.pt"
+    with pytest.raises(UserError, match=rf"^{out}: cannot write \(No space left on device\)"):
+        save_checkpoint(out, model, {"spec": "digits"}, {})
+    assert sorted(p.name for p in small_disk.iterdir()) == ["filler"]
+
+
+def _quiet_when_the_reader_is_gone(args: list[str]) -> None:
+    """The reader of stdout has gone before the result is written: like Unix tools, the command
+    ends with SIGPIPE's status and says nothing, not even at exit."""
+    proc = subprocess.Popen([sys.executable, "-m", "danet_deploy", *args], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()
+    err = proc.stderr.read()
+    proc.stderr.close()
+    assert proc.wait(timeout=120) == 141 and err == b"", err
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly() -> None:
+    _quiet_when_the_reader_is_gone(["profiles"])
+
+
+@pytest.mark.slow
+def test_report_into_head_ends_quietly(trained_digits: Path) -> None:
+    _quiet_when_the_reader_is_gone(["report", str(trained_digits), "-n", "4"])
+    cmd = f"{sys.executable} -m danet_deploy report {trained_digits} -n 4 --wide | head -1"
+    proc = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], capture_output=True, text=True,
+                          stdin=subprocess.DEVNULL, timeout=120)
+    assert proc.stderr == "" and proc.stdout.count("\n") == 1, proc.stderr
+    assert proc.returncode in (0, 141)  # 0: the whole table fitted in the pipe before head left
+
+
+def _torch_is_loading(pid: int) -> bool:
+    try:
+        return "libtorch" in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+
+
+def test_ctrl_c_while_the_command_starts_ends_it_without_a_traceback() -> None:
+    """Start-up imports torch for a second or two: Ctrl-C then printed a KeyboardInterrupt
+    traceback. The signal is sent once torch's library is mapped, i.e. inside the import."""
+    for _ in range(3):
+        proc = subprocess.Popen([sys.executable, "-m", "danet_deploy", "--help"], stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        deadline = time.monotonic() + 60
+        while not _torch_is_loading(proc.pid) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.001)
+        assert proc.poll() is None, "the command ended before torch was loaded"
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == -signal.SIGINT and out == "" and err == "", err
 
 
 # ---- 2. one line for every bad input --------------------------------------------------------------------------
@@ -509,6 +652,19 @@ def test_a_netx_file_simulates_without_warnings(tmp_path: Path) -> None:
                tmp_path / "x.pt")
     proc = run_cli("simulate", str(_netx(tmp_path / "n.net")), "--data", f"tensor:{tmp_path / 'x.pt'}", check=True)
     assert "Warning" not in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+
+
+@pytest.mark.parametrize("command,remedy", [("simulate", "-T"), ("report", "[N, T, "), ("export", "[N, T, ")])
+def test_static_data_for_a_graph_without_time_steps_names_a_remedy_the_command_has(
+        tmp_path: Path, command: str, remedy: str) -> None:
+    """report and export were told to "pass --timesteps", an option neither has."""
+    graph = _tiny_nir(tmp_path / "g.nir", dt=1e-3)  # records no time steps
+    data = f"tensor:{_spikes(tmp_path / 'x.pt')}"  # static samples [N, 4]
+    extra = {"simulate": [], "report": ["-n", "4"], "export": ["--target", "loihi2-sim", "-o",
+                                                              str(tmp_path / "e")]}[command]
+    proc = run_cli(command, str(graph), "--data", data, *extra)
+    one_line_error(proc, "records no time steps", remedy)
+    assert "--timesteps" not in proc.stderr
 
 
 # ---- 7. tables that fit the terminal --------------------------------------------------------------------------
