@@ -362,7 +362,8 @@ def _outcome(exe: str, module: str, status: int, answer: str) -> int:
 def _after(sig: int) -> str:
     """What to do after a runtime process died by signal ``sig``."""
     if sig == signal.SIGKILL:
-        return "most often the system ran out of memory (see `dmesg`); free memory or ask for less, and run it again"
+        return ("most often the system ran out of memory (see `dmesg`); free memory or ask for less, and "
+                "run it again")
     if sig in (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGABRT, signal.SIGFPE):
         return f"it crashed; run it again, and if it crashes again rebuild the runtime with `{SETUP_COMMAND}`"
     return "something outside danet-deploy ended it; run it again"

@@ -165,7 +165,7 @@ def _fake_runtime(tmp_path: Path, then: str, probe: str | None = None, name: str
     answer = {"python": [3, 10, 13], "packages": pins(), "venv": True}
     body = (f"#!{sys.executable}\n"
             "import json, os, signal, subprocess, sys, time\n"
-            "if len(sys.argv) > 2 and sys.argv[1] == '-c' and 'metadata' in sys.argv[2]:  # the version probe\n"
+            "if len(sys.argv) > 2 and sys.argv[1] == '-c' and 'metadata' in sys.argv[2]:  # the probe\n"
             + textwrap.indent(probe or f"print(json.dumps({answer!r}))", "    ") + "\nelse:\n"
             + textwrap.indent(then, "    ") + "\n")
     path = tmp_path / name
@@ -201,7 +201,8 @@ def test_a_probe_past_its_timeout_ends_with_everything_it_started(tmp_path: Path
     names the interpreter and the timeout, not the probe's program."""
     pid_file = tmp_path / "child.pid"
     fake = _fake_runtime(tmp_path, "pass", probe=(
-        f"subprocess.Popen(['sh', '-c', 'echo $$ > {pid_file}.tmp && mv {pid_file}.tmp {pid_file}; exec sleep 300'])\n"
+        f"subprocess.Popen(['sh', '-c', 'echo $$ > {pid_file}.tmp && mv {pid_file}.tmp {pid_file}; '\n"
+        f"                  'exec sleep 300'])\n"
         f"while not os.path.exists({str(pid_file)!r}): time.sleep(0.01)\n"
         "time.sleep(300)"))
     monkeypatch.setattr(lava_runtime, "PROBE_TIMEOUT", 2.0)
@@ -263,7 +264,8 @@ def test_a_runtime_process_killed_by_a_signal_is_one_line_and_exit_1(tmp_path: P
 
 
 def test_a_runtime_process_ended_by_ctrl_c_exits_130(tmp_path: Path) -> None:
-    fake = _fake_runtime(tmp_path, "signal.signal(signal.SIGINT, signal.SIG_DFL)\nos.kill(os.getpid(), signal.SIGINT)")
+    fake = _fake_runtime(tmp_path, "signal.signal(signal.SIGINT, signal.SIG_DFL)\n"
+                                   "os.kill(os.getpid(), signal.SIGINT)")
     proc = run_cli("lava-runtime", "run", "anything", env={**os.environ, RUNTIME_ENV: str(fake)})
     assert proc.returncode == 130 and proc.stderr == "", proc.stderr
 
@@ -274,6 +276,16 @@ def test_lava_runtime_run_of_a_missing_module_is_one_line(tmp_path: Path) -> Non
     one_line_error(proc, "no module named 'no_such_module_here'", "Lava runtime")
 
 
+def test_exit_0_counts_only_with_the_answer_that_the_module_finished(tmp_path: Path) -> None:
+    """The unit under `lava-runtime run` and every rerun: BOOT answers when its module ended
+    well; an interpreter that exits 0 without that answer ran nothing."""
+    assert lava_runtime.run_child(lava_runtime.boot_command(str(_as_core(tmp_path)), "this")) == 0
+    silent = _fake_runtime(tmp_path, "sys.exit(0)", name="silent-python")
+    with pytest.raises(UserError, match=f"{silent} exited 0 without running this: it is not a working runtime"):
+        lava_runtime.run_child(lava_runtime.boot_command(str(silent), "this"))
+
+
+@pytest.mark.slow
 def test_a_module_run_in_the_runtime_succeeds_with_its_answer(tmp_path: Path) -> None:
     """The answer travels back: a module that ends well is believed (exit 0), one that fails
     keeps its own exit status and message."""
@@ -296,6 +308,7 @@ WRITE_ANSWER = ("os.write(int(os.environ['DANET_DEPLOY_LAVA_ANSWER_FD']), "
     (WRITE_ANSWER + "\nopen(sys.argv[sys.argv.index('-o') + 1], 'w').write('not a checkpoint')",
      "not a danet-deploy checkpoint")],
     ids=["silent", "answers-without-checkpoint", "answers-with-junk"])
+@pytest.mark.slow
 def test_train_in_a_runtime_that_does_no_work_is_not_a_success(tmp_path: Path, then: str, state: str) -> None:
     """`train --framework lava-dl` reruns in the runtime: its exit status alone proves nothing;
     success needs the runtime's answer and a new checkpoint at -o."""
@@ -331,9 +344,11 @@ SINK_DIR = "sys.argv[sys.argv.index('danet_deploy.simulator.lava') + 3]"
 @pytest.mark.parametrize("then,named", [
     ("pass", "if.npy"),
     (f"open(os.path.join({SINK_DIR}, 'if.npy'), 'w').write('junk')", "if.npy"),
-    (f"import numpy as np\nfor name in ('if', 'output'): np.save(os.path.join({SINK_DIR}, name), np.zeros((3, 4), np.int8))",
+    ("import numpy as np\n"
+     f"for name in ('if', 'output'): np.save(os.path.join({SINK_DIR}, name), np.zeros((3, 4), np.int8))",
      "if.npy"),
-    (f"import numpy as np\nnp.save(os.path.join({SINK_DIR}, 'if'), np.array([{{}}], dtype=object))", "if.npy")],
+    (f"import numpy as np\nnp.save(os.path.join({SINK_DIR}, 'if'), np.array([{{}}], dtype=object))",
+     "if.npy")],
     ids=["nothing", "junk", "wrong-shape", "pickle"])
 def test_a_lava_worker_that_writes_no_valid_recording_is_one_line(tiny_program, tmp_path: Path, monkeypatch,
                                                                   then: str, named: str) -> None:
@@ -351,7 +366,8 @@ def test_a_lava_worker_that_writes_no_valid_recording_is_one_line(tiny_program, 
 
 
 @pytest.mark.parametrize("where", ["mkdtemp", "save"])
-def test_a_full_tmpdir_fails_a_lava_run_in_one_line(tiny_program, tmp_path: Path, monkeypatch, where: str) -> None:
+def test_a_full_tmpdir_fails_a_lava_run_in_one_line(tiny_program, tmp_path: Path, monkeypatch,
+                                                     where: str) -> None:
     """The Lava run's input goes to a folder in TMPDIR: a full disk there is one line that names
     the folder and TMPDIR, and nothing is left in it."""
     import errno

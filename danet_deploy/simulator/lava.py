@@ -304,8 +304,9 @@ def _scratch(data: np.ndarray) -> Path:
     except OSError as e:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
-        raise UserError(f"cannot write the Lava run's input to {tmp or tempfile.tempdir or 'the temporary folder'} "
-                        f"({e.strerror or e}): free space there, or set TMPDIR to a folder with room") from None
+        where = tmp or tempfile.tempdir or "the temporary folder"
+        raise UserError(f"cannot write the Lava run's input to {where} ({e.strerror or e}): free space there, "
+                        f"or set TMPDIR to a folder with room") from None
     return tmp
 
 
