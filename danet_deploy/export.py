@@ -31,7 +31,7 @@ from .converters.netx_import import is_netx, read_netx
 from .converters.netx_writer import is_sequential, write_netx
 from .converters.nir_export import DEFAULT_DT, to_nir, write_nir
 from .converters.nir_import import from_nir, read_nir, read_nir_graph
-from .ir.graph import FlatGraph
+from .ir.graph import DEFAULT_RESET, FlatGraph
 from .ir.program import Program, read_program, summarise, write_program
 from .ir.sigma_delta import SigmaDelta
 from .data import as_time_series, evaluation_split, first, load_dataset
@@ -101,6 +101,21 @@ def export_source(path: Path) -> Path:
     return path / "graph.nir"
 
 
+def _state_conventions(nir_graph: nir.NIRGraph, graph: FlatGraph, reset: str | None) -> None:
+    """Write the time step, discretisation and reset ``graph`` was read with, stated or assumed,
+    into ``nir_graph``'s metadata, so that its export's ``graph.nir`` says them and no later
+    command assumes again (docs/nir.md). A node's own ``reset`` still overrides the graph's, as
+    it did when read, unless ``--reset`` overrode it."""
+    metadata = dict(nir_graph.metadata or {})
+    metadata.update(dt=graph.dt, discretisation=graph.discretisation)
+    if reset is not None or "reset" not in metadata:
+        metadata["reset"] = reset or DEFAULT_RESET
+    nir_graph.metadata = metadata
+    if reset is not None:
+        for node in nir_graph.nodes.values():
+            node.metadata = {k: v for k, v in (node.metadata or {}).items() if k != "reset"}
+
+
 def load_artifact(path: Path, dt: float | None = None, keep_model: bool = True,
                   keep_input_neurons: bool = False, reset: str | None = None,
                   discretisation: str | None = None) -> Artifact:
@@ -126,9 +141,7 @@ def load_artifact(path: Path, dt: float | None = None, keep_model: bool = True,
     if kind == "nir":
         graph = read_nir(path, dt, reset, discretisation)
         nir_graph = read_nir_graph(path)
-        stated = {k: v for k, v in (("reset", reset), ("discretisation", discretisation), ("dt", dt))
-                  if v is not None}
-        nir_graph.metadata = {**(nir_graph.metadata or {}), **stated}
+        _state_conventions(nir_graph, graph, reset)
         return Artifact(path, graph, nir_graph)
     if reset is not None or discretisation is not None:
         raise UserError(f"{path}: --reset and --discretisation apply to a .nir MODEL only (this {kind} states "

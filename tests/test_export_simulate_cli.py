@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from danet_deploy.converters.nir_import import read_nir
+from danet_deploy.converters.nir_import import read_nir, read_nir_graph
 from danet_deploy.converters.nir_reference import ReferenceSimulator
 
 from .conftest import run_cli
@@ -115,3 +115,28 @@ def test_snntorch_reads_our_graph_and_computes_the_same(trained_digits: Path, tm
     ours = ReferenceSimulator(read_nir(path)).run(x.unsqueeze(1).expand(-1, 4, -1, -1, -1))["output"]
     assert torch.allclose(torch.stack(outs), ours, atol=1e-6)
     assert torch.allclose(ours.flatten(2).mean(0), model(x), atol=1e-5)
+
+
+def test_an_export_writes_the_conventions_it_assumed_so_no_later_command_assumes_again(tmp_path: Path) -> None:
+    """docs/nir.md: export writes the options in force into graph.nir's metadata, stated or
+    assumed; a --reset that overrode a node's own reset replaces it there too."""
+    n = 4
+    lif = nir.LIF(tau=np.full(n, 2e-3), r=np.ones(n), v_leak=np.zeros(n), v_threshold=np.ones(n))
+    lif.metadata = {"reset": "subtract"}
+    graph = nir.NIRGraph(nodes={"in": nir.Input(input_type={"input": np.array([n])}), "w": nir.Linear(np.eye(n)),
+                                "lif": lif, "out": nir.Output(output_type={"output": np.array([n])})},
+                         edges=[("in", "w"), ("w", "lif"), ("lif", "out")])
+    path = tmp_path / "bare.nir"
+    nir.write(path, graph)
+    first = run_cli("export", str(path), "--target", "nir", "-o", str(tmp_path / "a"), check=True)
+    assert "assuming dt" in first.stderr and "assuming 'euler'" in first.stderr
+    metadata = read_nir_graph(tmp_path / "a" / "graph.nir").metadata
+    assert (metadata["dt"], metadata["discretisation"], metadata["reset"]) == (1e-4, "euler", "zero")
+    again = run_cli("export", str(tmp_path / "a" / "graph.nir"), "--target", "nir", "-o", str(tmp_path / "b"),
+                    check=True)
+    assert "assuming" not in again.stderr
+    assert read_nir(tmp_path / "a" / "graph.nir").resets == {"lif": "subtract"}  # the node's own still holds
+    run_cli("export", str(path), "--target", "nir", "--reset", "zero", "--dt", "1e-3", "-o", str(tmp_path / "c"),
+            check=True)
+    overridden = read_nir(tmp_path / "c" / "graph.nir")
+    assert overridden.resets == {"lif": "zero"} and overridden.dt == 1e-3
