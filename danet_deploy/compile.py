@@ -23,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import sys
 from collections import Counter
 from typing import Any
 
@@ -55,7 +56,9 @@ from .synapses import WEIGHT_DTYPE, WEIGHT_MAX, round_weights
 TARGETS = {"loihi2-sim": "loihi2", "loihi2": "loihi2", "loihi1": "loihi1"}
 CURRENT_HEADROOM = 2 ** 16  # |A| bound: 64 * A stays well inside the 24-bit current
 RELAY_HEADROOM = 2 ** 22    # graded relay values stay inside a signed 24-bit payload
+GRID_DISTINCT = 256         # a layer with more distinct weights lies on no grid (docs/compile.md §3)
 QUANTISE_BLOCK = 1 << 18    # weights rounded at a time (2 MiB of float64 products)
+WEIGHT_ERROR_BOUND = 0.1   # largest weight error of a layer compiled without a warning (docs/compile.md §3)
 CALIBRATION_CHUNK_BYTES = 64 << 20  # float state of the samples calibrated at once (docs/compile.md §1)
 
 
@@ -85,24 +88,89 @@ def _round_weights(w: np.ndarray, mixed: bool | None = None) -> np.ndarray:
     return round_weights(torch.from_numpy(np.asarray(w, dtype=np.float64)), mixed).numpy().astype(WEIGHT_DTYPE)
 
 
-def _scale_for(pop: Population, fixed: dict[str, Fixed], peak: float) -> float:
-    """The largest K that keeps weights, threshold, bias and calibrated currents in range."""
-    limits = []
-    wmax = max((pop.gain * t.map.abs_max() / _value_scale(fixed, t)
-                for t in pop.terms),
-               default=0.0)
+def _limits(pop: Population, fixed: dict[str, Fixed], peak: float) -> dict[str, float]:
+    """Each upper limit on ``pop``'s K, by what sets it: 8-bit weights (the term whose weights
+    are largest in its source's units), the 17-bit threshold, the 13-bit bias mantissa, the
+    calibrated input current within the 24-bit current."""
+    limits = {}
+    weights = [(pop.gain * t.map.abs_max() / _value_scale(fixed, t), t.source) for t in pop.terms]
+    wmax, source = max(weights, default=(0.0, ""))
     if wmax > 0:
-        limits.append(WEIGHT_MAX * 64 / wmax)
+        limits[f"the weights from {source!r}"] = WEIGHT_MAX * 64 / wmax
     if pop.kind in ("lif", "gate") and pop.threshold > 0:
-        limits.append((2 ** 17 - 1) * 64 / pop.threshold)
+        limits["its threshold"] = (2 ** 17 - 1) * 64 / pop.threshold
     if pop.bias is not None and np.abs(pop.bias).max() > 0:
-        limits.append(4095 * 64 / np.abs(pop.bias).max())
+        limits["its bias"] = 4095 * 64 / np.abs(pop.bias).max()
     if peak > 0 and pop.kind != "readout":
         bound = RELAY_HEADROOM if pop.kind == "relay" else CURRENT_HEADROOM
-        limits.append(bound * 64 / (pop.gain * peak))
+        limits["the largest input current of the calibration data"] = bound * 64 / (pop.gain * peak)
+    return limits
+
+
+def _scale_for(pop: Population, fixed: dict[str, Fixed], peak: float) -> tuple[float, str]:
+    """The K of ``pop`` and what sets it: the largest that keeps weights, threshold, bias and
+    calibrated currents in range; where the weights lie on a grid (:func:`_exact_scale`), the
+    largest multiple of the grid's K within that, so that they are held exactly. A relay takes
+    the grid's K itself: its K is the scale of the graded values it sends, which every
+    consumer's weights are divided by (docs/compile.md §3)."""
+    limits = _limits(pop, fixed, peak)
     if not limits:
-        return 64.0
-    return float(min(limits))
+        return 64.0, ""
+    set_by = min(limits, key=limits.get)
+    exact = _exact_scale(pop, fixed)
+    if exact is None or exact > limits[set_by]:
+        return float(limits[set_by]), set_by
+    if pop.kind == "relay":
+        return exact, "its weights, held exactly"
+    return exact * math.floor(limits[set_by] / exact), set_by
+
+
+def _exact_scale(pop: Population, fixed: dict[str, Fixed]) -> float | None:
+    """The smallest K at which every weight of ``pop`` is an integer that Lava's synapses keep
+    (even where a group's signs are mixed), the largest at most ``WEIGHT_MAX``; None where none
+    is (more than ``GRID_DISTINCT`` distinct weights, or none of 1..WEIGHT_MAX fits).
+
+    Without it a relay took a neuron's K, as large as its weights allow: its graded values
+    were then so large that its consumers' weights, divided by them, rounded away within the
+    24-bit current (an average pool's relay sent 2286 per unit, not 9). The smallest exact K
+    sends what a relay of spikes sums, their counts."""
+    units, mixed = [], []
+    for t in pop.terms:
+        distinct, lo, hi = _distinct_weights(t.map, abs(pop.gain) / (64 * _value_scale(fixed, t)))
+        units.append(distinct)
+        mixed.append(lo < 0 < hi)
+        if sum(map(len, units)) > GRID_DISTINCT:
+            return None
+    top = max((u.max() for u in units if u.size), default=0.0)
+    if not top:
+        return None
+    for k in range(1, WEIGHT_MAX + 1):
+        if all(_on_grid(u * (k / top), m) for u, m in zip(units, mixed)):
+            return k / top
+    return None
+
+
+def _distinct_weights(m: Map, scale: float) -> tuple[np.ndarray, float, float]:
+    """The distinct nonzero ``|weight| * scale`` of ``m`` (at most ``GRID_DISTINCT + 1`` of them)
+    and its least and largest weight. Read in blocks of rows that double from about 4,096
+    weights, so that a trained layer's weights (distinct from the first block) cost little and
+    a relay's identity of 2048 channels (32 MiB in float64) is never made whole."""
+    part = distinct_part(m.weight)
+    row = max(1, int(np.prod(part.shape[1:])))
+    distinct, lo, hi = np.empty(0), 0.0, 0.0
+    start, step = 0, max(1, 4096 // row)
+    while start < len(part) and len(distinct) <= GRID_DISTINCT:
+        values = distinct_part(m.values(slice(start, start + step)))
+        lo, hi = min(lo, float(values.min(initial=0.0))), max(hi, float(values.max(initial=0.0)))
+        distinct = np.union1d(distinct, np.abs(values[values != 0]).astype(np.float64) * scale)
+        start, step = start + step, min(2 * step, max(1, QUANTISE_BLOCK // row))
+    return distinct, lo, hi
+
+
+def _on_grid(x: np.ndarray, mixed: bool) -> bool:
+    """Whether ``x`` (>= 0) are integers (even ones in a mixed-sign group), to rounding error."""
+    unit = 2.0 if mixed else 1.0
+    return bool(np.all(np.abs(x / unit - np.rint(x / unit)) <= 1e-9 * np.maximum(1.0, x)))
 
 
 def _value_scale(fixed: dict[str, Fixed], term: Term) -> float:
@@ -208,10 +276,10 @@ def quantise(lowered: Lowered, peaks: dict[str, float], input_peak: float, input
             raise UserError(f"layer {name!r}: sigma-delta neurons are compiled from the chip's integers only "
                             f"(a lava-dl netx file), not from float weights")
         peak = peaks.get(name[:-len(".relay")] if pop.kind == "relay" else name, 0.0)
-        k = 64.0 if exact else _scale_for(pop, fixed, peak)
-        if name in pinned and pinned[name] <= _scale_for(pop, fixed, 0.0) * (1 + 1e-6):
-            k = pinned[name]  # the calibration headroom is not re-applied: training set this K
-        fixed[name] = f = Fixed(scale=k)
+        k, set_by = (64.0, "the graph's integers") if exact else _scale_for(pop, fixed, peak)
+        if name in pinned and pinned[name] <= min(_limits(pop, fixed, 0.0).values(), default=64.0) * (1 + 1e-6):
+            k, set_by = pinned[name], "the scale it was trained on"  # the calibration headroom is not re-applied
+        fixed[name] = f = Fixed(scale=k, scale_set_by=set_by)
         err_num = err_den = 0.0
         for t in pop.terms:
             q, exact_sq, error_sq = _integer_weights(name, t.map, weight_scale(fixed, pop, t), exact)
@@ -369,13 +437,16 @@ def _check_pipeline(low: Lowered) -> None:
 
 def compile_graph(graph: FlatGraph, target: str, profile: Profile, lowering: str,
                   calibration: torch.Tensor | None, keep_float: bool = False,
-                  release_graph: bool = False) -> tuple[Program, dict[str, Any]]:
+                  release_graph: bool = False, strict: bool = False) -> tuple[Program, dict[str, Any]]:
     """Lower, quantise and map ``graph``; return the program and the cost of both lowerings.
     ``keep_float``: the program's maps keep their float weights beside the integers.
     ``release_graph``: the graph's arrays are dropped once it is lowered
     (:meth:`FlatGraph.release_arrays`), so that each float weight is freed as soon as it is
     quantised; the caller reads only the graph's structure afterwards. The calibration samples
-    are dropped once calibrated: a caller that keeps no reference to them frees them then."""
+    are dropped once calibrated: a caller that keeps no reference to them frees them then.
+    Every layer whose weight error is above ``WEIGHT_ERROR_BOUND`` is named on stderr
+    (``Program.warnings``), or, with ``strict``, is an error; ``auto`` then compiles the other
+    lowering too, where it fits, and keeps the program whose worst layer is better."""
     if profile.kind != "chip":
         raise UserError(f"profile {profile.name!r} is an accounting convention, not a compile target")
     costs: dict[str, Any] = {}
@@ -399,11 +470,34 @@ def compile_graph(graph: FlatGraph, target: str, profile: Profile, lowering: str
     if chosen == "relay" and relay_pops and not profile.limit("graded_spikes"):
         raise UserError(f"{profile.name} has no graded spikes, so relay lowering is impossible; "
                         f"use --lowering expand")
+    other = {"expand": "relay", "relay": "expand"}[chosen]
+    other_fits = not costs[other]["violations"] and (other == "expand" or profile.limit("graded_spikes"))
     exact = graph.metadata.get("fixed_point") == "loihi"
     # calibrated before the weights are lowered, so that its activations are gone when they are built
-    peaks, input_peak, input_graded = _calibration(graph, calibration, exact)
+    scales = _calibration(graph, calibration, exact)
     del calibration
     return_freed_memory()
+    second = lowering == "auto" and other_fits  # the other may be needed: the graph's arrays stay till then
+    program = _program(graph, target, profile, chosen, scales, keep_float, release_graph and not second)
+    if second and _worst(program) > WEIGHT_ERROR_BOUND:
+        alternative = _program(graph, target, profile, other, scales, keep_float, release_graph)
+        if _worst(alternative) < _worst(program):
+            program, other = alternative, chosen
+    if release_graph:
+        graph.release_arrays()
+    program.warnings = _weight_warnings(program, other if other_fits else None, lowering == "auto")
+    if strict and program.warnings:
+        more = len(program.warnings) - 1
+        raise UserError(program.warnings[0] + (f" (and {more} more layers)" if more else "") + " (--strict)")
+    for warning in program.warnings:
+        print(f"danet-deploy: warning: {warning}", file=sys.stderr)
+    return program, costs
+
+
+def _program(graph: FlatGraph, target: str, profile: Profile, chosen: str,
+             scales: tuple[dict[str, float], float, bool], keep_float: bool, release_graph: bool) -> Program:
+    """``graph`` lowered by ``chosen``, quantised with the calibrated ``scales`` and mapped."""
+    peaks, input_peak, input_graded = scales
     low = lower(graph, chosen)
     if release_graph:
         graph.release_arrays()
@@ -411,6 +505,7 @@ def compile_graph(graph: FlatGraph, target: str, profile: Profile, lowering: str
     _check_pipeline(low)
     input_graded = input_graded or low.pipelined  # a sigma-delta network takes its input's values as they are
     pinned = json.loads(graph.metadata.get("chip_scales", "{}"))
+    exact = graph.metadata.get("fixed_point") == "loihi"
     fixed = quantise(low, peaks, input_peak, input_graded, exact, pinned, keep_float)
     mapping = map_to_cores(low, profile, quantised=True)
     problems = check_mapping(mapping, profile, chosen)
@@ -420,6 +515,29 @@ def compile_graph(graph: FlatGraph, target: str, profile: Profile, lowering: str
     for pop in low.readouts:
         if pop.bias is not None:
             program.readout_bias[pop.name] = np.rint(fixed[pop.name].scale * pop.bias / 64).astype(np.int64)
-    return program, costs
+    return program
 
 
+def _worst(program: Program) -> float:
+    """The largest weight error of ``program``'s layers."""
+    return max((f.quant_error for f in program.fixed.values()), default=0.0)
+
+
+def _weight_warnings(program: Program, other: str | None, compared: bool) -> list[str]:
+    """One line per layer whose weight error is above ``WEIGHT_ERROR_BOUND``: the error, what set
+    its scale and what would do better (docs/compile.md §3). ``other``: the lowering that also
+    fits; ``compared``: ``auto`` compiled it too and it was no better."""
+    lines = []
+    for name, f in program.fixed.items():
+        if f.quant_error <= WEIGHT_ERROR_BOUND:
+            continue
+        remedies = []
+        if other is not None:
+            remedies.append(f"--lowering {other} was no better" if compared else f"try --lowering {other}")
+        if "calibration" in f.scale_set_by:
+            remedies.append("calibration data (--data) whose currents are those of real inputs may allow more")
+        remedies = remedies or ["the layer's weights span more than its 8 bits hold at this scale"]
+        lines.append(f"layer {name!r}: weight error {f.quant_error:.3g} is above the bound "
+                     f"{WEIGHT_ERROR_BOUND:g} (its fixed-point scale is set by {f.scale_set_by}); "
+                     + "; ".join(remedies))
+    return lines

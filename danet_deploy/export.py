@@ -260,11 +260,12 @@ def export(model_path: Path, target: str, outdir: Path | None = None, dt: float 
            profile: str | None = None, lowering: str = "auto", data: str | None = None,
            calibration_samples: int = CALIBRATION_SAMPLES, force: bool = False,
            keep_input_neurons: bool = False, reset: str | None = None,
-           discretisation: str | None = None) -> Path:
+           discretisation: str | None = None, strict: bool = False) -> Path:
     """Write the artifacts for ``target`` and return the output directory.
 
     ``outdir`` may be missing, empty or an earlier artifact of ours; a non-empty foreign
-    directory needs ``force`` (and then only our files are written into it).
+    directory needs ``force`` (and then only our files are written into it). ``strict``: a
+    layer whose weight error is above the compile's bound is an error, not a warning.
     """
     if target not in TARGETS:
         raise UserError(f"unknown target {target!r}; valid: {', '.join(TARGETS)}")
@@ -291,8 +292,8 @@ def export(model_path: Path, target: str, outdir: Path | None = None, dt: float 
             write_nir(tmp / "graph.nir", art.nir_graph)  # first: its buffers are gone before the program's
             return_freed_memory()
             if prof is not None:
-                program, costs = compile_graph(art.graph, target, prof, lowering, samples.pop(),
-                                               release_graph=True)  # the manifest reads its structure only
+                program, costs = compile_graph(art.graph, target, prof, lowering, samples.pop(),  # the manifest
+                                               release_graph=True, strict=strict)  # reads its structure only
                 write_program(tmp / "program.h5", program)
                 if is_sequential(program):
                     write_netx(tmp / "netx.h5", program)

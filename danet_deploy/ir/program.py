@@ -215,8 +215,9 @@ class Fixed:
     dv: int = 0
     du: int = 4095
     bias_mant: np.ndarray | None = None   # per neuron, times 2**BIAS_EXP
-    quant_error: float = 0.0
+    quant_error: float = 0.0     # weight error: RMS rounding error over RMS weight, all terms
     graded: bool = False         # emits graded values (input, relays) instead of binary spikes
+    scale_set_by: str = ""       # what set ``scale`` (the compile's warnings name it; not in program.h5)
 
 
 @dataclass
@@ -229,6 +230,7 @@ class Program:
     fixed: dict[str, Fixed]
     mapping: dict[str, dict[str, Any]] = field(default_factory=dict)
     readout_bias: dict[str, np.ndarray] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # layers over the weight error bound (compile)
 
     @property
     def populations(self) -> dict[str, Population]:
