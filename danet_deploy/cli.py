@@ -283,11 +283,13 @@ def demo(outdir: str, lava_samples: int, profile: str, force: bool, **kw) -> Non
            "written into the export's graph.nir.")
 @click.option("--force", is_flag=True, help="Write into a non-empty OUTDIR that danet-deploy did not create "
               "(only its own files are written; nothing is deleted).")
+@click.option("--strict", is_flag=True, help="Fail, instead of warning, where a layer's weight error is "
+              "above the bound of docs/compile.md §3.")
 @keep_input_option
 @convention_options
 def export(model: str, target: str, outdir: str | None, dt: float | None, profile: str | None,
-           lowering: str, data: str | None, calibration_samples: int, force: bool, keep_input_neurons: bool,
-           reset: str | None, discretisation: str | None) -> None:
+           lowering: str, data: str | None, calibration_samples: int, force: bool, strict: bool,
+           keep_input_neurons: bool, reset: str | None, discretisation: str | None) -> None:
     """Export MODEL (a checkpoint from `train`, a .nir file or a lava-dl netx file) for TARGET.
 
     A netx file (.net/.h5, what slayer's export_hdf5 writes) already holds Loihi's
@@ -306,7 +308,7 @@ def export(model: str, target: str, outdir: str | None, dt: float | None, profil
     from .export import export as run_export
 
     out = run_export(Path(model), target, Path(outdir) if outdir else None, dt, profile, lowering, data,
-                     calibration_samples, force, keep_input_neurons, reset, discretisation)
+                     calibration_samples, force, keep_input_neurons, reset, discretisation, strict=strict)
     import json
 
     m = json.loads((out / "manifest.json").read_text())
