@@ -1,0 +1,143 @@
+"""from_torch: PyTorch spiking modules (snnTorch, SpikingJelly) -> the NIR graph every command reads.
+
+Each network is traced, read back through ``from_nir`` (the boundary every .nir file crosses)
+and run by the float interpreter; its outputs are compared with the framework's own forward
+on every output value of every step (docs/nir.md, "PyTorch modules").
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import snntorch as snn
+import snntorch.utils
+
+from danet_deploy.converters.nir_import import from_nir
+from danet_deploy.converters.nir_reference import ReferenceSimulator
+from danet_deploy.errors import UserError
+from danet_deploy.frontends import from_torch
+
+T, N = 6, 4
+
+
+def simulate(graph, x: torch.Tensor) -> torch.Tensor:
+    """The float interpreter's first output for ``x`` ``[T, N, ...]``, as ``[T, N, ...]``."""
+    flat = from_nir(graph)
+    return ReferenceSimulator(flat).run(x.transpose(0, 1))[flat.outputs[0]]
+
+
+def snntorch_forward(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """snnTorch's own run of a single-step module over ``x`` ``[T, N, ...]`` (its first output)."""
+    snntorch.utils.reset(net)
+    with torch.no_grad():
+        outs = [net(x[t]) for t in range(len(x))]
+    return torch.stack([o[0] if isinstance(o, tuple) else o for o in outs])
+
+
+def spikes(*shape: int, p: float = 0.3, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(*shape, generator=g) < p).float()
+
+
+def leaky(reset: str, **kw) -> snn.Leaky:
+    return snn.Leaky(beta=0.85, threshold=0.5, init_hidden=True, reset_mechanism=reset, **kw)
+
+
+def randomise_bn(net: nn.Module) -> nn.Module:
+    """BatchNorm statistics and affine parameters far from the identity, so that folding shows."""
+    g = torch.Generator().manual_seed(1)
+    for m in net.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            c = m.num_features
+            m.running_mean.copy_(torch.randn(c, generator=g) * 0.3)
+            m.running_var.copy_(torch.rand(c, generator=g) + 0.5)
+            m.weight.data.copy_(torch.rand(c, generator=g) + 0.5)
+            m.bias.data.copy_(torch.randn(c, generator=g) * 0.2)
+    return net.eval()
+
+
+class SnnResidual(nn.Module):
+    """A residual snnTorch conv net: SEW-style spike sum, a current shortcut, BatchNorm, max pool
+    on spikes, ``torch.flatten`` and a readout ``Leaky`` (the shape snnTorch's exporter refuses)."""
+
+    def __init__(self, reset: str) -> None:
+        super().__init__()
+        self.conv1, self.lif1 = nn.Conv2d(2, 8, 3, padding=1), leaky(reset)
+        self.conv2, self.bn2, self.lif2 = nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), leaky(reset)
+        self.conv3, self.lif3 = nn.Conv2d(8, 8, 3, padding=1), leaky(reset)
+        self.pool = nn.MaxPool2d(2)
+        self.fc, self.lif4 = nn.Linear(8 * 4 * 4, 10), leaky(reset, output=True)
+
+    def forward(self, x: torch.Tensor):
+        s1 = self.lif1(self.conv1(x))
+        s2 = self.lif2(self.bn2(self.conv2(s1)))
+        s3 = self.lif3(self.conv3(s1 + s2) + self.conv1(x))
+        return self.lif4(self.fc(torch.flatten(self.pool(s3), 1)))
+
+
+class SnnExplicitState(nn.Module):
+    """snnTorch's other style: the membranes passed in and out by the caller."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(2, 8, 3, stride=2, padding=1)
+        self.lif1 = snn.Leaky(beta=0.9, threshold=0.5, reset_mechanism="zero")
+        self.fc = nn.Linear(8 * 4 * 4, 10)
+        self.lif2 = snn.Leaky(beta=0.7, threshold=0.2, reset_mechanism="zero")
+
+    def forward(self, x, mem1, mem2):
+        spk1, mem1 = self.lif1(self.conv(x), mem1)
+        spk2, mem2 = self.lif2(self.fc(spk1.flatten(1)), mem2)
+        return spk2, mem1, mem2
+
+
+def sequential(reset: str) -> nn.Module:
+    return nn.Sequential(nn.Conv2d(2, 8, 3, padding=1), leaky(reset), nn.Flatten(), nn.Linear(8 * 8 * 8, 10),
+                         leaky(reset, output=True))
+
+
+def check_equal(graph, net_forward, x: torch.Tensor) -> torch.Tensor:
+    """Every output value of every step equal; returns the reference (its activity is checked)."""
+    ours, theirs = simulate(graph, x), net_forward(x)
+    assert ours.shape == theirs.shape
+    assert torch.equal(ours, theirs), f"max |difference| {(ours - theirs).abs().max().item()}"
+    return theirs
+
+
+@pytest.mark.parametrize("reset", ["zero", "subtract"])
+@pytest.mark.parametrize("build", [sequential, SnnResidual])
+def test_snntorch_conv_nets_match_snntorch(build, reset):
+    torch.manual_seed(0)
+    net = randomise_bn(build(reset))
+    x = spikes(T, N, 2, 8, 8)
+    graph = from_torch(net, x[0])
+    ref = check_equal(graph, lambda v: snntorch_forward(net, v), x)
+    assert 0 < ref.sum() < ref.numel()  # the output fires, and not everywhere
+    lifs = [n for n in graph.nodes.values() if n.metadata.get("framework") == "snntorch"]
+    assert {n.metadata["reset"] for n in lifs} == {"zero" if reset == "zero" else "snntorch-subtract"}
+
+
+def test_snntorch_explicit_state_matches_snntorch():
+    """Membranes passed in and out: the extra arguments and outputs are state, not signal."""
+    torch.manual_seed(0)
+    net = SnnExplicitState().eval()
+    x = spikes(T, N, 2, 8, 8)
+
+    def forward(v: torch.Tensor) -> torch.Tensor:
+        mem1, mem2, outs = net.lif1.reset_mem(), net.lif2.reset_mem(), []
+        with torch.no_grad():
+            for t in range(len(v)):
+                spk, mem1, mem2 = net(v[t], mem1, mem2)
+                outs.append(spk)
+        return torch.stack(outs)
+
+    ref = check_equal(from_torch(net, x[0]), forward, x)
+    assert 0 < ref.sum() < ref.numel()
+
+
+def test_danet_deploy_exports_from_torch():
+    import danet_deploy
+
+    assert danet_deploy.from_torch is from_torch
