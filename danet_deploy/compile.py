@@ -127,8 +127,9 @@ def _scale_for(pop: Population, fixed: dict[str, Fixed], peak: float) -> tuple[f
 
 def _exact_scale(pop: Population, fixed: dict[str, Fixed]) -> float | None:
     """The smallest K at which every weight of ``pop`` is an integer that Lava's synapses keep
-    (even where a group's signs are mixed), the largest at most ``WEIGHT_MAX``; None where none
-    is (more than ``GRID_DISTINCT`` distinct weights, or none of 1..WEIGHT_MAX fits).
+    (even where a group's signs are mixed), the largest at most ``WEIGHT_MAX``, and its threshold
+    and biases are integers too; None where none is (more than ``GRID_DISTINCT`` distinct
+    weights, or none of 1..WEIGHT_MAX fits).
 
     Without it a relay took a neuron's K, as large as its weights allow: its graded values
     were then so large that its consumers' weights, divided by them, rounded away within the
@@ -144,6 +145,12 @@ def _exact_scale(pop: Population, fixed: dict[str, Fixed]) -> float | None:
     top = max((u.max() for u in units if u.size), default=0.0)
     if not top:
         return None
+    constants = [pop.threshold] if pop.kind in ("lif", "gate") else []  # vth and the bias mantissas
+    constants = np.unique(np.abs(np.concatenate([constants, [] if pop.bias is None else np.ravel(pop.bias)])))
+    if len(constants) > GRID_DISTINCT:
+        return None
+    units.append(constants / 64)
+    mixed.append(False)
     for k in range(1, WEIGHT_MAX + 1):
         if all(_on_grid(u * (k / top), m) for u, m in zip(units, mixed)):
             return k / top
