@@ -141,3 +141,69 @@ def test_danet_deploy_exports_from_torch():
     import danet_deploy
 
     assert danet_deploy.from_torch is from_torch
+
+
+# --- SpikingJelly 2.x ---------------------------------------------------------------------------
+
+def spikingjelly_forward(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """SpikingJelly's own run over ``x`` ``[T, N, ...]``: whole in multi-step mode, else step by step."""
+    from spikingjelly.activation_based import functional
+
+    functional.reset_net(net)
+    multi = any(getattr(m, "step_mode", "s") == "m" for m in net.modules())
+    with torch.no_grad():
+        return net(x) if multi else torch.stack([net(x[t]) for t in range(len(x))])
+
+
+def active_bn(net: nn.Module) -> nn.Module:
+    """BatchNorm that keeps every layer of a ResNet firing (20-50% of its neurons), so that
+    equality of the outputs is equality of every layer's spikes, not of silence."""
+    g = torch.Generator().manual_seed(1)
+    for m in net.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            c = m.num_features
+            m.running_mean.copy_(torch.randn(c, generator=g) * 0.1)
+            m.running_var.copy_(torch.rand(c, generator=g) * 0.5 + 0.5)
+            m.weight.data.copy_(torch.rand(c, generator=g) * 2 + 1)
+            m.bias.data.copy_(torch.randn(c, generator=g) * 0.3 + 0.3)
+    return net.eval()
+
+
+def spikingjelly_resnet(name: str, cnf: str | None = None, multi_step: bool = True) -> nn.Module:
+    """A ResNet-18 exactly as SpikingJelly builds it (IFNode, BatchNorm unfused, MaxPool,
+    AdaptiveAvgPool), 10 classes, its BatchNorm statistics made active."""
+    from spikingjelly.activation_based import functional, neuron, surrogate
+    from spikingjelly.activation_based.model import sew_resnet, spiking_resnet
+
+    torch.manual_seed(0)
+    kw = dict(spiking_neuron=neuron.IFNode, num_classes=10, surrogate_function=surrogate.ATan(), detach_reset=True)
+    net = sew_resnet.sew_resnet18(cnf=cnf, **kw) if name == "sew" else spiking_resnet.spiking_resnet18(**kw)
+    if multi_step:
+        functional.set_step_mode(net, "m")
+    return active_bn(net)
+
+
+def image(seed: int = 0, size: int = 32) -> torch.Tensor:
+    """A real-valued input ``[T, N, 3, size, size]`` (SpikingJelly's direct encoding: the same
+    frame each step would hide the dynamics, so each step differs)."""
+    return torch.rand(4, 2, 3, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+def spike_rates(graph, x: torch.Tensor) -> dict[str, float]:
+    """Each spiking node's firing rate on ``x`` (in the float interpreter)."""
+    import nir
+
+    flat = from_nir(graph)
+    rec = ReferenceSimulator(flat).run(x.transpose(0, 1), record=True)
+    return {n: v.mean().item() for n, v in rec.items() if isinstance(flat.nodes[n], (nir.IF, nir.LIF))}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, cnf", [("sew", "ADD"), ("sew", "IAND"), ("sew", "AND"), ("spiking", None)])
+def test_spikingjelly_resnet18_matches_spikingjelly(name, cnf):
+    net, x = spikingjelly_resnet(name, cnf), image()
+    graph = from_torch(net, x[0])
+    check_equal(graph, lambda v: spikingjelly_forward(net, v), x)
+    rates = spike_rates(graph, x)
+    assert len(rates) == (20 if name == "sew" else 17)  # every IFNode (SEW: + 3 downsample neurons)
+    assert all(r > 0.05 for r in rates.values()), rates  # every layer fires
