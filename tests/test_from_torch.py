@@ -207,3 +207,111 @@ def test_spikingjelly_resnet18_matches_spikingjelly(name, cnf):
     rates = spike_rates(graph, x)
     assert len(rates) == (20 if name == "sew" else 17)  # every IFNode (SEW: + 3 downsample neurons)
     assert all(r > 0.05 for r in rates.values()), rates  # every layer fires
+
+
+class JellyNet(nn.Module):
+    """SpikingJelly's layer wrappers and containers around LIF, parametric LIF and IF neurons
+    (hard and soft reset), with a membrane-shortcut block (MS-ResNet style: the sum of currents
+    feeds the neuron) and SEW's IAND written out."""
+
+    def __init__(self, soft: bool, decay_input: bool, multi_step: bool) -> None:
+        from spikingjelly.activation_based import functional, layer, neuron
+
+        super().__init__()
+        v_reset = None if soft else 0.0
+        stem = (nn.Conv2d(2, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8))
+        self.stem = layer.SeqToANNContainer(*stem) if multi_step else nn.Sequential(*stem)  # multi-step only
+        self.sn1 = neuron.LIFNode(tau=2.0, decay_input=decay_input, v_reset=v_reset)
+        self.conv = layer.Conv2d(8, 8, 3, padding=1)
+        self.bn = layer.BatchNorm2d(8)
+        self.sn2 = neuron.ParametricLIFNode(init_tau=3.0, v_threshold=0.8, v_reset=v_reset)
+        self.pool = layer.MaxPool2d(2)
+        self.gap = layer.AdaptiveAvgPool2d((2, 2))
+        self.flat = layer.Flatten()
+        self.drop = layer.Dropout(0.5)
+        self.fc = layer.Linear(8 * 2 * 2, 10)
+        self.sn3 = neuron.IFNode(v_threshold=0.5, v_reset=v_reset)
+        if multi_step:
+            functional.set_step_mode(self, "m")
+
+    def forward(self, x):
+        s1 = self.sn1(self.stem(x))
+        s2 = self.sn2(self.bn(self.conv(s1)) + self.stem(x))  # membrane shortcut: currents summed
+        gated = s2 * (1.0 - s1)  # SEW IAND, as its sew_function writes it
+        return self.sn3(self.fc(self.drop(self.flat(self.gap(self.pool(gated))))))
+
+
+@pytest.mark.parametrize("multi_step", [False, True])
+@pytest.mark.parametrize("soft, decay_input", [(False, True), (True, False)])
+def test_spikingjelly_neurons_and_layers_match(multi_step, soft, decay_input):
+    torch.manual_seed(0)
+    net = randomise_bn(JellyNet(soft, decay_input, multi_step))
+    x = spikes(T, N, 2, 8, 8, p=0.5) * 1.5
+    graph = from_torch(net, x[0])
+    ref = check_equal(graph, lambda v: spikingjelly_forward(net, v), x)
+    assert 0 < ref.sum() < ref.numel()
+    resets = {n.metadata["reset"] for n in graph.nodes.values() if "reset" in n.metadata}
+    assert resets == {"subtract" if soft else "zero"}
+    assert graph.metadata["frameworks"] == '["spikingjelly"]'
+    assert all(n.metadata["fires_at"] == "v >= v_threshold" for n in graph.nodes.values() if "reset" in n.metadata)
+
+
+# --- what is refused, in one line naming the module and its type ---------------------------------
+
+class MaxPoolOnReal(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.pool, self.lif = nn.Conv2d(2, 4, 3), nn.MaxPool2d(2), leaky("zero")
+
+    def forward(self, x):
+        return self.lif(self.pool(self.conv(x)))
+
+
+class RealProduct(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.lif = nn.Linear(4, 4), nn.Linear(4, 4), leaky("zero")
+
+    def forward(self, x):
+        return self.lif(self.a(x) * self.b(x))
+
+
+class Relu(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc, self.lif = nn.Linear(4, 4), leaky("zero")
+
+    def forward(self, x):
+        return self.lif(torch.relu(self.fc(x)))
+
+
+@pytest.mark.parametrize("net, x, message", [
+    (MaxPoolOnReal(), torch.zeros(1, 2, 6, 6),
+     "module 'pool' (torch.nn.modules.pooling.MaxPool2d): max pooling of real values has no NIR form"),
+    (RealProduct(), torch.zeros(1, 4),
+     "operation 'mul' (call_function _operator.mul): a product of values that are not binary spikes"),
+    (Relu(), torch.zeros(1, 4), "operation 'relu' (call_function torch.relu): the function torch.relu has no NIR"),
+    (nn.Sequential(nn.Linear(4, 4), nn.GELU()), torch.zeros(1, 4),
+     "module '1' (torch.nn.modules.activation.GELU): no NIR mapping for this module"),
+    (nn.Sequential(nn.Linear(4, 4), snn.Synaptic(alpha=0.9, beta=0.8, init_hidden=True)), torch.zeros(1, 4),
+     "module '1' (snntorch._neurons.synaptic.Synaptic): no NIR mapping for this neuron"),
+    (nn.Sequential(nn.Linear(4, 4), leaky("none")), torch.zeros(1, 4),
+     "module '1' (snntorch._neurons.leaky.Leaky): reset_mechanism='none' (no reset) has no NIR neuron"),
+])
+def test_refusals_name_the_module_and_its_type(net, x, message):
+    with pytest.raises(UserError) as e:
+        from_torch(net, x)
+    assert str(e.value).startswith(message)
+    assert "\n" not in str(e.value)
+
+
+def test_the_module_is_left_as_it_was():
+    """Tracing runs a copy: the caller's neurons keep their state, its modes stay as set."""
+    from spikingjelly.activation_based import functional
+
+    net = JellyNet(soft=False, decay_input=True, multi_step=True).train()
+    functional.reset_net(net)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    from_torch(net, torch.ones(2, 2, 8, 8))
+    assert net.training and net.sn1.step_mode == "m" and isinstance(net.sn1.v, float)
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
