@@ -3,18 +3,27 @@
 ``PATH`` in ``nmnist:PATH`` (and the others) is the folder a tonic user passes as ``save_to``
 (holding ``NMNIST/``) or that dataset folder itself. Recordings are read with the readers
 tonic's dataset classes use (``tonic.io``) and binned by tonic's ``ToFrame``; the classes
-themselves download when an archive is missing, so they are not called. Framed recordings
-are cached on disk by tonic's ``DiskCachedDataset``, keyed by the framing options.
+themselves download when an archive is missing, so they are not called. Every recording is
+checked against the dataset's sensor and classes. Framed recordings are cached on disk in
+entries of danet-deploy's own, keyed by the framing options.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import glob
 import hashlib
 import json
 import math
 import os
+import re
+import stat
 import sys
-from collections.abc import Callable
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -25,9 +34,10 @@ from torch.utils.data import Dataset
 
 from .errors import UserError
 from .progress import progress_bar
+from .signals import raise_if_stopped, stops_deferred
 
 CACHE_ENV = "DANET_DEPLOY_CACHE"
-CACHE_FORMAT = 1  # bump when what a cached frame holds changes
+CACHE_FORMAT = 2  # bump when what a cache entry holds changes (2: our own entries, not tonic's cache)
 FRAMINGS = {"bins": "n_time_bins", "window": "time_window", "events": "event_count"}
 
 Recording = tuple[Path, int, int]  # file, index within it (SHD's HDF5 holds many), label
@@ -63,12 +73,31 @@ class EventSource:
         return [p, y, x]
 
 
-def _files_by_label(folder: Path, pattern: str, label: Callable[[Path], int]) -> list[Recording]:
-    return [(f, 0, label(f)) for f in sorted(folder.rglob(pattern))]
+class BadRecording(ValueError):
+    """What is wrong with one recording's events, said by danet-deploy (the caller names the file)."""
+
+
+WHOLE_NUMBER = re.compile(r"[0-9]+")
+
+
+def _label(name: str, file: Path, kind: str, what: str) -> int:
+    """The class a file's own name or its folder's name gives (tonic takes it with ``int()``)."""
+    classes = SOURCES[kind].num_classes
+    if not WHOLE_NUMBER.fullmatch(name) or int(name) >= classes:
+        raise UserError(f"{file}: {what} {name!r} is not a {kind} class (0 to {classes - 1}); "
+                        f"move the file out of the dataset (tonic's layout: {SOURCES[kind].layout})")
+    return int(name)
 
 
 def _nmnist_split(folder: Path, split: str) -> list[Recording]:
-    return _files_by_label(folder, "*.bin", lambda f: int(f.parent.name[-1]))  # Train/<digit>/NNNNN.bin
+    """``<split>/<digit>/NNNNN.bin``: the class folder is the label."""
+    out = []
+    for f in sorted(folder.rglob("*.bin")):
+        if f.parent.parent != folder:
+            raise UserError(f"{f}: not in a class folder {folder}/<digit>/ (tonic's layout: "
+                            f"{SOURCES['nmnist'].layout}); move it into one or out of the dataset")
+        out.append((f, 0, _label(f.parent.name, f, "nmnist", "its class folder")))
+    return out
 
 
 def _read_nmnist(rec: Recording) -> np.ndarray:
@@ -78,18 +107,44 @@ def _read_nmnist(rec: Recording) -> np.ndarray:
 
 
 def _gesture_split(folder: Path, split: str) -> list[Recording]:
-    return _files_by_label(folder, "*.npy", lambda f: int(f.stem))  # userNN_lighting/<label>.npy
+    """``userNN_<lighting>/<label>.npy``: the file name is the label."""
+    return [(f, 0, _label(f.stem, f, "dvsgesture", "the file name"))
+            for f in sorted(folder.rglob("*.npy"))]
 
 
 def _read_gesture(rec: Recording) -> np.ndarray:
+    """Rows of ``x, y, p, t`` (milliseconds) in tonic's event dtype; a value that the cast to
+    the dtype would change (a fraction, an overflow, NaN) is refused, not cast."""
     from numpy.lib import recfunctions
 
-    events = np.load(rec[0])
-    events[:, 3] *= 1000  # tonic's DVSGesture: the files' milliseconds to microseconds
-    return recfunctions.unstructured_to_structured(events, _source("dvsgesture").tonic().dtype)
+    rows = np.load(rec[0], allow_pickle=False)
+    if not isinstance(rows, np.ndarray):
+        raise BadRecording("is a .npz archive, not one array of rows x, y, p, t")
+    if rows.ndim != 2 or rows.shape[1] != 4 or rows.dtype.kind not in "iuf":
+        raise BadRecording(f"holds a {rows.dtype} array of shape {list(rows.shape)}, not rows of x, y, p, t")
+    rows = rows.astype(np.float64)
+    rows[:, 3] *= 1000  # tonic's DVSGesture: the files' milliseconds to microseconds
+    with np.errstate(invalid="ignore", over="ignore"):
+        events = recfunctions.unstructured_to_structured(rows, _source("dvsgesture").tonic().dtype)
+    for column, name in enumerate("xypt"):  # t: tonic drops the microseconds' fractions
+        changed = ~(np.abs(events[name] - rows[:, column]) < (1 if name == "t" else 1e-9))
+        if changed.any():
+            i = int(changed.argmax())
+            value = rows[i, column] / (1000 if name == "t" else 1)
+            raise BadRecording(f"event {i} has t = {value:g} ms, not a time" if name == "t" else
+                               f"event {i} has {name} = {value:g}, not a whole number on the sensor")
+    return events
 
 
 CIFAR10DVS_TEST_PER_CLASS = 0.1  # no published split: the last 10 % of each class (sorted names) is test
+
+
+def cifar10dvs_test_count(files: int) -> int:
+    """Test recordings of a class of ``files``: 10 % rounded, and at least one test and one
+    training recording once the class has two (docs/events.md)."""
+    if files < 2:
+        return 0
+    return min(max(round(files * CIFAR10DVS_TEST_PER_CLASS), 1), files - 1)
 
 
 def _cifar10dvs_split(folder: Path, split: str) -> list[Recording]:
@@ -97,7 +152,7 @@ def _cifar10dvs_split(folder: Path, split: str) -> list[Recording]:
     out: list[Recording] = []
     for name, label in sorted(classes.items(), key=lambda kv: kv[1]):
         files = sorted((folder / name).glob("*.aedat4"))
-        n_test = int(round(len(files) * CIFAR10DVS_TEST_PER_CLASS))
+        n_test = cifar10dvs_test_count(len(files))
         chosen = files[len(files) - n_test:] if split == "test" else files[:len(files) - n_test]
         out += [(f, 0, label) for f in chosen]
     return out
@@ -110,15 +165,28 @@ def _read_cifar10dvs(rec: Recording) -> np.ndarray:
         events = read_aedat4(str(rec[0]))
     except ImportError:
         raise UserError("cifar10dvs: reading .aedat4 files needs the 'aedat' package: pip install aedat") from None
+    except Exception as e:  # noqa: BLE001 - the decoder raises RuntimeError, tonic a bare Exception
+        raise BadRecording(f"not an AEDAT 4 event file ({type(e).__name__}: {e})") from None
+    if len(events.dtype.names or ()) != 4:
+        raise BadRecording(f"its event stream has the fields {events.dtype.names}, not t, x, y, on")
     events.dtype.names = ["t", "x", "y", "p"]  # as tonic's CIFAR10DVS names them
     return events
 
 
 def _shd_split(file: Path, split: str) -> list[Recording]:
+    """One recording per entry of ``labels``; the file's arrays must agree in length."""
     import h5py
 
-    with h5py.File(file, "r") as f:
-        labels = f["labels"][()]
+    try:
+        with h5py.File(file, "r") as f:
+            labels = np.asarray(f["labels"][()])
+            lengths = {len(f["spikes/times"]), len(f["spikes/units"]), len(labels)}
+    except (OSError, KeyError, ValueError, TypeError) as e:
+        raise UserError(f"{file}: not a readable SHD file ({_one_line(e)}); tonic's layout: "
+                        f"{SOURCES['shd'].layout}") from None
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer) or len(lengths) != 1:
+        raise UserError(f"{file}: 'labels' ({labels.dtype}, shape {list(labels.shape)}) and 'spikes/times' "
+                        f"and 'spikes/units' must be one entry per recording")
     return [(file, i, int(label)) for i, label in enumerate(labels)]
 
 
@@ -127,8 +195,54 @@ def _read_shd(rec: Recording) -> np.ndarray:
     from tonic.io import make_structured_array
 
     with h5py.File(rec[0], "r") as f:  # as tonic's HSD: seconds to microseconds, one polarity
-        return make_structured_array(f["spikes/times"][rec[1]].astype(np.float64) * 1e6,
-                                     f["spikes/units"][rec[1]], 1, dtype=_source("shd").tonic().dtype)
+        times, units = np.asarray(f["spikes/times"][rec[1]]), np.asarray(f["spikes/units"][rec[1]])
+    if times.shape != units.shape or times.ndim != 1:
+        raise BadRecording(f"its {len(times)} spike times and {len(units)} units do not pair up")
+    _check_finite(times, "t")
+    return make_structured_array(times.astype(np.float64) * 1e6, units, 1, dtype=_source("shd").tonic().dtype)
+
+
+def _check_finite(values: np.ndarray, name: str) -> None:
+    bad = ~np.isfinite(values)
+    if bad.any():
+        i = int(bad.argmax())
+        raise BadRecording(f"event {i} has {name} = {values[i]}")
+
+
+def checked_events(events: np.ndarray, sensor: tuple[int, int, int]) -> np.ndarray:
+    """The events of a recording in time order, once every coordinate lies on the sensor and
+    every time is a finite non-negative number: out of range, ``ToFrame`` would wrap a negative
+    x to the far edge or fail in numpy. Out-of-order times are sorted (stable), as framing
+    assumes them."""
+    names = events.dtype.names or ()
+    missing = [n for n in ("x", "p", "t") if n not in names]
+    if missing:
+        raise BadRecording(f"its events have no {', '.join(missing)} field")
+    for name, size in zip("xyp", sensor):
+        if name not in names:
+            continue  # SHD: no y axis
+        values = events[name]
+        if name == "p" and size == 1:  # tonic: one polarity, whatever its value (SHD's is 1)
+            bad = values != values[0] if len(values) else values.astype(bool)
+            range_ = f"the one polarity {values[0] if len(values) else 0} of the sensor"
+        else:
+            bad, range_ = (values < 0) | (values >= size), f"outside the sensor's 0 to {size - 1}"
+        if bad.any():
+            i = int(bad.argmax())
+            raise BadRecording(f"event {i} has {name} = {values[i]}, {range_}")
+    t = events["t"]
+    bad = ~np.isfinite(t) | (t < 0)
+    if bad.any():
+        i = int(bad.argmax())
+        raise BadRecording(f"event {i} has t = {t[i]}, not a time (finite, at least 0)")
+    if len(t) > 1 and (np.diff(t) < 0).any():
+        events = events[np.argsort(t, kind="stable")]
+    return events
+
+
+def _one_line(e: BaseException) -> str:
+    """An exception as one short line: its type and its text with the line breaks folded."""
+    return f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"
 
 
 SOURCES: dict[str, EventSource] = {s.kind: s for s in (
@@ -152,6 +266,9 @@ def _source(kind: str) -> EventSource:
     return SOURCES[kind]
 
 
+MAX_OPTION = 10**12  # a window of 11.6 days in microseconds; more events than any recording holds
+
+
 @dataclass(frozen=True)
 class Framing:
     """How a recording becomes ``timesteps`` frames of event counts per polarity and pixel.
@@ -168,11 +285,21 @@ class Framing:
     timesteps: int
 
     def __post_init__(self) -> None:
+        from .data import MAX_TIMESTEPS  # data imports this module
+
         if self.by not in FRAMINGS:
             raise UserError(f"unknown framing {self.by!r}; valid: {', '.join(f'{k}=N' for k in FRAMINGS)}")
-        if not self.value > 0 or self.timesteps < 1:
-            raise UserError(f"framing {self.by}={self.value:g} for {self.timesteps} steps: both must be positive")
-        if self.by != "window":  # counts are whole numbers
+        whole = self.by != "window"  # counts are whole numbers
+        if not (math.isfinite(self.value) and 0 < self.value <= MAX_OPTION
+                and (not whole or self.value == int(self.value))):
+            least = "a whole number from 1" if whole else "a number of microseconds above 0"
+            raise UserError(f"framing {self.by}={self.value:g}: must be {least} to {MAX_OPTION:.0e}")
+        steps = self.timesteps
+        if not (math.isfinite(steps) and steps == int(steps) and 1 <= steps <= MAX_TIMESTEPS):
+            raise UserError(f"{steps:g} time steps: event data is framed into 1 to {MAX_TIMESTEPS:,} steps "
+                            f"(danet-deploy's limit for a run); use fewer (-T, or ?bins=N)")
+        object.__setattr__(self, "timesteps", int(steps))
+        if whole:
             object.__setattr__(self, "value", int(self.value))
         if self.by == "bins" and self.value != self.timesteps:
             raise UserError(f"framing bins={self.value:g}: the frames are the time steps, so bins must equal "
@@ -189,10 +316,23 @@ class Framing:
         out = np.zeros((self.timesteps, p, y, x), dtype=np.int16)
         if len(events) == 0:
             return out
-        framed = ToFrame(sensor_size=sensor_size, **{FRAMINGS[self.by]: self.value})(events)
+        events, end = self._first_frames(events)
+        framed = ToFrame(sensor_size=sensor_size, end_time=end, **{FRAMINGS[self.by]: self.value})(events)
         framed = framed.reshape(len(framed), p, y, x)[:self.timesteps]  # SHD's [n, 1, 700] has no y axis
         out[:len(framed)] = framed
         return out
+
+    def _first_frames(self, events: np.ndarray) -> tuple[np.ndarray, float | None]:
+        """The events and the end time that give tonic's first ``timesteps`` frames and no more:
+        tonic frames a whole recording, and a short window or a small count would make millions
+        of frames (memory) to keep a few. An end time half a window past the last kept frame
+        makes tonic count exactly ``timesteps`` windows, whatever the rounding."""
+        if self.by == "events":
+            return events[:self.value * self.timesteps], None
+        if self.by == "window":
+            end = float(events["t"][0]) + (self.timesteps + 0.5) * self.value
+            return events, (end if float(events["t"][-1]) > end else None)
+        return events, None
 
 
 def parse(spec: str, timesteps: int | None) -> tuple[str, Path, Framing]:
@@ -213,11 +353,11 @@ def parse(spec: str, timesteps: int | None) -> tuple[str, Path, Framing]:
     else:
         by, number = "bins", float(timesteps or 0)
     if timesteps is None and by == "bins" and option:
-        timesteps = int(number)  # ?bins=N names the steps of a graph that records none
+        timesteps = number  # ?bins=N names the steps of a graph that records none (Framing checks it)
     if timesteps is None:
         raise UserError(f"{spec}: event data is framed into the model's time steps, and this graph records "
                         f"none: add ?bins=N to the data spec (or pass -T where the command takes it)")
-    return kind, Path(path).expanduser(), Framing(by, number, int(timesteps))
+    return kind, Path(path).expanduser(), Framing(by, number, timesteps)
 
 
 def dataset_folder(source: EventSource, root: Path) -> Path:
@@ -230,22 +370,43 @@ def dataset_folder(source: EventSource, root: Path) -> Path:
 
 
 def recordings(source: EventSource, folder: Path, split: str) -> list[Recording]:
-    """Every recording of ``split``, in a fixed order; one line on stderr for a partial copy."""
+    """Every recording of ``split``, in a fixed order, each with a label among the dataset's
+    classes; one line on stderr for a partial copy."""
     where = folder / source.splits[split]
     if not where.exists():
         raise UserError(f"{source.kind}: {where} is missing (tonic's layout: {folder.parent}/{source.layout}); "
                         f"the dataset is published at {source.published}: download and extract it there")
     found = source.list_split(where, split)
+    for file, index, label in found:
+        if not 0 <= label < source.num_classes:
+            raise UserError(f"{file}: recording {index} has label {label}, not a {source.kind} class "
+                            f"(0 to {source.num_classes - 1})")
     if not found:
-        raise UserError(f"{source.kind}: no recordings under {where} (tonic's layout: {source.layout})")
+        rule = " (a class needs 2 recordings to give one to test)" if source.kind == "cifar10dvs" else ""
+        raise UserError(f"{source.kind}: no {split} recordings under {where}{rule} (tonic's layout: "
+                        f"{source.layout})")
     if len(found) < source.sizes[split]:
         print(f"danet-deploy: {source.kind} {split}: {len(found):,} of the published {source.sizes[split]:,} "
               f"recordings under {where}", file=sys.stderr)
     return found
 
 
+def check_frame_memory(source: EventSource, framing: Framing) -> None:
+    """Refuse frames that one recording cannot hold in memory: tonic's int16 frames, ours and
+    the float32 sample exist at once."""
+    from .data import available_memory  # data imports this module
+
+    x, y, p = source.sensor_size()
+    need = framing.timesteps * p * y * x * (2 + 2 + 4)
+    available = available_memory()
+    if need > available:
+        raise UserError(f"{source.kind}: {framing.timesteps:,} frames of {p} x {y} x {x} need "
+                        f"{need / 2**30:,.1f} GiB per recording, {available / 2**30:,.1f} GiB is available; "
+                        f"use fewer time steps (-T, or ?bins=N)")
+
+
 class FramedRecordings(Dataset):
-    """Recording ``i`` read with tonic's reader and framed (numpy, as tonic's cache stores it)."""
+    """Recording ``i`` read with tonic's reader, checked against the sensor and framed."""
 
     def __init__(self, source: EventSource, recs: list[Recording], framing: Framing) -> None:
         self.source, self.recs, self.framing = source, recs, framing
@@ -255,52 +416,228 @@ class FramedRecordings(Dataset):
         return len(self.recs)
 
     def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
+        file, index, label = self.recs[i]
         try:
-            events = self.source.read(self.recs[i])
-        except (OSError, ValueError, KeyError, IndexError) as e:
-            raise UserError(f"{self.recs[i][0]}: not a readable {self.source.kind} recording "
-                            f"({type(e).__name__}: {e})") from None
-        return self.framing.frames(events, self.sensor), self.recs[i][2]
+            events = checked_events(self.source.read(self.recs[i]), self.sensor)
+        except (OSError, ValueError, KeyError, IndexError, TypeError, EOFError) as e:
+            where = f"{file} (recording {index})" if self.source.kind == "shd" else str(file)
+            why = str(e) if isinstance(e, BadRecording) else _one_line(e)
+            raise UserError(f"{where}: not a readable {self.source.kind} recording ({why}); "
+                            f"replace it or move it out of the dataset") from None
+        return self.framing.frames(events, self.sensor), label
+
+
+# ---- the frame cache (docs/events.md, "Cache") ------------------------------------------------------------------
+
+MARKER = "danet-deploy-frames.json"  # first in every entry: who wrote it and what it holds
+FRAME_FILE = re.compile(r"[0-9]+\.npz")
+
+
+def _frame_name(i: int) -> str:
+    return f"{i}.npz"
+
+
+def _refuse(path: Path, why: str, folder: Path | None = None) -> UserError:
+    """A path in the cache that danet-deploy did not make there (in entry ``folder``): it is
+    neither used nor removed."""
+    what = f"the folder {folder}" if folder else "it"
+    return UserError(f"{path}: {why}; delete {what}, or point {CACHE_ENV} at another folder (docs/events.md)")
+
+
+def _open(path: str | Path, flags: int, dir_fd: int | None = None) -> int:
+    """``os.open`` that never follows a link in the last component nor blocks on a FIFO."""
+    try:
+        return os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o600, dir_fd=dir_fd)
+    except OSError as e:
+        if e.errno == errno.ELOOP and dir_fd is None:
+            raise _refuse(Path(path), "is a symbolic link, which the frame cache never follows") from None
+        raise
+
+
+def _private_folder(path: Path) -> Path:
+    """``path`` (made 0700 when missing) once it is a real directory of this user that no one
+    else can write in: nothing can then be planted in it, and the cache's names are ours."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        pass
+    st = os.lstat(path)
+    if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+        raise _refuse(path, "is a link or a file, not the frame cache's folder")
+    if st.st_uid != os.getuid() or st.st_mode & 0o022:
+        raise _refuse(path, "belongs to another user or others can write in it: the frame cache's folder "
+                            "must be private")
+    return path
+
+
+@contextmanager
+def _entry_lock(entry: Path) -> Iterator[None]:
+    """Hold ``<entry>.lock`` while the entry is filled, so that one process (of torchrun's ranks)
+    frames it and the others wait, then read it. The holder removes the lock before letting
+    go; a waiter that wakes on a removed lock takes the new one, so nothing is left behind."""
+    path = entry.with_name(entry.name + ".lock")
+    while True:
+        fd = _open(path, os.O_RDWR | os.O_CREAT)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_size or st.st_nlink != 1 or st.st_uid != os.getuid():
+                raise _refuse(path, "is not an empty lock file of this user")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                now = os.lstat(path)
+            except FileNotFoundError:
+                continue
+            if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+                continue
+            try:
+                yield
+            finally:
+                with stops_deferred():
+                    os.unlink(path)
+            return
+        finally:
+            os.close(fd)
+
+
+def _write_file(dir_fd: int, name: str, write: Callable[[Any], object]) -> None:
+    """A new file ``name`` in the directory ``dir_fd``, written through a Python file object:
+    a full disk is an ``OSError`` (HDF5's own driver crashed the process there)."""
+    with os.fdopen(_open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, dir_fd=dir_fd), "wb") as f:
+        write(f)
+
+
+def _marker(entry: str, framed: FramedRecordings) -> dict[str, Any]:
+    """What an entry's marker says: the tool, the format, the entry's name, the frames' shape
+    and every recording's label."""
+    x, y, p = framed.sensor
+    return {"tool": "danet-deploy", "what": "framed event recordings", "format": CACHE_FORMAT, "entry": entry,
+            "shape": [framed.framing.timesteps, p, y, x], "labels": [r[2] for r in framed.recs]}
+
+
+def _remove_ours(path: Path, entry: str, made_here: bool) -> bool:
+    """Remove a temporary entry folder when it is ours: a real directory of this user whose
+    marker names ``entry`` (or that this process just made) and that holds only the names an
+    entry has. Anything else is left where it is; True when it was removed."""
+    try:
+        fd = _open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError:
+        return False
+    try:
+        names = os.listdir(fd)
+        if os.fstat(fd).st_uid != os.getuid() or any(n != MARKER and not FRAME_FILE.fullmatch(n) for n in names):
+            return False
+        if not made_here and _read_marker(fd).get("entry") != entry:
+            return False
+        for name in names:
+            os.unlink(name, dir_fd=fd)
+        os.rmdir(path)
+    except (OSError, ValueError):
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
+def _read_marker(dir_fd: int) -> dict[str, Any]:
+    fd = _open(MARKER, os.O_RDONLY, dir_fd=dir_fd)
+    with os.fdopen(fd, "rb") as f:
+        marker = json.loads(f.read(64 << 20))
+    if not isinstance(marker, dict) or marker.get("tool") != "danet-deploy":
+        raise ValueError("not danet-deploy's marker")
+    return marker
+
+
+def _fill(framed: FramedRecordings, entry: Path, title: str) -> None:
+    """Frame every recording into a private temporary folder beside ``entry`` and rename it to
+    ``entry`` once complete: a stop, a full disk or a bad recording leaves no entry, and the
+    temporary folder is removed."""
+    tmp = None
+    try:
+        with stops_deferred():  # a stop while it is made would leave it unnamed
+            tmp = Path(tempfile.mkdtemp(prefix=f".{entry.name}.", dir=entry.parent))
+        fd = _open(tmp, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            marker = json.dumps(_marker(entry.name, framed)).encode()
+            _write_file(fd, MARKER, lambda f: f.write(marker))
+            with progress_bar(f"framing {title}", len(framed)) as advance:
+                for i in range(len(framed)):
+                    frames, _ = framed[i]
+                    _write_file(fd, _frame_name(i), lambda f: np.savez_compressed(f, frames=frames))
+                    advance()
+        finally:
+            os.close(fd)
+        raise_if_stopped()  # a stop whose SystemExit was lost commits nothing
+        os.rename(tmp, entry)
+        tmp = None
+    except OSError as e:
+        raise UserError(f"cannot write the frame cache in {entry.parent} ({e.strerror or e}); nothing was kept; "
+                        f"point {CACHE_ENV} at a writable folder with space (docs/events.md)") from None
+    finally:
+        if tmp is not None:
+            with stops_deferred():  # a second stop would leave it half removed
+                _remove_ours(tmp, entry.name, made_here=True)
+
+
+def _remove_stale(entry: Path) -> None:
+    """Temporary folders of ``entry`` left by a process that was killed (SIGKILL, power loss):
+    the caller holds the entry's lock, so no live process is filling them."""
+    for path in entry.parent.glob(f".{glob.escape(entry.name)}.*"):
+        _remove_ours(path, entry.name, made_here=False)
 
 
 class CachedFrames(Dataset):
-    """Framed recordings as float32 tensors, read from tonic's disk cache once it is filled."""
+    """Framed recordings as float32 tensors, read from the cache entry (filled the first time)."""
 
     def __init__(self, framed: FramedRecordings, cache: Path, title: str) -> None:
-        from tonic import DiskCachedDataset
-
         self.cache = cache
         try:
-            self.frames = DiskCachedDataset(framed, cache_path=str(cache))
-            self._fill(framed, title)
+            _private_folder(cache.parent)
+            if not os.path.lexists(cache):
+                with _entry_lock(cache):
+                    if not os.path.lexists(cache):
+                        _remove_stale(cache)
+                        _fill(framed, cache, title)
         except OSError as e:
             raise UserError(f"cannot write the frame cache in {cache} ({e.strerror or e}); point {CACHE_ENV} "
                             f"at a writable folder with space (docs/events.md)") from None
+        self.shape, self.labels = self._entry(_marker(cache.name, framed))
 
-    def _fill(self, framed: FramedRecordings, title: str) -> None:
-        """Frame every recording the first time (with a bar); ``complete.json`` marks a full
-        cache. One process fills it: others (torchrun's ranks) wait on the lock, then read."""
-        import fcntl
-
-        marker = self.cache / "complete.json"
-        if marker.exists():
-            return
-        with open(self.cache / ".lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if marker.exists():
-                return
-            with progress_bar(f"framing {title}", len(self.frames)) as advance:
-                for i in range(len(self.frames)):
-                    self.frames[i]
-                    advance()
-            marker.write_text(json.dumps({"recordings": len(framed), "framing": framed.framing.to_dict()}))
+    def _entry(self, expected: dict[str, Any]) -> tuple[tuple[int, ...], list[int]]:
+        """The frames' shape and the labels, once the entry is a real directory of this user
+        whose marker is the one this run would write."""
+        try:
+            st = os.lstat(self.cache)
+            if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
+                raise _refuse(self.cache, "is a link or a file, not a frame cache entry of danet-deploy")
+            if st.st_uid != os.getuid():
+                raise _refuse(self.cache, "belongs to another user, not a frame cache entry of this user")
+            fd = _open(self.cache, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                marker = _read_marker(fd)
+            finally:
+                os.close(fd)
+        except (OSError, ValueError) as e:
+            raise _refuse(self.cache, f"is not a frame cache entry of danet-deploy (no marker: {_one_line(e)})"
+                          ) from None
+        if marker != expected:
+            raise _refuse(self.cache, "is not the frame cache entry its name says (its marker differs)")
+        return tuple(marker["shape"]), marker["labels"]
 
     def __len__(self) -> int:
-        return len(self.frames)
+        return len(self.labels)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        data, target = self.frames[i]
-        return torch.from_numpy(np.asarray(data, dtype=np.float32)), int(target)
+        path = self.cache / _frame_name(i)
+        try:
+            with os.fdopen(_open(path, os.O_RDONLY), "rb") as f, np.load(f, allow_pickle=False) as npz:
+                data = npz["frames"]
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+            raise _refuse(path, f"is not a frame file of danet-deploy ({_one_line(e)})", self.cache) from None
+        if data.dtype != np.int16 or data.shape != self.shape:
+            raise _refuse(path, f"holds {data.dtype} {list(data.shape)}, not the entry's int16 {list(self.shape)} "
+                                f"frames", self.cache)
+        return torch.from_numpy(data.astype(np.float32)), int(self.labels[i])
 
 
 def cache_root() -> Path:
@@ -320,7 +657,7 @@ def cache_folder(source: EventSource, folder: Path, split: str, recs: list[Recor
            "recordings": [f"{r[0].relative_to(folder)}:{r[1]}" for r in recs], "framing": asdict(framing),
            "files": files}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    value = f"{framing.value:g}".replace(".", "p")
+    value = f"{framing.value:g}".replace(".", "p").replace("+", "")
     return cache_root() / "frames" / f"{source.kind}-{split}-{framing.by}{value}-T{framing.timesteps}-{digest}"
 
 
@@ -333,6 +670,7 @@ def load_events(spec: str, split: str, timesteps: int | None) -> tuple[CachedFra
         raise UserError(f"{kind}: event datasets are read with tonic, which is not installed here: pip install "
                         f"'tonic>=1.5,<2' (the Lava runtime: danet-deploy lava-runtime setup)") from None
     source = SOURCES[kind]
+    check_frame_memory(source, framing)
     folder = dataset_folder(source, root)
     recs = recordings(source, folder, split)
     cache = cache_folder(source, folder, split, recs, framing)

@@ -8,6 +8,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from danet_deploy.events import cifar10dvs_test_count
+
 
 def random_events(rng: np.random.Generator, n: int, x: int, y: int, duration_us: int) -> dict[str, np.ndarray]:
     """``n`` events, sorted by time, on an ``x`` by ``y`` sensor with two polarities."""
@@ -57,6 +59,23 @@ def write_dvsgesture(root: Path, users: int, seed: int = 0, events: tuple[int, i
                 out[split].append((str(path), {**ev, "t": ev["t"] * 1000}, label))
         out[split] = [(ev, label) for _, ev, label in sorted(out[split], key=lambda r: r[0])]
     return out
+
+
+def write_gesture_rows(path: Path, rows: np.ndarray) -> None:
+    """One DVS Gesture ``.npy`` file of rows ``x, y, p, t`` (t in milliseconds), as given."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, np.asarray(rows, dtype=np.float64))
+
+
+def write_shd_file(path: Path, times: list[np.ndarray], units: list[np.ndarray], labels: list[int]) -> None:
+    """One SHD HDF5 file holding the given recordings (times in seconds) as they are."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(path, "w") as f:
+        t = f.create_dataset("spikes/times", (len(times),), dtype=h5py.vlen_dtype(np.float32))
+        u = f.create_dataset("spikes/units", (len(units),), dtype=h5py.vlen_dtype(np.uint16))
+        for i, (ti, ui) in enumerate(zip(times, units)):
+            t[i], u[i] = np.asarray(ti, np.float32), np.asarray(ui, np.uint16)
+        f["labels"] = np.array(labels, dtype=np.uint16)
 
 
 def write_shd(root: Path, per_split: int, seed: int = 0) -> dict[str, list[tuple[dict, int]]]:
@@ -150,12 +169,12 @@ CIFAR10DVS_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "f
 
 
 def write_cifar10dvs(root: Path, per_class: int, seed: int = 0) -> dict[str, list[tuple[dict, int]]]:
-    """``root/CIFAR10DVS/<class>/cifar10_<class>_N.aedat4``; the last tenth of each class
-    (sorted names) is test, as danet-deploy splits it."""
+    """``root/CIFAR10DVS/<class>/cifar10_<class>_N.aedat4`` (names sort by ``N`` below 10); the
+    last tenth of each class is test, as danet-deploy splits it."""
     rng = np.random.default_rng(seed)
     out: dict[str, list] = {"train": [], "test": []}
     for label, name in enumerate(CIFAR10DVS_CLASSES):
-        n_test = int(round(per_class * 0.1))
+        n_test = cifar10dvs_test_count(per_class)
         for k in range(per_class):
             ev = random_events(rng, int(rng.integers(200, 500)), 128, 128, 1_000_000)
             write_aedat4(root / "CIFAR10DVS" / name / f"cifar10_{name}_{k}.aedat4", ev)

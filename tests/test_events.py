@@ -5,19 +5,23 @@ event stem of the zoo, and a DA-ResNet from DVS Gesture-format data through Lava
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import torch
 
 from danet_deploy.data import load_dataset
 from danet_deploy.errors import UserError
-from danet_deploy.events import FramedRecordings, cache_root
+from danet_deploy import data
+from danet_deploy.events import FRAMINGS, FramedRecordings, Framing, cache_root, cifar10dvs_test_count
 from danet_deploy.models import build, make_config
 
 from .conftest import one_line_error, run_cli
-from .event_files import frames_by_hand, write_cifar10dvs, write_dvsgesture, write_nmnist, write_nmnist_bin, write_shd
+from .event_files import (frames_by_hand, random_events, write_cifar10dvs, write_dvsgesture, write_gesture_rows,
+                          write_nmnist, write_nmnist_bin, write_shd, write_shd_file)
 
 WRITERS = {"nmnist": (lambda root: write_nmnist(root, 1), (2, 34, 34), 10),
            "dvsgesture": (lambda root: write_dvsgesture(root, 1), (2, 128, 128), 11),
@@ -149,7 +153,7 @@ def test_processes_framing_one_dataset_at_once_fill_its_cache_once(tmp_path: Pat
     assert all(p.wait() == 0 for p in procs), [p.stderr.read() for p in procs]
     frames = [torch.load(tmp_path / f"{r}.pt") for r in range(3)]
     assert all(torch.equal(frames[0], f) for f in frames[1:]) and frames[0].sum() > 0
-    assert len(list((cache_root() / "frames").glob("nmnist-train-*/complete.json"))) == 1
+    assert len(list((cache_root() / "frames").glob("nmnist-train-*/danet-deploy-frames.json"))) == 1
 
 
 def test_an_unwritable_cache_is_a_one_line_error(tmp_path: Path, monkeypatch) -> None:
@@ -172,3 +176,155 @@ def test_compare_trains_each_connection_on_event_data_framed_into_its_time_steps
     for connection in ("plain", "sew"):
         ckpt = torch.load(models / f"digits_resnet_{connection}.pt", weights_only=False)
         assert ckpt["config"]["timesteps"] == 3 and ckpt["data"]["framing"]["n_time_bins"] == 3
+
+
+# ---- every reader checks labels, coordinates, times and layout, and names the file at fault -------------------
+
+
+def _refused(spec: str, split: str, *words: str, timesteps: int = 2) -> str:
+    """The one-line error that loading (and framing) ``spec`` gives, checked to name ``words``."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # numpy's RuntimeWarning (a NaN cast) is no message
+        with pytest.raises(UserError) as err:
+            load_dataset(spec, split, timesteps=timesteps)
+    message = str(err.value)
+    assert "\n" not in message and all(w in message for w in words), (words, message)
+    return message
+
+
+def _gesture(root: Path, rows: list[list[float]], name: str = "3.npy") -> Path:
+    """A DVS Gesture copy whose test split is one file of ``rows``."""
+    (root / "DVSGesture" / "ibmGestureTrain").mkdir(parents=True, exist_ok=True)
+    path = root / "DVSGesture" / "ibmGestureTest" / "user01_led" / name
+    write_gesture_rows(path, np.array(rows))
+    return path
+
+
+def test_a_label_outside_the_classes_is_refused_naming_the_file(tmp_path: Path) -> None:
+    bad = _gesture(tmp_path / "g", [[1, 1, 0, 0.5]], name="99.npy")
+    _refused(f"dvsgesture:{tmp_path / 'g'}", "test", str(bad), "'99' is not a dvsgesture class (0 to 10)")
+    bad = _gesture(tmp_path / "word", [[1, 1, 0, 0.5]], name="wave.npy")
+    _refused(f"dvsgesture:{tmp_path / 'word'}", "test", str(bad), "'wave' is not a dvsgesture class")
+    write_nmnist_bin(tmp_path / "n" / "NMNIST" / "Test" / "12" / "0.bin", {k: np.zeros(3, int) for k in "xypt"})
+    (tmp_path / "n" / "NMNIST" / "Train").mkdir()
+    _refused(f"nmnist:{tmp_path / 'n'}", "test", str(tmp_path / "n" / "NMNIST" / "Test" / "12" / "0.bin"),
+             "class folder '12' is not a nmnist class (0 to 9)")
+    shd = tmp_path / "s" / "SHD" / "shd_test.h5"
+    write_shd_file(shd, [[0.1, 0.2]] * 3, [[1, 2]] * 3, [4, 99, 5])
+    write_shd_file(shd.with_name("shd_train.h5"), [[0.1]], [[1]], [0])
+    _refused(f"shd:{tmp_path / 's'}", "test", str(shd), "recording 1 has label 99, not a shd class (0 to 19)")
+
+
+def test_a_recording_outside_the_layout_is_refused_naming_it(tmp_path: Path) -> None:
+    loose = tmp_path / "NMNIST" / "Test" / "00001.bin"  # no class folder: tonic's int() of the folder's name
+    write_nmnist_bin(loose, {k: np.zeros(3, int) for k in "xypt"})
+    (tmp_path / "NMNIST" / "Train").mkdir()
+    _refused(f"nmnist:{tmp_path}", "test", str(loose), "not in a class folder")
+
+
+def test_events_off_the_sensor_or_without_a_time_are_refused_naming_the_file(tmp_path: Path) -> None:
+    cases = {"x = 200, outside the sensor's 0 to 127": [[200, 1, 0, 0.5]],
+             "x = -1, outside the sensor's 0 to 127": [[5, 1, 0, 0.1], [-1, 1, 0, 0.5]],
+             "p = 2, not a whole number on the sensor": [[5, 1, 2, 0.5]],  # tonic's p is a bool
+             "x = 65541, not a whole number": [[65541, 1, 0, 0.5]],  # int16 would wrap it to 5
+             "y = 2.5, not a whole number": [[5, 2.5, 1, 0.5]],
+             "t = nan ms, not a time": [[5, 1, 1, 0.5], [5, 1, 1, np.nan]],
+             "t = -2000, not a time": [[5, 1, 1, -2.0]],
+             "holds a float64 array of shape [4]": [1, 2, 3, 4]}
+    for k, (words, rows) in enumerate(cases.items()):
+        bad = _gesture(tmp_path / str(k), rows)
+        _refused(f"dvsgesture:{tmp_path / str(k)}", "test", str(bad), words)
+    np.save(bad, np.array([["5", "1", "1", "0.5"]]))
+    _refused(f"dvsgesture:{tmp_path / str(k)}", "test", str(bad), "holds a <U3 array")
+    with open(bad, "wb") as f:
+        np.savez(f, rows=np.zeros((2, 4)))
+    _refused(f"dvsgesture:{tmp_path / str(k)}", "test", str(bad), "is a .npz archive")
+
+
+def test_a_garbage_nmnist_file_is_refused_not_framed(tmp_path: Path) -> None:
+    garbage = tmp_path / "NMNIST" / "Test" / "3" / "00000.bin"
+    garbage.parent.mkdir(parents=True)
+    garbage.write_bytes(bytes(range(250, 256)) * 5)  # x bytes up to 255 on a 34-pixel sensor
+    (tmp_path / "NMNIST" / "Train").mkdir()
+    _refused(f"nmnist:{tmp_path}", "test", str(garbage), "outside the sensor's 0 to 33")
+
+
+def test_unreadable_shd_and_cifar10dvs_files_are_refused_naming_them(tmp_path: Path) -> None:
+    shd = tmp_path / "s" / "SHD"
+    shd.mkdir(parents=True)
+    (shd / "shd_test.h5").write_bytes(b"not hdf5")
+    _refused(f"shd:{tmp_path / 's'}", "test", str(shd / "shd_test.h5"), "not a readable SHD file")
+    with h5py.File(shd / "shd_test.h5", "w") as f:
+        f["spikes/times"] = np.zeros(2)
+    _refused(f"shd:{tmp_path / 's'}", "test", str(shd / "shd_test.h5"), "KeyError")
+    write_shd_file(shd / "shd_test.h5", [[0.1, np.nan], [0.1]], [[1, 2], [3]], [1, 2])
+    _refused(f"shd:{tmp_path / 's'}", "test", f"{shd / 'shd_test.h5'} (recording 0)", "t = nan")
+    write_shd_file(shd / "shd_test.h5", [[0.1], [0.1, 0.2]], [[1], [3, 700]], [1, 2])
+    _refused(f"shd:{tmp_path / 's'}", "test", f"{shd / 'shd_test.h5'} (recording 1)", "x = 700")
+    truth = write_cifar10dvs(tmp_path / "c", 2)
+    assert len(truth["test"]) == 10
+    bad = tmp_path / "c" / "CIFAR10DVS" / "bird" / "cifar10_bird_1.aedat4"
+    for content in (b"garbage", bad.read_bytes()[:100]):
+        bad.write_bytes(content)
+        _refused(f"cifar10dvs:{tmp_path / 'c'}", "test", str(bad), "not an AEDAT 4 event file")
+
+
+def test_cifar10dvs_gives_each_class_of_two_or_more_one_test_recording(tmp_path: Path) -> None:
+    assert [cifar10dvs_test_count(n) for n in (0, 1, 2, 5, 10, 15, 100)] == [0, 0, 1, 1, 1, 2, 10]
+    write_cifar10dvs(tmp_path / "five", 5)
+    train, _ = load_dataset(f"cifar10dvs:{tmp_path / 'five'}", "train", timesteps=2)
+    test, _ = load_dataset(f"cifar10dvs:{tmp_path / 'five'}", "test", timesteps=2)
+    assert (len(train), len(test)) == (40, 10) and sorted(test[i][1] for i in range(10)) == list(range(10))
+    write_cifar10dvs(tmp_path / "one", 1)
+    _refused(f"cifar10dvs:{tmp_path / 'one'}", "test", "no test recordings", "a class needs 2 recordings")
+
+
+@pytest.mark.parametrize("option, words", [("window=inf", "framing window=inf"),
+                                           ("window=1e30", "framing window=1e+30: must be a number"),
+                                           ("window=-3", "above 0"),
+                                           ("events=1e30", "framing events=1e+30: must be a whole number"),
+                                           ("events=0.5", "framing events=0.5"),
+                                           ("events=2.5", "framing events=2.5"),
+                                           ("bins=1e30", "bins=1e+30"),
+                                           ("bins=inf", "bins=inf")])
+def test_infinite_or_huge_framing_options_are_refused_in_one_line(option: str, words: str, tmp_path: Path) -> None:
+    write_nmnist(tmp_path, 1)
+    for timesteps in (4, None) if option.startswith("bins") else (4,):
+        _refused(f"nmnist:{tmp_path}?{option}", "test", words, timesteps=timesteps)
+
+
+def test_time_steps_past_the_run_limit_or_memory_are_refused_in_one_line(tmp_path: Path, monkeypatch) -> None:
+    write_nmnist(tmp_path, 1)
+    _refused(f"nmnist:{tmp_path}?bins=1e6", "test", "1e+06 time steps", "100,000", timesteps=None)
+    _refused(f"nmnist:{tmp_path}", "test", "1e+06 time steps", timesteps=10**6)
+    monkeypatch.setattr(data, "available_memory", lambda: 2**30)  # 100,000 frames of 2 x 34 x 34: 1.7 GiB
+    _refused(f"nmnist:{tmp_path}?bins=100000", "test", "100,000 frames of 2 x 34 x 34 need 1.7 GiB per recording",
+             "1.0 GiB is available", timesteps=None)
+
+
+def test_option_and_cli_refusal_is_one_line(tmp_path: Path) -> None:
+    write_nmnist(tmp_path, 1)
+    one_line_error(run_cli("train", "--arch", "digits_resnet", "--data", f"nmnist:{tmp_path}?window=inf", "-T", "2",
+                           "--epochs", "1", "-o", str(tmp_path / "m.pt")), "framing window=inf")
+    assert not (tmp_path / "m.pt").exists()
+
+
+@pytest.mark.parametrize("by, value", [("window", 0.001), ("window", 7.5), ("window", 40_000), ("events", 1),
+                                       ("events", 37), ("events", 10**12)])
+def test_a_small_window_or_count_frames_only_the_first_steps_as_tonic_would_frame_them_all(by: str, value: float
+                                                                                            ) -> None:
+    """tonic frames a whole recording: 300 ms in windows of 1 ns would be 3e8 frames. Only the
+    first T are made, equal to the first T of tonic's own."""
+    from tonic.transforms import ToFrame
+
+    rng = np.random.default_rng(1)
+    ev = random_events(rng, 5000, 34, 34, 300_000)
+    events = np.zeros(5000, dtype=[("x", "<i8"), ("y", "<i8"), ("t", "<i8"), ("p", "<i8")])
+    for k in "xytp":
+        events[k] = ev[k]
+    framing = Framing(by, value, 6)
+    frames = framing.frames(events.copy(), (34, 34, 2))
+    if value >= 1:  # tonic's own, of the whole recording (too many frames for the smallest window)
+        full = ToFrame(sensor_size=(34, 34, 2), **{FRAMINGS[by]: value})(events.copy())[:6]
+        assert np.array_equal(frames[:len(full)], full) and not frames[len(full):].any()
+    assert frames.shape == (6, 2, 34, 34) and frames.sum() > 0
