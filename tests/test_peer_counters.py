@@ -1,17 +1,15 @@
-"""Our SOP counts against NeuroBench's SynapticOperations and syops, where the conventions meet.
+"""Our SOP counts against NeuroBench's SynapticOperations, where the conventions meet.
 
-Both peers count by hooking ``nn.Conv2d`` / ``nn.Linear`` calls. Every synapse term of
+It counts by hooking ``nn.Conv2d`` / ``nn.Linear`` calls. Every synapse term of
 a compiled program becomes such a layer holding the term's quantised weights; at each
 step it is called on the values its source population sent (recorded from the fast
-simulator), so the peers see the same events and weights our accountant sees. Where
+simulator), so the peer sees the same events and weights our accountant sees. Where
 the conventions differ (``sop-conventions.md``, ``docs/accounting.md``) the tests
 pin down the difference instead of hiding it.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 from pathlib import Path
 
 import nir
@@ -39,7 +37,7 @@ def _key(name: str, back: bool = False) -> str:
 class TermLayers(nn.Module):
     """A program's synapse terms as torch layers, driven step by step by recorded activity."""
 
-    def __init__(self, program: Program, activations: bool = True) -> None:
+    def __init__(self, program: Program) -> None:
         super().__init__()
         self.program = program
         self.sim = FixedSimulator(program)
@@ -59,9 +57,8 @@ class TermLayers(nn.Module):
         self.layers = nn.ModuleList(layers)
         # what each neuron population sends, through an activation NeuroBench hooks (spikes are
         # 0/1, so ReLU passes them as they are): its ActivationSparsity sees our neurons' output
-        # (syops would count the ReLUs' own operations: it gets none)
         self.activations = nn.ModuleDict({_key(name): nn.ReLU() for name, pop in program.populations.items()
-                                          if activations and pop.kind not in ("input", "readout")})
+                                          if pop.kind not in ("input", "readout")})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [N, T, ...]
         rec = self.sim.run(x, record=True)
@@ -295,47 +292,3 @@ def test_neurobench_on_the_exported_graph_equals_ours_as_trained(connection: str
     assert nb["NeuronOperations"] == pytest.approx(ours["NeuronOperations"], rel=1e-3)
     assert round(ours["ConnectionSparsity"], 4) == nb["ConnectionSparsity"]
     assert nb["Footprint"] == _imported_footprint(graph) != ours["Footprint"]
-
-
-def _dense_program(tmp_path: Path) -> tuple[Program, torch.Tensor]:
-    """input (16) -> fc -> lif (12) -> fc -> lif (8) -> fc -> output (3); no zero weights."""
-    rng = np.random.default_rng(3)
-
-    def fc(n_in: int, n_out: int) -> nir.Linear:
-        return nir.Linear(rng.choice([-1, 1], (n_out, n_in)) * rng.uniform(0.5, 1.0, (n_out, n_in)))
-
-    dt, beta = 1e-3, 0.5
-    tau = dt / (1 - beta)
-
-    def lif(n: int) -> nir.LIF:
-        return nir.LIF(tau=np.full(n, tau), r=np.full(n, tau / dt), v_leak=np.zeros(n), v_threshold=np.ones(n))
-
-    nodes = {"input": nir.Input(input_type={"input": np.array([16])}), "f1": fc(16, 12), "l1": lif(12),
-             "f2": fc(12, 8), "l2": lif(8), "f3": fc(8, 3), "output": nir.Output(output_type={"output": np.array([3])})}
-    edges = [("input", "f1"), ("f1", "l1"), ("l1", "f2"), ("f2", "l2"), ("l2", "f3"), ("f3", "output")]
-    nir.write(tmp_path / "dense.nir", nir.NIRGraph(nodes=nodes, edges=edges, metadata={"dt": dt, "timesteps": 4}))
-    x = torch.rand(5, 4, 16) * 2 + 0.5  # every pixel nonzero: syops charges dense MACs
-    program, _ = compile_graph(read_nir(tmp_path / "dense.nir"), "loihi2-sim", load_profile("loihi2"), "expand", x)
-    assert all((t.weight_q != 0).all() for p in program.populations.values() for t in p.terms)
-    return program, x
-
-
-def test_syops_agrees_on_a_fully_connected_network(tmp_path: Path) -> None:
-    """syops charges ``dense ops x mean(input)``: exact for fully connected layers without zero
-    weights (no borders). On convolutions it counts padded taps (+12-17 % in sop-conventions.md)."""
-    from syops.engine import add_syops_counting_methods
-
-    program, x = _dense_program(tmp_path)
-    ours = _ours(program, x)
-    model = add_syops_counting_methods(TermLayers(program, activations=False))
-    model.eval()
-    sink = io.StringIO()
-    with contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-        model.start_syops_count(ost=sink, verbose=False, ignore_list=[])
-        with torch.no_grad():
-            model(x)
-        ops, _ = model.compute_average_syops_cost()  # [dense, ACs, MACs, rate]
-        model.stop_syops_count()
-    assert ours["sops"] > 0
-    assert float(ops[1]) == pytest.approx(ours["sops"], rel=1e-6)  # syops takes the mean in float32
-    assert float(ops[2]) == pytest.approx(ours["macs"], rel=1e-6)
