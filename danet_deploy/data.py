@@ -234,7 +234,8 @@ def check_run_memory(shapes: Mapping[str, Sequence[int]], steps: int, batch: int
     available = torch.cuda.mem_get_info(device)[0] if on_gpu else available_memory()
     if need > available:
         raise UserError(f"{steps:,} time steps x {batch} samples x {values:,} values need at least "
-                        f"{need / 2**30:,.1f} GiB of memory, {available / 2**30:,.1f} GiB is available; {remedy}")
+                        f"{need / 2**30:,.1f} GiB of memory, {available / 2**30:,.1f} GiB is available; "
+                        f"{remedy}")
 
 
 def as_time_series(x: torch.Tensor, graph: "FlatGraph", keep_all: bool = False,

@@ -18,11 +18,12 @@ A command replaces an existing file only when the file carries the tag of the ki
 command writes; any other file (a user's, or another kind of ours, e.g. a checkpoint
 where a report goes) needs ``--force``. Outputs are regular files: a device, a FIFO or a
 socket is never replaced, not even with ``--force``, nor read for a tag (a FIFO blocks,
-``/dev/zero`` never ends); what is read to find a tag is bounded. An export directory is replaced file by file:
-only the files its manifest lists are ours, everything else in it is kept. The current,
-home and root directories are never an export directory. Every check, writability
-included, runs before any work starts, so a refused run costs nothing; files are
-written to a temporary name and renamed when complete, with the user's umask.
+``/dev/zero`` never ends); what is read to find a tag is bounded. An export directory is
+replaced file by file: only the files its manifest lists are ours, everything else in it
+is kept. The current, home and root directories are never an export directory. Every
+check, writability and free space included, runs before any work starts, so a refused run
+costs nothing; files are written to a temporary name and renamed when complete, with the
+user's umask.
 """
 
 from __future__ import annotations

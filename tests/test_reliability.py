@@ -296,6 +296,16 @@ def test_training_larger_than_the_memory_left_is_refused_before_it_starts(tmp_pa
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_run_on_a_gpu_is_held_against_the_gpus_free_memory(monkeypatch) -> None:
+    from danet_deploy import data
+
+    monkeypatch.setattr(data, "available_memory", lambda: 2**40)  # the host's: not what counts
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device=None: (2**30, 80 * 2**30))
+    with pytest.raises(data.UserError, match=r"1.0 GiB is available"):
+        data.check_run_memory({"a": (1000,)}, 10_000, 64, keep_all=True, device=torch.device("cuda", 0))
+    data.check_run_memory({"a": (1000,)}, 10_000, 64, keep_all=True, device=torch.device("cpu"))
+
+
 def _no_training(*args, **kw):
     raise AssertionError("training started")
 
