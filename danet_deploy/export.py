@@ -36,6 +36,7 @@ from .ir.program import Program, read_program, summarise, write_program
 from .ir.sigma_delta import SigmaDelta
 from .data import as_time_series, evaluation_split, first, load_dataset
 from .errors import UserError
+from .frontends.module_spec import is_module_spec, load_module_graph
 from .heap import return_freed_memory
 from .lowering import LOWERINGS
 from .models import SpikingNet
@@ -60,7 +61,10 @@ class Artifact:
 
 
 def source_kind(path: Path) -> str:
-    """What MODEL is: ``nir``, ``netx`` (a lava-dl network file) or ``checkpoint``."""
+    """What MODEL is: ``nir``, ``netx`` (a lava-dl network file), ``module`` (``package.module:factory``,
+    a PyTorch module, docs/nir.md) or ``checkpoint``."""
+    if is_module_spec(path):
+        return "module"
     if path.suffix == ".nir":
         return "nir"
     return "netx" if path.suffix in (".net", ".h5", ".hdf5") or is_netx(path) else "checkpoint"
@@ -118,11 +122,13 @@ def _state_conventions(nir_graph: nir.NIRGraph, graph: FlatGraph, reset: str | N
 
 def load_artifact(path: Path, dt: float | None = None, keep_model: bool = True,
                   keep_input_neurons: bool = False, reset: str | None = None,
-                  discretisation: str | None = None) -> Artifact:
+                  discretisation: str | None = None, module: dict[str, Any] | None = None) -> Artifact:
     """Resolve a checkpoint, a ``.nir`` file, a netx file or an export directory (with
     ``manifest.json``). ``keep_input_neurons``: a netx input layer's neurons are kept
     (lava-dl's examples skip them). ``reset``, ``discretisation``: a ``.nir`` graph's
-    conventions (recorded in the graph's metadata, so that its export keeps them).
+    conventions (recorded in the graph's metadata, so that its export keeps them). ``module``: the
+    ``weights``, ``input_shape`` and ``timesteps`` of a ``package.module:factory`` MODEL, traced by
+    ``frontends`` into the NIR graph a ``.nir`` file would give.
 
     For an export directory the float side is its source checkpoint while that is unchanged
     (else its ``graph.nir``: :func:`export_source`), and a compiled directory brings its program.
@@ -138,6 +144,14 @@ def load_artifact(path: Path, dt: float | None = None, keep_model: bool = True,
             art.program, art.program_path = read_program(path / "program.h5"), path / "program.h5"
         return art
     kind = source_kind(path)
+    given = {k: v for k, v in (module or {}).items() if v is not None}
+    if kind == "module":
+        nir_graph = load_module_graph(str(path), given.get("weights"), given.get("input_shape"),
+                                      given.get("timesteps"), dt)
+        return Artifact(path, from_nir(nir_graph, reset=reset, discretisation=discretisation), nir_graph)
+    if given:
+        raise UserError(f"{path}: --{next(iter(given)).replace('_', '-')} applies to a package.module:factory "
+                        f"MODEL only")
     if kind == "nir":
         graph = read_nir(path, dt, reset, discretisation)
         nir_graph = read_nir_graph(path)
@@ -213,8 +227,9 @@ def manifest_for(art: Artifact, target: str, outdir: Path, files: list[str], pro
         "dt": g.dt,
         "pipeline_latency": program.lowered.latency if program else 0,
         "lowering": program.lowered.lowering if program else "expand",
-        "source": {"path": os.path.relpath(art.source.resolve(), outdir.resolve()), "kind": source_kind(art.source),
-                   "sha256": _sha256(art.source)},
+        "source": {"path": str(art.source) if source_kind(art.source) == "module"  # package.module:factory
+                   else os.path.relpath(art.source.resolve(), outdir.resolve()), "kind": source_kind(art.source),
+                   "sha256": _sha256(art.source) if art.source.is_file() else None},
         "model": {k: art.checkpoint["config"][k] for k in ("arch", "connection", "num_classes")}
         if art.checkpoint else None,
         "layers": layer_list(g),
@@ -260,12 +275,13 @@ def export(model_path: Path, target: str, outdir: Path | None = None, dt: float 
            profile: str | None = None, lowering: str = "auto", data: str | None = None,
            calibration_samples: int = CALIBRATION_SAMPLES, force: bool = False,
            keep_input_neurons: bool = False, reset: str | None = None,
-           discretisation: str | None = None, strict: bool = False) -> Path:
+           discretisation: str | None = None, strict: bool = False, module: dict[str, Any] | None = None) -> Path:
     """Write the artifacts for ``target`` and return the output directory.
 
     ``outdir`` may be missing, empty or an earlier artifact of ours; a non-empty foreign
     directory needs ``force`` (and then only our files are written into it). ``strict``: a
-    layer whose weight error is above the compile's bound is an error, not a warning.
+    layer whose weight error is above the compile's bound is an error, not a warning. ``module``:
+    a ``package.module:factory`` MODEL's options (:func:`load_artifact`).
     """
     if target not in TARGETS:
         raise UserError(f"unknown target {target!r}; valid: {', '.join(TARGETS)}")
@@ -275,7 +291,7 @@ def export(model_path: Path, target: str, outdir: Path | None = None, dt: float 
     outdir = Path(outdir) if outdir else default_outdir(model_path, target)
     check_artifact_dir(outdir, force, ARTIFACT_FILES if target != "nir" else ("graph.nir", "manifest.json"))
     art = load_artifact(model_path, dt, keep_model=False, keep_input_neurons=keep_input_neurons, reset=reset,
-                        discretisation=discretisation)
+                        discretisation=discretisation, module=module)
     own = [n for n, node in art.graph.nodes.items() if isinstance(node, SigmaDelta)]
     if target == "nir" and own:
         raise UserError(f"{model_path}: node {own[0]!r} is a sigma-delta neuron, which NIR {nir.version} has no "

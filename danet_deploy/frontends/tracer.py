@@ -450,8 +450,13 @@ def from_torch(module: nn.Module, example_input: torch.Tensor, dt: float = 1.0,
     gm = _trace(probe)
     recorder = _Recorder(gm)
     states = [None] * (sum(n.op == "placeholder" for n in gm.graph.nodes) - 1)  # a neuron's own initial state
-    with torch.no_grad():
-        recorder.run(example_input, *states)
+    try:
+        with torch.no_grad():
+            recorder.run(example_input, *states)
+    except Exception as e:  # noqa: BLE001 - the user's module may raise anything on a wrong input
+        raise UserError(f"module {type(module).__module__}.{type(module).__name__}: it does not run on an input "
+                        f"of shape {tuple(example_input.shape)} ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0][:160] if str(e) else ''})") from None
     graph = _Builder(gm, recorder.values, dt).run()
     frameworks = sorted({n.metadata.get("framework") for n in graph.nodes.values()} - {None})
     graph.metadata = {"producer": f"danet-deploy {__version__} from_torch", "dt": dt, "discretisation": "euler",
