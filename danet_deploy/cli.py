@@ -124,6 +124,19 @@ class Steps(click.IntRange):
         return steps
 
 
+class ModelArgument(click.Path):
+    """MODEL: an existing file or directory, or ``package.module:factory`` (a PyTorch module,
+    docs/nir.md), which is no path."""
+
+    def __init__(self) -> None:
+        super().__init__(exists=True)
+
+    def convert(self, value, param, ctx):
+        from .frontends.module_spec import is_module_spec
+
+        return value if is_module_spec(value) else super().convert(value, param, ctx)
+
+
 def dt_option(help_text: str):
     """``--dt`` for commands that read NIR neuron constants."""
     return click.option("--dt", type=TIME_STEP, help=help_text)
@@ -265,7 +278,7 @@ def demo(outdir: str, lava_samples: int, profile: str, force: bool, **kw) -> Non
 
 
 @main.command()
-@click.argument("model", type=click.Path(exists=True))
+@click.argument("model", type=ModelArgument())
 @click.option("--target", "-t", default="nir", show_default=True,
               type=click.Choice(["nir", "loihi2-sim", "loihi2", "loihi1"]),
               help="nir: graph.nir only; loihi2-sim / loihi2 / loihi1: also compile to the chip's fixed point.")
@@ -287,10 +300,17 @@ def demo(outdir: str, lava_samples: int, profile: str, force: bool, **kw) -> Non
               "above the bound of docs/compile.md §3.")
 @keep_input_option
 @convention_options
+@click.option("--weights", type=click.Path(exists=True, dir_okay=False),
+              help="package.module:factory MODEL: a state_dict to load into the module (weights_only=True).")
+@click.option("--input-shape", help="package.module:factory MODEL: one sample's shape, e.g. 3,32,32.")
+@click.option("--timesteps", "-T", type=Steps(),
+              help="package.module:factory MODEL: time steps per sample, recorded in its graph.nir.")
 def export(model: str, target: str, outdir: str | None, dt: float | None, profile: str | None,
            lowering: str, data: str | None, calibration_samples: int, force: bool, strict: bool,
-           keep_input_neurons: bool, reset: str | None, discretisation: str | None) -> None:
-    """Export MODEL (a checkpoint from `train`, a .nir file or a lava-dl netx file) for TARGET.
+           keep_input_neurons: bool, reset: str | None, discretisation: str | None, weights: str | None,
+           input_shape: str | None, timesteps: int | None) -> None:
+    """Export MODEL (a checkpoint from `train`, a .nir file, a lava-dl netx file, or a PyTorch
+    module as package.module:factory, docs/nir.md) for TARGET.
 
     A netx file (.net/.h5, what slayer's export_hdf5 writes) already holds Loihi's
     integers: it is compiled exactly, without calibration (docs/lava-dl.md).
@@ -308,7 +328,8 @@ def export(model: str, target: str, outdir: str | None, dt: float | None, profil
     from .export import export as run_export
 
     out = run_export(Path(model), target, Path(outdir) if outdir else None, dt, profile, lowering, data,
-                     calibration_samples, force, keep_input_neurons, reset, discretisation, strict=strict)
+                     calibration_samples, force, keep_input_neurons, reset, discretisation, strict=strict,
+                     module={"weights": weights, "input_shape": input_shape, "timesteps": timesteps})
     import json
 
     m = json.loads((out / "manifest.json").read_text())
