@@ -315,3 +315,84 @@ def test_the_module_is_left_as_it_was():
     from_torch(net, torch.ones(2, 2, 8, 8))
     assert net.training and net.sn1.step_mode == "m" and isinstance(net.sn1.v, float)
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+
+
+# --- the command line: MODEL as package.module:factory ------------------------------------------
+
+NETS_PY = '''
+import snntorch as snn
+import torch
+from torch import nn
+
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        lif = lambda: snn.Leaky(beta=0.85, threshold=0.5, init_hidden=True, reset_mechanism="zero")
+        self.conv1, self.lif1 = nn.Conv2d(2, 8, 3, padding=1), lif()
+        self.conv2, self.bn2, self.lif2 = nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), lif()
+        self.fc, self.lif3 = nn.Linear(8 * 4 * 4, 10), lif()
+        self.pool = nn.MaxPool2d(2)
+
+    def forward(self, x):
+        s1 = self.lif1(self.conv1(x))
+        s2 = self.lif2(self.bn2(self.conv2(s1)) + s1)  # residual: the spikes join the current
+        return self.lif3(self.fc(torch.flatten(self.pool(s2), 1)))
+
+
+def build():
+    return Net()
+'''
+
+
+@pytest.fixture()
+def nets_module(tmp_path):
+    """``mynets.py`` in ``tmp_path``, a checkpoint of trained-looking weights for it, and spike data."""
+    import importlib.util
+
+    (tmp_path / "mynets.py").write_text(NETS_PY)
+    spec = importlib.util.spec_from_file_location("mynets_for_test", tmp_path / "mynets.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    torch.manual_seed(5)
+    net = randomise_bn(mod.build())
+    torch.save(net.state_dict(), tmp_path / "ckpt.pth")
+    x = spikes(T, 8, 2, 8, 8, p=0.4)
+    torch.save({"inputs": x.transpose(0, 1).contiguous(), "labels": torch.zeros(8, dtype=torch.long)},
+               tmp_path / "x.pt")
+    return net, x
+
+
+@pytest.mark.slow
+def test_cli_exports_a_module_factory_and_simulates_it_as_snntorch_runs_it(tmp_path, nets_module):
+    from tests.conftest import run_cli
+
+    net, x = nets_module
+    run_cli("export", "mynets:build", "--weights", "ckpt.pth", "--input-shape", "2,8,8", "-T", str(T),
+            "--target", "loihi2-sim", "--data", "tensor:x.pt", "-o", "out", cwd=tmp_path, check=True)
+    assert {"graph.nir", "program.h5", "manifest.json"} <= {p.name for p in (tmp_path / "out").iterdir()}
+    proc = run_cli("simulate", "out/graph.nir", "--data", "tensor:x.pt", "--save-outputs", "counts.pt", "--json",
+                   cwd=tmp_path, check=True)
+    assert "assuming" not in proc.stderr  # the graph states its dt, resets and discretisation
+    counts = torch.load(tmp_path / "counts.pt")["outputs"]
+    ref = snntorch_forward(net, x).sum(0)
+    assert torch.equal(counts.float(), ref) and ref.sum() > 0
+    fixed = run_cli("simulate", "out", "--data", "tensor:x.pt", "--json", cwd=tmp_path, check=True)
+    assert '"samples": 8' in fixed.stdout
+
+
+@pytest.mark.slow  # each runs the CLI in a fresh interpreter
+@pytest.mark.parametrize("args, names", [
+    (["nosuchmodule:build", "--input-shape", "2,8,8"], ["nosuchmodule:build", "cannot import module"]),
+    (["mynets:nothing", "--input-shape", "2,8,8"], ["mynets:nothing", "has no attribute 'nothing'"]),
+    (["mynets:build"], ["mynets:build", "needs --input-shape"]),
+    (["mynets:build", "--input-shape", "3,8,8"], ["mynets.Net", "does not run on an input of shape (1, 3, 8, 8)"]),
+    (["mynets:build", "--input-shape", "2,8,8", "--weights", "x.pt"], ["--weights x.pt", "does not fit"]),
+    (["x.pt", "--input-shape", "2,8,8"], ["x.pt", "--input-shape applies to a package.module:factory MODEL"]),
+])
+def test_cli_module_errors_are_one_line(tmp_path, nets_module, args, names):
+    from tests.conftest import one_line_error, run_cli
+
+    proc = run_cli("export", *args, "-o", "out", cwd=tmp_path)
+    one_line_error(proc, *names)
+    assert not (tmp_path / "out").exists()
