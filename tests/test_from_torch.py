@@ -396,3 +396,23 @@ def test_cli_module_errors_are_one_line(tmp_path, nets_module, args, names):
     proc = run_cli("export", *args, "-o", "out", cwd=tmp_path)
     one_line_error(proc, *names)
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, cnf", [("sew", "ADD"), ("sew", "IAND"), ("spiking", None)])
+def test_spikingjelly_resnet18_goes_to_loihi2_sim(tmp_path, name, cnf):
+    """Module -> nir.write -> export --target loihi2-sim; the written graph reads back with the
+    conventions it records (no flags) and still equals SpikingJelly's forward."""
+    import nir
+
+    from danet_deploy.export import export
+
+    net, x = spikingjelly_resnet(name, cnf), image(seed=2)
+    nir.write(tmp_path / "net.nir", from_torch(net, x[0], timesteps=len(x)))
+    torch.save({"inputs": x.transpose(0, 1).contiguous(), "labels": torch.zeros(x.shape[1], dtype=torch.long)},
+               tmp_path / "x.pt")
+    out = export(tmp_path / "net.nir", "loihi2-sim", tmp_path / "out", data=f"tensor:{tmp_path / 'x.pt'}")
+    assert {"graph.nir", "program.h5", "manifest.json"} <= {p.name for p in out.iterdir()}
+    graph = nir.read(out / "graph.nir")
+    assert graph.metadata["timesteps"] == len(x) and graph.metadata["dt"] == 1.0
+    check_equal(graph, lambda v: spikingjelly_forward(net, v), x)
