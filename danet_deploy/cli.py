@@ -373,7 +373,9 @@ def profiles() -> None:
               help="Write each sample's output summed over time steps, in the float model's units (spike "
                    "counts of a spiking output), to this torch file: outputs [N, classes], labels, predictions "
                    "(fast backend).")
-@click.option("--force", is_flag=True, help="Overwrite --save-outputs even when danet-deploy did not write it.")
+@click.option("--force", is_flag=True, help="Overwrite --save-outputs even when danet-deploy did not write it; "
+              "run --backend lava even when its estimated time or memory is over the bound "
+              "(docs/lava-runtime.md).")
 @keep_input_option
 @convention_options
 def simulate(artifact: str, as_json: bool, **kw) -> None:
@@ -416,7 +418,8 @@ def simulate(artifact: str, as_json: bool, **kw) -> None:
 @click.option("--wide", is_flag=True, help="Table: every column, however wide the terminal.")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to this file instead of stdout "
               "(an existing file is replaced only when danet-deploy wrote it).")
-@click.option("--force", is_flag=True, help="Overwrite --output even when danet-deploy did not write it.")
+@click.option("--force", is_flag=True, help="Overwrite --output even when danet-deploy did not write it; run "
+              "--lava-samples even when its estimated time or memory is over the bound.")
 @click.option("--samples", "-n", type=click.IntRange(1), help="Use the first N samples [default: all].")
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]),
               help="Where the fast simulator counts.")
@@ -452,7 +455,7 @@ def report(artifact: str, profile: str, data: str, fmt: str, wide: bool, output:
     rep = build_report(Path(artifact), profile, data, samples, device, show_progress=output is not None
                        or fmt == "table", static_power=static_power, lava_samples=lava_samples,
                        keep_input_neurons=keep_input_neurons, dt=dt, reset=reset,
-                       discretisation=discretisation)
+                       discretisation=discretisation, force=force)
     if int(os.environ.get("RANK", "0")) != 0:  # under torchrun rank 0 alone writes the summed report
         return
     if output:

@@ -144,21 +144,22 @@ def build_report(artifact: Path, profile: str, data: str, samples: int | None = 
                  batch_size: int = 64, show_progress: bool = True, static_power: str = "cores",
                  lava_samples: int = 0, keep_input_neurons: bool = False,
                  dt: float | None = None, reset: str | None = None,
-                 discretisation: str | None = None) -> dict[str, Any]:
+                 discretisation: str | None = None, force: bool = False) -> dict[str, Any]:
     """Account ``artifact`` on ``data`` for ``profile``.
 
     A compiled export directory is accounted as compiled; a checkpoint or ``.nir`` file
     is compiled first (for ``profile`` when it is a chip, else for loihi2). Under
     torchrun every rank accounts its share of the samples and the counts are summed
     (all-reduced), so the report equals a single process's. With ``lava_samples`` the
-    first samples also run in Lava, checked spike for spike against the fast simulator.
+    first samples also run in Lava, checked spike for spike against the fast simulator (a Lava
+    run estimated over its bound is refused unless ``force``, docs/lava-runtime.md).
     """
     import torch
     import torch.distributed as dist
     from torch.utils.data import DataLoader, Subset
 
     from .export import calibration_batch, load_artifact
-    from .simulate import evaluation_data
+    from .simulate import evaluation_data, lava_size
     from .train import correct_predictions, finish_distributed, init_distributed, resolve_device
 
     rank, world, dev = init_distributed(resolve_device(device))
@@ -171,6 +172,9 @@ def build_report(artifact: Path, profile: str, data: str, samples: int | None = 
         target = "loihi2-sim" if target_profile.name == "loihi2" else target_profile.name
         program, _ = compile_graph(art.graph, target, target_profile, "auto", calibration_batch(art, data, 32))
     ds, info = evaluation_data(art, data, samples)
+    if lava_samples and rank == 0:  # refused before any work when over the bound
+        lava_size(program, art.program_path or art.source, art, first(ds, lava_samples), force,
+                  "--lava-samples N", show=False)
     share = Subset(ds, range(rank, len(ds), world)) if world > 1 else ds
     acc = Accountant(program, dev)
     steps = art.graph.timesteps
@@ -206,11 +210,11 @@ def build_report(artifact: Path, profile: str, data: str, samples: int | None = 
         report["reference_accuracy"] = float(correct[1]) / len(ds)
         report["neurobench"]["trained"] = neurobench_trained(art.model, activity)
     if lava_samples and rank == 0:
-        report["lava"] = _lava_check(art, program, first(ds, lava_samples), show_progress)
+        report["lava"] = _lava_check(art, program, first(ds, lava_samples), show_progress, force)
     return report
 
 
-def _lava_check(art, program, ds, show_progress: bool) -> dict[str, Any]:
+def _lava_check(art, program, ds, show_progress: bool, force: bool) -> dict[str, Any]:
     """Lava's accuracy and spike mismatches on ``ds`` (the program is written to a temporary
     file when the artifact was compiled in memory)."""
     import tempfile
@@ -223,7 +227,7 @@ def _lava_check(art, program, ds, show_progress: bool) -> dict[str, Any]:
         if path is None:
             path = Path(tmp) / "program.h5"
             write_program(path, program)
-        result = lava_parity(program, path, art, ds, show_progress)
+        result = lava_parity(program, path, art, ds, show_progress, force, fewer="--lava-samples N")
     return {"samples": len(ds), "accuracy": result["accuracy"], "spike_mismatches": result["spike_mismatches"]}
 
 

@@ -118,7 +118,7 @@ def simulate(artifact: Path, data: str, backend: str = "fast", samples: int | No
     t0 = time.perf_counter()
     voltage = None
     if backend == "lava":
-        result.update(lava_parity(art.program, art.program_path, art, ds, show_progress))
+        result.update(lava_parity(art.program, art.program_path, art, ds, show_progress, force))
     else:  # fast: the fixed-point program when compiled, else the NIR graph in float
         sim = FixedSimulator(art.program, resolve_device(device)) if art.program is not None \
             else ReferenceSimulator(art.graph, device=resolve_device(device))
@@ -139,6 +139,7 @@ def simulate(artifact: Path, data: str, backend: str = "fast", samples: int | No
         result["reference_accuracy"] = result["accuracy"]
     if backend == "fast" and not bool(outputs.any()):
         result["silent_output"] = True
+    if result.get("silent_output"):  # either backend: Lava's parity with a silent network says little
         hint = "; if the graph counts time in steps, pass --dt 1" if art.graph.dt != 1 else ""
         print(f"danet-deploy: the output never fires on these {len(ds)} samples (all counts 0, dt = "
               f"{art.graph.dt:g} s){hint}", file=sys.stderr)
@@ -148,27 +149,44 @@ def simulate(artifact: Path, data: str, backend: str = "fast", samples: int | No
     return result
 
 
-def lava_parity(program: Program, program_path: Path, art: Artifact, ds, show_progress: bool) -> dict[str, Any]:
-    """Lava on every sample of ``ds``, the fast backend on the same samples, and their differences."""
+def lava_size(program: Program, where: Path, art: Artifact, ds, force: bool, fewer: str, show: bool):
+    """The size and estimate of a Lava run of ``program`` on ``ds`` (printed when ``show``); a run
+    estimated over the bound is refused, naming ``where``, unless ``force`` (``fewer``: the option
+    that runs fewer samples; docs/lava-runtime.md)."""
     from .progress import console
-    from .simulator.lava import run_lava, run_size
+    from .simulator.lava import estimate, refuse_oversized, run_size
 
+    steps = as_time_series(ds[0][0][None].float(), art.graph, keep_all=True).shape[1]
+    size = run_size(program, len(ds), steps)
+    guess = estimate(size)
+    if show:
+        console.print(f"Lava run: {size['processes']} OS processes, {size['synapses']:,} synapses, "
+                      f"{size['steps']:,} steps ({len(ds)} samples x {steps} + pipeline latency "
+                      f"{program.lowered.latency} + 1); estimated {guess}")
+    if not force:
+        refuse_oversized(where, size, guess, fewer)
+    return size, guess
+
+
+def lava_parity(program: Program, program_path: Path, art: Artifact, ds, show_progress: bool,
+                force: bool = False, fewer: str = "--samples N") -> dict[str, Any]:
+    """Lava on every sample of ``ds``, the fast backend on the same samples, and their differences
+    (``silent_output`` when Lava's output never fires); refused first when :func:`lava_size` says so."""
+    from .simulator.lava import run_lava
+
+    size, guess = lava_size(program, program_path, art, ds, force, fewer, show_progress)
     x = torch.stack([ds[i][0] for i in range(len(ds))]).float()
     y = torch.as_tensor([int(ds[i][1]) for i in range(len(ds))])
     x = as_time_series(x, art.graph, keep_all=True)  # Lava and fast record everything
     fast = FixedSimulator(program)
-    size = run_size(program, len(ds), x.shape[1])
-    if show_progress:
-        console.print(f"Lava run: {size['processes']} OS processes, {size['synapses']:,} synapses, "
-                      f"{size['steps']:,} steps ({len(ds)} samples x {x.shape[1]} + pipeline latency "
-                      f"{program.lowered.latency} + 1)")
     with progress_bar("Lava (Loihi2SimCfg fixed_pt)", size["steps"], enabled=show_progress) as advance:
-        lava = run_lava(program_path, program, fast.encode(x).numpy(), advance)
+        lava = run_lava(program_path, program, fast.encode(x).numpy(), advance, guess.stall_timeout, guess)
     expected = fast.run(x, record=True)
     lava = {k: torch.as_tensor(v) for k, v in lava.items()}
     mismatches = sum(int((v != expected[k]).sum()) for k, v in lava.items())
     nonzero = sum(int((expected[k] != 0).sum()) for k in lava)  # 0 would make the parity vacuous
-    correct = {name: int((fast.scores_from(out, x.shape[1]).argmax(1) == y).sum())
-               for name, out in (("lava", lava), ("fast", expected))}
+    scores = {name: fast.scores_from(out, x.shape[1]) for name, out in (("lava", lava), ("fast", expected))}
+    correct = {name: int((s.argmax(1) == y).sum()) for name, s in scores.items()}
+    silent = {} if bool(scores["lava"].any()) else {"silent_output": True}
     return {"accuracy": correct["lava"] / len(ds), "spike_mismatches": mismatches, "nonzero_values": nonzero,
-            "fast_accuracy": correct["fast"] / len(ds)}
+            "fast_accuracy": correct["fast"] / len(ds), **silent}

@@ -32,12 +32,13 @@ import tempfile
 import threading
 import time
 import traceback
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
 
-from ..ir.program import GRADED_MESSAGE_BITS, SIGMA_DELTA_KINDS, Program, read_program
+from ..ir.program import GRADED_MESSAGE_BITS, SIGMA_DELTA_KINDS, Program, read_program, synapse_count
 from .. import lava_runtime
 from ..errors import UserError
 from ..signals import signals_end_the_run
@@ -88,7 +89,8 @@ def _connect_synapse(term, graded: bool, source_out, target_in, always_conv: boo
     business: ``DelayLine`` processes in front of it carry them (see ``_build``). An encoder's
     port (``Term.port``) is no synapse: its source is connected to the neurons themselves.
     """
-    if term.port:
+    kind = synapse_process(term, always_conv)
+    if kind == "port":
         source_out.connect(target_in)
         return
     from lava.proc.conv.process import Conv
@@ -97,8 +99,7 @@ def _connect_synapse(term, graded: bool, source_out, target_in, always_conv: boo
 
     m = term.map
     kw = {"num_message_bits": GRADED_MESSAGE_BITS if graded else 0}
-    few_pairs = m.in_shape[0] * m.out_shape[0] <= CONV_PAIR_LIMIT
-    if m.kind == "conv" and (few_pairs or always_conv) and not m.recurrent:
+    if kind == "conv":
         (cin, h, w), (cout, oh, ow) = m.in_shape, m.out_shape
         weight = term.weight_q[:, :, ::-1, ::-1].transpose(0, 3, 2, 1).astype(np.int32)  # true conv, (W, H, C)
         syn = Conv(weight=weight, input_shape=(w, h, cin), stride=m.stride[::-1], padding=m.padding[::-1], **kw)
@@ -107,12 +108,25 @@ def _connect_synapse(term, graded: bool, source_out, target_in, always_conv: boo
         syn.a_out.transpose((2, 1, 0)).reshape((cout * oh * ow,)).connect(target_in)
         return
     weights = m.matrix(term.weight_q).astype(np.int32)
-    if weights.shape[0] * weights.shape[1] <= DENSE_LIMIT:  # numpy beats scipy at this size
+    if kind == "dense":
         syn = Dense(weights=weights.toarray(), **kw)
     else:
         syn = Sparse(weights=weights, **kw)
     source_out.connect(syn.s_in)
     syn.a_out.connect(target_in)
+
+
+def synapse_process(term, always_conv: bool = False) -> str:
+    """Which Lava process :func:`_connect_synapse` builds for ``term``: ``port`` (none),
+    ``conv``, ``dense`` or ``sparse``; what a run costs depends on it (:func:`estimate`)."""
+    m = term.map
+    if term.port:
+        return "port"
+    few_pairs = m.in_shape[0] * m.out_shape[0] <= CONV_PAIR_LIMIT
+    if m.kind == "conv" and (few_pairs or always_conv) and not m.recurrent:
+        return "conv"
+    entries = int(np.prod(m.in_shape)) * int(np.prod(m.out_shape))
+    return "dense" if entries <= DENSE_LIMIT else "sparse"  # numpy beats scipy at this size
 
 
 def _build(program: Program, data: np.ndarray, sink_dir: Path, interval: int):
@@ -200,7 +214,12 @@ def _sigma_delta(pop, f):
 
 
 def run_size(program: Program, samples: int, steps: int) -> dict[str, int]:
-    """What a Lava run of ``program`` costs before it starts: OS processes, synapses, steps."""
+    """What a Lava run of ``program`` costs before it starts: OS processes, synapses, steps, runs
+    (one per sample for a pipelined program), and what its synapse processes hold and compute
+    (:func:`synapse_process`): the entries of its ``Dense`` matrices, the synapses of its
+    ``Sparse`` ones, the channel pairs of its ``Conv`` ones and their multiply-adds per step
+    (every pair convolved over the whole input), and the nonzero kernel weights of the
+    convolutions laid out as a matrix (one at a time, at start-up: ``Map.matrix``)."""
     from ..lavaext import SINK_PORTS
 
     pops = [p for p in program.populations.values() if p.kind != "input"]
@@ -209,9 +228,127 @@ def run_size(program: Program, samples: int, steps: int) -> dict[str, int]:
     gates = sum(bool(t.lag) for t in terms)
     neurons = sum(p.kind != "readout" for p in pops)
     sinks = -(-len(pops) // SINK_PORTS)
+    work = {"dense_entries": 0, "sparse_synapses": 0, "conv_pairs": 0, "conv_macs": 0, "conv_taps": 0}
+    for t in terms:
+        kind, m = synapse_process(t, program.lowered.pipelined), t.map
+        if kind == "conv":
+            work["conv_pairs"] += m.in_shape[0] * m.out_shape[0]
+            work["conv_macs"] += int(np.prod(m.weight_shape)) * int(np.prod(m.in_shape[1:]))
+            continue
+        if kind == "dense":
+            work["dense_entries"] += int(np.prod(m.in_shape)) * int(np.prod(m.out_shape))
+        else:
+            work["sparse_synapses"] += synapse_count(m, t.weight_q)
+        if m.kind == "conv":
+            work["conv_taps"] += int(np.count_nonzero(t.weight_q))
+    runs = samples if program.lowered.pipelined else 1
     return {"processes": 1 + neurons + sinks + len(terms) + len(lines) + gates + LAVA_SERVICE_PROCESSES,
             "synapses": sum(m["synapses"] for m in program.mapping.values()),
-            "steps": samples * steps + (samples if program.lowered.pipelined else 1) * (program.lowered.latency + 1)}
+            "steps": samples * steps + runs * (program.lowered.latency + 1), "runs": runs, **work}
+
+
+@dataclass(frozen=True)
+class LavaCost:
+    """What a Lava run costs on the machine it was measured on: seconds of start-up (per run),
+    seconds per step and bytes held, each a sum of a cost per process and a cost per unit of
+    synapse work (:func:`run_size`). Fitted to measured runs (docs/lava-runtime.md, "How long
+    a Lava run takes")."""
+
+    start_s: float                  # per run: Lava's compiler, its runtime service
+    start_s_per_process: float      # per run and process: building it, forking it, connecting it
+    start_s_per_conv_tap: float     # per nonzero kernel weight of a conv laid out as a matrix
+    start_s_per_dense_entry: float  # per Dense entry sent to its process
+    start_s_per_sparse_synapse: float  # per Sparse synapse sent to its process
+    step_s_per_process: float       # per step and process: its messages and the step's barrier
+    step_s_per_dense_entry: float   # per step and Dense entry (a numpy matrix product)
+    step_s_per_sparse_synapse: float  # per step and Sparse synapse (a scipy product)
+    step_s_per_conv_pair: float     # per step and Conv channel pair (one scipy convolution each)
+    step_s_per_conv_mac: float      # per step and Conv multiply-add
+    bytes: float                    # the worker: the interpreter, Lava, the program
+    bytes_per_process: float        # a Lava process's own memory (PSS: shared pages split)
+    bytes_per_dense_entry: float    # an int32 Dense entry, every copy Lava holds
+    bytes_per_sparse_synapse: float  # a Sparse synapse (value, index), every copy Lava holds
+
+
+# The one place of the cost model's constants: least squares (non-negative) over 9 measured runs
+# on 2 shared cores (load 7 to 12), 2026-12-07; the runs: docs/lava-runtime.md.
+LAVA_COST = LavaCost(start_s=1.7, start_s_per_process=0.094, start_s_per_conv_tap=8.6e-5,
+                     start_s_per_dense_entry=1.7e-7, start_s_per_sparse_synapse=5.6e-7,
+                     step_s_per_process=3.9e-4, step_s_per_dense_entry=4.9e-10, step_s_per_sparse_synapse=4.7e-9,
+                     step_s_per_conv_pair=1.0e-5, step_s_per_conv_mac=8.4e-9,
+                     bytes=81e6, bytes_per_process=6.8e6, bytes_per_dense_entry=24.0, bytes_per_sparse_synapse=47.0)
+LAVA_TIME_BOUND_S = 10 * 60  # a Lava run estimated longer than this is refused (--force runs it)
+STALL_TIMEOUT_S = 300.0  # the least a Lava run may go without finishing a step (start-up included)
+STALL_MARGIN = 3  # a run whose estimated start-up or step is longer waits this many times as long
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A Lava run's estimated start-up (per run), seconds per step, whole duration and memory."""
+
+    start_s: float
+    step_s: float
+    seconds: float
+    bytes: int
+
+    def __str__(self) -> str:
+        return (f"about {_duration(self.seconds)} (start-up {_duration(self.start_s)}, "
+                f"{_duration(self.step_s)} a step) and {self.bytes / 2**30:.1f} GiB")
+
+    @property
+    def stall_timeout(self) -> float:
+        """How long the run may go without a step: :data:`STALL_TIMEOUT_S`, or
+        :data:`STALL_MARGIN` times the longest wait the estimate expects."""
+        return max(STALL_TIMEOUT_S, STALL_MARGIN * max(self.start_s, self.step_s))
+
+
+def estimate(size: dict[str, int], cost: LavaCost = LAVA_COST) -> Estimate:
+    """What the Lava run of :func:`run_size` ``size`` will take, by :data:`LAVA_COST`."""
+    procs, dense, sparse = size["processes"], size["dense_entries"], size["sparse_synapses"]
+    start = (cost.start_s + cost.start_s_per_process * procs + cost.start_s_per_conv_tap * size["conv_taps"]
+             + cost.start_s_per_dense_entry * dense + cost.start_s_per_sparse_synapse * sparse)
+    step = (cost.step_s_per_process * procs + cost.step_s_per_dense_entry * dense
+            + cost.step_s_per_sparse_synapse * sparse + cost.step_s_per_conv_pair * size["conv_pairs"]
+            + cost.step_s_per_conv_mac * size["conv_macs"])
+    held = (cost.bytes + cost.bytes_per_process * procs + cost.bytes_per_dense_entry * dense
+            + cost.bytes_per_sparse_synapse * sparse)
+    return Estimate(start, step, size["runs"] * start + size["steps"] * step, int(held))
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
+def available_memory() -> int | None:
+    """The memory the system can give new processes now (``MemAvailable``), None where unknown."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def refuse_oversized(program_path: Path, size: dict[str, int], guess: Estimate, fewer: str) -> None:
+    """Refuse, in one line, a Lava run estimated to take longer than :data:`LAVA_TIME_BOUND_S`
+    or more memory than is available, naming the estimate, the bound and what to do instead
+    (``fewer``: the option that runs fewer samples); ``--force`` runs it anyway."""
+    memory = available_memory()
+    if guess.seconds > LAVA_TIME_BOUND_S:
+        over = f"over the bound of {_duration(LAVA_TIME_BOUND_S)}"
+    elif memory is not None and guess.bytes > memory:
+        over = f"more memory than the {memory / 2**30:.1f} GiB available"
+    else:
+        return
+    raise UserError(f"{program_path}: the Lava run ({size['processes']} processes, {size['synapses']:,} synapses, "
+                    f"{size['steps']:,} steps) would take {guess}, {over}: the fast simulator (--backend fast) "
+                    f"is bit-exact to Lava; check parity on fewer samples ({fewer}) or a smaller variant; "
+                    f"--force runs it anyway")
 
 
 def worker(program_path: str, data_path: str, sink_dir: str, interval: str, prefix: str, parent: str) -> None:
@@ -253,23 +390,25 @@ def _lines(proc: subprocess.Popen, timeout: float) -> Iterator[str]:
 
 
 def run_lava(program_path: Path, program: Program, x_int: np.ndarray,
-             on_step: Callable[[], None] = lambda: None, stall_timeout: float = 300.0) -> dict[str, np.ndarray]:
+             on_step: Callable[[], None] = lambda: None, stall_timeout: float = STALL_TIMEOUT_S,
+             guess: Estimate | None = None) -> dict[str, np.ndarray]:
     """Run ``x_int`` ``[N, T, ...]`` (already encoded) in Lava; per population ``[T, N, ...]``
     (its window, as :meth:`FixedSimulator.run` returns it).
 
     ``on_step`` is called after each of the ``run_size(...)["steps"]`` steps. Lava waits
     forever when one of its processes fails, so a run that completes no step for
-    ``stall_timeout`` seconds (start-up included) is stopped and reported. A pipelined
-    program runs each sample in a run of its own (its neurons have no reset).
+    ``stall_timeout`` seconds (start-up included) is stopped and reported, with what ``guess``
+    (:func:`estimate`) expected. A pipelined program runs each sample in a run of its own (its
+    neurons have no reset).
     """
     if not program.lowered.pipelined:
-        return _run(program_path, program, x_int, on_step, stall_timeout)
-    runs = [_run(program_path, program, x_int[k:k + 1], on_step, stall_timeout) for k in range(len(x_int))]
+        return _run(program_path, program, x_int, on_step, stall_timeout, guess)
+    runs = [_run(program_path, program, x_int[k:k + 1], on_step, stall_timeout, guess) for k in range(len(x_int))]
     return {name: np.concatenate([run[name] for run in runs], axis=1) for name in runs[0]}
 
 
 def _run(program_path: Path, program: Program, x_int: np.ndarray, on_step: Callable[[], None],
-         stall_timeout: float) -> dict[str, np.ndarray]:
+         stall_timeout: float, guess: Estimate | None) -> dict[str, np.ndarray]:
     """One Lava run of the samples ``x_int`` back to back (:func:`run_lava`)."""
     n, steps = x_int.shape[:2]
     data = np.zeros((int(np.prod(x_int.shape[2:])), _run_steps(program, n, steps)), dtype=np.int32)
@@ -284,7 +423,7 @@ def _run(program_path: Path, program: Program, x_int: np.ndarray, on_step: Calla
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err_file, text=True,
                                     stdin=subprocess.DEVNULL, start_new_session=True)
             return _collect(proc, log, program_path, program, tmp_path, prefix, n, steps, on_step,
-                            stall_timeout)
+                            stall_timeout, guess)
     finally:
         shutil.rmtree(tmp_path, ignore_errors=True)
 
@@ -311,7 +450,8 @@ def _scratch(data: np.ndarray) -> Path:
 
 
 def _collect(proc: subprocess.Popen, log: Path, program_path: Path, program: Program, tmp_path: Path,
-             prefix: str, n: int, steps: int, on_step: Callable[[], None], stall_timeout: float) -> dict[str, np.ndarray]:
+             prefix: str, n: int, steps: int, on_step: Callable[[], None], stall_timeout: float,
+             guess: Estimate | None) -> dict[str, np.ndarray]:
     """Follow the worker until it finishes, stop its group whatever happens, read the sinks."""
     try:
         for line in _lines(proc, stall_timeout):
@@ -326,8 +466,9 @@ def _collect(proc: subprocess.Popen, log: Path, program_path: Path, program: Pro
                                 f"by {signal.Signals(-status).name}; its processes were stopped")
             raise UserError(f"the Lava run of {program_path} failed: {(last or ['(no output)'])[0][:200]}")
     except TimeoutError:
+        expected = f"estimated {guess}; " if guess is not None else ""
         raise UserError(f"the Lava run of {program_path} stalled: no step finished in {stall_timeout:.0f} s "
-                        f"(a Lava process failed or hung); its processes were stopped") from None
+                        f"({expected}a Lava process failed or hung); its processes were stopped") from None
     finally:
         _kill_group(proc.pid, prefix)
         proc.wait()
