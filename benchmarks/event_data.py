@@ -6,7 +6,7 @@ size for a 6 s gesture on a 128 x 128 sensor, not a count taken from the real da
 measures side by side in one run:
 
 * framing: the first load (tonic reads and frames every recording, filling the cache) vs
-  the second (the cache's HDF5 files are read), per recording and as a ratio;
+  the second (the cache entry's compressed frame files are read), per recording and as a ratio;
 * training: one epoch of a DA-ResNet-20 (128 x 128 input, the divide-by-4 event stem,
   ``-T`` steps) over the cached recordings, per recording and scaled to the published
   1,077 training recordings.

@@ -507,6 +507,15 @@ def _write_file(dir_fd: int, name: str, write: Callable[[Any], object]) -> None:
         write(f)
 
 
+def _save_frames(file: Any, frames: np.ndarray) -> None:
+    """``frames`` as an ``.npz`` that ``np.load`` reads, deflated at level 1: framed events are
+    mostly zeros, and numpy's ``savez_compressed`` (level 6) took 2.5 times as long as framing
+    a DVS Gesture recording (level 1: a quarter of it, files 1.3 times as large)."""
+    with (zipfile.ZipFile(file, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive,
+          archive.open("frames.npy", "w", force_zip64=True) as member):
+        np.lib.format.write_array(member, frames, allow_pickle=False)
+
+
 def _marker(entry: str, framed: FramedRecordings) -> dict[str, Any]:
     """What an entry's marker says: the tool, the format, the entry's name, the frames' shape
     and every recording's label."""
@@ -563,7 +572,7 @@ def _fill(framed: FramedRecordings, entry: Path, title: str) -> None:
             with progress_bar(f"framing {title}", len(framed)) as advance:
                 for i in range(len(framed)):
                     frames, _ = framed[i]
-                    _write_file(fd, _frame_name(i), lambda f: np.savez_compressed(f, frames=frames))
+                    _write_file(fd, _frame_name(i), lambda f: _save_frames(f, frames))
                     advance()
         finally:
             os.close(fd)

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+from danet_deploy import events
 from danet_deploy.data import load_dataset
 from danet_deploy.errors import UserError
 from danet_deploy.events import CACHE_ENV, MARKER, FramedRecordings
@@ -151,16 +152,16 @@ def left_in(cache: Path) -> list[str]:
 def test_a_full_disk_is_one_line_and_leaves_nothing(data: str, cache: Path, monkeypatch) -> None:
     calls = []
 
-    def full(file, **arrays) -> None:  # writes a part, as a disk filling up does, then fails
+    def full(file, frames: np.ndarray) -> None:  # writes a part, as a disk filling up does, then fails
         calls.append(1)
-        file.write(b"PK\x03\x04 part")
         if len(calls) == 4:
+            file.write(b"PK\x03\x04 part")
             raise OSError(errno.ENOSPC, "No space left on device")
-        real(file, **arrays)
+        real(file, frames)
 
-    real = np.savez_compressed
+    real = events._save_frames
     with monkeypatch.context() as m:
-        m.setattr(np, "savez_compressed", full)
+        m.setattr(events, "_save_frames", full)
         refused(data, "cannot write the frame cache", "No space left on device", "nothing was kept", CACHE_ENV)
     assert len(calls) == 4 and left_in(cache) == []
     ds, _ = load_dataset(data, "test", timesteps=T)
@@ -190,6 +191,7 @@ def test_a_bad_recording_or_ctrl_c_mid_fill_leaves_no_entry_and_the_next_run_fil
 
 STOP_AT_RECORDING_3 = """
 import os, signal, sys
+from danet_deploy import events
 from danet_deploy.data import load_dataset
 from danet_deploy.events import FramedRecordings
 from danet_deploy.signals import signals_end_the_run
