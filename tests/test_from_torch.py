@@ -293,8 +293,8 @@ class Relu(nn.Module):
     (Relu(), torch.zeros(1, 4), "operation 'relu' (call_function torch.relu): the function torch.relu has no NIR"),
     (nn.Sequential(nn.Linear(4, 4), nn.GELU()), torch.zeros(1, 4),
      "module '1' (torch.nn.modules.activation.GELU): no NIR mapping for this module"),
-    (nn.Sequential(nn.Linear(4, 4), snn.Synaptic(alpha=0.9, beta=0.8, init_hidden=True)), torch.zeros(1, 4),
-     "module '1' (snntorch._neurons.synaptic.Synaptic): no NIR mapping for this neuron"),
+    (nn.Sequential(nn.Linear(4, 4), snn.Alpha(alpha=0.9, beta=0.8, init_hidden=True)), torch.zeros(1, 4),
+     "module '1' (snntorch._neurons.alpha.Alpha): no NIR mapping for this neuron"),
     (nn.Sequential(nn.Linear(4, 4), leaky("none")), torch.zeros(1, 4),
      "module '1' (snntorch._neurons.leaky.Leaky): reset_mechanism='none' (no reset) has no NIR neuron"),
 ])
@@ -416,3 +416,41 @@ def test_spikingjelly_resnet18_goes_to_loihi2_sim(tmp_path, name, cnf):
     graph = nir.read(out / "graph.nir")
     assert graph.metadata["timesteps"] == len(x) and graph.metadata["dt"] == 1.0
     check_equal(graph, lambda v: spikingjelly_forward(net, v), x)
+
+
+def snntorch_recurrent_net(kind: str, reset: str, reset_delay: bool) -> nn.Module:
+    """Two layers of one snnTorch neuron kind (the recurrent ones with their loop), as a single-step
+    Sequential with init_hidden."""
+    kw = dict(threshold=0.5, init_hidden=True, reset_mechanism=reset, reset_delay=reset_delay)
+    if kind == "RLeaky-conv":
+        return nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), snn.RLeaky(beta=0.85, conv2d_channels=4, kernel_size=3, **kw),
+                             nn.Flatten(), nn.Linear(256, 10), snn.Leaky(beta=0.8, output=True, **kw))
+    make = {"Synaptic": lambda o: snn.Synaptic(alpha=0.7, beta=0.85, output=o, **kw),
+            "RLeaky": lambda o: snn.RLeaky(beta=0.85, linear_features=10, output=o, **kw),
+            "RLeaky-one-to-one": lambda o: snn.RLeaky(beta=0.85, all_to_all=False, V=0.5, output=o, **kw),
+            "RSynaptic": lambda o: snn.RSynaptic(alpha=0.7, beta=0.85, linear_features=10, output=o, **kw)}[kind]
+    return nn.Sequential(nn.Flatten(), nn.Linear(128, 10), make(False), nn.Linear(10, 10), make(True))
+
+
+@pytest.mark.parametrize("kind", ["Synaptic", "RLeaky", "RLeaky-one-to-one", "RLeaky-conv", "RSynaptic"])
+@pytest.mark.parametrize("reset, reset_delay", [("zero", True), ("zero", False), ("subtract", True)])
+def test_snntorch_synaptic_and_recurrent_neurons_match_snntorch(kind, reset, reset_delay):
+    torch.manual_seed(0)
+    net = snntorch_recurrent_net(kind, reset, reset_delay).eval()
+    x = spikes(8, N, 2, 8, 8, p=0.4)
+    if kind == "RSynaptic" and not reset_delay:  # snnTorch 1.0.0's own forward fails: said in one line
+        with pytest.raises(UserError, match=r"does not run on an input of shape \(4, 2, 8, 8\) \(TypeError"):
+            from_torch(net, x[0])
+        return
+    graph = from_torch(net, x[0])
+    ref = check_equal(graph, lambda v: snntorch_forward(net, v), x)
+    assert 0 < ref.sum() < ref.numel()
+    flat = from_nir(graph)
+    assert len(flat.recurrent) == (0 if kind == "Synaptic" else 1 if kind == "RLeaky-conv" else 2)
+
+
+def test_snntorch_subtract_without_reset_delay_is_refused():
+    net = nn.Sequential(nn.Linear(4, 4), snn.Leaky(beta=0.9, init_hidden=True, reset_delay=False))
+    with pytest.raises(UserError, match=r"^module '1' \(snntorch._neurons.leaky.Leaky\): reset_delay=False with "
+                                        r"subtraction decides a spike on a voltage it does not keep"):
+        from_torch(net, torch.zeros(1, 4))

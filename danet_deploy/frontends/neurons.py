@@ -43,21 +43,47 @@ def _leaky(decay_kept: Any, threshold: Any, shape: tuple[int, ...], dt: float,
                    v_leak=_full(v_leak, shape), v_threshold=_full(threshold, shape), v_reset=_full(v_reset, shape))
 
 
-def snntorch_leaky(m: Any, shape: tuple[int, ...], dt: float) -> Made:
-    """snnTorch's ``Leaky``: ``v <- beta v + x``, spikes at ``v > threshold``. Reset to zero is
-    Loihi's (with or without ``reset_delay``: the voltage restarts from 0 either way); subtraction
-    is snnTorch's late subtraction (``reset_delay=True``) or an immediate one."""
+def _snntorch_facts(m: Any) -> dict[str, Any]:
+    """An snnTorch neuron's reset convention (``RESETS``), or a refusal of what NIR cannot hold.
+    A ``Leaky`` reset to zero is Loihi's with or without ``reset_delay`` (the voltage restarts
+    from 0 either way); the others, with ``reset_delay``, follow snnTorch's late conventions."""
     if getattr(m, "inhibition", False) or getattr(m, "state_quant", False):
         raise ValueError("inhibition and state quantisation have no NIR form")
-    if float(torch.as_tensor(m.graded_spikes_factor).max()) != 1.0 or \
-            float(torch.as_tensor(m.graded_spikes_factor).min()) != 1.0:
+    factor = torch.as_tensor(m.graded_spikes_factor)
+    if float(factor.max()) != 1.0 or float(factor.min()) != 1.0:
         raise ValueError("graded spikes (graded_spikes_factor != 1) have no NIR form")
-    mechanism = m.reset_mechanism
-    if mechanism == "none":
+    if m.reset_mechanism == "none":
         raise ValueError("reset_mechanism='none' (no reset) has no NIR neuron")
-    reset = "zero" if mechanism == "zero" else ("snntorch-subtract" if m.reset_delay else "subtract")
-    node = _leaky(m.beta.clamp(0, 1), m.threshold, shape, dt)
-    return node, {"reset": reset, "framework": "snntorch", "neuron": type(m).__name__}
+    if m.reset_mechanism == "subtract" and not getattr(m, "reset_delay", True):
+        raise ValueError("reset_delay=False with subtraction decides a spike on a voltage it does not keep "
+                         "(no NIR reset convention reproduces it, docs/nir.md); use reset_delay=True or "
+                         "reset_mechanism='zero'")
+    late = getattr(m, "reset_delay", True) and not (type(m).__name__ == "Leaky" and m.reset_mechanism == "zero")
+    reset = ("snntorch-" if late else "") + m.reset_mechanism
+    return {"reset": reset, "framework": "snntorch", "neuron": type(m).__name__}
+
+
+def snntorch_leaky(m: Any, shape: tuple[int, ...], dt: float) -> Made:
+    """snnTorch's ``Leaky`` (and ``RLeaky``, whose loop the tracer adds): ``v <- beta v + x``,
+    spikes at ``v > threshold``."""
+    facts = _snntorch_facts(m)
+    return _leaky(m.beta.clamp(0, 1), m.threshold, shape, dt), facts
+
+
+def snntorch_synaptic(m: Any, shape: tuple[int, ...], dt: float) -> Made:
+    """snnTorch's ``Synaptic`` (and ``RSynaptic``): ``i <- alpha i + x``, ``v <- beta v + i``, as
+    snnTorch's own exporter writes it (``tau = dt / (1 - decay)``, ``r = tau_mem/dt``,
+    ``w_in = tau_syn/dt``)."""
+    facts = _snntorch_facts(m)
+    alpha = _full(m.alpha.clamp(0, 1), shape).astype(np.float64)
+    beta = _full(m.beta.clamp(0, 1), shape).astype(np.float64)
+    if np.any(alpha >= 1.0) or np.any(beta >= 1.0):
+        raise ValueError("a decay of 1 (alpha or beta) has no finite NIR time constant")
+    tau_syn, tau_mem = dt / (1.0 - alpha), dt / (1.0 - beta)
+    node = nir.CubaLIF(tau_syn=tau_syn.astype(np.float32), tau_mem=tau_mem.astype(np.float32),
+                       r=_full(tau_mem / dt, shape), w_in=_full(tau_syn / dt, shape), v_leak=_full(0.0, shape),
+                       v_threshold=_full(m.threshold, shape), v_reset=_full(0.0, shape))
+    return node, facts
 
 
 def _spikingjelly_facts(m: Any) -> dict[str, Any]:
@@ -86,6 +112,9 @@ def spikingjelly_lif(m: Any, shape: tuple[int, ...], dt: float) -> Made:
 Mapping = Callable[[Any, tuple[int, ...], float], Made]
 NEURONS: dict[tuple[str, str], Mapping] = {  # (module of the class, class name) -> mapping
     ("snntorch", "Leaky"): snntorch_leaky,
+    ("snntorch", "RLeaky"): snntorch_leaky,
+    ("snntorch", "Synaptic"): snntorch_synaptic,
+    ("snntorch", "RSynaptic"): snntorch_synaptic,
     ("spikingjelly", "IFNode"): spikingjelly_if,
     ("spikingjelly", "LIFNode"): spikingjelly_lif,
     ("spikingjelly", "ParametricLIFNode"): spikingjelly_lif,

@@ -143,7 +143,10 @@ class _Builder:
         if is_neuron(m):
             x = self.stream(fx.args[0], fx, "a neuron's input")
             node, facts = neuron_node(str(fx.target), m, x.shape, self.dt)
-            return Stream((self.emit(_label(fx), node, x, fx, facts),), x.shape, spike=True)
+            out = Stream((self.emit(_label(fx), node, x, fx, facts),), x.shape, spike=True)
+            if getattr(m, "recurrent", None) is not None:  # snnTorch's RLeaky, RSynaptic
+                self.loop(m.recurrent, out, fx)
+            return out
         if isinstance(m, (nn.Identity, nn.Dropout, nn.Dropout2d)):
             return self.env[fx.args[0].name]
         x = self.stream(fx.args[0], fx, "a layer's input")
@@ -167,6 +170,23 @@ class _Builder:
             raise UserError(f"{_where(self.gm, fx)}: the tensor method .{fx.target}() has no NIR mapping "
                             f"(mapped: {', '.join('.' + k + '()' for k in _METHODS)})")
         return f(self, fx)
+
+    def loop(self, m: nn.Module, spikes: Stream, fx: torch.fx.Node) -> None:
+        """A neuron's recurrent map, fed by its spikes and feeding its input: the edge back is the
+        loop that ``from_nir`` reads as carrying the previous step (docs/nir.md, recurrent graphs)."""
+        if isinstance(m, nn.Linear):
+            w = _np(m.weight)
+            node = nir.Affine(w, _np(m.bias)) if m.bias is not None else nir.Linear(w)
+        elif isinstance(m, nn.Conv2d):
+            bias = _np(m.bias) if m.bias is not None else np.zeros(m.out_channels, np.float32)
+            node = nir.Conv2d(input_shape=spikes.shape[1:], weight=_np(m.weight), stride=m.stride,
+                              padding=m.padding, dilation=m.dilation, groups=m.groups, bias=bias)
+        elif hasattr(m, "V"):  # RecurrentOneToOne: each neuron's own spike, scaled
+            node = nir.Scale(np.ascontiguousarray(np.broadcast_to(_np(torch.as_tensor(m.V)), spikes.shape)))
+        else:
+            raise UserError(f"{_where(self.gm, fx)}: its recurrent {type(m).__name__} has no NIR mapping")
+        name = self.emit(f"{_label(fx)}.recurrent", node, spikes, fx)
+        self.edges.append((name, spikes.terms[0]))
 
     # --- arithmetic --------------------------------------------------------------------------------
 
