@@ -274,9 +274,11 @@ class LavaCost:
 # on 2 shared cores (load 7 to 12), 2026-12-07; the runs: docs/lava-runtime.md.
 LAVA_COST = LavaCost(start_s=1.7, start_s_per_process=0.094, start_s_per_conv_tap=8.6e-5,
                      start_s_per_dense_entry=1.7e-7, start_s_per_sparse_synapse=5.6e-7,
-                     step_s_per_process=3.9e-4, step_s_per_dense_entry=4.9e-10, step_s_per_sparse_synapse=4.7e-9,
-                     step_s_per_conv_pair=1.0e-5, step_s_per_conv_mac=8.4e-9,
-                     bytes=81e6, bytes_per_process=6.8e6, bytes_per_dense_entry=24.0, bytes_per_sparse_synapse=47.0)
+                     step_s_per_process=3.9e-4, step_s_per_dense_entry=4.9e-10,
+                     step_s_per_sparse_synapse=4.7e-9, step_s_per_conv_pair=1.0e-5,
+                     step_s_per_conv_mac=8.4e-9,
+                     bytes=81e6, bytes_per_process=6.8e6, bytes_per_dense_entry=24.0,
+                     bytes_per_sparse_synapse=47.0)
 LAVA_TIME_BOUND_S = 10 * 60  # a Lava run estimated longer than this is refused (--force runs it)
 STALL_TIMEOUT_S = 300.0  # the least a Lava run may go without finishing a step (start-up included)
 STALL_MARGIN = 3  # a run whose estimated start-up or step is longer waits this many times as long
@@ -345,10 +347,10 @@ def refuse_oversized(program_path: Path, size: dict[str, int], guess: Estimate, 
         over = f"more memory than the {memory / 2**30:.1f} GiB available"
     else:
         return
-    raise UserError(f"{program_path}: the Lava run ({size['processes']} processes, {size['synapses']:,} synapses, "
-                    f"{size['steps']:,} steps) would take {guess}, {over}: the fast simulator (--backend fast) "
-                    f"is bit-exact to Lava; check parity on fewer samples ({fewer}) or a smaller variant; "
-                    f"--force runs it anyway")
+    raise UserError(f"{program_path}: the Lava run ({size['processes']} processes, {size['synapses']:,} "
+                    f"synapses, {size['steps']:,} steps) would take {guess}, {over}: the fast simulator "
+                    f"(--backend fast) is bit-exact to Lava; check parity on fewer samples ({fewer}) or a "
+                    f"smaller variant; --force runs it anyway")
 
 
 def worker(program_path: str, data_path: str, sink_dir: str, interval: str, prefix: str, parent: str) -> None:
@@ -403,7 +405,8 @@ def run_lava(program_path: Path, program: Program, x_int: np.ndarray,
     """
     if not program.lowered.pipelined:
         return _run(program_path, program, x_int, on_step, stall_timeout, guess)
-    runs = [_run(program_path, program, x_int[k:k + 1], on_step, stall_timeout, guess) for k in range(len(x_int))]
+    runs = [_run(program_path, program, x_int[k:k + 1], on_step, stall_timeout, guess)
+            for k in range(len(x_int))]
     return {name: np.concatenate([run[name] for run in runs], axis=1) for name in runs[0]}
 
 
