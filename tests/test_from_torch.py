@@ -210,8 +210,8 @@ def test_spikingjelly_resnet18_matches_spikingjelly(name, cnf):
 
 
 class JellyNet(nn.Module):
-    """SpikingJelly's layer wrappers and containers around LIF, parametric LIF and IF neurons
-    (hard and soft reset), with a membrane-shortcut block (MS-ResNet style: the sum of currents
+    """SpikingJelly's layer wrappers and containers around LIF, parametric LIF, IF and CUBA LIF
+    neurons (hard and soft reset), with a membrane-shortcut block (MS-ResNet style: the sum of currents
     feeds the neuron) and SEW's IAND written out."""
 
     def __init__(self, soft: bool, decay_input: bool, multi_step: bool) -> None:
@@ -231,6 +231,8 @@ class JellyNet(nn.Module):
         self.drop = layer.Dropout(0.5)
         self.fc = layer.Linear(8 * 2 * 2, 10)
         self.sn3 = neuron.IFNode(v_threshold=0.5, v_reset=v_reset)
+        self.fc2 = layer.Linear(10, 10)
+        self.sn4 = neuron.CUBALIFNode(c_decay=0.6, v_decay=0.8, v_threshold=0.4, v_reset=v_reset)
         if multi_step:
             functional.set_step_mode(self, "m")
 
@@ -238,7 +240,8 @@ class JellyNet(nn.Module):
         s1 = self.sn1(self.stem(x))
         s2 = self.sn2(self.bn(self.conv(s1)) + self.stem(x))  # membrane shortcut: currents summed
         gated = s2 * (1.0 - s1)  # SEW IAND, as its sew_function writes it
-        return self.sn3(self.fc(self.drop(self.flat(self.gap(self.pool(gated))))))
+        s3 = self.sn3(self.fc(self.drop(self.flat(self.gap(self.pool(gated))))))
+        return self.sn4(self.fc2(s3))
 
 
 @pytest.mark.parametrize("multi_step", [False, True])

@@ -70,20 +70,23 @@ def snntorch_leaky(m: Any, shape: tuple[int, ...], dt: float) -> Made:
     return _leaky(m.beta.clamp(0, 1), m.threshold, shape, dt), facts
 
 
-def snntorch_synaptic(m: Any, shape: tuple[int, ...], dt: float) -> Made:
-    """snnTorch's ``Synaptic`` (and ``RSynaptic``): ``i <- alpha i + x``, ``v <- beta v + i``, as
-    snnTorch's own exporter writes it (``tau = dt / (1 - decay)``, ``r = tau_mem/dt``,
-    ``w_in = tau_syn/dt``)."""
-    facts = _snntorch_facts(m)
-    alpha = _full(m.alpha.clamp(0, 1), shape).astype(np.float64)
-    beta = _full(m.beta.clamp(0, 1), shape).astype(np.float64)
-    if np.any(alpha >= 1.0) or np.any(beta >= 1.0):
-        raise ValueError("a decay of 1 (alpha or beta) has no finite NIR time constant")
-    tau_syn, tau_mem = dt / (1.0 - alpha), dt / (1.0 - beta)
-    node = nir.CubaLIF(tau_syn=tau_syn.astype(np.float32), tau_mem=tau_mem.astype(np.float32),
+def _cuba(current_kept: Any, voltage_kept: Any, threshold: Any, shape: tuple[int, ...], dt: float,
+          v_reset: Any = 0.0) -> nir.CubaLIF:
+    """``i <- a i + x``, ``v <- b v + i`` as a CubaLIF, as snnTorch's own exporter writes its
+    ``Synaptic`` (``tau = dt / (1 - kept)``, ``r = tau_mem/dt``, ``w_in = tau_syn/dt``)."""
+    a, b = (_full(k, shape).astype(np.float64) for k in (current_kept, voltage_kept))
+    if np.any(a >= 1.0) or np.any(b >= 1.0) or np.any(a < 0) or np.any(b < 0):
+        raise ValueError("its current and voltage decays must lie in [0, 1) (1 has no finite NIR time constant)")
+    tau_syn, tau_mem = dt / (1.0 - a), dt / (1.0 - b)
+    return nir.CubaLIF(tau_syn=tau_syn.astype(np.float32), tau_mem=tau_mem.astype(np.float32),
                        r=_full(tau_mem / dt, shape), w_in=_full(tau_syn / dt, shape), v_leak=_full(0.0, shape),
-                       v_threshold=_full(m.threshold, shape), v_reset=_full(0.0, shape))
-    return node, facts
+                       v_threshold=_full(threshold, shape), v_reset=_full(v_reset, shape))
+
+
+def snntorch_synaptic(m: Any, shape: tuple[int, ...], dt: float) -> Made:
+    """snnTorch's ``Synaptic`` (and ``RSynaptic``): ``i <- alpha i + x``, ``v <- beta v + i``."""
+    facts = _snntorch_facts(m)
+    return _cuba(m.alpha.clamp(0, 1), m.beta.clamp(0, 1), m.threshold, shape, dt), facts
 
 
 def _spikingjelly_facts(m: Any) -> dict[str, Any]:
@@ -109,6 +112,13 @@ def spikingjelly_lif(m: Any, shape: tuple[int, ...], dt: float) -> Made:
         _spikingjelly_facts(m)
 
 
+def spikingjelly_cuba_lif(m: Any, shape: tuple[int, ...], dt: float) -> Made:
+    """SpikingJelly's ``CUBALIFNode``: ``c <- c_decay c + x``, ``v <- v_decay v + c`` (its decays
+    are the fractions kept)."""
+    v_reset = 0.0 if m.v_reset is None else m.v_reset
+    return _cuba(m.c_decay, m.v_decay, m.v_threshold, shape, dt, v_reset), _spikingjelly_facts(m)
+
+
 Mapping = Callable[[Any, tuple[int, ...], float], Made]
 NEURONS: dict[tuple[str, str], Mapping] = {  # (module of the class, class name) -> mapping
     ("snntorch", "Leaky"): snntorch_leaky,
@@ -118,6 +128,7 @@ NEURONS: dict[tuple[str, str], Mapping] = {  # (module of the class, class name)
     ("spikingjelly", "IFNode"): spikingjelly_if,
     ("spikingjelly", "LIFNode"): spikingjelly_lif,
     ("spikingjelly", "ParametricLIFNode"): spikingjelly_lif,
+    ("spikingjelly", "CUBALIFNode"): spikingjelly_cuba_lif,
 }
 NEURON_BASES = {("snntorch", "SpikingNeuron"), ("spikingjelly", "BaseNode")}  # traced as leaves
 
