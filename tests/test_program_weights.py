@@ -98,7 +98,7 @@ def test_calibrating_a_few_samples_at_a_time_finds_the_peaks_of_all_at_once(tmp_
     run = compile_module.ReferenceSimulator.run
     monkeypatch.setattr(compile_module.ReferenceSimulator, "run",
                         lambda self, chunk, **kw: runs.append(len(chunk)) or run(self, chunk, **kw))
-    per_sample = 4 * sum(int(np.prod(shape)) for shape in graph.shapes.values())
+    per_sample = compile_module.ReferenceSimulator(graph).held_bytes_per_sample(x.shape[1])
     monkeypatch.setattr(compile_module, "CALIBRATION_CHUNK_BYTES", 2 * per_sample)
     chunked = compile_module.calibrate(graph, x)
     assert runs == [2, 2, 2] and chunked.keys() == whole.keys()
