@@ -457,3 +457,28 @@ def test_snntorch_subtract_without_reset_delay_is_refused():
     with pytest.raises(UserError, match=r"^module '1' \(snntorch._neurons.leaky.Leaky\): reset_delay=False with "
                                         r"subtraction decides a spike on a voltage it does not keep"):
         from_torch(net, torch.zeros(1, 4))
+
+
+@pytest.mark.slow
+def test_spikingjelly_ms_resnet18_blocks_match_its_forward():
+    """MS-ResNet (membrane shortcut: real-valued block outputs summed, each block's LIFNode first),
+    as SpikingJelly builds it. Its forward turns an image into a sequence in Python control flow,
+    which torch.fx cannot trace (refused in one line); its layers, in the order it runs them, can."""
+    from spikingjelly.activation_based import functional
+    from spikingjelly.activation_based.model import ms_resnet
+
+    torch.manual_seed(0)
+    net, img = active_bn(ms_resnet.ms_resnet18(T=4, num_classes=10)), image()[0]
+    with pytest.raises(UserError, match=r"^module spikingjelly\.activation_based\.model\.ms_resnet\.MSResNet: "
+                                        r"torch\.fx cannot trace it \(TraceError"):
+        from_torch(net, img)
+    body = nn.Sequential(net.stem, net.layer1, net.layer2, net.layer3, net.layer4, net.head_lif, net.avgpool,
+                         nn.Flatten(), net.head)
+    graph = from_torch(body, img)
+    functional.reset_net(net)
+    with torch.no_grad():
+        theirs = net(img)  # the head's output averaged over its T = 4 steps of the same image
+    ours = simulate(graph, img.expand(4, *img.shape)).mean(0)
+    assert torch.equal(ours, theirs)
+    rates = spike_rates(graph, img.expand(4, *img.shape))
+    assert len(rates) == 17 and all(r > 0.01 for r in rates.values()), rates  # 17 LIFNodes, all firing
