@@ -482,3 +482,19 @@ def test_spikingjelly_ms_resnet18_blocks_match_its_forward():
     assert torch.equal(ours, theirs)
     rates = spike_rates(graph, img.expand(4, *img.shape))
     assert len(rates) == 17 and all(r > 0.01 for r in rates.values()), rates  # 17 LIFNodes, all firing
+
+
+@pytest.mark.parametrize("soft", [False, True])
+def test_a_reset_loihi_cannot_run_is_refused_by_the_compile(tmp_path, soft):
+    """snnTorch's subtraction and SpikingJelly's soft reset reach the graph as what they are, so the
+    Loihi compile refuses them, naming the neuron (docs/nir.md, conventions)."""
+    import nir
+
+    from danet_deploy.export import export
+
+    net = sequential("subtract") if not soft else JellyNet(soft=True, decay_input=True, multi_step=False)
+    nir.write(tmp_path / "net.nir", from_torch(randomise_bn(net), torch.zeros(1, 2, 8, 8)))
+    with pytest.raises(UserError, match="'1'" if not soft else "'sn1'") as e:
+        export(tmp_path / "net.nir", "loihi2-sim", tmp_path / "out")
+    assert "subtract" in str(e.value) and "\n" not in str(e.value)
+    assert not (tmp_path / "out").exists()
