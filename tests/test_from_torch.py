@@ -498,3 +498,27 @@ def test_a_reset_loihi_cannot_run_is_refused_by_the_compile(tmp_path, soft):
         export(tmp_path / "net.nir", "loihi2-sim", tmp_path / "out")
     assert "subtract" in str(e.value) and "\n" not in str(e.value)
     assert not (tmp_path / "out").exists()
+
+
+class SharedConv(nn.Module):
+    """A conv read by a BatchNorm and, through an Identity, by a neuron too: folding the BatchNorm
+    into the conv would change what the neuron sees, so it becomes a map of its own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.bn, self.keep = nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Identity()
+        self.lif1, self.lif2 = leaky("zero"), leaky("zero", output=True)
+
+    def forward(self, x):
+        c = self.keep(self.conv(x))  # the conv's one reader is the Identity, which two read
+        return self.lif2(self.lif1(self.bn(c)) + c)
+
+
+def test_batchnorm_folds_only_into_a_map_it_reads_alone():
+    torch.manual_seed(0)
+    net = randomise_bn(SharedConv())
+    x = spikes(T, N, 2, 8, 8, p=0.5)
+    graph = from_torch(net, x[0])
+    assert graph.nodes["bn"].weight.shape == (4, 1, 1, 1) and graph.nodes["bn"].groups == 4
+    ref = check_equal(graph, lambda v: snntorch_forward(net, v), x)
+    assert 0 < ref.sum() < ref.numel()

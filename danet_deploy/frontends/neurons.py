@@ -35,12 +35,14 @@ def _leaky(decay_kept: Any, threshold: Any, shape: tuple[int, ...], dt: float,
     ``tau / dt``, so ``v <- keep v + x``), or an IF where nothing decays (``keep = 1``)."""
     keep = _full(decay_kept, shape).astype(np.float64)
     if np.all(keep >= 1.0):
-        return nir.IF(r=_full(1.0 / dt, shape), v_threshold=_full(threshold, shape), v_reset=_full(v_reset, shape))
+        return nir.IF(r=_full(1.0 / dt, shape), v_threshold=_full(threshold, shape),
+                      v_reset=_full(v_reset, shape))
     if np.any(keep >= 1.0) or np.any(keep < 0):
         raise ValueError("its decay must lie in [0, 1) for every neuron, or be 1 for all")
     tau = dt / (1.0 - keep)
     return nir.LIF(tau=tau.astype(np.float32), r=_full(tau / dt if r is None else r, shape),
-                   v_leak=_full(v_leak, shape), v_threshold=_full(threshold, shape), v_reset=_full(v_reset, shape))
+                   v_leak=_full(v_leak, shape), v_threshold=_full(threshold, shape),
+                   v_reset=_full(v_reset, shape))
 
 
 def _snntorch_facts(m: Any) -> dict[str, Any]:
@@ -58,7 +60,8 @@ def _snntorch_facts(m: Any) -> dict[str, Any]:
         raise ValueError("reset_delay=False with subtraction decides a spike on a voltage it does not keep "
                          "(no NIR reset convention reproduces it, docs/nir.md); use reset_delay=True or "
                          "reset_mechanism='zero'")
-    late = getattr(m, "reset_delay", True) and not (type(m).__name__ == "Leaky" and m.reset_mechanism == "zero")
+    plain_leaky = type(m).__name__ == "Leaky" and m.reset_mechanism == "zero"
+    late = getattr(m, "reset_delay", True) and not plain_leaky
     reset = ("snntorch-" if late else "") + m.reset_mechanism
     return {"reset": reset, "framework": "snntorch", "neuron": type(m).__name__}
 
@@ -76,10 +79,12 @@ def _cuba(current_kept: Any, voltage_kept: Any, threshold: Any, shape: tuple[int
     ``Synaptic`` (``tau = dt / (1 - kept)``, ``r = tau_mem/dt``, ``w_in = tau_syn/dt``)."""
     a, b = (_full(k, shape).astype(np.float64) for k in (current_kept, voltage_kept))
     if np.any(a >= 1.0) or np.any(b >= 1.0) or np.any(a < 0) or np.any(b < 0):
-        raise ValueError("its current and voltage decays must lie in [0, 1) (1 has no finite NIR time constant)")
+        raise ValueError("its current and voltage decays must lie in [0, 1) (1 has no finite NIR "
+                         "time constant)")
     tau_syn, tau_mem = dt / (1.0 - a), dt / (1.0 - b)
     return nir.CubaLIF(tau_syn=tau_syn.astype(np.float32), tau_mem=tau_mem.astype(np.float32),
-                       r=_full(tau_mem / dt, shape), w_in=_full(tau_syn / dt, shape), v_leak=_full(0.0, shape),
+                       r=_full(tau_mem / dt, shape), w_in=_full(tau_syn / dt, shape),
+                       v_leak=_full(0.0, shape),
                        v_threshold=_full(threshold, shape), v_reset=_full(v_reset, shape))
 
 

@@ -38,7 +38,6 @@ from danet_deploy import __version__
 from danet_deploy.errors import UserError
 from danet_deploy.frontends.neurons import is_neuron, neuron_node
 
-nn_conv = (nn.Conv1d, nn.Conv2d)
 LEAVES = (nn.Conv1d, nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d, nn.AvgPool2d,
           nn.AdaptiveAvgPool2d, nn.MaxPool2d, nn.Flatten, nn.Identity, nn.Dropout, nn.Dropout2d)
 _PER_STEP_CONTAINERS = {"SeqToANNContainer", "MultiStepContainer", "StepModeContainer"}
@@ -243,8 +242,8 @@ class _Builder:
 
     def flatten_dims(self, x: Stream, start: int, end: int, fx: torch.fx.Node) -> Stream:
         if start % (len(x.shape) + 1) == 0:
-            raise UserError(f"{_where(self.gm, fx)}: flattening the batch axis (start_dim 0) has no NIR form; "
-                            f"flatten from axis 1")
+            raise UserError(f"{_where(self.gm, fx)}: flattening the batch axis (start_dim 0) has no "
+                            f"NIR form; flatten from axis 1")
         start = start - 1 if start > 0 else start
         end = end - 1 if end > 0 else end
         shape = self.shape(fx)
@@ -328,9 +327,11 @@ def _batchnorm(b: _Builder, m: nn.BatchNorm1d | nn.BatchNorm2d, x: Stream, fx: t
         raise UserError(f"{_where(b.gm, fx)}: a BatchNorm without running statistics cannot be folded")
     var = m.running_var.detach().double()
     scale = (m.weight.detach().double() if m.affine else torch.ones_like(var)) / torch.sqrt(var + m.eps)
-    shift = (m.bias.detach().double() if m.affine else torch.zeros_like(var)) - m.running_mean.double() * scale
+    offset = m.bias.detach().double() if m.affine else torch.zeros_like(var)
+    shift = offset - m.running_mean.double() * scale
     producer = b.nodes.get(x.terms[0]) if len(x.terms) == 1 else None
-    alone = producer is not None and len(b.made_by[x.terms[0]].users) == 1
+    made = b.made_by.get(x.terms[0]) if producer is not None else None
+    alone = made is not None and fx.args[0] is made and len(made.users) == 1  # fed straight, to it alone
     if alone and isinstance(producer, (nir.Conv1d, nir.Conv2d, nir.Affine, nir.Linear)):
         w = producer.weight.astype(np.float64)
         bias = np.asarray(getattr(producer, "bias", np.zeros(w.shape[0])), np.float64)
@@ -365,7 +366,7 @@ def _avgpool(b: _Builder, m: nn.AvgPool2d, x: Stream, fx: torch.fx.Node) -> Stre
         raise UserError(f"{_where(b.gm, fx)}: NIR's AvgPool2d divides by the kernel's size "
                         f"(count_include_pad=True, no divisor_override)")
     stride = m.stride if m.stride is not None else m.kernel_size
-    node = nir.AvgPool2d(np.array(_pair(m.kernel_size)), np.array(_pair(stride)), np.array(_pair(m.padding)))
+    node = nir.AvgPool2d(*(np.array(_pair(v)) for v in (m.kernel_size, stride, m.padding)))
     return Stream((b.emit(_label(fx), node, x, fx),), b.shape(fx))
 
 
@@ -387,7 +388,7 @@ def _maxpool(b: _Builder, m: nn.MaxPool2d, x: Stream, fx: torch.fx.Node) -> Stre
         raise UserError(f"{_where(b.gm, fx)}: max pooling of real values has no NIR form (NIR "
                         f"{nir.version} has no max pool); on binary spikes it is exact (an OR)")
     stride = m.stride if m.stride is not None else m.kernel_size
-    pool = nir.SumPool2d(np.array(_pair(m.kernel_size)), np.array(_pair(stride)), np.array(_pair(m.padding)))
+    pool = nir.SumPool2d(*(np.array(_pair(v)) for v in (m.kernel_size, stride, m.padding)))
     pooled = Stream((b.emit(f"{_label(fx)}.sum", pool, x, fx),), b.shape(fx))
     out = nir.Threshold(np.full(b.shape(fx), 0.5, np.float32))
     return Stream((b.emit(_label(fx), out, pooled, fx, {"gate": "OR of binary spikes (max pool)"}),),
@@ -469,7 +470,8 @@ def from_torch(module: nn.Module, example_input: torch.Tensor, dt: float = 1.0,
     probe = _single_step_copy(module)
     gm = _trace(probe)
     recorder = _Recorder(gm)
-    states = [None] * (sum(n.op == "placeholder" for n in gm.graph.nodes) - 1)  # a neuron's own initial state
+    # later arguments are neurons' states: None, each neuron's own initial state
+    states = [None] * (sum(n.op == "placeholder" for n in gm.graph.nodes) - 1)
     try:
         with torch.no_grad():
             recorder.run(example_input, *states)
@@ -479,7 +481,8 @@ def from_torch(module: nn.Module, example_input: torch.Tensor, dt: float = 1.0,
                         f"{str(e).splitlines()[0][:160] if str(e) else ''})") from None
     graph = _Builder(gm, recorder.values, dt).run()
     frameworks = sorted({n.metadata.get("framework") for n in graph.nodes.values()} - {None})
-    graph.metadata = {"producer": f"danet-deploy {__version__} from_torch", "dt": dt, "discretisation": "euler",
+    graph.metadata = {"producer": f"danet-deploy {__version__} from_torch", "dt": dt,
+                      "discretisation": "euler",
                       "module": f"{type(module).__module__}.{type(module).__name__}",
                       "frameworks": json.dumps(frameworks)}
     if timesteps is not None:
