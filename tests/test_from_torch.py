@@ -522,3 +522,39 @@ def test_batchnorm_folds_only_into_a_map_it_reads_alone():
     assert graph.nodes["bn"].weight.shape == (4, 1, 1, 1) and graph.nodes["bn"].groups == 4
     ref = check_equal(graph, lambda v: snntorch_forward(net, v), x)
     assert 0 < ref.sum() < ref.numel()
+
+
+class ViewFlatten(nn.Module):
+    """snnTorch's tutorials flatten with ``x.view(batch, -1)``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.lif1 = nn.Conv2d(2, 8, 3, stride=2, padding=1), leaky("zero")
+        self.fc, self.lif2 = nn.Linear(128, 10), leaky("zero", output=True)
+
+    def forward(self, x):
+        s = self.lif1(self.conv(x))
+        return self.lif2(self.fc(s.view(x.shape[0], -1) + s.reshape(s.size(0), -1)))
+
+
+def test_view_and_reshape_that_flatten_each_sample_match():
+    torch.manual_seed(0)
+    net = ViewFlatten().eval()
+    x = spikes(T, N, 2, 8, 8, p=0.5)
+    ref = check_equal(from_torch(net, x[0]), lambda v: snntorch_forward(net, v), x)
+    assert 0 < ref.sum() < ref.numel()
+
+
+class ViewOther(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc, self.lif = nn.Linear(8, 8), leaky("zero")
+
+    def forward(self, x):
+        return self.lif(self.fc(x).view(-1, 2, 4))
+
+
+def test_a_reshape_other_than_a_flatten_is_refused():
+    with pytest.raises(UserError, match=r"^operation 'view' \(call_method view\): a reshape to \(2, 4\) per sample "
+                                        r"has no NIR form"):
+        from_torch(ViewOther(), torch.zeros(3, 8))

@@ -250,9 +250,23 @@ class _Builder:
         node = nir.Flatten(input_type={"input": np.array(x.shape)}, start_dim=start, end_dim=end)
         return Stream((self.emit(_label(fx), node, x, fx),), shape)
 
+    def reshape(self, fx: torch.fx.Node) -> Stream:
+        """``x.view(N, -1)`` / ``x.reshape(...)``: only as a flatten of each sample (NIR has no reshape)."""
+        x = self.stream(fx.args[0], fx, "a reshape's input")
+        if self.shape(fx) != (int(np.prod(x.shape)),):
+            raise UserError(f"{_where(self.gm, fx)}: a reshape to {self.shape(fx)} per sample has no NIR form "
+                            f"(only flattening each sample, e.g. x.view(x.size(0), -1))")
+        return self.flatten_dims(x, 1, -1, fx)
+
+    def constant(self, fx: torch.fx.Node) -> Any:
+        """``x.size(0)``, ``x.shape``: the value the run found (it only sizes a reshape)."""
+        return self.values[fx.name]
+
     def getitem(self, fx: torch.fx.Node) -> Any:
         src, index = fx.args
         source = self.operand(src)
+        if isinstance(source, (tuple, torch.Size)) and not isinstance(self.values[src.name], torch.Tensor):
+            return self.values[fx.name]  # x.shape[0]: a size
         made_by_neuron = isinstance(src, torch.fx.Node) and src.op == "call_module" and \
             is_neuron(self.gm.get_submodule(src.target))
         if not made_by_neuron:
@@ -412,11 +426,13 @@ _FUNCTIONS: dict[Any, Callable[[_Builder, torch.fx.Node], Any]] = {
     operator.add: _Builder.add, operator.iadd: _Builder.add, torch.add: _Builder.add,
     operator.sub: _Builder.sub, operator.isub: _Builder.sub, torch.sub: _Builder.sub,
     operator.mul: _Builder.mul, operator.imul: _Builder.mul, torch.mul: _Builder.mul,
-    torch.flatten: _Builder.flatten, operator.getitem: _Builder.getitem,
+    torch.flatten: _Builder.flatten, operator.getitem: _Builder.getitem, torch.reshape: _Builder.reshape,
+    getattr: _Builder.constant,
 }
 _METHODS: dict[str, Callable[[_Builder, torch.fx.Node], Any]] = {
     "add": _Builder.add, "add_": _Builder.add, "sub": _Builder.sub, "mul": _Builder.mul,
-    "flatten": _Builder.flatten,
+    "flatten": _Builder.flatten, "view": _Builder.reshape, "reshape": _Builder.reshape,
+    "size": _Builder.constant,
 }
 
 
