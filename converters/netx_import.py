@@ -39,14 +39,37 @@ import numpy as np
 
 from danet_deploy.converters.nir_export import loihi_cuba
 from danet_deploy.errors import UserError
-from danet_deploy.ir.sigma_delta import NETX_SPIKE_EXP, NETX_STATE_EXP, SigmaDelta
+from danet_deploy.ir.program import GRADED_MESSAGE_BITS
+from danet_deploy.ir.sigma_delta import (NETX_SPIKE_EXP, NETX_STATE_EXP, THRESHOLD_MAX, SigmaDelta, real_values,
+                                         whole_values)
 
 NEURON_TYPES = ("CUBA", "LOIHI")  # lava-dl's netx reads both as Lava's LIF
 SIGMA_DELTA = "SDNN"
 NETX_MESSAGE_BITS = 16  # netx's default payload of a sigma-delta layer (get_neuron_params)
 DECAY_ONE = 4096
 NETX_MAX_DELAY = 62
-VTH_MANT_MAX = 2 ** 17 - 1  # Loihi's largest threshold: reached only by a saturated 24-bit voltage
+VTH_MANT_MAX = THRESHOLD_MAX  # Loihi's largest threshold: reached only by a saturated 24-bit voltage
+MAX_LAYER_NEURONS = 1 << 24  # 16.7 M: more than the neurons of 16 Loihi 2 chips in one layer
+
+# The neuron fields the reader takes (lava-dl's get_neuron_params hands them to Lava as they are):
+# the whole numbers Loihi 2 holds (widths: hw_profiles/loihi2.toml) and why (docs/lava-dl.md).
+NEURON_FIELDS: dict[str, tuple[int, int, str]] = {
+    "vThMant": (0, VTH_MANT_MAX, "Loihi's 17-bit threshold mantissa"),
+    "iDecay": (0, DECAY_ONE, "4096ths of the current lost per step"),
+    "vDecay": (0, DECAY_ONE, "4096ths of the voltage lost per step"),
+    "refDelay": (0, 1, "Lava's LIF has no refractory period; lava-dl's netx loader ignores it"),
+    "gradedSpike": (0, 1, "a flag"),
+    "messageBits": (0, GRADED_MESSAGE_BITS, f"0: binary spikes, else a graded payload of at most "
+                                            f"{GRADED_MESSAGE_BITS} bits"),
+}
+SIGMA_DELTA_MESSAGE_BITS = (1, GRADED_MESSAGE_BITS, f"a sigma-delta layer sends graded spikes, of at most "
+                                                    f"{GRADED_MESSAGE_BITS} bits; 0 is lava-dl's binary spike, "
+                                                    f"which would drop their values")
+
+
+class FieldError(ValueError):
+    """A layer's field that lava-dl's netx or Loihi would not take as written; the message names
+    the field, its value and what is allowed."""
 
 
 def is_netx(path: Path) -> bool:
@@ -59,23 +82,62 @@ def is_netx(path: Path) -> bool:
 
 
 def _text(value: Any) -> str:
+    """A name field (a layer's or a neuron's type) as text; an empty one is ''."""
     value = value[()] if isinstance(value, h5py.Dataset) else value
-    value = np.asarray(value).ravel()[0] if np.ndim(value) else value
-    return value.decode("ascii") if isinstance(value, bytes) else str(value)
+    if np.ndim(value):
+        flat = np.asarray(value).ravel()
+        value = flat[0] if flat.size else ""
+    return value.decode("ascii", "replace") if isinstance(value, bytes) else str(value)
 
 
-def _number(group: h5py.Group, key: str, default: float | None = None) -> float:
+def _values(group: h5py.Group, key: str) -> np.ndarray:
+    """A numeric field as float64, refused unless real and finite (ir/sigma_delta.py: real_values)."""
+    try:
+        return real_values(key, group[key][()])
+    except ValueError as e:
+        raise FieldError(str(e)) from None
+
+
+def _number(group: h5py.Group, key: str, default: float | None = None, low: float = -np.inf,
+            high: float = np.inf, why: str = "") -> float:
+    """One whole number in ``low..high``: a scalar, or the one value of an array (never the first of
+    several: lava-dl's netx gives Lava one value per layer)."""
     if key not in group:
         if default is None:
             raise KeyError(key)
         return default
-    return float(np.asarray(group[key][()]).ravel()[0])
+    values = _values(group, key).ravel()
+    if values.size != 1:
+        raise FieldError(f"{key} holds {values.size} values, netx reads one per layer")
+    try:
+        return float(whole_values(key, values[0], low, high))
+    except ValueError as e:
+        raise FieldError(f"{e} ({why})" if why else str(e)) from None
+
+
+def _neuron_fields(n: h5py.Group, sigma_delta: bool) -> dict[str, float]:
+    """Every field of :data:`NEURON_FIELDS` that the neuron group holds, checked, by name: the one
+    place a layer's neuron fields are translated."""
+    fields = {}
+    for key, (low, high, why) in NEURON_FIELDS.items():
+        if key == "messageBits" and sigma_delta:
+            low, high, why = SIGMA_DELTA_MESSAGE_BITS
+        if key in n:
+            fields[key] = _number(n, key, low=low, high=high, why=why)
+    return fields
 
 
 def _pair(group: h5py.Group, key: str, default: int) -> np.ndarray:
+    """A conv's (y, x) field (stride, padding, dilation): one whole number for both, or one each,
+    no less than its default (a stride of 1, a padding of 0)."""
     if key not in group:
         return np.array([default, default])
-    return np.broadcast_to(np.asarray(group[key][()], dtype=np.int64).ravel(), (2,)).copy()
+    values = _values(group, key).ravel()
+    if values.size not in (1, 2) or np.any(values != np.floor(values)) or np.any(values < default) \
+            or np.any(values > MAX_LAYER_NEURONS):
+        raise FieldError(f"{key}={values.tolist()}: must be one or two whole numbers "
+                         f"{default}..{MAX_LAYER_NEURONS}")
+    return np.broadcast_to(values.astype(np.int64), (2,)).copy()
 
 
 class _Reader:
@@ -131,6 +193,7 @@ class _Reader:
         """An SDNN layer: Lava's SigmaDelta (ReLU, as netx builds it), or, with ``sigma_output``,
         Sigma: the running sum of the synaptic current, i.e. the readout read by that sum."""
         activation = _text(n["activation"]).lower() if "activation" in n else "relu"
+        fields = _neuron_fields(n, sigma_delta=True)
         if activation != "relu":
             raise self.fail(index, kind, f"SDNN activation {activation!r}: lava-dl's netx builds every "
                                          f"sigma-delta layer with ReLU, so this file would not run as trained")
@@ -144,13 +207,16 @@ class _Reader:
             self.nodes[self.last] = synapse
             self.readout, self.read_by = True, "sigma"
             return
-        self._add_sigma_delta(index, n, shape, self._per_neuron(bias, shape), encoder=False)
+        self._add_sigma_delta(index, fields, shape, self._per_neuron(bias, shape), encoder=False)
 
-    def _add_sigma_delta(self, index: int, n: h5py.Group, shape: tuple[int, ...], bias: np.ndarray,
+    def _add_sigma_delta(self, index: int, fields: dict[str, float], shape: tuple[int, ...], bias: np.ndarray,
                          encoder: bool) -> None:
-        node = SigmaDelta(threshold=np.full(shape, _number(n, "vThMant")), bias=bias, encoder=encoder,
-                          spike_exp=NETX_SPIKE_EXP, state_exp=NETX_STATE_EXP)
-        node.metadata = {"netx_layer": index, "message_bits": int(_number(n, "messageBits", NETX_MESSAGE_BITS))}
+        try:
+            node = SigmaDelta(threshold=np.full(shape, fields["vThMant"]), bias=bias, encoder=encoder,
+                              spike_exp=NETX_SPIKE_EXP, state_exp=NETX_STATE_EXP)
+        except ValueError as e:  # what the node itself holds (ir/sigma_delta.py)
+            raise FieldError(str(e)) from None
+        node.metadata = {"netx_layer": index, "message_bits": int(fields.get("messageBits", NETX_MESSAGE_BITS))}
         self.add(f"{index}.neuron", node, shape)
 
     @staticmethod
@@ -165,21 +231,15 @@ class _Reader:
     def cuba(self, index: int, kind: str, group: h5py.Group, shape: tuple[int, ...],
              bias: np.ndarray | None) -> None:
         """The layer's CUBA neurons as a ``CubaLIF`` node after its synapse node."""
-        n = group["neuron"]
-        i_decay, v_decay = _number(n, "iDecay"), _number(n, "vDecay")
-        for key, decay in (("iDecay", i_decay), ("vDecay", v_decay)):
-            if not (0 <= decay <= DECAY_ONE and decay == int(decay)):
-                raise self.fail(index, kind, f"{key}={decay:g}: must be a whole number 0..{DECAY_ONE}")
-        if _number(n, "gradedSpike", 0):
+        fields = _neuron_fields(group["neuron"], sigma_delta=False)
+        i_decay, v_decay, threshold = fields["iDecay"], fields["vDecay"], fields["vThMant"]
+        if fields.get("gradedSpike", 0):
             raise self.fail(index, kind, "graded spikes (gradedSpike) are not supported; lava-dl's netx "
                                          "loader ignores them too, so retrain with binary spikes")
-        if _number(n, "refDelay", 1) > 1:
-            raise self.fail(index, kind, f"refractory delay {_number(n, 'refDelay'):g} is not supported "
-                                         f"(Lava's LIF has none; lava-dl's netx loader ignores it)")
         if v_decay == 0 and i_decay == DECAY_ONE:
-            self._integrator(index, kind, _number(n, "vThMant"), shape, bias)
+            self._integrator(index, kind, threshold, shape, bias)
             return
-        node = loihi_cuba(i_decay, v_decay, _number(n, "vThMant"), self._per_neuron(bias, shape), 1.0,
+        node = loihi_cuba(i_decay, v_decay, threshold, self._per_neuron(bias, shape), 1.0,
                           lambda v: np.broadcast_to(np.asarray(v, dtype=np.float64), shape))
         node.metadata = {"netx_layer": index}
         self.add(f"{index}.neuron", node, shape)
@@ -222,7 +282,7 @@ class _Reader:
     def _encoder(self, index: int, n: h5py.Group, shape: tuple[int, ...]) -> None:
         """An SDNN input layer: Lava's Delta, fed the input itself (netx ignores the layer's
         weight and bias transform, and so does this reader)."""
-        self._add_sigma_delta(index, n, shape, np.zeros(shape), encoder=True)
+        self._add_sigma_delta(index, _neuron_fields(n, sigma_delta=True), shape, np.zeros(shape), encoder=True)
 
     def layer(self, index: int, g: h5py.Group) -> None:
         kind = _text(g["type"]) if "type" in g else "?"
@@ -235,9 +295,9 @@ class _Reader:
                 if not self.keep_input:
                     self.skipped.append(f"layer {index} (input neurons)")
                     return
-                w = np.asarray(g["weight"][()], dtype=np.float64).ravel() if "weight" in g else np.ones(1)
-                bias = np.asarray(g["bias"][()], dtype=np.float64).ravel() if "bias" in g else None
-                if bias is not None and np.any(bias) and _number(g["neuron"], "iDecay") != DECAY_ONE:
+                w = _values(g, "weight").ravel() if "weight" in g else np.ones(1)
+                bias = _values(g, "bias").ravel() if "bias" in g else None
+                if bias is not None and np.any(bias) and _neuron_fields(g["neuron"], False)["iDecay"] != DECAY_ONE:
                     raise self.fail(index, kind, "input neurons with a bias and a decaying current cannot be kept "
                                                  "(slayer adds the bias to the current, Loihi's enters the voltage; "
                                                  "the two agree only without current memory, iDecay=4096); leave "
@@ -272,7 +332,7 @@ class _Reader:
         if kind == "conv" and shape is not None and np.all(_pair(g, "stride", 1) == 1):
             w = self._kernel(index, kind, g)
             k, pad = w.shape[-2:], _pair(g, "padding", 0)
-            return (int(w.shape[1] * _number(g, "groups", 1)),
+            return (int(w.shape[1] * _number(g, "groups", 1, low=1)),
                     *(int(o + kk - 1 - 2 * p) for o, kk, p in zip(shape[1:], k, pad)))
         raise self.fail(index, kind, "the file has no input layer, and this first layer does not fix the input "
                                      "shape; add one (slayer.block.cuba.Input, or a layer of type 'input' "
@@ -281,7 +341,7 @@ class _Reader:
     def _kernel(self, index: int, kind: str, g: h5py.Group) -> np.ndarray:
         """A conv or pool weight ``[out, in, kh, kw]``; slayer's blocks are 3-D convs over time and
         some of its exports keep their time axis, ``[out, in, kh, kw, 1]`` (netx reads both)."""
-        w = np.asarray(g["weight"][()], dtype=np.float64)
+        w = _values(g, "weight")
         if w.ndim == 5:
             if w.shape[4] != 1:
                 raise self.fail(index, kind, f"weight of shape {list(w.shape)}: a kernel over time steps is "
@@ -292,7 +352,7 @@ class _Reader:
     def _synapse_delay(self, index: int, kind: str, g: h5py.Group) -> None:
         if "delay" not in g:
             return
-        d = np.minimum(np.floor(np.asarray(g["delay"][()], dtype=np.float64)), NETX_MAX_DELAY)
+        d = np.minimum(np.floor(_values(g, "delay")), NETX_MAX_DELAY)
         if d.size and not np.all(d == d.flat[0]):
             raise self.fail(index, kind, "per-neuron synaptic delays are not supported (one delay per layer is)")
         steps = float(d.flat[0]) if d.size else 0.0
@@ -305,7 +365,7 @@ class _Reader:
         if len(self.shape) != 3:
             raise self.fail(index, kind, f"needs a (C, H, W) input, got {self.shape}")
         w = self._kernel(index, kind, g)
-        groups = int(_number(g, "groups", 1))
+        groups = int(_number(g, "groups", 1, low=1))
         if kind == "pool":  # one kernel shared by every channel: a depthwise conv
             groups = self.shape[0]
             w = np.broadcast_to(w.reshape(1, 1, *w.shape[-2:]), (groups, 1, *w.shape[-2:])).copy()
@@ -318,21 +378,21 @@ class _Reader:
                           padding=_pair(g, "padding", 0), dilation=np.array([1, 1]), groups=groups,
                           bias=np.zeros(w.shape[0]))
         self.add(f"{index}.{kind}", conv, shape)
-        bias = np.asarray(g["bias"][()], dtype=np.float64).ravel() if "bias" in g else None
+        bias = _values(g, "bias").ravel() if "bias" in g else None
         self.neuron(index, kind, g, shape, bias)
 
     def _dense(self, index: int, g: h5py.Group, shape: tuple[int, ...]) -> None:
         if "weight" not in g or isinstance(g["weight"], h5py.Group):
             raise self.fail(index, "dense", "complex (weight/real, weight/imag) dense layers are not supported")
         n_out = int(np.prod(shape))
-        w = np.asarray(g["weight"][()], dtype=np.float64).reshape(n_out, -1)
+        w = _values(g, "weight").reshape(n_out, -1)
         if w.shape[1] != int(np.prod(self.shape)):
             raise self.fail(index, "dense", f"weight has {w.shape[1]} inputs, the previous layer gives "
                                             f"{int(np.prod(self.shape))}")
         if len(self.shape) != 1:
             self.flatten(index)
         self._synapse_delay(index, "dense", g)
-        bias = np.asarray(g["bias"][()], dtype=np.float64).ravel() if "bias" in g else None
+        bias = _values(g, "bias").ravel() if "bias" in g else None
         if "neuron" not in g:  # netx's default: a non-spiking integrator, i.e. a readout
             self.add(f"{index}.dense", nir.Affine(weight=w, bias=np.zeros(n_out) if bias is None else bias),
                      (n_out,))
@@ -350,7 +410,7 @@ class _Reader:
         if "delay_rec" in g:
             raise self.fail(index, "dense_rec", "delays on recurrent synapses are not supported")
         n = int(np.prod(shape))
-        w = np.asarray(g["weight_rec"][()], dtype=np.float64).reshape(n, -1)
+        w = _values(g, "weight_rec").reshape(n, -1)
         if w.shape[1] != n:
             raise self.fail(index, "dense_rec", f"weight_rec has {w.shape[1]} inputs, the layer has {n} neurons")
         name = f"{index}.recurrent"
@@ -408,12 +468,11 @@ def read_netx(path: Path, keep_input_neurons: bool = False) -> nir.NIRGraph:
                 reader.layer(i, g)
             except KeyError as e:
                 raise reader.fail(i, kind, f"has no {e.args[0]!r} (a field lava-dl's netx reads)") from None
+            except FieldError as e:
+                raise reader.fail(i, kind, str(e)) from None
             except (ValueError, TypeError, UnicodeDecodeError) as e:
                 raise reader.fail(i, kind, f"unreadable field value ({str(e).splitlines()[0][:160]})") from None
         return reader.graph()
-
-
-MAX_LAYER_NEURONS = 1 << 24  # 16.7 M: more than the neurons of 16 Loihi 2 chips in one layer
 
 
 def _check_shape(g: h5py.Group) -> None:

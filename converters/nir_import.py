@@ -319,14 +319,22 @@ def from_nir(graph: nir.NIRGraph, dt: float | None = None, reset: str | None = N
 OWN_NODES = {"SigmaDelta": SigmaDelta}  # danet-deploy's node types in graph.nir (NIR has none)
 
 
+def _own_node(name: str, fields: dict[str, Any]) -> nir.NIRNode:
+    """One of danet-deploy's own nodes, checked by the node itself (its fields as it states them)."""
+    kind = fields["type"]
+    try:
+        return OWN_NODES[kind].from_dict(fields)
+    except (TypeError, ValueError) as e:
+        raise UserError(f"node {name!r} ({kind}): {str(e).splitlines()[0][:200]}") from None
+
+
 def read_nir_graph(path: Path) -> nir.NIRGraph:
     """``nir.read`` (without its type check), which also reads the node types of :data:`OWN_NODES`
     that danet-deploy writes into a ``graph.nir`` where NIR has no primitive (ir/sigma_delta.py)."""
     with h5py.File(path, "r") as f:
         data = hdf2dict(f["node"])
     nodes = data.get("nodes", {})
-    own = {k: OWN_NODES[v["type"]].from_dict(v) for k, v in nodes.items()
-           if isinstance(v, dict) and v.get("type") in OWN_NODES}
+    own = {k: _own_node(k, v) for k, v in nodes.items() if isinstance(v, dict) and v.get("type") in OWN_NODES}
     graph = nir.dict2NIRNode({**data, "nodes": {k: v for k, v in nodes.items() if k not in own},
                               "type_check": False})
     if own:
@@ -342,6 +350,8 @@ def read_nir(path: Path, dt: float | None = None, reset: str | None = None,
         raise UserError(f"NIR file not found: {path}")
     try:
         graph = read_nir_graph(path)
+    except UserError as e:
+        raise UserError(f"{path}: {e}") from None
     except Exception as e:  # noqa: BLE001 - h5py/nir raise many kinds; all mean "unreadable"
         raise UserError(f"{path}: not a readable NIR file ({type(e).__name__}: "
                         f"{str(e).splitlines()[0][:160] if str(e) else ''})") from None

@@ -4,6 +4,7 @@ lava-dl's own loader are the runtime's part (tests/test_netx_import.py)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import h5py
@@ -127,3 +128,24 @@ def test_every_legal_decay_runs_as_lavas_lif_zero_and_4096_included(tmp_path: Pa
         want = _cuba_spikes(x[s].numpy() @ weight.T, i_decay, v_decay, bias)
         assert np.array_equal(spikes[:, s], want), f"sample {s}"
     assert 0 < spikes.sum() < spikes.size
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("neuron/vThMant", np.array([100, 200]), "layer 1 (dense): vThMant holds 2 values"),
+    ("neuron/vThMant", -100, "layer 1 (dense): vThMant=-100: must be a whole number 0..131071"),
+    ("neuron/messageBits", -3, "layer 1 (dense): messageBits=-3: must be a whole number 0..24"),
+    ("neuron/iDecay", np.array([1024, 0]), "layer 1 (dense): iDecay holds 2 values"),
+    ("weight", np.full((4, 6), 2 + 0j), "layer 1 (dense): weight has complex values"),
+    ("weight", np.full((4, 6), np.inf), "layer 1 (dense): weight holds NaN or Inf"),
+])
+def test_cuba_fields_are_checked_where_they_are_read(tmp_path: Path, key: str, value, message: str) -> None:
+    """Every neuron field and weight of a CUBA layer goes through the same checks as a
+    sigma-delta layer's: the first of several values is never taken for all."""
+    path = _dense_net(tmp_path / "d.net", 1024, 128, np.full((4, 6), 2.0), np.zeros(4))
+    with h5py.File(path, "a") as f:
+        if key in f["layer/1"]:
+            del f["layer/1"][key]
+        f["layer/1"].create_dataset(key, data=value)
+    with pytest.raises(UserError, match=re.escape(f"{path}: {message}")):
+        load_artifact(path)
+

@@ -11,6 +11,8 @@ slayer itself, against lava-dl's own netx loader in Lava.
 from __future__ import annotations
 
 import json
+import re
+import shutil
 from pathlib import Path
 
 import h5py
@@ -293,6 +295,88 @@ def test_a_network_mixing_sigma_delta_and_spiking_layers_is_refused(tmp_path: Pa
     proc = run_cli("export", str(path), "--target", "loihi2-sim", "-o", str(tmp_path / "chip"))
     one_line_error(proc, "layer '3.neuron'", "mixes spiking (LIF) layers with sigma-delta layers")
     assert not (tmp_path / "chip").exists()
+
+
+def _with_field(path: Path, layer: int, key: str, value) -> Path:
+    """The hand-written network with one field of one layer replaced."""
+    write_netx(path, _layers())
+    with h5py.File(path, "a") as f:
+        g = f[f"layer/{layer}"]
+        if key in g:
+            del g[key]
+        g.create_dataset(key, data=value)
+    return path
+
+
+@pytest.mark.parametrize("layer,key,value,message", [
+    (3, "neuron/vThMant", -5, "layer 3 (dense): vThMant=-5: must be a whole number 0..131071"),
+    (1, "neuron/vThMant", 1e30, "layer 1 (conv): vThMant=1e+30: must be a whole number 0..131071"),
+    (3, "neuron/vThMant", 2.5, "layer 3 (dense): vThMant=2.5: must be a whole number 0..131071"),
+    (3, "neuron/vThMant", np.array([3, 9]), "layer 3 (dense): vThMant holds 2 values"),
+    (0, "neuron/vThMant", np.zeros(0), "layer 0 (input): vThMant holds 0 values"),
+    (3, "neuron/messageBits", 0, "layer 3 (dense): messageBits=0: must be a whole number 1..24"),
+    (3, "neuron/messageBits", 99, "layer 3 (dense): messageBits=99: must be a whole number 1..24"),
+    (0, "neuron/messageBits", -3, "layer 0 (input): messageBits=-3: must be a whole number 1..24"),
+    (3, "weight", np.full((5, 27), 2 + 2j), "layer 3 (dense): weight has complex values"),
+    (1, "bias", np.array([2.0, np.nan, 0.0]), "layer 1 (conv): bias holds NaN or Inf"),
+    (1, "bias", np.array([2.0, 0.5, 0.0]), "layer 1 (conv): bias 0.5: must be a whole number"),
+])
+def test_sigma_delta_fields_netx_or_loihi_would_not_take_are_refused(tmp_path: Path, layer: int, key: str, value,
+                                                                     message: str) -> None:
+    """Each field is checked where the reader translates it: one value (lava-dl's Lava processes take
+    one vth per layer), whole, inside the bits Loihi 2 holds, real and finite; never the first of
+    several values, never the real part of a complex one."""
+    path = _with_field(tmp_path / "sdnn.net", layer, key, value)
+    with pytest.raises(UserError, match=re.escape(f"{path}: {message}")):
+        load_artifact(path)
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("neuron/vThMant", np.zeros(0), "vThMant holds 0 values"),
+    ("neuron/vThMant", 2 ** 40, "vThMant=1.09951e+12: must be a whole number 0..131071"),
+    ("weight", np.full((5, 27), 2 + 2j), "weight has complex values"),
+])
+def test_a_bad_sigma_delta_field_is_one_line_from_the_cli(tmp_path: Path, key: str, value, message: str) -> None:
+    """No traceback, no numpy warning: one line naming the file, the layer and the field."""
+    path = _with_field(tmp_path / "sdnn.net", 3, key, value)
+    before = path.read_bytes()
+    proc = run_cli("simulate", str(path), "--data", "digits", "-n", "2")
+    one_line_error(proc, str(path), "layer 3 (dense)", message)
+    assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize("key,value,message", [
+    ("state_exp", 1000, "state_exp=1000: must be a whole number 0..7"),
+    ("state_exp", -1, "state_exp=-1: must be a whole number 0..7"),
+    ("spike_exp", 2 ** 62, "spike_exp=4611686018427387904: must be a whole number 0..7"),
+    ("threshold", np.full((3, 3, 3), 1e30), "threshold 1e+30: must be a whole number 0..131071"),
+    ("threshold", np.full((3, 3, 3), -4.0), "threshold -4: must be a whole number 0..131071"),
+    ("threshold", np.zeros(0), "threshold is empty"),
+])
+def test_a_bad_sigma_delta_node_in_graph_nir_is_one_line(sdnn_export, tmp_path: Path, key: str, value,
+                                                         message: str) -> None:
+    """A graph.nir's SigmaDelta node (danet-deploy's own type) is checked as it is read, by the node
+    itself: the .nir file as MODEL, and an export directory whose float side is that graph.nir."""
+    outdir, _ = sdnn_export
+    copy = tmp_path / "chip"
+    shutil.copytree(outdir, copy)
+    with h5py.File(copy / "graph.nir", "a") as f:
+        g = f["node/nodes/1.neuron"]
+        del g[key]
+        g.create_dataset(key, data=value)
+    frames = tmp_path / "frames.pt"
+    torch.save({"inputs": _frames(n=1), "labels": torch.zeros(1, dtype=torch.long)}, frames)
+    for model in (copy / "graph.nir", copy):
+        proc = run_cli("simulate", str(model), "--data", f"tensor:{frames}")
+        one_line_error(proc, str(copy / "graph.nir"), "node '1.neuron' (SigmaDelta)", message)
+
+
+def test_the_sigma_delta_node_checks_its_own_fields() -> None:
+    """The one check every reader of the node goes through (the netx reader and graph.nir's)."""
+    with pytest.raises(ValueError, match=r"state_exp=9: must be a whole number 0\.\.7"):
+        SigmaDelta(threshold=np.ones(2), bias=np.zeros(2), state_exp=9)
+    with pytest.raises(ValueError, match=r"bias holds NaN or Inf"):
+        SigmaDelta(threshold=np.ones(2), bias=np.array([0.0, np.inf]))
 
 
 # ---- against lava-dl's own netx loader, in Lava (the runtime's suite) ------------------------------------

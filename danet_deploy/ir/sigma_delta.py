@@ -18,6 +18,10 @@ Per step, in the chip's integers (lava-nc 0.10.0, ``lava/proc/sdn/models.py``), 
 The residue ``r`` keeps ``d - s`` before the shift: lava-nc 0.10.0 drops the truncation
 error of ``>> state_exp`` (later, unreleased Lava code keeps it). The float interpreter runs
 the same update with ``/ 2**state_exp`` in place of the shift.
+
+The node checks its own fields as it is made, so every reader (the netx reader, ``graph.nir``'s)
+gets the same one-line refusal: the threshold and bias whole and finite, the threshold inside
+Loihi's 17-bit mantissa, the exponents inside Lava's 3-bit ``spike_exp`` and ``state_exp``.
 """
 
 from __future__ import annotations
@@ -30,6 +34,35 @@ import torch
 
 NETX_STATE_EXP = 6  # netx's state exponent (lava-dl netx/hdf5.py, get_neuron_params)
 NETX_SPIKE_EXP = 6  # netx's default spike exponent (hdf5.Network(spike_exp=6))
+THRESHOLD_MAX = 2 ** 17 - 1  # Loihi's threshold mantissa: 17 bits (hw_profiles/loihi2.toml)
+EXP_MAX = 7  # spike_exp and state_exp are 3-bit Vars in lava-nc 0.10.0 (lava/proc/sdn/models.py)
+
+
+def real_values(name: str, value: object) -> np.ndarray:
+    """``value`` as float64, refused (ValueError) unless real and finite: a complex number would lose
+    its imaginary part, and NaN or Inf has no integer on the chip."""
+    data = np.asarray(value)
+    if data.dtype.kind == "c":
+        raise ValueError(f"{name} has complex values; the chip's integers are real")
+    if data.dtype.kind not in "biuf":
+        raise ValueError(f"{name} holds {data.dtype} values, not real numbers")
+    values = data.astype(np.float64)
+    if not np.all(np.isfinite(values)):
+        raise ValueError(f"{name} holds NaN or Inf")
+    return values
+
+
+def whole_values(name: str, value: object, low: float = -np.inf, high: float = np.inf) -> np.ndarray:
+    """:func:`real_values`, refused unless whole and in ``low..high`` (the message names the first
+    bad value: ``name=v`` for one number, ``name v`` for one of many)."""
+    values = real_values(name, value)
+    bad = (values != np.floor(values)) | (values < low) | (values > high)
+    if np.any(bad):
+        shown = (np.asarray(value)[bad] if values.ndim else np.asarray(value)).flat[0].item()
+        text = f"{shown:g}" if isinstance(shown, float) else str(shown)
+        limits = f" {low:g}..{high:g}" if np.isfinite(high) else f" >= {low:g}" if np.isfinite(low) else ""
+        raise ValueError(f"{name}{' ' if values.ndim else '='}{text}: must be a whole number{limits}")
+    return values
 
 
 @dataclass(eq=False)
@@ -45,10 +78,18 @@ class SigmaDelta(nir.NIRNode):
     state_exp: int = NETX_STATE_EXP
 
     def __post_init__(self) -> None:
-        self.threshold = np.asarray(self.threshold, dtype=np.float64)
-        self.bias = np.broadcast_to(np.asarray(self.bias, dtype=np.float64), self.threshold.shape)
+        self.threshold = whole_values("threshold", self.threshold, 0, THRESHOLD_MAX)
+        if not self.threshold.size:
+            raise ValueError("threshold is empty: a population has at least one neuron")
+        bias = whole_values("bias", self.bias)
+        try:
+            self.bias = np.broadcast_to(bias, self.threshold.shape)
+        except ValueError:
+            raise ValueError(f"bias of shape {list(bias.shape)} does not fit the neurons' "
+                             f"{list(self.threshold.shape)}") from None
         self.encoder, self.relu = bool(self.encoder), bool(self.relu)
-        self.spike_exp, self.state_exp = int(self.spike_exp), int(self.state_exp)
+        self.spike_exp = int(whole_values("spike_exp", self.spike_exp, 0, EXP_MAX))
+        self.state_exp = int(whole_values("state_exp", self.state_exp, 0, EXP_MAX))
         if self.encoder and np.any(self.bias):
             raise ValueError("a sigma-delta encoder (Lava's Delta) has no bias")
         self.input_type = {"input": np.array(self.threshold.shape)}
