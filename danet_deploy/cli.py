@@ -360,8 +360,12 @@ def profiles() -> None:
 @click.option("--data", default="digits", show_default=True,
               help=DATA_HELP)
 @click.option("--backend", default="fast", show_default=True, type=click.Choice(["fast", "lava"]),
-              help="fast: batched PyTorch (fixed point on compiled exports, float on NIR graphs); "
-                   "lava: Lava Loihi2SimCfg, bit-accurate, checked against fast.")
+              help="fast: batched PyTorch (see --mode); lava: Lava Loihi2SimCfg, bit-accurate, checked "
+                   "against fast.")
+@click.option("--mode", type=click.Choice(["fixed", "float"]),
+              help="fixed: the fixed-point program (compiled first where ARTIFACT has none); float: the graph "
+                   "in float [default: fixed for compiled exports and netx files, which hold the chip's "
+                   "integers; float for checkpoints and NIR graphs].")
 @click.option("--device", default="cpu", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]),
               help="Where the fast backend runs.")
 @click.option("--samples", "-n", type=click.IntRange(1), help="Use the first N samples [default: all].")

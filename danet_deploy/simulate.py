@@ -2,9 +2,12 @@
 
 Backends:
 
-* ``fast`` (default): batched PyTorch on CPU or CUDA. On a compiled export directory
-  it runs the fixed-point program with Lava's integer arithmetic; on a checkpoint,
-  a ``.nir`` file or a ``nir`` export it runs the graph in float, layer-synchronously.
+* ``fast`` (default): batched PyTorch on CPU or CUDA, in one of two modes. ``fixed`` runs
+  the fixed-point program with Lava's integer arithmetic: a compiled export's own, or, for a
+  graph that already holds the chip's integers (a netx file, ``fixed_point = "loihi"``), the
+  program compiled here as ``export --target loihi2-sim`` compiles it. ``float`` runs the graph
+  in float, layer-synchronously: the default for a checkpoint, a ``.nir`` file or a ``nir``
+  export. Either mode may be asked for (``fixed`` compiles what has no program yet).
 * ``lava``: the compiled program in Lava's ``Loihi2SimCfg`` (bit-accurate, slow),
   always checked against the fast backend on the same samples: ``spike_mismatches``
   counts the (sample, step, neuron) values that differ in any population.
@@ -25,13 +28,36 @@ from .data import DataInfo, as_time_series, evaluation_split, first, load_datase
 from .errors import UserError
 from .ir.program import Program
 from .converters.nir_reference import ReferenceSimulator
-from .export import Artifact, load_artifact
+from .compile import compile_graph
+from .export import CALIBRATION_SAMPLES, Artifact, calibration_batch, load_artifact
 from .outputs import TAGS, check_output_file, write_torch
+from .profiles import load_profile
 from .progress import progress_bar
 from .simulator.fixed import FixedSimulator
 from .train import evaluate, resolve_device
 
 BACKENDS = ("fast", "lava")
+MODES = ("fixed", "float")
+
+
+def holds_chip_integers(art: Artifact) -> bool:
+    """The graph states Loihi's integers (a netx file, or its NIR export): a fixed-point network."""
+    return art.graph.metadata.get("fixed_point") == "loihi"
+
+
+def default_mode(art: Artifact) -> str:
+    """``fixed`` for what is a fixed-point network already (a compiled export, a netx file): run
+    what it is; ``float`` for a float model (checkpoint, ``.nir``), which has no program yet."""
+    return "fixed" if art.program is not None or holds_chip_integers(art) else "float"
+
+
+def fixed_program(art: Artifact, data: str) -> Program:
+    """``art``'s program: its own, else compiled as ``export --target loihi2-sim`` compiles it,
+    with the same calibration samples (for a netx file they only say whether inputs are graded)."""
+    if art.program is None:
+        art.program, _ = compile_graph(art.graph, "loihi2-sim", load_profile("loihi2"), "auto",
+                                       calibration_batch(art, data, CALIBRATION_SAMPLES))
+    return art.program
 
 
 def _scores(ds, batch_size: int, art: Artifact, scores,
@@ -86,14 +112,19 @@ def simulate(artifact: Path, data: str, backend: str = "fast", samples: int | No
              timesteps: int | None = None, dt: float | None = None, batch_size: int = 64,
              device: str = "cpu", show_progress: bool = True, keep_input_neurons: bool = False,
              save_outputs_to: Path | None = None, force: bool = False, reset: str | None = None,
-             discretisation: str | None = None) -> dict[str, Any]:
+             discretisation: str | None = None, mode: str | None = None) -> dict[str, Any]:
     """Accuracy of ``artifact`` on ``data`` and of the float model on the same samples.
 
+    ``mode``: ``fixed`` or ``float`` (module doc); None: :func:`default_mode`.
     ``save_outputs_to``: write every sample's output (summed over time: spike counts of
     a spiking output layer, the integer class scores of a readout) to this torch file.
     """
     if backend not in BACKENDS:
         raise UserError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
+    if mode is not None and mode not in MODES:
+        raise UserError(f"unknown mode {mode!r}; valid: {', '.join(MODES)}")
+    if backend == "lava" and mode == "float":
+        raise UserError("--backend lava runs the compiled program: --mode float runs with --backend fast")
     if save_outputs_to is not None:
         if backend != "fast":
             raise UserError("--save-outputs runs with --backend fast (Lava's spikes equal it wherever "
@@ -106,10 +137,16 @@ def simulate(artifact: Path, data: str, backend: str = "fast", samples: int | No
     if backend == "lava" and art.program is None:
         raise UserError(f"{artifact}: --backend lava needs a compiled export "
                         f"(danet-deploy export MODEL --target loihi2-sim)")
+    mode = mode or default_mode(art)
     ds, info = evaluation_data(art, data, samples)
+    program = fixed_program(art, data) if mode == "fixed" else None
+    if program is None and holds_chip_integers(art):
+        print(f"danet-deploy: {artifact} is a fixed-point network; --mode float runs its float reading (no "
+              f"truncation, no pipeline), whose outputs can differ from the chip's (the default, --mode fixed, "
+              f"runs its program)", file=sys.stderr)
     result: dict[str, Any] = {"backend": backend, "artifact": str(artifact), "data": data, "samples": len(ds),
                               **({"framing": info.framing} if info.framing else {}),
-                              "mode": "fixed" if art.program is not None else "float", "dt": art.graph.dt,
+                              "mode": mode, "dt": art.graph.dt,
                               "timesteps": int(as_time_series(ds[0][0][None].float(), art.graph,
                                                              steps_option="-T").shape[1])}
     if timesteps is not None and result["timesteps"] != timesteps == art.graph.timesteps:
@@ -118,22 +155,22 @@ def simulate(artifact: Path, data: str, backend: str = "fast", samples: int | No
     t0 = time.perf_counter()
     voltage = None
     if backend == "lava":
-        result.update(lava_parity(art.program, art.program_path, art, ds, show_progress, force))
-    else:  # fast: the fixed-point program when compiled, else the NIR graph in float
-        sim = FixedSimulator(art.program, resolve_device(device)) if art.program is not None \
+        result.update(lava_parity(program, art.program_path, art, ds, show_progress, force))
+    else:  # fast: the fixed-point program, or the NIR graph in float
+        sim = FixedSimulator(program, resolve_device(device)) if program is not None \
             else ReferenceSimulator(art.graph, device=resolve_device(device))
         with progress_bar("simulating", -(-len(ds) // batch_size), enabled=show_progress) as advance:
             result["accuracy"], outputs, labels = _scores(ds, batch_size, art, sim.scores, advance)
-        if art.program is not None:
+        if program is not None:
             voltage = sim.voltage(outputs) if art.graph.metadata.get("output_read_by") == "voltage" else None
             outputs = sim.in_float_units(outputs)
     result["seconds"] = round(time.perf_counter() - t0, 3)
-    if art.program is not None:
-        result["pipeline_latency"] = art.program.lowered.latency
+    if program is not None:
+        result["pipeline_latency"] = program.lowered.latency
     # the float model: the checkpoint's PyTorch model, else the NIR graph (which float mode just ran)
     if art.model is not None:
         result["reference_accuracy"] = evaluate(art.model, ds, torch.device("cpu"))
-    elif art.program is not None:
+    elif program is not None:
         result["reference_accuracy"] = _scores(ds, batch_size, art, ReferenceSimulator(art.graph).scores)[0]
     else:
         result["reference_accuracy"] = result["accuracy"]

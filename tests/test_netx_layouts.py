@@ -4,6 +4,7 @@ lava-dl's own loader are the runtime's part (tests/test_netx_import.py)."""
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from danet_deploy.errors import UserError
 from danet_deploy.export import load_artifact
 from danet_deploy.profiles import load_profile
 from danet_deploy.simulator.fixed import FixedSimulator
+
+from .conftest import run_cli
 
 SHAPE = (2, 3, 4)
 
@@ -149,3 +152,21 @@ def test_cuba_fields_are_checked_where_they_are_read(tmp_path: Path, key: str, v
     with pytest.raises(UserError, match=re.escape(f"{path}: {message}")):
         load_artifact(path)
 
+
+def test_simulate_runs_a_netx_file_as_the_program_its_export_runs(tmp_path: Path) -> None:
+    """The netx file and its loihi2-sim export give the same outputs, in fixed point (--json says so)."""
+    rng = np.random.default_rng(3)
+    weight, bias = 2 * rng.integers(-20, 40, (4, 6)), rng.integers(-3, 4, 4)
+    path = _dense_net(tmp_path / "d.net", 1024, 128, weight.astype(float), bias.astype(float))
+    x = torch.from_numpy((rng.random((5, 12, 6)) < 0.4).astype(np.float32))
+    torch.save({"inputs": x, "labels": torch.arange(5) % 2}, tmp_path / "spk.pt")
+    data = f"tensor:{tmp_path / 'spk.pt'}"
+    run_cli("export", str(path), "--target", "loihi2-sim", "--data", data, "-o", str(tmp_path / "chip"), check=True)
+    outputs = {}
+    for model in (path, tmp_path / "chip"):
+        saved = tmp_path / f"{model.name}.pt"
+        result = json.loads(run_cli("simulate", str(model), "--data", data, "--json", "--save-outputs", str(saved),
+                                    check=True).stdout)
+        assert result["mode"] == "fixed" and result["pipeline_latency"] == 2
+        outputs[model.name] = torch.load(saved, weights_only=True)["outputs"]
+    assert torch.equal(outputs["d.net"], outputs["chip"]) and outputs["d.net"].abs().sum() > 0

@@ -379,6 +379,36 @@ def test_the_sigma_delta_node_checks_its_own_fields() -> None:
         SigmaDelta(threshold=np.ones(2), bias=np.array([0.0, np.inf]))
 
 
+# ---- simulate runs a netx file as the fixed-point network it is --------------------------------------
+
+def test_simulate_runs_a_netx_file_as_its_compiled_program(sdnn_export, tmp_path: Path) -> None:
+    """A netx file holds the chip's integers: simulate compiles it and runs the fast fixed-point
+    simulator, whose outputs are the export's (and lava-nc's pipeline's) exactly. --mode float
+    still runs the float interpreter, says on stderr that it is the float reading, and differs."""
+    outdir, layers = sdnn_export
+    source = outdir.parent / "sdnn.net"
+    x = _frames()
+    data = tmp_path / "frames.pt"
+    torch.save({"inputs": x, "labels": torch.zeros(len(x), dtype=torch.long)}, data)
+    saved = {}
+    for name, args in (("netx", [str(source)]), ("export", [str(outdir)]),
+                       ("float", [str(source), "--mode", "float"])):
+        proc = run_cli("simulate", *args, "--data", f"tensor:{data}", "--json", "--save-outputs",
+                       str(tmp_path / f"{name}.pt"), check=True)
+        result = json.loads(proc.stdout)
+        saved[name] = torch.load(tmp_path / f"{name}.pt", weights_only=True)
+        assert result["mode"] == saved[name]["mode"] == ("float" if name == "float" else "fixed"), name
+        if name == "netx":
+            assert result["pipeline_latency"] == 3 and proc.stderr == ""
+        if name == "float":
+            assert "float reading" in proc.stderr and str(source) in proc.stderr
+    assert torch.equal(saved["netx"]["outputs"], saved["export"]["outputs"])
+    for s in range(len(x)):
+        want = lava_pipeline(layers, x[s].numpy().astype(np.int64), 3 + STEPS)[-1]
+        assert np.array_equal(saved["netx"]["outputs"][s].numpy(), want)
+    assert not torch.equal(saved["float"]["outputs"].double(), saved["netx"]["outputs"].double())
+
+
 # ---- against lava-dl's own netx loader, in Lava (the runtime's suite) ------------------------------------
 
 def _slayer_sdnn(path: Path) -> Path:
