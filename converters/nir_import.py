@@ -239,7 +239,8 @@ def _infer_shapes(order: list[str], nodes: dict[str, nir.NIRNode], sources: dict
 def _reset_modes(nodes: dict[str, nir.NIRNode], graph_metadata: dict[str, Any], cyclic: set[str],
                  reset: str | None) -> dict[str, str]:
     """Each spiking node's reset as the simulator applies it: ``zero`` / ``subtract`` at the
-    spike, or ``zero-late`` / ``subtract-late`` a step later (snnTorch's ``reset_delay``).
+    spike, or ``zero-late`` / ``subtract-late`` a step later (snnTorch's ``reset_delay``), or
+    SpikingJelly's, which also fire at ``v >= v_threshold`` (``ir/neurons.py``, ``firing``).
 
     ``reset`` (the command line) overrides a node's ``reset`` metadata, which overrides the
     graph's; where none states it, stderr says which convention is assumed.
@@ -265,7 +266,8 @@ def _reset_modes(nodes: dict[str, nir.NIRNode], graph_metadata: dict[str, Any], 
     if assumed:
         print(f"danet-deploy: the graph does not state how its neurons reset; assuming {DEFAULT_RESET!r} "
               f"(Loihi's) for {len(assumed)} node(s); pass --reset snntorch-subtract for snnTorch's default, "
-              f"snntorch-zero for its reset_mechanism='zero', sinabs for sinabs' and rockpool's", file=sys.stderr)
+              f"snntorch-zero for its reset_mechanism='zero', sinabs for sinabs' and rockpool's, spikingjelly or "
+              f"spikingjelly-soft for SpikingJelly's", file=sys.stderr)
     return modes
 
 

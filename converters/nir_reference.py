@@ -8,7 +8,8 @@ statement of their update that the compiler lowers too: ``v += dt/tau * (v_leak 
 for a LIF under forward Euler, a current ``i += dt/tau_syn * (-i + w_in*I)`` before it for a
 CubaLIF, ``v += dt * r * I`` for an IF; spikes where ``v > v_threshold``, then ``v = v_reset``
 there (or, by the graph's reset convention, ``v -= v_threshold``; snnTorch's late conventions
-apply either a step later; sinabs' fire several spikes at once). ``Threshold``:
+apply either a step later; sinabs' fire several spikes at once; SpikingJelly's fire at
+``v >= v_threshold``, its hard reset from a voltage that starts at ``v_reset``). ``Threshold``:
 ``I > threshold``; ``Delay``: the input ``round(delay/dt)`` steps ago. danet-deploy's own
 ``SigmaDelta`` node steps by ``danet_deploy/ir/sigma_delta.py``, in floats.
 
@@ -30,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from danet_deploy.ir.graph import NEURON_TYPES, FlatGraph
-from danet_deploy.ir.neurons import NEURON_NODES, dynamics, membrane_step
+from danet_deploy.ir.neurons import NEURON_NODES, dynamics, firing, membrane_step
 from danet_deploy.ir.sigma_delta import SigmaDelta, SigmaDeltaState
 
 Step = Callable[[torch.Tensor], torch.Tensor]
@@ -105,7 +106,8 @@ class _Neuron:
 
     def __init__(self, name: str, graph: FlatGraph, param: Callable[[object], torch.Tensor]) -> None:
         node = graph.nodes[name]
-        self.node, self.reset_mode = node, graph.resets.get(name, "zero")
+        self.node, self.firing = node, firing(graph.resets.get(name, "zero"))
+        self.reset_mode = self.firing.reset
         if isinstance(node, nir.Delay):
             self.steps = np.rint(np.asarray(node.delay, dtype=np.float64) / graph.dt).astype(np.int64)
             self.index = torch.as_tensor(self.steps)
@@ -127,13 +129,19 @@ class _Neuron:
             return self._delay(x)
         st, d = self.state, self.dyn
         i = st.get("i", torch.zeros_like(x)) if d.has_current else None
-        i, v = membrane_step(d, i, st.get("v", torch.zeros_like(x)), x)
+        i, v = membrane_step(d, i, st["v"] if "v" in st else self._initial_voltage(x), x)
         if d.has_current:
             st["i"] = i
         if d.threshold is None:
             st["v"] = v
             return v
         return self._fire(v, x.dtype)
+
+    def _initial_voltage(self, x: torch.Tensor) -> torch.Tensor:
+        """0, or ``v_reset`` where the convention starts there (SpikingJelly's hard reset)."""
+        if self.firing.starts_at_reset:
+            return self.dyn.v_reset.expand_as(x).clone()
+        return torch.zeros_like(x)
 
     def _fire(self, v: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """Spikes of voltage ``v`` and the reset, by the graph's convention; keeps the new voltage."""
@@ -148,7 +156,7 @@ class _Neuron:
             v = v - th * spikes
             st["v"] = torch.maximum(v, -th) if self.reset_mode == "multi-spike-floor" else v
             return spikes.to(dtype)
-        spikes = v > th
+        spikes = v >= th if self.firing.at_threshold else v > th
         if self.reset_mode == "zero":
             v = torch.where(spikes, v_reset.expand_as(v), v)
         elif self.reset_mode == "subtract":

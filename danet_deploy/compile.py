@@ -191,6 +191,27 @@ def weight_scale(fixed: dict[str, Fixed], pop: Population, term: Term) -> float:
     return fixed[pop.name].scale * pop.gain / (64 * _value_scale(fixed, term))
 
 
+def _threshold_integer(name: str, pop: Population, f: Fixed, k: float) -> int:
+    """Lava's ``vth``: it fires at ``v > vth << 6``, ``v`` the integer voltage (``K`` x the float).
+
+    ``v > threshold``: ``round(K threshold / 64)``. ``v >= threshold`` (SpikingJelly): the
+    largest ``vth`` below ``K threshold / 64``, i.e. its ceiling - 1 (the threshold - 1 where it
+    is on the chip's grid). That is exact where every voltage is a multiple of 64, as it is where
+    neither voltage nor current decays partly (``dv`` 0 or 4096, ``du`` 4095: each step adds 64 x
+    its input and bias); a decaying voltage may also fire up to one unit of ``vth`` (64/K in
+    the float voltage) below the threshold, which stderr says."""
+    x = k * pop.threshold / 64
+    if not pop.at_threshold:
+        return int(round(x))
+    nearest = round(x)
+    vth = (nearest if abs(x - nearest) <= 1e-9 * max(1.0, abs(x)) else math.ceil(x)) - 1
+    if 0 < f.dv < 4096 or f.du != 4095:
+        print(f"danet-deploy: warning: layer {name!r} fires at v >= v_threshold (SpikingJelly's test); Loihi "
+              f"fires at v > vth, so it is compiled with vth {vth} (the threshold's {x:g} less up to 1), and "
+              f"since its voltage decays, it may also fire up to {64 / k:.3g} below v_threshold", file=sys.stderr)
+    return vth
+
+
 def _decay(pop: Population) -> int:
     if pop.kind == "gate" or pop.beta == 0.0:
         return 4096  # no voltage memory (Lava accepts 4096; v = u each step)
@@ -301,9 +322,9 @@ def quantise(lowered: Lowered, peaks: dict[str, float], input_peak: float, input
         if pop.kind in SIGMA_DELTA_KINDS:  # its payloads are the chip's integers as they are
             f.graded, f.vth = True, int(round(pop.threshold))
         if pop.kind in ("lif", "gate"):
-            f.vth = int(round(k * pop.threshold / 64))
             f.dv = _decay(pop)
             f.du = _current_decay(pop)
+            f.vth = _threshold_integer(name, pop, f, k)
         if pop.bias is not None:
             mant = np.rint(k * pop.bias / 64)
             if pop.kind == "relay":

@@ -36,7 +36,7 @@ import torch
 from .converters.nir_reference import linear_step, pair
 from .errors import UserError
 from .ir.graph import FlatGraph
-from .ir.neurons import dynamics
+from .ir.neurons import dynamics, firing
 from .ir.program import Lowered, Map, Population, Term, distinct_part, per_tap
 from .ir.sigma_delta import SigmaDelta
 
@@ -373,18 +373,22 @@ def _uniform(name: str, what: str, value: object) -> float:
 
 
 def _check_reset(name: str, mode: str) -> None:
-    """Lava's LIF sets the voltage to 0 in the step it fires; nothing else runs exactly."""
-    if mode != "zero":
-        what = {"subtract": "subtracts the threshold when it fires",
+    """Lava's LIF sets the voltage to 0 in the step it fires; nothing else runs exactly (a reset to
+    ``v_reset`` runs as one to 0, shifted: :func:`_neuron_population`)."""
+    reset = firing(mode).reset
+    if reset != "zero":
+        what = {"subtract": "subtracts the threshold when it fires" + (" (SpikingJelly's soft reset, v_reset=None)"
+                                                                        if mode == "spikingjelly-soft" else ""),
                 "zero-late": "drops the input of the step after a spike (snnTorch's reset_delay)",
                 "subtract-late": "subtracts the threshold a step after the spike (snnTorch's reset_delay)",
                 "multi-spike": "fires several spikes in one step, subtracting the threshold for each (sinabs)",
                 "multi-spike-floor": "fires several spikes in one step and keeps its voltage above -threshold "
-                                     "(sinabs' from_nir)"}[mode]
+                                     "(sinabs' from_nir)"}[reset]
+        instead = "spikingjelly" if mode == "spikingjelly-soft" else "zero"
         raise UserError(f"node {name!r}: this neuron {what}, but Loihi's (Lava's LIF) sets the voltage to 0 "
                         f"when it fires; retrain with reset to zero (snnTorch: reset_mechanism='zero', "
-                        f"reset_delay=False), or pass --reset zero to compile it with Loihi's reset "
-                        f"(its output then differs from the source framework's)")
+                        f"reset_delay=False; SpikingJelly: v_reset=0.0), or pass --reset {instead} to compile it "
+                        f"with Loihi's reset (its output then differs from the source framework's)")
 
 
 def _neuron_population(name: str, node: nir.NIRNode, shape: tuple[int, ...], graph: FlatGraph,
@@ -399,17 +403,24 @@ def _neuron_population(name: str, node: nir.NIRNode, shape: tuple[int, ...], gra
                           threshold=_uniform(name, "threshold", node.threshold),
                           bias=np.array(node.bias) if np.any(node.bias) else None, spike_exp=node.spike_exp,
                           state_exp=node.state_exp, relu=node.relu)
-    d = dynamics(node, graph)
-    if np.any(d.v_reset != 0):
-        raise UserError(f"node {name!r}: Loihi neurons reset to 0, but v_reset is not 0")
+    d, fire = dynamics(node, graph), firing(graph.resets.get(name, "zero"))
+    # a neuron that starts at v_reset = c and resets to it is one that starts at and resets to 0,
+    # its voltage shifted by -c: threshold - c, and bias - (1 - beta) c (0 where v_leak = c)
+    start = d.v_reset if fire.starts_at_reset else 0.0
+    if np.any(d.v_reset != start):
+        raise UserError(f"node {name!r}: Loihi neurons reset to 0, but v_reset is not 0 (a neuron that also starts "
+                        f"at v_reset, as SpikingJelly's do, compiles shifted by -v_reset: --reset spikingjelly)")
     uniform = {factor: _uniform(name, d.source(factor), getattr(d, factor))
                for factor in ("beta", "current_gain", "alpha", "input_gain")}
+    threshold = _uniform(name, "v_threshold - v_reset" if fire.starts_at_reset else "v_threshold",
+                         d.threshold - start)
     pop = Population(name, "lif", shape, connection, beta=uniform["beta"],
-                     gain=uniform["current_gain"] * uniform["input_gain"],
-                     threshold=_uniform(name, "v_threshold", d.threshold))
+                     gain=uniform["current_gain"] * uniform["input_gain"], threshold=threshold,
+                     at_threshold=fire.at_threshold)
     if d.has_current:  # tau_syn = dt, up to float32 rounding: no memory
         pop.alpha = 0.0 if abs(uniform["alpha"]) < 1e-6 else uniform["alpha"]
-    pop.bias = np.broadcast_to(d.bias, shape).copy() if np.any(d.bias) else None
+    bias = d.bias - (1.0 - d.beta) * start
+    pop.bias = np.broadcast_to(bias, shape).copy() if np.any(bias) else None
     return pop
 
 

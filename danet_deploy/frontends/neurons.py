@@ -3,8 +3,9 @@
 Each mapping states a framework's update in NIR's forward-Euler terms for a time step of ``dt``
 (``v += dt/tau (v_leak - v + r x)`` for a LIF, ``v += dt r x`` for an IF) and the reset
 convention it follows (``RESETS`` in ``danet_deploy/ir/graph.py``), written into the node's
-metadata. What NIR and the interpreter do not yet model (SpikingJelly fires at ``v >= v_threshold``
-and starts at ``v_reset``) is recorded as a fact in the node's metadata too.
+metadata. What NIR does not state (SpikingJelly fires at ``v >= v_threshold`` and starts at
+``v_reset``: its conventions ``spikingjelly`` and ``spikingjelly-soft``) is recorded as a fact in
+the node's metadata too.
 """
 
 from __future__ import annotations
@@ -95,8 +96,8 @@ def snntorch_synaptic(m: Any, shape: tuple[int, ...], dt: float) -> Made:
 
 
 def _spikingjelly_facts(m: Any) -> dict[str, Any]:
-    """The conventions of a SpikingJelly neuron the interpreter does not model yet, as facts."""
-    return {"reset": "subtract" if m.v_reset is None else "zero", "framework": "spikingjelly",
+    """A SpikingJelly neuron's reset convention, and what it means that NIR does not state, as facts."""
+    return {"reset": "spikingjelly-soft" if m.v_reset is None else "spikingjelly", "framework": "spikingjelly",
             "neuron": type(m).__name__, "fires_at": "v >= v_threshold",
             "v_initial": 0.0 if m.v_reset is None else float(m.v_reset)}
 

@@ -167,6 +167,7 @@ class Population:
     gain: float = 1.0               # u <- alpha * u + gain * I
     alpha: float = 0.0              # current decay (CUBA); 0: no current memory
     threshold: float = 0.0
+    at_threshold: bool = False      # fires at v >= threshold (SpikingJelly), not v > threshold
     latency: int = 0
     spike_exp: int = 0              # sigma-delta populations: payload and state exponents and the
     state_exp: int = 0              # activation (ir/sigma_delta.py); the bias enters the activation
