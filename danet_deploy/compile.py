@@ -207,8 +207,9 @@ def _threshold_integer(name: str, pop: Population, f: Fixed, k: float) -> int:
     vth = (nearest if abs(x - nearest) <= 1e-9 * max(1.0, abs(x)) else math.ceil(x)) - 1
     if 0 < f.dv < 4096 or f.du != 4095:
         print(f"danet-deploy: warning: layer {name!r} fires at v >= v_threshold (SpikingJelly's test); Loihi "
-              f"fires at v > vth, so it is compiled with vth {vth} (the threshold's {x:g} less up to 1), and "
-              f"since its voltage decays, it may also fire up to {64 / k:.3g} below v_threshold", file=sys.stderr)
+              f"fires at v > vth, so it is compiled with vth {vth} (its threshold, {x:g} x 64 voltage units, "
+              f"less 1); since its voltage decays, it may also fire up to {64 / k:.3g} below v_threshold",
+              file=sys.stderr)
     return vth
 
 
