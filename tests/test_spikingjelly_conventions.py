@@ -158,3 +158,18 @@ def test_a_reset_to_v_reset_from_zero_stays_refused() -> None:
     with pytest.raises(UserError, match=r"^node '1': Loihi neurons reset to 0, but v_reset is not 0 .*"
                                         r"--reset spikingjelly\)$"):
         lower(from_nir(from_torch(net, x[0]), reset="zero"), "expand")
+
+
+@pytest.mark.slow
+def test_shifted_reset_runs_in_lava_as_the_fast_simulator(tmp_path: Path) -> None:
+    """v_reset = -0.25 and v >= v_threshold, compiled: Lava's LIF fires as the fast simulator."""
+    import json
+
+    from tests.conftest import run_cli
+
+    net, x = jelly_mlp("IF", -0.25), spike_trains()
+    _, out = _compile(from_torch(net, x[0], timesteps=T), x, tmp_path)
+    proc = run_cli("simulate", str(out), "--data", f"tensor:{tmp_path / 'x.pt'}", "--backend", "lava", "--json",
+                   check=True)
+    result = json.loads(proc.stdout)
+    assert result["spike_mismatches"] == 0 and result["nonzero_values"] > 1000
