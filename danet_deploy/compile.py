@@ -202,7 +202,7 @@ def _threshold_integer(name: str, pop: Population, f: Fixed, k: float) -> int:
     the float voltage) below the threshold, which stderr says."""
     x = k * pop.threshold / 64
     if not pop.at_threshold:
-        return int(round(x))
+        return round(x)
     nearest = round(x)
     vth = (nearest if abs(x - nearest) <= 1e-9 * max(1.0, abs(x)) else math.ceil(x)) - 1
     if 0 < f.dv < 4096 or f.du != 4095:

@@ -408,8 +408,9 @@ def _neuron_population(name: str, node: nir.NIRNode, shape: tuple[int, ...], gra
     # its voltage shifted by -c: threshold - c, and bias - (1 - beta) c (0 where v_leak = c)
     start = d.v_reset if fire.starts_at_reset else 0.0
     if np.any(d.v_reset != start):
-        raise UserError(f"node {name!r}: Loihi neurons reset to 0, but v_reset is not 0 (a neuron that also starts "
-                        f"at v_reset, as SpikingJelly's do, compiles shifted by -v_reset: --reset spikingjelly)")
+        raise UserError(f"node {name!r}: Loihi neurons reset to 0, but v_reset is not 0 (a neuron that also "
+                        f"starts at v_reset, as SpikingJelly's do, compiles shifted by -v_reset: "
+                        f"--reset spikingjelly)")
     uniform = {factor: _uniform(name, d.source(factor), getattr(d, factor))
                for factor in ("beta", "current_gain", "alpha", "input_gain")}
     threshold = _uniform(name, "v_threshold - v_reset" if fire.starts_at_reset else "v_threshold",

@@ -11,10 +11,10 @@ from pathlib import Path
 import nir
 import pytest
 import torch
-from torch import nn
-
 from danet_deploy.converters.nir_import import from_nir
 from danet_deploy.converters.nir_reference import ReferenceSimulator
+from torch import nn
+
 from danet_deploy.errors import UserError
 from danet_deploy.frontends import from_torch
 

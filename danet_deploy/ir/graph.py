@@ -47,8 +47,8 @@ RESETS = {  # convention (file metadata "reset" or --reset) -> what it means
                   "reset the voltage is held at or above -threshold (min_v_mem = -v_threshold)",
     "spikingjelly": "SpikingJelly's hard reset: the voltage starts at v_reset, v >= v_threshold fires, and the "
                     "voltage is set to v_reset in that step",
-    "spikingjelly-soft": "SpikingJelly's soft reset (v_reset=None): the voltage starts at 0, v >= v_threshold fires, "
-                         "and the threshold is subtracted in that step",
+    "spikingjelly-soft": "SpikingJelly's soft reset (v_reset=None): the voltage starts at 0, "
+                         "v >= v_threshold fires, and the threshold is subtracted in that step",
 }
 DEFAULT_RESET = "zero"
 DISCRETISATIONS = {  # how a neuron's time constants become per-step factors (metadata "discretisation")

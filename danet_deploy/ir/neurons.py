@@ -7,7 +7,8 @@ Integrator), under every discretisation the graph may state (docs/nir.md), steps
     v[t] = beta * v[t-1] + current_gain * i[t] + bias    (i[t] = x[t] without a current)
 
 then fires where ``v > v_threshold`` (LIF, CubaLIF, IF; ``v >= v_threshold`` under
-SpikingJelly's conventions) and resets by the graph's convention (:func:`firing`). :func:`dynamics` is the one place where NIR's time constants, gains and the
+SpikingJelly's conventions) and resets by the graph's convention (:func:`firing`).
+:func:`dynamics` is the one place where NIR's time constants, gains and the
 discretisation become these factors; :func:`membrane_step` is the one place the update is
 written. The float interpreter (``converters/nir_reference.py``) runs it, the lowering turns
 it into a population's ``alpha``, ``beta``, ``gain`` and ``bias`` (Loihi's ``du``, ``dv``,
