@@ -173,3 +173,30 @@ def test_shifted_reset_runs_in_lava_as_the_fast_simulator(tmp_path: Path) -> Non
                    check=True)
     result = json.loads(proc.stdout)
     assert result["spike_mismatches"] == 0 and result["nonzero_values"] > 1000
+
+
+@pytest.mark.parametrize("kind", ["IF", "LIF"])
+def test_spikingjelly_own_export_reads_exactly_with_the_option(tmp_path: Path, kind: str) -> None:
+    """SpikingJelly's own ``export_to_nir`` states no convention (and no dt: its 1e-4 is ours):
+    ``--reset spikingjelly`` reproduces its forward; as ``zero`` its counts differ (the issue's
+    case). Compiled with the option, the fixed-point IF fires as the float interpreter."""
+    from spikingjelly.activation_based.nir_exchange.to_nir import export_to_nir
+
+    from danet_deploy.export import export
+    from danet_deploy.ir.program import read_program
+    from danet_deploy.simulator.fixed import FixedSimulator
+
+    net, x = jelly_mlp(kind, -0.25), spike_trains()
+    nir.write(tmp_path / "sj.nir", export_to_nir(net, x[0]))
+    graph, theirs = nir.read(tmp_path / "sj.nir"), spikingjelly_forward(net, x)
+    assert torch.equal(interpret(graph, x, reset="spikingjelly").float(), theirs)
+    assert differing_counts(interpret(graph, x, reset="zero").float(), theirs) > 0
+    if kind == "IF":
+        torch.save({"inputs": x.transpose(0, 1).contiguous(), "labels": torch.zeros(N, dtype=torch.long)},
+                   tmp_path / "x.pt")
+        out = export(tmp_path / "sj.nir", "loihi2-sim", tmp_path / "out", data=f"tensor:{tmp_path / 'x.pt'}",
+                     reset="spikingjelly")
+        assert nir.read(out / "graph.nir").metadata["reset"] == "spikingjelly"
+        readout = read_program(out / "program.h5").lowered.readouts[0].terms[0].source
+        chip = FixedSimulator(read_program(out / "program.h5")).run(x.transpose(0, 1), record=True)[readout]
+        assert torch.equal(chip.cpu().float(), theirs)
