@@ -180,6 +180,22 @@ def _on_grid(x: np.ndarray, mixed: bool) -> bool:
     return bool(np.all(np.abs(x / unit - np.rint(x / unit)) <= 1e-9 * np.maximum(1.0, x)))
 
 
+def _worst_current(pop: Population, bound: dict[str, float]) -> float:
+    """The largest |input current| ``pop`` can receive: for each term, its largest row sum of
+    |weight| (a conv's row is one output channel's kernel; padding only drops terms) times the
+    largest |value| its source sends. What calibration would measure, at its bound."""
+    return sum(_largest_row_sum(t.map) * bound.get(t.source, 1.0) for t in pop.terms)
+
+
+def _largest_row_sum(m: Map) -> float:
+    """The largest sum of ``|weight|`` over one output row of ``m``, a block of rows at a time
+    (as the weights are rounded: a shared identity is never made whole in float64)."""
+    row = max(1, int(np.prod(m.weight.shape[1:])))
+    step = max(1, QUANTISE_BLOCK // row)
+    return max((float(np.abs(m.values(slice(s, s + step))).reshape(-1, row).sum(1).max(initial=0.0))
+                for s in range(0, len(m.weight), step)), default=0.0)
+
+
 def _value_scale(fixed: dict[str, Fixed], term: Term) -> float:
     """Integer value per unit of the term's source signal; a recurrent source (a population
     onto itself, quantised after its terms) sends binary spikes."""
@@ -276,7 +292,7 @@ def _made_once(made: dict[tuple, np.ndarray], q: np.ndarray) -> np.ndarray:
     return q
 
 
-def quantise(lowered: Lowered, peaks: dict[str, float], input_peak: float, input_graded: bool,
+def quantise(lowered: Lowered, peaks: dict[str, float] | None, input_peak: float, input_graded: bool,
              exact: bool = False, pinned: dict[str, float] | None = None,
              keep_float: bool = False) -> dict[str, Fixed]:
     """Integer weights (set on each term) and per-population fixed-point parameters.
@@ -285,6 +301,9 @@ def quantise(lowered: Lowered, peaks: dict[str, float], input_peak: float, input
     (their memory is most of a large network's compile), unless ``keep_float`` (the chip grid
     reads both).
 
+    ``peaks``: each node's calibrated peak input current; None without data, when each
+    population's largest possible current, its inputs at their bounds, stands in for it
+    (:func:`_worst_current`), so that no current can wrap within the chip's 24 bits.
     ``exact``: the graph already holds the chip's integers in units of ``A``
     (``fixed_point = "loihi"``, e.g. a netx file): every scale is 64, nothing is rounded.
     ``pinned``: scales a model was trained on (its ``chip_scales``: ``K`` per population,
@@ -295,16 +314,23 @@ def quantise(lowered: Lowered, peaks: dict[str, float], input_peak: float, input
     fixed: dict[str, Fixed] = {}
     made: dict[tuple, np.ndarray] = {}  # the integer weights made so far, by content
     holders = Counter(id(t.map) for pop in lowered.populations.values() for t in pop.terms)
+    bound: dict[str, float] = {}  # without data: each population's largest |output| (float units)
     for name, pop in lowered.populations.items():
         if pop.kind == "input":
             q = (2 ** (INPUT_BITS - 1) - 1) / input_peak if input_graded and input_peak > 0 and not exact else 1.0
             fixed[name] = Fixed(scale=1.0, value_scale=pinned.get(name, q) if input_graded else q,
                                 graded=input_graded)
+            bound[name] = input_peak if input_graded else 1.0
             continue
         if pop.kind in SIGMA_DELTA_KINDS and not exact:
             raise UserError(f"layer {name!r}: sigma-delta neurons are compiled from the chip's integers only "
                             f"(a lava-dl netx file), not from float weights")
-        peak = peaks.get(name[:-len(".relay")] if pop.kind == "relay" else name, 0.0)
+        if peaks is None:
+            peak = bound[name] = _worst_current(pop, bound)
+            if pop.kind != "relay":
+                bound[name] = 1.0  # spikes
+        else:
+            peak = peaks.get(name[:-len(".relay")] if pop.kind == "relay" else name, 0.0)
         k, set_by = (64.0, "the graph's integers") if exact else _scale_for(pop, fixed, peak)
         if name in pinned and pinned[name] <= min(_limits(pop, fixed, 0.0).values(), default=64.0) * (1 + 1e-6):
             k, set_by = pinned[name], "the scale it was trained on"  # the calibration headroom is not re-applied
@@ -442,15 +468,16 @@ def check_mapping(mapping: dict[str, dict[str, Any]], profile: Profile, lowering
 # ---- compile ----------------------------------------------------------------------------
 
 def _calibration(graph: FlatGraph, calibration: torch.Tensor | None,
-                 exact: bool) -> tuple[dict[str, float], float, bool]:
-    """Each node's peak input current, the input's peak value and whether the input is graded."""
+                 exact: bool) -> tuple[dict[str, float] | None, float, bool]:
+    """Each node's peak input current (None without data), the input's peak value and whether
+    the input is graded."""
     graded = calibration is not None and not bool(((calibration == 0) | (calibration == 1)).all())
     if exact:  # the chip's integers already: no calibration; inputs are sent as they are
         if graded and not torch.equal(calibration, calibration.round()):
             raise UserError("this network takes the chip's integers as input, but the data are not integers")
         return {}, 1.0, graded
-    if calibration is None:  # no data: weights alone set the scales, inputs assumed in [-1, 1]
-        return {}, 1.0, True
+    if calibration is None:  # no data: weights alone bound the currents, inputs assumed in [-1, 1]
+        return None, 1.0, True
     return calibrate(graph, calibration), float(calibration.abs().max()), graded
 
 
@@ -524,7 +551,8 @@ def compile_graph(graph: FlatGraph, target: str, profile: Profile, lowering: str
 
 
 def _program(graph: FlatGraph, target: str, profile: Profile, chosen: str,
-             scales: tuple[dict[str, float], float, bool], keep_float: bool, release_graph: bool) -> Program:
+             scales: tuple[dict[str, float] | None, float, bool], keep_float: bool,
+             release_graph: bool) -> Program:
     """``graph`` lowered by ``chosen``, quantised with the calibrated ``scales`` and mapped."""
     peaks, input_peak, input_graded = scales
     low = lower(graph, chosen)

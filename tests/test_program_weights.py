@@ -21,6 +21,7 @@ from danet_deploy.checkpoint import save_checkpoint
 from danet_deploy.compile import compile_graph, weight_scale
 from danet_deploy.converters.nir_export import to_nir
 from danet_deploy.converters.nir_import import from_nir, read_nir
+from danet_deploy.converters.nir_reference import ReferenceSimulator
 from danet_deploy.export import load_artifact
 from danet_deploy.ir.program import (
     distinct_part,
@@ -231,3 +232,25 @@ def test_an_export_frees_each_float_weight_once_quantised_and_compiles_the_same_
         a, b = reference.fixed[name], program.fixed[name]
         for field in dataclasses.fields(a):
             assert np.array_equal(getattr(a, field.name), getattr(b, field.name)), (name, field.name)
+
+
+@pytest.mark.parametrize("fan_in,sign", [(5, -1.0), (40, 1.0), (300, -1.0)])
+def test_without_data_no_current_can_wrap_for_inputs_within_their_bounds(fan_in: int, sign: float) -> None:
+    """Compiled without data (inputs assumed in [-1, 1]), a layer's scale was set by its weights
+    alone: five inputs of 1 through weights of -1 summed to a current past Loihi's 24 bits,
+    which wrapped positive, and the layer fired every step where the float graph never fires.
+    Its scale is now bounded by the largest current its inputs can make, so the program
+    fires exactly as the float graph does at those bounds."""
+    n = 4
+    lif = nir.LIF(tau=np.full(n, 2e-3), r=np.ones(n), v_leak=np.zeros(n), v_threshold=np.full(n, 0.5))
+    graph = nir.NIRGraph(nodes={"in": nir.Input(input_type={"input": np.array([fan_in])}),
+                                "w": nir.Affine(np.full((n, fan_in), sign), np.zeros(n)), "lif": lif,
+                                "out": nir.Output(output_type={"output": np.array([n])})},
+                         edges=[("in", "w"), ("w", "lif"), ("lif", "out")])
+    flat = from_nir(graph, dt=1e-3, reset="zero", discretisation="euler")
+    program, _ = compile_graph(copy.deepcopy(flat), "loihi2-sim", load_profile("loihi2"), "expand", None)
+    x = torch.cat([torch.ones(1, 6, fan_in), -torch.ones(1, 6, fan_in)])
+    fixed = FixedSimulator(program).run(x, record=True)["lif"]
+    float_spikes = ReferenceSimulator(flat).run(x, record=True)["lif"].reshape(fixed.shape)
+    assert torch.equal(fixed.float(), float_spikes.float())
+    assert 0 < int(float_spikes.sum()) < float_spikes.numel()  # one input sign fires, the other never
