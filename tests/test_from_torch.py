@@ -587,3 +587,38 @@ def test_conv1d_avgpool_and_a_batchnorm_with_nothing_to_fold_into_match():
     assert type(graph.nodes["bn_out"]).__name__ == "Affine" and "bn1d" not in graph.nodes  # folded
     ref = check_equal(graph, lambda v: snntorch_forward(net, v), x)
     assert 0 < ref.sum() < ref.numel()
+
+
+class RLeakyExplicitState(nn.Module):
+    """snnTorch's recurrent style from its docs: ``spk, mem = lif(cur, spk, mem)``, the caller
+    carrying both."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(128, 12)
+        self.lif1 = snn.RLeaky(beta=0.8, threshold=0.5, linear_features=12, reset_mechanism="zero")
+        self.fc2 = nn.Linear(12, 10)
+        self.lif2 = snn.Leaky(beta=0.8, threshold=0.3, reset_mechanism="zero")
+
+    def forward(self, x, spk1, mem1, mem2):
+        spk1, mem1 = self.lif1(self.fc1(x.flatten(1)), spk1, mem1)
+        spk2, mem2 = self.lif2(self.fc2(spk1), mem2)
+        return spk2, spk1, mem1, mem2
+
+
+def test_snntorch_rleaky_with_explicit_state_matches_snntorch():
+    torch.manual_seed(0)
+    net = RLeakyExplicitState().eval()
+    x = spikes(8, N, 2, 8, 8, p=0.4)
+
+    def forward(v: torch.Tensor) -> torch.Tensor:
+        (spk1, mem1), mem2, outs = net.lif1.init_rleaky(), net.lif2.init_leaky(), []
+        with torch.no_grad():
+            for t in range(len(v)):
+                spk2, spk1, mem1, mem2 = net(v[t], spk1, mem1, mem2)
+                outs.append(spk2)
+        return torch.stack(outs)
+
+    graph = from_torch(net, x[0])
+    ref = check_equal(graph, forward, x)
+    assert 0 < ref.sum() < ref.numel() and len(from_nir(graph).recurrent) == 1
