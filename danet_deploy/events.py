@@ -674,7 +674,7 @@ def load_events(spec: str, split: str, timesteps: int | None) -> tuple[CachedFra
     """The framed ``split`` of the event dataset ``spec`` and what a checkpoint records of it."""
     kind, root, framing = parse(spec, timesteps)
     try:
-        import tonic
+        import tonic  # noqa: F401  (only whether it is installed)
     except ImportError:
         raise UserError(f"{kind}: event datasets are read with tonic, which is not installed here: pip install "
                         f"'tonic>=1.5,<2' (the Lava runtime: danet-deploy lava-runtime setup)") from None
