@@ -116,8 +116,15 @@ def _state_conventions(nir_graph: nir.NIRGraph, graph: FlatGraph, reset: str | N
         metadata["reset"] = reset or DEFAULT_RESET
     nir_graph.metadata = metadata
     if reset is not None:
-        for node in nir_graph.nodes.values():
-            node.metadata = {k: v for k, v in (node.metadata or {}).items() if k != "reset"}
+        _drop_node_resets(nir_graph)
+
+
+def _drop_node_resets(nir_graph: nir.NIRGraph) -> None:
+    """Remove every node's own ``reset`` (in subgraphs too): a ``--reset`` overrode them."""
+    for node in nir_graph.nodes.values():
+        node.metadata = {k: v for k, v in (node.metadata or {}).items() if k != "reset"}
+        if isinstance(node, nir.NIRGraph):
+            _drop_node_resets(node)
 
 
 def load_artifact(path: Path, dt: float | None = None, keep_model: bool = True,
@@ -148,7 +155,9 @@ def load_artifact(path: Path, dt: float | None = None, keep_model: bool = True,
     if kind == "module":
         nir_graph = load_module_graph(str(path), given.get("weights"), given.get("input_shape"),
                                       given.get("timesteps"), dt)
-        return Artifact(path, from_nir(nir_graph, reset=reset, discretisation=discretisation), nir_graph)
+        graph = from_nir(nir_graph, reset=reset, discretisation=discretisation)
+        _state_conventions(nir_graph, graph, reset)
+        return Artifact(path, graph, nir_graph)
     if given:
         raise UserError(f"{path}: --{next(iter(given)).replace('_', '-')} applies to a package.module:factory "
                         f"MODEL only")
@@ -266,8 +275,10 @@ def _compiled_sections(program: Program, costs: dict[str, Any], profile: Profile
 
 def default_outdir(model_path: Path, target: str) -> Path:
     """``<model stem>.<target>/`` next to MODEL, or ``<model stem>.<target>.d/`` where that is MODEL
-    itself (``export g.nir --target nir``)."""
-    outdir = model_path.parent / f"{model_path.stem}.{target}"
+    itself (``export g.nir --target nir``); a ``package.module:factory`` MODEL is named whole
+    (``package.module-factory.<target>/``), so that two factories of a package never share one."""
+    stem = model_path.name.replace(":", "-") if is_module_spec(model_path) else model_path.stem
+    outdir = model_path.parent / f"{stem}.{target}"
     return outdir.with_name(outdir.name + ".d") if outdir == model_path else outdir
 
 

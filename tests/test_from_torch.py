@@ -7,6 +7,8 @@ on every output value of every step (docs/nir.md, "PyTorch modules").
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
@@ -279,6 +281,15 @@ class RealProduct(nn.Module):
         return self.lif(self.a(x) * self.b(x))
 
 
+class ScaledSum(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b, self.lif = nn.Linear(4, 4), nn.Linear(4, 4), leaky("zero")
+
+    def forward(self, x):
+        return self.lif(torch.sub(self.a(x), self.b(x), alpha=2))
+
+
 class Relu(nn.Module):
     def __init__(self) -> None:
         super().__init__()
@@ -294,6 +305,8 @@ class Relu(nn.Module):
     (RealProduct(), torch.zeros(1, 4),
      "operation 'mul' (call_function _operator.mul): a product of values that are not binary spikes"),
     (Relu(), torch.zeros(1, 4), "operation 'relu' (call_function torch.relu): the function torch.relu has no NIR"),
+    (ScaledSum(), torch.zeros(1, 4),
+     "operation 'sub' (call_function torch.sub): torch.sub with alpha=2 has no NIR mapping"),
     (nn.Sequential(nn.Linear(4, 4), nn.GELU()), torch.zeros(1, 4),
      "module '1' (torch.nn.modules.activation.GELU): no NIR mapping for this module"),
     (nn.Sequential(nn.Linear(4, 4), snn.Alpha(alpha=0.9, beta=0.8, init_hidden=True)), torch.zeros(1, 4),
@@ -622,3 +635,21 @@ def test_snntorch_rleaky_with_explicit_state_matches_snntorch():
     graph = from_torch(net, x[0])
     ref = check_equal(graph, forward, x)
     assert 0 < ref.sum() < ref.numel() and len(from_nir(graph).recurrent) == 1
+
+
+def test_a_module_export_states_a_reset_override_and_names_its_folder_after_the_whole_spec(
+        tmp_path, nets_module, monkeypatch):
+    """A --reset given to a module MODEL is what graph.nir says (the nodes' own resets, which it
+    overrode, are gone), and the default folder is named after package.module:factory whole, so
+    that two factories of one module never share a folder."""
+    from danet_deploy.converters.nir_import import read_nir, read_nir_graph
+    from danet_deploy.export import export
+
+    monkeypatch.chdir(tmp_path)
+    options = {"weights": Path("ckpt.pth"), "input_shape": "2,8,8", "timesteps": T}
+    out = export(Path("mynets:build"), "nir", reset="subtract", module=options)
+    assert out == Path("mynets-build.nir")
+    written = read_nir_graph(out / "graph.nir")
+    assert written.metadata["reset"] == "subtract"
+    assert not any("reset" in (node.metadata or {}) for node in written.nodes.values())
+    assert set(read_nir(out / "graph.nir").resets.values()) == {"subtract"}

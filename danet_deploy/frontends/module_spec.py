@@ -20,7 +20,6 @@ import nir
 import torch
 
 from danet_deploy.errors import UserError
-from danet_deploy.frontends.tracer import from_torch
 
 _SPEC = re.compile(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*")
 
@@ -95,6 +94,8 @@ def _load_weights(spec: str, module: torch.nn.Module, weights: Path) -> None:
 def load_module_graph(spec: str, weights: Path | None, input_shape: str | None, timesteps: int | None,
                       dt: float | None) -> nir.NIRGraph:
     """The NIR graph of the module ``spec`` names (what ``export`` reads for such a MODEL)."""
+    from danet_deploy.frontends.tracer import from_torch  # torch.fx and nirtorch: only this needs them
+
     if input_shape is None:
         raise UserError(f"{spec}: a module MODEL needs --input-shape (one sample's shape, e.g. 3,32,32)")
     module = build_module(spec, weights)

@@ -192,8 +192,17 @@ class _Builder:
     def operand(self, arg: Any) -> Any:
         return self.env[arg.name] if isinstance(arg, torch.fx.Node) else arg
 
+    def operands(self, fx: torch.fx.Node) -> tuple[Any, Any]:
+        """The two operands of ``+``, ``-`` or ``*``; anything more (``alpha=``, ``out=``), which
+        would change the result, is refused rather than dropped."""
+        if fx.kwargs or len(fx.args) != 2:
+            extra = [*map(str, fx.args[2:]), *(f"{k}={v}" for k, v in fx.kwargs.items())]
+            raise UserError(f"{_where(self.gm, fx)}: {_name(fx.target)} with {', '.join(extra)} has no NIR "
+                            f"mapping (only a + b, a - b and a * b)")
+        return self.operand(fx.args[0]), self.operand(fx.args[1])
+
     def add(self, fx: torch.fx.Node) -> Stream:
-        a, b = (self.operand(x) for x in fx.args[:2])
+        a, b = self.operands(fx)
         if _is_zero(a) or _is_zero(b):
             return b if _is_zero(a) else a
         a, b = (self.stream(x, fx, "each summand") for x in fx.args[:2])
@@ -204,14 +213,14 @@ class _Builder:
         return Stream((neg,), x.shape)
 
     def sub(self, fx: torch.fx.Node) -> Stream:
-        a, b = (self.operand(x) for x in fx.args[:2])
+        a, b = self.operands(fx)
         if _is_number(a) and float(a) == 1.0 and isinstance(b, Stream) and b.spike:
             return Stream(b.terms, b.shape, spike=True, negated=True)  # 1 - s: only as a factor of *
         a, b = (self.stream(x, fx, "each operand of -") for x in fx.args[:2])
         return Stream(a.terms + self.negate(b, fx).terms, a.shape)
 
     def mul(self, fx: torch.fx.Node) -> Stream:
-        a, b = (self.operand(x) for x in fx.args[:2])
+        a, b = self.operands(fx)
         if _is_number(a) or _is_number(b):
             c, x = (a, b) if _is_number(a) else (b, a)
             x = self.stream(x, fx, "a scaled value")
