@@ -465,9 +465,14 @@ def _private_folder(path: Path) -> Path:
     st = os.lstat(path)
     if stat.S_ISLNK(st.st_mode) or not stat.S_ISDIR(st.st_mode):
         raise _refuse(path, "is a link or a file, not the frame cache's folder")
-    if st.st_uid != os.getuid() or st.st_mode & 0o022:
-        raise _refuse(path, "belongs to another user or others can write in it: the frame cache's folder "
-                            "must be private")
+    if st.st_uid != os.getuid():
+        raise _refuse(path, "belongs to another user: the frame cache's folder must be private")
+    if st.st_mode & 0o022:  # the user's own, made under a umask of 002 (as tonic's cache was)
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        try:
+            os.fchmod(fd, 0o700)  # what others may have put in it is refused on reading (not ours)
+        finally:
+            os.close(fd)
     return path
 
 
@@ -526,8 +531,9 @@ def _marker(entry: str, framed: FramedRecordings) -> dict[str, Any]:
 
 def _remove_ours(path: Path, entry: str, made_here: bool) -> bool:
     """Remove a temporary entry folder when it is ours: a real directory of this user whose
-    marker names ``entry`` (or that this process just made) and that holds only the names an
-    entry has. Anything else is left where it is; True when it was removed."""
+    marker names ``entry`` (or that this process just made, or that holds no more than a marker
+    being written: the frames folder is private, so only a fill of ours made it) and that holds
+    only the names an entry has. Anything else is left where it is; True when it was removed."""
     try:
         fd = _open(path, os.O_RDONLY | os.O_DIRECTORY)
     except OSError:
@@ -536,7 +542,8 @@ def _remove_ours(path: Path, entry: str, made_here: bool) -> bool:
         names = os.listdir(fd)
         if os.fstat(fd).st_uid != os.getuid() or any(n != MARKER and not FRAME_FILE.fullmatch(n) for n in names):
             return False
-        if not made_here and _read_marker(fd).get("entry") != entry:
+        barely_begun = set(names) <= {MARKER}  # killed at mkdtemp or while writing the marker
+        if not made_here and not barely_begun and _read_marker(fd).get("entry") != entry:
             return False
         for name in names:
             os.unlink(name, dir_fd=fd)

@@ -7,6 +7,7 @@ import errno
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -101,7 +102,7 @@ def test_a_link_or_a_foreign_folder_at_an_entry_is_refused_and_left_as_it_is(dat
             shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
 
 
-def test_a_frames_folder_that_is_a_link_or_open_to_others_is_refused(data: str, cache: Path, tmp_path: Path) -> None:
+def test_a_frames_folder_that_is_a_link_or_another_users_is_refused(data: str, cache: Path, tmp_path: Path) -> None:
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     cache.parent.mkdir()
@@ -109,10 +110,21 @@ def test_a_frames_folder_that_is_a_link_or_open_to_others_is_refused(data: str, 
     refused(data, str(cache), "is a link or a file")
     assert not any(elsewhere.iterdir())
     cache.unlink()
+    cache.mkdir(mode=0o700)
+    if os.getuid() == 0:  # making a folder of another user needs root
+        os.chown(cache, 12345, 12345)
+        refused(data, str(cache), "belongs to another user")
+        assert not any(cache.iterdir())
+
+
+def test_the_users_own_frames_folder_open_to_others_is_made_private(data: str, cache: Path) -> None:
+    """The previous release let tonic make it under the user's umask (0775 under 002): refusing it
+    would stop every event-data command after an upgrade."""
+    cache.parent.mkdir()
     cache.mkdir(mode=0o777)
-    os.chmod(cache, 0o777)
-    refused(data, str(cache), "others can write in it")
-    assert not any(cache.iterdir())
+    os.chmod(cache, 0o775)
+    ds, _ = load_dataset(data, "test", timesteps=T)
+    assert ds.cache.parent == cache and stat.S_IMODE(os.stat(cache).st_mode) == 0o700
 
 
 def test_an_entry_of_another_user_is_refused(data: str, cache: Path) -> None:
@@ -229,3 +241,17 @@ def test_a_folder_like_a_killed_fill_that_is_not_ours_is_left(data: str, cache: 
     first = samples(load_dataset(data, "test", timesteps=T)[0])
     assert (theirs / "0.npz").read_text() == "the user's" and left_in(cache) == sorted([name, theirs.name])
     assert_same(first, samples(load_dataset(data, "test", timesteps=T)[0]))
+
+
+@pytest.mark.parametrize("left", [[], ["danet-deploy-frames.json"]])
+def test_a_fill_killed_before_its_marker_was_whole_leaves_a_folder_the_next_run_removes(
+        left: list[str], data: str, cache: Path, tmp_path: Path, monkeypatch) -> None:
+    """Killed right after mkdtemp (an empty folder) or while writing the marker (half of it)."""
+    name = entry_name(data, tmp_path, monkeypatch)
+    cache.mkdir(parents=True, mode=0o700)
+    killed = cache / f".{name}.killed"
+    killed.mkdir()
+    for file in left:
+        (killed / file).write_text('{"tool": "danet-dep')
+    load_dataset(data, "test", timesteps=T)
+    assert left_in(cache) == [name]
