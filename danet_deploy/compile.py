@@ -88,10 +88,11 @@ def _round_weights(w: np.ndarray, mixed: bool | None = None) -> np.ndarray:
     return round_weights(torch.from_numpy(np.asarray(w, dtype=np.float64)), mixed).numpy().astype(WEIGHT_DTYPE)
 
 
-def _limits(pop: Population, fixed: dict[str, Fixed], peak: float) -> dict[str, float]:
+def _limits(pop: Population, fixed: dict[str, Fixed], peak: float, measured: bool = True) -> dict[str, float]:
     """Each upper limit on ``pop``'s K, by what sets it: 8-bit weights (the term whose weights
     are largest in its source's units), the 17-bit threshold, the 13-bit bias mantissa, the
-    calibrated input current within the 24-bit current."""
+    calibrated input current (``measured``; else the largest its inputs can make) within the
+    24-bit current."""
     limits = {}
     weights = [(pop.gain * t.map.abs_max() / _value_scale(fixed, t), t.source) for t in pop.terms]
     wmax, source = max(weights, default=(0.0, ""))
@@ -103,17 +104,20 @@ def _limits(pop: Population, fixed: dict[str, Fixed], peak: float) -> dict[str, 
         limits["its bias"] = 4095 * 64 / np.abs(pop.bias).max()
     if peak > 0 and pop.kind != "readout":
         bound = RELAY_HEADROOM if pop.kind == "relay" else CURRENT_HEADROOM
-        limits["the largest input current of the calibration data"] = bound * 64 / (pop.gain * peak)
+        source = ("the largest input current of the calibration data" if measured
+                  else "the largest current its inputs can make (no calibration data)")
+        limits[source] = bound * 64 / (pop.gain * peak)
     return limits
 
 
-def _scale_for(pop: Population, fixed: dict[str, Fixed], peak: float) -> tuple[float, str]:
+def _scale_for(pop: Population, fixed: dict[str, Fixed], peak: float,
+               measured: bool = True) -> tuple[float, str]:
     """The K of ``pop`` and what sets it: the largest that keeps weights, threshold, bias and
     calibrated currents in range; where the weights lie on a grid (:func:`_exact_scale`), the
     largest multiple of the grid's K within that, so that they are held exactly. A relay takes
     the grid's K itself: its K is the scale of the graded values it sends, which every
     consumer's weights are divided by (docs/compile.md §3)."""
-    limits = _limits(pop, fixed, peak)
+    limits = _limits(pop, fixed, peak, measured)
     if not limits:
         return 64.0, ""
     set_by = min(limits, key=limits.get)
@@ -207,7 +211,7 @@ def weight_scale(fixed: dict[str, Fixed], pop: Population, term: Term) -> float:
     return fixed[pop.name].scale * pop.gain / (64 * _value_scale(fixed, term))
 
 
-def _threshold_integer(name: str, pop: Population, f: Fixed, k: float) -> int:
+def _threshold_integer(pop: Population, k: float) -> int:
     """Lava's ``vth``: it fires at ``v > vth << 6``, ``v`` the integer voltage (``K`` x the float).
 
     ``v > threshold``: ``round(K threshold / 64)``. ``v >= threshold`` (SpikingJelly): the
@@ -215,18 +219,25 @@ def _threshold_integer(name: str, pop: Population, f: Fixed, k: float) -> int:
     is on the chip's grid). That is exact where every voltage is a multiple of 64, as it is where
     neither voltage nor current decays partly (``dv`` 0 or 4096, ``du`` 4095: each step adds 64 x
     its input and bias); a decaying voltage may also fire up to one unit of ``vth`` (64/K in
-    the float voltage) below the threshold, which stderr says."""
+    the float voltage) below the threshold, which stderr says once (:func:`_threshold_notes`)."""
     x = k * pop.threshold / 64
     if not pop.at_threshold:
         return round(x)
     nearest = round(x)
-    vth = (nearest if abs(x - nearest) <= 1e-9 * max(1.0, abs(x)) else math.ceil(x)) - 1
-    if 0 < f.dv < 4096 or f.du != 4095:
-        print(f"danet-deploy: warning: layer {name!r} fires at v >= v_threshold (SpikingJelly's test); Loihi "
-              f"fires at v > vth, so it is compiled with vth {vth} (its threshold, {x:g} x 64 voltage units, "
-              f"less 1); since its voltage decays, it may also fire up to {64 / k:.3g} below v_threshold",
-              file=sys.stderr)
-    return vth
+    return (nearest if abs(x - nearest) <= 1e-9 * max(1.0, abs(x)) else math.ceil(x)) - 1
+
+
+def _threshold_notes(program: Program) -> list[str]:
+    """One line per layer that fires at ``v >= v_threshold`` and whose voltage or current decays
+    partly, so that it may fire below its threshold (:func:`_threshold_integer`)."""
+    lines = []
+    for name, pop in program.populations.items():
+        f = program.fixed[name]
+        if pop.at_threshold and (0 < f.dv < 4096 or f.du != 4095):
+            lines.append(f"layer {name!r} fires at v >= v_threshold (SpikingJelly's test); Loihi fires at "
+                         f"v > vth, so it is compiled with vth {f.vth} (its threshold less 1); since its "
+                         f"voltage decays, it may also fire up to {64 / f.scale:.3g} below v_threshold")
+    return lines
 
 
 def _decay(pop: Population) -> int:
@@ -331,7 +342,7 @@ def quantise(lowered: Lowered, peaks: dict[str, float] | None, input_peak: float
                 bound[name] = 1.0  # spikes
         else:
             peak = peaks.get(name[:-len(".relay")] if pop.kind == "relay" else name, 0.0)
-        k, set_by = (64.0, "the graph's integers") if exact else _scale_for(pop, fixed, peak)
+        k, set_by = (64.0, "the graph's integers") if exact else _scale_for(pop, fixed, peak, peaks is not None)
         if name in pinned and pinned[name] <= min(_limits(pop, fixed, 0.0).values(), default=64.0) * (1 + 1e-6):
             k, set_by = pinned[name], "the scale it was trained on"  # the calibration headroom is not re-applied
         fixed[name] = f = Fixed(scale=k, scale_set_by=set_by)
@@ -351,7 +362,7 @@ def quantise(lowered: Lowered, peaks: dict[str, float] | None, input_peak: float
         if pop.kind in ("lif", "gate"):
             f.dv = _decay(pop)
             f.du = _current_decay(pop)
-            f.vth = _threshold_integer(name, pop, f, k)
+            f.vth = _threshold_integer(pop, k)
         if pop.bias is not None:
             mant = np.rint(k * pop.bias / 64)
             if pop.kind == "relay":
@@ -545,7 +556,7 @@ def compile_graph(graph: FlatGraph, target: str, profile: Profile, lowering: str
     if strict and program.warnings:
         more = len(program.warnings) - 1
         raise UserError(program.warnings[0] + (f" (and {more} more layers)" if more else "") + " (--strict)")
-    for warning in program.warnings:
+    for warning in [*program.warnings, *_threshold_notes(program)]:
         print(f"danet-deploy: warning: {warning}", file=sys.stderr)
     return program, costs
 
