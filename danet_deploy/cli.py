@@ -153,7 +153,7 @@ def convention_options(f):
     return click.option("--reset", type=click.Choice(list(RESETS)),
                         help="How a .nir MODEL's neurons reset [default: the file's, else zero]. "
                              + "; ".join(f"{k}: {v}" for k, v in RESETS.items())
-                             + ". Loihi targets compile zero only.")(f)
+                             + ". Loihi targets compile zero and spikingjelly (docs/nir.md).")(f)
 
 
 def keep_input_option(f):

@@ -354,8 +354,9 @@ def _outcome(exe: str, module: str, status: int, answer: str) -> int:
     except ValueError:
         finished = False
     if status == 0 and not finished:
-        raise UserError(f"the Lava runtime's interpreter {exe} exited 0 without running {module}: it is not a "
-                        f"working runtime; rebuild it with `{SETUP_COMMAND}`")
+        raise UserError(f"the Lava runtime's interpreter {exe} exited 0 without the answer that {module} "
+                        f"finished (the module ended the interpreter itself, e.g. os._exit, or the runtime does "
+                        f"not work: rebuild it with `{SETUP_COMMAND}`)")
     return status
 
 

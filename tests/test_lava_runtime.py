@@ -281,7 +281,7 @@ def test_exit_0_counts_only_with_the_answer_that_the_module_finished(tmp_path: P
     well; an interpreter that exits 0 without that answer ran nothing."""
     assert lava_runtime.run_child(lava_runtime.boot_command(str(_as_core(tmp_path)), "this")) == 0
     silent = _fake_runtime(tmp_path, "sys.exit(0)", name="silent-python")
-    with pytest.raises(UserError, match=f"{silent} exited 0 without running this: it is not a working runtime"):
+    with pytest.raises(UserError, match=f"{silent} exited 0 without the answer that this finished"):
         lava_runtime.run_child(lava_runtime.boot_command(str(silent), "this"))
 
 
@@ -303,7 +303,7 @@ WRITE_ANSWER = ("os.write(int(os.environ['DANET_DEPLOY_LAVA_ANSWER_FD']), "
 
 
 @pytest.mark.parametrize("then,state", [
-    ("sys.exit(0)", "exited 0 without running"),
+    ("sys.exit(0)", "exited 0 without the answer"),
     (WRITE_ANSWER, "missing"),
     (WRITE_ANSWER + "\nopen(sys.argv[sys.argv.index('-o') + 1], 'w').write('not a checkpoint')",
      "not a danet-deploy checkpoint")],
