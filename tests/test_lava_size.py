@@ -224,3 +224,19 @@ def test_cli_refuses_with_exit_1_and_force_is_documented(tmp_path: Path) -> None
     one_line_error(proc, str(tmp_path / "chip" / "program.h5"), "over the bound of 10 min", "--force")
     assert proc.stdout == ""
     assert "--backend lava even when its estimated" in " ".join(run_cli("simulate", "--help").stdout.split())
+
+
+def test_lavas_sockets_get_a_short_folder_when_tmpdir_is_a_long_path(tmp_path: Path) -> None:
+    """Lava's shared-memory manager binds a Unix socket below the worker's TMPDIR; a path past
+    the socket limit failed inside Lava as an EOFError (a test's TMPDIR under pytest-xdist)."""
+    from danet_deploy.simulator.lava import SOCKET_NAME_ROOM, SOCKET_PATH_MAX, _socket_folder
+
+    deep = tmp_path / ("x" * 100)
+    deep.mkdir()
+    short = _socket_folder(deep)
+    try:
+        assert short != deep and short.parent == Path("/tmp") and short.is_dir()
+        assert len(str(short)) + SOCKET_NAME_ROOM <= SOCKET_PATH_MAX
+        assert _socket_folder(short) == short  # a short run folder holds its own sockets
+    finally:
+        short.rmdir()

@@ -417,18 +417,41 @@ def _run(program_path: Path, program: Program, x_int: np.ndarray, on_step: Calla
     data = np.zeros((int(np.prod(x_int.shape[2:])), _run_steps(program, n, steps)), dtype=np.int32)
     data[:, :n * steps] = x_int.reshape(n * steps, -1).T  # sample k, step t -> column k*T + t
     tmp_path = _scratch(data)
+    sockets = None
     try:
+        sockets = _socket_folder(tmp_path)
         prefix = run_prefix()
         cmd = lava_runtime.command("danet_deploy.simulator.lava", str(program_path), str(tmp_path / "input.npy"),
                                    str(tmp_path), str(steps), prefix, str(os.getpid()), purpose="a Lava run")
         log = tmp_path / "worker.log"
         with open(log, "w") as err_file, signals_end_the_run():
             proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err_file, text=True,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
+                                    stdin=subprocess.DEVNULL, start_new_session=True,
+                                    env={**os.environ, "TMPDIR": str(sockets)})
             return _collect(proc, log, program_path, program, tmp_path, prefix, n, steps, on_step,
                             stall_timeout, guess)
     finally:
         shutil.rmtree(tmp_path, ignore_errors=True)
+        if sockets is not None and sockets != tmp_path:
+            shutil.rmtree(sockets, ignore_errors=True)
+
+
+SOCKET_PATH_MAX = 107  # bytes in a Unix socket's path (Linux: sun_path, less its NUL)
+SOCKET_NAME_ROOM = 40  # what multiprocessing adds below its TMPDIR: /pymp-XXXXXXXX/listener-XXXXXXXX
+
+
+def _socket_folder(run_dir: Path) -> Path:
+    """The TMPDIR of the worker, where Lava's shared-memory manager (multiprocessing) makes its
+    socket: the run's own folder where its path leaves room, else a new private folder in
+    /tmp. A longer path fails inside Lava ("AF_UNIX path too long", reported as EOFError), as
+    a test's TMPDIR under pytest-xdist did (docs/lava-runtime.md)."""
+    if len(os.fsencode(run_dir)) + SOCKET_NAME_ROOM <= SOCKET_PATH_MAX:
+        return run_dir
+    try:
+        return Path(tempfile.mkdtemp(prefix="danet-lava-", dir="/tmp"))
+    except OSError as e:
+        raise UserError(f"TMPDIR ({run_dir.parent}) is too long a path for Lava's sockets, and /tmp cannot "
+                        f"stand in ({e.strerror or e}): set TMPDIR to a shorter folder") from None
 
 
 def _run_steps(program: Program, n: int, steps: int) -> int:
