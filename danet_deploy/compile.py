@@ -157,7 +157,7 @@ def _exact_scale(pop: Population, fixed: dict[str, Fixed]) -> float | None:
     mixed.append(False)
     for k in range(1, WEIGHT_MAX + 1):
         if all(_on_grid(u * (k / top), m) for u, m in zip(units, mixed)):
-            return k / top
+            return float(k / top)  # a Python float: scales go into checkpoints (chip_scales)
     return None
 
 
