@@ -185,6 +185,8 @@ def _differences(seed: int, lowering: str) -> tuple[list[str], int]:
     program, _ = compile_graph(from_nir(graph, dt=1.0, reset="zero"), "loihi2-sim", load_profile("loihi2"),
                                lowering, x.float())
     inexact = [f"{n}: weight error {f.quant_error}" for n, f in program.fixed.items() if f.quant_error > 1e-12]
+    # plain floats: a checkpoint's chip_scales holds them, and its weights-only loader refuses numpy's
+    assert all(type(f.scale) is float for f in program.fixed.values())
     fixed = FixedSimulator(program).run(x.float(), record=True)
     wrong = []
     for name, pop in program.populations.items():
