@@ -98,6 +98,12 @@ def _limits(pop: Population, fixed: dict[str, Fixed], peak: float, measured: boo
     wmax, source = max(weights, default=(0.0, ""))
     if wmax > 0:
         limits[f"the weights from {source!r}"] = WEIGHT_MAX * 64 / wmax
+    return limits | _state_limits(pop, peak, measured)
+
+
+def _state_limits(pop: Population, peak: float, measured: bool = True) -> dict[str, float]:
+    """The limits of :func:`_limits` that its weights do not set (nor its sources' scales)."""
+    limits = {}
     if pop.kind in ("lif", "gate") and pop.threshold > 0:
         limits["its threshold"] = (2 ** 17 - 1) * 64 / pop.threshold
     if pop.bias is not None and np.abs(pop.bias).max() > 0:
@@ -289,6 +295,30 @@ def _integer_weights(name: str, m: Map, scale: float, exact: bool) -> tuple[np.n
     return q, exact_sq, error_sq
 
 
+def _input_value_scale(name: str, lowered: Lowered, peaks: dict[str, float] | None,
+                       input_peak: float) -> float:
+    """Integer value per unit of the graded input: its 8 bits in full (``input_peak`` sends 127),
+    unless a reader's K is held below what its weights allow by its bias, threshold or current
+    (a stem whose folded BatchNorm bias is large). Its weights are then ``wmax * K / (64 * q)``
+    integers at most, and the full input left them a few levels (SEW-ResNet-18's stem: weight
+    error 0.39); q is lowered to where the largest weight and the largest input are the same
+    integer, so that neither factor of a product keeps fewer bits than the other (docs/compile.md §3).
+    Without data the current limit is left out: K is then taken as at most as limited as it is,
+    which keeps q nearer the full input's."""
+    full = (2 ** (INPUT_BITS - 1) - 1) / input_peak
+    q = full
+    for pop in lowered.populations.values():
+        if pop.kind == "relay":  # a relay's K is its grid's (docs/compile.md §3)
+            continue
+        wmax = max((abs(pop.gain) * t.map.abs_max() for t in pop.terms if t.source == name and not t.map.recurrent),
+                   default=0.0)
+        peak = 0.0 if peaks is None else peaks.get(pop.name, 0.0)
+        held = min(_state_limits(pop, peak).values(), default=math.inf)
+        if wmax > 0 and held < math.inf:
+            q = min(q, math.sqrt(wmax * held / (64 * input_peak)))
+    return max(q, 1.0 / input_peak)
+
+
 def _made_once(made: dict[tuple, np.ndarray], q: np.ndarray) -> np.ndarray:
     """``q``, or the equal integer weights already made for another term, read-only and shared.
     A large compile makes many twice: every relay's identity of a size is the same matrix of
@@ -328,7 +358,8 @@ def quantise(lowered: Lowered, peaks: dict[str, float] | None, input_peak: float
     bound: dict[str, float] = {}  # without data: each population's largest |output| (float units)
     for name, pop in lowered.populations.items():
         if pop.kind == "input":
-            q = (2 ** (INPUT_BITS - 1) - 1) / input_peak if input_graded and input_peak > 0 and not exact else 1.0
+            q = _input_value_scale(name, lowered, peaks, input_peak) \
+                if input_graded and input_peak > 0 and not exact else 1.0
             fixed[name] = Fixed(scale=1.0, value_scale=pinned.get(name, q) if input_graded else q,
                                 graded=input_graded)
             bound[name] = input_peak if input_graded else 1.0
