@@ -138,6 +138,15 @@ def _pointwise_after(w2: np.ndarray, m: Map) -> np.ndarray:
     return per_tap(m.values(), lambda w: np.tensordot(w2, w, axes=([1], [0])))
 
 
+def _channels_only(m: Map) -> bool:
+    """``m`` makes ``(C, 1, 1)`` (a global pooling): flattened, the same values in the same order,
+    so a Flatten keeps its conv form and a Linear after it is a 1x1 conv. Made dense instead,
+    SpikingJelly's ``AdaptiveAvgPool2d -> flatten -> Linear`` head of SEW-ResNet-50 was four
+    1000 x 100,352 float64 matrices (3.2 GB; 7.5x the time, 9.5x the memory of exporting our
+    DA-ResNet-50, whose head is a 1x1 conv; docs/compile.md §1)."""
+    return len(m.out_shape) == 3 and tuple(m.out_shape[1:]) == (1, 1)
+
+
 def _conv_of_conv(m: Map, w2: np.ndarray, s2: tuple[int, int], p2: tuple[int, int],
                   out_shape: tuple[int, ...]) -> Map | None:
     """A conv (weight ``w2`` ``[Cout, C, k2h, k2w]``) applied to the conv map ``m`` as one conv
@@ -243,6 +252,8 @@ def compose(name: str, node: nir.NIRNode, m: Map, in_shape: tuple[int, ...], out
             return m
         if m.identity:
             return identity(m.in_shape, m.weight is not None)
+        if m.kind == "conv" and _channels_only(m):  # the same values in the same order: the conv stays
+            return m
         if m.kernel == m.in_shape[1:] and m.padding == (0, 0):  # e.g. global pooling: (C, 1, 1)
             return Map("dense", m.in_shape, out_shape, None if m.weight is None else
                        m.weight.reshape(m.weight.shape[0], -1), delay=m.delay, recurrent=m.recurrent,
@@ -255,6 +266,8 @@ def compose(name: str, node: nir.NIRNode, m: Map, in_shape: tuple[int, ...], out
         if m.identity:
             return Map("dense", m.in_shape, out_shape, None if m.weight is None else w, delay=m.delay,
                        recurrent=m.recurrent)
+        if m.kind == "conv" and _channels_only(m):  # a 1x1 conv on the (C, 1, 1) values it reads flat
+            return _new(m, lambda: _pointwise_after(w, m), out_shape=(len(w), 1, 1))
         return as_matrix()
     raise UserError(f"node {name!r}: {type(node).__name__} cannot be compiled for Loihi")
 

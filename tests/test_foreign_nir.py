@@ -274,6 +274,40 @@ def test_conv_after_sum_pool_is_composed_exactly(size: int, pad: int) -> None:
         assert np.allclose(chained.toarray(), _jacobian(sequential, (c, size, size)), atol=1e-12)
 
 
+def _pooled_head(c: int = 6, hw: int = 4, classes: int = 5) -> tuple[nir.NIRGraph, np.ndarray]:
+    """SpikingJelly's ResNet head: IF -> AdaptiveAvgPool2d((1, 1)) -> flatten -> Linear -> IF."""
+    w = np.random.default_rng(1).normal(size=(classes, c))
+    n = (c, hw, hw)
+    graph = nir.NIRGraph(nodes={
+        "in": nir.Input(input_type={"input": np.array(n)}),
+        "if": nir.IF(r=np.ones(n), v_threshold=np.ones(n)),
+        "pool": nir.AvgPool2d(kernel_size=np.array([hw, hw]), stride=np.array([hw, hw]), padding=np.array([0, 0])),
+        "flat": nir.Flatten(input_type={"input": np.array([c, 1, 1])}, start_dim=0, end_dim=-1),
+        "fc": nir.Affine(w, np.zeros(classes)),
+        "lif": nir.IF(r=np.ones(classes), v_threshold=np.ones(classes)),
+        "out": nir.Output(output_type={"output": np.array([classes])})},
+        edges=[("in", "if"), ("if", "pool"), ("pool", "flat"), ("flat", "fc"), ("fc", "lif"), ("lif", "out")],
+        metadata={"dt": 1.0, "reset": "zero"}, type_check=False)
+    return graph, w
+
+
+@pytest.mark.parametrize("lowering", ["expand", "relay"])
+def test_a_linear_after_a_flattened_global_pool_stays_one_conv_held_once(lowering: str) -> None:
+    """Flattening ``(C, 1, 1)`` keeps the order of its values, so the Linear after it is a 1x1
+    conv after the pool: one conv whose kernel covers the input, held once over its taps, and
+    equal to the three applied in turn (made dense, SEW-ResNet-50's head was 3.2 GB)."""
+    graph, w = _pooled_head()
+    term = lower(from_nir(graph), lowering).populations["lif"].terms[0]
+    assert (term.map.kind, term.map.kernel, term.map.out_shape) == ("conv", (4, 4), (5, 1, 1))
+    assert term.map.weight.strides[-2:] == (0, 0)  # one value for the 16 taps of each pair
+
+    def sequential(x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.adaptive_avg_pool2d(x, 1).flatten(1) @ torch.tensor(w).T
+
+    got = term.map.matrix(term.map.values()).toarray()
+    assert np.allclose(got, _jacobian(sequential, (6, 4, 4)), atol=1e-12)
+
+
 def _csnn() -> nir.NIRGraph:
     """The NIR paper's N-MNIST CSNN architecture, written the way sinabs writes it (IF with
     r = 1, time in steps, sum pools), with random weights."""

@@ -257,8 +257,8 @@ class FixedSimulator:
                 continue
             w = self.weights[(name, i)]
             src = values[t.source].to(w.dtype)
-            if t.map.kind == "conv":
-                a = F.conv2d(src, w, stride=t.map.stride, padding=t.map.padding)
+            if t.map.kind == "conv":  # (C, 1, 1) into a flat population: lowering._channels_only
+                a = F.conv2d(src, w, stride=t.map.stride, padding=t.map.padding).reshape(-1, *pop.shape)
             else:
                 a = _batched((src.reshape(src.shape[0], -1) @ w.T).reshape(-1, *pop.shape))
             if a.is_cuda:  # cuDNN may pick Winograd/FFT algorithms: round their tiny errors away
