@@ -40,12 +40,12 @@ def write_inputs(arch: str, ckpt: Path, data: Path, samples: int) -> None:
                 "labels": torch.zeros(samples, dtype=torch.long)}, data)
 
 
-def run_measured(cmd: list[str], env: dict[str, str] | None = None) -> tuple[float, int]:
+def run_measured(cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> tuple[float, int]:
     """Wall seconds and peak resident bytes of one child process. Its own peak (``wait4``), not
     the largest of all children; and this process stays small, because a child started by
     ``vfork`` + ``exec`` inherits its parent's peak as its own starting one (Linux)."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env)
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd)
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait for it again
     if proc.returncode:
