@@ -39,6 +39,8 @@ def is_sequential(program: Program) -> bool:
         bias = program.fixed[pop.name].bias_mant
         if pop.kind == "lif" and (t.map.kind != "conv" or bias is not None and _channel_bias(bias) is None):
             return False
+        if pop.kind == "lif" and len(pop.shape) != 3:  # a flat population a conv feeds: lowering._channels_only
+            return False
     return pops[-1].kind == "readout" and all(p.kind != "readout" for p in pops[:-1])
 
 

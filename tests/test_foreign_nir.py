@@ -353,3 +353,21 @@ def test_nmnist_csnn_compiles_runs_in_lava_and_is_counted(tmp_path: Path) -> Non
     assert result["spike_mismatches"] == 0 and result["nonzero_values"] > 10_000 and result["samples"] == 10
     report = json.loads(run_cli("report", str(out), "--data", data, "--format", "json", check=True).stdout)
     assert report["totals"]["sops"] > 0 and len(report["layers"]) == 6 and report["framing"]["n_time_bins"] == 8
+
+
+def test_a_chain_whose_flat_layer_a_conv_feeds_is_not_written_as_netx() -> None:
+    """netx's conv layers are (C, H, W): a flat population fed by a channels-only conv (a Linear
+    after a global pool) keeps the program out of netx.h5, as its dense form did."""
+    from danet_deploy.compile import compile_graph
+    from danet_deploy.converters.netx_writer import is_sequential
+    from danet_deploy.profiles import load_profile
+
+    graph, _ = _pooled_head()
+    graph.nodes["readout"] = nir.Affine(np.ones((3, 5)), np.zeros(3))
+    graph.nodes["out"] = nir.Output(output_type={"output": np.array([3])})
+    graph.edges = [e for e in graph.edges if e != ("lif", "out")] + [("lif", "readout"), ("readout", "out")]
+    program, _ = compile_graph(from_nir(graph), "loihi2-sim", load_profile("loihi2"), "expand",
+                               (torch.rand(4, 3, 6, 4, 4) < 0.5).float())
+    assert [p.kind for p in program.populations.values()] == ["input", "lif", "lif", "readout"]
+    assert program.populations["lif"].terms[0].map.kind == "conv"
+    assert not is_sequential(program)
