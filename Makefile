@@ -3,10 +3,15 @@
 #   make test   set them up and run the test suite: the core's part on the core's Python, then
 #               the part that imports Lava or lava-dl, in the Lava runtime
 #               (scripts/test.sh; `MARK="not slow" bash scripts/test.sh` runs the fast layer)
-.PHONY: setup demo test
+#   make lint   the formatter's and the linter's checks (ruff, configured in pyproject.toml);
+#               `.venv/bin/ruff format .` formats
+.PHONY: setup demo test lint
 setup:
 	@bash scripts/setup.sh
 demo: setup
 	.venv/bin/danet-deploy demo
 test: setup
 	@bash scripts/test.sh
+lint: setup
+	.venv/bin/ruff format --check .
+	.venv/bin/ruff check .

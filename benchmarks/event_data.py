@@ -57,21 +57,36 @@ def main() -> None:
         cold, n = timed_pass(spec, args.timesteps)
         warm, _ = timed_pass(spec, args.timesteps)
         print(f"framing {n} recordings of {args.events:,} events into {args.timesteps} frames:")
-        print(f"  first run (read + ToFrame + cache write) {cold:7.2f} s  {1000 * cold / n:8.1f} ms/recording")
-        print(f"  second run (from the cache)             {warm:7.2f} s  {1000 * warm / n:8.1f} ms/recording")
+        print(
+            f"  first run (read + ToFrame + cache write) {cold:7.2f} s  {1000 * cold / n:8.1f} ms/recording"
+        )
+        print(
+            f"  second run (from the cache)             {warm:7.2f} s  {1000 * warm / n:8.1f} ms/recording"
+        )
         print(f"  cache speed-up {cold / warm:.1f}x")
         timed_pass(spec, args.timesteps, "test")  # the epoch's test pass reads a filled cache too
-        opts = TrainOptions(arch="resnet20", connection="da", data=spec, timesteps=args.timesteps, epochs=1,
-                            batch_size=args.batch_size, device="cpu", chip_epochs=0, quiet=True)
+        opts = TrainOptions(
+            arch="resnet20",
+            connection="da",
+            data=spec,
+            timesteps=args.timesteps,
+            epochs=1,
+            batch_size=args.batch_size,
+            device="cpu",
+            chip_epochs=0,
+            quiet=True,
+        )
         t0 = time.perf_counter()
         train(opts, root / "g.pt")
         seconds = time.perf_counter() - t0
         published = SOURCES["dvsgesture"].sizes["train"]
         trained = n // args.batch_size * args.batch_size
         per = seconds / trained
-        print(f"one epoch of DA-ResNet-20 (128x128, T={args.timesteps}, batch {args.batch_size}) on {trained} "
-              f"recordings: {seconds:.1f} s (with the test pass over {n}), {per:.2f} s/recording; "
-              f"{published:,} recordings: about {per * published / 60:.0f} min")
+        print(
+            f"one epoch of DA-ResNet-20 (128x128, T={args.timesteps}, batch {args.batch_size}) on {trained} "
+            f"recordings: {seconds:.1f} s (with the test pass over {n}), {per:.2f} s/recording; "
+            f"{published:,} recordings: about {per * published / 60:.0f} min"
+        )
 
 
 if __name__ == "__main__":

@@ -33,19 +33,37 @@ def main() -> None:
     torch.manual_seed(0)
     model = build(args.arch, "da", 1000).eval()
     params = sum(p.numel() for p in model.parameters())
-    save_checkpoint(ckpt, model, {"spec": "imagefolder", "input_shape": [3, 224, 224]}, {"test_accuracy": 0.0})
+    save_checkpoint(
+        ckpt, model, {"spec": "imagefolder", "input_shape": [3, 224, 224]}, {"test_accuracy": 0.0}
+    )
     del model
     size = ckpt.stat().st_size
     t0 = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "danet_deploy", "export", str(ckpt), "--target", "nir",
-                    "-o", str(work / "out")], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "danet_deploy",
+            "export",
+            str(ckpt),
+            "--target",
+            "nir",
+            "-o",
+            str(work / "out"),
+        ],
+        check=True,
+    )
     wall = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024  # Linux reports KiB
     nir_size = (work / "out" / "graph.nir").stat().st_size
-    print(f"arch DA-{args.arch}: {params:,} parameters, checkpoint {size / 2**20:.1f} MiB, "
-          f"graph.nir {nir_size / 2**20:.1f} MiB")
+    print(
+        f"arch DA-{args.arch}: {params:,} parameters, checkpoint {size / 2**20:.1f} MiB, "
+        f"graph.nir {nir_size / 2**20:.1f} MiB"
+    )
     print(f"export wall time {wall:.1f} s (goal <= 30 s)")
-    print(f"export peak RSS {peak / 2**20:.0f} MiB = {peak / size:.2f}x the checkpoint (goal <= 3x)")
+    print(
+        f"export peak RSS {peak / 2**20:.0f} MiB = {peak / size:.2f}x the checkpoint (goal <= 3x)"
+    )
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from compile_resnet152 import run_measured, write_inputs
+from compile_resnet152 import run_measured
 
 FACTORY = '''\
 """SpikingJelly's SEW-ResNet-50 as SpikingJelly builds it (the benchmark's module MODEL)."""
@@ -37,8 +37,22 @@ def sew_resnet50():
 
 
 def export_command(model: str, out: Path, data: Path, samples: int) -> list[str]:
-    return [sys.executable, "-m", "danet_deploy", "export", model, "--target", "loihi2-sim",
-            "--data", f"tensor:{data}", "--calibration-samples", str(samples), "-o", str(out), "--force"]
+    return [
+        sys.executable,
+        "-m",
+        "danet_deploy",
+        "export",
+        model,
+        "--target",
+        "loihi2-sim",
+        "--data",
+        f"tensor:{data}",
+        "--calibration-samples",
+        str(samples),
+        "-o",
+        str(out),
+        "--force",
+    ]
 
 
 def summary(out: Path) -> str:
@@ -54,20 +68,44 @@ def main() -> None:
     work = args.workdir or Path(tempfile.mkdtemp(prefix="danet-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     ckpt, data = work / "da_resnet50.pt", work / "calibration.pt"
-    run_measured([sys.executable, str(Path(__file__).with_name("compile_resnet152.py")), "--write-inputs",
-                  "--workdir", str(work), "--arch", "resnet50", "--calibration-samples", str(args.calibration_samples)])
+    run_measured(
+        [
+            sys.executable,
+            str(Path(__file__).with_name("compile_resnet152.py")),
+            "--write-inputs",
+            "--workdir",
+            str(work),
+            "--arch",
+            "resnet50",
+            "--calibration-samples",
+            str(args.calibration_samples),
+        ]
+    )
     (work / "jelly_nets.py").write_text(FACTORY)
     ours = run_measured(export_command(str(ckpt), work / "da", data, args.calibration_samples))
     # the module runs the steps the checkpoint records
-    theirs = run_measured(export_command("jelly_nets:sew_resnet50", work / "sew", data, args.calibration_samples)
-                          + ["--input-shape", "3,224,224", "-T", str(json.loads(
-                              (work / "da" / "manifest.json").read_text())["timesteps"])], cwd=work)
-    print(f"export --target loihi2-sim, ImageNet shapes, {args.calibration_samples} calibration images, 2 cores:")
-    for name, (wall, peak), out in (("DA-ResNet-50 checkpoint", ours, work / "da"),
-                                    ("SpikingJelly sew_resnet50 module", theirs, work / "sew")):
+    theirs = run_measured(
+        export_command("jelly_nets:sew_resnet50", work / "sew", data, args.calibration_samples)
+        + [
+            "--input-shape",
+            "3,224,224",
+            "-T",
+            str(json.loads((work / "da" / "manifest.json").read_text())["timesteps"]),
+        ],
+        cwd=work,
+    )
+    print(
+        f"export --target loihi2-sim, ImageNet shapes, {args.calibration_samples} calibration images, 2 cores:"
+    )
+    for name, (wall, peak), out in (
+        ("DA-ResNet-50 checkpoint", ours, work / "da"),
+        ("SpikingJelly sew_resnet50 module", theirs, work / "sew"),
+    ):
         print(f"  {name:34s} {wall:6.1f} s wall, peak {peak / 2**30:5.2f} GiB; {summary(out)}")
-    print(f"  module / checkpoint: time {theirs[0] / ours[0]:.2f}x, peak memory {theirs[1] / ours[1]:.2f}x "
-          f"(goal <= 2x each)")
+    print(
+        f"  module / checkpoint: time {theirs[0] / ours[0]:.2f}x, peak memory {theirs[1] / ours[1]:.2f}x "
+        f"(goal <= 2x each)"
+    )
 
 
 if __name__ == "__main__":

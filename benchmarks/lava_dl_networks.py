@@ -45,28 +45,42 @@ from danet_deploy.export import load_artifact
 from danet_deploy.simulator.fixed import FixedSimulator
 
 NETX = "tests/lava/lib/dl/netx"
-FILES = [f"{NETX}/tiny.net", f"{NETX}/gts/pilotnet_lif/network.net", f"{NETX}/gts/pilotnet_sdnn/network.net",
-         "tutorials/lava/lib/dl/netx/pilotnet_snn/network.net", "tutorials/lava/lib/dl/netx/pilotnet_sdnn/network.net",
-         "tutorials/lava/lib/dl/netx/mnist/trained_mnist_network.net",
-         "tutorials/lava/lib/dl/bootstrap/mnist/Trained/network.net"]
+FILES = [
+    f"{NETX}/tiny.net",
+    f"{NETX}/gts/pilotnet_lif/network.net",
+    f"{NETX}/gts/pilotnet_sdnn/network.net",
+    "tutorials/lava/lib/dl/netx/pilotnet_snn/network.net",
+    "tutorials/lava/lib/dl/netx/pilotnet_sdnn/network.net",
+    "tutorials/lava/lib/dl/netx/mnist/trained_mnist_network.net",
+    "tutorials/lava/lib/dl/bootstrap/mnist/Trained/network.net",
+]
 # Intel's Loihi 2 measurement of PilotNet LIF (benchmark.ipynb: the compiler's per-core table,
 # "Power Results" and the throughput at reset_interval = 16)
 INTEL = {"cores": 74, "step_us": 1e6 / 408.91 / 16, "dynamic_uj_per_step": 1094.0 / 16}
 # Intel's compiler's cores per layer, input first (both notebooks' "Per core distribution"): PilotNet
 # LIF ran its input layer on the chip (13 cores), PilotNet SDNN ran its encoder off the neurocores
 # (skip_layers=1); the four dense layers' last is the readout
-INTEL_LAYER_CORES = {"lif": [13, 25, 13, 3, 3, 2, 12, 1, 1, 1], "sdnn": [0, 25, 13, 3, 3, 2, 12, 1, 1, 1]}
+INTEL_LAYER_CORES = {
+    "lif": [13, 25, 13, 3, 3, 2, 12, 1, 1, 1],
+    "sdnn": [0, 25, 13, 3, 3, 2, 12, 1, 1, 1],
+}
 SDNN_TUTORIAL = "tutorials/lava/lib/dl/netx/pilotnet_sdnn/network.net"
 STEPS = 16
 BEFORE_FIRST_RESET = 14
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "danet_deploy", *args], capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "danet_deploy", *args],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
 
 
-def input_layer_spikes(bias: np.ndarray, steps: int, v_decay: int = 1024, vth: int = 25) -> np.ndarray:
+def input_layer_spikes(
+    bias: np.ndarray, steps: int, v_decay: int = 1024, vth: int = 25
+) -> np.ndarray:
     """Lava's LIF (``du = 4095``, no input) driven by ``bias_mant`` (netx's ``(W, H, C)``):
     spikes ``[T, C, H, W]``, as lava-dl's tests drive their input layers."""
     b = np.asarray(bias).transpose(2, 1, 0).astype(np.int64) << 6
@@ -89,8 +103,12 @@ def spikes_of(export_dir: Path, x: np.ndarray) -> tuple[dict[str, np.ndarray], l
 
 def lava_mismatches(export_dir: Path, x: np.ndarray, work: Path) -> str:
     data = work / f"{export_dir.name}.input.pt"
-    torch.save({"inputs": torch.from_numpy(x)[None], "labels": torch.zeros(1, dtype=torch.long)}, data)
-    proc = cli("simulate", str(export_dir), "--data", f"tensor:{data}", "--backend", "lava", "--json")
+    torch.save(
+        {"inputs": torch.from_numpy(x)[None], "labels": torch.zeros(1, dtype=torch.long)}, data
+    )
+    proc = cli(
+        "simulate", str(export_dir), "--data", f"tensor:{data}", "--backend", "lava", "--json"
+    )
     if proc.returncode:
         return proc.stderr.strip().splitlines()[-1]
     r = json.loads(proc.stdout)
@@ -106,12 +124,16 @@ def through_every_command(export_dir: Path, work: Path) -> str:
     x = rng.integers(0, 64, (STEPS, *shape)) if graded else rng.random((STEPS, *shape)) < 0.2
     x = x.astype(np.float32)
     data = work / f"{export_dir.name}.random.pt"
-    torch.save({"inputs": torch.from_numpy(x)[None], "labels": torch.zeros(1, dtype=torch.long)}, data)
+    torch.save(
+        {"inputs": torch.from_numpy(x)[None], "labels": torch.zeros(1, dtype=torch.long)}, data
+    )
     fast = cli("simulate", str(export_dir), "--data", f"tensor:{data}", "--json")
     report = cli("report", str(export_dir), "--data", f"tensor:{data}", "--format", "json")
-    return (f"simulate fast: {'ok' if fast.returncode == 0 else fast.stderr.strip()}; "
-            f"Lava: {lava_mismatches(export_dir, x, work)}; "
-            f"report: {'ok' if report.returncode == 0 else report.stderr.strip()}")
+    return (
+        f"simulate fast: {'ok' if fast.returncode == 0 else fast.stderr.strip()}; "
+        f"Lava: {lava_mismatches(export_dir, x, work)}; "
+        f"report: {'ok' if report.returncode == 0 else report.stderr.strip()}"
+    )
 
 
 def tinynet(root: Path, export_dir: Path, work: Path) -> None:
@@ -120,9 +142,11 @@ def tinynet(root: Path, export_dir: Path, work: Path) -> None:
     spikes, names = spikes_of(export_dir, x)
     ours = spikes[names[-1]].reshape(len(x), -1).T  # [36, T]
     truth = np.load(gts / "output.npy")[0, :, 0, 0, :]
-    bad = int(np.abs(ours[:, :STEPS - 1] - truth[:, 1:STEPS]).sum())
-    print(f"  tinynet ground truth: {bad} mismatches in {int(truth[:, 1:].sum())} output spikes; "
-          f"Lava: {lava_mismatches(export_dir, x, work)}")
+    bad = int(np.abs(ours[:, : STEPS - 1] - truth[:, 1:STEPS]).sum())
+    print(
+        f"  tinynet ground truth: {bad} mismatches in {int(truth[:, 1:].sum())} output spikes; "
+        f"Lava: {lava_mismatches(export_dir, x, work)}"
+    )
 
 
 def pilotnet_lif(root: Path, export_dir: Path, work: Path) -> None:
@@ -132,14 +156,18 @@ def pilotnet_lif(root: Path, export_dir: Path, work: Path) -> None:
     records = [f"conv-{i}" for i in range(5)] + [f"fc-{i}" for i in range(3)]
     bad = total = 0
     for lag, (name, record) in enumerate(zip(names, records, strict=True), start=1):
-        truth = np.moveaxis(np.load(gts / f"{record}.npy").astype(np.float32), -1, 0)  # [T, (W, H, C)]
+        truth = np.moveaxis(
+            np.load(gts / f"{record}.npy").astype(np.float32), -1, 0
+        )  # [T, (W, H, C)]
         ours = spikes[name]
         ours = ours.transpose(0, 3, 2, 1) if ours.ndim == 4 else ours
         window = slice(lag, lag + BEFORE_FIRST_RESET)
         bad += int(np.abs(ours[:BEFORE_FIRST_RESET] - truth[window]).sum())
         total += int(truth[window].sum())
-    print(f"  pilotnet_lif ground truth: {bad} mismatches in {total:,} spikes of its 8 spiking layers over "
-          f"{BEFORE_FIRST_RESET} steps; Lava: {lava_mismatches(export_dir, x, work)}")
+    print(
+        f"  pilotnet_lif ground truth: {bad} mismatches in {total:,} spikes of its 8 spiking layers over "
+        f"{BEFORE_FIRST_RESET} steps; Lava: {lava_mismatches(export_dir, x, work)}"
+    )
     beside_intel(export_dir, work / f"{export_dir.name}.input.pt")
 
 
@@ -149,18 +177,34 @@ def pilotnet_sdnn(root: Path, export_dir: Path, work: Path) -> None:
     frame = np.load(gts / "input.npy")[..., 0].transpose(2, 1, 0)  # (W, H, C) -> (C, H, W)
     x = np.repeat(frame[None].astype(np.float32), len(truth), axis=0)
     program = load_artifact(export_dir).program
-    sigma = FixedSimulator(program).timelines(torch.from_numpy(x)[None])["output"].cumsum(0)[:len(truth), 0, 0]
+    sigma = (
+        FixedSimulator(program)
+        .timelines(torch.from_numpy(x)[None])["output"]
+        .cumsum(0)[: len(truth), 0, 0]
+    )
     bad = int((sigma.numpy() != truth).sum())
-    print(f"  pilotnet_sdnn ground truth: {bad} of {len(truth)} Sigma outputs differ (steps 1-{len(truth)}, "
-          f"values up to {np.abs(truth).max():,.0f}); Lava: {lava_mismatches(export_dir, x, work)}")
+    print(
+        f"  pilotnet_sdnn ground truth: {bad} of {len(truth)} Sigma outputs differ (steps 1-{len(truth)}, "
+        f"values up to {np.abs(truth).max():,.0f}); Lava: {lava_mismatches(export_dir, x, work)}"
+    )
 
 
 def sdnn_tutorial(root: Path, export_dir: Path, work: Path) -> None:
     """The PilotNet SDNN Intel benchmarked: its cores layer by layer beside Intel's compiler's."""
-    r = json.loads(cli("report", str(export_dir), "--data", f"tensor:{work / export_dir.name}.random.pt",
-                       "--format", "json").stdout)
-    print("  PilotNet SDNN on Loihi 2, cores per layer, ours beside Intel's compiler (its encoder ran off the "
-          "neurocores):")
+    r = json.loads(
+        cli(
+            "report",
+            str(export_dir),
+            "--data",
+            f"tensor:{work / export_dir.name}.random.pt",
+            "--format",
+            "json",
+        ).stdout
+    )
+    print(
+        "  PilotNet SDNN on Loihi 2, cores per layer, ours beside Intel's compiler (its encoder ran off the "
+        "neurocores):"
+    )
     per_layer(r, INTEL_LAYER_CORES["sdnn"])
 
 
@@ -170,23 +214,41 @@ def per_layer(report: dict, intel: list[int]) -> None:
     if len(ours) == len(intel) - 1:  # our program skipped the input layer
         ours = [0, *ours]
     print("    layer  " + " ".join(f"{i:>4}" for i in range(len(intel))))
-    print("    ours   " + " ".join(f"{c:>4}" for c in ours) + f"   total {sum(ours)}, without layer 0 {sum(ours[1:])}")
-    print("    Intel  " + " ".join(f"{c:>4}" for c in intel) + f"   total {sum(intel)}, without layer 0 "
-          f"{sum(intel[1:])}  (ratio without layer 0: {sum(ours[1:]) / sum(intel[1:]):.2f})")
+    print(
+        "    ours   "
+        + " ".join(f"{c:>4}" for c in ours)
+        + f"   total {sum(ours)}, without layer 0 {sum(ours[1:])}"
+    )
+    print(
+        "    Intel  "
+        + " ".join(f"{c:>4}" for c in intel)
+        + f"   total {sum(intel)}, without layer 0 "
+        f"{sum(intel[1:])}  (ratio without layer 0: {sum(ours[1:]) / sum(intel[1:]):.2f})"
+    )
 
 
 def beside_intel(export_dir: Path, data: Path) -> None:
     proc = cli("report", str(export_dir), "--data", f"tensor:{data}", "--format", "json")
     r = json.loads(proc.stdout)
-    ours = {"cores": r["totals"]["cores"], "step_us": r["timing"]["step_ns"] / 1000,
-            "dynamic_uj_per_step": r["totals"]["energy_dynamic_pj"] / 1e6 / r["timesteps"]}
-    intel = {**INTEL, "cores": sum(INTEL_LAYER_CORES["lif"][1:])}  # like for like: our program skips the input layer
-    print(f"  PilotNet LIF on Loihi 2, ours (estimate, {r['timesteps']} steps of the ground-truth image, the input "
-          f"layer skipped) beside Intel's measurement (cores without its 13 input-layer cores):")
+    ours = {
+        "cores": r["totals"]["cores"],
+        "step_us": r["timing"]["step_ns"] / 1000,
+        "dynamic_uj_per_step": r["totals"]["energy_dynamic_pj"] / 1e6 / r["timesteps"],
+    }
+    intel = {
+        **INTEL,
+        "cores": sum(INTEL_LAYER_CORES["lif"][1:]),
+    }  # like for like: our program skips the input layer
+    print(
+        f"  PilotNet LIF on Loihi 2, ours (estimate, {r['timesteps']} steps of the ground-truth image, the input "
+        f"layer skipped) beside Intel's measurement (cores without its 13 input-layer cores):"
+    )
     for key, goal in (("cores", 1.1), ("step_us", 1.5), ("dynamic_uj_per_step", 1.5)):
         ratio = ours[key] / intel[key]
-        print(f"    {key:20s} ours {ours[key]:9.1f}  Intel {intel[key]:9.1f}  ratio {ratio:5.2f} "
-              f"(goal within {goal}x: {'met' if 1 / goal <= ratio <= goal else 'not met'})")
+        print(
+            f"    {key:20s} ours {ours[key]:9.1f}  Intel {intel[key]:9.1f}  ratio {ratio:5.2f} "
+            f"(goal within {goal}x: {'met' if 1 / goal <= ratio <= goal else 'not met'})"
+        )
     per_layer(r, INTEL_LAYER_CORES["lif"])
 
 
@@ -197,8 +259,12 @@ def main() -> None:
     args = ap.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="danet-lava-dl-"))
     work.mkdir(parents=True, exist_ok=True)
-    checks = {f"{NETX}/tiny.net": tinynet, f"{NETX}/gts/pilotnet_lif/network.net": pilotnet_lif,
-              f"{NETX}/gts/pilotnet_sdnn/network.net": pilotnet_sdnn, SDNN_TUTORIAL: sdnn_tutorial}
+    checks = {
+        f"{NETX}/tiny.net": tinynet,
+        f"{NETX}/gts/pilotnet_lif/network.net": pilotnet_lif,
+        f"{NETX}/gts/pilotnet_sdnn/network.net": pilotnet_sdnn,
+        SDNN_TUTORIAL: sdnn_tutorial,
+    }
     for i, rel in enumerate(FILES):
         path = args.lava_dl / rel
         if not path.is_file():
@@ -206,9 +272,17 @@ def main() -> None:
             continue
         out = work / f"net{i}"
         proc = cli("export", str(path), "--target", "loihi2-sim", "-o", str(out), "--force")
-        print(f"{rel}: " + ("exports" if proc.returncode == 0 else proc.stderr.strip().splitlines()[-1]))
-        to_nir = cli("export", str(path), "--target", "nir", "-o", str(work / f"net{i}.nir"), "--force")
-        print("  export --target nir: " + ("exports" if to_nir.returncode == 0 else to_nir.stderr.strip()))
+        print(
+            f"{rel}: "
+            + ("exports" if proc.returncode == 0 else proc.stderr.strip().splitlines()[-1])
+        )
+        to_nir = cli(
+            "export", str(path), "--target", "nir", "-o", str(work / f"net{i}.nir"), "--force"
+        )
+        print(
+            "  export --target nir: "
+            + ("exports" if to_nir.returncode == 0 else to_nir.stderr.strip())
+        )
         if proc.returncode == 0:
             print("  " + through_every_command(out, work))
         if proc.returncode == 0 and rel in checks:

@@ -105,19 +105,33 @@ def row(label: str, chip: Path, samples: int) -> None:
     load = os.getloadavg()[0]
     t0 = time.perf_counter()
     with GroupWatch() as watch:
-        lava.run_lava(chip / "program.h5", program, fast.encode(x).numpy(), lambda: done.append(time.perf_counter()),
-                      guess.stall_timeout, guess)
+        lava.run_lava(
+            chip / "program.h5",
+            program,
+            fast.encode(x).numpy(),
+            lambda: done.append(time.perf_counter()),
+            guess.stall_timeout,
+            guess,
+        )
     total = time.perf_counter() - t0
     step = (done[-1] - done[0]) / max(1, len(done) - 1)
-    print(f"[{label}] {size['processes']} processes, {size['synapses']:,} synapses, {size['steps']} steps "
-          f"({samples} samples); Dense entries {size['dense_entries']:,}, Sparse synapses "
-          f"{size['sparse_synapses']:,}, Conv pairs {size['conv_pairs']:,}; load {load:.1f} on "
-          f"{os.cpu_count()} cores")
-    print(f"[{label}]   {'':10s} {'start-up':>10s} {'per step':>10s} {'whole run':>10s} {'peak PSS':>10s}")
-    print(f"[{label}]   {'estimated':10s} {guess.start_s:9.1f}s {guess.step_s * 1000:8.0f}ms {guess.seconds:9.1f}s "
-          f"{guess.bytes / 2**20:7.0f}MiB")
-    print(f"[{label}]   {'measured':10s} {done[0] - t0:9.1f}s {step * 1000:8.0f}ms {total:9.1f}s "
-          f"{watch.peak / 2**20:7.0f}MiB   (CPU {watch.cpu:.1f} s)")
+    print(
+        f"[{label}] {size['processes']} processes, {size['synapses']:,} synapses, {size['steps']} steps "
+        f"({samples} samples); Dense entries {size['dense_entries']:,}, Sparse synapses "
+        f"{size['sparse_synapses']:,}, Conv pairs {size['conv_pairs']:,}; load {load:.1f} on "
+        f"{os.cpu_count()} cores"
+    )
+    print(
+        f"[{label}]   {'':10s} {'start-up':>10s} {'per step':>10s} {'whole run':>10s} {'peak PSS':>10s}"
+    )
+    print(
+        f"[{label}]   {'estimated':10s} {guess.start_s:9.1f}s {guess.step_s * 1000:8.0f}ms {guess.seconds:9.1f}s "
+        f"{guess.bytes / 2**20:7.0f}MiB"
+    )
+    print(
+        f"[{label}]   {'measured':10s} {done[0] - t0:9.1f}s {step * 1000:8.0f}ms {total:9.1f}s "
+        f"{watch.peak / 2**20:7.0f}MiB   (CPU {watch.cpu:.1f} s)"
+    )
 
 
 def main() -> None:
@@ -128,8 +142,14 @@ def main() -> None:
     args = ap.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="danet-bench-"))
     work.mkdir(parents=True, exist_ok=True)
-    row("digits DANet", exported(work, "digits_da", "digits_resnet", (1, 8, 8)), args.digits_samples)
-    row("DA-ResNet-20 3x32x32", exported(work, "resnet20_da", "resnet20", (3, 32, 32)), args.cifar_samples)
+    row(
+        "digits DANet", exported(work, "digits_da", "digits_resnet", (1, 8, 8)), args.digits_samples
+    )
+    row(
+        "DA-ResNet-20 3x32x32",
+        exported(work, "resnet20_da", "resnet20", (3, 32, 32)),
+        args.cifar_samples,
+    )
 
 
 if __name__ == "__main__":

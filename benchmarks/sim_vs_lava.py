@@ -52,8 +52,15 @@ def _lava_pss_mib() -> float:
     total = 0
     for proc in Path("/proc").iterdir():
         try:
-            if proc.name.isdigit() and b"danet_deploy.simulator.lava" in (proc / "cmdline").read_bytes():
-                line = next(ln for ln in (proc / "smaps_rollup").read_text().splitlines() if ln.startswith("Pss:"))
+            if (
+                proc.name.isdigit()
+                and b"danet_deploy.simulator.lava" in (proc / "cmdline").read_bytes()
+            ):
+                line = next(
+                    ln
+                    for ln in (proc / "smaps_rollup").read_text().splitlines()
+                    if ln.startswith("Pss:")
+                )
                 total += int(line.split()[1])
         except (OSError, StopIteration):
             pass
@@ -80,7 +87,9 @@ class _PeakSampler:
         self._thread.join()
 
 
-def compare(label: str, chip: Path, x: torch.Tensor, lava_samples: int, device: str) -> FixedSimulator:
+def compare(
+    label: str, chip: Path, x: torch.Tensor, lava_samples: int, device: str
+) -> FixedSimulator:
     """One row: Lava and the fast simulator on the same samples of ``x`` ``[N, T, ...]``."""
     program = read_program(chip / "program.h5")
     fast = FixedSimulator(program, device=device)
@@ -89,8 +98,12 @@ def compare(label: str, chip: Path, x: torch.Tensor, lava_samples: int, device: 
     done: list[float] = []  # when Lava finished each step
     t0 = time.perf_counter()
     with _PeakSampler(_lava_pss_mib) as memory:
-        lava = run_lava(chip / "program.h5", program, fast.encode(x[:lava_samples]).cpu().numpy(),
-                        on_step=lambda: done.append(time.perf_counter()))
+        lava = run_lava(
+            chip / "program.h5",
+            program,
+            fast.encode(x[:lava_samples]).cpu().numpy(),
+            on_step=lambda: done.append(time.perf_counter()),
+        )
     lava_s = time.perf_counter() - t0
     steady_steps = (len(done) - 1) / (done[-1] - done[0])
     steady_samples = steady_steps / steps
@@ -99,15 +112,23 @@ def compare(label: str, chip: Path, x: torch.Tensor, lava_samples: int, device: 
     spikes = sum(int((v != 0).sum()) for v in expected.values())
     fast_s = _best_of(lambda: fast.predict(x))
     fast_rate = len(x) / fast_s
-    print(f"[{label}] {size['processes']} Lava processes, {size['synapses']:,} synapses, {size['steps']} steps")
-    print(f"[{label}] Lava ({lava_samples} samples): {lava_s:.1f} s in all; {steady_steps:.2f} steps/s = "
-          f"{steady_samples:.3f} samples/s after start-up ({done[0] - t0:.1f} s), {lava_samples / lava_s:.3f} "
-          f"samples/s incl. start-up; peak memory {memory.peak:,.0f} MiB (PSS)")
-    print(f"[{label}] fast fixed-point ({device}, {len(x)} samples, one batch): {fast_rate:,.1f} samples/s; "
-          f"peak RSS of this process {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB")
-    print(f"[{label}] ratio fast / Lava after start-up: {fast_rate / steady_samples:,.0f}x "
-          f"({fast_rate * lava_s / lava_samples:,.0f}x incl. Lava's start-up); spike mismatches: {mismatches} "
-          f"of {spikes:,} nonzero values")
+    print(
+        f"[{label}] {size['processes']} Lava processes, {size['synapses']:,} synapses, {size['steps']} steps"
+    )
+    print(
+        f"[{label}] Lava ({lava_samples} samples): {lava_s:.1f} s in all; {steady_steps:.2f} steps/s = "
+        f"{steady_samples:.3f} samples/s after start-up ({done[0] - t0:.1f} s), {lava_samples / lava_s:.3f} "
+        f"samples/s incl. start-up; peak memory {memory.peak:,.0f} MiB (PSS)"
+    )
+    print(
+        f"[{label}] fast fixed-point ({device}, {len(x)} samples, one batch): {fast_rate:,.1f} samples/s; "
+        f"peak RSS of this process {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB"
+    )
+    print(
+        f"[{label}] ratio fast / Lava after start-up: {fast_rate / steady_samples:,.0f}x "
+        f"({fast_rate * lava_s / lava_samples:,.0f}x incl. Lava's start-up); spike mismatches: {mismatches} "
+        f"of {spikes:,} nonzero values"
+    )
     return fast
 
 
@@ -120,8 +141,10 @@ def digits_row(work: Path, lava_samples: int, device: str) -> None:
     x = x.unsqueeze(1).expand(-1, read_program(chip / "program.h5").lowered.timesteps, -1, -1, -1)
     fast = compare("digits DANet", chip, x, lava_samples, device)
     acc = Accountant(fast.program, device=device)
-    print(f"[digits DANet] accounting adds {_best_of(lambda: acc.add(x)) / _best_of(lambda: fast.predict(x)):.2f}x "
-          f"to a fast run (goal <= 1.2x)")
+    print(
+        f"[digits DANet] accounting adds {_best_of(lambda: acc.add(x)) / _best_of(lambda: fast.predict(x)):.2f}x "
+        f"to a fast run (goal <= 1.2x)"
+    )
 
 
 def cifar_row(work: Path, lava_samples: int, device: str) -> None:
@@ -132,8 +155,17 @@ def cifar_row(work: Path, lava_samples: int, device: str) -> None:
         torch.save({"inputs": x, "labels": (x[:, 0].mean((1, 2)) * 10).long().clamp(0, 9)}, data)
     ckpt = work / "resnet20_da.pt"
     if not ckpt.exists():
-        train(TrainOptions(arch="resnet20", connection="da", data=f"tensor:{data}", epochs=1, quiet=True,
-                           device="cpu"), ckpt)
+        train(
+            TrainOptions(
+                arch="resnet20",
+                connection="da",
+                data=f"tensor:{data}",
+                epochs=1,
+                quiet=True,
+                device="cpu",
+            ),
+            ckpt,
+        )
     chip = export(ckpt, "loihi2-sim", work / "resnet20_da.loihi2-sim", data=f"tensor:{data}")
     x = torch.load(data, weights_only=True)["inputs"][:lava_samples]
     x = x.unsqueeze(1).expand(-1, read_program(chip / "program.h5").lowered.timesteps, -1, -1, -1)

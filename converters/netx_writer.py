@@ -37,9 +37,13 @@ def is_sequential(program: Program) -> bool:
         if t.source != prev.name or t.delay:
             return False
         bias = program.fixed[pop.name].bias_mant
-        if pop.kind == "lif" and (t.map.kind != "conv" or bias is not None and _channel_bias(bias) is None):
+        if pop.kind == "lif" and (
+            t.map.kind != "conv" or bias is not None and _channel_bias(bias) is None
+        ):
             return False
-        if pop.kind == "lif" and len(pop.shape) != 3:  # a flat population a conv feeds: lowering._channels_only
+        if (
+            pop.kind == "lif" and len(pop.shape) != 3
+        ):  # a flat population a conv feeds: lowering._channels_only
             return False
     return pops[-1].kind == "readout" and all(p.kind != "readout" for p in pops[:-1])
 
@@ -67,11 +71,17 @@ def _fill_netx(file: BinaryIO, program: Program) -> None:
             if pop.kind == "readout":
                 layer("flatten", (int(np.prod(t.map.in_shape)), 1, 1))
                 g = layer("dense", (pop.neurons,))
-                g.create_dataset("weight", data=t.weight_q.reshape(t.weight_q.shape[0], -1).astype(np.int64))
+                g.create_dataset(
+                    "weight", data=t.weight_q.reshape(t.weight_q.shape[0], -1).astype(np.int64)
+                )
                 continue
             g = layer("conv", pop.shape)
             g.create_dataset("weight", data=t.weight_q.astype(np.int64))
-            for key, value in (("stride", t.map.stride), ("padding", t.map.padding), ("dilation", (1, 1))):
+            for key, value in (
+                ("stride", t.map.stride),
+                ("padding", t.map.padding),
+                ("dilation", (1, 1)),
+            ):
                 g.create_dataset(key, data=np.array(value))
             g.create_dataset("groups", data=1)
             bias = _channel_bias(fx.bias_mant)
@@ -79,6 +89,11 @@ def _fill_netx(file: BinaryIO, program: Program) -> None:
                 g.create_dataset("bias", data=bias.astype(np.int64))
             n = g.create_group("neuron")
             n.create_dataset("type", data=np.array([b"CUBA"], dtype="S10"))
-            for key, value in (("iDecay", fx.du + 1), ("vDecay", fx.dv), ("vThMant", fx.vth),
-                               ("refDelay", 1), ("gradedSpike", 0)):
+            for key, value in (
+                ("iDecay", fx.du + 1),
+                ("vDecay", fx.dv),
+                ("vThMant", fx.vth),
+                ("refDelay", 1),
+                ("gradedSpike", 0),
+            ):
                 n.create_dataset(key, data=np.int64(value))

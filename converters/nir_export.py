@@ -57,11 +57,19 @@ def _per_neuron(value: float | np.ndarray, shape: tuple[int, ...], dtype: np.dty
     return np.broadcast_to(value, shape)
 
 
-NEVER_DECAYS = 2.0 ** 24  # steps: a time constant whose decay per step rounds to Loihi's none (0 of 4096)
+NEVER_DECAYS = (
+    2.0**24
+)  # steps: a time constant whose decay per step rounds to Loihi's none (0 of 4096)
 
 
-def loihi_cuba(i_decay: float, v_decay: float, threshold: float, bias: float | np.ndarray, dt: float,
-               full: Callable[[float | np.ndarray], np.ndarray]) -> nir.CubaLIF:
+def loihi_cuba(
+    i_decay: float,
+    v_decay: float,
+    threshold: float,
+    bias: float | np.ndarray,
+    dt: float,
+    full: Callable[[float | np.ndarray], np.ndarray],
+) -> nir.CubaLIF:
     """Loihi's CUBA neuron as NIR's CubaLIF: forward Euler with these constants is exactly
     ``u <- (1 - iDecay/4096) u + I``, ``v <- (1 - vDecay/4096) v + u + bias`` (per step ``dt``).
     A decay of 0 (a state that never decays, netx's default current) has no finite time
@@ -70,8 +78,15 @@ def loihi_cuba(i_decay: float, v_decay: float, threshold: float, bias: float | n
     tau_syn = dt * (4096 / i_decay if i_decay else NEVER_DECAYS)
     tau_mem = dt * (4096 / v_decay if v_decay else NEVER_DECAYS)
     r = tau_mem / dt
-    return nir.CubaLIF(tau_syn=full(tau_syn), tau_mem=full(tau_mem), r=full(r), w_in=full(tau_syn / dt),
-                       v_leak=full(r * np.asarray(bias)), v_threshold=full(threshold), v_reset=full(0.0))
+    return nir.CubaLIF(
+        tau_syn=full(tau_syn),
+        tau_mem=full(tau_mem),
+        r=full(r),
+        w_in=full(tau_syn / dt),
+        v_leak=full(r * np.asarray(bias)),
+        v_threshold=full(threshold),
+        v_reset=full(0.0),
+    )
 
 
 class _Lowering:
@@ -94,7 +109,11 @@ class _Lowering:
         self.stream_shift: dict[str, np.ndarray] = {}
 
     def _emit(self, name: str, node: nir.NIRNode, model_node: Node, signal: str) -> str:
-        node.metadata = {"connection": model_node.connection, "signal": signal, "source": model_node.name}
+        node.metadata = {
+            "connection": model_node.connection,
+            "signal": signal,
+            "source": model_node.name,
+        }
         self.nodes[name] = node
         self.signal[name] = signal
         return name
@@ -108,8 +127,11 @@ class _Lowering:
         op, shape = node.op, self.shapes[node.name]
         ins = [s for i in node.inputs for s in self.sources[i]]
         if op == "input":
-            self.sources[node.name] = [self._emit(node.name, nir.Input(input_type={"input": np.array(shape)}),
-                                                  node, node.signal)]
+            self.sources[node.name] = [
+                self._emit(
+                    node.name, nir.Input(input_type={"input": np.array(shape)}), node, node.signal
+                )
+            ]
         elif op == "add":
             self.sources[node.name] = ins
         elif op == "conv":
@@ -122,26 +144,47 @@ class _Lowering:
             self._gate(node, shape)
         elif op == "maxpool":
             a = node.attrs
-            pool = self._emit(f"{node.name}.sum", nir.SumPool2d(np.array([a["kernel"]] * 2),
-                                                                np.array([a["stride"]] * 2),
-                                                                np.array([a["padding"]] * 2)),
-                              node, "count")
+            pool = self._emit(
+                f"{node.name}.sum",
+                nir.SumPool2d(
+                    np.array([a["kernel"]] * 2),
+                    np.array([a["stride"]] * 2),
+                    np.array([a["padding"]] * 2),
+                ),
+                node,
+                "count",
+            )
             self._connect(ins, pool, node.connection)
-            out = self._emit(node.name, nir.Threshold(_per_neuron(0.5, shape, np.float32)), node, SPIKE)
+            out = self._emit(
+                node.name, nir.Threshold(_per_neuron(0.5, shape, np.float32)), node, SPIKE
+            )
             self._connect([pool], out, node.connection)
             self.sources[node.name] = [out]
         elif op == "gap":
             size = self.shapes[node.inputs[0]][1:]
-            pool = self._emit(node.name, nir.AvgPool2d(np.array(size), np.array(size), np.array([0, 0])),
-                              node, REAL)
+            pool = self._emit(
+                node.name,
+                nir.AvgPool2d(np.array(size), np.array(size), np.array([0, 0])),
+                node,
+                REAL,
+            )
             self._connect(ins, pool, node.connection)
             self.sources[node.name] = [pool]
         elif op == "linear":  # the readout, applied to the pooled (C, 1, 1) map as a 1x1 conv
             bias = self.model.layer_bias(node)
-            bias = bias if bias is not None else torch.zeros(self.model.module_of(node).out_features)
+            bias = (
+                bias if bias is not None else torch.zeros(self.model.module_of(node).out_features)
+            )
             weight = _array(self.model.layer_weight(node))[:, :, None, None]
-            fc = nir.Conv2d(input_shape=(1, 1), weight=weight, stride=1, padding=0, dilation=1, groups=1,
-                            bias=_array(bias))
+            fc = nir.Conv2d(
+                input_shape=(1, 1),
+                weight=weight,
+                stride=1,
+                padding=0,
+                dilation=1,
+                groups=1,
+                bias=_array(bias),
+            )
             out = self._emit(node.name, fc, node, REAL)
             self._connect(ins, out, node.connection)
             self.sources[node.name] = [out]
@@ -151,7 +194,11 @@ class _Lowering:
     def _conv(self, node: Node, ins: list[str]) -> None:
         m = self.model.module_of(node)
         weight = self.model.layer_weight(node).detach()
-        bias = m.bias.detach() if m.bias is not None else torch.zeros(m.out_channels, dtype=weight.dtype)
+        bias = (
+            m.bias.detach()
+            if m.bias is not None
+            else torch.zeros(m.out_channels, dtype=weight.dtype)
+        )
         bn = self.model.folded_bn(node)
         if bn is not None:
             scale, shift = self.model.bn_affine(bn)
@@ -161,9 +208,15 @@ class _Lowering:
                 weight = weight * scale.view(-1, 1, 1, 1)
             bias = bias * scale + shift
         in_signal = "+".join(sorted({self.signal[s] for s in ins}))
-        conv = nir.Conv2d(input_shape=tuple(self.shapes[node.inputs[0]][1:]), weight=_array(weight),
-                          stride=tuple(m.stride), padding=tuple(m.padding), dilation=tuple(m.dilation),
-                          groups=m.groups, bias=_array(bias))
+        conv = nir.Conv2d(
+            input_shape=tuple(self.shapes[node.inputs[0]][1:]),
+            weight=_array(weight),
+            stride=tuple(m.stride),
+            padding=tuple(m.padding),
+            dilation=tuple(m.dilation),
+            groups=m.groups,
+            bias=_array(bias),
+        )
         out = self._emit(node.name, conv, node, REAL)
         conv.metadata["input_signal"] = in_signal  # 'real' marks a non-spiking (MAC) layer
         self._connect(ins, out, node.connection)
@@ -176,7 +229,9 @@ class _Lowering:
             return
         users = self.consumers[node.name]
         if [u.op for u in users] != ["lif"]:
-            raise ValueError(f"{node.name}: a BatchNorm on a summed stream must feed exactly one LIF")
+            raise ValueError(
+                f"{node.name}: a BatchNorm on a summed stream must feed exactly one LIF"
+            )
         scale, shift = (_array(t) for t in self.model.bn_affine(node))
         shape = self.shapes[node.name]
         out = self._emit(node.name, nir.Scale(_per_neuron(scale, shape, scale.dtype)), node, REAL)
@@ -192,19 +247,34 @@ class _Lowering:
         if isinstance(lif, CUBA):
             p = lif.device_params
             if p["iDecay"] < 4096 and shift is not None:
-                raise ValueError(f"{node.name}: a BatchNorm shift into a CUBA neuron with current memory "
-                                 f"has no Loihi form")
-            neuron = loihi_cuba(p["iDecay"], p["vDecay"], lif.threshold, 0.0 if shift is None else shift,
-                                self.dt, full)
+                raise ValueError(
+                    f"{node.name}: a BatchNorm shift into a CUBA neuron with current memory "
+                    f"has no Loihi form"
+                )
+            neuron = loihi_cuba(
+                p["iDecay"],
+                p["vDecay"],
+                lif.threshold,
+                0.0 if shift is None else shift,
+                self.dt,
+                full,
+            )
         elif lif.beta >= 1.0:
             if shift is not None:
                 raise ValueError(f"{node.name}: a non-leaky neuron cannot absorb a BatchNorm shift")
-            neuron = nir.IF(r=full(1.0 / self.dt), v_threshold=full(lif.threshold), v_reset=full(0.0))
+            neuron = nir.IF(
+                r=full(1.0 / self.dt), v_threshold=full(lif.threshold), v_reset=full(0.0)
+            )
         else:
             tau = self.dt / (1.0 - lif.beta)
             r = tau / self.dt
-            neuron = nir.LIF(tau=full(tau), r=full(r), v_leak=full(r * shift if shift is not None else 0.0),
-                             v_threshold=full(lif.threshold), v_reset=full(0.0))
+            neuron = nir.LIF(
+                tau=full(tau),
+                r=full(r),
+                v_leak=full(r * shift if shift is not None else 0.0),
+                v_threshold=full(lif.threshold),
+                v_reset=full(0.0),
+            )
         out = self._emit(node.name, neuron, node, SPIKE)
         self._connect(ins, out, node.connection)
         self.sources[node.name] = [out]
@@ -212,10 +282,16 @@ class _Lowering:
     def _gate(self, node: Node, shape: tuple[int, ...]) -> None:
         """AND: ``a + d > 1.5``; IAND: ``d - a > 0.5`` — exact on binary spikes."""
         a, d = (self.sources[i] for i in node.inputs)
-        gate = self._emit(node.name, nir.Threshold(_per_neuron(1.5 if node.op == "and" else 0.5, shape,
-                                                               np.float32)), node, SPIKE)
+        gate = self._emit(
+            node.name,
+            nir.Threshold(_per_neuron(1.5 if node.op == "and" else 0.5, shape, np.float32)),
+            node,
+            SPIKE,
+        )
         if node.op == "iand":
-            neg = self._emit(f"{node.name}.negate", nir.Scale(_per_neuron(-1.0, shape, np.float32)), node, REAL)
+            neg = self._emit(
+                f"{node.name}.negate", nir.Scale(_per_neuron(-1.0, shape, np.float32)), node, REAL
+            )
             self._connect(a, neg, node.connection)
             a = [neg]
         self._connect(a + d, gate, node.connection)
@@ -241,8 +317,14 @@ def to_nir(model: SpikingNet, dt: float = DEFAULT_DT, fold_in_place: bool = Fals
     cfg = model.config
     metadata: dict[str, Any] = {
         "producer": f"danet-deploy {__version__}",
-        "arch": cfg["arch"], "connection": cfg["connection"], "num_classes": cfg["num_classes"],
-        "timesteps": cfg["timesteps"], "dt": dt, "reset": "zero", "discretisation": "euler", "neuron": json.dumps(cfg["neuron"], sort_keys=True),
+        "arch": cfg["arch"],
+        "connection": cfg["connection"],
+        "num_classes": cfg["num_classes"],
+        "timesteps": cfg["timesteps"],
+        "dt": dt,
+        "reset": "zero",
+        "discretisation": "euler",
+        "neuron": json.dumps(cfg["neuron"], sort_keys=True),
         "readout": "mean of the output current over time steps",
         "edges": json.dumps(low.edge_info),
     }
@@ -254,11 +336,19 @@ def to_nir(model: SpikingNet, dt: float = DEFAULT_DT, fold_in_place: bool = Fals
 def _node_dict(node: nir.NIRNode) -> dict[str, Any]:
     """What ``node.to_dict()`` returns, without ``dataclasses.asdict``'s deep copy of arrays."""
     if isinstance(node, nir.NIRGraph):
-        return {"type": "NIRGraph", "nodes": {k: _node_dict(n) for k, n in node.nodes.items()},
-                "edges": node.edges, "metadata": node.metadata}
+        return {
+            "type": "NIRGraph",
+            "nodes": {k: _node_dict(n) for k, n in node.nodes.items()},
+            "edges": node.edges,
+            "metadata": node.metadata,
+        }
     if isinstance(node, (nir.Input, nir.Output, nir.Flatten)):
         return node.to_dict()  # small, and serialised specially by NIR
-    d = {f.name: getattr(node, f.name) for f in fields(node) if f.name not in ("input_type", "output_type")}
+    d = {
+        f.name: getattr(node, f.name)
+        for f in fields(node)
+        if f.name not in ("input_type", "output_type")
+    }
     d["type"] = type(node).__name__
     return d
 
@@ -283,7 +373,9 @@ def _write_group(group: h5py.Group, node: dict[str, Any]) -> None:
         elif isinstance(v, str):
             group.create_dataset(key, data=v, dtype=h5py.string_dtype())
         elif isinstance(v, np.ndarray) and _is_one_value(v):
-            group.create_dataset(key, shape=v.shape, dtype=v.dtype, fillvalue=v.flat[0], chunks=True)
+            group.create_dataset(
+                key, shape=v.shape, dtype=v.dtype, fillvalue=v.flat[0], chunks=True
+            )
         elif isinstance(v, dict):
             _write_group(group.create_group(str(key)), v)
         else:

@@ -22,8 +22,20 @@ from nir.serialization import hdf2dict
 
 from danet_deploy.errors import UserError
 from danet_deploy.ir.sigma_delta import SigmaDelta
-from danet_deploy.ir.graph import (DEFAULT_DT, DEFAULT_RESET, DISCRETISATIONS, NEURON_TYPES, RESETS, SPIKING,
-                                   SUPPORTED, TIMED, FlatGraph, cycle_members, time_step, time_steps)
+from danet_deploy.ir.graph import (
+    DEFAULT_DT,
+    DEFAULT_RESET,
+    DISCRETISATIONS,
+    NEURON_TYPES,
+    RESETS,
+    SPIKING,
+    SUPPORTED,
+    TIMED,
+    FlatGraph,
+    cycle_members,
+    time_step,
+    time_steps,
+)
 
 
 def _plain(value: Any) -> Any:
@@ -39,7 +51,9 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _flatten(graph: nir.NIRGraph, prefix: str = "") -> tuple[dict[str, nir.NIRNode], list[tuple[str, str]]]:
+def _flatten(
+    graph: nir.NIRGraph, prefix: str = ""
+) -> tuple[dict[str, nir.NIRNode], list[tuple[str, str]]]:
     nodes: dict[str, nir.NIRNode] = {}
     edges: list[tuple[str, str]] = []
     ports: dict[str, tuple[list[str], list[str]]] = {}
@@ -48,8 +62,10 @@ def _flatten(graph: nir.NIRGraph, prefix: str = "") -> tuple[dict[str, nir.NIRNo
             inner_nodes, inner_edges = _flatten(node, f"{prefix}{name}.")
             nodes.update(inner_nodes)
             edges.extend(inner_edges)
-            ports[name] = ([f"{prefix}{name}.{k}" for k, v in node.nodes.items() if isinstance(v, nir.Input)],
-                           [f"{prefix}{name}.{k}" for k, v in node.nodes.items() if isinstance(v, nir.Output)])
+            ports[name] = (
+                [f"{prefix}{name}.{k}" for k, v in node.nodes.items() if isinstance(v, nir.Input)],
+                [f"{prefix}{name}.{k}" for k, v in node.nodes.items() if isinstance(v, nir.Output)],
+            )
         else:
             nodes[f"{prefix}{name}"] = node
 
@@ -67,17 +83,23 @@ def _flatten(graph: nir.NIRGraph, prefix: str = "") -> tuple[dict[str, nir.NIRNo
 
 def _check_node(name: str, node: nir.NIRNode) -> None:
     if type(node) not in SUPPORTED:
-        raise UserError(f"node {name!r}: unsupported NIR type {type(node).__name__} "
-                        f"(supported: {', '.join(sorted(set(SUPPORTED.values())))})")
+        raise UserError(
+            f"node {name!r}: unsupported NIR type {type(node).__name__} "
+            f"(supported: {', '.join(sorted(set(SUPPORTED.values())))})"
+        )
     for key, value in vars(node).items():
         if key in ("input_type", "output_type", "metadata"):
             continue
         arr = np.asarray(value) if not isinstance(value, str) else None
         if arr is not None and arr.dtype.kind in "fc" and not np.all(np.isfinite(arr)):
-            raise UserError(f"node {name!r} ({type(node).__name__}): parameter {key} contains NaN or Inf")
+            raise UserError(
+                f"node {name!r} ({type(node).__name__}): parameter {key} contains NaN or Inf"
+            )
 
 
-def _back_edges(nodes: dict[str, nir.NIRNode], sources: dict[str, list[str]]) -> set[tuple[str, str]]:
+def _back_edges(
+    nodes: dict[str, nir.NIRNode], sources: dict[str, list[str]]
+) -> set[tuple[str, str]]:
     """The edges that close cycles (a depth-first search from the inputs, in file order):
     each carries its source's output of the previous time step (a recurrent connection)."""
     users: dict[str, list[str]] = {n: [] for n in nodes}
@@ -106,8 +128,9 @@ def _back_edges(nodes: dict[str, nir.NIRNode], sources: dict[str, list[str]]) ->
     return back
 
 
-def _topological(nodes: dict[str, nir.NIRNode], sources: dict[str, list[str]],
-                 back: set[tuple[str, str]]) -> list[str]:
+def _topological(
+    nodes: dict[str, nir.NIRNode], sources: dict[str, list[str]], back: set[tuple[str, str]]
+) -> list[str]:
     """Nodes with every source before its consumers, back edges aside."""
     forward = {n: [s for s in srcs if (s, n) not in back] for n, srcs in sources.items()}
     pending = {n: len(set(forward[n])) for n in nodes}
@@ -127,17 +150,22 @@ def _topological(nodes: dict[str, nir.NIRNode], sources: dict[str, list[str]],
     return order
 
 
-def _check_cycles(nodes: dict[str, nir.NIRNode], sources: dict[str, list[str]],
-                  back: set[tuple[str, str]]) -> None:
+def _check_cycles(
+    nodes: dict[str, nir.NIRNode], sources: dict[str, list[str]], back: set[tuple[str, str]]
+) -> None:
     """A cycle needs a neuron on it: without state, the graph would be an equation, not a network."""
     for members in cycle_members(nodes, sources, back):
         if not any(isinstance(nodes[m], NEURON_TYPES) for m in members):
             names = ", ".join(repr(m) for m in sorted(members))
-            raise UserError(f"the cycle through {names} has no neuron on it (every recurrent loop needs "
-                            f"a LIF, CubaLIF, IF, LI, Integrator or Threshold node to carry its state)")
+            raise UserError(
+                f"the cycle through {names} has no neuron on it (every recurrent loop needs "
+                f"a LIF, CubaLIF, IF, LI, Integrator or Threshold node to carry its state)"
+            )
 
 
-def _window(size: tuple[int, ...], kernel: Any, stride: Any, padding: Any, dilation: Any = 1) -> tuple[int, ...]:
+def _window(
+    size: tuple[int, ...], kernel: Any, stride: Any, padding: Any, dilation: Any = 1
+) -> tuple[int, ...]:
     n = len(size)
     k, s, d = (np.broadcast_to(np.asarray(v), (n,)) for v in (kernel, stride, dilation))
     if isinstance(padding, str):
@@ -145,16 +173,29 @@ def _window(size: tuple[int, ...], kernel: Any, stride: Any, padding: Any, dilat
             return tuple(int(-(-a // int(b))) for a, b in zip(size, s))
         padding = 0
     p = np.broadcast_to(np.asarray(padding), (n,))
-    return tuple(int((a + 2 * pi - di * (ki - 1) - 1) // si + 1) for a, ki, si, pi, di in zip(size, k, s, p, d))
+    return tuple(
+        int((a + 2 * pi - di * (ki - 1) - 1) // si + 1)
+        for a, ki, si, pi, di in zip(size, k, s, p, d)
+    )
 
 
 # the parameter whose shape is a node's input and output shape
-_SHAPE_PARAMETER = {nir.Scale: "scale", nir.Threshold: "threshold", nir.LIF: "v_threshold",
-                    nir.CubaLIF: "v_threshold", nir.IF: "v_threshold", nir.LI: "tau", nir.I: "r",
-                    nir.Delay: "delay", SigmaDelta: "threshold"}
+_SHAPE_PARAMETER = {
+    nir.Scale: "scale",
+    nir.Threshold: "threshold",
+    nir.LIF: "v_threshold",
+    nir.CubaLIF: "v_threshold",
+    nir.IF: "v_threshold",
+    nir.LI: "tau",
+    nir.I: "r",
+    nir.Delay: "delay",
+    SigmaDelta: "threshold",
+}
 
 
-def _shape_in_out(name: str, node: nir.NIRNode, inp: tuple[int, ...]) -> tuple[tuple[int, ...] | None, tuple[int, ...]]:
+def _shape_in_out(
+    name: str, node: nir.NIRNode, inp: tuple[int, ...]
+) -> tuple[tuple[int, ...] | None, tuple[int, ...]]:
     """(expected input shape or None for 'any', output shape) of a node fed ``inp``."""
     if isinstance(node, (nir.Input, nir.Output)):
         return None, inp
@@ -169,7 +210,7 @@ def _shape_in_out(name: str, node: nir.NIRNode, inp: tuple[int, ...]) -> tuple[t
         return None, (inp[0], *_window(inp[1:], node.kernel_size, node.stride, node.padding))
     if isinstance(node, nir.Flatten):
         start, end = node.start_dim % len(inp), node.end_dim % len(inp)
-        return None, (*inp[:start], int(np.prod(inp[start:end + 1])), *inp[end + 1:])
+        return None, (*inp[:start], int(np.prod(inp[start : end + 1])), *inp[end + 1 :])
     shape_param = _SHAPE_PARAMETER[type(node)]
     shape = np.asarray(getattr(node, shape_param)).shape
     if not shape:  # one value for every neuron (sinabs writes a LIF's tau so): the input's shape
@@ -177,7 +218,14 @@ def _shape_in_out(name: str, node: nir.NIRNode, inp: tuple[int, ...]) -> tuple[t
     return shape, shape
 
 
-_SAMPLE_DIMS = {nir.Affine: 1, nir.Linear: 1, nir.Conv1d: 2, nir.Conv2d: 3, nir.SumPool2d: 3, nir.AvgPool2d: 3}
+_SAMPLE_DIMS = {
+    nir.Affine: 1,
+    nir.Linear: 1,
+    nir.Conv1d: 2,
+    nir.Conv2d: 3,
+    nir.SumPool2d: 3,
+    nir.AvgPool2d: 3,
+}
 
 
 def _sample_dims(node: nir.NIRNode) -> int | None:
@@ -194,14 +242,21 @@ def _drop_leading_axes(name: str, shape: tuple[int, ...], consumer: nir.NIRNode)
     dims = _sample_dims(consumer)
     if dims is None or len(shape) <= dims:
         return shape
-    sample = shape[len(shape) - dims:]
-    print(f"danet-deploy: input {name!r}: shape {shape} read as {sample} (the leading axes "
-          f"{shape[:len(shape) - dims]} are time, batch or a singleton, not part of a sample)", file=sys.stderr)
+    sample = shape[len(shape) - dims :]
+    print(
+        f"danet-deploy: input {name!r}: shape {shape} read as {sample} (the leading axes "
+        f"{shape[: len(shape) - dims]} are time, batch or a singleton, not part of a sample)",
+        file=sys.stderr,
+    )
     return sample
 
 
-def _infer_shapes(order: list[str], nodes: dict[str, nir.NIRNode], sources: dict[str, list[str]],
-                  back: set[tuple[str, str]]) -> dict[str, tuple[int, ...]]:
+def _infer_shapes(
+    order: list[str],
+    nodes: dict[str, nir.NIRNode],
+    sources: dict[str, list[str]],
+    back: set[tuple[str, str]],
+) -> dict[str, tuple[int, ...]]:
     shapes: dict[str, tuple[int, ...]] = {}
     users: dict[str, list[str]] = {}
     for n, srcs in sources.items():
@@ -214,12 +269,16 @@ def _infer_shapes(order: list[str], nodes: dict[str, nir.NIRNode], sources: dict
                 raise UserError(f"node {name!r} ({type(node).__name__}) has no input")
             shape = tuple(int(v) for v in np.asarray(node.input_type["input"]).ravel())
             first_user = users.get(name, [None])[0]
-            shapes[name] = _drop_leading_axes(name, shape, nodes[first_user]) if first_user else shape
+            shapes[name] = (
+                _drop_leading_axes(name, shape, nodes[first_user]) if first_user else shape
+            )
             continue
         forward = [s for s in sources[name] if (s, name) not in back]
         if not forward:
-            raise UserError(f"node {name!r} ({type(node).__name__}) is fed only by a recurrent loop, "
-                            f"not from an Input")
+            raise UserError(
+                f"node {name!r} ({type(node).__name__}) is fed only by a recurrent loop, "
+                f"not from an Input"
+            )
         expected, out = _shape_in_out(name, node, shapes[forward[0]])
         shapes[name] = tuple(int(v) for v in out)
     for name in order:  # every input, recurrent ones included, has the shape the node takes
@@ -230,14 +289,22 @@ def _infer_shapes(order: list[str], nodes: dict[str, nir.NIRNode], sources: dict
         expected, _ = _shape_in_out(name, nodes[name], first)
         for src, shape in {s: shapes[s] for s in sources[name]}.items():
             want = expected or first
-            if int(np.prod(shape)) != int(np.prod(want)) or (len(shape) == len(want) and shape != want):
-                raise UserError(f"node {name!r} ({type(nodes[name]).__name__}): input from {src!r} has shape "
-                                f"{shape}, expected {tuple(want)}")
+            if int(np.prod(shape)) != int(np.prod(want)) or (
+                len(shape) == len(want) and shape != want
+            ):
+                raise UserError(
+                    f"node {name!r} ({type(nodes[name]).__name__}): input from {src!r} has shape "
+                    f"{shape}, expected {tuple(want)}"
+                )
     return shapes
 
 
-def _reset_modes(nodes: dict[str, nir.NIRNode], graph_metadata: dict[str, Any], cyclic: set[str],
-                 reset: str | None) -> dict[str, str]:
+def _reset_modes(
+    nodes: dict[str, nir.NIRNode],
+    graph_metadata: dict[str, Any],
+    cyclic: set[str],
+    reset: str | None,
+) -> dict[str, str]:
     """Each spiking node's reset as the simulator applies it: ``zero`` / ``subtract`` at the
     spike, or ``zero-late`` / ``subtract-late`` a step later (snnTorch's ``reset_delay``), or
     SpikingJelly's, which also fire at ``v >= v_threshold`` (``ir/neurons.py``, ``firing``).
@@ -255,30 +322,44 @@ def _reset_modes(nodes: dict[str, nir.NIRNode], graph_metadata: dict[str, Any], 
             assumed.append(name)
             convention = DEFAULT_RESET
         if convention not in RESETS:
-            raise UserError(f"node {name!r}: unknown reset convention {convention!r} "
-                            f"(known: {', '.join(RESETS)})")
+            raise UserError(
+                f"node {name!r}: unknown reset convention {convention!r} "
+                f"(known: {', '.join(RESETS)})"
+            )
         if convention == "snntorch-zero":  # snnTorch's Leaky (a LIF off any loop) resets plainly
             late = isinstance(node, nir.CubaLIF) or name in cyclic
             modes[name] = "zero-late" if late else "zero"
         else:
-            modes[name] = {"snntorch-subtract": "subtract-late", "sinabs": "multi-spike",
-                           "sinabs-nir": "multi-spike-floor"}.get(convention, convention)
+            modes[name] = {
+                "snntorch-subtract": "subtract-late",
+                "sinabs": "multi-spike",
+                "sinabs-nir": "multi-spike-floor",
+            }.get(convention, convention)
     if assumed:
-        print(f"danet-deploy: the graph does not state how its neurons reset; assuming {DEFAULT_RESET!r} "
-              f"(Loihi's) for {len(assumed)} node(s); pass --reset snntorch-subtract for snnTorch's default, "
-              f"snntorch-zero for its reset_mechanism='zero', sinabs for sinabs' and rockpool's, spikingjelly or "
-              f"spikingjelly-soft for SpikingJelly's", file=sys.stderr)
+        print(
+            f"danet-deploy: the graph does not state how its neurons reset; assuming {DEFAULT_RESET!r} "
+            f"(Loihi's) for {len(assumed)} node(s); pass --reset snntorch-subtract for snnTorch's default, "
+            f"snntorch-zero for its reset_mechanism='zero', sinabs for sinabs' and rockpool's, spikingjelly or "
+            f"spikingjelly-soft for SpikingJelly's",
+            file=sys.stderr,
+        )
     return modes
 
 
-def from_nir(graph: nir.NIRGraph, dt: float | None = None, reset: str | None = None,
-             discretisation: str | None = None) -> FlatGraph:
+def from_nir(
+    graph: nir.NIRGraph,
+    dt: float | None = None,
+    reset: str | None = None,
+    discretisation: str | None = None,
+) -> FlatGraph:
     """Flatten, check, order and shape ``graph``; ``dt`` overrides the file's metadata,
     ``reset`` (a key of :data:`RESETS`) every node's reset convention, ``discretisation``
     (a key of :data:`DISCRETISATIONS`) the graph's."""
     nodes, edges = _flatten(graph)
     if not any(isinstance(n, nir.Input) for n in nodes.values()):
-        raise UserError("the graph has no Input node" + ("" if nodes else " (it has no nodes at all)"))
+        raise UserError(
+            "the graph has no Input node" + ("" if nodes else " (it has no nodes at all)")
+        )
     for name, node in nodes.items():
         _check_node(name, node)
         node.metadata = _plain(dict(node.metadata or {}))
@@ -290,13 +371,18 @@ def from_nir(graph: nir.NIRGraph, dt: float | None = None, reset: str | None = N
     order = _topological(nodes, sources, back)
     shapes = _infer_shapes(order, nodes, sources, back)
     metadata = _plain(dict(graph.metadata or {}))
-    step = time_step(dt if dt is not None else metadata.get("dt", DEFAULT_DT),
-                     "--dt" if dt is not None else "metadata dt")
+    step = time_step(
+        dt if dt is not None else metadata.get("dt", DEFAULT_DT),
+        "--dt" if dt is not None else "metadata dt",
+    )
     if metadata.get("timesteps") is not None:
         metadata["timesteps"] = time_steps(metadata["timesteps"], "metadata timesteps")
     if dt is None and "dt" not in metadata and any(isinstance(n, TIMED) for n in nodes.values()):
-        print(f"danet-deploy: the graph does not state its time step; assuming dt = {DEFAULT_DT:g} s "
-              f"(pass --dt, e.g. --dt 1 for a graph whose constants count time steps)", file=sys.stderr)
+        print(
+            f"danet-deploy: the graph does not state its time step; assuming dt = {DEFAULT_DT:g} s "
+            f"(pass --dt, e.g. --dt 1 for a graph whose constants count time steps)",
+            file=sys.stderr,
+        )
     users = {s for s, _ in edges}
     cyclic = set().union(*cycle_members(nodes, sources, back))
     resets = _reset_modes({n: nodes[n] for n in order}, metadata, cyclic, reset)
@@ -304,18 +390,31 @@ def from_nir(graph: nir.NIRGraph, dt: float | None = None, reset: str | None = N
     if scheme is None:
         scheme = "euler"
         if any(isinstance(n, (nir.LIF, nir.CubaLIF, nir.LI)) for n in nodes.values()):
-            print("danet-deploy: the graph does not state how its time constants become per-step decays; "
-                  "assuming 'euler' (snnTorch's exporter, the NIR paper); pass --discretisation exp for sinabs' "
-                  "LIF, norse or rockpool for theirs", file=sys.stderr)
+            print(
+                "danet-deploy: the graph does not state how its time constants become per-step decays; "
+                "assuming 'euler' (snnTorch's exporter, the NIR paper); pass --discretisation exp for sinabs' "
+                "LIF, norse or rockpool for theirs",
+                file=sys.stderr,
+            )
     if scheme not in DISCRETISATIONS:
         raise UserError(f"unknown discretisation {scheme!r} (known: {', '.join(DISCRETISATIONS)})")
     outputs = [n for n in order if isinstance(nodes[n], nir.Output) and n not in users]
     if not outputs:
-        raise UserError("the graph has no Output node: nothing reads its result (add one after the last layer)")
-    return FlatGraph(nodes={n: nodes[n] for n in order}, sources=sources, shapes=shapes,
-                     inputs=[n for n in order if isinstance(nodes[n], nir.Input) and not sources[n]],
-                     outputs=outputs,
-                     dt=step, metadata=metadata, recurrent=back, resets=resets, discretisation=scheme)
+        raise UserError(
+            "the graph has no Output node: nothing reads its result (add one after the last layer)"
+        )
+    return FlatGraph(
+        nodes={n: nodes[n] for n in order},
+        sources=sources,
+        shapes=shapes,
+        inputs=[n for n in order if isinstance(nodes[n], nir.Input) and not sources[n]],
+        outputs=outputs,
+        dt=step,
+        metadata=metadata,
+        recurrent=back,
+        resets=resets,
+        discretisation=scheme,
+    )
 
 
 OWN_NODES = {"SigmaDelta": SigmaDelta}  # danet-deploy's node types in graph.nir (NIR has none)
@@ -336,16 +435,22 @@ def read_nir_graph(path: Path) -> nir.NIRGraph:
     with h5py.File(path, "r") as f:
         data = hdf2dict(f["node"])
     nodes = data.get("nodes", {})
-    own = {k: _own_node(k, v) for k, v in nodes.items() if isinstance(v, dict) and v.get("type") in OWN_NODES}
-    graph = nir.dict2NIRNode({**data, "nodes": {k: v for k, v in nodes.items() if k not in own},
-                              "type_check": False})
+    own = {
+        k: _own_node(k, v)
+        for k, v in nodes.items()
+        if isinstance(v, dict) and v.get("type") in OWN_NODES
+    }
+    graph = nir.dict2NIRNode(
+        {**data, "nodes": {k: v for k, v in nodes.items() if k not in own}, "type_check": False}
+    )
     if own:
         graph.nodes = {k: own.get(k) or graph.nodes[k] for k in nodes}
     return graph
 
 
-def read_nir(path: Path, dt: float | None = None, reset: str | None = None,
-             discretisation: str | None = None) -> FlatGraph:
+def read_nir(
+    path: Path, dt: float | None = None, reset: str | None = None, discretisation: str | None = None
+) -> FlatGraph:
     """Read and validate a ``.nir`` file (one-line errors name the file and node)."""
     path = Path(path)
     if not path.is_file():
@@ -355,10 +460,11 @@ def read_nir(path: Path, dt: float | None = None, reset: str | None = None,
     except UserError as e:
         raise UserError(f"{path}: {e}") from None
     except Exception as e:  # noqa: BLE001 - h5py/nir raise many kinds; all mean "unreadable"
-        raise UserError(f"{path}: not a readable NIR file ({type(e).__name__}: "
-                        f"{str(e).splitlines()[0][:160] if str(e) else ''})") from None
+        raise UserError(
+            f"{path}: not a readable NIR file ({type(e).__name__}: "
+            f"{str(e).splitlines()[0][:160] if str(e) else ''})"
+        ) from None
     try:
         return from_nir(graph, dt, reset, discretisation)
     except UserError as e:
         raise UserError(f"{path}: {e}") from None
-

@@ -42,8 +42,13 @@ def _param(value: object, dtype: torch.dtype, device: torch.device) -> torch.Ten
     network's weights are not copied), else a copy (NIR parameters may be read-only
     broadcast views, which torch warns about) of its distinct part (:func:`_compact`)."""
     arr = np.asarray(value)
-    if device.type == "cpu" and arr.dtype == np.float32 and dtype == torch.float32 \
-            and arr.flags.writeable and arr.flags.c_contiguous:
+    if (
+        device.type == "cpu"
+        and arr.dtype == np.float32
+        and dtype == torch.float32
+        and arr.flags.writeable
+        and arr.flags.c_contiguous
+    ):
         return torch.from_numpy(arr)
     return torch.as_tensor(np.array(_compact(arr), dtype=np.float64), dtype=dtype, device=device)
 
@@ -81,8 +86,15 @@ def linear_step(node: nir.NIRNode, p: Callable[[object], torch.Tensor]) -> Step:
     if isinstance(node, (nir.Conv1d, nir.Conv2d)):
         conv = F.conv1d if isinstance(node, nir.Conv1d) else F.conv2d
         w, b = p(node.weight), p(node.bias)
-        pad = node.padding if isinstance(node.padding, str) else tuple(np.atleast_1d(node.padding).tolist())
-        stride, dil = tuple(np.atleast_1d(node.stride).tolist()), tuple(np.atleast_1d(node.dilation).tolist())
+        pad = (
+            node.padding
+            if isinstance(node.padding, str)
+            else tuple(np.atleast_1d(node.padding).tolist())
+        )
+        stride, dil = (
+            tuple(np.atleast_1d(node.stride).tolist()),
+            tuple(np.atleast_1d(node.dilation).tolist()),
+        )
         return lambda x: conv(x, w, b, stride, pad, dil, int(node.groups))
     if isinstance(node, (nir.SumPool2d, nir.AvgPool2d)):
         k, s, pad = pair(node.kernel_size), pair(node.stride), pair(node.padding)
@@ -104,12 +116,16 @@ def linear_step(node: nir.NIRNode, p: Callable[[object], torch.Tensor]) -> Step:
 class _Neuron:
     """State and update of one neuron population (reset by :meth:`reset`)."""
 
-    def __init__(self, name: str, graph: FlatGraph, param: Callable[[object], torch.Tensor]) -> None:
+    def __init__(
+        self, name: str, graph: FlatGraph, param: Callable[[object], torch.Tensor]
+    ) -> None:
         node = graph.nodes[name]
         self.node, self.firing = node, firing(graph.resets.get(name, "zero"))
         self.reset_mode = self.firing.reset
         if isinstance(node, nir.Delay):
-            self.steps = np.rint(np.asarray(node.delay, dtype=np.float64) / graph.dt).astype(np.int64)
+            self.steps = np.rint(np.asarray(node.delay, dtype=np.float64) / graph.dt).astype(
+                np.int64
+            )
             self.index = torch.as_tensor(self.steps)
         else:
             self.dyn = dynamics(node, graph).converted(lambda v: param(_held_once(v)))
@@ -118,8 +134,11 @@ class _Neuron:
     @property
     def binary(self) -> bool:
         """Whether every output is 0 or 1 (a spike; sinabs' conventions fire several at once)."""
-        return not isinstance(self.node, nir.Delay) and self.dyn.threshold is not None \
+        return (
+            not isinstance(self.node, nir.Delay)
+            and self.dyn.threshold is not None
             and not self.reset_mode.startswith("multi-spike")
+        )
 
     def reset(self) -> None:
         self.state = {}
@@ -151,7 +170,9 @@ class _Neuron:
             v = torch.where(fired, v_reset.expand_as(v), v)
         elif fired is not None and self.reset_mode == "subtract-late":
             v = v - th * fired
-        if self.reset_mode.startswith("multi-spike"):  # sinabs: as many spikes as thresholds reached
+        if self.reset_mode.startswith(
+            "multi-spike"
+        ):  # sinabs: as many spikes as thresholds reached
             spikes = torch.where(v >= th, torch.floor(v / th), torch.zeros_like(v))
             v = v - th * spikes
             st["v"] = torch.maximum(v, -th) if self.reset_mode == "multi-spike-floor" else v
@@ -168,7 +189,9 @@ class _Neuron:
 
     def _delay(self, x: torch.Tensor) -> torch.Tensor:
         depth = int(self.steps.max()) + 1 if self.steps.size else 1
-        buf = self.state.get("buffer", torch.zeros((depth, *x.shape), dtype=x.dtype, device=x.device))
+        buf = self.state.get(
+            "buffer", torch.zeros((depth, *x.shape), dtype=x.dtype, device=x.device)
+        )
         buf = torch.cat([x.unsqueeze(0), buf[:-1]])  # buf[d] = input d steps ago
         self.state["buffer"] = buf
         idx = self.index.to(x.device).expand(x.shape).unsqueeze(0)
@@ -216,21 +239,37 @@ def _shared_prefixes(graph: FlatGraph) -> dict[str, tuple[str | None, list[str]]
 class ReferenceSimulator:
     """Runs a :class:`FlatGraph` on batches: ``run(x)`` with ``x`` ``[N, T, ...]``."""
 
-    def __init__(self, graph: FlatGraph, dtype: torch.dtype = torch.float32,
-                 device: str | torch.device = "cpu") -> None:
+    def __init__(
+        self,
+        graph: FlatGraph,
+        dtype: torch.dtype = torch.float32,
+        device: str | torch.device = "cpu",
+    ) -> None:
         if len(graph.inputs) != 1 or not graph.outputs:
-            raise ValueError("the reference simulator needs exactly one Input and at least one Output node")
+            raise ValueError(
+                "the reference simulator needs exactly one Input and at least one Output node"
+            )
         self.graph, self.dtype, self.device = graph, dtype, torch.device(device)
         p = lambda v: _param(v, dtype, self.device)  # noqa: E731
-        self.neurons = {n: _SigmaDelta(node, self.device) if isinstance(node, SigmaDelta) else _Neuron(n, graph, p)
-                        for n, node in graph.nodes.items()
-                        if isinstance(node, (*NEURON_NODES, nir.Delay, SigmaDelta))}
-        self.steps = {n: self.neurons.get(n) or linear_step(node, p) for n, node in graph.nodes.items()}
+        self.neurons = {
+            n: _SigmaDelta(node, self.device)
+            if isinstance(node, SigmaDelta)
+            else _Neuron(n, graph, p)
+            for n, node in graph.nodes.items()
+            if isinstance(node, (*NEURON_NODES, nir.Delay, SigmaDelta))
+        }
+        self.steps = {
+            n: self.neurons.get(n) or linear_step(node, p) for n, node in graph.nodes.items()
+        }
         self.prefix = _shared_prefixes(graph)
         self.bases = {base for base, _ in self.prefix.values() if base}
 
-    def run(self, x: torch.Tensor, record: bool = False,
-            observe: Callable[[str, torch.Tensor], None] | None = None) -> dict[str, torch.Tensor]:
+    def run(
+        self,
+        x: torch.Tensor,
+        record: bool = False,
+        observe: Callable[[str, torch.Tensor], None] | None = None,
+    ) -> dict[str, torch.Tensor]:
         """Simulate ``x`` ``[N, T, *input_shape]``; return ``[T, N, ...]`` per node.
 
         Only the Output nodes are returned unless ``record`` is set. ``observe(name, input)``
@@ -274,8 +313,9 @@ class ReferenceSimulator:
                         held.pop(("out", done), None)
         return peak
 
-    def _run_by_node(self, x: torch.Tensor, keep: set[str],
-                     observe: Callable[[str, torch.Tensor], None] | None) -> dict[str, list[torch.Tensor]]:
+    def _run_by_node(
+        self, x: torch.Tensor, keep: set[str], observe: Callable[[str, torch.Tensor], None] | None
+    ) -> dict[str, list[torch.Tensor]]:
         """Each node's outputs of every step, a node at a time in topological order. A node's
         state is dropped once its steps are done, and an output or a sum once its last reader
         has run, so a deep network holds a few layers' values (of every step, spikes as bools),
@@ -286,11 +326,15 @@ class ReferenceSimulator:
         unread.update(base for base, _ in self.prefix.values() if base)
         for name, step in self.steps.items():
             neuron = self.neurons.get(name)
-            spikes = isinstance(neuron, _Neuron) and neuron.binary  # held as bools: a quarter of the bytes
+            spikes = (
+                isinstance(neuron, _Neuron) and neuron.binary
+            )  # held as bools: a quarter of the bytes
             base, rest = self.prefix[name]
             outputs[name] = []
             for t in range(x.shape[1]):
-                total = self._sum(sums[base][t] if base else None, [outputs[s][t].to(self.dtype) for s in rest])
+                total = self._sum(
+                    sums[base][t] if base else None, [outputs[s][t].to(self.dtype) for s in rest]
+                )
                 inp = x[:, t] if total is None else self._shaped(name, total)
                 if total is not None and observe is not None:
                     observe(name, inp)
@@ -308,15 +352,21 @@ class ReferenceSimulator:
                         outputs.pop(done, None)
         return {n: [v.to(self.dtype) for v in outputs[n]] for n in keep}
 
-    def _run_by_step(self, x: torch.Tensor, keep: set[str],
-                     observe: Callable[[str, torch.Tensor], None] | None) -> dict[str, list[torch.Tensor]]:
+    def _run_by_step(
+        self, x: torch.Tensor, keep: set[str], observe: Callable[[str, torch.Tensor], None] | None
+    ) -> dict[str, list[torch.Tensor]]:
         """Every node at each step in turn, as a recurrent edge needs (it delivers its source's
         output of the previous step); a value is freed as soon as the last node of its step
         that reads it has run."""
         g = self.graph
         trace: dict[str, list[torch.Tensor]] = {n: [] for n in keep}
         fed_back = {s for s, _ in g.recurrent}
-        readers = Counter(s for name, (_, rest) in self.prefix.items() for s in rest if (s, name) not in g.recurrent)
+        readers = Counter(
+            s
+            for name, (_, rest) in self.prefix.items()
+            for s in rest
+            if (s, name) not in g.recurrent
+        )
         readers.update(base for base, _ in self.prefix.values() if base)
         previous = {s: self._silent(s).expand(x.shape[0], *g.shapes[s]) for s in fed_back}
         for t in range(x.shape[1]):
@@ -325,8 +375,10 @@ class ReferenceSimulator:
             unread = Counter(readers)
             for name, step in self.steps.items():
                 base, rest = self.prefix[name]
-                total = self._sum(sums[base] if base else None,
-                                  [previous[s] if (s, name) in g.recurrent else values[s] for s in rest])
+                total = self._sum(
+                    sums[base] if base else None,
+                    [previous[s] if (s, name) in g.recurrent else values[s] for s in rest],
+                )
                 inp = x[:, t] if total is None else self._shaped(name, total)
                 if total is not None and observe is not None:
                     observe(name, inp)
@@ -335,7 +387,10 @@ class ReferenceSimulator:
                     trace[name].append(values[name])
                 if name in self.bases:
                     sums[name] = total
-                for done in [*(s for s in rest if (s, name) not in g.recurrent), *([base] if base else [])]:
+                for done in [
+                    *(s for s in rest if (s, name) not in g.recurrent),
+                    *([base] if base else []),
+                ]:
                     unread[done] -= 1
                     if not unread[done]:
                         sums.pop(done, None)
@@ -352,7 +407,10 @@ class ReferenceSimulator:
         if partial is None:
             if not parts:
                 return None
-            partial, parts = _Sum(parts[0].reshape(parts[0].shape[0], -1), tuple(parts[0].shape[1:])), parts[1:]
+            partial, parts = (
+                _Sum(parts[0].reshape(parts[0].shape[0], -1), tuple(parts[0].shape[1:])),
+                parts[1:],
+            )
         total = partial.flat
         for part in parts:
             total = total + part.reshape(total.shape[0], -1)

@@ -45,16 +45,30 @@ from .outputs import TAGS
 from .profiles import Profile
 from .simulator.fixed import F32_EXACT, FixedSimulator
 
-COUNTS = ("neurons", "synapses", "synapse_bits", "cores", "spikes", "graded_spikes", "sops", "graded_ops", "macs",
-          "neuron_updates")
+COUNTS = (
+    "neurons",
+    "synapses",
+    "synapse_bits",
+    "cores",
+    "spikes",
+    "graded_spikes",
+    "sops",
+    "graded_ops",
+    "macs",
+    "neuron_updates",
+)
 DYNAMIC_PARTS = ("synaptic", "neuron", "routing", "mac")
 ENERGY_PARTS = (*DYNAMIC_PARTS, "static")
 STATIC_POWER = ("cores", "chip", "off")
 # operations per membrane update, by snnTorch neuron class and reset mechanism: NeuroBench 2.3's
 # neuron_ops_reset_operations (neurobench/metrics/workload/neuron_operations.py); a class it does
 # not list has no NeuronOperations there
-NEURON_OPERATIONS = {"Leaky": {"subtract": 4, "zero": 4}, "Synaptic": {"subtract": 6, "zero": 8},
-                     "Lapicque": {"subtract": 11, "zero": 11}, "Alpha": {"subtract": 18, "zero": 24}}
+NEURON_OPERATIONS = {
+    "Leaky": {"subtract": 4, "zero": 4},
+    "Synaptic": {"subtract": 6, "zero": 8},
+    "Lapicque": {"subtract": 11, "zero": 11},
+    "Alpha": {"subtract": 18, "zero": 24},
+}
 
 
 class Accountant:
@@ -64,46 +78,71 @@ class Accountant:
         self.program = program
         self.sim = FixedSimulator(program, device)
         self.samples = 0
-        self.events = {row: {"spikes": 0.0, "graded_spikes": 0.0, "sops": 0.0, "graded_ops": 0.0, "macs": 0.0}
-                       for name, pop in program.populations.items() for row in self._rows(name)}
-        self.edge_events = {(name, i): 0.0 for name, pop in program.populations.items()
-                            for i in range(len(pop.terms))}
+        self.events = {
+            row: {"spikes": 0.0, "graded_spikes": 0.0, "sops": 0.0, "graded_ops": 0.0, "macs": 0.0}
+            for name, pop in program.populations.items()
+            for row in self._rows(name)
+        }
+        self.edge_events = {
+            (name, i): 0.0
+            for name, pop in program.populations.items()
+            for i in range(len(pop.terms))
+        }
         # how many synapses leave each source neuron (nonzero weights, borders exact): an event
         # costs its neuron's fan-out, so counting is one multiply-add per neuron and step
-        self.fan_out = {(name, i): self._fan_out(t, (self.sim.weights[(name, i)] != 0).to(torch.float64))
-                        for name, pop in program.populations.items() for i, t in enumerate(pop.terms)}
+        self.fan_out = {
+            (name, i): self._fan_out(t, (self.sim.weights[(name, i)] != 0).to(torch.float64))
+            for name, pop in program.populations.items()
+            for i, t in enumerate(pop.terms)
+        }
         # NeuroBench's Dense: every weight, zero or not, of every input position reaching an output
-        self.dense_pairs = sum(float(self._fan_out(t, torch.ones_like(self.sim.weights[(name, i)],
-                                                                      dtype=torch.float64)).sum())
-                               for name, pop in program.populations.items() for i, t in enumerate(pop.terms)
-                               if not t.port)
+        self.dense_pairs = sum(
+            float(
+                self._fan_out(
+                    t, torch.ones_like(self.sim.weights[(name, i)], dtype=torch.float64)
+                ).sum()
+            )
+            for name, pop in program.populations.items()
+            for i, t in enumerate(pop.terms)
+            if not t.port
+        )
 
     def add(self, x: torch.Tensor) -> torch.Tensor:
         """Simulate a batch ``[N, T, ...]``, count its events; return the predictions."""
         prog = self.program
         active: dict[str, torch.Tensor] = {}  # events per neuron, summed over samples and steps
 
-        lagged = {(t.source, t.lag) for pop in prog.populations.values() for t in pop.terms if t.lag}
+        lagged = {
+            (t.source, t.lag) for pop in prog.populations.values() for t in pop.terms if t.lag
+        }
 
         def count(name: str, values: torch.Tensor) -> None:
             if prog.populations[name].kind != "readout":
                 active[name] = _events_per_neuron(values, prog.fixed[name].graded)
-            for source, lag in lagged:  # what a lagged term (recurrent, delayed) delivers within the sample
+            for (
+                source,
+                lag,
+            ) in lagged:  # what a lagged term (recurrent, delayed) delivers within the sample
                 if source == name:
-                    active[(name, lag)] = _events_per_neuron(values[:max(len(values) - lag, 0)],
-                                                             prog.fixed[name].graded)
+                    active[(name, lag)] = _events_per_neuron(
+                        values[: max(len(values) - lag, 0)], prog.fixed[name].graded
+                    )
 
         out = self.sim.run(x, observe=count)
         self.samples += x.shape[0]
         for name, pop in prog.populations.items():
             if pop.kind not in ("input", "readout"):
-                self.events[name]["graded_spikes" if prog.fixed[name].graded else "spikes"] += float(active[name].sum())
+                self.events[name]["graded_spikes" if prog.fixed[name].graded else "spikes"] += (
+                    float(active[name].sum())
+                )
             for i, t in enumerate(pop.terms):
                 if t.port:  # the input reaching an encoder directly crosses no synapse
                     continue
                 events = active[(t.source, t.lag)] if t.lag else active[t.source]
                 pairs = float(events @ self.fan_out[(name, i)])
-                self.events[self._rows(name)[-1] if t.map.recurrent else name][self.event_kind(t.source)] += pairs
+                self.events[self._rows(name)[-1] if t.map.recurrent else name][
+                    self.event_kind(t.source)
+                ] += pairs
                 self.edge_events[(name, i)] += pairs
         return self.sim.scores_from(out, x.shape[1]).argmax(1)
 
@@ -127,21 +166,34 @@ class Accountant:
         """
         import torch.distributed as dist
 
-        names, kinds, edges = list(self.events), list(next(iter(self.events.values()))), list(self.edge_events)
-        flat = torch.tensor([self.events[n][k] for n in names for k in kinds]
-                            + [self.edge_events[e] for e in edges] + [float(self.samples)],
-                            dtype=torch.float64, device=self.sim.device)
+        names, kinds, edges = (
+            list(self.events),
+            list(next(iter(self.events.values()))),
+            list(self.edge_events),
+        )
+        flat = torch.tensor(
+            [self.events[n][k] for n in names for k in kinds]
+            + [self.edge_events[e] for e in edges]
+            + [float(self.samples)],
+            dtype=torch.float64,
+            device=self.sim.device,
+        )
         dist.all_reduce(flat)
         values = flat.tolist()
         for i, n in enumerate(names):
-            self.events[n] = dict(zip(kinds, values[i * len(kinds):(i + 1) * len(kinds)]))
-        self.edge_events = dict(zip(edges, values[len(names) * len(kinds):-1]))
+            self.events[n] = dict(zip(kinds, values[i * len(kinds) : (i + 1) * len(kinds)]))
+        self.edge_events = dict(zip(edges, values[len(names) * len(kinds) : -1]))
         self.samples = int(values[-1])
 
     @staticmethod
     def _fan_out(term, indicator: torch.Tensor) -> torch.Tensor:
         """Synapses per source neuron (flattened): the gradient of the summed 0/1-weight map."""
-        x = torch.zeros((1, *term.map.in_shape), dtype=torch.float64, device=indicator.device, requires_grad=True)
+        x = torch.zeros(
+            (1, *term.map.in_shape),
+            dtype=torch.float64,
+            device=indicator.device,
+            requires_grad=True,
+        )
         if term.map.kind == "conv":
             y = F.conv2d(x, indicator, stride=term.map.stride, padding=term.map.padding)
         else:
@@ -149,10 +201,14 @@ class Accountant:
         (grad,) = torch.autograd.grad(y.sum(), x)
         return grad.reshape(-1)
 
-    def report(self, profile: Profile, timesteps: int, static_power: str = "cores") -> dict[str, Any]:
+    def report(
+        self, profile: Profile, timesteps: int, static_power: str = "cores"
+    ) -> dict[str, Any]:
         """The JSON report (keys: docs/accounting.md, Report JSON) for ``profile``."""
         if static_power not in STATIC_POWER:
-            raise UserError(f"unknown static power attribution {static_power!r}; valid: {', '.join(STATIC_POWER)}")
+            raise UserError(
+                f"unknown static power attribution {static_power!r}; valid: {', '.join(STATIC_POWER)}"
+            )
         prog = self.program
         mapping = prog.mapping
         n = max(self.samples, 1)
@@ -163,63 +219,114 @@ class Accountant:
             m = mapping[name]
             ev = {k: v / n for k, v in self.events[name].items()}
             neurons = m["neurons"]
-            row = {"name": name, "kind": pop.kind, "connection": pop.connection or "other",
-                   "neurons": neurons, "synapses": m["synapses"], "synapse_bits": m["synapse_bits"],
-                   "cores": m["cores"], "spikes": ev["spikes"], "graded_spikes": ev["graded_spikes"],
-                   "payload_bits": GRADED_MESSAGE_BITS if prog.fixed[name].graded else 0,
-                   "sops": ev["sops"], "graded_ops": ev["graded_ops"], "macs": ev["macs"],
-                   "neuron_updates": neurons * timesteps,
-                   "spike_rate": (ev["spikes"] + ev["graded_spikes"]) / (neurons * timesteps) if neurons else 0.0,
-                   "max_fan_in": m["max_fan_in"], "compartments": m["compartments_per_neuron"]}
+            row = {
+                "name": name,
+                "kind": pop.kind,
+                "connection": pop.connection or "other",
+                "neurons": neurons,
+                "synapses": m["synapses"],
+                "synapse_bits": m["synapse_bits"],
+                "cores": m["cores"],
+                "spikes": ev["spikes"],
+                "graded_spikes": ev["graded_spikes"],
+                "payload_bits": GRADED_MESSAGE_BITS if prog.fixed[name].graded else 0,
+                "sops": ev["sops"],
+                "graded_ops": ev["graded_ops"],
+                "macs": ev["macs"],
+                "neuron_updates": neurons * timesteps,
+                "spike_rate": (ev["spikes"] + ev["graded_spikes"]) / (neurons * timesteps)
+                if neurons
+                else 0.0,
+                "max_fan_in": m["max_fan_in"],
+                "compartments": m["compartments_per_neuron"],
+            }
             layers.append(row)
             if len(self._rows(name)) > 1:
                 rec = self._rows(name)[1]
                 row["synapses"] -= m["recurrent_synapses"]
                 row["synapse_bits"] -= m["recurrent_synapse_bits"]
-                layers.append({**{k: 0 for k in row}, "name": rec, "kind": "recurrent", "connection": "recurrent",
-                               "synapses": m["recurrent_synapses"], "synapse_bits": m["recurrent_synapse_bits"],
-                               "spike_rate": 0.0, "compartments": 1,
-                               **{k: v / n for k, v in self.events[rec].items()}})
+                layers.append(
+                    {
+                        **{k: 0 for k in row},
+                        "name": rec,
+                        "kind": "recurrent",
+                        "connection": "recurrent",
+                        "synapses": m["recurrent_synapses"],
+                        "synapse_bits": m["recurrent_synapse_bits"],
+                        "spike_rate": 0.0,
+                        "compartments": 1,
+                        **{k: v / n for k, v in self.events[rec].items()},
+                    }
+                )
         timing = _timing(layers, profile, timesteps, prog.lowered.latency)
         _energy(layers, profile, timing, static_power)
         totals = _summed(layers)
-        totals["energy_breakdown_pj"] = {p: sum(r["energy_breakdown_pj"][p] for r in layers) for p in ENERGY_PARTS}
+        totals["energy_breakdown_pj"] = {
+            p: sum(r["energy_breakdown_pj"][p] for r in layers) for p in ENERGY_PARTS
+        }
         if timing is not None:
             latency_ms = timing["latency_us"] * 1e-3
             timing["edp_uj_ms"] = totals["energy_pj"] * 1e-6 * latency_ms
             timing["edp_dynamic_uj_ms"] = totals["energy_dynamic_pj"] * 1e-6 * latency_ms
-        by_connection = {c: _summed([r for r in layers if r["connection"] == c])
-                         for c in sorted({r["connection"] for r in layers})}
-        limits = {k: profile.limit(k) for k in ("neurons_per_core", "synaptic_memory_per_core")} \
-            if profile.kind == "chip" else None
-        return {"format": TAGS["report"], "tool": "danet-deploy", "profile": profile.name, "profile_kind": profile.kind,
-                "estimates": profile.estimates(), "target": prog.target, "lowering": prog.lowered.lowering,
-                "timesteps": timesteps, "samples": self.samples, "pipeline_latency": prog.lowered.latency,
-                "static_power": static_power if timing is not None else "off", "timing": timing,
-                "mapping": summarise(mapping, profile) if profile.kind == "chip" else None,
-                "core_limits": limits, "core_table": core_table(layers, limits, mapping) if limits else None,
-                "layers": layers, "totals": totals, "by_connection": by_connection,
-                "edges": self._edges(n), "neurobench": {"deployed": self.neurobench(layers, timesteps)}}
+        by_connection = {
+            c: _summed([r for r in layers if r["connection"] == c])
+            for c in sorted({r["connection"] for r in layers})
+        }
+        limits = (
+            {k: profile.limit(k) for k in ("neurons_per_core", "synaptic_memory_per_core")}
+            if profile.kind == "chip"
+            else None
+        )
+        return {
+            "format": TAGS["report"],
+            "tool": "danet-deploy",
+            "profile": profile.name,
+            "profile_kind": profile.kind,
+            "estimates": profile.estimates(),
+            "target": prog.target,
+            "lowering": prog.lowered.lowering,
+            "timesteps": timesteps,
+            "samples": self.samples,
+            "pipeline_latency": prog.lowered.latency,
+            "static_power": static_power if timing is not None else "off",
+            "timing": timing,
+            "mapping": summarise(mapping, profile) if profile.kind == "chip" else None,
+            "core_limits": limits,
+            "core_table": core_table(layers, limits, mapping) if limits else None,
+            "layers": layers,
+            "totals": totals,
+            "by_connection": by_connection,
+            "edges": self._edges(n),
+            "neurobench": {"deployed": self.neurobench(layers, timesteps)},
+        }
 
     def neurobench(self, layers: list[dict[str, Any]], timesteps: int) -> dict[str, Any]:
         """NeuroBench's metrics of the program as deployed, per inference, from these counts
         (definitions and where they part from NeuroBench's: docs/accounting.md, "NeuroBench")."""
         weights = [t.weight_q for pop in self.program.populations.values() for t in pop.terms]
         active = [r for r in layers if r["kind"] not in ("readout", "recurrent")]
-        by_layer = {r["name"]: 1 - _messages(r) / (r["neurons"] * timesteps) for r in active if r["neurons"]}
+        by_layer = {
+            r["name"]: 1 - _messages(r) / (r["neurons"] * timesteps) for r in active if r["neurons"]
+        }
         slots = sum(r["neurons"] for r in active) * timesteps
         # Loihi updates every compartment at every step: effective and dense operations are one
         neuron_ops = sum(r["neuron_updates"] * self._neuron_operations(r) for r in layers)
         return {
             "Footprint": sum(r["synapse_bits"] for r in layers) / 8,
-            "ConnectionSparsity": sum(int((w == 0).sum()) for w in weights) / max(sum(w.size for w in weights), 1),
+            "ConnectionSparsity": sum(int((w == 0).sum()) for w in weights)
+            / max(sum(w.size for w in weights), 1),
             "ActivationSparsity": 1 - sum(_messages(r) for r in active) / slots if slots else 0.0,
             "ActivationSparsityByLayer": by_layer,
-            "SynapticOperations": {"Effective_MACs": sum(r["macs"] + r["graded_ops"] for r in layers),
-                                   "Effective_ACs": sum(r["sops"] for r in layers),
-                                   "Dense": self.dense_pairs * timesteps},
+            "SynapticOperations": {
+                "Effective_MACs": sum(r["macs"] + r["graded_ops"] for r in layers),
+                "Effective_ACs": sum(r["sops"] for r in layers),
+                "Dense": self.dense_pairs * timesteps,
+            },
             "MembraneUpdates": sum(r["neuron_updates"] for r in layers),
-            "NeuronOperations": {"Effective Neuron Ops": neuron_ops, "Neuron Dense Ops": neuron_ops},
+            "NeuronOperations": {
+                "Effective Neuron Ops": neuron_ops,
+                "Neuron Dense Ops": neuron_ops,
+            },
         }
 
     def _neuron_operations(self, row: dict[str, Any]) -> int:
@@ -230,22 +337,30 @@ class Accountant:
         kind = "Synaptic" if fixed is not None and fixed.du < 4095 else "Leaky"
         return NEURON_OPERATIONS[kind]["zero"]
 
-
     def _edges(self, samples: int) -> list[dict[str, Any]]:
         """Every synapse group with its synapses, delay and events per inference."""
         prog = self.program
         rows = []
         for name, pop in prog.populations.items():
             for i, t in enumerate(pop.terms):
-                rows.append({"source": t.source, "target": name, "connection": t.connection or pop.connection,
-                             "map": "port" if t.port else t.map.kind,
-                             "synapses": 0 if t.port else synapse_count(t.map, t.weight_q), "delay": t.delay,
-                             "event": self.event_kind(t.source), "events": self.edge_events[(name, i)] / samples})
+                rows.append(
+                    {
+                        "source": t.source,
+                        "target": name,
+                        "connection": t.connection or pop.connection,
+                        "map": "port" if t.port else t.map.kind,
+                        "synapses": 0 if t.port else synapse_count(t.map, t.weight_q),
+                        "delay": t.delay,
+                        "event": self.event_kind(t.source),
+                        "events": self.edge_events[(name, i)] / samples,
+                    }
+                )
         return rows
 
 
-def core_table(layers: list[dict[str, Any]], limits: dict[str, float],
-               mapping: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+def core_table(
+    layers: list[dict[str, Any]], limits: dict[str, float], mapping: dict[str, dict[str, Any]]
+) -> list[dict[str, Any]]:
     """What fills each layer's cores, as Intel's compiler prints a per-core table for each layer
     group (neurons and synapses per core, cores) so that a mapping can be held against a chip
     compiler's, plus which limit sets the count (``bound_by`` of the core mapping; a program
@@ -256,11 +371,20 @@ def core_table(layers: list[dict[str, Any]], limits: dict[str, float],
             continue
         slots = r["neurons"] * r["compartments"]
         bound = mapping.get(r["name"], {}).get("bound_by") or bound_by(
-            r["cores"], math.ceil(slots / limits["neurons_per_core"]),
-            math.ceil(r["synapse_bits"] / limits["synaptic_memory_per_core"]))
-        rows.append({"name": r["name"], "max_fan_in": r["max_fan_in"], "neurons_per_core": math.ceil(slots / r["cores"]),
-                     "synapses_per_core": math.ceil(r["synapses"] / r["cores"]), "cores": r["cores"],
-                     "bound_by": bound})
+            r["cores"],
+            math.ceil(slots / limits["neurons_per_core"]),
+            math.ceil(r["synapse_bits"] / limits["synaptic_memory_per_core"]),
+        )
+        rows.append(
+            {
+                "name": r["name"],
+                "max_fan_in": r["max_fan_in"],
+                "neurons_per_core": math.ceil(slots / r["cores"]),
+                "synapses_per_core": math.ceil(r["synapses"] / r["cores"]),
+                "cores": r["cores"],
+                "bound_by": bound,
+            }
+        )
     return rows
 
 
@@ -271,7 +395,9 @@ def _messages(row: dict[str, Any]) -> float:
 
 def _summed(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Counts and energies of ``rows`` added up; ``energy_pj`` is dynamic + static exactly."""
-    agg: dict[str, Any] = {k: sum(r[k] for r in rows) for k in (*COUNTS, "energy_dynamic_pj", "energy_static_pj")}
+    agg: dict[str, Any] = {
+        k: sum(r[k] for r in rows) for k in (*COUNTS, "energy_dynamic_pj", "energy_static_pj")
+    }
     agg["energy_pj"] = agg["energy_dynamic_pj"] + agg["energy_static_pj"]
     return agg
 
@@ -285,13 +411,19 @@ def _events_per_neuron(values: torch.Tensor, graded: bool) -> torch.Tensor:
     flat = values.flatten(0, 1)
     if flat.ndim == 4:
         flat = flat.permute(0, 2, 3, 1)
-    events = torch.ne(flat, 0, out=torch.empty_like(flat)) if graded else flat  # spikes are 0/1 already
-    exact = torch.float32 if flat.shape[0] < F32_EXACT else torch.float64  # a count is at most T * N
+    events = (
+        torch.ne(flat, 0, out=torch.empty_like(flat)) if graded else flat
+    )  # spikes are 0/1 already
+    exact = (
+        torch.float32 if flat.shape[0] < F32_EXACT else torch.float64
+    )  # a count is at most T * N
     counts = events.reshape(flat.shape[0], -1).sum(0, dtype=exact).to(torch.float64)
     return counts.view(flat.shape[1:]).permute(2, 0, 1).reshape(-1) if flat.ndim == 4 else counts
 
 
-def _timing(layers: list[dict[str, Any]], profile: Profile, timesteps: int, latency: int) -> dict[str, float] | None:
+def _timing(
+    layers: list[dict[str, Any]], profile: Profile, timesteps: int, latency: int
+) -> dict[str, float] | None:
     """Estimated time per step and per inference on a chip (None for accounting profiles).
 
     A step lasts the barrier synchronisation plus the busiest core's synaptic and neuron
@@ -307,16 +439,27 @@ def _timing(layers: list[dict[str, Any]], profile: Profile, timesteps: int, late
             loads[-1][0] += (r["sops"] + r["graded_ops"]) / timesteps
         else:
             loads.append([(r["sops"] + r["graded_ops"]) / timesteps, r])
-    busiest = max((events / r["cores"] * t["synaptic_op"] + r["neurons"] / r["cores"] * t["neuron_update"])
-                  for events, r in loads if r["cores"])
+    busiest = max(
+        (events / r["cores"] * t["synaptic_op"] + r["neurons"] / r["cores"] * t["neuron_update"])
+        for events, r in loads
+        if r["cores"]
+    )
     step_ns = t["barrier_sync"] + busiest
     inference_s = timesteps * step_ns * 1e-9
-    return {"step_ns": step_ns, "inference_time_us": inference_s * 1e6,
-            "latency_us": (timesteps + latency) * step_ns * 1e-3, "throughput_per_s": 1 / inference_s}
+    return {
+        "step_ns": step_ns,
+        "inference_time_us": inference_s * 1e6,
+        "latency_us": (timesteps + latency) * step_ns * 1e-3,
+        "throughput_per_s": 1 / inference_s,
+    }
 
 
-def _static_pj(layers: list[dict[str, Any]], profile: Profile, timing: dict[str, float] | None,
-               static_power: str) -> float:
+def _static_pj(
+    layers: list[dict[str, Any]],
+    profile: Profile,
+    timing: dict[str, float] | None,
+    static_power: str,
+) -> float:
     """Static energy of one inference: static power x inference time, for the attributed share."""
     if timing is None or static_power == "off":
         return 0.0
@@ -327,35 +470,51 @@ def _static_pj(layers: list[dict[str, Any]], profile: Profile, timing: dict[str,
     return watts * timing["inference_time_us"] * 1e-6 * 1e12
 
 
-def _energy(layers: list[dict[str, Any]], profile: Profile, timing: dict[str, float] | None,
-            static_power: str) -> None:
+def _energy(
+    layers: list[dict[str, Any]],
+    profile: Profile,
+    timing: dict[str, float] | None,
+    static_power: str,
+) -> None:
     """Fill the energy keys and ``energy_breakdown_pj`` of every row."""
     e = {k: f.value for k, f in profile.energy.items()}
     static_pj = _static_pj(layers, profile, timing, static_power)
     total_cores = sum(r["cores"] for r in layers) or 1
     for r in layers:
-        parts = {"synaptic": r["sops"] * e["synaptic_op"] + r["graded_ops"] * e["graded_op"],
-                 "neuron": r["neuron_updates"] * e["neuron_update"],
-                 "routing": _messages(r) * e["spike_routing"],
-                 "mac": r["macs"] * e["mac"],
-                 "static": static_pj * r["cores"] / total_cores}
+        parts = {
+            "synaptic": r["sops"] * e["synaptic_op"] + r["graded_ops"] * e["graded_op"],
+            "neuron": r["neuron_updates"] * e["neuron_update"],
+            "routing": _messages(r) * e["spike_routing"],
+            "mac": r["macs"] * e["mac"],
+            "static": static_pj * r["cores"] / total_cores,
+        }
         r["energy_breakdown_pj"] = parts
         r["energy_dynamic_pj"] = sum(parts[p] for p in DYNAMIC_PARTS)
         r["energy_static_pj"] = parts["static"]
         r["energy_pj"] = r["energy_dynamic_pj"] + r["energy_static_pj"]
 
 
-CONNECTION_LAYERS = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)  # NeuroBench's
+CONNECTION_LAYERS = (
+    torch.nn.Linear,
+    torch.nn.Conv1d,
+    torch.nn.Conv2d,
+    torch.nn.Conv3d,
+)  # NeuroBench's
 
 
-def neurobench_trained(model: torch.nn.Module, activity: FloatActivity | None = None) -> dict[str, Any]:
+def neurobench_trained(
+    model: torch.nn.Module, activity: FloatActivity | None = None
+) -> dict[str, Any]:
     """NeuroBench's metrics of the float model as trained, by NeuroBench's definitions:
     Footprint (bytes of parameters and buffers), ConnectionSparsity (zero weights of the
     Linear and Conv layers, unrounded) and, from ``activity``, its workload metrics."""
     tensors = [*model.parameters(), *model.buffers()]
     weights = [m.weight for m in model.modules() if isinstance(m, CONNECTION_LAYERS)]
-    static = {"Footprint": float(sum(t.numel() * t.element_size() for t in tensors)),
-              "ConnectionSparsity": sum(int((w == 0).sum()) for w in weights) / max(sum(w.numel() for w in weights), 1)}
+    static = {
+        "Footprint": float(sum(t.numel() * t.element_size() for t in tensors)),
+        "ConnectionSparsity": sum(int((w == 0).sum()) for w in weights)
+        / max(sum(w.numel() for w in weights), 1),
+    }
     return {**static, **(activity.metrics() if activity is not None else {})}
 
 
@@ -371,15 +530,31 @@ class FloatActivity:
     def __init__(self, model: torch.nn.Module) -> None:
         import snntorch
 
-        self.counts = dict.fromkeys(("Effective_ACs", "Effective_MACs", "Dense", "nonzero", "outputs",
-                                     "MembraneUpdates", "Effective Neuron Ops", "Neuron Dense Ops"), 0.0)
+        self.counts = dict.fromkeys(
+            (
+                "Effective_ACs",
+                "Effective_MACs",
+                "Dense",
+                "nonzero",
+                "outputs",
+                "MembraneUpdates",
+                "Effective Neuron Ops",
+                "Neuron Dense Ops",
+            ),
+            0.0,
+        )
         self.samples = 0
-        self.membrane_before: dict[torch.nn.Module, torch.Tensor] = {}  # each neuron's mem before its call
+        self.membrane_before: dict[
+            torch.nn.Module, torch.Tensor
+        ] = {}  # each neuron's mem before its call
         self.first_call: set[torch.nn.Module] = set()  # neurons not yet called in this forward pass
         self.neurons = [m for m in model.modules() if isinstance(m, snntorch.SpikingNeuron)]
         self.handles = [model.register_forward_pre_hook(self._batch)]
-        self.handles += [m.register_forward_hook(self._connection) for m in model.modules()
-                         if isinstance(m, CONNECTION_LAYERS)]
+        self.handles += [
+            m.register_forward_hook(self._connection)
+            for m in model.modules()
+            if isinstance(m, CONNECTION_LAYERS)
+        ]
         self.handles += [m.register_forward_pre_hook(self._membrane_before) for m in self.neurons]
         self.handles += [m.register_forward_hook(self._activation) for m in self.neurons]
 
@@ -392,9 +567,16 @@ class FloatActivity:
         import torch.distributed as dist
 
         keys = list(self.counts)
-        device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else "cpu"
-        flat = torch.tensor([self.counts[k] for k in keys] + [float(self.samples)], dtype=torch.float64,
-                            device=device)
+        device = (
+            torch.device("cuda", torch.cuda.current_device())
+            if dist.get_backend() == "nccl"
+            else "cpu"
+        )
+        flat = torch.tensor(
+            [self.counts[k] for k in keys] + [float(self.samples)],
+            dtype=torch.float64,
+            device=device,
+        )
         dist.all_reduce(flat)
         self.counts, self.samples = dict(zip(keys, flat[:-1].tolist())), int(flat[-1])
 
@@ -409,7 +591,9 @@ class FloatActivity:
         x = args[0].detach()
         spiking = bool(((x == 0) | (x == 1) | (x == -1)).all())
         nonzero = (layer.weight.detach() != 0).to(x.dtype)
-        self.counts["Effective_ACs" if spiking else "Effective_MACs"] += _pairs(layer, (x != 0).to(x.dtype), nonzero)
+        self.counts["Effective_ACs" if spiking else "Effective_MACs"] += _pairs(
+            layer, (x != 0).to(x.dtype), nonzero
+        )
         self.counts["Dense"] += _pairs(layer, torch.ones_like(x), torch.ones_like(nonzero))
 
     def _activation(self, neuron: torch.nn.Module, args: tuple, out: Any) -> None:
@@ -432,16 +616,23 @@ class FloatActivity:
         n, c = max(self.samples, 1), self.counts
         sparsity = 1 - c["nonzero"] / c["outputs"] if self.neurons and c["outputs"] else None
         defined = self.neurons and all(_neuron_operations(m) is not None for m in self.neurons)
-        return {"ActivationSparsity": sparsity,
-                "SynapticOperations": {k: c[k] / n for k in ("Effective_MACs", "Effective_ACs", "Dense")},
-                "MembraneUpdates": c["MembraneUpdates"] / n if self.neurons else None,
-                "NeuronOperations": {k: c[k] / n for k in ("Effective Neuron Ops", "Neuron Dense Ops")}
-                if defined else None}
+        return {
+            "ActivationSparsity": sparsity,
+            "SynapticOperations": {
+                k: c[k] / n for k in ("Effective_MACs", "Effective_ACs", "Dense")
+            },
+            "MembraneUpdates": c["MembraneUpdates"] / n if self.neurons else None,
+            "NeuronOperations": {k: c[k] / n for k in ("Effective Neuron Ops", "Neuron Dense Ops")}
+            if defined
+            else None,
+        }
 
 
 def _neuron_operations(neuron: torch.nn.Module) -> int | None:
     """Operations per membrane update of an snnTorch neuron, by NeuroBench's table (None: not in it)."""
-    return NEURON_OPERATIONS.get(type(neuron).__name__, {}).get(getattr(neuron, "_reset_mechanism", None))
+    return NEURON_OPERATIONS.get(type(neuron).__name__, {}).get(
+        getattr(neuron, "_reset_mechanism", None)
+    )
 
 
 def _pairs(layer: torch.nn.Module, x: torch.Tensor, weight: torch.Tensor) -> float:
@@ -449,4 +640,6 @@ def _pairs(layer: torch.nn.Module, x: torch.Tensor, weight: torch.Tensor) -> flo
     if isinstance(layer, torch.nn.Linear):
         return float(F.linear(x, weight).sum())
     conv = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}[weight.dim() - 2]
-    return float(conv(x, weight, None, layer.stride, layer.padding, layer.dilation, layer.groups).sum())
+    return float(
+        conv(x, weight, None, layer.stride, layer.padding, layer.dilation, layer.groups).sum()
+    )

@@ -22,8 +22,13 @@ FORMAT = TAGS["checkpoint"]
 REQUIRED = ("format", "config", "state_dict", "data", "metrics")
 
 
-def save_checkpoint(path: Path, model: SpikingNet, data: dict[str, Any], metrics: dict[str, Any],
-                    train_state: dict[str, Any] | None = None) -> None:
+def save_checkpoint(
+    path: Path,
+    model: SpikingNet,
+    data: dict[str, Any],
+    metrics: dict[str, Any],
+    train_state: dict[str, Any] | None = None,
+) -> None:
     blob = {
         "format": FORMAT,
         "config": model.config,
@@ -49,7 +54,11 @@ def _refusal(e: pickle.UnpicklingError) -> str:
     """What torch's weights_only refusal names (the callable the file would have run), without
     its advice to load the file unsafely."""
     found = re.search(r"Unsupported (?:global: GLOBAL |class )?([\w.]+)", str(e))
-    return f"it would call {found.group(1)}" if found else "it holds objects that are not tensors or plain data"
+    return (
+        f"it would call {found.group(1)}"
+        if found
+        else "it holds objects that are not tensors or plain data"
+    )
 
 
 def read_checkpoint(path: Path, mmap: bool = True) -> dict[str, Any]:
@@ -64,23 +73,37 @@ def read_checkpoint(path: Path, mmap: bool = True) -> dict[str, Any]:
     except OSError as e:
         raise UserError(f"{path}: cannot read the checkpoint ({e.strerror})") from None
     if not zipped:
-        raise UserError(f"{path}: not a danet-deploy checkpoint (not a file written by torch.save; "
-                        f"a checkpoint comes from danet-deploy train)")
+        raise UserError(
+            f"{path}: not a danet-deploy checkpoint (not a file written by torch.save; "
+            f"a checkpoint comes from danet-deploy train)"
+        )
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except pickle.UnpicklingError as e:
-        raise UserError(f"{path}: refused: the file carries pickled objects that are not plain data "
-                        f"({_refusal(e)}); danet-deploy never runs code from a checkpoint") from None
+        raise UserError(
+            f"{path}: refused: the file carries pickled objects that are not plain data "
+            f"({_refusal(e)}); danet-deploy never runs code from a checkpoint"
+        ) from None
     except Exception as e:  # noqa: BLE001 - truncated zip, damaged record, ...
-        raise UserError(f"{path}: not a readable checkpoint, it may be truncated or damaged "
-                        f"({type(e).__name__})") from None
-    if not isinstance(blob, dict) or blob.get("format") != FORMAT or any(k not in blob for k in REQUIRED):
-        raise UserError(f"{path}: not a danet-deploy checkpoint (missing format {FORMAT!r} or one "
-                        f"of {', '.join(REQUIRED)})")
+        raise UserError(
+            f"{path}: not a readable checkpoint, it may be truncated or damaged "
+            f"({type(e).__name__})"
+        ) from None
+    if (
+        not isinstance(blob, dict)
+        or blob.get("format") != FORMAT
+        or any(k not in blob for k in REQUIRED)
+    ):
+        raise UserError(
+            f"{path}: not a danet-deploy checkpoint (missing format {FORMAT!r} or one "
+            f"of {', '.join(REQUIRED)})"
+        )
     for key in ("config", "state_dict", "data", "metrics"):
         if not isinstance(blob[key], dict):
-            raise UserError(f"{path}: damaged checkpoint: {key!r} is a {type(blob[key]).__name__}, not a "
-                            f"dictionary")
+            raise UserError(
+                f"{path}: damaged checkpoint: {key!r} is a {type(blob[key]).__name__}, not a "
+                f"dictionary"
+            )
     return blob
 
 
@@ -90,16 +113,22 @@ def _mismatch(path: Path, model: SpikingNet, state: dict[str, Any]) -> UserError
     expected = model.state_dict()
     for name, tensor in expected.items():
         if name not in state:
-            return UserError(f"{path}: weights do not match architecture {arch!r}: tensor {name!r} is missing")
+            return UserError(
+                f"{path}: weights do not match architecture {arch!r}: tensor {name!r} is missing"
+            )
         got = state[name]
         if not torch.is_tensor(got) or tuple(got.shape) != tuple(tensor.shape):
             shape = tuple(got.shape) if torch.is_tensor(got) else type(got).__name__
-            return UserError(f"{path}: weights do not match architecture {arch!r}: tensor {name!r} is "
-                             f"{shape}, the architecture needs {tuple(tensor.shape)}")
+            return UserError(
+                f"{path}: weights do not match architecture {arch!r}: tensor {name!r} is "
+                f"{shape}, the architecture needs {tuple(tensor.shape)}"
+            )
     extra = [k for k in state if k not in expected]
     if extra:
-        return UserError(f"{path}: weights do not match architecture {arch!r}: unexpected tensor {extra[0]!r}"
-                         + (f" and {len(extra) - 1} more" if len(extra) > 1 else ""))
+        return UserError(
+            f"{path}: weights do not match architecture {arch!r}: unexpected tensor {extra[0]!r}"
+            + (f" and {len(extra) - 1} more" if len(extra) > 1 else "")
+        )
     return None
 
 
@@ -121,8 +150,9 @@ def load_model(path: Path, mmap: bool = True) -> tuple[SpikingNet, dict[str, Any
     except UserError as e:
         raise UserError(f"{path}: {e}") from None
     except (KeyError, TypeError, ValueError) as e:
-        raise UserError(f"{path}: damaged checkpoint: its config cannot build a model "
-                        f"({type(e).__name__}: {e})") from None
+        raise UserError(
+            f"{path}: damaged checkpoint: its config cannot build a model ({type(e).__name__}: {e})"
+        ) from None
     problem = _mismatch(path, model, blob["state_dict"])
     if problem:
         raise problem

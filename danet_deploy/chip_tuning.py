@@ -46,19 +46,33 @@ def chip_grid(model: SpikingNet, data: str) -> dict[str, Any]:
     biases: dict[str, float] = {}
     for node in model.nodes:
         neuron = model.next_after_sums(node)
-        if node.op == "bn" and neuron is not None and neuron.op == "lif" and neuron.name in program.fixed:
-            biases[node.name] = program.fixed[neuron.name].scale / 64  # the shift is the neuron's bias
+        if (
+            node.op == "bn"
+            and neuron is not None
+            and neuron.op == "lif"
+            and neuron.name in program.fixed
+        ):
+            biases[node.name] = (
+                program.fixed[neuron.name].scale / 64
+            )  # the shift is the neuron's bias
         held = _held_weight(model, graph, node)
         for pop, t in _terms(program) if held is not None else []:
             if node.op == "linear":  # the readout: global average pooling composed into it
                 spread = _spread_over_positions(t.map.values(), held)
                 if pop.kind == "readout" and spread:
-                    weights.setdefault(node.name, set()).add(weight_scale(program.fixed, pop, t) / spread)
+                    weights.setdefault(node.name, set()).add(
+                        weight_scale(program.fixed, pop, t) / spread
+                    )
                     biases[node.name] = program.fixed[pop.name].scale / 64
-            elif t.map.weight.shape == held.shape and np.allclose(t.map.values(), held, rtol=1e-6, atol=0):
+            elif t.map.weight.shape == held.shape and np.allclose(
+                t.map.values(), held, rtol=1e-6, atol=0
+            ):
                 weights.setdefault(node.name, set()).add(weight_scale(program.fixed, pop, t))
-    return {"weights": {name: s.pop() for name, s in sorted(weights.items()) if len(s) == 1},
-            "biases": biases, "scales": _scales(program)}
+    return {
+        "weights": {name: s.pop() for name, s in sorted(weights.items()) if len(s) == 1},
+        "biases": biases,
+        "scales": _scales(program),
+    }
 
 
 def _compile_on_powers_of_two(graph: FlatGraph, calibration: torch.Tensor) -> Program:
@@ -84,7 +98,9 @@ def _held_weight(model: SpikingNet, graph: FlatGraph, node: Node) -> np.ndarray 
     a stream BatchNorm's scale on spikes (a 1x1 conv, one weight per channel); a linear
     readout's weight. None for the other nodes."""
     if node.op == "conv" and node.name in graph.nodes:
-        w = np.asarray(graph.nodes[node.name].weight, dtype=np.float64)  # BN folded where it follows directly
+        w = np.asarray(
+            graph.nodes[node.name].weight, dtype=np.float64
+        )  # BN folded where it follows directly
         bn = model.scaling_bn(node)
         if bn is not None and bn != model.folded_bn(node):
             w = w * model.bn_affine(bn)[0].double().numpy()[:, None, None, None]
@@ -112,12 +128,17 @@ def _spread_over_positions(term_weight: np.ndarray, fc: np.ndarray) -> int:
 
 def _scales(program: Program) -> dict[str, float]:
     """The compiler's ``K`` per population; for the input, its value scale."""
-    return {name: f.value_scale if program.populations[name].kind == "input" else f.scale
-            for name, f in program.fixed.items()}
+    return {
+        name: f.value_scale if program.populations[name].kind == "input" else f.scale
+        for name, f in program.fixed.items()
+    }
 
 
 def _powers_of_two(program: Program) -> dict[str, float]:
     """Neuron, readout and graded-input scales rounded down to powers of two (at least 64)."""
-    return {name: float(2 ** max(6, math.floor(math.log2(k)))) for name, k in _scales(program).items()
-            if program.populations[name].kind in ("lif", "readout")
-            or (program.populations[name].kind == "input" and program.fixed[name].graded)}
+    return {
+        name: float(2 ** max(6, math.floor(math.log2(k))))
+        for name, k in _scales(program).items()
+        if program.populations[name].kind in ("lif", "readout")
+        or (program.populations[name].kind == "input" and program.fixed[name].graded)
+    }

@@ -29,9 +29,11 @@ with interrupt_ends_at_once():  # importing torch takes seconds: Ctrl-C then pri
     from .models import CONNECTIONS, FRAMEWORKS, list_archs
     from .progress import as_text, console, fitted
 
-DATA_HELP = ("digits | cifar10:PATH | cifar100:PATH | imagefolder:PATH | tensor:PATH | nmnist:PATH | dvsgesture:PATH | "
-             "cifar10dvs:PATH | shd:PATH. Event data: PATH is tonic's save_to folder; recordings are framed into "
-             "the model's -T steps (equal time bins; add ?window=US or ?events=N) and cached (docs/events.md).")
+DATA_HELP = (
+    "digits | cifar10:PATH | cifar100:PATH | imagefolder:PATH | tensor:PATH | nmnist:PATH | dvsgesture:PATH | "
+    "cifar10dvs:PATH | shd:PATH. Event data: PATH is tonic's save_to folder; recordings are framed into "
+    "the model's -T steps (equal time bins; add ?window=US or ?events=N) and cached (docs/events.md)."
+)
 
 DEFAULT_ARCH, DEFAULT_CONNECTION = "digits_resnet", "da"
 
@@ -49,7 +51,9 @@ class _Group(click.Group):
             with signals_end_the_run():
                 try:
                     return super().invoke(ctx)
-                except LavaDlNeeded as e:  # lava-dl is only in the runtime: the command runs there, whole
+                except (
+                    LavaDlNeeded
+                ) as e:  # lava-dl is only in the runtime: the command runs there, whole
                     why = f"danet-deploy {ctx.invoked_subcommand} with a lava-dl network"
                     sys.exit(lava_runtime.rerun(self.argv, why=why, results=e.results))
         except UserError as e:
@@ -73,7 +77,9 @@ def emit(text: str) -> None:
     """Write a command's result to stdout, or fail in one line when it cannot be written (a
     reader that left early ends the command quietly: :func:`reader_gone`)."""
     if sys.stdout is None:
-        raise UserError("standard output is closed: the result has nowhere to go; write it with -o FILE")
+        raise UserError(
+            "standard output is closed: the result has nowhere to go; write it with -o FILE"
+        )
     try:
         sys.stdout.write(text)
         sys.stdout.flush()
@@ -81,8 +87,9 @@ def emit(text: str) -> None:
         reader_gone()
     except OSError as e:
         sys.stdout = None  # nothing more can be written there (not even at exit)
-        raise UserError(f"cannot write the result to standard output ({e.strerror or e}); "
-                        f"write it with -o FILE") from None
+        raise UserError(
+            f"cannot write the result to standard output ({e.strerror or e}); write it with -o FILE"
+        ) from None
 
 
 class Finite(click.ParamType):
@@ -99,8 +106,12 @@ class Finite(click.ParamType):
         except (TypeError, ValueError):
             self.fail(f"{value!r} is not a number", param, ctx)
         if not (math.isfinite(v) and self.low < v <= self.high):
-            self.fail(f"{value}: {self.what} must be a finite number above {self.low:g} and at most "
-                      f"{self.high:g}", param, ctx)
+            self.fail(
+                f"{value}: {self.what} must be a finite number above {self.low:g} and at most "
+                f"{self.high:g}",
+                param,
+                ctx,
+            )
         return v
 
 
@@ -147,20 +158,29 @@ def convention_options(f):
     NIR 1.0.8 does not record (docs/nir.md)."""
     from .ir.graph import DISCRETISATIONS, RESETS
 
-    f = click.option("--discretisation", type=click.Choice(list(DISCRETISATIONS)),
-                     help="How a .nir MODEL's time constants become per-step decays [default: the file's, "
-                          "else euler]. " + "; ".join(f"{k}: {v}" for k, v in DISCRETISATIONS.items()) + ".")(f)
-    return click.option("--reset", type=click.Choice(list(RESETS)),
-                        help="How a .nir MODEL's neurons reset [default: the file's, else zero]. "
-                             + "; ".join(f"{k}: {v}" for k, v in RESETS.items())
-                             + ". Loihi targets compile zero and spikingjelly (docs/nir.md).")(f)
+    f = click.option(
+        "--discretisation",
+        type=click.Choice(list(DISCRETISATIONS)),
+        help="How a .nir MODEL's time constants become per-step decays [default: the file's, "
+        "else euler]. " + "; ".join(f"{k}: {v}" for k, v in DISCRETISATIONS.items()) + ".",
+    )(f)
+    return click.option(
+        "--reset",
+        type=click.Choice(list(RESETS)),
+        help="How a .nir MODEL's neurons reset [default: the file's, else zero]. "
+        + "; ".join(f"{k}: {v}" for k, v in RESETS.items())
+        + ". Loihi targets compile zero and spikingjelly (docs/nir.md).",
+    )(f)
 
 
 def keep_input_option(f):
     """``--keep-input-neurons`` for commands that read a netx file as MODEL."""
-    return click.option("--keep-input-neurons", is_flag=True,
-                        help="netx MODEL: keep the neurons of its input layer (slayer.block.cuba.Input); by "
-                             "default they are skipped, as lava-dl's examples deploy it (skip_layers=1).")(f)
+    return click.option(
+        "--keep-input-neurons",
+        is_flag=True,
+        help="netx MODEL: keep the neurons of its input layer (slayer.block.cuba.Input); by "
+        "default they are skipped, as lava-dl's examples deploy it (skip_layers=1).",
+    )(f)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -179,45 +199,102 @@ def main(ctx: click.Context, debug: bool) -> None:
 def _train_options(f):
     """Options shared by `train` and `demo`."""
     archs = list_archs()
-    f = click.option("--arch", default=DEFAULT_ARCH, show_default=True, type=click.Choice(list(archs)),
-                     help="Architecture (listed below; docs/danets.md describes each).")(f)
-    f = click.option("--connection", default=DEFAULT_CONNECTION, show_default=True,
-                     type=click.Choice(CONNECTIONS),
-                     help="Residual connection type (listed below; docs/danets.md explains each).")(f)
-    f = click.option("--timesteps", "-T", default=4, show_default=True, type=Steps(),
-                     help="Time steps per sample (direct encoding of static inputs).")(f)
-    f = click.option("--epochs", default=30, show_default=True, type=click.IntRange(1),
-                     help="Training epochs (before the --chip-epochs).")(f)
-    f = click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1),
-                     help="Global batch size (split across DDP processes under torchrun).")(f)
-    f = click.option("--lr", default=5e-3, show_default=True, type=Finite(0.0, 10.0, "the learning rate"),
-                     help="AdamW learning rate.")(f)
-    f = click.option("--device", default="auto", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]),
-                     help="Where to train (auto: CUDA when there is a GPU).")(f)
-    f = click.option("--seed", default=0, show_default=True, type=int,
-                     help="Seed of the weights, the batch order and the augmentation.")(f)
-    f = click.option("--framework", type=click.Choice(list(FRAMEWORKS)),
-                     help="Neuron and surrogate gradient: snntorch = snnTorch Leaky (reset to zero); lava-dl = "
-                          "slayer's CUBA neuron, Loihi's own (docs/lava-dl.md) [default: snntorch, or the "
-                          "framework of the --resume checkpoint].")(f)
-    f = click.option("--chip-epochs", type=click.IntRange(0), default=None,
-                     help="Epochs after --epochs with the weights on the chip's 8-bit grid (BatchNorm frozen), "
-                          "so that the float evaluation is the program's network. Default: 5 for lava-dl, "
-                          "0 for snntorch.")(f)
+    f = click.option(
+        "--arch",
+        default=DEFAULT_ARCH,
+        show_default=True,
+        type=click.Choice(list(archs)),
+        help="Architecture (listed below; docs/danets.md describes each).",
+    )(f)
+    f = click.option(
+        "--connection",
+        default=DEFAULT_CONNECTION,
+        show_default=True,
+        type=click.Choice(CONNECTIONS),
+        help="Residual connection type (listed below; docs/danets.md explains each).",
+    )(f)
+    f = click.option(
+        "--timesteps",
+        "-T",
+        default=4,
+        show_default=True,
+        type=Steps(),
+        help="Time steps per sample (direct encoding of static inputs).",
+    )(f)
+    f = click.option(
+        "--epochs",
+        default=30,
+        show_default=True,
+        type=click.IntRange(1),
+        help="Training epochs (before the --chip-epochs).",
+    )(f)
+    f = click.option(
+        "--batch-size",
+        default=64,
+        show_default=True,
+        type=click.IntRange(1),
+        help="Global batch size (split across DDP processes under torchrun).",
+    )(f)
+    f = click.option(
+        "--lr",
+        default=5e-3,
+        show_default=True,
+        type=Finite(0.0, 10.0, "the learning rate"),
+        help="AdamW learning rate.",
+    )(f)
+    f = click.option(
+        "--device",
+        default="auto",
+        show_default=True,
+        type=click.Choice(["auto", "cpu", "cuda"]),
+        help="Where to train (auto: CUDA when there is a GPU).",
+    )(f)
+    f = click.option(
+        "--seed",
+        default=0,
+        show_default=True,
+        type=int,
+        help="Seed of the weights, the batch order and the augmentation.",
+    )(f)
+    f = click.option(
+        "--framework",
+        type=click.Choice(list(FRAMEWORKS)),
+        help="Neuron and surrogate gradient: snntorch = snnTorch Leaky (reset to zero); lava-dl = "
+        "slayer's CUBA neuron, Loihi's own (docs/lava-dl.md) [default: snntorch, or the "
+        "framework of the --resume checkpoint].",
+    )(f)
+    f = click.option(
+        "--chip-epochs",
+        type=click.IntRange(0),
+        default=None,
+        help="Epochs after --epochs with the weights on the chip's 8-bit grid (BatchNorm frozen), "
+        "so that the float evaluation is the program's network. Default: 5 for lava-dl, "
+        "0 for snntorch.",
+    )(f)
     return f
 
 
 @main.command()
 @_train_options
-@click.option("--data", default="digits", show_default=True,
-              help=DATA_HELP)
+@click.option("--data", default="digits", show_default=True, help=DATA_HELP)
 @click.option("--amp", is_flag=True, help="Mixed precision (CUDA only).")
-@click.option("--workers", default=0, show_default=True, type=click.IntRange(0), help="Data-loader workers.")
+@click.option(
+    "--workers", default=0, show_default=True, type=click.IntRange(0), help="Data-loader workers."
+)
 @click.option("--learn-beta", is_flag=True, help="Learn each layer's membrane decay.")
 @click.option("--resume", type=click.Path(dir_okay=False), help="Continue from this checkpoint.")
-@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
-              help="Checkpoint to write (an existing file is replaced only when it is a danet-deploy checkpoint).")
-@click.option("--force", is_flag=True, help="Overwrite --output even when it is not a danet-deploy checkpoint.")
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Checkpoint to write (an existing file is replaced only when it is a danet-deploy checkpoint).",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Overwrite --output even when it is not a danet-deploy checkpoint.",
+)
 def train(output: str, force: bool, **kw) -> None:
     """Train a spiking network with surrogate gradients and write a checkpoint.
 
@@ -247,9 +324,13 @@ CONNECTION_HELP = {
 def _listing() -> str:
     """Connection types and architectures one per line, for --help (no rewrapping: \\b)."""
     conns = "".join(f"\n      {name:<9} {CONNECTION_HELP.get(name, '')}" for name in CONNECTIONS)
-    archs = "".join(f"\n      {name:<16} {', '.join(spec.connections)}" for name, spec in list_archs().items())
-    return (f"\n\n    \b\n    Connection types:{conns}\n\n    \b\n    Architectures (and their connection types):"
-            f"{archs}")
+    archs = "".join(
+        f"\n      {name:<16} {', '.join(spec.connections)}" for name, spec in list_archs().items()
+    )
+    return (
+        f"\n\n    \b\n    Connection types:{conns}\n\n    \b\n    Architectures (and their connection types):"
+        f"{archs}"
+    )
 
 
 train.help = (train.help or "") + _listing()
@@ -257,12 +338,27 @@ train.help = (train.help or "") + _listing()
 
 @main.command()
 @_train_options
-@click.option("-o", "--outdir", default="runs/demo", show_default=True, type=click.Path(file_okay=False),
-              help="Where the demo writes its files.")
-@click.option("--lava-samples", default=20, show_default=True, type=click.IntRange(1),
-              help="Test samples run in Lava (slow); the fast simulator runs all of them.")
-@click.option("--profile", "-p", default="loihi2", show_default=True, help="Profile for the energy table.")
-@click.option("--force", is_flag=True, help="Overwrite files in --outdir that danet-deploy did not write.")
+@click.option(
+    "-o",
+    "--outdir",
+    default="runs/demo",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Where the demo writes its files.",
+)
+@click.option(
+    "--lava-samples",
+    default=20,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Test samples run in Lava (slow); the fast simulator runs all of them.",
+)
+@click.option(
+    "--profile", "-p", default="loihi2", show_default=True, help="Profile for the energy table."
+)
+@click.option(
+    "--force", is_flag=True, help="Overwrite files in --outdir that danet-deploy did not write."
+)
 def demo(outdir: str, lava_samples: int, profile: str, force: bool, **kw) -> None:
     """The embedded default job on the 8x8 digits (nothing is downloaded).
 
@@ -279,36 +375,92 @@ def demo(outdir: str, lava_samples: int, profile: str, force: bool, **kw) -> Non
 
 @main.command()
 @click.argument("model", type=ModelArgument())
-@click.option("--target", "-t", default="nir", show_default=True,
-              type=click.Choice(["nir", "loihi2-sim", "loihi2", "loihi1"]),
-              help="nir: graph.nir only; loihi2-sim / loihi2 / loihi1: also compile to the chip's fixed point.")
-@click.option("-o", "--outdir", type=click.Path(file_okay=False),
-              help="Output directory [default: <model stem>.<target>/ next to MODEL; <stem>.nir.d/ for a .nir "
-                   "MODEL exported to nir].")
-@click.option("--profile", "-p", help="Hardware profile name or .toml file [default: the target's].")
-@click.option("--lowering", default="auto", show_default=True, type=click.Choice(["auto", "expand", "relay"]),
-              help="How real-valued streams (ms, pa, da) reach the chip: expand = direct synapses from every "
-                   "spiking layer; relay = graded relay neurons; auto = expand if it fits the profile.")
-@click.option("--data", help="Calibration data for quantisation [default: the checkpoint's dataset].")
-@click.option("--calibration-samples", default=32, show_default=True, type=click.IntRange(1),
-              help="Training samples the float model runs to set each layer's fixed-point scale.")
-@dt_option("Time step in seconds for NIR neuron constants [default: the file's, else 1e-4]; "
-           "written into the export's graph.nir.")
-@click.option("--force", is_flag=True, help="Write into a non-empty OUTDIR that danet-deploy did not create "
-              "(only its own files are written; nothing is deleted).")
-@click.option("--strict", is_flag=True, help="Fail, instead of warning, where a layer's weight error is "
-              "above the bound of docs/compile.md §3.")
+@click.option(
+    "--target",
+    "-t",
+    default="nir",
+    show_default=True,
+    type=click.Choice(["nir", "loihi2-sim", "loihi2", "loihi1"]),
+    help="nir: graph.nir only; loihi2-sim / loihi2 / loihi1: also compile to the chip's fixed point.",
+)
+@click.option(
+    "-o",
+    "--outdir",
+    type=click.Path(file_okay=False),
+    help="Output directory [default: <model stem>.<target>/ next to MODEL; <stem>.nir.d/ for a .nir "
+    "MODEL exported to nir].",
+)
+@click.option(
+    "--profile", "-p", help="Hardware profile name or .toml file [default: the target's]."
+)
+@click.option(
+    "--lowering",
+    default="auto",
+    show_default=True,
+    type=click.Choice(["auto", "expand", "relay"]),
+    help="How real-valued streams (ms, pa, da) reach the chip: expand = direct synapses from every "
+    "spiking layer; relay = graded relay neurons; auto = expand if it fits the profile.",
+)
+@click.option(
+    "--data", help="Calibration data for quantisation [default: the checkpoint's dataset]."
+)
+@click.option(
+    "--calibration-samples",
+    default=32,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Training samples the float model runs to set each layer's fixed-point scale.",
+)
+@dt_option(
+    "Time step in seconds for NIR neuron constants [default: the file's, else 1e-4]; "
+    "written into the export's graph.nir."
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Write into a non-empty OUTDIR that danet-deploy did not create "
+    "(only its own files are written; nothing is deleted).",
+)
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Fail, instead of warning, where a layer's weight error is "
+    "above the bound of docs/compile.md §3.",
+)
 @keep_input_option
 @convention_options
-@click.option("--weights", type=click.Path(exists=True, dir_okay=False),
-              help="package.module:factory MODEL: a state_dict to load into the module (weights_only=True).")
-@click.option("--input-shape", help="package.module:factory MODEL: one sample's shape, e.g. 3,32,32.")
-@click.option("--timesteps", "-T", type=Steps(),
-              help="package.module:factory MODEL: time steps per sample, recorded in its graph.nir.")
-def export(model: str, target: str, outdir: str | None, dt: float | None, profile: str | None,
-           lowering: str, data: str | None, calibration_samples: int, force: bool, strict: bool,
-           keep_input_neurons: bool, reset: str | None, discretisation: str | None, weights: str | None,
-           input_shape: str | None, timesteps: int | None) -> None:
+@click.option(
+    "--weights",
+    type=click.Path(exists=True, dir_okay=False),
+    help="package.module:factory MODEL: a state_dict to load into the module (weights_only=True).",
+)
+@click.option(
+    "--input-shape", help="package.module:factory MODEL: one sample's shape, e.g. 3,32,32."
+)
+@click.option(
+    "--timesteps",
+    "-T",
+    type=Steps(),
+    help="package.module:factory MODEL: time steps per sample, recorded in its graph.nir.",
+)
+def export(
+    model: str,
+    target: str,
+    outdir: str | None,
+    dt: float | None,
+    profile: str | None,
+    lowering: str,
+    data: str | None,
+    calibration_samples: int,
+    force: bool,
+    strict: bool,
+    keep_input_neurons: bool,
+    reset: str | None,
+    discretisation: str | None,
+    weights: str | None,
+    input_shape: str | None,
+    timesteps: int | None,
+) -> None:
     """Export MODEL (a checkpoint from `train`, a .nir file, a lava-dl netx file, or a PyTorch
     module as package.module:factory, docs/nir.md) for TARGET.
 
@@ -327,18 +479,33 @@ def export(model: str, target: str, outdir: str | None, dt: float | None, profil
     """
     from .export import export as run_export
 
-    out = run_export(Path(model), target, Path(outdir) if outdir else None, dt, profile, lowering, data,
-                     calibration_samples, force, keep_input_neurons, reset, discretisation, strict=strict,
-                     module={"weights": weights, "input_shape": input_shape, "timesteps": timesteps})
+    out = run_export(
+        Path(model),
+        target,
+        Path(outdir) if outdir else None,
+        dt,
+        profile,
+        lowering,
+        data,
+        calibration_samples,
+        force,
+        keep_input_neurons,
+        reset,
+        discretisation,
+        strict=strict,
+        module={"weights": weights, "input_shape": input_shape, "timesteps": timesteps},
+    )
     import json
 
     m = json.loads((out / "manifest.json").read_text())
     console.print(f"wrote {out}/ ({', '.join(m['files'])})")
     if target != "nir":
         cm = m["core_mapping"]
-        console.print(f"{m['profile']}: {m['lowering']} lowering, {cm['neurons']:,} neurons, "
-                      f"{cm['synapses']:,} synapses, {cm['cores']} cores on {cm['chips']} chip(s), "
-                      f"pipeline latency {m['pipeline_latency']} steps")
+        console.print(
+            f"{m['profile']}: {m['lowering']} lowering, {cm['neurons']:,} neurons, "
+            f"{cm['synapses']:,} synapses, {cm['cores']} cores on {cm['chips']} chip(s), "
+            f"pipeline latency {m['pipeline_latency']} steps"
+        )
 
 
 @main.command()
@@ -357,29 +524,57 @@ def profiles() -> None:
 
 @main.command()
 @click.argument("artifact", type=click.Path(exists=True))
-@click.option("--data", default="digits", show_default=True,
-              help=DATA_HELP)
-@click.option("--backend", default="fast", show_default=True, type=click.Choice(["fast", "lava"]),
-              help="fast: batched PyTorch (see --mode); lava: Lava Loihi2SimCfg, bit-accurate, checked "
-                   "against fast.")
-@click.option("--mode", type=click.Choice(["fixed", "float"]),
-              help="fixed: the fixed-point program (compiled first where ARTIFACT has none); float: the graph "
-                   "in float [default: fixed for compiled exports and netx files, which hold the chip's "
-                   "integers; float for checkpoints and NIR graphs].")
-@click.option("--device", default="cpu", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]),
-              help="Where the fast backend runs.")
-@click.option("--samples", "-n", type=click.IntRange(1), help="Use the first N samples [default: all].")
-@click.option("--timesteps", "-T", type=Steps(),
-              help="Steps for static data when the graph does not record them.")
-@dt_option("Time step in seconds for a .nir MODEL's neuron constants [default: the file's, else 1e-4].")
+@click.option("--data", default="digits", show_default=True, help=DATA_HELP)
+@click.option(
+    "--backend",
+    default="fast",
+    show_default=True,
+    type=click.Choice(["fast", "lava"]),
+    help="fast: batched PyTorch (see --mode); lava: Lava Loihi2SimCfg, bit-accurate, checked "
+    "against fast.",
+)
+@click.option(
+    "--mode",
+    type=click.Choice(["fixed", "float"]),
+    help="fixed: the fixed-point program (compiled first where ARTIFACT has none); float: the graph "
+    "in float [default: fixed for compiled exports and netx files, which hold the chip's "
+    "integers; float for checkpoints and NIR graphs].",
+)
+@click.option(
+    "--device",
+    default="cpu",
+    show_default=True,
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    help="Where the fast backend runs.",
+)
+@click.option(
+    "--samples", "-n", type=click.IntRange(1), help="Use the first N samples [default: all]."
+)
+@click.option(
+    "--timesteps",
+    "-T",
+    type=Steps(),
+    help="Steps for static data when the graph does not record them.",
+)
+@dt_option(
+    "Time step in seconds for a .nir MODEL's neuron constants [default: the file's, else 1e-4]."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
-@click.option("--save-outputs", "save_outputs_to", type=click.Path(dir_okay=False),
-              help="Write each sample's output summed over time steps, in the float model's units (spike "
-                   "counts of a spiking output), to this torch file: outputs [N, classes], labels, predictions "
-                   "(fast backend).")
-@click.option("--force", is_flag=True, help="Overwrite --save-outputs even when danet-deploy did not write it; "
-              "run --backend lava even when its estimated time or memory is over the bound "
-              "(docs/lava-runtime.md).")
+@click.option(
+    "--save-outputs",
+    "save_outputs_to",
+    type=click.Path(dir_okay=False),
+    help="Write each sample's output summed over time steps, in the float model's units (spike "
+    "counts of a spiking output), to this torch file: outputs [N, classes], labels, predictions "
+    "(fast backend).",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Overwrite --save-outputs even when danet-deploy did not write it; "
+    "run --backend lava even when its estimated time or memory is over the bound "
+    "(docs/lava-runtime.md).",
+)
 @keep_input_option
 @convention_options
 def simulate(artifact: str, as_json: bool, **kw) -> None:
@@ -400,45 +595,99 @@ def simulate(artifact: str, as_json: bool, **kw) -> None:
     if as_json:
         emit(json.dumps(result, sort_keys=True) + "\n")
         return
-    line = (f"{result['backend']} ({result['mode']}): accuracy {result['accuracy']:.4f} on {result['samples']} "
-            f"samples; float model {result['reference_accuracy']:.4f}")
+    line = (
+        f"{result['backend']} ({result['mode']}): accuracy {result['accuracy']:.4f} on {result['samples']} "
+        f"samples; float model {result['reference_accuracy']:.4f}"
+    )
     if "spike_mismatches" in result:
-        line += (f"; spike mismatches vs fast: {result['spike_mismatches']} of {result['nonzero_values']:,} "
-                 f"nonzero values")
+        line += (
+            f"; spike mismatches vs fast: {result['spike_mismatches']} of {result['nonzero_values']:,} "
+            f"nonzero values"
+        )
     console.print(line + f" ({result['seconds']:.1f} s)")
 
 
 @main.command()
 @click.argument("artifact", type=click.Path(exists=True))
-@click.option("--profile", "-p", default="loihi2", show_default=True,
-              help="Hardware profile (loihi2, loihi1, cmos45) or a .toml file.")
-@click.option("--data", default="digits", show_default=True,
-              help=DATA_HELP)
-@click.option("--format", "fmt", default="table", show_default=True,
-              type=click.Choice(["table", "json", "csv", "html", "neurobench"]),
-              help="table: for people (the main columns; all with --wide, in a pipe or a file); json, csv: every "
-                   "figure; html: a self-contained page; neurobench: NeuroBench's metrics of the deployed network "
-                   "as its Benchmark.run() returns them (docs/accounting.md).")
+@click.option(
+    "--profile",
+    "-p",
+    default="loihi2",
+    show_default=True,
+    help="Hardware profile (loihi2, loihi1, cmos45) or a .toml file.",
+)
+@click.option("--data", default="digits", show_default=True, help=DATA_HELP)
+@click.option(
+    "--format",
+    "fmt",
+    default="table",
+    show_default=True,
+    type=click.Choice(["table", "json", "csv", "html", "neurobench"]),
+    help="table: for people (the main columns; all with --wide, in a pipe or a file); json, csv: every "
+    "figure; html: a self-contained page; neurobench: NeuroBench's metrics of the deployed network "
+    "as its Benchmark.run() returns them (docs/accounting.md).",
+)
 @click.option("--wide", is_flag=True, help="Table: every column, however wide the terminal.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to this file instead of stdout "
-              "(an existing file is replaced only when danet-deploy wrote it).")
-@click.option("--force", is_flag=True, help="Overwrite --output even when danet-deploy did not write it; run "
-              "--lava-samples even when its estimated time or memory is over the bound.")
-@click.option("--samples", "-n", type=click.IntRange(1), help="Use the first N samples [default: all].")
-@click.option("--device", default="cpu", show_default=True, type=click.Choice(["auto", "cpu", "cuda"]),
-              help="Where the fast simulator counts.")
-@click.option("--static-power", default="cores", show_default=True, type=click.Choice(["cores", "chip", "off"]),
-              help="Static energy charged to the network: cores = chip static power x cores used / cores per "
-                   "chip; chip = every chip touched, whole; off = none (see docs/accounting.md).")
-@click.option("--lava-samples", default=0, show_default=True, type=click.IntRange(0),
-              help="Also run the first N samples in Lava and report its accuracy and spike mismatches.")
-@dt_option("Time step in seconds for a .nir MODEL's neuron constants [default: the file's, else 1e-4].")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    help="Write to this file instead of stdout "
+    "(an existing file is replaced only when danet-deploy wrote it).",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Overwrite --output even when danet-deploy did not write it; run "
+    "--lava-samples even when its estimated time or memory is over the bound.",
+)
+@click.option(
+    "--samples", "-n", type=click.IntRange(1), help="Use the first N samples [default: all]."
+)
+@click.option(
+    "--device",
+    default="cpu",
+    show_default=True,
+    type=click.Choice(["auto", "cpu", "cuda"]),
+    help="Where the fast simulator counts.",
+)
+@click.option(
+    "--static-power",
+    default="cores",
+    show_default=True,
+    type=click.Choice(["cores", "chip", "off"]),
+    help="Static energy charged to the network: cores = chip static power x cores used / cores per "
+    "chip; chip = every chip touched, whole; off = none (see docs/accounting.md).",
+)
+@click.option(
+    "--lava-samples",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Also run the first N samples in Lava and report its accuracy and spike mismatches.",
+)
+@dt_option(
+    "Time step in seconds for a .nir MODEL's neuron constants [default: the file's, else 1e-4]."
+)
 @keep_input_option
 @convention_options
-def report(artifact: str, profile: str, data: str, fmt: str, wide: bool, output: str | None, force: bool,
-           samples: int | None,
-           device: str, static_power: str, lava_samples: int, keep_input_neurons: bool, dt: float | None,
-           reset: str | None, discretisation: str | None) -> None:
+def report(
+    artifact: str,
+    profile: str,
+    data: str,
+    fmt: str,
+    wide: bool,
+    output: str | None,
+    force: bool,
+    samples: int | None,
+    device: str,
+    static_power: str,
+    lava_samples: int,
+    keep_input_neurons: bool,
+    dt: float | None,
+    reset: str | None,
+    discretisation: str | None,
+) -> None:
     """Per-layer SOPs, MACs, spikes, neuron updates, synapses, cores and energy.
 
     ARTIFACT is a checkpoint, a .nir or netx file or an export directory; anything not yet
@@ -450,17 +699,38 @@ def report(artifact: str, profile: str, data: str, fmt: str, wide: bool, output:
     counts are summed.
     """
     from .outputs import check_output_file
-    from .report import TABLE_LAYOUTS, as_core_table, as_neurobench_table, as_table, build_report, render, write
+    from .report import (
+        TABLE_LAYOUTS,
+        as_core_table,
+        as_neurobench_table,
+        as_table,
+        build_report,
+        render,
+        write,
+    )
 
     if output:
         check_output_file(Path(output), "report", force)
     if lava_samples:
         lava_runtime.python("report --lava-samples")
-    rep = build_report(Path(artifact), profile, data, samples, device, show_progress=output is not None
-                       or fmt == "table", static_power=static_power, lava_samples=lava_samples,
-                       keep_input_neurons=keep_input_neurons, dt=dt, reset=reset,
-                       discretisation=discretisation, force=force)
-    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun rank 0 alone writes the summed report
+    rep = build_report(
+        Path(artifact),
+        profile,
+        data,
+        samples,
+        device,
+        show_progress=output is not None or fmt == "table",
+        static_power=static_power,
+        lava_samples=lava_samples,
+        keep_input_neurons=keep_input_neurons,
+        dt=dt,
+        reset=reset,
+        discretisation=discretisation,
+        force=force,
+    )
+    if (
+        int(os.environ.get("RANK", "0")) != 0
+    ):  # under torchrun rank 0 alone writes the summed report
         return
     if output:
         write(rep, fmt, Path(output))
@@ -475,39 +745,115 @@ def report(artifact: str, profile: str, data: str, fmt: str, wide: bool, output:
 
 
 @main.command()
-@click.option("--arch", default=DEFAULT_ARCH, show_default=True, type=click.Choice(list(list_archs())),
-              help="Architecture every variant is built from (see `train --help`).")
-@click.option("--connections", default="plain,aa,sew,ms,pa,da", show_default=True,
-              help="Comma-separated connection types, each once (see `train --help`).")
-@click.option("--profile", "-p", default="loihi2", show_default=True,
-              help="Hardware profile for the energy figures (loihi2, loihi1, cmos45) or a .toml file.")
-@click.option("--data", default="digits", show_default=True,
-              help="Dataset to train and account on: " + DATA_HELP)
-@click.option("--epochs", default=12, show_default=True, type=click.IntRange(1),
-              help="Epochs for variants that have no checkpoint in --models-dir yet.")
-@click.option("-T", "--timesteps", default=4, show_default=True, type=Steps(),
-              help="Time steps of the variants trained here (event data is framed into them); a checkpoint "
-                   "reused from --models-dir keeps its own.")
-@click.option("--batch-size", default=64, show_default=True, type=click.IntRange(1),
-              help="Training batch of the variants trained here.")
-@click.option("--models-dir", default="runs/compare", show_default=True, type=click.Path(file_okay=False),
-              help="Checkpoints <arch>_<connection>.pt (lava-dl: <arch>_<connection>_lava-dl.pt) are reused "
-                   "from (and written to) here.")
-@click.option("--framework", default="snntorch", show_default=True, type=click.Choice(list(FRAMEWORKS)),
-              help="Train the variants with snnTorch's LIF or lava-dl slayer's CUBA neuron.")
-@click.option("--samples", "-n", type=click.IntRange(1), help="Evaluate the first N samples [default: all].")
-@click.option("--format", "fmt", default="table", show_default=True, type=click.Choice(["table", "json", "html"]),
-              help="table: for people (the main columns; all with --wide, in a pipe or a file); json: every "
-                   "figure; html: a self-contained page.")
+@click.option(
+    "--arch",
+    default=DEFAULT_ARCH,
+    show_default=True,
+    type=click.Choice(list(list_archs())),
+    help="Architecture every variant is built from (see `train --help`).",
+)
+@click.option(
+    "--connections",
+    default="plain,aa,sew,ms,pa,da",
+    show_default=True,
+    help="Comma-separated connection types, each once (see `train --help`).",
+)
+@click.option(
+    "--profile",
+    "-p",
+    default="loihi2",
+    show_default=True,
+    help="Hardware profile for the energy figures (loihi2, loihi1, cmos45) or a .toml file.",
+)
+@click.option(
+    "--data",
+    default="digits",
+    show_default=True,
+    help="Dataset to train and account on: " + DATA_HELP,
+)
+@click.option(
+    "--epochs",
+    default=12,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Epochs for variants that have no checkpoint in --models-dir yet.",
+)
+@click.option(
+    "-T",
+    "--timesteps",
+    default=4,
+    show_default=True,
+    type=Steps(),
+    help="Time steps of the variants trained here (event data is framed into them); a checkpoint "
+    "reused from --models-dir keeps its own.",
+)
+@click.option(
+    "--batch-size",
+    default=64,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Training batch of the variants trained here.",
+)
+@click.option(
+    "--models-dir",
+    default="runs/compare",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Checkpoints <arch>_<connection>.pt (lava-dl: <arch>_<connection>_lava-dl.pt) are reused "
+    "from (and written to) here.",
+)
+@click.option(
+    "--framework",
+    default="snntorch",
+    show_default=True,
+    type=click.Choice(list(FRAMEWORKS)),
+    help="Train the variants with snnTorch's LIF or lava-dl slayer's CUBA neuron.",
+)
+@click.option(
+    "--samples", "-n", type=click.IntRange(1), help="Evaluate the first N samples [default: all]."
+)
+@click.option(
+    "--format",
+    "fmt",
+    default="table",
+    show_default=True,
+    type=click.Choice(["table", "json", "html"]),
+    help="table: for people (the main columns; all with --wide, in a pipe or a file); json: every "
+    "figure; html: a self-contained page.",
+)
 @click.option("--wide", is_flag=True, help="Table: every column, however wide the terminal.")
-@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write to this file instead of stdout "
-              "(an existing file is replaced only when danet-deploy wrote it).")
-@click.option("--static-power", default="cores", show_default=True, type=click.Choice(["cores", "chip", "off"]),
-              help="Static energy attribution (see `report --help`).")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    help="Write to this file instead of stdout "
+    "(an existing file is replaced only when danet-deploy wrote it).",
+)
+@click.option(
+    "--static-power",
+    default="cores",
+    show_default=True,
+    type=click.Choice(["cores", "chip", "off"]),
+    help="Static energy attribution (see `report --help`).",
+)
 @click.option("--force", is_flag=True, help="Overwrite outputs that danet-deploy did not write.")
-def compare(arch: str, connections: str, profile: str, data: str, epochs: int, timesteps: int, batch_size: int,
-            models_dir: str, framework: str, samples: int | None, fmt: str, wide: bool, output: str | None,
-            static_power: str, force: bool) -> None:
+def compare(
+    arch: str,
+    connections: str,
+    profile: str,
+    data: str,
+    epochs: int,
+    timesteps: int,
+    batch_size: int,
+    models_dir: str,
+    framework: str,
+    samples: int | None,
+    fmt: str,
+    wide: bool,
+    output: str | None,
+    static_power: str,
+    force: bool,
+) -> None:
     """Accuracy, SOPs, MACs, energy, synapse memory and cores per connection type, side by side.
 
     Each variant is trained once (or loaded from --models-dir), compiled for
@@ -526,28 +872,56 @@ def compare(arch: str, connections: str, profile: str, data: str, epochs: int, t
     conns = [c.strip() for c in connections.split(",") if c.strip()]
     bad = [c for c in conns if c not in CONNECTIONS]
     if bad or not conns:
-        raise click.BadParameter(f"{', '.join(bad) or 'no connection type given'}; valid: {', '.join(CONNECTIONS)}",
-                                 param_hint="--connections")
+        raise click.BadParameter(
+            f"{', '.join(bad) or 'no connection type given'}; valid: {', '.join(CONNECTIONS)}",
+            param_hint="--connections",
+        )
     twice = sorted({c for c in conns if conns.count(c) > 1})
     if twice:
-        raise click.BadParameter(f"{', '.join(twice)} given more than once", param_hint="--connections")
+        raise click.BadParameter(
+            f"{', '.join(twice)} given more than once", param_hint="--connections"
+        )
     if output:
         check_output_file(Path(output), "comparison", force)
-    rows = run_compare(arch, conns, profile, data, Path(models_dir), epochs, samples, static_power=static_power,
-                       force=force, framework=framework, timesteps=timesteps, batch_size=batch_size)
-    title = f"{arch} on {data}: connection types on {profile}" + (f" ({framework})" if framework != "snntorch" else "")
+    rows = run_compare(
+        arch,
+        conns,
+        profile,
+        data,
+        Path(models_dir),
+        epochs,
+        samples,
+        static_power=static_power,
+        force=force,
+        framework=framework,
+        timesteps=timesteps,
+        batch_size=batch_size,
+    )
+    title = f"{arch} on {data}: connection types on {profile}" + (
+        f" ({framework})" if framework != "snntorch" else ""
+    )
     if fmt == "json":
-        text = json.dumps({"format": TAGS["comparison"], "title": title, "rows": rows}, indent=2) + "\n"
+        text = (
+            json.dumps({"format": TAGS["comparison"], "title": title, "rows": rows}, indent=2)
+            + "\n"
+        )
     elif fmt == "html":
         text = compare_page(rows, title)
     else:
         text = None
     if output:
-        write_text(Path(output), text if text is not None else compare_table(rows, title), "comparison")
+        write_text(
+            Path(output), text if text is not None else compare_table(rows, title), "comparison"
+        )
         console.print(f"wrote {output}")
     else:
-        emit(text if text is not None else fitted(lambda columns: compare_table(rows, title, columns),
-                                                  compare_layouts(rows), wide))
+        emit(
+            text
+            if text is not None
+            else fitted(
+                lambda columns: compare_table(rows, title, columns), compare_layouts(rows), wide
+            )
+        )
 
 
 @main.group("lava-runtime")
@@ -565,8 +939,12 @@ def lava_runtime_group() -> None:
 
 
 @lava_runtime_group.command("setup")
-@click.option("--python", "python_exe", help="The Python 3.10 to build it with [default: found on PATH, "
-              "pyenv, uv or the usual places].")
+@click.option(
+    "--python",
+    "python_exe",
+    help="The Python 3.10 to build it with [default: found on PATH, "
+    "pyenv, uv or the usual places].",
+)
 def lava_runtime_setup(python_exe: str | None) -> None:
     """Build the Lava runtime (or check that it is up to date)."""
     lava_runtime.setup(lava_runtime.location(), python_exe, console.print)
@@ -579,7 +957,9 @@ def lava_runtime_show() -> None:
     emit(f"Lava runtime: {exe}" + (" (this interpreter)" if exe == sys.executable else "") + "\n")
 
 
-@lava_runtime_group.command("run", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False})
+@lava_runtime_group.command(
+    "run", context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False}
+)
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 def lava_runtime_run(args: tuple[str, ...]) -> None:
     """Run `python -m MODULE ARGS...` in the runtime, with this danet-deploy importable.
@@ -588,7 +968,9 @@ def lava_runtime_run(args: tuple[str, ...]) -> None:
     Example: danet-deploy lava-runtime run pytest -m lava_runtime tests
     """
     if not args:
-        raise click.UsageError("name the module to run, e.g. `danet-deploy lava-runtime run pytest`")
+        raise click.UsageError(
+            "name the module to run, e.g. `danet-deploy lava-runtime run pytest`"
+        )
     proc_cmd = lava_runtime.command(args[0], *args[1:], purpose="danet-deploy lava-runtime run")
     sys.exit(lava_runtime.run_child(proc_cmd))
 

@@ -54,15 +54,20 @@ from .profiles import Profile
 from .synapses import WEIGHT_DTYPE, WEIGHT_MAX, round_weights
 
 TARGETS = {"loihi2-sim": "loihi2", "loihi2": "loihi2", "loihi1": "loihi1"}
-CURRENT_HEADROOM = 2 ** 16  # |A| bound: 64 * A stays well inside the 24-bit current
-RELAY_HEADROOM = 2 ** 22    # graded relay values stay inside a signed 24-bit payload
-GRID_DISTINCT = 256         # a layer with more distinct weights lies on no grid (docs/compile.md §3)
-QUANTISE_BLOCK = 1 << 18    # weights rounded at a time (2 MiB of float64 products)
-WEIGHT_ERROR_BOUND = 0.1   # largest weight error of a layer compiled without a warning (docs/compile.md §3)
-CALIBRATION_CHUNK_BYTES = 64 << 20  # float state of the samples calibrated at once (docs/compile.md §1)
+CURRENT_HEADROOM = 2**16  # |A| bound: 64 * A stays well inside the 24-bit current
+RELAY_HEADROOM = 2**22  # graded relay values stay inside a signed 24-bit payload
+GRID_DISTINCT = 256  # a layer with more distinct weights lies on no grid (docs/compile.md §3)
+QUANTISE_BLOCK = 1 << 18  # weights rounded at a time (2 MiB of float64 products)
+WEIGHT_ERROR_BOUND = (
+    0.1  # largest weight error of a layer compiled without a warning (docs/compile.md §3)
+)
+CALIBRATION_CHUNK_BYTES = (
+    64 << 20
+)  # float state of the samples calibrated at once (docs/compile.md §1)
 
 
 # ---- calibration and quantisation ------------------------------------------------------
+
 
 def calibrate(graph: FlatGraph, x: torch.Tensor) -> dict[str, float]:
     """Largest |input current| of every node (the sum of its sources) on a few samples,
@@ -85,10 +90,16 @@ def calibrate(graph: FlatGraph, x: torch.Tensor) -> dict[str, float]:
 
 def _round_weights(w: np.ndarray, mixed: bool | None = None) -> np.ndarray:
     """Integers Lava's Dense/Sparse keep exactly (:func:`synapses.round_weights`)."""
-    return round_weights(torch.from_numpy(np.asarray(w, dtype=np.float64)), mixed).numpy().astype(WEIGHT_DTYPE)
+    return (
+        round_weights(torch.from_numpy(np.asarray(w, dtype=np.float64)), mixed)
+        .numpy()
+        .astype(WEIGHT_DTYPE)
+    )
 
 
-def _limits(pop: Population, fixed: dict[str, Fixed], peak: float, measured: bool = True) -> dict[str, float]:
+def _limits(
+    pop: Population, fixed: dict[str, Fixed], peak: float, measured: bool = True
+) -> dict[str, float]:
     """Each upper limit on ``pop``'s K, by what sets it: 8-bit weights (the term whose weights
     are largest in its source's units), the 17-bit threshold, the 13-bit bias mantissa, the
     calibrated input current (``measured``; else the largest its inputs can make) within the
@@ -105,19 +116,23 @@ def _state_limits(pop: Population, peak: float, measured: bool = True) -> dict[s
     """The limits of :func:`_limits` that its weights do not set (nor its sources' scales)."""
     limits = {}
     if pop.kind in ("lif", "gate") and pop.threshold > 0:
-        limits["its threshold"] = (2 ** 17 - 1) * 64 / pop.threshold
+        limits["its threshold"] = (2**17 - 1) * 64 / pop.threshold
     if pop.bias is not None and np.abs(pop.bias).max() > 0:
         limits["its bias"] = 4095 * 64 / np.abs(pop.bias).max()
     if peak > 0 and pop.kind != "readout":
         bound = RELAY_HEADROOM if pop.kind == "relay" else CURRENT_HEADROOM
-        source = ("the largest input current of the calibration data" if measured
-                  else "the largest current its inputs can make (no calibration data)")
+        source = (
+            "the largest input current of the calibration data"
+            if measured
+            else "the largest current its inputs can make (no calibration data)"
+        )
         limits[source] = bound * 64 / (pop.gain * peak)
     return limits
 
 
-def _scale_for(pop: Population, fixed: dict[str, Fixed], peak: float,
-               measured: bool = True) -> tuple[float, str]:
+def _scale_for(
+    pop: Population, fixed: dict[str, Fixed], peak: float, measured: bool = True
+) -> tuple[float, str]:
     """The K of ``pop`` and what sets it: the largest that keeps weights, threshold, bias and
     calibrated currents in range; where the weights lie on a grid (:func:`_exact_scale`), the
     largest multiple of the grid's K within that, so that they are held exactly. A relay takes
@@ -156,7 +171,9 @@ def _exact_scale(pop: Population, fixed: dict[str, Fixed]) -> float | None:
     if not top:
         return None
     constants = [pop.threshold] if pop.kind in ("lif", "gate") else []  # vth and the bias mantissas
-    constants = np.unique(np.abs(np.concatenate([constants, [] if pop.bias is None else np.ravel(pop.bias)])))
+    constants = np.unique(
+        np.abs(np.concatenate([constants, [] if pop.bias is None else np.ravel(pop.bias)]))
+    )
     if len(constants) > GRID_DISTINCT:
         return None
     units.append(constants / 64)
@@ -202,8 +219,13 @@ def _largest_row_sum(m: Map) -> float:
     (as the weights are rounded: a shared identity is never made whole in float64)."""
     row = max(1, int(np.prod(m.weight.shape[1:])))
     step = max(1, QUANTISE_BLOCK // row)
-    return max((float(np.abs(m.values(slice(s, s + step))).reshape(-1, row).sum(1).max(initial=0.0))
-                for s in range(0, len(m.weight), step)), default=0.0)
+    return max(
+        (
+            float(np.abs(m.values(slice(s, s + step))).reshape(-1, row).sum(1).max(initial=0.0))
+            for s in range(0, len(m.weight), step)
+        ),
+        default=0.0,
+    )
 
 
 def _value_scale(fixed: dict[str, Fixed], term: Term) -> float:
@@ -240,9 +262,11 @@ def _threshold_notes(program: Program) -> list[str]:
     for name, pop in program.populations.items():
         f = program.fixed[name]
         if pop.at_threshold and (0 < f.dv < 4096 or f.du != 4095):
-            lines.append(f"layer {name!r} fires at v >= v_threshold (SpikingJelly's test); Loihi fires at "
-                         f"v > vth, so it is compiled with vth {f.vth} (its threshold less 1); since its "
-                         f"voltage decays, it may also fire up to {64 / f.scale:.3g} below v_threshold")
+            lines.append(
+                f"layer {name!r} fires at v >= v_threshold (SpikingJelly's test); Loihi fires at "
+                f"v > vth, so it is compiled with vth {f.vth} (its threshold less 1); since its "
+                f"voltage decays, it may also fire up to {64 / f.scale:.3g} below v_threshold"
+            )
     return lines
 
 
@@ -261,15 +285,21 @@ def _exact_weights(name: str, exact: np.ndarray, mixed: bool) -> np.ndarray:
     """Weights that are already the chip's integers, checked to survive Lava's synapses unchanged."""
     q = np.rint(exact)
     if np.abs(exact - q).max(initial=0.0) > 1e-6:
-        raise UserError(f"layer {name!r}: the graph states fixed-point weights, but they are not integers")
+        raise UserError(
+            f"layer {name!r}: the graph states fixed-point weights, but they are not integers"
+        )
     if not np.array_equal(_round_weights(q, mixed), q):
         bad = q[_round_weights(q, mixed) != q].flat[0]
-        raise UserError(f"layer {name!r}: weight {bad:g} does not survive Loihi's 8-bit synapses "
-                        f"(mixed-sign weights must be even, in [-256, 254])")
+        raise UserError(
+            f"layer {name!r}: weight {bad:g} does not survive Loihi's 8-bit synapses "
+            f"(mixed-sign weights must be even, in [-256, 254])"
+        )
     return q.astype(WEIGHT_DTYPE)
 
 
-def _integer_weights(name: str, m: Map, scale: float, exact: bool) -> tuple[np.ndarray, float, float]:
+def _integer_weights(
+    name: str, m: Map, scale: float, exact: bool
+) -> tuple[np.ndarray, float, float]:
     """``m``'s weights times ``scale`` as the chip's integers (held once over kernel taps where
     the float weight is), with the sums of squares of the exact products and of their rounding
     errors. Made a block of output rows at a time, so that the float64 products of a large
@@ -282,8 +312,14 @@ def _integer_weights(name: str, m: Map, scale: float, exact: bool) -> tuple[np.n
     def product(rows: slice) -> np.ndarray:  # float32 maps are multiplied in float64 too
         return np.multiply(scale, distinct_part(m.values(rows)), dtype=np.float64)
 
-    extremes = [(float(p.min(initial=0.0)), float(p.max(initial=0.0))) for p in map(product, blocks)]
-    mixed = min((lo for lo, _ in extremes), default=0.0) < 0 < max((hi for _, hi in extremes), default=0.0)
+    extremes = [
+        (float(p.min(initial=0.0)), float(p.max(initial=0.0))) for p in map(product, blocks)
+    ]
+    mixed = (
+        min((lo for lo, _ in extremes), default=0.0)
+        < 0
+        < max((hi for _, hi in extremes), default=0.0)
+    )
     q = np.empty(part.shape, dtype=WEIGHT_DTYPE)
     exact_sq = error_sq = 0.0
     for rows in blocks:
@@ -295,8 +331,9 @@ def _integer_weights(name: str, m: Map, scale: float, exact: bool) -> tuple[np.n
     return q, exact_sq, error_sq
 
 
-def _input_value_scale(name: str, lowered: Lowered, peaks: dict[str, float] | None,
-                       input_peak: float) -> float:
+def _input_value_scale(
+    name: str, lowered: Lowered, peaks: dict[str, float] | None, input_peak: float
+) -> float:
     """Integer value per unit of the graded input: its 8 bits in full (``input_peak`` sends 127),
     unless a reader's K is held below what its weights allow by its bias, threshold or current
     (a stem whose folded BatchNorm bias is large). Its weights are then ``wmax * K / (64 * q)``
@@ -310,8 +347,14 @@ def _input_value_scale(name: str, lowered: Lowered, peaks: dict[str, float] | No
     for pop in lowered.populations.values():
         if pop.kind == "relay":  # a relay's K is its grid's (docs/compile.md §3)
             continue
-        wmax = max((abs(pop.gain) * t.map.abs_max() for t in pop.terms if t.source == name and not t.map.recurrent),
-                   default=0.0)
+        wmax = max(
+            (
+                abs(pop.gain) * t.map.abs_max()
+                for t in pop.terms
+                if t.source == name and not t.map.recurrent
+            ),
+            default=0.0,
+        )
         peak = 0.0 if peaks is None else peaks.get(pop.name, 0.0)
         held = min(_state_limits(pop, peak).values(), default=math.inf)
         if wmax > 0 and held < math.inf:
@@ -324,7 +367,11 @@ def _made_once(made: dict[tuple, np.ndarray], q: np.ndarray) -> np.ndarray:
     A large compile makes many twice: every relay's identity of a size is the same matrix of
     ones, and a block's convolution that reaches two populations whose scales its weights set
     rounds to the same integers in both (DA-ResNet-152: 150 MiB of its 291, docs/compile.md §1)."""
-    key = (q.shape, q.dtype.str, hashlib.blake2b(np.ascontiguousarray(q).data, digest_size=16).digest())
+    key = (
+        q.shape,
+        q.dtype.str,
+        hashlib.blake2b(np.ascontiguousarray(q).data, digest_size=16).digest(),
+    )
     same = made.get(key)
     if same is not None and np.array_equal(same, q):
         return same
@@ -333,9 +380,15 @@ def _made_once(made: dict[tuple, np.ndarray], q: np.ndarray) -> np.ndarray:
     return q
 
 
-def quantise(lowered: Lowered, peaks: dict[str, float] | None, input_peak: float, input_graded: bool,
-             exact: bool = False, pinned: dict[str, float] | None = None,
-             keep_float: bool = False) -> dict[str, Fixed]:
+def quantise(
+    lowered: Lowered,
+    peaks: dict[str, float] | None,
+    input_peak: float,
+    input_graded: bool,
+    exact: bool = False,
+    pinned: dict[str, float] | None = None,
+    keep_float: bool = False,
+) -> dict[str, Fixed]:
     """Integer weights (set on each term) and per-population fixed-point parameters.
 
     A map's float weight is dropped as soon as every term that holds it has its integers
@@ -358,30 +411,51 @@ def quantise(lowered: Lowered, peaks: dict[str, float] | None, input_peak: float
     bound: dict[str, float] = {}  # without data: each population's largest |output| (float units)
     for name, pop in lowered.populations.items():
         if pop.kind == "input":
-            q = _input_value_scale(name, lowered, peaks, input_peak) \
-                if input_graded and input_peak > 0 and not exact else 1.0
-            fixed[name] = Fixed(scale=1.0, value_scale=pinned.get(name, q) if input_graded else q,
-                                graded=input_graded)
+            q = (
+                _input_value_scale(name, lowered, peaks, input_peak)
+                if input_graded and input_peak > 0 and not exact
+                else 1.0
+            )
+            fixed[name] = Fixed(
+                scale=1.0,
+                value_scale=pinned.get(name, q) if input_graded else q,
+                graded=input_graded,
+            )
             bound[name] = input_peak if input_graded else 1.0
             continue
         if pop.kind in SIGMA_DELTA_KINDS and not exact:
-            raise UserError(f"layer {name!r}: sigma-delta neurons are compiled from the chip's integers only "
-                            f"(a lava-dl netx file), not from float weights")
+            raise UserError(
+                f"layer {name!r}: sigma-delta neurons are compiled from the chip's integers only "
+                f"(a lava-dl netx file), not from float weights"
+            )
         if peaks is None:
             peak = bound[name] = _worst_current(pop, bound)
             if pop.kind != "relay":
                 bound[name] = 1.0  # spikes
         else:
-            peak = peaks.get(name[:-len(".relay")] if pop.kind == "relay" else name, 0.0)
-        k, set_by = (64.0, "the graph's integers") if exact else _scale_for(pop, fixed, peak, peaks is not None)
-        if name in pinned and pinned[name] <= min(_limits(pop, fixed, 0.0).values(), default=64.0) * (1 + 1e-6):
-            k, set_by = pinned[name], "the scale it was trained on"  # the calibration headroom is not re-applied
+            peak = peaks.get(name[: -len(".relay")] if pop.kind == "relay" else name, 0.0)
+        k, set_by = (
+            (64.0, "the graph's integers")
+            if exact
+            else _scale_for(pop, fixed, peak, peaks is not None)
+        )
+        if name in pinned and pinned[name] <= min(
+            _limits(pop, fixed, 0.0).values(), default=64.0
+        ) * (1 + 1e-6):
+            k, set_by = (
+                pinned[name],
+                "the scale it was trained on",
+            )  # the calibration headroom is not re-applied
         fixed[name] = f = Fixed(scale=k, scale_set_by=set_by)
         err_num = err_den = 0.0
         for t in pop.terms:
-            q, exact_sq, error_sq = _integer_weights(name, t.map, weight_scale(fixed, pop, t), exact)
+            q, exact_sq, error_sq = _integer_weights(
+                name, t.map, weight_scale(fixed, pop, t), exact
+            )
             q = _made_once(made, q)
-            t.weight_q = q if q.shape == t.map.weight.shape else np.broadcast_to(q, t.map.weight.shape)
+            t.weight_q = (
+                q if q.shape == t.map.weight.shape else np.broadcast_to(q, t.map.weight.shape)
+            )
             repeats = t.map.weight.size // max(q.size, 1)
             err_den += repeats * exact_sq
             err_num += repeats * error_sq
@@ -410,6 +484,7 @@ def quantise(lowered: Lowered, peaks: dict[str, float] | None, input_peak: float
 
 # ---- core mapping ---------------------------------------------------------------------
 
+
 def map_to_cores(lowered: Lowered, profile: Profile, quantised: bool) -> dict[str, dict[str, Any]]:
     """Cores per population within the profile's limits, and the limit that sets them (``bound_by``).
 
@@ -437,8 +512,15 @@ def map_to_cores(lowered: Lowered, profile: Profile, quantised: bool) -> dict[st
         neurons = 0 if pop.kind == "readout" else pop.neurons
         compartments = max(1, math.ceil(per_neuron / axons))
         if tile is not None and neurons and _convolutional(pop):
-            kernel = sum(_kernel_entries(t.map, w) * b for t, w, b in zip(pop.terms, weights, bit_cost) if not t.port)
-            tiles, split = conv_tiles(pop.shape, compartments, int(tile.value)), max(1, math.ceil(kernel / mem))
+            kernel = sum(
+                _kernel_entries(t.map, w) * b
+                for t, w, b in zip(pop.terms, weights, bit_cost)
+                if not t.port
+            )
+            tiles, split = (
+                conv_tiles(pop.shape, compartments, int(tile.value)),
+                max(1, math.ceil(kernel / mem)),
+            )
             cores, bits = tiles * split, kernel * tiles
             bound = "conv tiles" if split == 1 else "synaptic memory"
         else:
@@ -446,22 +528,36 @@ def map_to_cores(lowered: Lowered, profile: Profile, quantised: bool) -> dict[st
             by_neurons, by_memory = math.ceil(neurons * compartments / npc), math.ceil(bits / mem)
             cores = max(by_neurons, by_memory, 1)
             bound = bound_by(cores, by_neurons, by_memory)
-        out[name] = {"kind": pop.kind, "neurons": neurons, "synapses": sum(counts), "synapse_bits": bits,
-                     "max_fan_in": per_neuron, "compartments_per_neuron": compartments, "cores": cores,
-                     "bound_by": bound, "latency": pop.latency,
-                     "max_delay": max((t.delay for t in pop.terms), default=0)}
+        out[name] = {
+            "kind": pop.kind,
+            "neurons": neurons,
+            "synapses": sum(counts),
+            "synapse_bits": bits,
+            "max_fan_in": per_neuron,
+            "compartments_per_neuron": compartments,
+            "cores": cores,
+            "bound_by": bound,
+            "latency": pop.latency,
+            "max_delay": max((t.delay for t in pop.terms), default=0),
+        }
         if any(t.map.recurrent for t in pop.terms):  # the part of the above on recurrent synapses
-            out[name]["recurrent_synapses"] = sum(c for c, t in zip(counts, pop.terms) if t.map.recurrent)
-            out[name]["recurrent_synapse_bits"] = sum(c * b for c, b, t in zip(counts, bit_cost, pop.terms)
-                                                      if t.map.recurrent)
+            out[name]["recurrent_synapses"] = sum(
+                c for c, t in zip(counts, pop.terms) if t.map.recurrent
+            )
+            out[name]["recurrent_synapse_bits"] = sum(
+                c * b for c, b, t in zip(counts, bit_cost, pop.terms) if t.map.recurrent
+            )
     return out
 
 
 def _convolutional(pop: Population) -> bool:
     """Whether a population of ``(C, H, W)`` neurons is fed by convolutions alone (its input port aside)."""
     synaptic = [t for t in pop.terms if not t.port]
-    return len(pop.shape) == 3 and bool(synaptic) and all(t.map.kind == "conv" and not t.map.recurrent
-                                                          for t in synaptic)
+    return (
+        len(pop.shape) == 3
+        and bool(synaptic)
+        and all(t.map.kind == "conv" and not t.map.recurrent for t in synaptic)
+    )
 
 
 def _kernel_entries(m: Map, weight: np.ndarray | None) -> int:
@@ -482,41 +578,54 @@ def conv_tiles(shape: tuple[int, ...], compartments: int, limit: int) -> int:
     return math.ceil(w / (1 << ((limit - 1) // column).bit_length() - 1))
 
 
-def check_mapping(mapping: dict[str, dict[str, Any]], profile: Profile, lowering: str,
-                  check_chips: bool = True) -> list[str]:
+def check_mapping(
+    mapping: dict[str, dict[str, Any]], profile: Profile, lowering: str, check_chips: bool = True
+) -> list[str]:
     """Every limit a mapping breaks, as one message per problem (empty: it fits)."""
     mem = profile.limit("synaptic_memory_per_core")
     axons = profile.limit("input_axons_per_core")
     wbits = profile.limit("weight_bits")
     max_delay = profile.limit("max_synaptic_delay")
-    remedy = "use --lowering relay" if lowering == "expand" else "use a smaller input or a larger system"
+    remedy = (
+        "use --lowering relay" if lowering == "expand" else "use a smaller input or a larger system"
+    )
     problems = []
     for name, m in mapping.items():
         per_compartment = min(m["max_fan_in"], axons) * wbits
         if per_compartment > mem:
-            problems.append(f"layer {name!r}: one neuron compartment needs {per_compartment} bits of synapses, "
-                            f"more than {profile.name}'s {mem} per core; {remedy}")
+            problems.append(
+                f"layer {name!r}: one neuron compartment needs {per_compartment} bits of synapses, "
+                f"more than {profile.name}'s {mem} per core; {remedy}"
+            )
         if m["max_delay"] > max_delay:
-            problems.append(f"layer {name!r}: needs a synaptic delay of {m['max_delay']} steps, more than "
-                            f"{profile.name}'s {max_delay}; {remedy}")
+            problems.append(
+                f"layer {name!r}: needs a synaptic delay of {m['max_delay']} steps, more than "
+                f"{profile.name}'s {max_delay}; {remedy}"
+            )
     cores = sum(m["cores"] for m in mapping.values())
     chips = math.ceil(cores / profile.limit("cores_per_chip"))
     if check_chips and chips > profile.limit("max_chips"):
-        problems.append(f"the network needs {chips} chips ({cores} cores), more than the "
-                        f"{profile.limit('max_chips')} of the largest {profile.name} system; {remedy}")
+        problems.append(
+            f"the network needs {chips} chips ({cores} cores), more than the "
+            f"{profile.limit('max_chips')} of the largest {profile.name} system; {remedy}"
+        )
     return problems
 
 
 # ---- compile ----------------------------------------------------------------------------
 
-def _calibration(graph: FlatGraph, calibration: torch.Tensor | None,
-                 exact: bool) -> tuple[dict[str, float] | None, float, bool]:
+
+def _calibration(
+    graph: FlatGraph, calibration: torch.Tensor | None, exact: bool
+) -> tuple[dict[str, float] | None, float, bool]:
     """Each node's peak input current (None without data), the input's peak value and whether
     the input is graded."""
     graded = calibration is not None and not bool(((calibration == 0) | (calibration == 1)).all())
     if exact:  # the chip's integers already: no calibration; inputs are sent as they are
         if graded and not torch.equal(calibration, calibration.round()):
-            raise UserError("this network takes the chip's integers as input, but the data are not integers")
+            raise UserError(
+                "this network takes the chip's integers as input, but the data are not integers"
+            )
         return {}, 1.0, graded
     if calibration is None:  # no data: weights alone bound the currents, inputs assumed in [-1, 1]
         return None, 1.0, True
@@ -529,13 +638,22 @@ def _check_pipeline(low: Lowered) -> None:
     kinds = {p.kind for p in low.populations.values()}
     if kinds & set(SIGMA_DELTA_KINDS) and kinds & {"lif", "gate", "relay"}:
         spiking = next(n for n, p in low.populations.items() if p.kind in ("lif", "gate", "relay"))
-        raise UserError(f"layer {spiking!r}: this network mixes spiking (LIF) layers with sigma-delta layers, "
-                        f"which the compiler does not support yet (a network of either kind compiles)")
+        raise UserError(
+            f"layer {spiking!r}: this network mixes spiking (LIF) layers with sigma-delta layers, "
+            f"which the compiler does not support yet (a network of either kind compiles)"
+        )
 
 
-def compile_graph(graph: FlatGraph, target: str, profile: Profile, lowering: str,
-                  calibration: torch.Tensor | None, keep_float: bool = False,
-                  release_graph: bool = False, strict: bool = False) -> tuple[Program, dict[str, Any]]:
+def compile_graph(
+    graph: FlatGraph,
+    target: str,
+    profile: Profile,
+    lowering: str,
+    calibration: torch.Tensor | None,
+    keep_float: bool = False,
+    release_graph: bool = False,
+    strict: bool = False,
+) -> tuple[Program, dict[str, Any]]:
     """Lower, quantise and map ``graph``; return the program and the cost of both lowerings.
     ``keep_float``: the program's maps keep their float weights beside the integers.
     ``release_graph``: the graph's arrays are dropped once it is lowered
@@ -546,37 +664,53 @@ def compile_graph(graph: FlatGraph, target: str, profile: Profile, lowering: str
     (``Program.warnings``), or, with ``strict``, is an error; ``auto`` then compiles the other
     lowering too, where it fits, and keeps the program whose worst layer is better."""
     if profile.kind != "chip":
-        raise UserError(f"profile {profile.name!r} is an accounting convention, not a compile target")
+        raise UserError(
+            f"profile {profile.name!r} is an accounting convention, not a compile target"
+        )
     costs: dict[str, Any] = {}
     structures = {mode: lower(graph, mode, with_weights=False) for mode in ("expand", "relay")}
     for mode, structure in structures.items():  # structure only: what each lowering would cost
         mapping = map_to_cores(structure, profile, quantised=False)
         # the chip count is checked after quantisation, when zero weights no longer count
-        costs[mode] = {**summarise(mapping, profile), "violations": check_mapping(mapping, profile, mode, False),
-                       "counted": "structural (every weight of each synapse group)"}
+        costs[mode] = {
+            **summarise(mapping, profile),
+            "violations": check_mapping(mapping, profile, mode, False),
+            "counted": "structural (every weight of each synapse group)",
+        }
     relay_pops = any(p.kind == "relay" for p in structures["relay"].populations.values())
     del structures, structure  # index arrays of two whole lowerings: gone before calibration's
     return_freed_memory()
     chosen = lowering
     if lowering == "auto" and costs["expand"]["violations"] and costs["relay"]["violations"]:
-        raise UserError(f"neither lowering fits {profile.name}: expand: {costs['expand']['violations'][0]}; "
-                        f"relay: {costs['relay']['violations'][0]}")
+        raise UserError(
+            f"neither lowering fits {profile.name}: expand: {costs['expand']['violations'][0]}; "
+            f"relay: {costs['relay']['violations'][0]}"
+        )
     if lowering == "auto":  # expand unless relay fits where expand does not, or needs fewer cores
         relay_better = not costs["relay"]["violations"] and (
-            costs["expand"]["violations"] or costs["relay"]["cores"] < costs["expand"]["cores"])
+            costs["expand"]["violations"] or costs["relay"]["cores"] < costs["expand"]["cores"]
+        )
         chosen = "relay" if relay_better and profile.limit("graded_spikes") else "expand"
     if chosen == "relay" and relay_pops and not profile.limit("graded_spikes"):
-        raise UserError(f"{profile.name} has no graded spikes, so relay lowering is impossible; "
-                        f"use --lowering expand")
+        raise UserError(
+            f"{profile.name} has no graded spikes, so relay lowering is impossible; "
+            f"use --lowering expand"
+        )
     other = {"expand": "relay", "relay": "expand"}[chosen]
-    other_fits = not costs[other]["violations"] and (other == "expand" or profile.limit("graded_spikes"))
+    other_fits = not costs[other]["violations"] and (
+        other == "expand" or profile.limit("graded_spikes")
+    )
     exact = graph.metadata.get("fixed_point") == "loihi"
     # calibrated before the weights are lowered, so that its activations are gone when they are built
     scales = _calibration(graph, calibration, exact)
     del calibration
     return_freed_memory()
-    second = lowering == "auto" and other_fits  # the other may be needed: the graph's arrays stay till then
-    program = _program(graph, target, profile, chosen, scales, keep_float, release_graph and not second)
+    second = (
+        lowering == "auto" and other_fits
+    )  # the other may be needed: the graph's arrays stay till then
+    program = _program(
+        graph, target, profile, chosen, scales, keep_float, release_graph and not second
+    )
     if second and _worst(program) > WEIGHT_ERROR_BOUND:
         alternative = _program(graph, target, profile, other, scales, keep_float, release_graph)
         if _worst(alternative) < _worst(program):
@@ -586,15 +720,23 @@ def compile_graph(graph: FlatGraph, target: str, profile: Profile, lowering: str
     program.warnings = _weight_warnings(program, other if other_fits else None, lowering == "auto")
     if strict and program.warnings:
         more = len(program.warnings) - 1
-        raise UserError(program.warnings[0] + (f" (and {more} more layers)" if more else "") + " (--strict)")
+        raise UserError(
+            program.warnings[0] + (f" (and {more} more layers)" if more else "") + " (--strict)"
+        )
     for warning in [*program.warnings, *_threshold_notes(program)]:
         print(f"danet-deploy: warning: {warning}", file=sys.stderr)
     return program, costs
 
 
-def _program(graph: FlatGraph, target: str, profile: Profile, chosen: str,
-             scales: tuple[dict[str, float] | None, float, bool], keep_float: bool,
-             release_graph: bool) -> Program:
+def _program(
+    graph: FlatGraph,
+    target: str,
+    profile: Profile,
+    chosen: str,
+    scales: tuple[dict[str, float] | None, float, bool],
+    keep_float: bool,
+    release_graph: bool,
+) -> Program:
     """``graph`` lowered by ``chosen``, quantised with the calibrated ``scales`` and mapped."""
     peaks, input_peak, input_graded = scales
     low = lower(graph, chosen)
@@ -602,18 +744,24 @@ def _program(graph: FlatGraph, target: str, profile: Profile, chosen: str,
         graph.release_arrays()
     return_freed_memory()
     _check_pipeline(low)
-    input_graded = input_graded or low.pipelined  # a sigma-delta network takes its input's values as they are
+    input_graded = (
+        input_graded or low.pipelined
+    )  # a sigma-delta network takes its input's values as they are
     pinned = json.loads(graph.metadata.get("chip_scales", "{}"))
     exact = graph.metadata.get("fixed_point") == "loihi"
     fixed = quantise(low, peaks, input_peak, input_graded, exact, pinned, keep_float)
     mapping = map_to_cores(low, profile, quantised=True)
     problems = check_mapping(mapping, profile, chosen)
     if problems:
-        raise UserError(problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+        raise UserError(
+            problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
+        )
     program = Program(target, profile.name, low, fixed, mapping)
     for pop in low.readouts:
         if pop.bias is not None:
-            program.readout_bias[pop.name] = np.rint(fixed[pop.name].scale * pop.bias / 64).astype(np.int64)
+            program.readout_bias[pop.name] = np.rint(fixed[pop.name].scale * pop.bias / 64).astype(
+                np.int64
+            )
     return program
 
 
@@ -632,11 +780,17 @@ def _weight_warnings(program: Program, other: str | None, compared: bool) -> lis
             continue
         remedies = []
         if other is not None:
-            remedies.append(f"--lowering {other} was no better" if compared else f"try --lowering {other}")
+            remedies.append(
+                f"--lowering {other} was no better" if compared else f"try --lowering {other}"
+            )
         if "calibration" in f.scale_set_by:
-            remedies.append("calibration data (--data) whose currents are those of real inputs may allow more")
+            remedies.append(
+                "calibration data (--data) whose currents are those of real inputs may allow more"
+            )
         remedies = remedies or ["the layer's weights span more than its 8 bits hold at this scale"]
-        lines.append(f"layer {name!r}: weight error {f.quant_error:.3g} is above the bound "
-                     f"{WEIGHT_ERROR_BOUND:g} (its fixed-point scale is set by {f.scale_set_by}); "
-                     + "; ".join(remedies))
+        lines.append(
+            f"layer {name!r}: weight error {f.quant_error:.3g} is above the bound "
+            f"{WEIGHT_ERROR_BOUND:g} (its fixed-point scale is set by {f.scale_set_by}); "
+            + "; ".join(remedies)
+        )
     return lines

@@ -51,12 +51,12 @@ CALIBRATION_SAMPLES = 32
 class Artifact:
     """What a MODEL_OR_ARTIFACT argument resolves to."""
 
-    source: Path                   # the checkpoint or .nir file it came from
-    graph: FlatGraph               # the validated, flattened NIR graph
-    nir_graph: nir.NIRGraph        # the graph as NIR objects (for writing)
+    source: Path  # the checkpoint or .nir file it came from
+    graph: FlatGraph  # the validated, flattened NIR graph
+    nir_graph: nir.NIRGraph  # the graph as NIR objects (for writing)
     model: SpikingNet | None = None
     checkpoint: dict[str, Any] | None = None
-    program: Program | None = None         # for compiled export directories
+    program: Program | None = None  # for compiled export directories
     program_path: Path | None = None
 
 
@@ -78,11 +78,17 @@ def read_manifest(path: Path) -> dict[str, Any]:
     try:
         manifest = json.loads(manifest_path.read_text())
     except (OSError, ValueError) as e:
-        raise UserError(f"{manifest_path}: not a readable export manifest ({e}); export again") from None
+        raise UserError(
+            f"{manifest_path}: not a readable export manifest ({e}); export again"
+        ) from None
     source = manifest.get("source") if isinstance(manifest, dict) else None
-    if not isinstance(source, dict) or not all(isinstance(source.get(k), str) for k in ("path", "kind")):
-        raise UserError(f"{manifest_path}: not a danet-deploy export manifest (no source path and kind); "
-                        f"export again")
+    if not isinstance(source, dict) or not all(
+        isinstance(source.get(k), str) for k in ("path", "kind")
+    ):
+        raise UserError(
+            f"{manifest_path}: not a danet-deploy export manifest (no source path and kind); "
+            f"export again"
+        )
     return manifest
 
 
@@ -100,8 +106,11 @@ def export_source(path: Path) -> Path:
         why = "has changed since the export (its sha256 differs)"
     else:
         return checkpoint
-    print(f"danet-deploy: {path}: the checkpoint it was exported from, {checkpoint}, {why}; the float "
-          f"reference is the export's own graph.nir", file=sys.stderr)
+    print(
+        f"danet-deploy: {path}: the checkpoint it was exported from, {checkpoint}, {why}; the float "
+        f"reference is the export's own graph.nir",
+        file=sys.stderr,
+    )
     return path / "graph.nir"
 
 
@@ -127,9 +136,15 @@ def _drop_node_resets(nir_graph: nir.NIRGraph) -> None:
             _drop_node_resets(node)
 
 
-def load_artifact(path: Path, dt: float | None = None, keep_model: bool = True,
-                  keep_input_neurons: bool = False, reset: str | None = None,
-                  discretisation: str | None = None, module: dict[str, Any] | None = None) -> Artifact:
+def load_artifact(
+    path: Path,
+    dt: float | None = None,
+    keep_model: bool = True,
+    keep_input_neurons: bool = False,
+    reset: str | None = None,
+    discretisation: str | None = None,
+    module: dict[str, Any] | None = None,
+) -> Artifact:
     """Resolve a checkpoint, a ``.nir`` file, a netx file or an export directory (with
     ``manifest.json``). ``keep_input_neurons``: a netx input layer's neurons are kept
     (lava-dl's examples skip them). ``reset``, ``discretisation``: a ``.nir`` graph's
@@ -146,32 +161,41 @@ def load_artifact(path: Path, dt: float | None = None, keep_model: bool = True,
     """
     path = Path(path)
     if path.is_dir():
-        art = load_artifact(export_source(path), dt, keep_model, keep_input_neurons, reset, discretisation)
+        art = load_artifact(
+            export_source(path), dt, keep_model, keep_input_neurons, reset, discretisation
+        )
         if (path / "program.h5").is_file():
             art.program, art.program_path = read_program(path / "program.h5"), path / "program.h5"
         return art
     kind = source_kind(path)
     given = {k: v for k, v in (module or {}).items() if v is not None}
     if kind == "module":
-        nir_graph = load_module_graph(str(path), given.get("weights"), given.get("input_shape"),
-                                      given.get("timesteps"), dt)
+        nir_graph = load_module_graph(
+            str(path), given.get("weights"), given.get("input_shape"), given.get("timesteps"), dt
+        )
         graph = from_nir(nir_graph, reset=reset, discretisation=discretisation)
         _state_conventions(nir_graph, graph, reset)
         return Artifact(path, graph, nir_graph)
     if given:
-        raise UserError(f"{path}: --{next(iter(given)).replace('_', '-')} applies to a package.module:factory "
-                        f"MODEL only")
+        raise UserError(
+            f"{path}: --{next(iter(given)).replace('_', '-')} applies to a package.module:factory "
+            f"MODEL only"
+        )
     if kind == "nir":
         graph = read_nir(path, dt, reset, discretisation)
         nir_graph = read_nir_graph(path)
         _state_conventions(nir_graph, graph, reset)
         return Artifact(path, graph, nir_graph)
     if reset is not None or discretisation is not None:
-        raise UserError(f"{path}: --reset and --discretisation apply to a .nir MODEL only (this {kind} states "
-                        f"how its neurons work)")
+        raise UserError(
+            f"{path}: --reset and --discretisation apply to a .nir MODEL only (this {kind} states "
+            f"how its neurons work)"
+        )
     if kind == "netx":
         if dt is not None:
-            raise UserError(f"{path}: --dt does not apply to a netx file (its neurons count time steps)")
+            raise UserError(
+                f"{path}: --dt does not apply to a netx file (its neurons count time steps)"
+            )
         nir_graph = read_netx(path, keep_input_neurons)
         return Artifact(path, from_nir(nir_graph), nir_graph)
     model, blob = load_model(path, mmap=keep_model)
@@ -204,8 +228,15 @@ def layer_list(graph: FlatGraph) -> list[dict[str, Any]]:
     """One entry per NIR node: name, type, shape and what danet-deploy recorded about it."""
     layers = []
     for name, node in graph.nodes.items():
-        layers.append({"name": name, "type": graph.kind(name), "shape": list(graph.shapes[name]),
-                       "inputs": graph.sources[name], **node.metadata})
+        layers.append(
+            {
+                "name": name,
+                "type": graph.kind(name),
+                "shape": list(graph.shapes[name]),
+                "inputs": graph.sources[name],
+                **node.metadata,
+            }
+        )
     return layers
 
 
@@ -215,7 +246,9 @@ def calibration_batch(art: Artifact, data: str | None, samples: int) -> torch.Te
     return calibration_data(spec, art.graph, samples) if spec else None
 
 
-def calibration_data(spec: str, graph: FlatGraph, samples: int = CALIBRATION_SAMPLES) -> torch.Tensor:
+def calibration_data(
+    spec: str, graph: FlatGraph, samples: int = CALIBRATION_SAMPLES
+) -> torch.Tensor:
     """The first ``samples`` training samples of ``spec``, shaped for ``graph``'s input."""
     split = "train" if evaluation_split(spec) == "test" else "all"
     ds = first(load_dataset(spec, split, timesteps=graph.timesteps)[0], samples)
@@ -223,8 +256,15 @@ def calibration_data(spec: str, graph: FlatGraph, samples: int = CALIBRATION_SAM
     return as_time_series(x, graph)
 
 
-def manifest_for(art: Artifact, target: str, outdir: Path, files: list[str], program: Program | None = None,
-                 costs: dict[str, Any] | None = None, profile: Profile | None = None) -> dict[str, Any]:
+def manifest_for(
+    art: Artifact,
+    target: str,
+    outdir: Path,
+    files: list[str],
+    program: Program | None = None,
+    costs: dict[str, Any] | None = None,
+    profile: Profile | None = None,
+) -> dict[str, Any]:
     """The manifest of an export of ``art`` to ``outdir`` holding ``files`` (itself included)."""
     g = art.graph
     manifest = {
@@ -236,11 +276,16 @@ def manifest_for(art: Artifact, target: str, outdir: Path, files: list[str], pro
         "dt": g.dt,
         "pipeline_latency": program.lowered.latency if program else 0,
         "lowering": program.lowered.lowering if program else "expand",
-        "source": {"path": str(art.source) if source_kind(art.source) == "module"  # package.module:factory
-                   else os.path.relpath(art.source.resolve(), outdir.resolve()), "kind": source_kind(art.source),
-                   "sha256": _sha256(art.source) if art.source.is_file() else None},
+        "source": {
+            "path": str(art.source)
+            if source_kind(art.source) == "module"  # package.module:factory
+            else os.path.relpath(art.source.resolve(), outdir.resolve()),
+            "kind": source_kind(art.source),
+            "sha256": _sha256(art.source) if art.source.is_file() else None,
+        },
         "model": {k: art.checkpoint["config"][k] for k in ("arch", "connection", "num_classes")}
-        if art.checkpoint else None,
+        if art.checkpoint
+        else None,
         "layers": layer_list(g),
         "quantisation": None,
         "core_mapping": None,
@@ -255,22 +300,49 @@ def _compiled_sections(program: Program, costs: dict[str, Any], profile: Profile
     layers, quant, cores = [], {}, {}
     for name, pop in program.populations.items():
         f = program.fixed[name]
-        entry = {"name": name, "kind": pop.kind, "shape": list(pop.shape), "connection": pop.connection,
-                 "latency": pop.latency,
-                 "terms": [{"source": t.source, "kind": t.map.kind, "weight_shape": list(t.weight_q.shape),
-                            "stride": list(t.map.stride), "padding": list(t.map.padding), "delay": t.delay,
-                            "connection": t.connection} for t in pop.terms]}
+        entry = {
+            "name": name,
+            "kind": pop.kind,
+            "shape": list(pop.shape),
+            "connection": pop.connection,
+            "latency": pop.latency,
+            "terms": [
+                {
+                    "source": t.source,
+                    "kind": t.map.kind,
+                    "weight_shape": list(t.weight_q.shape),
+                    "stride": list(t.map.stride),
+                    "padding": list(t.map.padding),
+                    "delay": t.delay,
+                    "connection": t.connection,
+                }
+                for t in pop.terms
+            ],
+        }
         layers.append(entry)
         if pop.kind == "input":
             quant[name] = {"graded": f.graded, "value_scale": f.value_scale, "bits": 8}
             continue
-        quant[name] = {"scale": f.scale, "log2_scale": float(np.log2(f.scale)), "weight_bits": 8,
-                       "weight_exp": 0, "bias_exp": 6, "vth": f.vth, "dv": f.dv, "du": f.du,
-                       "weight_error": f.quant_error, "graded_output": f.graded}
+        quant[name] = {
+            "scale": f.scale,
+            "log2_scale": float(np.log2(f.scale)),
+            "weight_bits": 8,
+            "weight_exp": 0,
+            "bias_exp": 6,
+            "vth": f.vth,
+            "dv": f.dv,
+            "du": f.du,
+            "weight_error": f.quant_error,
+            "graded_output": f.graded,
+        }
         cores[name] = program.mapping[name]
-    return {"program_layers": layers, "quantisation": quant,
-            "core_mapping": {"layers": cores, **summarise(program.mapping, profile)},
-            "lowering_costs": costs, "profile_estimates": profile.estimates()}
+    return {
+        "program_layers": layers,
+        "quantisation": quant,
+        "core_mapping": {"layers": cores, **summarise(program.mapping, profile)},
+        "lowering_costs": costs,
+        "profile_estimates": profile.estimates(),
+    }
 
 
 def default_outdir(model_path: Path, target: str) -> Path:
@@ -282,11 +354,22 @@ def default_outdir(model_path: Path, target: str) -> Path:
     return outdir.with_name(outdir.name + ".d") if outdir == model_path else outdir
 
 
-def export(model_path: Path, target: str, outdir: Path | None = None, dt: float | None = None,
-           profile: str | None = None, lowering: str = "auto", data: str | None = None,
-           calibration_samples: int = CALIBRATION_SAMPLES, force: bool = False,
-           keep_input_neurons: bool = False, reset: str | None = None,
-           discretisation: str | None = None, strict: bool = False, module: dict[str, Any] | None = None) -> Path:
+def export(
+    model_path: Path,
+    target: str,
+    outdir: Path | None = None,
+    dt: float | None = None,
+    profile: str | None = None,
+    lowering: str = "auto",
+    data: str | None = None,
+    calibration_samples: int = CALIBRATION_SAMPLES,
+    force: bool = False,
+    keep_input_neurons: bool = False,
+    reset: str | None = None,
+    discretisation: str | None = None,
+    strict: bool = False,
+    module: dict[str, Any] | None = None,
+) -> Path:
     """Write the artifacts for ``target`` and return the output directory.
 
     ``outdir`` may be missing, empty or an earlier artifact of ours; a non-empty foreign
@@ -300,33 +383,59 @@ def export(model_path: Path, target: str, outdir: Path | None = None, dt: float 
         raise UserError(f"unknown lowering {lowering!r}; valid: {', '.join(LOWERINGS)}")
     model_path = Path(model_path)
     outdir = Path(outdir) if outdir else default_outdir(model_path, target)
-    check_artifact_dir(outdir, force, ARTIFACT_FILES if target != "nir" else ("graph.nir", "manifest.json"))
-    art = load_artifact(model_path, dt, keep_model=False, keep_input_neurons=keep_input_neurons, reset=reset,
-                        discretisation=discretisation, module=module)
+    check_artifact_dir(
+        outdir, force, ARTIFACT_FILES if target != "nir" else ("graph.nir", "manifest.json")
+    )
+    art = load_artifact(
+        model_path,
+        dt,
+        keep_model=False,
+        keep_input_neurons=keep_input_neurons,
+        reset=reset,
+        discretisation=discretisation,
+        module=module,
+    )
     own = [n for n, node in art.graph.nodes.items() if isinstance(node, SigmaDelta)]
     if target == "nir" and own:
-        raise UserError(f"{model_path}: node {own[0]!r} is a sigma-delta neuron, which NIR {nir.version} has no "
-                        f"primitive for, so no NIR reader could run this graph; export --target loihi2-sim "
-                        f"compiles it (its graph.nir holds danet-deploy's own SigmaDelta nodes, docs/lava-dl.md)")
+        raise UserError(
+            f"{model_path}: node {own[0]!r} is a sigma-delta neuron, which NIR {nir.version} has no "
+            f"primitive for, so no NIR reader could run this graph; export --target loihi2-sim "
+            f"compiles it (its graph.nir holds danet-deploy's own SigmaDelta nodes, docs/lava-dl.md)"
+        )
     program = costs = prof = None
-    samples: list[torch.Tensor | None] = [None]  # handed over to the compile, which drops them once calibrated
+    samples: list[torch.Tensor | None] = [
+        None
+    ]  # handed over to the compile, which drops them once calibrated
     if target != "nir":
         prof = load_profile(profile or CHIP_TARGETS[target])
-        samples[0] = calibration_batch(art, data, calibration_samples)  # read first: a bad dataset fails early
+        samples[0] = calibration_batch(
+            art, data, calibration_samples
+        )  # read first: a bad dataset fails early
         return_freed_memory()  # the dataset the samples were cut from
     try:
         with artifact_tmpdir(outdir) as tmp:
-            write_nir(tmp / "graph.nir", art.nir_graph)  # first: its buffers are gone before the program's
+            write_nir(
+                tmp / "graph.nir", art.nir_graph
+            )  # first: its buffers are gone before the program's
             return_freed_memory()
             if prof is not None:
-                program, costs = compile_graph(art.graph, target, prof, lowering, samples.pop(),  # the manifest
-                                               release_graph=True, strict=strict)  # reads its structure only
+                program, costs = compile_graph(
+                    art.graph,
+                    target,
+                    prof,
+                    lowering,
+                    samples.pop(),  # the manifest
+                    release_graph=True,
+                    strict=strict,
+                )  # reads its structure only
                 write_program(tmp / "program.h5", program)
                 if is_sequential(program):
                     write_netx(tmp / "netx.h5", program)
             files = [p.name for p in tmp.iterdir()] + ["manifest.json"]
             manifest = manifest_for(art, target, outdir, files, program, costs, prof)
-            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+            (tmp / "manifest.json").write_text(
+                json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+            )
             install_artifact(tmp, outdir)
     finally:
         del art, program

@@ -14,7 +14,9 @@ def return_freed_memory() -> None:
     and so would the interpreter's exit, which itself takes 0.13 GiB once torch is imported.
     HDF5's free lists go first: the library keeps the buffers of a file it has written
     (16 MiB after DA-ResNet-152's ``graph.nir``). A no-op where the C library is not glibc."""
-    h5 = sys.modules.get("h5py.h5")  # only where a file has been read or written: never imported here
+    h5 = sys.modules.get(
+        "h5py.h5"
+    )  # only where a file has been read or written: never imported here
     if h5 is not None:
         _call(h5.__file__, "H5garbage_collect")  # HDF5's own call; h5py's module links the library
     _call("libc.so.6", "malloc_trim", 0)

@@ -38,10 +38,14 @@ RUNTIME_ENV = "DANET_DEPLOY_LAVA_RUNTIME"  # a runtime's folder (a venv) or its 
 PYTHON_VERSION = (3, 10)  # the only Python lava-nc 0.10.0 and lava-dl 0.6.0 install on
 SETUP_COMMAND = "danet-deploy lava-runtime setup"
 STAMP = "danet-deploy-lava-runtime.txt"  # the requirements a runtime was built from; marks what setup made
-BUILDING = "building\n"  # the stamp of a runtime that setup is building (or an interrupted setup left)
+BUILDING = (
+    "building\n"  # the stamp of a runtime that setup is building (or an interrupted setup left)
+)
 MAPPED_PACKAGES = ("danet_deploy", "danet_deploy.converters", "danet_deploy.hw_profiles")
 
-ANSWER_FD = "DANET_DEPLOY_LAVA_ANSWER_FD"  # the pipe a child of run_child answers on (docs/lava-runtime.md)
+ANSWER_FD = (
+    "DANET_DEPLOY_LAVA_ANSWER_FD"  # the pipe a child of run_child answers on (docs/lava-runtime.md)
+)
 
 # Run in the runtime's interpreter as ``python -c BOOT PACKAGES MODULE ARGS...``: PACKAGES is
 # a JSON object {package: folder} of this environment's danet-deploy, MODULE runs as __main__.
@@ -121,7 +125,10 @@ def pins() -> dict[str, str]:
 
 def lava_here() -> bool:
     """Whether this interpreter can import Lava itself (then it is its own runtime)."""
-    return importlib.util.find_spec("lava") is not None and importlib.util.find_spec("lava.magma") is not None
+    return (
+        importlib.util.find_spec("lava") is not None
+        and importlib.util.find_spec("lava.magma") is not None
+    )
 
 
 def lava_dl_here() -> bool:
@@ -134,7 +141,11 @@ def default_location() -> Path:
 
 
 def location() -> Path:
-    return Path(os.environ[RUNTIME_ENV]).expanduser() if os.environ.get(RUNTIME_ENV) else default_location()
+    return (
+        Path(os.environ[RUNTIME_ENV]).expanduser()
+        if os.environ.get(RUNTIME_ENV)
+        else default_location()
+    )
 
 
 def _interpreter(where: Path) -> Path:
@@ -150,9 +161,15 @@ def python(purpose: str = "this command") -> str:
     where = location()
     exe = _interpreter(where)
     if not exe.exists():
-        source = f"{RUNTIME_ENV}={where}" if os.environ.get(RUNTIME_ENV) else f"the default place, {where}"
-        raise UserError(f"{purpose} needs the Lava runtime (Python 3.10 with lava-nc and lava-dl), and there is "
-                        f"none at {source}: run `{SETUP_COMMAND}` (or set {RUNTIME_ENV} to a runtime)")
+        source = (
+            f"{RUNTIME_ENV}={where}"
+            if os.environ.get(RUNTIME_ENV)
+            else f"the default place, {where}"
+        )
+        raise UserError(
+            f"{purpose} needs the Lava runtime (Python 3.10 with lava-nc and lava-dl), and there is "
+            f"none at {source}: run `{SETUP_COMMAND}` (or set {RUNTIME_ENV} to a runtime)"
+        )
     return _checked(exe)
 
 
@@ -160,8 +177,10 @@ def python(purpose: str = "this command") -> str:
 def _checked(exe: Path) -> str:
     problems = mismatches(probe(exe))
     if problems:
-        raise UserError(f"the Lava runtime at {exe} does not match this danet-deploy: {'; '.join(problems)}; "
-                        f"rebuild it with `{SETUP_COMMAND}`")
+        raise UserError(
+            f"the Lava runtime at {exe} does not match this danet-deploy: {'; '.join(problems)}; "
+            f"rebuild it with `{SETUP_COMMAND}`"
+        )
     return str(exe)
 
 
@@ -174,8 +193,10 @@ def probe(exe: Path) -> dict:
     try:
         return ask(str(exe))
     except NoAnswer as e:
-        raise UserError(f"the Lava runtime's interpreter {exe} does not answer as a Python does ({e}); "
-                        f"rebuild it with `{SETUP_COMMAND}`") from None
+        raise UserError(
+            f"the Lava runtime's interpreter {exe} does not answer as a Python does ({e}); "
+            f"rebuild it with `{SETUP_COMMAND}`"
+        ) from None
 
 
 def ask(exe: str) -> dict:
@@ -183,9 +204,15 @@ def ask(exe: str) -> dict:
     runs in a session of its own, ended whole (whatever it started included) when it is done
     or has not answered in :data:`PROBE_TIMEOUT` seconds."""
     try:
-        with subprocess.Popen([exe, "-c", PROBE, json.dumps(sorted(pins()))], stdin=subprocess.DEVNULL,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              errors="replace", start_new_session=True) as proc:
+        with subprocess.Popen(
+            [exe, "-c", PROBE, json.dumps(sorted(pins()))],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            errors="replace",
+            start_new_session=True,
+        ) as proc:
             try:
                 out, err = proc.communicate(timeout=PROBE_TIMEOUT)
             except subprocess.TimeoutExpired:
@@ -215,13 +242,21 @@ def _probe_answer(out: str) -> dict:
         found = json.loads(out)
     except ValueError:
         found = None
-    ok = (isinstance(found, dict) and isinstance(found.get("python"), list) and len(found["python"]) >= 2
-          and all(type(v) is int for v in found["python"]) and isinstance(found.get("packages"), dict)
-          and all(isinstance(v, (str, type(None))) for v in found["packages"].values())
-          and isinstance(found.get("venv"), bool))
+    ok = (
+        isinstance(found, dict)
+        and isinstance(found.get("python"), list)
+        and len(found["python"]) >= 2
+        and all(type(v) is int for v in found["python"])
+        and isinstance(found.get("packages"), dict)
+        and all(isinstance(v, (str, type(None))) for v in found["packages"].values())
+        and isinstance(found.get("venv"), bool)
+    )
     if not ok:
-        raise NoAnswer(f"it printed {out.strip()[:60]!r}, not a version probe's answer" if out.strip()
-                       else "it printed nothing")
+        raise NoAnswer(
+            f"it printed {out.strip()[:60]!r}, not a version probe's answer"
+            if out.strip()
+            else "it printed nothing"
+        )
     return found
 
 
@@ -274,8 +309,10 @@ def rerun(argv: list[str], why: str, results: dict[Path, str] | None = None) -> 
     """Run ``danet-deploy argv`` again, whole, in the runtime; its exit status. Its success
     stands only when each of ``results`` (path: kind) is a new file of that kind."""
     if lava_here():  # this interpreter is the runtime, and lava-dl is missing from it
-        raise UserError(f"{why}: lava-dl is not installed in {sys.executable}; rebuild the runtime with "
-                        f"`{SETUP_COMMAND}`")
+        raise UserError(
+            f"{why}: lava-dl is not installed in {sys.executable}; rebuild the runtime with "
+            f"`{SETUP_COMMAND}`"
+        )
     results = results or {}
     before = {path: _identity(path) for path in results}
     status = run_child(command("danet_deploy", *argv, purpose=why))
@@ -298,11 +335,20 @@ def _check_result(path: Path, kind: str, before: tuple[int, ...] | None, why: st
     from .outputs import TOOL, identify
 
     now = _identity(path)
-    state = ("missing" if now is None else "unchanged from before the run" if now == before
-             else None if identify(path) == kind else f"not a {TOOL} {kind}")
+    state = (
+        "missing"
+        if now is None
+        else "unchanged from before the run"
+        if now == before
+        else None
+        if identify(path) == kind
+        else f"not a {TOOL} {kind}"
+    )
     if state:
-        raise UserError(f"{why}: the Lava runtime reported success, but {path} is {state}; run it again, "
-                        f"and if this happens again rebuild the runtime with `{SETUP_COMMAND}`")
+        raise UserError(
+            f"{why}: the Lava runtime reported success, but {path} is {state}; run it again, "
+            f"and if this happens again rebuild the runtime with `{SETUP_COMMAND}`"
+        )
 
 
 def run_child(cmd: list[str]) -> int:
@@ -314,8 +360,12 @@ def run_child(cmd: list[str]) -> int:
     read, write = os.pipe()
     try:
         try:
-            proc = subprocess.Popen(cmd, preexec_fn=_end_with_parent, pass_fds=(write,),
-                                    env={**os.environ, ANSWER_FD: str(write)})
+            proc = subprocess.Popen(
+                cmd,
+                preexec_fn=_end_with_parent,
+                pass_fds=(write,),
+                env={**os.environ, ANSWER_FD: str(write)},
+            )
         finally:
             os.close(write)
         try:
@@ -326,8 +376,10 @@ def run_child(cmd: list[str]) -> int:
             raise
         answer = _read_now(read)
     except OSError as e:
-        raise UserError(f"the Lava runtime's interpreter {exe} does not run ({e.strerror or e}); rebuild it "
-                        f"with `{SETUP_COMMAND}`") from None
+        raise UserError(
+            f"the Lava runtime's interpreter {exe} does not run ({e.strerror or e}); rebuild it "
+            f"with `{SETUP_COMMAND}`"
+        ) from None
     finally:
         os.close(read)
     return _outcome(exe, module, status, answer)
@@ -347,24 +399,30 @@ def _outcome(exe: str, module: str, status: int, answer: str) -> int:
     if status < 0:
         if status == -signal.SIGINT:
             return 128 + signal.SIGINT
-        raise UserError(f"the Lava runtime's process ({exe}, running {module}) was killed by "
-                        f"{signal.Signals(-status).name}: {_after(-status)}")
+        raise UserError(
+            f"the Lava runtime's process ({exe}, running {module}) was killed by "
+            f"{signal.Signals(-status).name}: {_after(-status)}"
+        )
     try:
         finished = json.loads(answer) == {"finished": module}
     except ValueError:
         finished = False
     if status == 0 and not finished:
-        raise UserError(f"the Lava runtime's interpreter {exe} exited 0 without the answer that {module} "
-                        f"finished (the module ended the interpreter itself, e.g. os._exit, or the runtime does "
-                        f"not work: rebuild it with `{SETUP_COMMAND}`)")
+        raise UserError(
+            f"the Lava runtime's interpreter {exe} exited 0 without the answer that {module} "
+            f"finished (the module ended the interpreter itself, e.g. os._exit, or the runtime does "
+            f"not work: rebuild it with `{SETUP_COMMAND}`)"
+        )
     return status
 
 
 def _after(sig: int) -> str:
     """What to do after a runtime process died by signal ``sig``."""
     if sig == signal.SIGKILL:
-        return ("most often the system ran out of memory (see `dmesg`); free memory or ask for less, and "
-                "run it again")
+        return (
+            "most often the system ran out of memory (see `dmesg`); free memory or ask for less, and "
+            "run it again"
+        )
     if sig in (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGABRT, signal.SIGFPE):
         return f"it crashed; run it again, and if it crashes again rebuild the runtime with `{SETUP_COMMAND}`"
     return "something outside danet-deploy ended it; run it again"
@@ -387,26 +445,40 @@ def find_python310(given: str | None = None) -> str:
     if given:
         why = _unfit(shutil.which(given) or given)
         if why:
-            raise UserError(f"{given} is not a Python 3.10 that can create virtual environments ({why}); the "
-                            f"Lava runtime needs one")
+            raise UserError(
+                f"{given} is not a Python 3.10 that can create virtual environments ({why}); the "
+                f"Lava runtime needs one"
+            )
         return shutil.which(given) or given
     candidates = ["python3.10"]
     root = _pyenv_root()
     if root:
-        found = sorted(root.glob("versions/3.10*/bin/python3.10"), key=lambda p: _version_key(p.parts[-3]))
+        found = sorted(
+            root.glob("versions/3.10*/bin/python3.10"), key=lambda p: _version_key(p.parts[-3])
+        )
         candidates += [str(p) for p in reversed(found)]
     if shutil.which("uv"):
-        out = subprocess.run(["uv", "python", "find", "3.10"], capture_output=True, text=True,
-                             stdin=subprocess.DEVNULL)
+        out = subprocess.run(
+            ["uv", "python", "find", "3.10"],
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+        )
         candidates += [out.stdout.strip()] if out.returncode == 0 and out.stdout.strip() else []
-    candidates += ["/usr/bin/python3.10", "/usr/local/bin/python3.10", "/opt/homebrew/bin/python3.10"]
+    candidates += [
+        "/usr/bin/python3.10",
+        "/usr/local/bin/python3.10",
+        "/opt/homebrew/bin/python3.10",
+    ]
     for c in candidates:
         exe = shutil.which(c) or c
         if not _unfit(exe):
             return exe
-    raise UserError("the Lava runtime needs Python 3.10 (lava-nc 0.10.0 installs on no other) and none was "
-                    "found: install it (`pyenv install 3.10`, `uv python install 3.10`, or your system's "
-                    "python3.10 and python3.10-venv) and run this again, or name it with --python")
+    raise UserError(
+        "the Lava runtime needs Python 3.10 (lava-nc 0.10.0 installs on no other) and none was "
+        "found: install it (`pyenv install 3.10`, `uv python install 3.10`, or your system's "
+        "python3.10 and python3.10-venv) and run this again, or name it with --python"
+    )
 
 
 def _unfit(exe: str) -> str | None:
@@ -417,12 +489,16 @@ def _unfit(exe: str) -> str | None:
         return str(e)
     if tuple(found["python"][:2]) != PYTHON_VERSION:
         return f"it is Python {'.'.join(map(str, found['python']))}"
-    return None if found["venv"] else "it lacks venv or ensurepip (e.g. the python3.10-venv package)"
+    return (
+        None if found["venv"] else "it lacks venv or ensurepip (e.g. the python3.10-venv package)"
+    )
 
 
 def _pyenv_root() -> Path | None:
     if shutil.which("pyenv"):
-        out = subprocess.run(["pyenv", "root"], capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        out = subprocess.run(
+            ["pyenv", "root"], capture_output=True, text=True, stdin=subprocess.DEVNULL
+        )
         if out.returncode == 0:
             return Path(out.stdout.strip())
     home = Path(os.environ.get("PYENV_ROOT", Path.home() / ".pyenv"))
@@ -452,11 +528,15 @@ def setup(where: Path, given_python: str | None, say) -> None:
         say(f"the Lava runtime at {where} is up to date")
         return
     building = where.with_name(where.name + ".building")
-    for folder, what in ((where, "is not a Lava runtime that danet-deploy built"),
-                         (building, "was not made by danet-deploy, and setup builds the runtime there")):
+    for folder, what in (
+        (where, "is not a Lava runtime that danet-deploy built"),
+        (building, "was not made by danet-deploy, and setup builds the runtime there"),
+    ):
         if folder.exists() and not _ours(folder):
-            raise UserError(f"{folder} exists and {what} (no {STAMP} in it): move it away, or choose another "
-                            f"place with {RUNTIME_ENV}")
+            raise UserError(
+                f"{folder} exists and {what} (no {STAMP} in it): move it away, or choose another "
+                f"place with {RUNTIME_ENV}"
+            )
     py = find_python310(given_python)
     say(f"building the Lava runtime at {where} with {py} (first time: about 3 minutes, 5 GB)")
     try:
@@ -466,7 +546,9 @@ def setup(where: Path, given_python: str | None, say) -> None:
             _remove_ours(where)
             building.rename(where)
     except OSError as e:
-        raise UserError(f"could not build the Lava runtime at {where} ({e.strerror or e})") from None
+        raise UserError(
+            f"could not build the Lava runtime at {where} ({e.strerror or e})"
+        ) from None
     finally:
         _remove_ours(building, quietly=True)
     say(f"the Lava runtime is ready at {where}")
@@ -491,14 +573,23 @@ def _build(building: Path, py: str) -> None:
         building.rmdir()
         raise
     _run([py, "-m", "venv", str(building)], "create the runtime's virtual environment")
-    pip = [str(building / "bin" / "python"), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
+    pip = [
+        str(building / "bin" / "python"),
+        "-m",
+        "pip",
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+    ]
     _run(pip + ["--upgrade", "pip>=23.1"], "upgrade pip in the runtime")
     with resources.as_file(requirements_file()) as reqs:
         _run(pip + ["-r", str(reqs)], "install the runtime's packages")
     problems = mismatches(probe(building / "bin" / "python"))
     if problems:
-        raise UserError(f"the Lava runtime built at {building} does not match this danet-deploy: "
-                        f"{'; '.join(problems)}")
+        raise UserError(
+            f"the Lava runtime built at {building} does not match this danet-deploy: "
+            f"{'; '.join(problems)}"
+        )
     (building / STAMP).write_text(_wanted())
 
 
@@ -515,8 +606,14 @@ def _remove_ours(folder: Path, quietly: bool = False) -> None:
 
 def _run(cmd: list[str], what: str) -> None:
     try:
-        out = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             text=True, errors="replace")
+        out = subprocess.run(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            errors="replace",
+        )
     except OSError as e:
         raise UserError(f"could not {what}: {cmd[0]} does not run ({e.strerror or e})") from None
     if out.returncode != 0:
@@ -528,7 +625,11 @@ def _bootstrap(argv: list[str]) -> int:
     """``python -m danet_deploy.lava_runtime setup [--python PY]``: the setup before the core's
     own dependencies are installed (scripts/setup.sh builds both environments at once);
     this module needs nothing but the standard library. Users run `danet-deploy lava-runtime`."""
-    if argv[:1] != ["setup"] or len(argv) not in (1, 3) or (len(argv) == 3 and argv[1] != "--python"):
+    if (
+        argv[:1] != ["setup"]
+        or len(argv) not in (1, 3)
+        or (len(argv) == 3 and argv[1] != "--python")
+    ):
         print("usage: python -m danet_deploy.lava_runtime setup [--python PY]", file=sys.stderr)
         return 2
     try:

@@ -83,19 +83,30 @@ def _full_conv_weight(node: nir.Conv2d, as_held: bool = False) -> np.ndarray:
     full = np.zeros((cout, cin_g * g, *w.shape[2:]))
     per = cout // g
     for k in range(g):
-        full[k * per:(k + 1) * per, k * cin_g:(k + 1) * cin_g] = w[k * per:(k + 1) * per]
+        full[k * per : (k + 1) * per, k * cin_g : (k + 1) * cin_g] = w[k * per : (k + 1) * per]
     return full
 
 
 def _new(m: Map, weight_fn, **changes) -> Map:
     """``m`` with ``changes``; its weight from ``weight_fn()`` (which reads ``m.values()``, the
     row scale applied) unless only structure is lowered."""
-    return replace(m, weight=None if m.weight is None else weight_fn(), identity=False, row_scale=None,
-                   **changes)
+    return replace(
+        m,
+        weight=None if m.weight is None else weight_fn(),
+        identity=False,
+        row_scale=None,
+        **changes,
+    )
 
 
-def _pool_of(m: Map, kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int],
-             avg: bool, out_shape: tuple[int, ...]) -> Map | None:
+def _pool_of(
+    m: Map,
+    kernel: tuple[int, int],
+    stride: tuple[int, int],
+    padding: tuple[int, int],
+    avg: bool,
+    out_shape: tuple[int, ...],
+) -> Map | None:
     """Sum/average pooling applied after ``m`` (a conv map) as one composite conv, or None
     where padding makes that inexact."""
     if padding != (0, 0) and not m.is_pointwise():
@@ -111,15 +122,21 @@ def _pool_of(m: Map, kernel: tuple[int, int], stride: tuple[int, int], padding: 
         values = m.values()
         for a in range(ph):
             for b in range(pw):
-                w[:, :, a * sh:a * sh + kh, b * sw:b * sw + kw] += values
+                w[:, :, a * sh : a * sh + kh, b * sw : b * sw + kw] += values
         return w / (ph * pw) if avg else w
 
     pad = padding if m.is_pointwise() else m.padding
-    geometry = dict(kernel=size, stride=(sh * stride[0], sw * stride[1]), padding=pad, out_shape=out_shape)
-    if m.identity and avg:  # a population's own output averaged: its identity at every tap, each row
+    geometry = dict(
+        kernel=size, stride=(sh * stride[0], sw * stride[1]), padding=pad, out_shape=out_shape
+    )
+    if (
+        m.identity and avg
+    ):  # a population's own output averaged: its identity at every tap, each row
         # scaled by 1/(ph*pw) where it is read (1 * (1/n) is 1/n: the same values, nothing made)
         held = None if m.weight is None else np.broadcast_to(m.weight, (*m.weight.shape[:2], *size))
-        return replace(m, weight=held, identity=False, **geometry).scaled(np.full(m.weight_shape[0], 1 / (ph * pw)))
+        return replace(m, weight=held, identity=False, **geometry).scaled(
+            np.full(m.weight_shape[0], 1 / (ph * pw))
+        )
     return _new(m, weight, **geometry)
 
 
@@ -131,10 +148,18 @@ def _pointwise_after(w2: np.ndarray, m: Map) -> np.ndarray:
     classifier of 2048 channels: 32 MiB, docs/compile.md §1)."""
     part = distinct_part(m.weight)
     n = part.shape[0]
-    if m.row_scale is not None and part.shape == (n, n, 1, 1) and np.isfinite(w2).all() \
-            and np.array_equal(part[:, :, 0, 0], _eye(n)):
+    if (
+        m.row_scale is not None
+        and part.shape == (n, n, 1, 1)
+        and np.isfinite(w2).all()
+        and np.array_equal(part[:, :, 0, 0], _eye(n))
+    ):
         done = (w2 * m.row_scale[None, :])[:, :, None, None]
-        return done if part is m.weight else np.broadcast_to(done, (*done.shape[:2], *m.weight.shape[2:]))
+        return (
+            done
+            if part is m.weight
+            else np.broadcast_to(done, (*done.shape[:2], *m.weight.shape[2:]))
+        )
     return per_tap(m.values(), lambda w: np.tensordot(w2, w, axes=([1], [0])))
 
 
@@ -147,8 +172,9 @@ def _channels_only(m: Map) -> bool:
     return len(m.out_shape) == 3 and tuple(m.out_shape[1:]) == (1, 1)
 
 
-def _conv_of_conv(m: Map, w2: np.ndarray, s2: tuple[int, int], p2: tuple[int, int],
-                  out_shape: tuple[int, ...]) -> Map | None:
+def _conv_of_conv(
+    m: Map, w2: np.ndarray, s2: tuple[int, int], p2: tuple[int, int], out_shape: tuple[int, ...]
+) -> Map | None:
     """A conv (weight ``w2`` ``[Cout, C, k2h, k2w]``) applied to the conv map ``m`` as one conv
     (kernel ``k1 + (k2 - 1) s1``, stride ``s1 s2``, padding ``p1 + p2 s1``), or None where
     that is inexact: the second conv's zero padding must cover only positions whose
@@ -170,15 +196,22 @@ def _conv_of_conv(m: Map, w2: np.ndarray, s2: tuple[int, int], p2: tuple[int, in
         values = m.values()
         for u in range(k2[0]):
             for v in range(k2[1]):
-                w[:, :, u * s1h:u * s1h + k1h, v * s1w:v * s1w + k1w] += np.tensordot(w2[:, :, u, v], values,
-                                                                                         axes=([1], [0]))
+                w[:, :, u * s1h : u * s1h + k1h, v * s1w : v * s1w + k1w] += np.tensordot(
+                    w2[:, :, u, v], values, axes=([1], [0])
+                )
         return w
 
     return _new(m, weight, kernel=kernel, stride=stride, padding=padding, out_shape=out_shape)
 
 
-def _as_matrix(name: str, node: nir.NIRNode, m: Map, in_shape: tuple[int, ...], out_shape: tuple[int, ...],
-               dt: float) -> Map:
+def _as_matrix(
+    name: str,
+    node: nir.NIRNode,
+    m: Map,
+    in_shape: tuple[int, ...],
+    out_shape: tuple[int, ...],
+    dt: float,
+) -> Map:
     """``node o m`` as one dense synapse group: the node's own matrix times ``m``'s. Exact for
     any linear chain; used where no conv form is exact."""
     flat_out = (int(np.prod(out_shape)),)
@@ -187,7 +220,10 @@ def _as_matrix(name: str, node: nir.NIRNode, m: Map, in_shape: tuple[int, ...], 
     from scipy.sparse import diags  # imported where needed: 11 MiB resident (docs/compile.md §1)
 
     if isinstance(node, nir.Scale):
-        own = diags(np.broadcast_to(np.asarray(node.scale, dtype=np.float64), out_shape).reshape(-1), format="csr")
+        own = diags(
+            np.broadcast_to(np.asarray(node.scale, dtype=np.float64), out_shape).reshape(-1),
+            format="csr",
+        )
     else:
         alone = compose(name, node, identity(in_shape), in_shape, out_shape, dt)
         own = alone.matrix(alone.values())
@@ -200,8 +236,15 @@ class NoConvForm(Exception):
     """``compose`` found no exact conv form and was told not to fall back to a matrix."""
 
 
-def compose(name: str, node: nir.NIRNode, m: Map, in_shape: tuple[int, ...], out_shape: tuple[int, ...],
-            dt: float, matrix_ok: bool = True) -> Map:
+def compose(
+    name: str,
+    node: nir.NIRNode,
+    m: Map,
+    in_shape: tuple[int, ...],
+    out_shape: tuple[int, ...],
+    dt: float,
+    matrix_ok: bool = True,
+) -> Map:
     """The map ``node o m`` (``node`` fed ``in_shape``): one conv where that is exact, else one
     dense matrix (or, without ``matrix_ok``, :class:`NoConvForm`); refuses (naming the node)
     only what has no synapse-group form."""
@@ -216,23 +259,53 @@ def compose(name: str, node: nir.NIRNode, m: Map, in_shape: tuple[int, ...], out
     if isinstance(node, nir.Delay):
         steps = np.rint(np.asarray(node.delay, dtype=np.float64) / dt)
         if steps.size and not np.all(steps == steps.flat[0]):
-            raise UserError(f"node {name!r}: per-neuron delays cannot be lowered (use one delay per node)")
+            raise UserError(
+                f"node {name!r}: per-neuron delays cannot be lowered (use one delay per node)"
+            )
         return replace(m, delay=m.delay + (int(steps.flat[0]) if steps.size else 0))
     if isinstance(node, nir.Conv2d):
         if pair(node.dilation) != (1, 1) or isinstance(node.padding, str):
-            raise UserError(f"node {name!r}: dilated or string-padded convs are not supported by the compiler")
-        kernel, s2, p2 = tuple(np.asarray(node.weight).shape[2:]), pair(node.stride), pair(node.padding)
+            raise UserError(
+                f"node {name!r}: dilated or string-padded convs are not supported by the compiler"
+            )
+        kernel, s2, p2 = (
+            tuple(np.asarray(node.weight).shape[2:]),
+            pair(node.stride),
+            pair(node.padding),
+        )
         if m.kind == "conv" and m.identity:
-            return _new(m, lambda: _full_conv_weight(node, as_held=True), kernel=kernel, stride=s2, padding=p2,
-                        out_shape=out_shape)
+            return _new(
+                m,
+                lambda: _full_conv_weight(node, as_held=True),
+                kernel=kernel,
+                stride=s2,
+                padding=p2,
+                out_shape=out_shape,
+            )
         if m.kind == "conv" and m.is_pointwise():
-            return _new(m, lambda: np.tensordot(_full_conv_weight(node), m.values()[:, :, 0, 0], axes=([1], [0]))
-                        .transpose(0, 3, 1, 2), kernel=kernel, stride=s2, padding=p2, out_shape=out_shape)
+            return _new(
+                m,
+                lambda: np.tensordot(
+                    _full_conv_weight(node), m.values()[:, :, 0, 0], axes=([1], [0])
+                ).transpose(0, 3, 1, 2),
+                kernel=kernel,
+                stride=s2,
+                padding=p2,
+                out_shape=out_shape,
+            )
         if m.kind == "conv" and kernel == (1, 1) and p2 == (0, 0):
-            return _new(m, lambda: _pointwise_after(_full_conv_weight(node)[:, :, 0, 0], m),
-                        stride=(m.stride[0] * s2[0], m.stride[1] * s2[1]), out_shape=out_shape)
+            return _new(
+                m,
+                lambda: _pointwise_after(_full_conv_weight(node)[:, :, 0, 0], m),
+                stride=(m.stride[0] * s2[0], m.stride[1] * s2[1]),
+                out_shape=out_shape,
+            )
         if m.kind == "conv":
-            w2 = _full_conv_weight(node) if m.weight is not None else np.zeros((out_shape[0], m.out_shape[0], *kernel))
+            w2 = (
+                _full_conv_weight(node)
+                if m.weight is not None
+                else np.zeros((out_shape[0], m.out_shape[0], *kernel))
+            )
             return _conv_of_conv(m, w2, s2, p2, out_shape) or as_matrix()
         return as_matrix()
     if isinstance(node, nir.Scale):
@@ -244,29 +317,55 @@ def compose(name: str, node: nir.NIRNode, m: Map, in_shape: tuple[int, ...], out
             return m.scaled(per_channel[:, 0])
         return m.scaled(np.broadcast_to(s.reshape(-1), (int(np.prod(m.out_shape)),)))
     if isinstance(node, (nir.SumPool2d, nir.AvgPool2d)):
-        pooled = _pool_of(m, pair(node.kernel_size), pair(node.stride), pair(node.padding),
-                          isinstance(node, nir.AvgPool2d), out_shape) if m.kind == "conv" else None
+        pooled = (
+            _pool_of(
+                m,
+                pair(node.kernel_size),
+                pair(node.stride),
+                pair(node.padding),
+                isinstance(node, nir.AvgPool2d),
+                out_shape,
+            )
+            if m.kind == "conv"
+            else None
+        )
         return pooled or as_matrix()
     if isinstance(node, nir.Flatten):
         if m.kind == "dense":
             return m
         if m.identity:
             return identity(m.in_shape, m.weight is not None)
-        if m.kind == "conv" and _channels_only(m):  # the same values in the same order: the conv stays
+        if m.kind == "conv" and _channels_only(
+            m
+        ):  # the same values in the same order: the conv stays
             return m
         if m.kernel == m.in_shape[1:] and m.padding == (0, 0):  # e.g. global pooling: (C, 1, 1)
-            return Map("dense", m.in_shape, out_shape, None if m.weight is None else
-                       m.weight.reshape(m.weight.shape[0], -1), delay=m.delay, recurrent=m.recurrent,
-                       row_scale=m.row_scale)
+            return Map(
+                "dense",
+                m.in_shape,
+                out_shape,
+                None if m.weight is None else m.weight.reshape(m.weight.shape[0], -1),
+                delay=m.delay,
+                recurrent=m.recurrent,
+                row_scale=m.row_scale,
+            )
         return as_matrix()
     if isinstance(node, (nir.Affine, nir.Linear)):
         w = np.asarray(node.weight, dtype=np.float64)
         if m.kind == "dense":
             return _new(m, lambda: w if m.identity else w @ m.values(), out_shape=out_shape)
         if m.identity:
-            return Map("dense", m.in_shape, out_shape, None if m.weight is None else w, delay=m.delay,
-                       recurrent=m.recurrent)
-        if m.kind == "conv" and _channels_only(m):  # a 1x1 conv on the (C, 1, 1) values it reads flat
+            return Map(
+                "dense",
+                m.in_shape,
+                out_shape,
+                None if m.weight is None else w,
+                delay=m.delay,
+                recurrent=m.recurrent,
+            )
+        if m.kind == "conv" and _channels_only(
+            m
+        ):  # a 1x1 conv on the (C, 1, 1) values it reads flat
             return _new(m, lambda: _pointwise_after(w, m), out_shape=(len(w), 1, 1))
         return as_matrix()
     raise UserError(f"node {name!r}: {type(node).__name__} cannot be compiled for Loihi")
@@ -279,7 +378,11 @@ def _merge(terms: list[tuple[str, Map, str]]) -> list[tuple[str, Map, str]]:
         key = (src, m.geometry)
         if key in merged:
             prev = merged[key][1]
-            merged[key] = (src, _new(prev, lambda: _float64(prev.values()) + m.values()), merged[key][2])
+            merged[key] = (
+                src,
+                _new(prev, lambda: _float64(prev.values()) + m.values()),
+                merged[key][2],
+            )
         else:
             merged[key] = (src, m, conn)
     return list(merged.values())
@@ -300,12 +403,21 @@ class _Lowerer:
 
     def _plan_relays(self) -> None:
         """Which input sums get relays, and which smaller relayed sum each one contains."""
-        sums = [(n, Counter(self.g.sources[n])) for n in self.g.nodes
-                if len(self.g.sources[n]) >= RELAY_MIN_SOURCES and n not in self.cyclic]
+        sums = [
+            (n, Counter(self.g.sources[n]))
+            for n in self.g.nodes
+            if len(self.g.sources[n]) >= RELAY_MIN_SOURCES and n not in self.cyclic
+        ]
         sums.sort(key=lambda item: sum(item[1].values()))
         for i, (name, members) in enumerate(sums):
-            parents = [(p, pm) for p, pm in sums[:i] if pm != members and all(members[k] >= c for k, c in pm.items())]
-            self.relays[name] = max(parents, key=lambda item: sum(item[1].values()))[0] if parents else None
+            parents = [
+                (p, pm)
+                for p, pm in sums[:i]
+                if pm != members and all(members[k] >= c for k, c in pm.items())
+            ]
+            self.relays[name] = (
+                max(parents, key=lambda item: sum(item[1].values()))[0] if parents else None
+            )
 
     def relay_name(self, node: str) -> str:
         return f"{node}.relay"
@@ -314,12 +426,19 @@ class _Lowerer:
         """Terms and bias of the sum of ``name``'s sources (what arrives at its input)."""
         srcs = self.g.sources[name]
         biases = [b for b in (self.value(s)[1] for s in srcs) if b is not None]
-        bias = sum(biases) if biases else None  # a relay carries spikes only: constants pass around it
+        bias = (
+            sum(biases) if biases else None
+        )  # a relay carries spikes only: constants pass around it
         if name in self.relays:
             shape = self.g.shapes[srcs[0]]
-            return [(self.relay_name(name), identity(shape, self.with_weights), self.connection(name))], bias
-        return [(src, replace(m, recurrent=True) if (s, name) in self.g.recurrent else m, c)
-                for s in srcs for src, m, c in self.value(s)[0]], bias
+            return [
+                (self.relay_name(name), identity(shape, self.with_weights), self.connection(name))
+            ], bias
+        return [
+            (src, replace(m, recurrent=True) if (s, name) in self.g.recurrent else m, c)
+            for s in srcs
+            for src, m, c in self.value(s)[0]
+        ], bias
 
     def relay_terms(self, name: str) -> list[tuple[str, Map, str]]:
         """The spike-driven part of a relayed sum, reusing the contained relay."""
@@ -328,8 +447,13 @@ class _Lowerer:
         parent = self.relays[name]
         if parent is not None:
             members.subtract(Counter(self.g.sources[parent]))
-            terms.append((self.relay_name(parent), identity(self.g.shapes[self.g.sources[name][0]], self.with_weights),
-                          self.connection(name)))
+            terms.append(
+                (
+                    self.relay_name(parent),
+                    identity(self.g.shapes[self.g.sources[name][0]], self.with_weights),
+                    self.connection(name),
+                )
+            )
         for src, count in members.items():
             for _ in range(count):
                 terms += self.value(src)[0]
@@ -340,15 +464,22 @@ class _Lowerer:
         if name in self.memo:
             return self.memo[name]
         if self.is_population(name):
-            result = ([(name, identity(self.g.shapes[name], self.with_weights), self.connection(name))], None)
+            result = (
+                [(name, identity(self.g.shapes[name], self.with_weights), self.connection(name))],
+                None,
+            )
         else:
             node = self.g.nodes[name]
-            composed, bias_in = self._composed(name, matrix_ok=not self.relay or name in self.cyclic)
+            composed, bias_in = self._composed(
+                name, matrix_ok=not self.relay or name in self.cyclic
+            )
             result = (_merge(composed), self._apply_bias(name, node, bias_in))
         self.memo[name] = result
         return result
 
-    def _composed(self, name: str, matrix_ok: bool) -> tuple[list[tuple[str, Map, str]], np.ndarray | None]:
+    def _composed(
+        self, name: str, matrix_ok: bool
+    ) -> tuple[list[tuple[str, Map, str]], np.ndarray | None]:
         """``name`` applied to each term of its input sum. Under relay lowering, where that has
         no exact conv form, the input is relayed instead (graded relay neurons and the node's
         own synapses are cheaper than one dense matrix of the whole chain)."""
@@ -357,20 +488,31 @@ class _Lowerer:
         out_shape = self.g.shapes[name]
         in_shape = self.g.shapes[self.g.forward_sources(name)[0]]
         try:
-            return [(s, compose(name, node, m, in_shape, out_shape, self.g.dt, matrix_ok), self.connection(name))
-                    for s, m, _ in terms], bias_in
+            return [
+                (
+                    s,
+                    compose(name, node, m, in_shape, out_shape, self.g.dt, matrix_ok),
+                    self.connection(name),
+                )
+                for s, m, _ in terms
+            ], bias_in
         except NoConvForm:
             self.relays[name] = None
             return self._composed(name, matrix_ok=True)
 
-    def _apply_bias(self, name: str, node: nir.NIRNode, bias_in: np.ndarray | None) -> np.ndarray | None:
+    def _apply_bias(
+        self, name: str, node: nir.NIRNode, bias_in: np.ndarray | None
+    ) -> np.ndarray | None:
         """The constant part of ``node``'s output: its own bias plus what it makes of ``bias_in``."""
         if isinstance(node, nir.Delay):
             return bias_in
         p = lambda v: torch.as_tensor(np.asarray(v, dtype=np.float64))  # noqa: E731
         in_shape = self.g.shapes[self.g.sources[name][0]]
-        x = torch.zeros((1, *in_shape), dtype=torch.float64) if bias_in is None else \
-            torch.as_tensor(bias_in, dtype=torch.float64).reshape(1, *in_shape)
+        x = (
+            torch.zeros((1, *in_shape), dtype=torch.float64)
+            if bias_in is None
+            else torch.as_tensor(bias_in, dtype=torch.float64).reshape(1, *in_shape)
+        )
         out = linear_step(node, p)(x)[0].numpy()
         return out.reshape(self.g.shapes[name]) if np.any(out) else None
 
@@ -381,7 +523,9 @@ class _Lowerer:
 def _uniform(name: str, what: str, value: object) -> float:
     arr = np.asarray(value, dtype=np.float64)
     if arr.size and not np.all(arr == arr.flat[0]):
-        raise UserError(f"node {name!r}: {what} differs between neurons; Loihi needs one value per layer")
+        raise UserError(
+            f"node {name!r}: {what} differs between neurons; Loihi needs one value per layer"
+        )
     return float(arr.flat[0]) if arr.size else 0.0
 
 
@@ -390,47 +534,80 @@ def _check_reset(name: str, mode: str) -> None:
     ``v_reset`` runs as one to 0, shifted: :func:`_neuron_population`)."""
     reset = firing(mode).reset
     if reset != "zero":
-        what = {"subtract": "subtracts the threshold when it fires" + (" (SpikingJelly's soft reset, v_reset=None)"
-                                                                        if mode == "spikingjelly-soft" else ""),
-                "zero-late": "drops the input of the step after a spike (snnTorch's reset_delay)",
-                "subtract-late": "subtracts the threshold a step after the spike (snnTorch's reset_delay)",
-                "multi-spike": "fires several spikes in one step, subtracting the threshold for each (sinabs)",
-                "multi-spike-floor": "fires several spikes in one step and keeps its voltage above -threshold "
-                                     "(sinabs' from_nir)"}[reset]
+        what = {
+            "subtract": "subtracts the threshold when it fires"
+            + (" (SpikingJelly's soft reset, v_reset=None)" if mode == "spikingjelly-soft" else ""),
+            "zero-late": "drops the input of the step after a spike (snnTorch's reset_delay)",
+            "subtract-late": "subtracts the threshold a step after the spike (snnTorch's reset_delay)",
+            "multi-spike": "fires several spikes in one step, subtracting the threshold for each (sinabs)",
+            "multi-spike-floor": "fires several spikes in one step and keeps its voltage above -threshold "
+            "(sinabs' from_nir)",
+        }[reset]
         instead = "spikingjelly" if mode == "spikingjelly-soft" else "zero"
-        raise UserError(f"node {name!r}: this neuron {what}, but Loihi's (Lava's LIF) sets the voltage to 0 "
-                        f"when it fires; retrain with reset to zero (snnTorch: reset_mechanism='zero', "
-                        f"reset_delay=False; SpikingJelly: v_reset=0.0), or pass --reset {instead} to compile it "
-                        f"with Loihi's reset (its output then differs from the source framework's)")
+        raise UserError(
+            f"node {name!r}: this neuron {what}, but Loihi's (Lava's LIF) sets the voltage to 0 "
+            f"when it fires; retrain with reset to zero (snnTorch: reset_mechanism='zero', "
+            f"reset_delay=False; SpikingJelly: v_reset=0.0), or pass --reset {instead} to compile it "
+            f"with Loihi's reset (its output then differs from the source framework's)"
+        )
 
 
-def _neuron_population(name: str, node: nir.NIRNode, shape: tuple[int, ...], graph: FlatGraph,
-                       connection: str) -> Population:
+def _neuron_population(
+    name: str, node: nir.NIRNode, shape: tuple[int, ...], graph: FlatGraph, connection: str
+) -> Population:
     """A neuron node's population: the update of ``ir/neurons.py`` with one factor per layer,
     and a CubaLIF's input gain folded into its synapses (``u = current_gain * i``)."""
     if isinstance(node, nir.Threshold):
-        return Population(name, "gate", shape, connection, beta=0.0, gain=1.0,
-                          threshold=_uniform(name, "threshold", node.threshold))
+        return Population(
+            name,
+            "gate",
+            shape,
+            connection,
+            beta=0.0,
+            gain=1.0,
+            threshold=_uniform(name, "threshold", node.threshold),
+        )
     if isinstance(node, SigmaDelta):
-        return Population(name, "delta" if node.encoder else "sigma_delta", shape, connection,
-                          threshold=_uniform(name, "threshold", node.threshold),
-                          bias=np.array(node.bias) if np.any(node.bias) else None, spike_exp=node.spike_exp,
-                          state_exp=node.state_exp, relu=node.relu)
+        return Population(
+            name,
+            "delta" if node.encoder else "sigma_delta",
+            shape,
+            connection,
+            threshold=_uniform(name, "threshold", node.threshold),
+            bias=np.array(node.bias) if np.any(node.bias) else None,
+            spike_exp=node.spike_exp,
+            state_exp=node.state_exp,
+            relu=node.relu,
+        )
     d, fire = dynamics(node, graph), firing(graph.resets.get(name, "zero"))
     # a neuron that starts at v_reset = c and resets to it is one that starts at and resets to 0,
     # its voltage shifted by -c: threshold - c, and bias - (1 - beta) c (0 where v_leak = c)
     start = d.v_reset if fire.starts_at_reset else 0.0
     if np.any(d.v_reset != start):
-        raise UserError(f"node {name!r}: Loihi neurons reset to 0, but v_reset is not 0 (a neuron that also "
-                        f"starts at v_reset, as SpikingJelly's do, compiles shifted by -v_reset: "
-                        f"--reset spikingjelly)")
-    uniform = {factor: _uniform(name, d.source(factor), getattr(d, factor))
-               for factor in ("beta", "current_gain", "alpha", "input_gain")}
-    threshold = _uniform(name, "v_threshold - v_reset" if fire.starts_at_reset else "v_threshold",
-                         d.threshold - start)
-    pop = Population(name, "lif", shape, connection, beta=uniform["beta"],
-                     gain=uniform["current_gain"] * uniform["input_gain"], threshold=threshold,
-                     at_threshold=fire.at_threshold)
+        raise UserError(
+            f"node {name!r}: Loihi neurons reset to 0, but v_reset is not 0 (a neuron that also "
+            f"starts at v_reset, as SpikingJelly's do, compiles shifted by -v_reset: "
+            f"--reset spikingjelly)"
+        )
+    uniform = {
+        factor: _uniform(name, d.source(factor), getattr(d, factor))
+        for factor in ("beta", "current_gain", "alpha", "input_gain")
+    }
+    threshold = _uniform(
+        name,
+        "v_threshold - v_reset" if fire.starts_at_reset else "v_threshold",
+        d.threshold - start,
+    )
+    pop = Population(
+        name,
+        "lif",
+        shape,
+        connection,
+        beta=uniform["beta"],
+        gain=uniform["current_gain"] * uniform["input_gain"],
+        threshold=threshold,
+        at_threshold=fire.at_threshold,
+    )
     if d.has_current:  # tau_syn = dt, up to float32 rounding: no memory
         pop.alpha = 0.0 if abs(uniform["alpha"]) < 1e-6 else uniform["alpha"]
     bias = d.bias - (1.0 - d.beta) * start
@@ -467,31 +644,45 @@ def lower(graph: FlatGraph, lowering: str, with_weights: bool = True) -> Lowered
             _check_reset(name, graph.resets.get(name, "zero"))
             pop = _neuron_population(name, node, graph.shapes[name], graph, conn)
         elif isinstance(node, (nir.LI, nir.I)):
-            raise UserError(f"node {name!r}: {type(node).__name__} neurons are not supported by the "
-                            f"Loihi compiler (LIF, IF, CubaLIF and Threshold are)")
+            raise UserError(
+                f"node {name!r}: {type(node).__name__} neurons are not supported by the "
+                f"Loihi compiler (LIF, IF, CubaLIF and Threshold are)"
+            )
         else:
             continue
         terms, path_bias = low.input_sum(name)
         pop.terms = [Term(s, m, "recurrent" if m.recurrent else c) for s, m, c in _merge(terms)]
-        if pop.kind == "delta" and [(t.source, t.map.identity) for t in pop.terms] == [(graph.inputs[0], True)]:
+        if pop.kind == "delta" and [(t.source, t.map.identity) for t in pop.terms] == [
+            (graph.inputs[0], True)
+        ]:
             pop.terms[0].port = True  # an encoder reads the input itself
-        if path_bias is not None and pop.alpha:  # a constant current that persists: through a synapse
+        if (
+            path_bias is not None and pop.alpha
+        ):  # a constant current that persists: through a synapse
             source = _bias_source(name, conn)
             pops[source.name] = source
             weight = np.broadcast_to(path_bias, pop.shape).reshape(-1, 1) if with_weights else None
-            pop.terms.append(Term(source.name, Map("dense", source.shape, (pop.neurons,), weight), conn))
+            pop.terms.append(
+                Term(source.name, Map("dense", source.shape, (pop.neurons,), weight), conn)
+            )
         elif path_bias is not None and isinstance(node, SigmaDelta):
-            raise UserError(f"node {name!r}: a constant input current into a sigma-delta neuron would add up "
-                            f"in its sigma at every step; give the neuron the bias instead")
+            raise UserError(
+                f"node {name!r}: a constant input current into a sigma-delta neuron would add up "
+                f"in its sigma at every step; give the neuron the bias instead"
+            )
         elif path_bias is not None:  # a constant input current, seen through the neuron's gain
             drive = pop.gain * path_bias
             pop.bias = drive if pop.bias is None else pop.bias + drive
         pops[name] = pop
     for relayed in low.relays:
         shape = graph.shapes[graph.sources[relayed][0]]
-        pops[low.relay_name(relayed)] = Population(low.relay_name(relayed), "relay", shape,
-                                                   low.connection(relayed),
-                                                   terms=[Term(s, m, c) for s, m, c in low.relay_terms(relayed)])
+        pops[low.relay_name(relayed)] = Population(
+            low.relay_name(relayed),
+            "relay",
+            shape,
+            low.connection(relayed),
+            terms=[Term(s, m, c) for s, m, c in low.relay_terms(relayed)],
+        )
     ordered = _schedule(pops)
     return Lowered(ordered, lowering, graph.dt, graph.timesteps)
 
@@ -532,7 +723,9 @@ def _schedule(pops: dict[str, Population]) -> dict[str, Population]:
         for t in pops[name].terms:
             t.delay = pops[name].latency - pops[t.source].latency - hop[t.port] + t.lag
             if t.delay < 0:
-                raise UserError(f"population {name!r}: its recurrent input from {t.source!r} passes "
-                                f"through {-t.delay} more pipeline stage(s) than one time step allows; "
-                                f"only a layer's loop onto itself can run on the chip")
+                raise UserError(
+                    f"population {name!r}: its recurrent input from {t.source!r} passes "
+                    f"through {-t.delay} more pipeline stage(s) than one time step allows; "
+                    f"only a layer's loop onto itself can run on the chip"
+                )
     return {n: pops[n] for n in order}

@@ -42,15 +42,27 @@ from .errors import UserError
 from .signals import raise_if_stopped, stops_deferred
 
 TOOL = "danet-deploy"
-TAGS = {"checkpoint": f"{TOOL}/1", "outputs": f"{TOOL}/outputs/1", "report": f"{TOOL}/report/1",
-           "comparison": f"{TOOL}/comparison/1", "export": f"{TOOL}/export/1"}
+TAGS = {
+    "checkpoint": f"{TOOL}/1",
+    "outputs": f"{TOOL}/outputs/1",
+    "report": f"{TOOL}/report/1",
+    "comparison": f"{TOOL}/comparison/1",
+    "export": f"{TOOL}/export/1",
+}
 KIND_OF_TAG = {tag: kind for kind, tag in TAGS.items()}
 ARTIFACT_FILES = ("graph.nir", "manifest.json", "program.h5", "netx.h5")
 FORMAT_COLUMN = "format"  # the CSV column that carries the tag
 _HEAD_BYTES = 4096
-_JSON_BYTES = 64 << 20  # a JSON output read for its tag: larger than any report or manifest we write
-_NOT_FILES = ((stat.S_ISDIR, "directory"), (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device"),
-              (stat.S_ISFIFO, "FIFO (named pipe)"), (stat.S_ISSOCK, "socket"))
+_JSON_BYTES = (
+    64 << 20
+)  # a JSON output read for its tag: larger than any report or manifest we write
+_NOT_FILES = (
+    (stat.S_ISDIR, "directory"),
+    (stat.S_ISCHR, "character device"),
+    (stat.S_ISBLK, "block device"),
+    (stat.S_ISFIFO, "FIFO (named pipe)"),
+    (stat.S_ISSOCK, "socket"),
+)
 
 
 def html_generator(kind: str) -> str:
@@ -95,8 +107,10 @@ def refuse_unless_file(path: Path) -> None:
     """Raise a one-line error when ``path`` exists and is not a regular file."""
     what = not_a_file(path)
     if what:
-        raise UserError(f"{path}: is a {what}, not a regular file; danet-deploy writes its outputs to "
-                        f"regular files only: name a file")
+        raise UserError(
+            f"{path}: is a {what}, not a regular file; danet-deploy writes its outputs to "
+            f"regular files only: name a file"
+        )
 
 
 def atomic_write(path: Path, write: Callable[[Path], object]) -> None:
@@ -190,11 +204,14 @@ def check_space(path: Path, need: int) -> None:
         return  # no figure to hold against: the write itself reports a full disk
     free = fs.f_bavail * fs.f_frsize
     if free < need:
-        raise UserError(f"{path}: No space left on device ({free:,} bytes free in {parent}, about {need:,} "
-                        f"needed); free some space or write elsewhere")
+        raise UserError(
+            f"{path}: No space left on device ({free:,} bytes free in {parent}, about {need:,} "
+            f"needed); free some space or write elsewhere"
+        )
 
 
 # ---- what a file is ---------------------------------------------------------------------------------------------
+
 
 def _open_regular(path: Path) -> BinaryIO | None:
     """``path`` opened for reading when it is a regular file, else None. Nothing else is
@@ -276,11 +293,14 @@ def check_output_file(path: Path, kind: str, force: bool = False) -> None:
         found = identify(path)
         if found != kind:
             what = f"is a {TOOL} {found}, not a {kind}" if found else f"was not written by {TOOL}"
-            raise UserError(f"{path}: exists and {what}; name a new file, or pass --force to replace it")
+            raise UserError(
+                f"{path}: exists and {what}; name a new file, or pass --force to replace it"
+            )
     check_writable(path)
 
 
 # ---- export directories -----------------------------------------------------------------------------------------
+
 
 def _manifest(path: Path) -> dict | None:
     f = _open_regular(path / "manifest.json")
@@ -291,7 +311,11 @@ def _manifest(path: Path) -> dict | None:
             manifest = _json_of(f)
     except OSError:
         return None
-    return manifest if isinstance(manifest, dict) and manifest.get("format") == TAGS["export"] else None
+    return (
+        manifest
+        if isinstance(manifest, dict) and manifest.get("format") == TAGS["export"]
+        else None
+    )
 
 
 def owned_files(path: Path) -> list[str]:
@@ -318,27 +342,35 @@ def _protected(path: Path) -> str | None:
     return None
 
 
-def check_artifact_dir(path: Path, force: bool = False, may_write: Iterable[str] = ARTIFACT_FILES) -> None:
+def check_artifact_dir(
+    path: Path, force: bool = False, may_write: Iterable[str] = ARTIFACT_FILES
+) -> None:
     """Raise a one-line error unless an export that may write the files ``may_write`` can go to ``path``."""
     path = Path(path)
     why = _protected(path)
     if why:
-        raise UserError(f"{path}: refusing to write an artifact into {why}; name a new directory, "
-                        f"e.g. -o model.loihi2-sim")
+        raise UserError(
+            f"{path}: refusing to write an artifact into {why}; name a new directory, "
+            f"e.g. -o model.loihi2-sim"
+        )
     if path.exists() and not path.is_dir():
         raise UserError(f"{path}: exists and is not a directory; name a new directory")
     for name in ARTIFACT_FILES:
         refuse_unless_file(path / name)
     if path.is_dir() and any(path.iterdir()) and not force:
         if not is_artifact_dir(path):
-            raise UserError(f"{path}: directory is not empty and was not written by {TOOL}; name a new "
-                            f"directory, or pass --force to write only {TOOL}'s files "
-                            f"({', '.join(ARTIFACT_FILES)}) into it")
+            raise UserError(
+                f"{path}: directory is not empty and was not written by {TOOL}; name a new "
+                f"directory, or pass --force to write only {TOOL}'s files "
+                f"({', '.join(ARTIFACT_FILES)}) into it"
+            )
         ours = set(owned_files(path))
         theirs = [n for n in may_write if (path / n).exists() and n not in ours]
         if theirs:
-            raise UserError(f"{path / theirs[0]}: was not written by {TOOL} and an export writes that name; "
-                            f"move it away, or pass --force to replace it")
+            raise UserError(
+                f"{path / theirs[0]}: was not written by {TOOL} and an export writes that name; "
+                f"move it away, or pass --force to replace it"
+            )
     check_writable(path / "manifest.json")
 
 
@@ -383,7 +415,9 @@ def install_artifact(tmp: Path, outdir: Path) -> list[str]:
                 os.replace(tmp / name, outdir / name)
         for name in stale:
             (outdir / name).unlink()
-        os.replace(tmp / "manifest.json", outdir / "manifest.json")  # last: the directory is ours again
+        os.replace(
+            tmp / "manifest.json", outdir / "manifest.json"
+        )  # last: the directory is ours again
     except OSError as e:
         raise write_failure(outdir, e) from None
     finally:

@@ -23,16 +23,32 @@ from .errors import UserError
 CONFIDENCE = ("primary", "secondary", "estimate")
 COMPILED_WEIGHT_BITS = 8  # what compile.quantise writes (docs/compile.md)
 CONSTRAINTS = {
-    "cores_per_chip": "count", "neurons_per_core": "count", "synaptic_memory_per_core": "bits",
-    "input_axons_per_core": "count", "output_axons_per_core": "count", "weight_bits": "bits",
-    "state_bits": "bits", "decay_bits": "bits", "threshold_bits": "bits", "bias_mantissa_bits": "bits",
-    "graded_spikes": "flag", "graded_payload_bits": "bits", "max_synaptic_delay": "steps", "max_chips": "count",
+    "cores_per_chip": "count",
+    "neurons_per_core": "count",
+    "synaptic_memory_per_core": "bits",
+    "input_axons_per_core": "count",
+    "output_axons_per_core": "count",
+    "weight_bits": "bits",
+    "state_bits": "bits",
+    "decay_bits": "bits",
+    "threshold_bits": "bits",
+    "bias_mantissa_bits": "bits",
+    "graded_spikes": "flag",
+    "graded_payload_bits": "bits",
+    "max_synaptic_delay": "steps",
+    "max_chips": "count",
     "conv_tile_neurons": "count",
 }
 # figures a profile may leave out: without conv_tile_neurons, convolutions are mapped unrolled
 OPTIONAL = {"constraints": ("conv_tile_neurons",)}
-ENERGY = {"synaptic_op": "pJ", "graded_op": "pJ", "neuron_update": "pJ", "spike_routing": "pJ",
-          "mac": "pJ", "static_per_chip": "mW"}
+ENERGY = {
+    "synaptic_op": "pJ",
+    "graded_op": "pJ",
+    "neuron_update": "pJ",
+    "spike_routing": "pJ",
+    "mac": "pJ",
+    "static_per_chip": "mW",
+}
 TIMING = {"synaptic_op": "ns", "neuron_update": "ns", "barrier_sync": "ns"}
 SECTIONS = {"constraints": CONSTRAINTS, "energy": ENERGY, "timing": TIMING}
 REQUIRED = {"chip": ("constraints", "energy", "timing"), "accounting": ("energy",)}
@@ -65,7 +81,9 @@ class Profile:
 
     def estimates(self) -> list[str]:
         """``section.key`` of every figure that is an estimate (reports print these)."""
-        return [f"{sec}.{k}" for sec in SECTIONS for k, f in getattr(self, sec).items() if f.estimate]
+        return [
+            f"{sec}.{k}" for sec in SECTIONS for k, f in getattr(self, sec).items() if f.estimate
+        ]
 
 
 def _figure(path: Path, key: str, raw: object, unit: str) -> Figure:
@@ -78,15 +96,24 @@ def _figure(path: Path, key: str, raw: object, unit: str) -> Figure:
         if f not in raw:
             raise UserError(f"{path}: {key}: missing '{f}'")
     value = raw["value"]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value < 0
+    ):
         raise UserError(f"{path}: {key}: value must be a finite non-negative number, got {value!r}")
     least = {"count": 1, "flag": 0, "bits": 0, "steps": 0}.get(unit)
     if least is not None and (value != int(value) or value < least or unit == "flag" and value > 1):
-        what = {"count": "a whole number of at least 1", "flag": "0 or 1"}.get(unit, "a whole number")
+        what = {"count": "a whole number of at least 1", "flag": "0 or 1"}.get(
+            unit, "a whole number"
+        )
         raise UserError(f"{path}: {key}: value must be {what}, got {value!r}")
     if key == "constraints.weight_bits" and value != COMPILED_WEIGHT_BITS:
-        raise UserError(f"{path}: {key} = {value!r}: the compiler quantises weights to {COMPILED_WEIGHT_BITS} "
-                        f"bits (Lava's Dense and Conv), so a chip profile must say {COMPILED_WEIGHT_BITS}")
+        raise UserError(
+            f"{path}: {key} = {value!r}: the compiler quantises weights to {COMPILED_WEIGHT_BITS} "
+            f"bits (Lava's Dense and Conv), so a chip profile must say {COMPILED_WEIGHT_BITS}"
+        )
     if raw["unit"] != unit:
         raise UserError(f"{path}: {key}: unit must be {unit!r}, got {raw['unit']!r}")
     if not str(raw["source"]).strip():
@@ -116,7 +143,9 @@ def parse_profile(path: Path) -> Profile:
         table = data.get(sec, {})
         extra = set(table) - set(schema)
         if extra:
-            raise UserError(f"{path}: unknown key(s) {', '.join(f'{sec}.{k}' for k in sorted(extra))}")
+            raise UserError(
+                f"{path}: unknown key(s) {', '.join(f'{sec}.{k}' for k in sorted(extra))}"
+            )
         if sec in REQUIRED[prof.kind]:
             missing = [k for k in schema if k not in table and k not in OPTIONAL.get(sec, ())]
             if missing:
@@ -140,4 +169,6 @@ def load_profile(name_or_path: str | Path) -> Profile:
         if not path.is_file():
             raise UserError(f"profile file not found: {path}")
         return parse_profile(path)
-    raise UserError(f"unknown profile {name_or_path!r}; valid: {', '.join(sorted(builtin))} or a .toml file")
+    raise UserError(
+        f"unknown profile {name_or_path!r}; valid: {', '.join(sorted(builtin))} or a .toml file"
+    )

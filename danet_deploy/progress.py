@@ -9,16 +9,27 @@ from contextlib import contextmanager
 from typing import Callable, Iterator, Sequence, TextIO
 
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                           TimeRemainingColumn)
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 console = Console(stderr=True)
 UNBOUNDED = 1000  # columns for a table going to a pipe or a file: as wide as its contents
 
 
 def _render(table: object, width: int, terminal: bool) -> str:
-    rec = Console(file=io.StringIO(), width=width, force_terminal=terminal, color_system="standard" if terminal
-                  else None, highlight=False)
+    rec = Console(
+        file=io.StringIO(),
+        width=width,
+        force_terminal=terminal,
+        color_system="standard" if terminal else None,
+        highlight=False,
+    )
     rec.print(table)
     return rec.file.getvalue()
 
@@ -33,8 +44,12 @@ def width_of(table: object) -> int:
     return Console(file=io.StringIO(), width=UNBOUNDED).measure(table).maximum
 
 
-def fitted(make: Callable[[Sequence[str]], object], layouts: Sequence[Sequence[str]], wide: bool = False,
-           stream: TextIO | None = None) -> str:
+def fitted(
+    make: Callable[[Sequence[str]], object],
+    layouts: Sequence[Sequence[str]],
+    wide: bool = False,
+    stream: TextIO | None = None,
+) -> str:
     """The table ``make(columns)`` as text for ``stream`` (stdout by default). ``layouts`` are
     column sets from every column to the fewest: a pipe, a file or ``wide`` gets the first, at
     full width; a terminal the first that fits its width (else the narrowest), so that no row
@@ -54,8 +69,15 @@ def progress_bar(title: str, total: int, enabled: bool = True) -> Iterator[Calla
     if not enabled or not console.is_terminal:
         yield lambda status="": None
         return
-    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[status]}"),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+    )
     with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task(title, total=total, status="")
         yield lambda status="": progress.update(task, advance=1, status=status)

@@ -56,34 +56,93 @@ def percent(fraction: float) -> str:
     return f"{100 * fraction:.1f} %"
 
 
-COUNT_COLUMNS = ("neurons", "synapses", "cores", "spikes", "graded_spikes", "spike_rate", "sops", "graded_ops",
-                 "macs", "neuron_updates")
-COLUMNS = ("name", "kind", "connection", *COUNT_COLUMNS, "energy_dynamic_pj", "energy_static_pj", "energy_pj")
+COUNT_COLUMNS = (
+    "neurons",
+    "synapses",
+    "cores",
+    "spikes",
+    "graded_spikes",
+    "spike_rate",
+    "sops",
+    "graded_ops",
+    "macs",
+    "neuron_updates",
+)
+COLUMNS = (
+    "name",
+    "kind",
+    "connection",
+    *COUNT_COLUMNS,
+    "energy_dynamic_pj",
+    "energy_static_pj",
+    "energy_pj",
+)
 # a table on a terminal shows the main columns (all with --wide, and always in JSON, CSV and HTML),
 # and on a narrow terminal leaves out the next of NARROWER until it fits
-MAIN_COLUMNS = ("name", "connection", "neurons", "cores", "spikes", "sops", "energy_dynamic_pj",
-                "energy_static_pj", "energy_pj")
+MAIN_COLUMNS = (
+    "name",
+    "connection",
+    "neurons",
+    "cores",
+    "spikes",
+    "sops",
+    "energy_dynamic_pj",
+    "energy_static_pj",
+    "energy_pj",
+)
 NARROWER = ("energy_static_pj", "connection", "neurons", "cores")
-SHORT_HEADINGS = {"energy_dynamic_pj": "dynamic", "energy_static_pj": "static", "energy_pj": "total",
-                  "dynamic_uj": "dynamic", "static_uj": "static", "energy_uj": "total"}
-COMPARE_MAIN = ("connection", "lowering", "fixed_accuracy", "dynamic_uj", "static_uj", "energy_uj", "sops",
-                "cores", "dynamic_rank")
+SHORT_HEADINGS = {
+    "energy_dynamic_pj": "dynamic",
+    "energy_static_pj": "static",
+    "energy_pj": "total",
+    "dynamic_uj": "dynamic",
+    "static_uj": "static",
+    "energy_uj": "total",
+}
+COMPARE_MAIN = (
+    "connection",
+    "lowering",
+    "fixed_accuracy",
+    "dynamic_uj",
+    "static_uj",
+    "energy_uj",
+    "sops",
+    "cores",
+    "dynamic_rank",
+)
 COMPARE_NARROWER = ("static_uj", "cores", "sops")
 
 
-def layouts(every: tuple[str, ...], main: tuple[str, ...], narrower: tuple[str, ...]) -> list[tuple[str, ...]]:
+def layouts(
+    every: tuple[str, ...], main: tuple[str, ...], narrower: tuple[str, ...]
+) -> list[tuple[str, ...]]:
     """Column sets from ``every`` column to the fewest: the main ones, then one more of
     ``narrower`` left out at a time."""
     sets = [every, main]
     for drop in narrower:
         sets.append(tuple(c for c in sets[-1] if c != drop))
     return sets
-HEADINGS = {"energy_dynamic_pj": "dynamic energy", "energy_static_pj": "static energy", "energy_pj": "total energy",
-            "spike_rate": "spike rate", "graded_spikes": "graded spikes", "graded_ops": "graded ops",
-            "neuron_updates": "neuron updates"}
-COMPARE_HEADINGS = {"float_accuracy": "float acc.", "fixed_accuracy": "fixed acc.", "dynamic_uj": "dynamic energy",
-                    "static_uj": "static energy", "energy_uj": "total energy", "graded_ops": "graded ops",
-                    "synapse_kib": "synapse memory", "dynamic_rank": "rank (dynamic)"}
+
+
+HEADINGS = {
+    "energy_dynamic_pj": "dynamic energy",
+    "energy_static_pj": "static energy",
+    "energy_pj": "total energy",
+    "spike_rate": "spike rate",
+    "graded_spikes": "graded spikes",
+    "graded_ops": "graded ops",
+    "neuron_updates": "neuron updates",
+}
+COMPARE_HEADINGS = {
+    "float_accuracy": "float acc.",
+    "fixed_accuracy": "fixed acc.",
+    "dynamic_uj": "dynamic energy",
+    "static_uj": "static energy",
+    "energy_uj": "total energy",
+    "graded_ops": "graded ops",
+    "synapse_kib": "synapse memory",
+    "dynamic_rank": "rank (dynamic)",
+}
 
 
 def cell(key: str, v: object) -> str:
@@ -112,9 +171,17 @@ def compare_cell(key: str, v: object) -> str:
     return cell(key, v)
 
 
-NEUROBENCH_METRICS = ("Footprint", "ConnectionSparsity", "ActivationSparsity", "SynapticOperations.Effective_ACs",
-                      "SynapticOperations.Effective_MACs", "SynapticOperations.Dense", "MembraneUpdates",
-                      "NeuronOperations.Effective Neuron Ops", "NeuronOperations.Neuron Dense Ops")
+NEUROBENCH_METRICS = (
+    "Footprint",
+    "ConnectionSparsity",
+    "ActivationSparsity",
+    "SynapticOperations.Effective_ACs",
+    "SynapticOperations.Effective_MACs",
+    "SynapticOperations.Dense",
+    "MembraneUpdates",
+    "NeuronOperations.Effective Neuron Ops",
+    "NeuronOperations.Neuron Dense Ops",
+)
 
 
 def neurobench_rows(report: dict) -> list[list[str]]:
@@ -131,4 +198,7 @@ def neurobench_rows(report: dict) -> list[list[str]]:
             return f"{count(value)}B"
         return f"{value:.4f}" if "Sparsity" in name else count(value)
 
-    return [[name, shown(nb.get("deployed"), name), shown(nb.get("trained"), name)] for name in NEUROBENCH_METRICS]
+    return [
+        [name, shown(nb.get("deployed"), name), shown(nb.get("trained"), name)]
+        for name in NEUROBENCH_METRICS
+    ]

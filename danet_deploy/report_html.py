@@ -17,11 +17,27 @@ from . import report_format as units
 from .report_format import COLUMNS, COMPARE_HEADINGS, HEADINGS, cell, compare_cell
 from .outputs import html_generator
 
-CONNECTION_COLOURS = {"plain": "#7f7f7f", "aa": "#1f77b4", "sew": "#2ca02c", "sew-and": "#98df8a",
-                      "sew-iand": "#bcbd22", "ms": "#9467bd", "pa": "#e377c2", "da": "#d62728",
-                      "stem": "#8c564b", "head": "#17becf", "recurrent": "#ff7f0e", "other": "#aaaaaa"}
-PART_COLOURS = {"synaptic": "#1f77b4", "neuron": "#ff7f0e", "routing": "#2ca02c", "mac": "#9467bd",
-                "static": "#c7c7c7"}
+CONNECTION_COLOURS = {
+    "plain": "#7f7f7f",
+    "aa": "#1f77b4",
+    "sew": "#2ca02c",
+    "sew-and": "#98df8a",
+    "sew-iand": "#bcbd22",
+    "ms": "#9467bd",
+    "pa": "#e377c2",
+    "da": "#d62728",
+    "stem": "#8c564b",
+    "head": "#17becf",
+    "recurrent": "#ff7f0e",
+    "other": "#aaaaaa",
+}
+PART_COLOURS = {
+    "synaptic": "#1f77b4",
+    "neuron": "#ff7f0e",
+    "routing": "#2ca02c",
+    "mac": "#9467bd",
+    "static": "#c7c7c7",
+}
 STYLE = """body{font-family:system-ui,sans-serif;margin:1.5em 2em;color:#222;max-width:1400px}
 h1{margin-bottom:.2em}h2{margin-top:1.6em;border-bottom:1px solid #ddd}.sub{color:#666;margin-top:0}
 .cards{display:flex;flex-wrap:wrap;gap:12px}.card{border:1px solid #ddd;border-radius:6px;padding:10px 14px;
@@ -43,8 +59,10 @@ def _esc(v: object) -> str:
 
 def _page(title: str, body: str, kind: str) -> str:
     """A whole page, tagged as a danet-deploy output of ``kind`` (report or comparison)."""
-    return (f"<!doctype html><html><head><meta charset=\"utf-8\">{html_generator(kind)}<title>{_esc(title)}</title>"
-            f"<style>{STYLE}</style></head><body>{body}</body></html>\n")
+    return (
+        f'<!doctype html><html><head><meta charset="utf-8">{html_generator(kind)}<title>{_esc(title)}</title>'
+        f"<style>{STYLE}</style></head><body>{body}</body></html>\n"
+    )
 
 
 def _png(draw: Callable[[Any], None], size: tuple[float, float]) -> str:
@@ -60,17 +78,26 @@ def _png(draw: Callable[[Any], None], size: tuple[float, float]) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90, metadata={"Software": None})
     plt.close(fig)
-    return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+    return (
+        f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+    )
 
 
 def _table(head: list[str], rows: list[list[str]], left: int = 1) -> str:
-    th = "".join(f'<th class="{"l" if i < left else ""}">{_esc(h)}</th>' for i, h in enumerate(head))
-    body = "".join("<tr>" + "".join(f'<td class="{"l" if i < left else ""}">{_esc(v)}</td>' for i, v in enumerate(r))
-                   + "</tr>" for r in rows)
+    th = "".join(
+        f'<th class="{"l" if i < left else ""}">{_esc(h)}</th>' for i, h in enumerate(head)
+    )
+    body = "".join(
+        "<tr>"
+        + "".join(f'<td class="{"l" if i < left else ""}">{_esc(v)}</td>' for i, v in enumerate(r))
+        + "</tr>"
+        for r in rows
+    )
     return f"<table><tr>{th}</tr>{body}</table>"
 
 
 # ---- the report page ----------------------------------------------------------------------
+
 
 def _cards(report: dict[str, Any]) -> str:
     t, tm = report["totals"], report.get("timing")
@@ -82,28 +109,47 @@ def _cards(report: dict[str, Any]) -> str:
     if lava:
         cls = "ok" if lava["spike_mismatches"] == 0 else "bad"
         acc.append(f"Lava <b>{lava['accuracy']:.4f}</b> ({lava['samples']} samples)")
-        acc.append(f'<span class="{cls}">{lava["spike_mismatches"]} spike mismatches</span> vs fast simulator')
+        acc.append(
+            f'<span class="{cls}">{lava["spike_mismatches"]} spike mismatches</span> vs fast simulator'
+        )
     else:
         acc.append('<span class="note">Lava not run (report --lava-samples N)</span>')
     share = t["energy_static_pj"] / t["energy_pj"] if t["energy_pj"] else 0.0
-    energy = (f'<div class="big">{units.energy(t["energy_dynamic_pj"])}</div>dynamic per inference<br>'
-              f'static {units.energy(t["energy_static_pj"])} ({_esc(report["static_power"])}, '
-              f'{units.percent(share)} of {units.energy(t["energy_pj"])})')
+    energy = (
+        f'<div class="big">{units.energy(t["energy_dynamic_pj"])}</div>dynamic per inference<br>'
+        f"static {units.energy(t['energy_static_pj'])} ({_esc(report['static_power'])}, "
+        f"{units.percent(share)} of {units.energy(t['energy_pj'])})"
+    )
     timing = "no timing model in this profile"
     if tm:
-        timing = (f'<div class="big">{units.duration(tm["inference_time_us"])}</div>per inference, '
-                  f'{units.count(tm["throughput_per_s"])}/s<br>latency {units.duration(tm["latency_us"])}<br>'
-                  f'energy-delay product {tm["edp_uj_ms"]:.3g} µJ·ms (dynamic {tm["edp_dynamic_uj_ms"]:.3g})')
+        timing = (
+            f'<div class="big">{units.duration(tm["inference_time_us"])}</div>per inference, '
+            f"{units.count(tm['throughput_per_s'])}/s<br>latency {units.duration(tm['latency_us'])}<br>"
+            f"energy-delay product {tm['edp_uj_ms']:.3g} µJ·ms (dynamic {tm['edp_dynamic_uj_ms']:.3g})"
+        )
     mapping = report.get("mapping") or {}
-    network = (f'{_esc(report["lowering"])} lowering, pipeline latency {report["pipeline_latency"]} steps<br>'
-               f'{units.count(t["neurons"])} neurons, {units.count(t["synapses"])} synapses<br>'
-               f'{t["cores"]} cores' + (f' on {mapping["chips"]} chip(s)' if mapping else ""))
-    ops = (f'<div class="big">{units.count(t["sops"])}</div>SOPs per inference<br>'
-           f'{units.count(t["graded_ops"])} graded ops, {units.count(t["macs"])} MACs<br>'
-           f'{units.count(t["spikes"])} spikes, {units.count(t["graded_spikes"])} graded spikes')
-    cards = [("accuracy", "<br>".join(acc)), ("energy", energy), ("time", timing), ("operations", ops),
-             ("network", network)]
-    return '<div class="cards">' + "".join(f'<div class="card"><h3>{h}</h3>{b}</div>' for h, b in cards) + "</div>"
+    network = (
+        f"{_esc(report['lowering'])} lowering, pipeline latency {report['pipeline_latency']} steps<br>"
+        f"{units.count(t['neurons'])} neurons, {units.count(t['synapses'])} synapses<br>"
+        f"{t['cores']} cores" + (f" on {mapping['chips']} chip(s)" if mapping else "")
+    )
+    ops = (
+        f'<div class="big">{units.count(t["sops"])}</div>SOPs per inference<br>'
+        f"{units.count(t['graded_ops'])} graded ops, {units.count(t['macs'])} MACs<br>"
+        f"{units.count(t['spikes'])} spikes, {units.count(t['graded_spikes'])} graded spikes"
+    )
+    cards = [
+        ("accuracy", "<br>".join(acc)),
+        ("energy", energy),
+        ("time", timing),
+        ("operations", ops),
+        ("network", network),
+    ]
+    return (
+        '<div class="cards">'
+        + "".join(f'<div class="card"><h3>{h}</h3>{b}</div>' for h, b in cards)
+        + "</div>"
+    )
 
 
 def network_svg(report: dict[str, Any]) -> str:
@@ -115,11 +161,15 @@ def network_svg(report: dict[str, Any]) -> str:
     """
     edges = report["edges"]
     rows = {r["name"]: r for r in report["layers"] if r["kind"] != "recurrent"}
-    names = list(dict.fromkeys([e["source"] for e in edges if e["source"] not in rows] + list(rows)))
+    names = list(
+        dict.fromkeys([e["source"] for e in edges if e["source"] not in rows] + list(rows))
+    )
     depth: dict[str, int] = {n: 0 for n in names}
     for name in names:  # populations come in dependency order: one pass finds the longest path
         for e in edges:
-            if e["target"] == name and e["connection"] != "recurrent":  # a loop onto itself arcs over its box
+            if (
+                e["target"] == name and e["connection"] != "recurrent"
+            ):  # a loop onto itself arcs over its box
                 depth[name] = max(depth[name], depth[e["source"]] + 1)
     columns: dict[int, list[str]] = {}
     for name in names:
@@ -132,8 +182,11 @@ def network_svg(report: dict[str, Any]) -> str:
         return 22 + 16 * abs(span[id(e)])
 
     top_room = max((lift(e) for e in edges if span[id(e)] != 1), default=0)
-    pos = {n: (pad + d * (box_w + gap_x), pad + top_room + i * (box_h + gap_y))
-           for d, col in columns.items() for i, n in enumerate(col)}
+    pos = {
+        n: (pad + d * (box_w + gap_x), pad + top_room + i * (box_h + gap_y))
+        for d, col in columns.items()
+        for i, n in enumerate(col)
+    }
     width = pad * 2 + len(columns) * (box_w + gap_x) - gap_x
     height = pad * 2 + top_room + max(len(c) for c in columns.values()) * (box_h + gap_y)
     top = max((e["events"] for e in edges), default=1.0) or 1.0
@@ -152,14 +205,18 @@ def network_svg(report: dict[str, Any]) -> str:
             path = f"M{x1},{y1} C{mid},{y1} {mid},{y2} {x2},{y2}"
             lx, ly = mid, (y1 + y2) / 2 - 4
         label = units.count(e["events"]) + (f" d={e['delay']}" if e["delay"] else "")
-        tip = (f"{e['source']} -> {e['target']} ({e['connection']}, {e['map']}): {units.count(e['events'])} "
-               f"{e['event'].replace('_', ' ')} per inference, {units.count(e['synapses'])} synapses, "
-               f"delay {e['delay']}")
+        tip = (
+            f"{e['source']} -> {e['target']} ({e['connection']}, {e['map']}): {units.count(e['events'])} "
+            f"{e['event'].replace('_', ' ')} per inference, {units.count(e['synapses'])} synapses, "
+            f"delay {e['delay']}"
+        )
         dashed = ' stroke-dasharray="6 3"' if e["event"] == "graded_ops" else ""
-        parts.append(f'<g><title>{_esc(tip)}</title><path d="{path}" fill="none" '
-                     f'stroke="{_colour(e["connection"])}" stroke-width="{w:.1f}" stroke-opacity="0.7"{dashed}/>'
-                     f'<text x="{lx:.0f}" y="{ly:.0f}" font-size="10" text-anchor="middle" '
-                     f'fill="#333">{_esc(label)}</text></g>')
+        parts.append(
+            f'<g><title>{_esc(tip)}</title><path d="{path}" fill="none" '
+            f'stroke="{_colour(e["connection"])}" stroke-width="{w:.1f}" stroke-opacity="0.7"{dashed}/>'
+            f'<text x="{lx:.0f}" y="{ly:.0f}" font-size="10" text-anchor="middle" '
+            f'fill="#333">{_esc(label)}</text></g>'
+        )
     for name in names:
         x, y = pos[name]
         r = rows.get(name)
@@ -170,21 +227,33 @@ def network_svg(report: dict[str, Any]) -> str:
             line2 = f"{units.count(r['neurons'])} n · {r['payload_bits']}-bit graded"
         else:
             line2 = f"{r['kind']} · {units.count(r['neurons'])} n · fan-in {units.count(r['max_fan_in'])}"
-        tip = (f"{name}: {r['kind']}, {r['connection']}, {r['neurons']} neurons, {r['cores']} core(s), "
-               f"spike rate {units.percent(r['spike_rate'])}, dynamic {units.energy(r['energy_dynamic_pj'])}"
-               if r else f"{name}: input")
+        tip = (
+            f"{name}: {r['kind']}, {r['connection']}, {r['neurons']} neurons, {r['cores']} core(s), "
+            f"spike rate {units.percent(r['spike_rate'])}, dynamic {units.energy(r['energy_dynamic_pj'])}"
+            if r
+            else f"{name}: input"
+        )
         short = name if len(name) <= 22 else "…" + name[-21:]
-        parts.append(f'<g><title>{_esc(tip)}</title><rect x="{x}" y="{y}" width="{box_w}" height="{box_h}" rx="5" '
-                     f'fill="#fff" stroke="{_colour(conn)}" stroke-width="2"/>'
-                     f'<text x="{x + 6}" y="{y + 18}" font-size="12" font-weight="600">{_esc(short)}</text>'
-                     f'<text x="{x + 6}" y="{y + 35}" font-size="10" fill="#555">{_esc(line2)}</text></g>')
-    return (f'<div class="scroll"><svg width="{width}" height="{height}" '
-            f'font-family="system-ui,sans-serif">{"".join(parts)}</svg></div>')
+        parts.append(
+            f'<g><title>{_esc(tip)}</title><rect x="{x}" y="{y}" width="{box_w}" height="{box_h}" rx="5" '
+            f'fill="#fff" stroke="{_colour(conn)}" stroke-width="2"/>'
+            f'<text x="{x + 6}" y="{y + 18}" font-size="12" font-weight="600">{_esc(short)}</text>'
+            f'<text x="{x + 6}" y="{y + 35}" font-size="10" fill="#555">{_esc(line2)}</text></g>'
+        )
+    return (
+        f'<div class="scroll"><svg width="{width}" height="{height}" '
+        f'font-family="system-ui,sans-serif">{"".join(parts)}</svg></div>'
+    )
 
 
 def _legend(connections: list[str]) -> str:
-    return '<div class="legend">' + "".join(
-        f'<span><i style="background:{_colour(c)}"></i>{_esc(c)}</span>' for c in connections) + "</div>"
+    return (
+        '<div class="legend">'
+        + "".join(
+            f'<span><i style="background:{_colour(c)}"></i>{_esc(c)}</span>' for c in connections
+        )
+        + "</div>"
+    )
 
 
 def _energy_per_layer(report: dict[str, Any]) -> str:
@@ -199,8 +268,15 @@ def _energy_per_layer(report: dict[str, Any]) -> str:
         left = [0.0] * len(layers)
         for part in (*DYNAMIC_PARTS, "static"):
             vals = [r["energy_breakdown_pj"][part] / scale for r in layers]
-            ax.barh(y, vals, left=left, color=PART_COLOURS[part], label=part,
-                    hatch="//" if part == "static" else None, edgecolor="white" if part != "static" else "#888")
+            ax.barh(
+                y,
+                vals,
+                left=left,
+                color=PART_COLOURS[part],
+                label=part,
+                hatch="//" if part == "static" else None,
+                edgecolor="white" if part != "static" else "#888",
+            )
             left = [a + b for a, b in zip(left, vals)]
         ax.set_yticks(list(y), [r["name"] for r in layers], fontsize=9)
         ax.invert_yaxis()
@@ -215,7 +291,9 @@ def _energy_per_layer(report: dict[str, Any]) -> str:
 def _events_per_layer(report: dict[str, Any]) -> str:
     layers = report["layers"]
     top = max((r["sops"] + r["graded_ops"] + r["macs"]) for r in layers) or 1
-    scale, prefix = next(((s, p) for s, p in ((1e9, "G"), (1e6, "M"), (1e3, "k")) if top >= s), (1, ""))
+    scale, prefix = next(
+        ((s, p) for s, p in ((1e9, "G"), (1e6, "M"), (1e3, "k")) if top >= s), (1, "")
+    )
 
     def draw(fig) -> None:
         ax = fig.add_subplot(1, 2, 1)
@@ -232,7 +310,11 @@ def _events_per_layer(report: dict[str, Any]) -> str:
         ax.legend(fontsize=8, loc="lower right")
         ax.grid(axis="x", alpha=0.3)
         ax = fig.add_subplot(1, 2, 2, sharey=ax)
-        ax.barh(y, [100 * r["spike_rate"] for r in layers], color=[_colour(r["connection"]) for r in layers])
+        ax.barh(
+            y,
+            [100 * r["spike_rate"] for r in layers],
+            color=[_colour(r["connection"]) for r in layers],
+        )
         ax.set_xlabel("spike rate (% of neurons per step), coloured by connection type")
         ax.tick_params(axis="y", labelleft=False)
         ax.grid(axis="x", alpha=0.3)
@@ -250,12 +332,23 @@ def _core_use(report: dict[str, Any]) -> str:
     def draw(fig) -> None:
         ax = fig.add_subplot(1, 1, 1)
         y = list(range(len(layers)))
-        slots = [100 * r["neurons"] * r["compartments"] / (r["cores"] * limits["neurons_per_core"]) for r in layers]
-        memory = [100 * r["synapse_bits"] / (r["cores"] * limits["synaptic_memory_per_core"]) for r in layers]
+        slots = [
+            100 * r["neurons"] * r["compartments"] / (r["cores"] * limits["neurons_per_core"])
+            for r in layers
+        ]
+        memory = [
+            100 * r["synapse_bits"] / (r["cores"] * limits["synaptic_memory_per_core"])
+            for r in layers
+        ]
         ax.barh([v - 0.2 for v in y], slots, height=0.4, color="#1f77b4", label="neuron slots used")
-        ax.barh([v + 0.2 for v in y], memory, height=0.4, color="#ff7f0e", label="synaptic memory used")
-        ax.set_yticks(y, [f"{r['name']} ({r['cores']} core{'s' if r['cores'] > 1 else ''})" for r in layers],
-                      fontsize=9)
+        ax.barh(
+            [v + 0.2 for v in y], memory, height=0.4, color="#ff7f0e", label="synaptic memory used"
+        )
+        ax.set_yticks(
+            y,
+            [f"{r['name']} ({r['cores']} core{'s' if r['cores'] > 1 else ''})" for r in layers],
+            fontsize=9,
+        )
         ax.invert_yaxis()
         ax.set_xlim(0, 100)
         ax.set_xlabel("% of the layer's cores")
@@ -270,62 +363,111 @@ def _core_table(report: dict[str, Any]) -> str:
     rows = report.get("core_table")
     if not rows:
         return ""
-    body = [[r["name"], f"{r['max_fan_in']:,}", f"{r['neurons_per_core']:,}", f"{r['synapses_per_core']:,}",
-             str(r["cores"]), r["bound_by"]] for r in rows]
+    body = [
+        [
+            r["name"],
+            f"{r['max_fan_in']:,}",
+            f"{r['neurons_per_core']:,}",
+            f"{r['synapses_per_core']:,}",
+            str(r["cores"]),
+            r["bound_by"],
+        ]
+        for r in rows
+    ]
     body.append(["total", "", "", "", f"{sum(r['cores'] for r in rows):,}", ""])
-    return ("<p class=\"note\">Per core: what fills each layer's cores and which limit sets their number "
-            "(synapses are counted unrolled, one per input-output pair).</p>"
-            + _table(["layer", "max fan-in", "neurons / core", "synapses / core", "cores", "set by"], body))
+    return (
+        '<p class="note">Per core: what fills each layer\'s cores and which limit sets their number '
+        "(synapses are counted unrolled, one per input-output pair).</p>"
+        + _table(
+            ["layer", "max fan-in", "neurons / core", "synapses / core", "cores", "set by"], body
+        )
+    )
 
 
 def _neurobench(report: dict[str, Any]) -> str:
     """NeuroBench's metrics as deployed and as trained (where the definitions part: docs/accounting.md)."""
     if "neurobench" not in report:
         return ""
-    return ("<h2>NeuroBench's metrics</h2><p class=\"note\">Per inference, under NeuroBench's names: as deployed "
-            "(the compiled program: its synaptic memory, quantised weights and events) and as trained (the float "
-            "model's parameters and buffers).</p>"
-            + _table(["metric", "as deployed", "as trained"], units.neurobench_rows(report)))
+    return (
+        "<h2>NeuroBench's metrics</h2><p class=\"note\">Per inference, under NeuroBench's names: as deployed "
+        "(the compiled program: its synaptic memory, quantised weights and events) and as trained (the float "
+        "model's parameters and buffers).</p>"
+        + _table(["metric", "as deployed", "as trained"], units.neurobench_rows(report))
+    )
 
 
 def report_page(report: dict[str, Any]) -> str:
     """The whole report as one self-contained HTML page."""
     title = f"danet-deploy report: {report.get('source', '')}"
     conns = list(report["by_connection"])
-    head = (f"<h1>{_esc(title)}</h1><p class=\"sub\">profile <b>{_esc(report['profile'])}</b> "
-            f"({_esc(report['profile_kind'])}), target {_esc(report['target'])}, {_esc(report['lowering'])} lowering, "
-            f"T = {report['timesteps']} steps, {report['samples']} samples of {_esc(report.get('data', ''))}; "
-            f"counts and energies per inference</p>")
-    conn_rows = [[c, cell("sops", a["sops"]), cell("graded_ops", a["graded_ops"]), cell("macs", a["macs"]),
-                  units.energy(a["energy_dynamic_pj"]), units.energy(a["energy_static_pj"]),
-                  units.energy(a["energy_pj"]), str(a["cores"])] for c, a in report["by_connection"].items()]
+    head = (
+        f'<h1>{_esc(title)}</h1><p class="sub">profile <b>{_esc(report["profile"])}</b> '
+        f"({_esc(report['profile_kind'])}), target {_esc(report['target'])}, {_esc(report['lowering'])} lowering, "
+        f"T = {report['timesteps']} steps, {report['samples']} samples of {_esc(report.get('data', ''))}; "
+        f"counts and energies per inference</p>"
+    )
+    conn_rows = [
+        [
+            c,
+            cell("sops", a["sops"]),
+            cell("graded_ops", a["graded_ops"]),
+            cell("macs", a["macs"]),
+            units.energy(a["energy_dynamic_pj"]),
+            units.energy(a["energy_static_pj"]),
+            units.energy(a["energy_pj"]),
+            str(a["cores"]),
+        ]
+        for c, a in report["by_connection"].items()
+    ]
     layer_rows = [[cell(c, r[c]) for c in COLUMNS] for r in report["layers"]]
     est = report["estimates"]
-    body = "".join([
-        head, _cards(report),
-        "<h2>Compiled network</h2><p class=\"note\">Populations (boxes) and synapse groups (edges), a column per "
-        "pipeline depth. Edge labels: events per inference (SOPs, graded ops or MACs) and synaptic delay "
-        "<i>d</i> added by delay balancing; dashed edges carry graded spikes (integer payloads), solid ones "
-        "binary spikes or the input; hover for details.</p>",
-        _legend(conns), network_svg(report),
-        "<h2>Energy per layer</h2>", _energy_per_layer(report),
-        "<h2>Per connection type</h2>",
-        _table(["connection", "SOPs", "graded ops", "MACs", "dynamic energy", "static energy", "total", "cores"],
-               conn_rows),
-        "<h2>Synaptic events and spike rates</h2>", _events_per_layer(report),
-        "<h2>Core utilisation</h2>", _core_use(report), _core_table(report),
-        "<h2>Per layer</h2><div class=\"scroll\">",
-        _table([HEADINGS.get(c, c) for c in COLUMNS], layer_rows, left=3), "</div>", _neurobench(report),
-        "<h2>About these figures</h2><p class=\"note\">Dynamic energy = SOPs, graded ops, neuron updates, spike "
-        "routing and MACs times the profile's per-operation energies. Static energy = the chip's static power "
-        f"times the estimated inference time, attributed by <b>{_esc(report['static_power'])}</b> "
-        "(cores: the share of the chip's cores this network uses; chip: whole chips; off: none). "
-        f"Figures of this profile that are estimates, not published values: {_esc(', '.join(est) or 'none')}.</p>",
-    ])
+    body = "".join(
+        [
+            head,
+            _cards(report),
+            '<h2>Compiled network</h2><p class="note">Populations (boxes) and synapse groups (edges), a column per '
+            "pipeline depth. Edge labels: events per inference (SOPs, graded ops or MACs) and synaptic delay "
+            "<i>d</i> added by delay balancing; dashed edges carry graded spikes (integer payloads), solid ones "
+            "binary spikes or the input; hover for details.</p>",
+            _legend(conns),
+            network_svg(report),
+            "<h2>Energy per layer</h2>",
+            _energy_per_layer(report),
+            "<h2>Per connection type</h2>",
+            _table(
+                [
+                    "connection",
+                    "SOPs",
+                    "graded ops",
+                    "MACs",
+                    "dynamic energy",
+                    "static energy",
+                    "total",
+                    "cores",
+                ],
+                conn_rows,
+            ),
+            "<h2>Synaptic events and spike rates</h2>",
+            _events_per_layer(report),
+            "<h2>Core utilisation</h2>",
+            _core_use(report),
+            _core_table(report),
+            '<h2>Per layer</h2><div class="scroll">',
+            _table([HEADINGS.get(c, c) for c in COLUMNS], layer_rows, left=3),
+            "</div>",
+            _neurobench(report),
+            '<h2>About these figures</h2><p class="note">Dynamic energy = SOPs, graded ops, neuron updates, spike '
+            "routing and MACs times the profile's per-operation energies. Static energy = the chip's static power "
+            f"times the estimated inference time, attributed by <b>{_esc(report['static_power'])}</b> "
+            "(cores: the share of the chip's cores this network uses; chip: whole chips; off: none). "
+            f"Figures of this profile that are estimates, not published values: {_esc(', '.join(est) or 'none')}.</p>",
+        ]
+    )
     return _page(title, body, "report")
 
 
 # ---- the comparison page ---------------------------------------------------------------------
+
 
 def compare_page(rows: list[dict[str, Any]], title: str) -> str:
     """Connection types side by side: dynamic energy ranked, static beside it, accuracy, SOPs, memory."""
@@ -346,7 +488,10 @@ def compare_page(rows: list[dict[str, Any]], title: str) -> str:
         ax.set_xlabel(f"energy per inference ({unit}), ranked by dynamic")
         ax.ticklabel_format(axis="x", useOffset=False, style="plain")
         ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False)
-        for k, key, label in ((2, "fixed_accuracy", "fixed-point accuracy"), (3, "sops", "SOPs per inference (k)")):
+        for k, key, label in (
+            (2, "fixed_accuracy", "fixed-point accuracy"),
+            (3, "sops", "SOPs per inference (k)"),
+        ):
             ax = fig.add_subplot(1, 3, k, sharey=fig.axes[0])
             vals = [rows[i][key] / (1e3 if key == "sops" else 1) for i in order]
             ax.barh(y, vals, color=[colours[i] for i in order])
@@ -357,11 +502,20 @@ def compare_page(rows: list[dict[str, Any]], title: str) -> str:
             ax.ticklabel_format(axis="x", useOffset=False, style="plain")
 
     best = rows[order[0]]
-    head = (f"<h1>{_esc(title)}</h1><p class=\"sub\">Least dynamic energy: <b>{_esc(labels[order[0]])}</b> "
-            f"({units.energy(best['dynamic_uj'] * 1e6)} per inference, static {units.energy(best['static_uj'] * 1e6)} "
-            f"beside it). Rows are ranked by dynamic energy; static energy depends on the cores each variant "
-            f"uses and the estimated time per inference.</p>")
-    table = _table([COMPARE_HEADINGS.get(k, k) for k in rows[0]],
-                   [[compare_cell(k, v) for k, v in rows[i].items()] for i in order], left=2)
+    head = (
+        f'<h1>{_esc(title)}</h1><p class="sub">Least dynamic energy: <b>{_esc(labels[order[0]])}</b> '
+        f"({units.energy(best['dynamic_uj'] * 1e6)} per inference, static {units.energy(best['static_uj'] * 1e6)} "
+        f"beside it). Rows are ranked by dynamic energy; static energy depends on the cores each variant "
+        f"uses and the estimated time per inference.</p>"
+    )
+    table = _table(
+        [COMPARE_HEADINGS.get(k, k) for k in rows[0]],
+        [[compare_cell(k, v) for k, v in rows[i].items()] for i in order],
+        left=2,
+    )
     picture = _png(draw, (15, 1.5 + 0.45 * len(rows)))
-    return _page(title, head + _legend(sorted({r["connection"] for r in rows})) + picture + table, "comparison")
+    return _page(
+        title,
+        head + _legend(sorted({r["connection"] for r in rows})) + picture + table,
+        "comparison",
+    )

@@ -70,8 +70,10 @@ def stops_deferred() -> Iterator[None]:
         yield
         return
     pending: list[int] = []
-    previous = {sig: signal.signal(sig, lambda signum, _frame: pending.append(signum))
-                for sig in (*STOPPING, signal.SIGINT)}
+    previous = {
+        sig: signal.signal(sig, lambda signum, _frame: pending.append(signum))
+        for sig in (*STOPPING, signal.SIGINT)
+    }
     try:
         yield
     finally:
@@ -91,8 +93,10 @@ def interrupt_ends_at_once() -> Iterator[None]:
     its traceback. Only Python's own handler is replaced (an ignored SIGINT, as in a background
     job, stays ignored); main thread only, as handlers are.
     """
-    if (threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGINT) is not signal.default_int_handler
+    ):
         yield
         return
     signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -39,7 +39,7 @@ class TrainOptions:
     data: str = "digits"
     timesteps: int = 4
     epochs: int = 30
-    batch_size: int = 64          # global batch, split over DDP processes
+    batch_size: int = 64  # global batch, split over DDP processes
     lr: float = 5e-3
     weight_decay: float = 1e-4
     device: str = "auto"
@@ -47,8 +47,12 @@ class TrainOptions:
     amp: bool = False
     workers: int = 0
     learn_beta: bool = False
-    framework: str | None = None  # the neuron: snnTorch LIF or lava-dl slayer CUBA; None: snntorch or the resumed
-    chip_epochs: int | None = None  # epochs on the chip's weight grid after ``epochs``; None: framework's default
+    framework: str | None = (
+        None  # the neuron: snnTorch LIF or lava-dl slayer CUBA; None: snntorch or the resumed
+    )
+    chip_epochs: int | None = (
+        None  # epochs on the chip's weight grid after ``epochs``; None: framework's default
+    )
     resume: str | None = None
     quiet: bool = False
 
@@ -104,14 +108,15 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
         total = dist_nn.all_reduce(local)
         n = total[-1]
         mean = total[:c] / n
-        var = total[c:2 * c] / n - mean * mean
+        var = total[c : 2 * c] / n - mean * mean
         with torch.no_grad():
             self.num_batches_tracked += 1
             self.running_mean.mul_(1 - self.momentum).add_(self.momentum * mean)
             self.running_var.mul_(1 - self.momentum).add_(self.momentum * var * n / (n - 1))
         shape = (1, c, 1, 1)
-        return ((x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps) * self.weight.view(shape)
-                + self.bias.view(shape))
+        return (x - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps) * self.weight.view(
+            shape
+        ) + self.bias.view(shape)
 
 
 def use_global_batchnorm(model: nn.Module) -> None:
@@ -121,18 +126,24 @@ def use_global_batchnorm(model: nn.Module) -> None:
             m.__class__ = GlobalBatchNorm2d
 
 
-def epoch_batches(n: int, global_batch: int, seed: int, epoch: int, rank: int, world: int) -> Iterator[list[int]]:
+def epoch_batches(
+    n: int, global_batch: int, seed: int, epoch: int, rank: int, world: int
+) -> Iterator[list[int]]:
     """This process's share of each global batch: a seeded permutation cut into batches,
     every ``world``-th sample of a batch going to one process (last partial batch dropped)."""
     if global_batch % world:
-        raise UserError(f"--batch-size {global_batch} is not divisible by the {world} DDP processes")
+        raise UserError(
+            f"--batch-size {global_batch} is not divisible by the {world} DDP processes"
+        )
     gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     order = torch.randperm(n, generator=gen).tolist()
     for start in range(0, n - global_batch + 1, global_batch):
-        yield order[start + rank:start + global_batch:world]
+        yield order[start + rank : start + global_batch : world]
 
 
-def correct_predictions(model: SpikingNet, ds: Dataset, device: torch.device, batch_size: int = 256) -> int:
+def correct_predictions(
+    model: SpikingNet, ds: Dataset, device: torch.device, batch_size: int = 256
+) -> int:
     """How many samples of ``ds`` the float model classifies right (top-1)."""
     model.eval()
     correct = 0
@@ -168,7 +179,9 @@ def finish_distributed(world: int) -> None:
         dist.destroy_process_group()
 
 
-def cosine_schedule(optimizer: torch.optim.Optimizer, lr: float, steps: int) -> torch.optim.lr_scheduler.LRScheduler:
+def cosine_schedule(
+    optimizer: torch.optim.Optimizer, lr: float, steps: int
+) -> torch.optim.lr_scheduler.LRScheduler:
     """Cosine annealing from ``lr`` to 0 over ``steps`` (a fresh start for the chip epochs)."""
     for group in optimizer.param_groups:
         group["lr"] = group["initial_lr"] = lr
@@ -189,10 +202,13 @@ def data_parallel(model: nn.Module, world: int, device: torch.device) -> nn.Modu
     if world == 1:
         return model
     return nn.parallel.DistributedDataParallel(
-        model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
+        model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False
+    )
 
 
-def train(opts: TrainOptions, out: Path, force: bool = False, grid_for: GridFor | None = None) -> dict[str, Any]:
+def train(
+    opts: TrainOptions, out: Path, force: bool = False, grid_for: GridFor | None = None
+) -> dict[str, Any]:
     """Train and write the checkpoint to ``out`` after every epoch; return the metrics.
 
     ``out`` may be new or a checkpoint of ours; any other existing file needs ``force``.
@@ -215,23 +231,37 @@ def train(opts: TrainOptions, out: Path, force: bool = False, grid_for: GridFor 
         config = resume_state["config"]
         trained_with = config["neuron"].get("framework", "snntorch")
         if opts.framework not in (None, trained_with):
-            raise UserError(f"--framework {opts.framework}: {opts.resume} was trained with {trained_with}; "
-                            f"resume it with --framework {trained_with} or without --framework")
+            raise UserError(
+                f"--framework {opts.framework}: {opts.resume} was trained with {trained_with}; "
+                f"resume it with --framework {trained_with} or without --framework"
+            )
         start_epoch = resume_state.get("train_state", {}).get("epoch", 0)
     else:
         framework = opts.framework or "snntorch"
         if opts.learn_beta and framework != "snntorch":
             raise UserError("--learn-beta is an snnTorch option (lava-dl's decays are fixed)")
         neuron = {"learn_beta": True} if opts.learn_beta else {}
-        config = make_config(opts.arch, opts.connection, info.num_classes, opts.timesteps,
-                             info.input_shape, framework, **neuron)
-    chip_epochs = opts.chip_epochs if opts.chip_epochs is not None \
+        config = make_config(
+            opts.arch,
+            opts.connection,
+            info.num_classes,
+            opts.timesteps,
+            info.input_shape,
+            framework,
+            **neuron,
+        )
+    chip_epochs = (
+        opts.chip_epochs
+        if opts.chip_epochs is not None
         else CHIP_EPOCHS[config["neuron"].get("framework", "snntorch")]
+    )
     if chip_epochs < 0:
         raise UserError(f"--chip-epochs {chip_epochs}: must be 0 or more")
     if chip_epochs and grid_for is None:
-        raise UserError(f"{chip_epochs} chip epochs need train(..., grid_for=danet_deploy.chip_tuning.chip_grid) "
-                        f"(or chip_epochs=0)")
+        raise UserError(
+            f"{chip_epochs} chip epochs need train(..., grid_for=danet_deploy.chip_tuning.chip_grid) "
+            f"(or chip_epochs=0)"
+        )
     epochs = opts.epochs + chip_epochs
     try:
         model = build_from_config(config).to(device)
@@ -239,16 +269,27 @@ def train(opts: TrainOptions, out: Path, force: bool = False, grid_for: GridFor 
         e.results[Path(out)] = "checkpoint"  # before its success is believed (docs/lava-runtime.md)
         raise
     # what would fail after the training is refused before it (docs/compile.md §9)
-    check_run_memory(model.output_shapes(), model.timesteps, opts.batch_size // world, keep_all=True,
-                     device=device, remedy="use fewer time steps (-T) or a smaller --batch-size")
+    check_run_memory(
+        model.output_shapes(),
+        model.timesteps,
+        opts.batch_size // world,
+        keep_all=True,
+        device=device,
+        remedy="use fewer time steps (-T) or a smaller --batch-size",
+    )
     check_space(out, checkpoint_bytes(model))
     optimizer = torch.optim.AdamW(model.parameters(), lr=opts.lr, weight_decay=opts.weight_decay)
     steps_per_epoch = len(train_ds) // opts.batch_size
     if steps_per_epoch == 0:
-        raise UserError(f"--batch-size {opts.batch_size} exceeds the {len(train_ds)} training samples")
+        raise UserError(
+            f"--batch-size {opts.batch_size} exceeds the {len(train_ds)} training samples"
+        )
     chip_phase = start_epoch >= opts.epochs  # a resumed run may start on the chip's grid
-    scheduler = cosine_schedule(optimizer, opts.lr * (CHIP_LR if chip_phase else 1.0),
-                                (chip_epochs if chip_phase else opts.epochs) * steps_per_epoch)
+    scheduler = cosine_schedule(
+        optimizer,
+        opts.lr * (CHIP_LR if chip_phase else 1.0),
+        (chip_epochs if chip_phase else opts.epochs) * steps_per_epoch,
+    )
     if resume_state is not None:
         model.load_state_dict(resume_state["state_dict"])
         if "train_state" in resume_state:
@@ -294,16 +335,27 @@ def train(opts: TrainOptions, out: Path, force: bool = False, grid_for: GridFor 
                 loss_sum += float(loss.detach()) * len(y)
                 advance(f"loss {loss_sum / seen:.3f} acc {correct / seen:.3f}")
         test_acc = evaluate(model, test_ds, device)
-        metrics = {"test_accuracy": test_acc, "train_accuracy": correct / max(seen, 1),
-                   "train_loss": loss_sum / max(seen, 1), "epochs": epoch + 1,
-                   "train_seconds": round(time.perf_counter() - t0, 2), "world_size": world}
+        metrics = {
+            "test_accuracy": test_acc,
+            "train_accuracy": correct / max(seen, 1),
+            "train_loss": loss_sum / max(seen, 1),
+            "epochs": epoch + 1,
+            "train_seconds": round(time.perf_counter() - t0, 2),
+            "world_size": world,
+        }
         if show:
-            console.print(f"{label}: loss {metrics['train_loss']:.4f} "
-                          f"train {metrics['train_accuracy']:.4f} test {test_acc:.4f} "
-                          f"({metrics['train_seconds']:.0f} s)")
+            console.print(
+                f"{label}: loss {metrics['train_loss']:.4f} "
+                f"train {metrics['train_accuracy']:.4f} test {test_acc:.4f} "
+                f"({metrics['train_seconds']:.0f} s)"
+            )
         if rank == 0:
-            state = {"epoch": epoch + 1, "optimizer": optimizer.state_dict(),
-                     "scheduler": scheduler.state_dict(), "options": asdict(opts)}
+            state = {
+                "epoch": epoch + 1,
+                "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+                "options": asdict(opts),
+            }
             save_checkpoint(out, model, info.to_dict(), metrics, state)
     finish_distributed(world)
     return metrics

@@ -52,7 +52,9 @@ def pytest_collection_modifyitems(config, items) -> None:
     environment they are skipped (`make test` runs them in the Lava runtime's suite)."""
     if lava_dl_here():
         return
-    skip = pytest.mark.skip(reason="imports Lava or lava-dl: runs in the Lava runtime's suite (make test)")
+    skip = pytest.mark.skip(
+        reason="imports Lava or lava-dl: runs in the Lava runtime's suite (make test)"
+    )
     for item in items:
         if "lava_runtime" in item.keywords:
             item.add_marker(skip)
@@ -67,15 +69,22 @@ def shared_memory_is_left_as_found() -> Iterator[None]:
 
 
 # the command line, as a user runs it; in the Lava runtime's suite, on the core's code
-CLI = boot_command(sys.executable, "danet_deploy") if lava_dl_here() else [sys.executable, "-m", "danet_deploy"]
+CLI = (
+    boot_command(sys.executable, "danet_deploy")
+    if lava_dl_here()
+    else [sys.executable, "-m", "danet_deploy"]
+)
 
 
 def run_cli(*args: str, check: bool = False, **kw) -> subprocess.CompletedProcess:
     """Run ``danet-deploy ARGS`` in a fresh interpreter, as a user would."""
-    proc = subprocess.run([*CLI, *args], capture_output=True, text=True,
-                          stdin=subprocess.DEVNULL, **kw)
+    proc = subprocess.run(
+        [*CLI, *args], capture_output=True, text=True, stdin=subprocess.DEVNULL, **kw
+    )
     if check and proc.returncode != 0:
-        raise AssertionError(f"danet-deploy {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}")
+        raise AssertionError(
+            f"danet-deploy {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr}"
+        )
     return proc
 
 

@@ -11,23 +11,32 @@ import numpy as np
 from danet_deploy.events import cifar10dvs_test_count
 
 
-def random_events(rng: np.random.Generator, n: int, x: int, y: int, duration_us: int) -> dict[str, np.ndarray]:
+def random_events(
+    rng: np.random.Generator, n: int, x: int, y: int, duration_us: int
+) -> dict[str, np.ndarray]:
     """``n`` events, sorted by time, on an ``x`` by ``y`` sensor with two polarities."""
-    return {"x": rng.integers(0, x, n), "y": rng.integers(0, y, n), "p": rng.integers(0, 2, n),
-            "t": np.sort(rng.integers(0, duration_us, n))}
+    return {
+        "x": rng.integers(0, x, n),
+        "y": rng.integers(0, y, n),
+        "p": rng.integers(0, 2, n),
+        "t": np.sort(rng.integers(0, duration_us, n)),
+    }
 
 
 def write_nmnist_bin(path: Path, ev: dict[str, np.ndarray]) -> None:
     """N-MNIST's 40-bit events: x, y, polarity bit 7 with time bits 22..16, time 15..8, 7..0."""
     t = ev["t"].astype(np.uint32)
     assert int(t.max()) < 2**23, "N-MNIST stamps hold 23 bits"
-    raw = np.stack([ev["x"], ev["y"], (ev["p"] << 7) | (t >> 16), (t >> 8) & 255, t & 255], 1).astype(np.uint8)
+    raw = np.stack(
+        [ev["x"], ev["y"], (ev["p"] << 7) | (t >> 16), (t >> 8) & 255, t & 255], 1
+    ).astype(np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
     raw.tofile(path)
 
 
-def write_nmnist(root: Path, per_class: int, seed: int = 0, events: tuple[int, int] = (50, 200)
-                 ) -> dict[str, list[tuple[dict, int]]]:
+def write_nmnist(
+    root: Path, per_class: int, seed: int = 0, events: tuple[int, int] = (50, 200)
+) -> dict[str, list[tuple[dict, int]]]:
     """``root/NMNIST/{Train,Test}/<digit>/NNNNN.bin``; returns each split's (events, label) in file order."""
     rng = np.random.default_rng(seed)
     out: dict[str, list] = {}
@@ -41,8 +50,9 @@ def write_nmnist(root: Path, per_class: int, seed: int = 0, events: tuple[int, i
     return out
 
 
-def write_dvsgesture(root: Path, users: int, seed: int = 0, events: tuple[int, int] = (200, 600)
-                     ) -> dict[str, list[tuple[dict, int]]]:
+def write_dvsgesture(
+    root: Path, users: int, seed: int = 0, events: tuple[int, int] = (200, 600)
+) -> dict[str, list[tuple[dict, int]]]:
     """tonic's DVS Gesture: ``ibmGesture{Train,Test}/userNN_<lighting>/<label>.npy`` rows of
     ``x, y, p, t`` with t in milliseconds; each split's recordings in sorted path order."""
     rng = np.random.default_rng(seed)
@@ -67,7 +77,9 @@ def write_gesture_rows(path: Path, rows: np.ndarray) -> None:
     np.save(path, np.asarray(rows, dtype=np.float64))
 
 
-def write_shd_file(path: Path, times: list[np.ndarray], units: list[np.ndarray], labels: list[int]) -> None:
+def write_shd_file(
+    path: Path, times: list[np.ndarray], units: list[np.ndarray], labels: list[int]
+) -> None:
     """One SHD HDF5 file holding the given recordings (times in seconds) as they are."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with h5py.File(path, "w") as f:
@@ -87,10 +99,20 @@ def write_shd(root: Path, per_split: int, seed: int = 0) -> dict[str, list[tuple
         recs = []
         for i in range(per_split):
             n = int(rng.integers(100, 400))
-            recs.append(({"x": rng.integers(0, 700, n), "p": np.zeros(n, int),
-                          "t": np.sort(rng.integers(0, 1_000_000, n))}, int(i % 20)))
+            recs.append(
+                (
+                    {
+                        "x": rng.integers(0, 700, n),
+                        "p": np.zeros(n, int),
+                        "t": np.sort(rng.integers(0, 1_000_000, n)),
+                    },
+                    int(i % 20),
+                )
+            )
         with h5py.File(root / "SHD" / f"shd_{split}.h5", "w") as f:
-            times = f.create_dataset("spikes/times", (per_split,), dtype=h5py.vlen_dtype(np.float32))
+            times = f.create_dataset(
+                "spikes/times", (per_split,), dtype=h5py.vlen_dtype(np.float32)
+            )
             units = f.create_dataset("spikes/units", (per_split,), dtype=h5py.vlen_dtype(np.uint16))
             for i, (ev, _) in enumerate(recs):
                 times[i] = (ev["t"] / 1e6).astype(np.float32)
@@ -117,14 +139,16 @@ def frames_by_hand(ev: dict[str, np.ndarray], bins: int, shape: tuple[int, int, 
 
 
 AEDAT4_MAGIC = b"#!AER-DAT4.0\r\n"
-AEDAT4_STREAMS = ('<dv version="2.0"><node name="outInfo" path="/mainloop/Recorder/outInfo/">'
-                  '<node name="0" path="/mainloop/Recorder/outInfo/0/">'
-                  '<attr key="compression" type="string">NONE</attr>'
-                  '<attr key="originalOutputName" type="string">events</attr>'
-                  '<attr key="typeIdentifier" type="string">EVTS</attr>'
-                  '<node name="info" path="/mainloop/Recorder/outInfo/0/info/">'
-                  '<attr key="sizeX" type="int">128</attr><attr key="sizeY" type="int">128</attr>'
-                  '</node></node></node></dv>')
+AEDAT4_STREAMS = (
+    '<dv version="2.0"><node name="outInfo" path="/mainloop/Recorder/outInfo/">'
+    '<node name="0" path="/mainloop/Recorder/outInfo/0/">'
+    '<attr key="compression" type="string">NONE</attr>'
+    '<attr key="originalOutputName" type="string">events</attr>'
+    '<attr key="typeIdentifier" type="string">EVTS</attr>'
+    '<node name="info" path="/mainloop/Recorder/outInfo/0/info/">'
+    '<attr key="sizeX" type="int">128</attr><attr key="sizeY" type="int">128</attr>'
+    "</node></node></node></dv>"
+)
 
 
 def _aedat4_header() -> bytes:
@@ -132,8 +156,12 @@ def _aedat4_header() -> bytes:
     the stream description), laid out by hand: root offset, identifier, vtable, table, string."""
     text = AEDAT4_STREAMS.encode()
     vtable = np.array([10, 20, 4, 8, 16], "<u2").tobytes()  # sizes, then the three fields' offsets
-    table = (np.array([24 - 8], "<i4").tobytes() + np.array([0], "<i4").tobytes()
-             + np.array([-1], "<i8").tobytes() + np.array([44 - 40], "<u4").tobytes())
+    table = (
+        np.array([24 - 8], "<i4").tobytes()
+        + np.array([0], "<i4").tobytes()
+        + np.array([-1], "<i8").tobytes()
+        + np.array([44 - 40], "<u4").tobytes()
+    )
     buf = np.array([24], "<u4").tobytes() + b"IOHE" + vtable + b"\0" * 6 + table
     buf += np.array([len(text)], "<u4").tobytes() + text + b"\0"
     return buf + b"\0" * (-len(buf) % 8)
@@ -143,12 +171,33 @@ def _aedat4_events(ev: dict[str, np.ndarray]) -> bytes:
     """A size-prefixed ``EventPacket`` flatbuffer (events.fbs): 16-byte ``Event`` structs
     ``t: int64, x: int16, y: int16, on: bool`` in a vector aligned to 8."""
     n = len(ev["t"])
-    events = np.zeros(n, np.dtype({"names": ["t", "x", "y", "on"], "formats": ["<i8", "<i2", "<i2", "?"],
-                                   "offsets": [0, 8, 10, 12], "itemsize": 16}))
-    events["t"], events["x"], events["y"], events["on"] = ev["t"], ev["x"], ev["y"], ev["p"].astype(bool)
-    body = (np.array([20 - 4], "<u4").tobytes() + b"EVTS" + np.array([6, 8, 4], "<u2").tobytes() + b"\0" * 2
-            + np.array([20 - 12], "<i4").tobytes() + np.array([28 - 24], "<u4").tobytes()
-            + np.array([n], "<u4").tobytes() + events.tobytes())
+    events = np.zeros(
+        n,
+        np.dtype(
+            {
+                "names": ["t", "x", "y", "on"],
+                "formats": ["<i8", "<i2", "<i2", "?"],
+                "offsets": [0, 8, 10, 12],
+                "itemsize": 16,
+            }
+        ),
+    )
+    events["t"], events["x"], events["y"], events["on"] = (
+        ev["t"],
+        ev["x"],
+        ev["y"],
+        ev["p"].astype(bool),
+    )
+    body = (
+        np.array([20 - 4], "<u4").tobytes()
+        + b"EVTS"
+        + np.array([6, 8, 4], "<u2").tobytes()
+        + b"\0" * 2
+        + np.array([20 - 12], "<i4").tobytes()
+        + np.array([28 - 24], "<u4").tobytes()
+        + np.array([n], "<u4").tobytes()
+        + events.tobytes()
+    )
     return np.array([len(body)], "<u4").tobytes() + body
 
 
@@ -165,10 +214,23 @@ def write_aedat4(path: Path, ev: dict[str, np.ndarray], packets: int = 2) -> Non
     path.write_bytes(out)
 
 
-CIFAR10DVS_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+CIFAR10DVS_CLASSES = (
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
+)
 
 
-def write_cifar10dvs(root: Path, per_class: int, seed: int = 0) -> dict[str, list[tuple[dict, int]]]:
+def write_cifar10dvs(
+    root: Path, per_class: int, seed: int = 0
+) -> dict[str, list[tuple[dict, int]]]:
     """``root/CIFAR10DVS/<class>/cifar10_<class>_N.aedat4`` (names sort by ``N`` below 10); the
     last tenth of each class is test, as danet-deploy splits it."""
     rng = np.random.default_rng(seed)

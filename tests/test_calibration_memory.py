@@ -18,18 +18,26 @@ def _chain() -> nir.NIRGraph:
     rng = np.random.default_rng(0)
 
     def lif(n: int) -> nir.LIF:
-        return nir.LIF(tau=np.full(n, 2.0), r=np.full(n, 2.0), v_leak=np.zeros(n), v_threshold=np.full(n, 0.5))
+        return nir.LIF(
+            tau=np.full(n, 2.0), r=np.full(n, 2.0), v_leak=np.zeros(n), v_threshold=np.full(n, 0.5)
+        )
 
-    nodes = {"input": nir.Input(input_type={"input": np.array([3])}),
-             "fc0": nir.Affine(rng.normal(0, 1, (5, 3)), np.zeros(5)), "lif0": lif(5),
-             "fc1": nir.Affine(rng.normal(0, 1, (2, 5)), np.zeros(2)), "lif1": lif(2),
-             "output": nir.Output(output_type={"output": np.array([2])})}
+    nodes = {
+        "input": nir.Input(input_type={"input": np.array([3])}),
+        "fc0": nir.Affine(rng.normal(0, 1, (5, 3)), np.zeros(5)),
+        "lif0": lif(5),
+        "fc1": nir.Affine(rng.normal(0, 1, (2, 5)), np.zeros(2)),
+        "lif1": lif(2),
+        "output": nir.Output(output_type={"output": np.array([2])}),
+    }
     order = list(nodes)
     return nir.NIRGraph(nodes=nodes, edges=list(zip(order[:-1], order[1:])), type_check=False)
 
 
 @pytest.mark.parametrize("steps", [1, 7, 100])
-def test_the_values_held_per_sample_are_every_step_of_the_layers_waiting_for_a_reader(steps: int) -> None:
+def test_the_values_held_per_sample_are_every_step_of_the_layers_waiting_for_a_reader(
+    steps: int,
+) -> None:
     """By hand, float32 = 4 bytes, spikes as bools = 1: while fc0 runs, the input (3 floats) waits
     for it and its own 5 floats are made: 32 bytes a step, the most of the run (then LIF 5 bools +
     fc0's 5 floats = 25, ...)."""
@@ -43,8 +51,11 @@ def test_calibration_runs_chunks_whose_held_values_fit_the_budget(monkeypatch) -
     x = (torch.rand(40, 64, 3, generator=torch.Generator().manual_seed(0)) < 0.5).float()
     chunks: list[int] = []
     run = ReferenceSimulator.run
-    monkeypatch.setattr(ReferenceSimulator, "run", lambda self, chunk, **kw: (chunks.append(len(chunk)),
-                                                                             run(self, chunk, **kw))[1])
+    monkeypatch.setattr(
+        ReferenceSimulator,
+        "run",
+        lambda self, chunk, **kw: (chunks.append(len(chunk)), run(self, chunk, **kw))[1],
+    )
     whole = compile_stage.calibrate(graph, x)
     assert chunks == [40]
     chunks.clear()

@@ -26,7 +26,7 @@ from danet_deploy.converters.nir_reference import ReferenceSimulator
 from danet_deploy.profiles import load_profile
 from danet_deploy.simulator.fixed import FixedSimulator
 
-FAST_SEEDS = range(150)        # per lowering: 300 compiles in the fast layer
+FAST_SEEDS = range(150)  # per lowering: 300 compiles in the fast layer
 SLOW_SEEDS = range(150, 1150)  # under `slow`
 STEPS, SAMPLES = 4, 3
 POOLS = [(3, 1, 1), (2, 2, 0), (3, 2, 1)]  # kernel, stride, padding
@@ -42,12 +42,19 @@ class _Builder:
     edges: list[tuple[str, str]] = field(default_factory=list)
     den: dict[str, int] = field(default_factory=dict)
     shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
-    top: dict[str, float] = field(default_factory=dict)       # a bound on its largest composed weight
+    top: dict[str, float] = field(default_factory=dict)  # a bound on its largest composed weight
     pointwise: dict[str, bool] = field(default_factory=dict)  # its map from the spikes has 1x1 taps
     fits: bool = True  # every population's weights fit 8 bits at its grid
 
-    def add(self, node: nir.NIRNode, sources: list[str], shape: tuple[int, ...], den: int, gain: float = 1.0,
-            kernel: int = 1) -> str:
+    def add(
+        self,
+        node: nir.NIRNode,
+        sources: list[str],
+        shape: tuple[int, ...],
+        den: int,
+        gain: float = 1.0,
+        kernel: int = 1,
+    ) -> str:
         """``node`` fed the sum of ``sources``; ``gain``: its largest |weight|, ``kernel``: its
         taps, which add up where the map before it has taps of its own."""
         name = f"n{len(self.nodes)}"
@@ -69,8 +76,15 @@ class _Builder:
         cin, h, _ = self.shapes[sources[0]]
         pad = k // 2
         bias = self.halves((cout,), zero=0.7) if self.rng.random() < 0.5 else np.zeros(cout)
-        node = nir.Conv2d(input_shape=(h, h), weight=self.halves((cout, cin, k, k)), stride=stride,
-                          padding=pad, dilation=1, groups=1, bias=bias)
+        node = nir.Conv2d(
+            input_shape=(h, h),
+            weight=self.halves((cout, cin, k, k)),
+            stride=stride,
+            padding=pad,
+            dilation=1,
+            groups=1,
+            bias=bias,
+        )
         out = (h + 2 * pad - k) // stride + 1
         return self.add(node, sources, (cout, out, out), 2, 1.0, k)
 
@@ -85,7 +99,9 @@ class _Builder:
         node = cls(kernel_size=np.array([k, k]), stride=np.array([s, s]), padding=np.array([p, p]))
         out = (h + 2 * p - k) // s + 1
         avg = kind == "avg"
-        return self.add(node, sources, (c, out, out), k * k if avg else 1, 1 / (k * k) if avg else 1.0, k)
+        return self.add(
+            node, sources, (c, out, out), k * k if avg else 1, 1 / (k * k) if avg else 1.0, k
+        )
 
     def grid(self, sources: list[str]) -> int:
         return math.lcm(*(self.den[s] for s in sources))
@@ -107,7 +123,9 @@ class _Builder:
         thr = (int(self.rng.integers(den // 4, 3 * den // 2 + 1)) + 0.5) / den
         node = nir.IF(r=np.ones(shape), v_threshold=np.full(shape, thr))
         name = self.add(node, sources, shape, 1)
-        self.fits &= self.top[name] * 2 * den <= 254  # the threshold's half unit: K = 2 den per unit
+        self.fits &= (
+            self.top[name] * 2 * den <= 254
+        )  # the threshold's half unit: K = 2 den per unit
         self.den[name], self.top[name], self.pointwise[name] = 1, 1.0, True  # spikes
         return name
 
@@ -131,14 +149,21 @@ def draw_graph(rng: np.random.Generator) -> tuple[nir.NIRGraph, bool]:
     b = _Builder(rng)
     c0 = int(rng.integers(2, 4))
     b.nodes["input"] = nir.Input(input_type={"input": np.array([c0, 8, 8])})
-    b.den["input"], b.shapes["input"], b.top["input"], b.pointwise["input"] = 1, (c0, 8, 8), 1.0, True
+    b.den["input"], b.shapes["input"], b.top["input"], b.pointwise["input"] = (
+        1,
+        (c0, 8, 8),
+        1.0,
+        True,
+    )
     streams = ["input"]
     for _ in range(int(rng.integers(1, 5))):
         shape = b.shapes[streams[rng.integers(len(streams))]]
         same = [s for s in streams if b.shapes[s] == shape]
         cout, stride = int(rng.integers(2, 5)), int(rng.choice([1, 2])) if shape[1] >= 4 else 1
         if rng.random() < 0.5:  # a sum of streams, then one conv
-            picked = list(rng.choice(same, int(rng.integers(1, min(4, len(same)) + 1)), replace=False))
+            picked = list(
+                rng.choice(same, int(rng.integers(1, min(4, len(same)) + 1)), replace=False)
+            )
             if rng.random() < 0.4:
                 picked = [b.pool(picked)]
             out = [b.conv(picked, cout, int(rng.choice([1, 3])), stride)]
@@ -160,31 +185,66 @@ def draw_graph(rng: np.random.Generator) -> tuple[nir.NIRGraph, bool]:
     head = list(rng.choice(same, int(rng.integers(1, min(2, len(same)) + 1)), replace=False))
     if rng.random() < 0.4:
         head = [b.pool(head)]
-    flat = b.add(nir.Flatten(input_type={"input": np.array(b.shapes[head[0]])}, start_dim=0, end_dim=-1), head,
-                 (int(np.prod(b.shapes[head[0]])),), 1)
+    flat = b.add(
+        nir.Flatten(input_type={"input": np.array(b.shapes[head[0]])}, start_dim=0, end_dim=-1),
+        head,
+        (int(np.prod(b.shapes[head[0]])),),
+        1,
+    )
     if rng.random() < 0.3:
         n = int(rng.integers(4, 9))
-        hidden = b.add(nir.Affine(b.halves((n, b.shapes[flat][0])), b.halves((n,), zero=0.7)), [flat], (n,), 2,
-                       1.0, 3)
+        hidden = b.add(
+            nir.Affine(b.halves((n, b.shapes[flat][0])), b.halves((n,), zero=0.7)),
+            [flat],
+            (n,),
+            2,
+            1.0,
+            3,
+        )
         flat = b.neurons([hidden])
-    readout = b.add(nir.Affine(b.halves((5, b.shapes[flat][0])), b.halves((5,), zero=0.5)), [flat], (5,), 2, 1.0, 3)
+    readout = b.add(
+        nir.Affine(b.halves((5, b.shapes[flat][0])), b.halves((5,), zero=0.5)),
+        [flat],
+        (5,),
+        2,
+        1.0,
+        3,
+    )
     b.fits &= b.top[readout] * 2 * b.den[readout] <= 254
     b.nodes["output"] = nir.Output(output_type={"output": np.array([5])})
     b.edges.append((readout, "output"))
-    return nir.NIRGraph(nodes=b.nodes, edges=b.edges, type_check=False, metadata={"timesteps": STEPS}), b.fits
+    return nir.NIRGraph(
+        nodes=b.nodes, edges=b.edges, type_check=False, metadata={"timesteps": STEPS}
+    ), b.fits
 
 
 def _differences(seed: int, lowering: str) -> tuple[list[str], int]:
     """Where the fast simulator's program and the float interpreter differ on ``seed``'s graph,
     and how many spikes the program's neurons fired."""
     graph = random_graph(seed)
-    x = (torch.rand(SAMPLES, STEPS, *graph.nodes["input"].input_type["input"].tolist(),
-                    generator=torch.Generator().manual_seed(seed)) < 0.4).double()
+    x = (
+        torch.rand(
+            SAMPLES,
+            STEPS,
+            *graph.nodes["input"].input_type["input"].tolist(),
+            generator=torch.Generator().manual_seed(seed),
+        )
+        < 0.4
+    ).double()
     flat = from_nir(graph, dt=1.0, reset="zero")
     reference = ReferenceSimulator(flat, dtype=torch.float64).run(x, record=True)
-    program, _ = compile_graph(from_nir(graph, dt=1.0, reset="zero"), "loihi2-sim", load_profile("loihi2"),
-                               lowering, x.float())
-    inexact = [f"{n}: weight error {f.quant_error}" for n, f in program.fixed.items() if f.quant_error > 1e-12]
+    program, _ = compile_graph(
+        from_nir(graph, dt=1.0, reset="zero"),
+        "loihi2-sim",
+        load_profile("loihi2"),
+        lowering,
+        x.float(),
+    )
+    inexact = [
+        f"{n}: weight error {f.quant_error}"
+        for n, f in program.fixed.items()
+        if f.quant_error > 1e-12
+    ]
     # plain floats: a checkpoint's chip_scales holds them, and its weights-only loader refuses numpy's
     assert all(type(f.scale) is float for f in program.fixed.values())
     fixed = FixedSimulator(program).run(x.float(), record=True)
@@ -198,10 +258,15 @@ def _differences(seed: int, lowering: str) -> tuple[list[str], int]:
             got = fixed[name].double() * 64 / program.fixed[name].scale
             bias = program.readout_bias.get(name)
             if bias is not None:
-                got = got + torch.as_tensor(bias, dtype=torch.float64) * 64 / program.fixed[name].scale
+                got = (
+                    got
+                    + torch.as_tensor(bias, dtype=torch.float64) * 64 / program.fixed[name].scale
+                )
             want = reference[name].reshape(got.shape)
             if not torch.allclose(got, want, rtol=1e-9, atol=1e-9):
-                wrong.append(f"{name}: readout differs by up to {float((got - want).abs().max()):.3g}")
+                wrong.append(
+                    f"{name}: readout differs by up to {float((got - want).abs().max()):.3g}"
+                )
     spikes = sum(int(fixed[n].sum()) for n, p in program.populations.items() if p.kind == "lif")
     return inexact + wrong, spikes
 

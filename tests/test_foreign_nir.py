@@ -35,16 +35,30 @@ def _snntorch_net(kind: str, reset: str, delay: bool, seed: int = 1) -> torch.nn
     def full(n: int, v: float) -> torch.Tensor:
         return torch.full((n,), v)
 
-    kw = dict(threshold=full(HIDDEN, 1.0), init_hidden=True, reset_mechanism=reset, reset_delay=delay)
-    hidden = {"leaky": lambda: snn.Leaky(beta=full(HIDDEN, 0.9), **kw),
-              "rleaky": lambda: snn.RLeaky(beta=full(HIDDEN, 0.9), linear_features=HIDDEN, **kw),
-              "synaptic": lambda: snn.Synaptic(alpha=full(HIDDEN, 0.8), beta=full(HIDDEN, 0.9), **kw),
-              "rsynaptic": lambda: snn.RSynaptic(alpha=full(HIDDEN, 0.8), beta=full(HIDDEN, 0.9),
-                                                 linear_features=HIDDEN, **kw)}[kind]
+    kw = dict(
+        threshold=full(HIDDEN, 1.0), init_hidden=True, reset_mechanism=reset, reset_delay=delay
+    )
+    hidden = {
+        "leaky": lambda: snn.Leaky(beta=full(HIDDEN, 0.9), **kw),
+        "rleaky": lambda: snn.RLeaky(beta=full(HIDDEN, 0.9), linear_features=HIDDEN, **kw),
+        "synaptic": lambda: snn.Synaptic(alpha=full(HIDDEN, 0.8), beta=full(HIDDEN, 0.9), **kw),
+        "rsynaptic": lambda: snn.RSynaptic(
+            alpha=full(HIDDEN, 0.8), beta=full(HIDDEN, 0.9), linear_features=HIDDEN, **kw
+        ),
+    }[kind]
     torch.manual_seed(seed)
-    net = torch.nn.Sequential(torch.nn.Linear(INPUTS, HIDDEN), hidden(), torch.nn.Linear(HIDDEN, OUT),
-                              snn.Leaky(beta=full(OUT, 0.9), threshold=full(OUT, 1.0), init_hidden=True,
-                                        reset_mechanism=reset, reset_delay=delay))
+    net = torch.nn.Sequential(
+        torch.nn.Linear(INPUTS, HIDDEN),
+        hidden(),
+        torch.nn.Linear(HIDDEN, OUT),
+        snn.Leaky(
+            beta=full(OUT, 0.9),
+            threshold=full(OUT, 1.0),
+            init_hidden=True,
+            reset_mechanism=reset,
+            reset_delay=delay,
+        ),
+    )
     with torch.no_grad():
         net[0].weight.mul_(2.0)
     return net
@@ -81,7 +95,9 @@ def spike_data(tmp_path_factory) -> Path:
 
 @pytest.mark.parametrize("kind", ["leaky", "rleaky", "synaptic", "rsynaptic"])
 @pytest.mark.parametrize("reset", ["zero", "subtract"])
-def test_snntorch_default_timing_is_reproduced_exactly(tmp_path: Path, kind: str, reset: str) -> None:
+def test_snntorch_default_timing_is_reproduced_exactly(
+    tmp_path: Path, kind: str, reset: str
+) -> None:
     """snnTorch's default reset_delay=True, as exported by snnTorch, with --reset snntorch-*."""
     net = _snntorch_net(kind, reset, delay=True)
     path = _export_snntorch(net, tmp_path / f"{kind}.nir")
@@ -93,7 +109,9 @@ def test_snntorch_default_timing_is_reproduced_exactly(tmp_path: Path, kind: str
     assert expected.sum() > 20
     assert torch.equal(got.float(), expected)
     if kind != "leaky" or reset != "zero":  # Loihi's plain reset to zero is another network
-        plain = ReferenceSimulator(read_nir(path, reset="zero"), torch.float64).run(x.double())["output"]
+        plain = ReferenceSimulator(read_nir(path, reset="zero"), torch.float64).run(x.double())[
+            "output"
+        ]
         assert not torch.equal(plain.float(), expected)
 
 
@@ -127,14 +145,37 @@ def test_unstated_reset_is_announced_and_a_stated_one_is_used(tmp_path: Path, ca
 @pytest.mark.slow
 def test_loihi_target_refuses_a_reset_it_cannot_run(tmp_path: Path, spike_data: Path) -> None:
     path = _export_snntorch(_snntorch_net("leaky", "subtract", delay=True), tmp_path / "leaky.nir")
-    proc = run_cli("export", str(path), "-t", "loihi2-sim", "--data", str(spike_data), "--reset",
-                   "snntorch-subtract", "-o", str(tmp_path / "out"))
+    proc = run_cli(
+        "export",
+        str(path),
+        "-t",
+        "loihi2-sim",
+        "--data",
+        str(spike_data),
+        "--reset",
+        "snntorch-subtract",
+        "-o",
+        str(tmp_path / "out"),
+    )
     assert proc.returncode == 1
     message = proc.stderr.strip().splitlines()[-1]
-    assert "node '1'" in message and "subtracts the threshold" in message and "--reset zero" in message
+    assert (
+        "node '1'" in message and "subtracts the threshold" in message and "--reset zero" in message
+    )
     assert not (tmp_path / "out").exists()
-    run_cli("export", str(path), "-t", "loihi2-sim", "--data", str(spike_data), "--reset", "zero",
-            "-o", str(tmp_path / "out"), check=True)
+    run_cli(
+        "export",
+        str(path),
+        "-t",
+        "loihi2-sim",
+        "--data",
+        str(spike_data),
+        "--reset",
+        "zero",
+        "-o",
+        str(tmp_path / "out"),
+        check=True,
+    )
     manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert manifest["core_mapping"]["neurons"] == HIDDEN + OUT
     assert nir.read(tmp_path / "out" / "graph.nir").metadata["reset"] == "zero"
@@ -148,15 +189,16 @@ def _recurrent_sops(program, spikes: torch.Tensor) -> float:
         for t in pop.terms:
             if t.map.recurrent:
                 fan_out = np.count_nonzero(t.weight_q, axis=0)
-                early = spikes[t.source][:-1 - t.delay].reshape(-1, len(fan_out)).sum(0).numpy()
+                early = spikes[t.source][: -1 - t.delay].reshape(-1, len(fan_out)).sum(0).numpy()
                 total += float(early @ fan_out)
     return total / spikes[next(iter(spikes))].shape[1]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", ["rleaky", "rsynaptic"])
-def test_recurrent_network_runs_in_lava_bit_exactly_and_is_counted(tmp_path: Path, spike_data: Path,
-                                                                   kind: str) -> None:
+def test_recurrent_network_runs_in_lava_bit_exactly_and_is_counted(
+    tmp_path: Path, spike_data: Path, kind: str
+) -> None:
     """The Braille SRNN's shape: 12 -> 38 recurrent -> 7, exported by snnTorch, compiled with
     Loihi's reset (``--reset zero``): Lava equals the fast simulator, recurrent SOPs are exact."""
     from danet_deploy.ir.program import read_program
@@ -164,17 +206,41 @@ def test_recurrent_network_runs_in_lava_bit_exactly_and_is_counted(tmp_path: Pat
 
     path = _export_snntorch(_snntorch_net(kind, "zero", delay=True), tmp_path / f"{kind}.nir")
     out = tmp_path / "chip"
-    run_cli("export", str(path), "-t", "loihi2-sim", "--data", str(spike_data), "--reset", "zero",
-            "-o", str(out), check=True)
+    run_cli(
+        "export",
+        str(path),
+        "-t",
+        "loihi2-sim",
+        "--data",
+        str(spike_data),
+        "--reset",
+        "zero",
+        "-o",
+        str(out),
+        check=True,
+    )
     program = read_program(out / "program.h5")
     recurrent = [t for p in program.populations.values() for t in p.terms if t.map.recurrent]
     assert len(recurrent) == 1 and recurrent[0].source == "1.lif" and recurrent[0].delay == 0
-    proc = run_cli("simulate", str(out), "--data", str(spike_data), "--backend", "lava", "-n", "6", "--json",
-                   check=True)
+    proc = run_cli(
+        "simulate",
+        str(out),
+        "--data",
+        str(spike_data),
+        "--backend",
+        "lava",
+        "-n",
+        "6",
+        "--json",
+        check=True,
+    )
     result = json.loads(proc.stdout)
     assert result["spike_mismatches"] == 0 and result["nonzero_values"] > 500
-    report = json.loads(run_cli("report", str(out), "--data", str(spike_data), "--format", "json",
-                                check=True).stdout)
+    report = json.loads(
+        run_cli(
+            "report", str(out), "--data", str(spike_data), "--format", "json", check=True
+        ).stdout
+    )
     x = _spike_trains()
     spikes = {k: v.cpu() for k, v in FixedSimulator(program).run(x, record=True).items()}
     rec_row = next(r for r in report["layers"] if r["kind"] == "recurrent")
@@ -194,37 +260,80 @@ def test_cuba_bias_comes_through_a_bias_source(tmp_path: Path, spike_data: Path)
         net[0].bias.add_(0.1)
     path = _export_snntorch(net, tmp_path / "syn.nir")
     x = torch.load(spike_data)["inputs"]
-    assert torch.equal(ReferenceSimulator(read_nir(path, reset="zero"), torch.float64).run(x.double())["output"]
-                       .float(), _snntorch_spikes(net, x))
+    assert torch.equal(
+        ReferenceSimulator(read_nir(path, reset="zero"), torch.float64)
+        .run(x.double())["output"]
+        .float(),
+        _snntorch_spikes(net, x),
+    )
     out = tmp_path / "chip"
-    run_cli("export", str(path), "-t", "loihi2-sim", "--data", str(spike_data), "--reset", "zero",
-            "-o", str(out), check=True)
+    run_cli(
+        "export",
+        str(path),
+        "-t",
+        "loihi2-sim",
+        "--data",
+        str(spike_data),
+        "--reset",
+        "zero",
+        "-o",
+        str(out),
+        check=True,
+    )
     from danet_deploy.ir.program import read_program
 
     program = read_program(out / "program.h5")
     assert program.populations["1.bias"].neurons == 1
     assert any(t.source == "1.bias" for t in program.populations["1"].terms)
-    result = json.loads(run_cli("simulate", str(out), "--data", str(spike_data), "--backend", "lava", "-n", "4",
-                                "--json", check=True).stdout)
+    result = json.loads(
+        run_cli(
+            "simulate",
+            str(out),
+            "--data",
+            str(spike_data),
+            "--backend",
+            "lava",
+            "-n",
+            "4",
+            "--json",
+            check=True,
+        ).stdout
+    )
     assert result["spike_mismatches"] == 0 and result["nonzero_values"] > 500
 
 
 def test_loop_through_two_layers_is_refused_on_the_chip() -> None:
     n = 4
-    lif = lambda: nir.LIF(tau=np.full(n, 2.0), r=np.full(n, 2.0), v_leak=np.zeros(n),  # noqa: E731
-                          v_threshold=np.ones(n))
-    graph = nir.NIRGraph(nodes={"in": nir.Input(input_type={"input": np.array([n])}), "a": lif(), "w": nir.Linear(
-        np.eye(n)), "b": lif(), "back": nir.Linear(np.eye(n)), "out": nir.Output(output_type={"output": np.array([n])})},
+    lif = lambda: nir.LIF(  # noqa: E731
+        tau=np.full(n, 2.0),
+        r=np.full(n, 2.0),
+        v_leak=np.zeros(n),
+        v_threshold=np.ones(n),
+    )
+    graph = nir.NIRGraph(
+        nodes={
+            "in": nir.Input(input_type={"input": np.array([n])}),
+            "a": lif(),
+            "w": nir.Linear(np.eye(n)),
+            "b": lif(),
+            "back": nir.Linear(np.eye(n)),
+            "out": nir.Output(output_type={"output": np.array([n])}),
+        },
         edges=[("in", "a"), ("a", "w"), ("w", "b"), ("b", "back"), ("back", "a"), ("b", "out")],
-        metadata={"dt": 1.0, "reset": "zero"}, type_check=False)
+        metadata={"dt": 1.0, "reset": "zero"},
+        type_check=False,
+    )
     flat = from_nir(graph)
     assert flat.recurrent == {("back", "a")}
     ReferenceSimulator(flat).run(torch.ones(1, 3, n))  # the float model runs it
-    with pytest.raises(UserError, match="population 'a': its recurrent input from 'b' passes through 1 more"):
+    with pytest.raises(
+        UserError, match="population 'a': its recurrent input from 'b' passes through 1 more"
+    ):
         lower(flat, "expand")
 
 
 # ---- linear chains between neurons ------------------------------------------------------
+
 
 def _jacobian(fn, in_shape: tuple[int, ...]) -> np.ndarray:
     """The matrix of the linear map ``fn`` over C-order flattened inputs and outputs."""
@@ -243,16 +352,29 @@ def test_conv_after_sum_pool_is_composed_exactly(size: int, pad: int) -> None:
     c, n = 2, (2, size, size)
     pooled = size // 2
     out = pooled + 2 * pad - 2
-    graph = nir.NIRGraph(nodes={
-        "in": nir.Input(input_type={"input": np.array(n)}),
-        "if": nir.IF(r=np.ones(n), v_threshold=np.ones(n)),
-        "pool": nir.SumPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]), padding=np.array([0, 0])),
-        "conv": nir.Conv2d(input_shape=(pooled, pooled), weight=w, stride=1, padding=pad, dilation=1, groups=1,
-                           bias=np.zeros(3)),
-        "lif": nir.IF(r=np.ones((3, out, out)), v_threshold=np.ones((3, out, out))),
-        "out": nir.Output(output_type={"output": np.array([3, out, out])})},
+    graph = nir.NIRGraph(
+        nodes={
+            "in": nir.Input(input_type={"input": np.array(n)}),
+            "if": nir.IF(r=np.ones(n), v_threshold=np.ones(n)),
+            "pool": nir.SumPool2d(
+                kernel_size=np.array([2, 2]), stride=np.array([2, 2]), padding=np.array([0, 0])
+            ),
+            "conv": nir.Conv2d(
+                input_shape=(pooled, pooled),
+                weight=w,
+                stride=1,
+                padding=pad,
+                dilation=1,
+                groups=1,
+                bias=np.zeros(3),
+            ),
+            "lif": nir.IF(r=np.ones((3, out, out)), v_threshold=np.ones((3, out, out))),
+            "out": nir.Output(output_type={"output": np.array([3, out, out])}),
+        },
         edges=[("in", "if"), ("if", "pool"), ("pool", "conv"), ("conv", "lif"), ("lif", "out")],
-        metadata={"dt": 1.0, "reset": "zero"}, type_check=False)
+        metadata={"dt": 1.0, "reset": "zero"},
+        type_check=False,
+    )
     term = lower(from_nir(graph), "expand").populations["lif"].terms[0]
     exact = size % 2 == 0 or pad == 0
     assert term.map.kind == ("conv" if exact else "dense")
@@ -268,7 +390,10 @@ def test_conv_after_sum_pool_is_composed_exactly(size: int, pad: int) -> None:
     if not exact:  # relay lowering keeps both as convs, with graded relay neurons between them
         pops = lower(from_nir(graph), "relay").populations
         pooled, conv = pops["conv.relay"].terms[0].map, pops["lif"].terms[0].map
-        assert pops["lif"].terms[0].source == "conv.relay" and (pooled.kind, conv.kind) == ("conv", "conv")
+        assert pops["lif"].terms[0].source == "conv.relay" and (pooled.kind, conv.kind) == (
+            "conv",
+            "conv",
+        )
         assert conv.kernel == (3, 3) and pooled.kernel == (2, 2)
         chained = conv.matrix(conv.weight) @ pooled.matrix(pooled.weight)
         assert np.allclose(chained.toarray(), _jacobian(sequential, (c, size, size)), atol=1e-12)
@@ -278,16 +403,29 @@ def _pooled_head(c: int = 6, hw: int = 4, classes: int = 5) -> tuple[nir.NIRGrap
     """SpikingJelly's ResNet head: IF -> AdaptiveAvgPool2d((1, 1)) -> flatten -> Linear -> IF."""
     w = np.random.default_rng(1).normal(size=(classes, c))
     n = (c, hw, hw)
-    graph = nir.NIRGraph(nodes={
-        "in": nir.Input(input_type={"input": np.array(n)}),
-        "if": nir.IF(r=np.ones(n), v_threshold=np.ones(n)),
-        "pool": nir.AvgPool2d(kernel_size=np.array([hw, hw]), stride=np.array([hw, hw]), padding=np.array([0, 0])),
-        "flat": nir.Flatten(input_type={"input": np.array([c, 1, 1])}, start_dim=0, end_dim=-1),
-        "fc": nir.Affine(w, np.zeros(classes)),
-        "lif": nir.IF(r=np.ones(classes), v_threshold=np.ones(classes)),
-        "out": nir.Output(output_type={"output": np.array([classes])})},
-        edges=[("in", "if"), ("if", "pool"), ("pool", "flat"), ("flat", "fc"), ("fc", "lif"), ("lif", "out")],
-        metadata={"dt": 1.0, "reset": "zero"}, type_check=False)
+    graph = nir.NIRGraph(
+        nodes={
+            "in": nir.Input(input_type={"input": np.array(n)}),
+            "if": nir.IF(r=np.ones(n), v_threshold=np.ones(n)),
+            "pool": nir.AvgPool2d(
+                kernel_size=np.array([hw, hw]), stride=np.array([hw, hw]), padding=np.array([0, 0])
+            ),
+            "flat": nir.Flatten(input_type={"input": np.array([c, 1, 1])}, start_dim=0, end_dim=-1),
+            "fc": nir.Affine(w, np.zeros(classes)),
+            "lif": nir.IF(r=np.ones(classes), v_threshold=np.ones(classes)),
+            "out": nir.Output(output_type={"output": np.array([classes])}),
+        },
+        edges=[
+            ("in", "if"),
+            ("if", "pool"),
+            ("pool", "flat"),
+            ("flat", "fc"),
+            ("fc", "lif"),
+            ("lif", "out"),
+        ],
+        metadata={"dt": 1.0, "reset": "zero"},
+        type_check=False,
+    )
     return graph, w
 
 
@@ -314,22 +452,44 @@ def _csnn() -> nir.NIRGraph:
     rng = np.random.default_rng(0)
 
     def conv(cin: int, cout: int, k: int, stride: int, pad: int, hw: int) -> nir.Conv2d:
-        return nir.Conv2d(input_shape=(hw, hw), weight=rng.normal(0, 1.5 / np.sqrt(cin * k * k), (cout, cin, k, k)),
-                          stride=stride, padding=pad, dilation=1, groups=1, bias=np.zeros(cout))
+        return nir.Conv2d(
+            input_shape=(hw, hw),
+            weight=rng.normal(0, 1.5 / np.sqrt(cin * k * k), (cout, cin, k, k)),
+            stride=stride,
+            padding=pad,
+            dilation=1,
+            groups=1,
+            bias=np.zeros(cout),
+        )
 
     def neurons(*shape: int) -> nir.IF:
         return nir.IF(r=np.ones(shape), v_threshold=np.ones(shape))
 
     def pool() -> nir.SumPool2d:
-        return nir.SumPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]), padding=np.array([0, 0]))
+        return nir.SumPool2d(
+            kernel_size=np.array([2, 2]), stride=np.array([2, 2]), padding=np.array([0, 0])
+        )
 
-    layers = [conv(2, 16, 5, 2, 1, 34), neurons(16, 16, 16), conv(16, 16, 3, 1, 1, 16), neurons(16, 16, 16), pool(),
-              conv(16, 8, 3, 1, 1, 8), neurons(8, 8, 8), pool(),
-              nir.Flatten(input_type={"input": np.array([8, 4, 4])}, start_dim=0, end_dim=-1),
-              nir.Affine(rng.normal(0, 2 / np.sqrt(128), (256, 128)), np.zeros(256)), neurons(256),
-              nir.Affine(rng.normal(0, 2 / np.sqrt(256), (10, 256)), np.zeros(10)), neurons(10)]
-    nodes = {"input": nir.Input(input_type={"input": np.array([2, 34, 34])}),
-             **{str(i): layer for i, layer in enumerate(layers)}, "output": nir.Output(output_type={"output": np.array([10])})}
+    layers = [
+        conv(2, 16, 5, 2, 1, 34),
+        neurons(16, 16, 16),
+        conv(16, 16, 3, 1, 1, 16),
+        neurons(16, 16, 16),
+        pool(),
+        conv(16, 8, 3, 1, 1, 8),
+        neurons(8, 8, 8),
+        pool(),
+        nir.Flatten(input_type={"input": np.array([8, 4, 4])}, start_dim=0, end_dim=-1),
+        nir.Affine(rng.normal(0, 2 / np.sqrt(128), (256, 128)), np.zeros(256)),
+        neurons(256),
+        nir.Affine(rng.normal(0, 2 / np.sqrt(256), (10, 256)), np.zeros(10)),
+        neurons(10),
+    ]
+    nodes = {
+        "input": nir.Input(input_type={"input": np.array([2, 34, 34])}),
+        **{str(i): layer for i, layer in enumerate(layers)},
+        "output": nir.Output(output_type={"output": np.array([10])}),
+    }
     order = list(nodes)
     return nir.NIRGraph(nodes=nodes, edges=list(zip(order[:-1], order[1:])), type_check=False)
 
@@ -342,17 +502,42 @@ def test_nmnist_csnn_compiles_runs_in_lava_and_is_counted(tmp_path: Path) -> Non
     write_nmnist(tmp_path / "nmnist", 1, events=(3000, 5000))  # a real recording holds about 4,000
     data = f"nmnist:{tmp_path / 'nmnist'}?bins=8"
     out = tmp_path / "chip"
-    run_cli("export", str(path), "-t", "loihi2-sim", "--dt", "1", "--data", data, "-o", str(out), check=True)
+    run_cli(
+        "export",
+        str(path),
+        "-t",
+        "loihi2-sim",
+        "--dt",
+        "1",
+        "--data",
+        data,
+        "-o",
+        str(out),
+        check=True,
+    )
     from danet_deploy.ir.program import read_program
 
     pops = read_program(out / "program.h5").populations
     pooled_conv = pops["6"].terms[0].map
     assert (pooled_conv.kind, pooled_conv.kernel, pooled_conv.stride) == ("conv", (6, 6), (2, 2))
-    result = json.loads(run_cli("simulate", str(out), "--data", data, "--backend", "lava", "--json",
-                                check=True).stdout)
-    assert result["spike_mismatches"] == 0 and result["nonzero_values"] > 10_000 and result["samples"] == 10
-    report = json.loads(run_cli("report", str(out), "--data", data, "--format", "json", check=True).stdout)
-    assert report["totals"]["sops"] > 0 and len(report["layers"]) == 6 and report["framing"]["n_time_bins"] == 8
+    result = json.loads(
+        run_cli(
+            "simulate", str(out), "--data", data, "--backend", "lava", "--json", check=True
+        ).stdout
+    )
+    assert (
+        result["spike_mismatches"] == 0
+        and result["nonzero_values"] > 10_000
+        and result["samples"] == 10
+    )
+    report = json.loads(
+        run_cli("report", str(out), "--data", data, "--format", "json", check=True).stdout
+    )
+    assert (
+        report["totals"]["sops"] > 0
+        and len(report["layers"]) == 6
+        and report["framing"]["n_time_bins"] == 8
+    )
 
 
 def test_a_chain_whose_flat_layer_a_conv_feeds_is_not_written_as_netx() -> None:
@@ -365,9 +550,17 @@ def test_a_chain_whose_flat_layer_a_conv_feeds_is_not_written_as_netx() -> None:
     graph, _ = _pooled_head()
     graph.nodes["readout"] = nir.Affine(np.ones((3, 5)), np.zeros(3))
     graph.nodes["out"] = nir.Output(output_type={"output": np.array([3])})
-    graph.edges = [e for e in graph.edges if e != ("lif", "out")] + [("lif", "readout"), ("readout", "out")]
-    program, _ = compile_graph(from_nir(graph), "loihi2-sim", load_profile("loihi2"), "expand",
-                               (torch.rand(4, 3, 6, 4, 4) < 0.5).float())
+    graph.edges = [e for e in graph.edges if e != ("lif", "out")] + [
+        ("lif", "readout"),
+        ("readout", "out"),
+    ]
+    program, _ = compile_graph(
+        from_nir(graph),
+        "loihi2-sim",
+        load_profile("loihi2"),
+        "expand",
+        (torch.rand(4, 3, 6, 4, 4) < 0.5).float(),
+    )
     assert [p.kind for p in program.populations.values()] == ["input", "lif", "lif", "readout"]
     assert program.populations["lif"].terms[0].map.kind == "conv"
     assert not is_sequential(program)

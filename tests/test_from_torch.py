@@ -67,7 +67,11 @@ class SnnResidual(nn.Module):
     def __init__(self, reset: str) -> None:
         super().__init__()
         self.conv1, self.lif1 = nn.Conv2d(2, 8, 3, padding=1), leaky(reset)
-        self.conv2, self.bn2, self.lif2 = nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), leaky(reset)
+        self.conv2, self.bn2, self.lif2 = (
+            nn.Conv2d(8, 8, 3, padding=1, bias=False),
+            nn.BatchNorm2d(8),
+            leaky(reset),
+        )
         self.conv3, self.lif3 = nn.Conv2d(8, 8, 3, padding=1), leaky(reset)
         self.pool = nn.MaxPool2d(2)
         self.fc, self.lif4 = nn.Linear(8 * 4 * 4, 10), leaky(reset, output=True)
@@ -96,8 +100,13 @@ class SnnExplicitState(nn.Module):
 
 
 def sequential(reset: str) -> nn.Module:
-    return nn.Sequential(nn.Conv2d(2, 8, 3, padding=1), leaky(reset), nn.Flatten(), nn.Linear(8 * 8 * 8, 10),
-                         leaky(reset, output=True))
+    return nn.Sequential(
+        nn.Conv2d(2, 8, 3, padding=1),
+        leaky(reset),
+        nn.Flatten(),
+        nn.Linear(8 * 8 * 8, 10),
+        leaky(reset, output=True),
+    )
 
 
 def check_equal(graph, net_forward, x: torch.Tensor) -> torch.Tensor:
@@ -118,7 +127,9 @@ def test_snntorch_conv_nets_match_snntorch(build, reset):
     ref = check_equal(graph, lambda v: snntorch_forward(net, v), x)
     assert 0 < ref.sum() < ref.numel()  # the output fires, and not everywhere
     lifs = [n for n in graph.nodes.values() if n.metadata.get("framework") == "snntorch"]
-    assert {n.metadata["reset"] for n in lifs} == {"zero" if reset == "zero" else "snntorch-subtract"}
+    assert {n.metadata["reset"] for n in lifs} == {
+        "zero" if reset == "zero" else "snntorch-subtract"
+    }
 
 
 def test_snntorch_explicit_state_matches_snntorch():
@@ -146,6 +157,7 @@ def test_danet_deploy_exports_from_torch():
 
 
 # --- SpikingJelly 2.x ---------------------------------------------------------------------------
+
 
 def spikingjelly_forward(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """SpikingJelly's own run over ``x`` ``[T, N, ...]``: whole in multi-step mode, else step by step."""
@@ -178,8 +190,17 @@ def spikingjelly_resnet(name: str, cnf: str | None = None, multi_step: bool = Tr
     from spikingjelly.activation_based.model import sew_resnet, spiking_resnet
 
     torch.manual_seed(0)
-    kw = dict(spiking_neuron=neuron.IFNode, num_classes=10, surrogate_function=surrogate.ATan(), detach_reset=True)
-    net = sew_resnet.sew_resnet18(cnf=cnf, **kw) if name == "sew" else spiking_resnet.spiking_resnet18(**kw)
+    kw = dict(
+        spiking_neuron=neuron.IFNode,
+        num_classes=10,
+        surrogate_function=surrogate.ATan(),
+        detach_reset=True,
+    )
+    net = (
+        sew_resnet.sew_resnet18(cnf=cnf, **kw)
+        if name == "sew"
+        else spiking_resnet.spiking_resnet18(**kw)
+    )
     if multi_step:
         functional.set_step_mode(net, "m")
     return active_bn(net)
@@ -197,11 +218,15 @@ def spike_rates(graph, x: torch.Tensor) -> dict[str, float]:
 
     flat = from_nir(graph)
     rec = ReferenceSimulator(flat).run(x.transpose(0, 1), record=True)
-    return {n: v.mean().item() for n, v in rec.items() if isinstance(flat.nodes[n], (nir.IF, nir.LIF))}
+    return {
+        n: v.mean().item() for n, v in rec.items() if isinstance(flat.nodes[n], (nir.IF, nir.LIF))
+    }
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name, cnf", [("sew", "ADD"), ("sew", "IAND"), ("sew", "AND"), ("spiking", None)])
+@pytest.mark.parametrize(
+    "name, cnf", [("sew", "ADD"), ("sew", "IAND"), ("sew", "AND"), ("spiking", None)]
+)
 def test_spikingjelly_resnet18_matches_spikingjelly(name, cnf):
     net, x = spikingjelly_resnet(name, cnf), image()
     graph = from_torch(net, x[0])
@@ -222,7 +247,9 @@ class JellyNet(nn.Module):
         super().__init__()
         v_reset = None if soft else 0.0
         stem = (nn.Conv2d(2, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8))
-        self.stem = layer.SeqToANNContainer(*stem) if multi_step else nn.Sequential(*stem)  # multi-step only
+        self.stem = (
+            layer.SeqToANNContainer(*stem) if multi_step else nn.Sequential(*stem)
+        )  # multi-step only
         self.sn1 = neuron.LIFNode(tau=2.0, decay_input=decay_input, v_reset=v_reset)
         self.conv = layer.Conv2d(8, 8, 3, padding=1)
         self.bn = layer.BatchNorm2d(8)
@@ -258,10 +285,15 @@ def test_spikingjelly_neurons_and_layers_match(multi_step, soft, decay_input):
     resets = {n.metadata["reset"] for n in graph.nodes.values() if "reset" in n.metadata}
     assert resets == {"spikingjelly-soft" if soft else "spikingjelly"}
     assert graph.metadata["frameworks"] == '["spikingjelly"]'
-    assert all(n.metadata["fires_at"] == "v >= v_threshold" for n in graph.nodes.values() if "reset" in n.metadata)
+    assert all(
+        n.metadata["fires_at"] == "v >= v_threshold"
+        for n in graph.nodes.values()
+        if "reset" in n.metadata
+    )
 
 
 # --- what is refused, in one line naming the module and its type ---------------------------------
+
 
 class MaxPoolOnReal(nn.Module):
     def __init__(self) -> None:
@@ -299,21 +331,46 @@ class Relu(nn.Module):
         return self.lif(torch.relu(self.fc(x)))
 
 
-@pytest.mark.parametrize("net, x, message", [
-    (MaxPoolOnReal(), torch.zeros(1, 2, 6, 6),
-     "module 'pool' (torch.nn.modules.pooling.MaxPool2d): max pooling of real values has no NIR form"),
-    (RealProduct(), torch.zeros(1, 4),
-     "operation 'mul' (call_function _operator.mul): a product of values that are not binary spikes"),
-    (Relu(), torch.zeros(1, 4), "operation 'relu' (call_function torch.relu): the function torch.relu has no NIR"),
-    (ScaledSum(), torch.zeros(1, 4),
-     "operation 'sub' (call_function torch.sub): torch.sub with alpha=2 has no NIR mapping"),
-    (nn.Sequential(nn.Linear(4, 4), nn.GELU()), torch.zeros(1, 4),
-     "module '1' (torch.nn.modules.activation.GELU): no NIR mapping for this module"),
-    (nn.Sequential(nn.Linear(4, 4), snn.Alpha(alpha=0.9, beta=0.8, init_hidden=True)), torch.zeros(1, 4),
-     "module '1' (snntorch._neurons.alpha.Alpha): no NIR mapping for this neuron"),
-    (nn.Sequential(nn.Linear(4, 4), leaky("none")), torch.zeros(1, 4),
-     "module '1' (snntorch._neurons.leaky.Leaky): reset_mechanism='none' (no reset) has no NIR neuron"),
-])
+@pytest.mark.parametrize(
+    "net, x, message",
+    [
+        (
+            MaxPoolOnReal(),
+            torch.zeros(1, 2, 6, 6),
+            "module 'pool' (torch.nn.modules.pooling.MaxPool2d): max pooling of real values has no NIR form",
+        ),
+        (
+            RealProduct(),
+            torch.zeros(1, 4),
+            "operation 'mul' (call_function _operator.mul): a product of values that are not binary spikes",
+        ),
+        (
+            Relu(),
+            torch.zeros(1, 4),
+            "operation 'relu' (call_function torch.relu): the function torch.relu has no NIR",
+        ),
+        (
+            ScaledSum(),
+            torch.zeros(1, 4),
+            "operation 'sub' (call_function torch.sub): torch.sub with alpha=2 has no NIR mapping",
+        ),
+        (
+            nn.Sequential(nn.Linear(4, 4), nn.GELU()),
+            torch.zeros(1, 4),
+            "module '1' (torch.nn.modules.activation.GELU): no NIR mapping for this module",
+        ),
+        (
+            nn.Sequential(nn.Linear(4, 4), snn.Alpha(alpha=0.9, beta=0.8, init_hidden=True)),
+            torch.zeros(1, 4),
+            "module '1' (snntorch._neurons.alpha.Alpha): no NIR mapping for this neuron",
+        ),
+        (
+            nn.Sequential(nn.Linear(4, 4), leaky("none")),
+            torch.zeros(1, 4),
+            "module '1' (snntorch._neurons.leaky.Leaky): reset_mechanism='none' (no reset) has no NIR neuron",
+        ),
+    ],
+)
 def test_refusals_name_the_module_and_its_type(net, x, message):
     with pytest.raises(UserError) as e:
         from_torch(net, x)
@@ -335,7 +392,7 @@ def test_the_module_is_left_as_it_was():
 
 # --- the command line: MODEL as package.module:factory ------------------------------------------
 
-NETS_PY = '''
+NETS_PY = """
 import snntorch as snn
 import torch
 from torch import nn
@@ -358,7 +415,7 @@ class Net(nn.Module):
 
 def build():
     return Net()
-'''
+"""
 
 
 @pytest.fixture()
@@ -374,8 +431,10 @@ def nets_module(tmp_path):
     net = randomise_bn(mod.build())
     torch.save(net.state_dict(), tmp_path / "ckpt.pth")
     x = spikes(T, 8, 2, 8, 8, p=0.4)
-    torch.save({"inputs": x.transpose(0, 1).contiguous(), "labels": torch.zeros(8, dtype=torch.long)},
-               tmp_path / "x.pt")
+    torch.save(
+        {"inputs": x.transpose(0, 1).contiguous(), "labels": torch.zeros(8, dtype=torch.long)},
+        tmp_path / "x.pt",
+    )
     return net, x
 
 
@@ -384,11 +443,38 @@ def test_cli_exports_a_module_factory_and_simulates_it_as_snntorch_runs_it(tmp_p
     from tests.conftest import run_cli
 
     net, x = nets_module
-    run_cli("export", "mynets:build", "--weights", "ckpt.pth", "--input-shape", "2,8,8", "-T", str(T),
-            "--target", "loihi2-sim", "--data", "tensor:x.pt", "-o", "out", cwd=tmp_path, check=True)
-    assert {"graph.nir", "program.h5", "manifest.json"} <= {p.name for p in (tmp_path / "out").iterdir()}
-    proc = run_cli("simulate", "out/graph.nir", "--data", "tensor:x.pt", "--save-outputs", "counts.pt", "--json",
-                   cwd=tmp_path, check=True)
+    run_cli(
+        "export",
+        "mynets:build",
+        "--weights",
+        "ckpt.pth",
+        "--input-shape",
+        "2,8,8",
+        "-T",
+        str(T),
+        "--target",
+        "loihi2-sim",
+        "--data",
+        "tensor:x.pt",
+        "-o",
+        "out",
+        cwd=tmp_path,
+        check=True,
+    )
+    assert {"graph.nir", "program.h5", "manifest.json"} <= {
+        p.name for p in (tmp_path / "out").iterdir()
+    }
+    proc = run_cli(
+        "simulate",
+        "out/graph.nir",
+        "--data",
+        "tensor:x.pt",
+        "--save-outputs",
+        "counts.pt",
+        "--json",
+        cwd=tmp_path,
+        check=True,
+    )
     assert "assuming" not in proc.stderr  # the graph states its dt, resets and discretisation
     counts = torch.load(tmp_path / "counts.pt")["outputs"]
     ref = snntorch_forward(net, x).sum(0)
@@ -398,14 +484,32 @@ def test_cli_exports_a_module_factory_and_simulates_it_as_snntorch_runs_it(tmp_p
 
 
 @pytest.mark.slow  # each runs the CLI in a fresh interpreter
-@pytest.mark.parametrize("args, names", [
-    (["nosuchmodule:build", "--input-shape", "2,8,8"], ["nosuchmodule:build", "cannot import module"]),
-    (["mynets:nothing", "--input-shape", "2,8,8"], ["mynets:nothing", "has no attribute 'nothing'"]),
-    (["mynets:build"], ["mynets:build", "needs --input-shape"]),
-    (["mynets:build", "--input-shape", "3,8,8"], ["mynets.Net", "does not run on an input of shape (1, 3, 8, 8)"]),
-    (["mynets:build", "--input-shape", "2,8,8", "--weights", "x.pt"], ["--weights x.pt", "does not fit"]),
-    (["x.pt", "--input-shape", "2,8,8"], ["x.pt", "--input-shape applies to a package.module:factory MODEL"]),
-])
+@pytest.mark.parametrize(
+    "args, names",
+    [
+        (
+            ["nosuchmodule:build", "--input-shape", "2,8,8"],
+            ["nosuchmodule:build", "cannot import module"],
+        ),
+        (
+            ["mynets:nothing", "--input-shape", "2,8,8"],
+            ["mynets:nothing", "has no attribute 'nothing'"],
+        ),
+        (["mynets:build"], ["mynets:build", "needs --input-shape"]),
+        (
+            ["mynets:build", "--input-shape", "3,8,8"],
+            ["mynets.Net", "does not run on an input of shape (1, 3, 8, 8)"],
+        ),
+        (
+            ["mynets:build", "--input-shape", "2,8,8", "--weights", "x.pt"],
+            ["--weights x.pt", "does not fit"],
+        ),
+        (
+            ["x.pt", "--input-shape", "2,8,8"],
+            ["x.pt", "--input-shape applies to a package.module:factory MODEL"],
+        ),
+    ],
+)
 def test_cli_module_errors_are_one_line(tmp_path, nets_module, args, names):
     from tests.conftest import one_line_error, run_cli
 
@@ -422,9 +526,16 @@ def export_to_loihi2_sim(tmp_path: Path, net: nn.Module, x: torch.Tensor) -> Pat
     from danet_deploy.export import export
 
     nir.write(tmp_path / "net.nir", from_torch(net, x[0], timesteps=len(x)))
-    torch.save({"inputs": x.transpose(0, 1).contiguous(), "labels": torch.zeros(x.shape[1], dtype=torch.long)},
-               tmp_path / "x.pt")
-    return export(tmp_path / "net.nir", "loihi2-sim", tmp_path / "out", data=f"tensor:{tmp_path / 'x.pt'}")
+    torch.save(
+        {
+            "inputs": x.transpose(0, 1).contiguous(),
+            "labels": torch.zeros(x.shape[1], dtype=torch.long),
+        },
+        tmp_path / "x.pt",
+    )
+    return export(
+        tmp_path / "net.nir", "loihi2-sim", tmp_path / "out", data=f"tensor:{tmp_path / 'x.pt'}"
+    )
 
 
 def reduced_spikingjelly_resnet(name: str, cnf: str | None = None) -> nn.Module:
@@ -435,7 +546,11 @@ def reduced_spikingjelly_resnet(name: str, cnf: str | None = None) -> nn.Module:
 
     net = spikingjelly_resnet(name, cnf)
     torch.manual_seed(1)
-    net.layer3, net.layer4, net.fc = nn.Identity(), nn.Identity(), layer.Linear(128, 10, step_mode="m")
+    net.layer3, net.layer4, net.fc = (
+        nn.Identity(),
+        nn.Identity(),
+        layer.Linear(128, 10, step_mode="m"),
+    )
     return net.eval()
 
 
@@ -458,7 +573,9 @@ def test_reduced_spikingjelly_resnets_run_in_lava_as_the_fast_simulator_does(tmp
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name, cnf", [("sew", "ADD"), ("sew", "IAND"), ("spiking", None)])
-def test_spikingjelly_resnet18_goes_to_loihi2_sim_and_agrees_on_argmax_as_8_bit_weights_do(tmp_path, name, cnf):
+def test_spikingjelly_resnet18_goes_to_loihi2_sim_and_agrees_on_argmax_as_8_bit_weights_do(
+    tmp_path, name, cnf
+):
     """Module -> nir.write -> export --target loihi2-sim; the written graph reads back with the
     conventions it records (no flags) and still equals SpikingJelly's forward. The compiled
     program predicts SpikingJelly's float class at least as often as SpikingJelly itself does
@@ -491,23 +608,44 @@ def snntorch_recurrent_net(kind: str, reset: str, reset_delay: bool) -> nn.Modul
     Sequential with init_hidden."""
     kw = dict(threshold=0.5, init_hidden=True, reset_mechanism=reset, reset_delay=reset_delay)
     if kind == "RLeaky-conv":
-        return nn.Sequential(nn.Conv2d(2, 4, 3, padding=1), snn.RLeaky(beta=0.85, conv2d_channels=4, kernel_size=3, **kw),
-                             nn.Flatten(), nn.Linear(256, 10), snn.Leaky(beta=0.8, output=True, **kw))
-    make = {"Synaptic": lambda o: snn.Synaptic(alpha=0.7, beta=0.85, output=o, **kw),
-            "RLeaky": lambda o: snn.RLeaky(beta=0.85, linear_features=10, output=o, **kw),
-            "RLeaky-one-to-one": lambda o: snn.RLeaky(beta=0.85, all_to_all=False, V=0.5, output=o, **kw),
-            "RSynaptic": lambda o: snn.RSynaptic(alpha=0.7, beta=0.85, linear_features=10, output=o, **kw)}[kind]
-    return nn.Sequential(nn.Flatten(), nn.Linear(128, 10), make(False), nn.Linear(10, 10), make(True))
+        return nn.Sequential(
+            nn.Conv2d(2, 4, 3, padding=1),
+            snn.RLeaky(beta=0.85, conv2d_channels=4, kernel_size=3, **kw),
+            nn.Flatten(),
+            nn.Linear(256, 10),
+            snn.Leaky(beta=0.8, output=True, **kw),
+        )
+    make = {
+        "Synaptic": lambda o: snn.Synaptic(alpha=0.7, beta=0.85, output=o, **kw),
+        "RLeaky": lambda o: snn.RLeaky(beta=0.85, linear_features=10, output=o, **kw),
+        "RLeaky-one-to-one": lambda o: snn.RLeaky(
+            beta=0.85, all_to_all=False, V=0.5, output=o, **kw
+        ),
+        "RSynaptic": lambda o: snn.RSynaptic(
+            alpha=0.7, beta=0.85, linear_features=10, output=o, **kw
+        ),
+    }[kind]
+    return nn.Sequential(
+        nn.Flatten(), nn.Linear(128, 10), make(False), nn.Linear(10, 10), make(True)
+    )
 
 
-@pytest.mark.parametrize("kind", ["Synaptic", "RLeaky", "RLeaky-one-to-one", "RLeaky-conv", "RSynaptic"])
-@pytest.mark.parametrize("reset, reset_delay", [("zero", True), ("zero", False), ("subtract", True)])
+@pytest.mark.parametrize(
+    "kind", ["Synaptic", "RLeaky", "RLeaky-one-to-one", "RLeaky-conv", "RSynaptic"]
+)
+@pytest.mark.parametrize(
+    "reset, reset_delay", [("zero", True), ("zero", False), ("subtract", True)]
+)
 def test_snntorch_synaptic_and_recurrent_neurons_match_snntorch(kind, reset, reset_delay):
     torch.manual_seed(0)
     net = snntorch_recurrent_net(kind, reset, reset_delay).eval()
     x = spikes(8, N, 2, 8, 8, p=0.4)
-    if kind == "RSynaptic" and not reset_delay:  # snnTorch 1.0.0's own forward fails: said in one line
-        with pytest.raises(UserError, match=r"does not run on an input of shape \(4, 2, 8, 8\) \(TypeError"):
+    if (
+        kind == "RSynaptic" and not reset_delay
+    ):  # snnTorch 1.0.0's own forward fails: said in one line
+        with pytest.raises(
+            UserError, match=r"does not run on an input of shape \(4, 2, 8, 8\) \(TypeError"
+        ):
             from_torch(net, x[0])
         return
     graph = from_torch(net, x[0])
@@ -519,8 +657,11 @@ def test_snntorch_synaptic_and_recurrent_neurons_match_snntorch(kind, reset, res
 
 def test_snntorch_subtract_without_reset_delay_is_refused():
     net = nn.Sequential(nn.Linear(4, 4), snn.Leaky(beta=0.9, init_hidden=True, reset_delay=False))
-    with pytest.raises(UserError, match=r"^module '1' \(snntorch._neurons.leaky.Leaky\): reset_delay=False with "
-                                        r"subtraction decides a spike on a voltage it does not keep"):
+    with pytest.raises(
+        UserError,
+        match=r"^module '1' \(snntorch._neurons.leaky.Leaky\): reset_delay=False with "
+        r"subtraction decides a spike on a voltage it does not keep",
+    ):
         from_torch(net, torch.zeros(1, 4))
 
 
@@ -534,11 +675,23 @@ def test_spikingjelly_ms_resnet18_blocks_match_its_forward():
 
     torch.manual_seed(0)
     net, img = active_bn(ms_resnet.ms_resnet18(T=4, num_classes=10)), image()[0]
-    with pytest.raises(UserError, match=r"^module spikingjelly\.activation_based\.model\.ms_resnet\.MSResNet: "
-                                        r"torch\.fx cannot trace it \(TraceError"):
+    with pytest.raises(
+        UserError,
+        match=r"^module spikingjelly\.activation_based\.model\.ms_resnet\.MSResNet: "
+        r"torch\.fx cannot trace it \(TraceError",
+    ):
         from_torch(net, img)
-    body = nn.Sequential(net.stem, net.layer1, net.layer2, net.layer3, net.layer4, net.head_lif, net.avgpool,
-                         nn.Flatten(), net.head)
+    body = nn.Sequential(
+        net.stem,
+        net.layer1,
+        net.layer2,
+        net.layer3,
+        net.layer4,
+        net.head_lif,
+        net.avgpool,
+        nn.Flatten(),
+        net.head,
+    )
     graph = from_torch(body, img)
     functional.reset_net(net)
     with torch.no_grad():
@@ -546,7 +699,9 @@ def test_spikingjelly_ms_resnet18_blocks_match_its_forward():
     ours = simulate(graph, img.expand(4, *img.shape)).mean(0)
     assert torch.equal(ours, theirs)
     rates = spike_rates(graph, img.expand(4, *img.shape))
-    assert len(rates) == 17 and all(r > 0.01 for r in rates.values()), rates  # 17 LIFNodes, all firing
+    assert len(rates) == 17 and all(r > 0.01 for r in rates.values()), (
+        rates
+    )  # 17 LIFNodes, all firing
 
 
 @pytest.mark.parametrize("soft", [False, True])
@@ -557,7 +712,11 @@ def test_a_reset_loihi_cannot_run_is_refused_by_the_compile(tmp_path, soft):
 
     from danet_deploy.export import export
 
-    net = sequential("subtract") if not soft else JellyNet(soft=True, decay_input=True, multi_step=False)
+    net = (
+        sequential("subtract")
+        if not soft
+        else JellyNet(soft=True, decay_input=True, multi_step=False)
+    )
     nir.write(tmp_path / "net.nir", from_torch(randomise_bn(net), torch.zeros(1, 2, 8, 8)))
     with pytest.raises(UserError, match="'1'" if not soft else "'sn1'") as e:
         export(tmp_path / "net.nir", "loihi2-sim", tmp_path / "out")
@@ -571,7 +730,11 @@ class SharedConv(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.conv, self.bn, self.keep = nn.Conv2d(2, 4, 3, padding=1), nn.BatchNorm2d(4), nn.Identity()
+        self.conv, self.bn, self.keep = (
+            nn.Conv2d(2, 4, 3, padding=1),
+            nn.BatchNorm2d(4),
+            nn.Identity(),
+        )
         self.lif1, self.lif2 = leaky("zero"), leaky("zero", output=True)
 
     def forward(self, x):
@@ -620,8 +783,11 @@ class ViewOther(nn.Module):
 
 
 def test_a_reshape_other_than_a_flatten_is_refused():
-    with pytest.raises(UserError, match=r"^operation 'view' \(call_method view\): a reshape to \(2, 4\) per sample "
-                                        r"has no NIR form"):
+    with pytest.raises(
+        UserError,
+        match=r"^operation 'view' \(call_method view\): a reshape to \(2, 4\) per sample "
+        r"has no NIR form",
+    ):
         from_torch(ViewOther(), torch.zeros(3, 8))
 
 
@@ -631,8 +797,16 @@ class Conv1dAvgPool(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self.conv1d, self.bn1d, self.lif1 = nn.Conv1d(2, 4, 3, padding=1), nn.BatchNorm1d(4), leaky("zero")
-        self.conv2d, self.pool, self.lif2 = nn.Conv2d(2, 4, 3, padding=1), nn.AvgPool2d(2), leaky("zero")
+        self.conv1d, self.bn1d, self.lif1 = (
+            nn.Conv1d(2, 4, 3, padding=1),
+            nn.BatchNorm1d(4),
+            leaky("zero"),
+        )
+        self.conv2d, self.pool, self.lif2 = (
+            nn.Conv2d(2, 4, 3, padding=1),
+            nn.AvgPool2d(2),
+            leaky("zero"),
+        )
         self.fc1, self.fc2 = nn.Linear(4 * 16, 10), nn.Linear(4 * 2 * 2, 10)
         self.lin, self.bn_out = nn.Linear(10, 10), nn.BatchNorm1d(10)
         self.lif3 = leaky("zero", output=True)
@@ -690,7 +864,8 @@ def test_snntorch_rleaky_with_explicit_state_matches_snntorch():
 
 
 def test_a_module_export_states_a_reset_override_and_names_its_folder_after_the_whole_spec(
-        tmp_path, nets_module, monkeypatch):
+    tmp_path, nets_module, monkeypatch
+):
     """A --reset given to a module MODEL is what graph.nir says (the nodes' own resets, which it
     overrode, are gone), and the default folder is named after package.module:factory whole, so
     that two factories of one module never share a folder."""

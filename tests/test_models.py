@@ -40,8 +40,13 @@ def test_time_varying_input_sets_steps() -> None:
     assert torch.equal(values["input"][3], x[:, 3])
 
 
-@pytest.mark.parametrize("connection,table", [("sew-and", {(0, 0): 0, (0, 1): 0, (1, 0): 0, (1, 1): 1}),
-                                              ("sew-iand", {(0, 0): 0, (0, 1): 1, (1, 0): 0, (1, 1): 0})])
+@pytest.mark.parametrize(
+    "connection,table",
+    [
+        ("sew-and", {(0, 0): 0, (0, 1): 0, (1, 0): 0, (1, 1): 1}),
+        ("sew-iand", {(0, 0): 0, (0, 1): 1, (1, 0): 0, (1, 1): 0}),
+    ],
+)
 def test_sew_gate_truth_tables(connection: str, table: dict) -> None:
     torch.manual_seed(1)
     model = build("digits_resnet", connection, 10, timesteps=6)
@@ -67,7 +72,9 @@ def _pa_branch(block, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     v = block.sn1(step(block.bn1, x))
     h = step(block.conv1, v)
     for i in range(2, block.n + 1):
-        h = step(getattr(block, f"conv{i}"), getattr(block, f"sn{i}")(step(getattr(block, f"bn{i}"), h)))
+        h = step(
+            getattr(block, f"conv{i}"), getattr(block, f"sn{i}")(step(getattr(block, f"bn{i}"), h))
+        )
     return v, h
 
 
@@ -94,13 +101,16 @@ def test_da_vgg_adds_every_earlier_stage() -> None:
     with torch.no_grad():
         values = model.run(model.encode(torch.rand(2, 1, 8, 8)), record=True)
         block = model.stages[2][0]
-        v, h = _pa_branch(block, values["stages.2.0.sum"] if "stages.2.0.sum" in values
-                          else values["stages.1.1.sum"])
+        v, h = _pa_branch(
+            block,
+            values["stages.2.0.sum"] if "stages.2.0.sum" in values else values["stages.1.1.sum"],
+        )
     entry = next(n for n in model.nodes if n.name == "stages.2.1.sum")
     assert "dense_proj.0to2" in entry.inputs
     step = lambda m, t: m(t.flatten(0, 1)).unflatten(0, t.shape[:2])  # noqa: E731
-    expected = (step(block.down_conv, v) + h
-                + step(model.dense_proj["0to2"], values["stages.1.0.sn1"]))
+    expected = (
+        step(block.down_conv, v) + h + step(model.dense_proj["0to2"], values["stages.1.0.sn1"])
+    )
     assert torch.allclose(values["stages.2.1.sum"], expected, atol=1e-5)
 
 
@@ -114,8 +124,13 @@ def test_gradients_reach_the_first_layer(connection: str) -> None:
     assert grad is not None and grad.abs().sum() > 0
 
 
-TORCHVISION_PARAMS = {"resnet18": 11_689_512, "resnet34": 21_797_672, "resnet50": 25_557_032,
-                      "resnet101": 44_549_160, "resnet152": 60_192_808}
+TORCHVISION_PARAMS = {
+    "resnet18": 11_689_512,
+    "resnet34": 21_797_672,
+    "resnet50": 25_557_032,
+    "resnet101": 44_549_160,
+    "resnet152": 60_192_808,
+}
 
 
 @pytest.mark.parametrize("arch", TORCHVISION_PARAMS)

@@ -27,8 +27,14 @@ if lava_dl_here():
 
 pytestmark = pytest.mark.lava_runtime  # slayer builds and exports every network here
 
-CUBA = {"threshold": 1.0, "current_decay": 0.25, "voltage_decay": 0.03, "tau_grad": 1, "scale_grad": 1,
-        "requires_grad": False}
+CUBA = {
+    "threshold": 1.0,
+    "current_decay": 0.25,
+    "voltage_decay": 0.03,
+    "tau_grad": 1,
+    "scale_grad": 1,
+    "requires_grad": False,
+}
 STEPS = 16
 
 
@@ -38,21 +44,36 @@ def _slayer_net(kind: str) -> tuple[list[torch.nn.Module], tuple[int, ...]]:
     cuba = slayer.block.cuba
     if kind == "dense":
         fast = {**CUBA, "current_decay": 1.0, "voltage_decay": 0.1}
-        return [cuba.Dense(CUBA, 20, 16, weight_scale=2), cuba.Dense(fast, 16, 10, weight_scale=2)], (20,)
+        return [
+            cuba.Dense(CUBA, 20, 16, weight_scale=2),
+            cuba.Dense(fast, 16, 10, weight_scale=2),
+        ], (20,)
     if kind == "conv":
-        return [cuba.Conv(CUBA, 2, 8, 3, padding=1, stride=1, weight_scale=2),
-                cuba.Conv(CUBA, 8, 8, 3, padding=1, stride=2, weight_scale=2),
-                cuba.Flatten(), cuba.Dense(CUBA, 8 * 4 * 4, 10, weight_scale=2)], (2, 8, 8)
+        return [
+            cuba.Conv(CUBA, 2, 8, 3, padding=1, stride=1, weight_scale=2),
+            cuba.Conv(CUBA, 8, 8, 3, padding=1, stride=2, weight_scale=2),
+            cuba.Flatten(),
+            cuba.Dense(CUBA, 8 * 4 * 4, 10, weight_scale=2),
+        ], (2, 8, 8)
     if kind == "pool":
-        return [cuba.Conv(CUBA, 2, 8, 3, padding=1, stride=1, weight_scale=2),
-                cuba.Pool(CUBA, 2, stride=2, weight_scale=2),
-                cuba.Conv(CUBA, 8, 8, 3, padding=1, stride=2, weight_scale=2),
-                cuba.Flatten(), cuba.Dense(CUBA, 8 * 2 * 2, 10, weight_scale=2)], (2, 8, 8)
+        return [
+            cuba.Conv(CUBA, 2, 8, 3, padding=1, stride=1, weight_scale=2),
+            cuba.Pool(CUBA, 2, stride=2, weight_scale=2),
+            cuba.Conv(CUBA, 8, 8, 3, padding=1, stride=2, weight_scale=2),
+            cuba.Flatten(),
+            cuba.Dense(CUBA, 8 * 2 * 2, 10, weight_scale=2),
+        ], (2, 8, 8)
     if kind == "recurrent":  # slayer writes it as a netx 'dense_rec' layer
-        return [cuba.Recurrent(CUBA, 20, 16, weight_scale=2), cuba.Dense(CUBA, 16, 10, weight_scale=2)], (20,)
+        return [
+            cuba.Recurrent(CUBA, 20, 16, weight_scale=2),
+            cuba.Dense(CUBA, 16, 10, weight_scale=2),
+        ], (20,)
     if kind == "input":
-        return [cuba.Input(CUBA, weight=1.5), cuba.Dense(CUBA, 20, 16, weight_scale=2),
-                cuba.Dense(CUBA, 16, 10, weight_scale=2)], (20,)
+        return [
+            cuba.Input(CUBA, weight=1.5),
+            cuba.Dense(CUBA, 20, 16, weight_scale=2),
+            cuba.Dense(CUBA, 16, 10, weight_scale=2),
+        ], (20,)
     raise ValueError(kind)
 
 
@@ -110,29 +131,37 @@ def _netx_in_lava(path: Path, x: torch.Tensor, hops: int) -> np.ndarray:
     src.s_out.connect(net.inp)
     net.out.connect(sink.a_in)
     try:
-        net.run(condition=RunSteps(num_steps=n * window), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
+        net.run(
+            condition=RunSteps(num_steps=n * window), run_cfg=Loihi2SimCfg(select_tag="fixed_pt")
+        )
         out = sink.data.get()
     finally:
         net.stop()
     per_sample = np.moveaxis(out, -1, 0).reshape(n, window, *net.out.shape)
-    return per_sample[:, hops:hops + STEPS]  # each synapse hop adds one step in Lava
+    return per_sample[:, hops : hops + STEPS]  # each synapse hop adds one step in Lava
 
 
 @pytest.mark.parametrize("kind,hops", [("dense", 2), ("conv", 3), ("recurrent", 2)])
-def test_netx_file_spikes_like_lava_dls_own_loader_in_lava(tmp_path: Path, kind: str, hops: int) -> None:
+def test_netx_file_spikes_like_lava_dls_own_loader_in_lava(
+    tmp_path: Path, kind: str, hops: int
+) -> None:
     path = tmp_path / f"{kind}.net"
     x, _ = _export_slayer(kind, path)
     fast = _output_spikes(_program(path, x), x)
     assert fast.sum() > 20  # the comparison is not between two silent networks
-    if kind == "recurrent":  # a sample at a time: netx's reset leaves the last step's spikes in its synapse
-        lava = np.concatenate([_netx_in_lava(path, x[s:s + 1], hops) for s in range(len(x))])
+    if (
+        kind == "recurrent"
+    ):  # a sample at a time: netx's reset leaves the last step's spikes in its synapse
+        lava = np.concatenate([_netx_in_lava(path, x[s : s + 1], hops) for s in range(len(x))])
     else:
         lava = _netx_in_lava(path, x, hops)
     for s in range(len(x)):
         assert np.array_equal(fast[s], lava[s]), f"sample {s}"
 
 
-@pytest.mark.parametrize("kind,keep", [("dense", False), ("conv", False), ("pool", False), ("input", True)])
+@pytest.mark.parametrize(
+    "kind,keep", [("dense", False), ("conv", False), ("pool", False), ("input", True)]
+)
 def test_netx_file_spikes_like_slayers_own_forward(tmp_path: Path, kind: str, keep: bool) -> None:
     """slayer's evaluation forward is Loihi's fixed point, one step later per block."""
     path = tmp_path / f"{kind}.net"
@@ -140,7 +169,7 @@ def test_netx_file_spikes_like_slayers_own_forward(tmp_path: Path, kind: str, ke
     ours = _output_spikes(_program(path, x, keep_input_neurons=keep), x)
     blocks = sum(1 for b in _slayer_net(kind)[0] if getattr(b, "neuron", None) is not None)
     assert ours.sum() > 20
-    assert np.array_equal(theirs[:, blocks:], ours[:, :STEPS - blocks])
+    assert np.array_equal(theirs[:, blocks:], ours[:, : STEPS - blocks])
 
 
 def test_lava_dls_loader_refuses_pool_layers_which_we_run(tmp_path: Path) -> None:
@@ -156,16 +185,38 @@ def test_lava_dls_loader_refuses_pool_layers_which_we_run(tmp_path: Path) -> Non
 def test_netx_pool_network_through_every_command(tmp_path: Path) -> None:
     path = tmp_path / "pool.net"
     x, _ = _export_slayer("pool", path)
-    torch.save({"inputs": _spikes((2, 8, 8), n=12, seed=5), "labels": torch.arange(12) % 10}, tmp_path / "spk.pt")
+    torch.save(
+        {"inputs": _spikes((2, 8, 8), n=12, seed=5), "labels": torch.arange(12) % 10},
+        tmp_path / "spk.pt",
+    )
     data = f"tensor:{tmp_path / 'spk.pt'}"
     run_cli("export", str(path), "--target", "loihi2-sim", "-o", str(tmp_path / "chip"), check=True)
     manifest = json.loads((tmp_path / "chip" / "manifest.json").read_text())
     assert manifest["source"]["kind"] == "netx"
-    lava = json.loads(run_cli("simulate", str(tmp_path / "chip"), "--backend", "lava", "--data", data, "-n", "6",
-                              "--json", check=True).stdout)
+    lava = json.loads(
+        run_cli(
+            "simulate",
+            str(tmp_path / "chip"),
+            "--backend",
+            "lava",
+            "--data",
+            data,
+            "-n",
+            "6",
+            "--json",
+            check=True,
+        ).stdout
+    )
     assert lava["spike_mismatches"] == 0 and lava["nonzero_values"] > 1000
-    rep = json.loads(run_cli("report", str(path), "--data", data, "--format", "json", check=True).stdout)
-    assert [r["name"] for r in rep["layers"]][:4] == ["0.neuron", "1.neuron", "2.neuron", "4.neuron"]
+    rep = json.loads(
+        run_cli("report", str(path), "--data", data, "--format", "json", check=True).stdout
+    )
+    assert [r["name"] for r in rep["layers"]][:4] == [
+        "0.neuron",
+        "1.neuron",
+        "2.neuron",
+        "4.neuron",
+    ]
 
 
 def test_netx_weights_are_compiled_exactly(tmp_path: Path) -> None:
@@ -178,10 +229,15 @@ def test_netx_weights_are_compiled_exactly(tmp_path: Path) -> None:
             layer = f["layer"][index]
             fx = program.fixed[pop]
             w = program.populations[pop].terms[0].weight_q
-            assert np.array_equal(w.reshape(layer["weight"].shape), layer["weight"][()].astype(np.int32))
-            assert (fx.du + 1, fx.dv, fx.vth) == tuple(int(layer["neuron"][k][()]) for k in
-                                                       ("iDecay", "vDecay", "vThMant"))
-        pool = program.populations["1.neuron"].terms[0].weight_q  # one kernel per channel (depthwise)
+            assert np.array_equal(
+                w.reshape(layer["weight"].shape), layer["weight"][()].astype(np.int32)
+            )
+            assert (fx.du + 1, fx.dv, fx.vth) == tuple(
+                int(layer["neuron"][k][()]) for k in ("iDecay", "vDecay", "vThMant")
+            )
+        pool = (
+            program.populations["1.neuron"].terms[0].weight_q
+        )  # one kernel per channel (depthwise)
         assert set(np.unique(pool)) == {0, int(f["layer"]["1"]["weight"][()].flat[0])}
 
 
@@ -191,8 +247,13 @@ def test_netx_to_nir_and_back_compiles_to_the_same_program(tmp_path: Path) -> No
     out = export(path, "nir", tmp_path / "graph")
     direct, via_nir = _program(path, x), _program(out / "graph.nir", x)
     for name, pop in direct.populations.items():
-        assert [t.weight_q.tolist() for t in pop.terms] == [t.weight_q.tolist() for t in via_nir.populations[name].terms]
-        assert direct.fixed[name].du == via_nir.fixed[name].du and direct.fixed[name].vth == via_nir.fixed[name].vth
+        assert [t.weight_q.tolist() for t in pop.terms] == [
+            t.weight_q.tolist() for t in via_nir.populations[name].terms
+        ]
+        assert (
+            direct.fixed[name].du == via_nir.fixed[name].du
+            and direct.fixed[name].vth == via_nir.fixed[name].vth
+        )
     assert np.array_equal(_output_spikes(direct, x), _output_spikes(via_nir, x))
 
 
@@ -204,16 +265,35 @@ def _edit(path: Path, layer: str, key: str, value) -> None:
         g.create_dataset(key, data=value)
 
 
-@pytest.mark.parametrize("layer,key,value,message", [
-    ("1", "type", np.array([b"concat"], dtype="S10"), "layer 1 (concat): this layer type is not supported"),
-    ("0", "neuron/type", b"RF_IZ", "layer 0 (dense): neuron type 'RF_IZ' (resonate-and-fire"),
-    ("0", "neuron/gradedSpike", True, "layer 0 (dense): graded spikes"),
-    ("1", "neuron/iDecay", 4097, "layer 1 (dense): iDecay=4097: must be a whole number 0..4096"),
-    ("0", "neuron/vDecay", -1, "layer 0 (dense): vDecay=-1: must be a whole number 0..4096"),
-    ("1", "delay", np.arange(10.0), "layer 1 (dense): per-neuron synaptic delays are not supported"),
-])
-def test_unsupported_netx_layers_are_refused_naming_layer_and_type(tmp_path: Path, layer, key, value,
-                                                                    message) -> None:
+@pytest.mark.parametrize(
+    "layer,key,value,message",
+    [
+        (
+            "1",
+            "type",
+            np.array([b"concat"], dtype="S10"),
+            "layer 1 (concat): this layer type is not supported",
+        ),
+        ("0", "neuron/type", b"RF_IZ", "layer 0 (dense): neuron type 'RF_IZ' (resonate-and-fire"),
+        ("0", "neuron/gradedSpike", True, "layer 0 (dense): graded spikes"),
+        (
+            "1",
+            "neuron/iDecay",
+            4097,
+            "layer 1 (dense): iDecay=4097: must be a whole number 0..4096",
+        ),
+        ("0", "neuron/vDecay", -1, "layer 0 (dense): vDecay=-1: must be a whole number 0..4096"),
+        (
+            "1",
+            "delay",
+            np.arange(10.0),
+            "layer 1 (dense): per-neuron synaptic delays are not supported",
+        ),
+    ],
+)
+def test_unsupported_netx_layers_are_refused_naming_layer_and_type(
+    tmp_path: Path, layer, key, value, message
+) -> None:
     path = tmp_path / "dense.net"
     _export_slayer("dense", path)
     _edit(path, layer, key, value)
@@ -232,11 +312,13 @@ def test_a_synaptic_delay_delays_like_lava_dls_own_loader(tmp_path: Path) -> Non
     fast = _output_spikes(_program(path, x), x)
     assert fast.sum() > 20
     for s in range(len(x)):
-        assert np.array_equal(fast[s], _netx_in_lava(path, x[s:s + 1], 2)[0]), f"sample {s}"
+        assert np.array_equal(fast[s], _netx_in_lava(path, x[s : s + 1], 2)[0]), f"sample {s}"
 
 
 @pytest.mark.parametrize("i_decay,v_decay", [(0, 128), (1024, 0), (0, 0)])
-def test_states_that_never_decay_spike_like_lava_dls_own_loader(tmp_path: Path, i_decay: int, v_decay: int) -> None:
+def test_states_that_never_decay_spike_like_lava_dls_own_loader(
+    tmp_path: Path, i_decay: int, v_decay: int
+) -> None:
     """iDecay 0 (netx's own default current) and vDecay 0 with a decaying current, in the
     first layer of a slayer-written file, against lava-dl's loader in Lava."""
     path = tmp_path / "dense.net"
@@ -299,16 +381,46 @@ def test_simulate_saves_each_samples_output_spike_counts(tmp_path: Path) -> None
     data, saved = f"tensor:{tmp_path / 'spk.pt'}", tmp_path / "counts.pt"
     run_cli("export", str(path), "--target", "loihi2-sim", "-o", str(tmp_path / "chip"), check=True)
     for _ in range(2):  # the second run replaces the file it wrote
-        run_cli("simulate", str(tmp_path / "chip"), "--data", data, "--save-outputs", str(saved), check=True)
+        run_cli(
+            "simulate",
+            str(tmp_path / "chip"),
+            "--data",
+            data,
+            "--save-outputs",
+            str(saved),
+            check=True,
+        )
     blob = torch.load(saved)
     counts = _output_spikes(_program(path, x), x).sum(1)  # spikes of the last layer over all steps
-    assert torch.equal(blob["outputs"], torch.as_tensor(counts, dtype=torch.int64)) and counts.sum() > 0
-    assert blob["labels"].tolist() == [1, 2, 3, 4] and blob["mode"] == "fixed" and blob["timesteps"] == STEPS
+    assert (
+        torch.equal(blob["outputs"], torch.as_tensor(counts, dtype=torch.int64))
+        and counts.sum() > 0
+    )
+    assert (
+        blob["labels"].tolist() == [1, 2, 3, 4]
+        and blob["mode"] == "fixed"
+        and blob["timesteps"] == STEPS
+    )
     (tmp_path / "notes.pt").write_text("mine")
-    proc = run_cli("simulate", str(tmp_path / "chip"), "--data", data, "--save-outputs", str(tmp_path / "notes.pt"))
+    proc = run_cli(
+        "simulate",
+        str(tmp_path / "chip"),
+        "--data",
+        data,
+        "--save-outputs",
+        str(tmp_path / "notes.pt"),
+    )
     assert proc.returncode == 1 and "not written by danet-deploy" in proc.stderr
-    proc = run_cli("simulate", str(tmp_path / "chip"), "--data", data, "--backend", "lava", "--save-outputs",
-                   str(saved))
+    proc = run_cli(
+        "simulate",
+        str(tmp_path / "chip"),
+        "--data",
+        data,
+        "--backend",
+        "lava",
+        "--save-outputs",
+        str(saved),
+    )
     assert proc.returncode == 1 and "--backend fast" in proc.stderr
 
 
@@ -326,7 +438,9 @@ def _as_older_slayer_writes_it(path: Path) -> None:
                 g["neuron"].create_dataset("type", data=b"LOIHI")
 
 
-def test_conv_weights_with_a_time_axis_and_loihi_neurons_spike_like_lava_dls_loader(tmp_path: Path) -> None:
+def test_conv_weights_with_a_time_axis_and_loihi_neurons_spike_like_lava_dls_loader(
+    tmp_path: Path,
+) -> None:
     path = tmp_path / "conv.net"
     x, _ = _export_slayer("conv", path)
     _as_older_slayer_writes_it(path)
@@ -344,7 +458,7 @@ def _never_decaying(path: Path) -> None:
     for layer in ("0", "1"):
         _edit(path, layer, "neuron/iDecay", 4096)
         _edit(path, layer, "neuron/vDecay", 0)
-    _edit(path, "1", "neuron/vThMant", 2 ** 17 - 1)
+    _edit(path, "1", "neuron/vThMant", 2**17 - 1)
 
 
 def _last_voltage_in_lava(path: Path, sample: torch.Tensor, hops: int) -> np.ndarray:
@@ -361,7 +475,10 @@ def _last_voltage_in_lava(path: Path, sample: torch.Tensor, hops: int) -> np.nda
     src = Source(data=np.moveaxis(data, 0, -1))
     src.s_out.connect(net.inp)
     try:
-        net.run(condition=RunSteps(num_steps=STEPS + hops - 1), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
+        net.run(
+            condition=RunSteps(num_steps=STEPS + hops - 1),
+            run_cfg=Loihi2SimCfg(select_tag="fixed_pt"),
+        )
         return net.layers[-1].neuron.v.get()
     finally:
         net.stop()
@@ -381,7 +498,9 @@ def test_a_voltage_that_never_decays_integrates_like_lava_dls_loader(tmp_path: P
     assert 0 < float(hidden.sum()) < hidden.numel()  # the IF layer fires, not always
     voltage = sim.voltage(sim.scores(x))
     for s in range(2):
-        assert np.array_equal(voltage[s].numpy(), _last_voltage_in_lava(path, x[s], 2)), f"sample {s}"
+        assert np.array_equal(voltage[s].numpy(), _last_voltage_in_lava(path, x[s], 2)), (
+            f"sample {s}"
+        )
 
 
 def test_a_non_decaying_layer_adds_its_bias_every_step(tmp_path: Path) -> None:
@@ -410,8 +529,15 @@ def test_simulate_saves_the_voltage_of_an_output_read_by_voltage(tmp_path: Path)
     _never_decaying(path)
     torch.save({"inputs": x, "labels": torch.zeros(len(x), dtype=torch.long)}, tmp_path / "spk.pt")
     run_cli("export", str(path), "--target", "loihi2-sim", "-o", str(tmp_path / "chip"), check=True)
-    run_cli("simulate", str(tmp_path / "chip"), "--data", f"tensor:{tmp_path / 'spk.pt'}", "--save-outputs",
-            str(tmp_path / "out.pt"), check=True)
+    run_cli(
+        "simulate",
+        str(tmp_path / "chip"),
+        "--data",
+        f"tensor:{tmp_path / 'spk.pt'}",
+        "--save-outputs",
+        str(tmp_path / "out.pt"),
+        check=True,
+    )
     sim = FixedSimulator(_program(path, x))
     assert torch.equal(torch.load(tmp_path / "out.pt")["voltage"], sim.voltage(sim.scores(x)))
 
@@ -422,14 +548,29 @@ def test_a_recurrent_layer_feeds_its_own_spikes_back_one_step_later(tmp_path: Pa
     with h5py.File(path) as f:
         assert f["layer/0/type"][0] == b"dense_rec" and f["layer/0/weight_rec"].shape == (16, 16)
     graph = load_artifact(path).graph
-    assert ("0.recurrent", "0.neuron") in graph.recurrent or ("0.neuron", "0.recurrent") in graph.recurrent
+    assert ("0.recurrent", "0.neuron") in graph.recurrent or (
+        "0.neuron",
+        "0.recurrent",
+    ) in graph.recurrent
     program = _program(path, x)
     assert any(t.map.recurrent for t in program.populations["0.neuron"].terms)
     torch.save({"inputs": x, "labels": torch.zeros(len(x), dtype=torch.long)}, tmp_path / "spk.pt")
     run_cli("export", str(path), "--target", "loihi2-sim", "-o", str(tmp_path / "chip"), check=True)
-    lava = json.loads(run_cli("simulate", str(tmp_path / "chip"), "--backend", "lava", "--data",
-                              f"tensor:{tmp_path / 'spk.pt'}", "--json", check=True).stdout)
-    assert lava["spike_mismatches"] == 0 and lava["nonzero_values"] > 100  # our Lava graph, recurrent synapses
+    lava = json.loads(
+        run_cli(
+            "simulate",
+            str(tmp_path / "chip"),
+            "--backend",
+            "lava",
+            "--data",
+            f"tensor:{tmp_path / 'spk.pt'}",
+            "--json",
+            check=True,
+        ).stdout
+    )
+    assert (
+        lava["spike_mismatches"] == 0 and lava["nonzero_values"] > 100
+    )  # our Lava graph, recurrent synapses
     with h5py.File(path, "a") as f:  # without its recurrent synapses the layer spikes differently
         f["layer/0/type"][0] = b"dense"
     assert not np.array_equal(_output_spikes(program, x), _output_spikes(_program(path, x), x))

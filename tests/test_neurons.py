@@ -18,15 +18,27 @@ X = np.array([1.0, 0.0, 2.0, -1.0, 0.5])
 
 
 def _graph(node: nir.NIRNode, discretisation: str) -> FlatGraph:
-    return FlatGraph({"in": nir.Input(np.array([1])), "n": node, "out": nir.Output(np.array([1]))},
-                     {"in": [], "n": ["in"], "out": ["n"]}, {"in": (1,), "n": (1,), "out": (1,)},
-                     ["in"], ["out"], DT, discretisation=discretisation)
+    return FlatGraph(
+        {"in": nir.Input(np.array([1])), "n": node, "out": nir.Output(np.array([1]))},
+        {"in": [], "n": ["in"], "out": ["n"]},
+        {"in": (1,), "n": (1,), "out": (1,)},
+        ["in"],
+        ["out"],
+        DT,
+        discretisation=discretisation,
+    )
 
 
 def _cuba() -> nir.CubaLIF:
     one = np.ones(1)
-    return nir.CubaLIF(tau_syn=TAU_SYN * one, tau_mem=TAU_MEM * one, r=R * one, v_leak=LEAK * one,
-                       v_threshold=1e9 * one, w_in=W_IN * one)
+    return nir.CubaLIF(
+        tau_syn=TAU_SYN * one,
+        tau_mem=TAU_MEM * one,
+        r=R * one,
+        v_leak=LEAK * one,
+        v_threshold=1e9 * one,
+        w_in=W_IN * one,
+    )
 
 
 def _written_out(discretisation: str) -> list[float]:
@@ -65,17 +77,23 @@ def test_lowered_population_holds_the_same_factors() -> None:
     """Loihi's u = current_gain i: the population's gain folds both gains, alpha and beta are the decays."""
     graph = _graph(_cuba(), "euler")
     pop = lower(graph, "expand").populations["n"]
-    assert pop.alpha == pytest.approx(1 - DT / TAU_SYN) and pop.beta == pytest.approx(1 - DT / TAU_MEM)
+    assert pop.alpha == pytest.approx(1 - DT / TAU_SYN) and pop.beta == pytest.approx(
+        1 - DT / TAU_MEM
+    )
     assert pop.gain == pytest.approx((DT / TAU_SYN) * W_IN * (DT / TAU_MEM) * R)
     assert pop.bias == pytest.approx([DT / TAU_MEM * LEAK])
 
 
 def test_if_adds_dt_r_x_and_lif_without_current_reads_its_input() -> None:
     one = np.ones(1)
-    d = dynamics(nir.IF(r=R * one, v_threshold=one), _graph(nir.IF(r=R * one, v_threshold=one), "euler"))
-    assert not d.has_current and membrane_step(d, None, np.array([0.5]), np.array([2.0]))[1] == \
-        pytest.approx(0.5 + DT * R * 2.0)
+    d = dynamics(
+        nir.IF(r=R * one, v_threshold=one), _graph(nir.IF(r=R * one, v_threshold=one), "euler")
+    )
+    assert not d.has_current and membrane_step(d, None, np.array([0.5]), np.array([2.0]))[
+        1
+    ] == pytest.approx(0.5 + DT * R * 2.0)
     lif = nir.LIF(tau=TAU_MEM * one, r=R * one, v_leak=0 * one, v_threshold=one)
     d = dynamics(lif, _graph(lif, "euler"))
-    assert membrane_step(d, None, np.array([0.5]), np.array([2.0]))[1] == \
-        pytest.approx(0.5 + DT / TAU_MEM * (-0.5 + R * 2.0))
+    assert membrane_step(d, None, np.array([0.5]), np.array([2.0]))[1] == pytest.approx(
+        0.5 + DT / TAU_MEM * (-0.5 + R * 2.0)
+    )

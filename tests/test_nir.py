@@ -20,11 +20,13 @@ from danet_deploy.converters.nir_reference import ReferenceSimulator, _param
 from .conftest import run_cli
 
 # one architecture per family (ImageNet bottleneck with its max-pool stem, CIFAR, digits, VGG, DenseNet)
-FAMILIES = ([("resnet50", c, (3, 32, 32)) for c in CONNECTIONS]
-            + [("resnet20", c, (3, 16, 16)) for c in CONNECTIONS]
-            + [("digits_resnet", c, (1, 8, 8)) for c in CONNECTIONS]
-            + [("vgg_digits", c, (1, 8, 8)) for c in ("plain", "da")]
-            + [("densenet_digits", "da", (1, 8, 8))])
+FAMILIES = (
+    [("resnet50", c, (3, 32, 32)) for c in CONNECTIONS]
+    + [("resnet20", c, (3, 16, 16)) for c in CONNECTIONS]
+    + [("digits_resnet", c, (1, 8, 8)) for c in CONNECTIONS]
+    + [("vgg_digits", c, (1, 8, 8)) for c in ("plain", "da")]
+    + [("densenet_digits", "da", (1, 8, 8))]
+)
 
 
 def _randomise_batchnorm(model: torch.nn.Module) -> None:
@@ -40,7 +42,9 @@ def _randomise_batchnorm(model: torch.nn.Module) -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("arch,connection,shape", FAMILIES)
-def test_read_back_graph_spikes_exactly_like_the_model(tmp_path: Path, arch, connection, shape) -> None:
+def test_read_back_graph_spikes_exactly_like_the_model(
+    tmp_path: Path, arch, connection, shape
+) -> None:
     torch.manual_seed(0)
     model = build(arch, connection, 10, timesteps=3, input_shape=shape).eval()
     _randomise_batchnorm(model)
@@ -63,12 +67,17 @@ def test_read_back_graph_spikes_exactly_like_the_model(tmp_path: Path, arch, con
     assert torch.allclose(got["output"].flatten(2), expected[model.output], atol=1e-9)
 
 
-ORDERS = [("resnet20", "da", (3, 16, 16)), ("densenet_digits", "da", (1, 8, 8)), ("resnet50", "sew", (3, 32, 32))]
+ORDERS = [
+    ("resnet20", "da", (3, 16, 16)),
+    ("densenet_digits", "da", (1, 8, 8)),
+    ("resnet50", "sew", (3, 32, 32)),
+]
 
 
 @pytest.mark.parametrize("arch,connection,shape", ORDERS)
-def test_the_reference_runs_node_by_node_with_the_bits_and_observations_of_step_by_step(arch, connection,
-                                                                                         shape) -> None:
+def test_the_reference_runs_node_by_node_with_the_bits_and_observations_of_step_by_step(
+    arch, connection, shape
+) -> None:
     torch.manual_seed(0)
     model = build(arch, connection, 10, timesteps=3, input_shape=shape).eval()
     _randomise_batchnorm(model)
@@ -94,7 +103,9 @@ def test_the_reference_runs_node_by_node_with_the_bits_and_observations_of_step_
 
 
 def test_a_densely_additive_sum_is_the_previous_sum_plus_one_block() -> None:
-    graph = from_nir(to_nir(build("resnet20", "da", 10, timesteps=2, input_shape=(3, 16, 16)).eval()))
+    graph = from_nir(
+        to_nir(build("resnet20", "da", 10, timesteps=2, input_shape=(3, 16, 16)).eval())
+    )
     prefix = ReferenceSimulator(graph).prefix
     sums = [n for n in graph.nodes if len(graph.sources[n]) > 2]
     assert len(sums) >= 4
@@ -107,7 +118,9 @@ def test_a_densely_additive_sum_is_the_previous_sum_plus_one_block() -> None:
 def test_a_broadcast_parameter_is_held_by_its_distinct_values() -> None:
     per_channel = np.broadcast_to(np.arange(3.0)[:, None, None], (3, 4, 5))
     held = _param(per_channel, torch.float32, torch.device("cpu"))
-    assert held.shape == (3, 1, 1) and torch.equal(held.expand(3, 4, 5), torch.tensor(per_channel).float())
+    assert held.shape == (3, 1, 1) and torch.equal(
+        held.expand(3, 4, 5), torch.tensor(per_channel).float()
+    )
 
 
 def test_float32_export_flips_almost_no_spikes_on_digits_test_set(trained_digits: Path) -> None:
@@ -162,6 +175,7 @@ def test_gates_are_exact_threshold_neurons() -> None:
 
 # ---- graphs from elsewhere -------------------------------------------------------------
 
+
 def _lif_reference(currents: list[np.ndarray], beta: float, threshold: float) -> np.ndarray:
     v, out = np.zeros_like(currents[0]), []
     for i in currents:
@@ -178,13 +192,33 @@ def test_hand_built_residual_fan_in(tmp_path: Path) -> None:
     dt, beta = 1e-3, 0.75
     tau = dt / (1 - beta)
     a, b, c = (rng.normal(size=s) for s in ((6, 4), (5, 4), (5, 6)))
-    lif = lambda n: nir.LIF(tau=np.full(n, tau), r=np.full(n, tau / dt), v_leak=np.zeros(n),  # noqa: E731
-                            v_threshold=np.ones(n))
+    lif = lambda n: nir.LIF(  # noqa: E731
+        tau=np.full(n, tau),
+        r=np.full(n, tau / dt),
+        v_leak=np.zeros(n),
+        v_threshold=np.ones(n),
+    )
     graph = nir.NIRGraph(
-        nodes={"in": nir.Input(input_type={"input": np.array([4])}), "A": nir.Linear(a), "B": nir.Linear(b),
-               "C": nir.Linear(c), "lif1": lif(6), "lif2": lif(5), "out": nir.Output(output_type={"output": np.array([5])})},
-        edges=[("in", "A"), ("A", "lif1"), ("lif1", "C"), ("C", "lif2"), ("in", "B"), ("B", "lif2"), ("lif2", "out")],
-        metadata={"dt": dt})
+        nodes={
+            "in": nir.Input(input_type={"input": np.array([4])}),
+            "A": nir.Linear(a),
+            "B": nir.Linear(b),
+            "C": nir.Linear(c),
+            "lif1": lif(6),
+            "lif2": lif(5),
+            "out": nir.Output(output_type={"output": np.array([5])}),
+        },
+        edges=[
+            ("in", "A"),
+            ("A", "lif1"),
+            ("lif1", "C"),
+            ("C", "lif2"),
+            ("in", "B"),
+            ("B", "lif2"),
+            ("lif2", "out"),
+        ],
+        metadata={"dt": dt},
+    )
     path = tmp_path / "res.nir"
     nir.write(path, graph)
     x = rng.random((2, 7, 4)) * 2
@@ -205,17 +239,45 @@ def test_graph_written_like_snntorch(tmp_path: Path) -> None:
     fc = torch.nn.Linear(2 * 4 * 4, 3)
     tau, tau_syn = dt / (1 - beta), dt / (1 - alpha)
     n1, n2 = (2, 4, 4), (3,)
-    graph = nir.NIRGraph(nodes={
-        "input": nir.Input(input_type={"input": np.array([1, 4, 4])}),
-        "conv": nir.Conv2d(input_shape=None, weight=conv.weight.detach().numpy(), stride=1, padding=1,
-                           dilation=1, groups=1, bias=conv.bias.detach().numpy()),
-        "lif": nir.LIF(tau=np.full(n1, tau), r=np.full(n1, tau / dt), v_leak=np.zeros(n1), v_threshold=np.ones(n1)),
-        "flat": nir.Flatten(input_type=None, start_dim=0, end_dim=-1),
-        "fc": nir.Affine(fc.weight.detach().numpy(), fc.bias.detach().numpy()),
-        "cuba": nir.CubaLIF(tau_syn=np.full(n2, tau_syn), tau_mem=np.full(n2, tau), r=np.full(n2, tau / dt),
-                            v_leak=np.zeros(n2), v_threshold=np.ones(n2), w_in=np.full(n2, tau_syn / dt)),
-        "output": nir.Output(output_type={"output": np.array([3])})},
-        edges=[("input", "conv"), ("conv", "lif"), ("lif", "flat"), ("flat", "fc"), ("fc", "cuba"), ("cuba", "output")])
+    graph = nir.NIRGraph(
+        nodes={
+            "input": nir.Input(input_type={"input": np.array([1, 4, 4])}),
+            "conv": nir.Conv2d(
+                input_shape=None,
+                weight=conv.weight.detach().numpy(),
+                stride=1,
+                padding=1,
+                dilation=1,
+                groups=1,
+                bias=conv.bias.detach().numpy(),
+            ),
+            "lif": nir.LIF(
+                tau=np.full(n1, tau),
+                r=np.full(n1, tau / dt),
+                v_leak=np.zeros(n1),
+                v_threshold=np.ones(n1),
+            ),
+            "flat": nir.Flatten(input_type=None, start_dim=0, end_dim=-1),
+            "fc": nir.Affine(fc.weight.detach().numpy(), fc.bias.detach().numpy()),
+            "cuba": nir.CubaLIF(
+                tau_syn=np.full(n2, tau_syn),
+                tau_mem=np.full(n2, tau),
+                r=np.full(n2, tau / dt),
+                v_leak=np.zeros(n2),
+                v_threshold=np.ones(n2),
+                w_in=np.full(n2, tau_syn / dt),
+            ),
+            "output": nir.Output(output_type={"output": np.array([3])}),
+        },
+        edges=[
+            ("input", "conv"),
+            ("conv", "lif"),
+            ("lif", "flat"),
+            ("flat", "fc"),
+            ("fc", "cuba"),
+            ("cuba", "output"),
+        ],
+    )
     path = tmp_path / "snntorch_style.nir"
     nir.write(path, graph)
     x = torch.rand(4, 6, 1, 4, 4) * 3
@@ -242,19 +304,35 @@ def test_graph_written_like_sinabs_with_dt_one(tmp_path: Path) -> None:
     """sinabs writes IF(r=1) and SumPool2d with time in steps: imported with dt = 1."""
     w = np.random.default_rng(2).normal(size=(2, 1, 3, 3))
     n = (2, 2, 2)
-    graph = nir.NIRGraph(nodes={
-        "input": nir.Input(input_type={"input": np.array([1, 4, 4])}),
-        "conv": nir.Conv2d(input_shape=None, weight=w, stride=1, padding=1, dilation=1, groups=1, bias=np.zeros(2)),
-        "pool": nir.SumPool2d(kernel_size=np.array([2, 2]), stride=np.array([2, 2]), padding=np.array([0, 0])),
-        "iaf": nir.IF(r=np.ones(n), v_threshold=np.ones(n)),
-        "output": nir.Output(output_type={"output": np.array(n)})},
-        edges=[("input", "conv"), ("conv", "pool"), ("pool", "iaf"), ("iaf", "output")])
+    graph = nir.NIRGraph(
+        nodes={
+            "input": nir.Input(input_type={"input": np.array([1, 4, 4])}),
+            "conv": nir.Conv2d(
+                input_shape=None,
+                weight=w,
+                stride=1,
+                padding=1,
+                dilation=1,
+                groups=1,
+                bias=np.zeros(2),
+            ),
+            "pool": nir.SumPool2d(
+                kernel_size=np.array([2, 2]), stride=np.array([2, 2]), padding=np.array([0, 0])
+            ),
+            "iaf": nir.IF(r=np.ones(n), v_threshold=np.ones(n)),
+            "output": nir.Output(output_type={"output": np.array(n)}),
+        },
+        edges=[("input", "conv"), ("conv", "pool"), ("pool", "iaf"), ("iaf", "output")],
+    )
     path = tmp_path / "sinabs_style.nir"
     nir.write(path, graph)
     x = torch.rand(3, 5, 1, 4, 4, dtype=torch.float64)
     got = ReferenceSimulator(read_nir(path, dt=1.0), torch.float64).run(x)["output"]
-    cur = torch.nn.functional.avg_pool2d(torch.nn.functional.conv2d(x.flatten(0, 1), torch.tensor(w), padding=1),
-                                         2, divisor_override=1).unflatten(0, (3, 5))
+    cur = torch.nn.functional.avg_pool2d(
+        torch.nn.functional.conv2d(x.flatten(0, 1), torch.tensor(w), padding=1),
+        2,
+        divisor_override=1,
+    ).unflatten(0, (3, 5))
     v, expected = torch.zeros_like(cur[:, 0]), []
     for t in range(5):
         v = v + cur[:, t]
@@ -265,14 +343,23 @@ def test_graph_written_like_sinabs_with_dt_one(tmp_path: Path) -> None:
 
 
 def test_nested_subgraph_and_delay(tmp_path: Path) -> None:
-    inner = nir.NIRGraph(nodes={"i": nir.Input(input_type={"input": np.array([3])}),
-                                "scale": nir.Scale(np.array([1.0, 2.0, 3.0])),
-                                "o": nir.Output(output_type={"output": np.array([3])})},
-                         edges=[("i", "scale"), ("scale", "o")])
-    graph = nir.NIRGraph(nodes={"input": nir.Input(input_type={"input": np.array([3])}), "sub": inner,
-                                "delay": nir.Delay(np.array([0.0, 1.0, 2.0])),
-                                "output": nir.Output(output_type={"output": np.array([3])})},
-                         edges=[("input", "sub"), ("sub", "delay"), ("delay", "output")])
+    inner = nir.NIRGraph(
+        nodes={
+            "i": nir.Input(input_type={"input": np.array([3])}),
+            "scale": nir.Scale(np.array([1.0, 2.0, 3.0])),
+            "o": nir.Output(output_type={"output": np.array([3])}),
+        },
+        edges=[("i", "scale"), ("scale", "o")],
+    )
+    graph = nir.NIRGraph(
+        nodes={
+            "input": nir.Input(input_type={"input": np.array([3])}),
+            "sub": inner,
+            "delay": nir.Delay(np.array([0.0, 1.0, 2.0])),
+            "output": nir.Output(output_type={"output": np.array([3])}),
+        },
+        edges=[("input", "sub"), ("sub", "delay"), ("delay", "output")],
+    )
     path = tmp_path / "nested.nir"
     nir.write(path, graph)
     flat = read_nir(path, dt=1.0)
@@ -287,6 +374,7 @@ def test_nested_subgraph_and_delay(tmp_path: Path) -> None:
 
 # ---- bad input ----------------------------------------------------------------------
 
+
 def _write(tmp_path: Path, nodes: dict, edges: list) -> Path:
     path = tmp_path / "bad.nir"
     nir.write(path, nir.NIRGraph(nodes=nodes, edges=edges, type_check=False))
@@ -294,19 +382,32 @@ def _write(tmp_path: Path, nodes: dict, edges: list) -> Path:
 
 
 def _io(n: int) -> dict:
-    return {"in": nir.Input(input_type={"input": np.array([n])}), "out": nir.Output(output_type={"output": np.array([n])})}
+    return {
+        "in": nir.Input(input_type={"input": np.array([n])}),
+        "out": nir.Output(output_type={"output": np.array([n])}),
+    }
 
 
-@pytest.mark.parametrize("case,match", [
-    ("unsupported", "node 'cli'.*unsupported NIR type CubaLI"),
-    ("cycle", "cycle through"),
-    ("shape", "node 'b'.*input from 'a' has shape \\(4,\\), expected \\(5,\\)"),
-    ("nan", "node 'a'.*parameter weight contains NaN or Inf"),
-])
-def test_bad_graphs_give_one_line_errors_naming_the_node(tmp_path: Path, case: str, match: str) -> None:
+@pytest.mark.parametrize(
+    "case,match",
+    [
+        ("unsupported", "node 'cli'.*unsupported NIR type CubaLI"),
+        ("cycle", "cycle through"),
+        ("shape", "node 'b'.*input from 'a' has shape \\(4,\\), expected \\(5,\\)"),
+        ("nan", "node 'a'.*parameter weight contains NaN or Inf"),
+    ],
+)
+def test_bad_graphs_give_one_line_errors_naming_the_node(
+    tmp_path: Path, case: str, match: str
+) -> None:
     w = np.ones((4, 3))
     if case == "unsupported":
-        nodes = {**_io(3), "cli": nir.CubaLI(tau_syn=np.ones(3), tau_mem=np.ones(3), r=np.ones(3), v_leak=np.zeros(3))}
+        nodes = {
+            **_io(3),
+            "cli": nir.CubaLI(
+                tau_syn=np.ones(3), tau_mem=np.ones(3), r=np.ones(3), v_leak=np.zeros(3)
+            ),
+        }
         edges = [("in", "cli"), ("cli", "out")]
     elif case == "cycle":
         nodes = {**_io(3), "a": nir.Linear(np.eye(3)), "b": nir.Linear(np.eye(3))}
@@ -323,7 +424,9 @@ def test_bad_graphs_give_one_line_errors_naming_the_node(tmp_path: Path, case: s
     assert "\n" not in str(info.value) and str(path) in str(info.value)
     with pytest.raises(UserError):
         export(path, "nir", tmp_path / "out")
-    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.*")), "half-written output"
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.*")), (
+        "half-written output"
+    )
 
 
 def test_serialisation_matches_nir_to_dict() -> None:
@@ -342,18 +445,23 @@ def test_serialisation_matches_nir_to_dict() -> None:
     assert same(ours, theirs)
 
 
-
 def _same_file_content(a: dict, b: dict) -> bool:
     """Two ``nir.read`` dictionaries hold the same keys, and arrays of the same dtype and values."""
     if isinstance(a, dict):
-        return isinstance(b, dict) and a.keys() == b.keys() and all(_same_file_content(a[k], b[k]) for k in a)
+        return (
+            isinstance(b, dict)
+            and a.keys() == b.keys()
+            and all(_same_file_content(a[k], b[k]) for k in a)
+        )
     if isinstance(a, (list, tuple)):
         return len(a) == len(b) and all(_same_file_content(x, y) for x, y in zip(a, b))
     a, b = np.asarray(a), np.asarray(b)
     return a.dtype == b.dtype and bool(np.array_equal(a, b))
 
 
-def test_graph_nir_reads_back_as_nir_writes_it_with_constants_as_fill_values(tmp_path: Path) -> None:
+def test_graph_nir_reads_back_as_nir_writes_it_with_constants_as_fill_values(
+    tmp_path: Path,
+) -> None:
     import h5py
 
     from danet_deploy.converters.nir_export import write_nir
@@ -367,26 +475,43 @@ def test_graph_nir_reads_back_as_nir_writes_it_with_constants_as_fill_values(tmp
     ours, theirs = nir.read(tmp_path / "ours.nir"), nir.read(tmp_path / "nir.nir")
     assert _same_file_content(ours.to_dict(), theirs.to_dict())
     with h5py.File(tmp_path / "ours.nir") as f:
-        lif = next(k for k, n in graph.nodes.items() if isinstance(n, nir.LIF) and np.asarray(n.tau).size > 1)
+        lif = next(
+            k
+            for k, n in graph.nodes.items()
+            if isinstance(n, nir.LIF) and np.asarray(n.tau).size > 1
+        )
         tau, weight = f[f"node/nodes/{lif}/tau"], f["node/nodes/stem.conv/weight"]
-        assert tau.id.get_storage_size() == 0 and tau.fillvalue == np.asarray(graph.nodes[lif].tau).flat[0]
+        assert (
+            tau.id.get_storage_size() == 0
+            and tau.fillvalue == np.asarray(graph.nodes[lif].tau).flat[0]
+        )
         assert weight.id.get_storage_size() == weight.size * weight.dtype.itemsize
 
 
 def _mlp_with_input_shape(path: Path, shape: tuple[int, ...]) -> None:
     rng = np.random.default_rng(0)
-    graph = nir.NIRGraph(nodes={"input": nir.Input(input_type={"input": np.array(shape)}),
-                                "w": nir.Affine(weight=rng.normal(size=(3, 20)) * 2, bias=np.zeros(3)),
-                                "lif": nir.LIF(tau=np.full(3, 2.0), r=np.full(3, 2.0), v_leak=np.zeros(3),
-                                               v_threshold=np.ones(3)),
-                                "output": nir.Output(output_type={"output": np.array([3])})},
-                         edges=[("input", "w"), ("w", "lif"), ("lif", "output")], type_check=False)
+    graph = nir.NIRGraph(
+        nodes={
+            "input": nir.Input(input_type={"input": np.array(shape)}),
+            "w": nir.Affine(weight=rng.normal(size=(3, 20)) * 2, bias=np.zeros(3)),
+            "lif": nir.LIF(
+                tau=np.full(3, 2.0), r=np.full(3, 2.0), v_leak=np.zeros(3), v_threshold=np.ones(3)
+            ),
+            "output": nir.Output(output_type={"output": np.array([3])}),
+        },
+        edges=[("input", "w"), ("w", "lif"), ("lif", "output")],
+        type_check=False,
+    )
     nir.write(path, graph)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("shape", [(25, 20), (8, 20), (1, 20)])  # sinabs: time; norse: batch; rockpool: singleton
-def test_input_shapes_with_leading_axes_are_read_as_one_sample(tmp_path: Path, shape: tuple[int, ...]) -> None:
+@pytest.mark.parametrize(
+    "shape", [(25, 20), (8, 20), (1, 20)]
+)  # sinabs: time; norse: batch; rockpool: singleton
+def test_input_shapes_with_leading_axes_are_read_as_one_sample(
+    tmp_path: Path, shape: tuple[int, ...]
+) -> None:
     _mlp_with_input_shape(tmp_path / "plain.nir", (20,))
     _mlp_with_input_shape(tmp_path / "lead.nir", shape)
     x = torch.tensor(np.random.default_rng(1).random((12, 6, 20)) < 0.4, dtype=torch.float32)
@@ -397,8 +522,19 @@ def test_input_shapes_with_leading_axes_are_read_as_one_sample(tmp_path: Path, s
     assert torch.equal(ReferenceSimulator(api).run(x)["output"], expected)
     saved = {}
     for name in ("plain", "lead"):
-        proc = run_cli("simulate", str(tmp_path / f"{name}.nir"), "--data", f"tensor:{tmp_path / 'x.pt'}", "--dt", "1",
-                       "--save-outputs", str(tmp_path / f"{name}.pt"), check=True)
+        proc = run_cli(
+            "simulate",
+            str(tmp_path / f"{name}.nir"),
+            "--data",
+            f"tensor:{tmp_path / 'x.pt'}",
+            "--dt",
+            "1",
+            "--save-outputs",
+            str(tmp_path / f"{name}.pt"),
+            check=True,
+        )
         saved[name] = torch.load(tmp_path / f"{name}.pt")["outputs"]
     assert f"shape {shape} read as (20,)" in proc.stderr
-    assert torch.equal(saved["plain"], saved["lead"]) and torch.equal(saved["lead"], expected.sum(0))
+    assert torch.equal(saved["plain"], saved["lead"]) and torch.equal(
+        saved["lead"], expected.sum(0)
+    )

@@ -30,21 +30,29 @@ def _intact(files: dict[Path, bytes]) -> bool:
 
 
 @pytest.mark.slow
-def test_export_refuses_a_foreign_directory_and_force_writes_only_our_files(trained_digits: Path,
-                                                                            tmp_path: Path) -> None:
+def test_export_refuses_a_foreign_directory_and_force_writes_only_our_files(
+    trained_digits: Path, tmp_path: Path
+) -> None:
     results = tmp_path / "results"
     files = _foreign_dir(results)
     proc = run_cli("export", str(trained_digits), "--target", "nir", "-o", str(results))
     one_line_error(proc, str(results), "--force")
     assert _intact(files) and sorted(p.name for p in results.iterdir()) == ["notes.txt", "sub"]
-    run_cli("export", str(trained_digits), "--target", "nir", "-o", str(results), "--force", check=True)
-    assert _intact(files) and (results / "graph.nir").is_file() and (results / "manifest.json").is_file()
+    run_cli(
+        "export", str(trained_digits), "--target", "nir", "-o", str(results), "--force", check=True
+    )
+    assert (
+        _intact(files)
+        and (results / "graph.nir").is_file()
+        and (results / "manifest.json").is_file()
+    )
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("where,named", [(".", "current directory"), ("~", "home directory")])
-def test_export_never_writes_into_the_working_or_home_directory(trained_digits: Path, tmp_path: Path, where: str,
-                                                                 named: str) -> None:
+def test_export_never_writes_into_the_working_or_home_directory(
+    trained_digits: Path, tmp_path: Path, where: str, named: str
+) -> None:
     project, home = tmp_path / "project", tmp_path / "home"
     project.mkdir()
     model = project / "model.pt"
@@ -52,7 +60,9 @@ def test_export_never_writes_into_the_working_or_home_directory(trained_digits: 
     files = {model: model.read_bytes(), **_foreign_dir(project / "work"), **_foreign_dir(home)}
     env = {**os.environ, "HOME": str(home)}
     for extra in ([], ["--force"]):  # not even with --force
-        proc = run_cli("export", "model.pt", "--target", "nir", "-o", where, *extra, cwd=project, env=env)
+        proc = run_cli(
+            "export", "model.pt", "--target", "nir", "-o", where, *extra, cwd=project, env=env
+        )
         one_line_error(proc, where, named)
     assert _intact(files) and sorted(p.name for p in project.iterdir()) == ["model.pt", "work"]
     assert sorted(p.name for p in home.iterdir()) == ["notes.txt", "sub"]
@@ -72,22 +82,53 @@ def test_re_export_replaces_only_our_files(trained_digits: Path, tmp_path: Path)
 
 
 @pytest.mark.slow
-def test_train_report_and_compare_refuse_to_overwrite_foreign_files(trained_digits: Path, tmp_path: Path) -> None:
+def test_train_report_and_compare_refuse_to_overwrite_foreign_files(
+    trained_digits: Path, tmp_path: Path
+) -> None:
     notes = tmp_path / "notes.txt"
     notes.write_text("do not lose this")
     one_line_error(run_cli("train", "--epochs", "1", "-o", str(notes)), str(notes), "--force")
-    one_line_error(run_cli("report", str(trained_digits), "--samples", "5", "--format", "json", "-o", str(notes)),
-                    str(notes), "--force")
+    one_line_error(
+        run_cli(
+            "report", str(trained_digits), "--samples", "5", "--format", "json", "-o", str(notes)
+        ),
+        str(notes),
+        "--force",
+    )
     models = tmp_path / "models"
-    one_line_error(run_cli("compare", "--connections", "plain", "--models-dir", str(models), "-o", str(notes)),
-                    str(notes))
-    assert notes.read_text() == "do not lose this" and not models.exists()  # refused before any training
+    one_line_error(
+        run_cli("compare", "--connections", "plain", "--models-dir", str(models), "-o", str(notes)),
+        str(notes),
+    )
+    assert (
+        notes.read_text() == "do not lose this" and not models.exists()
+    )  # refused before any training
     # a file danet-deploy wrote is replaced without --force; --force replaces a foreign one
     ours = tmp_path / "r.json"
     for _ in range(2):
-        run_cli("report", str(trained_digits), "--samples", "5", "--format", "json", "-o", str(ours), check=True)
-    run_cli("report", str(trained_digits), "--samples", "5", "--format", "csv", "-o", str(notes), "--force",
-            check=True)
+        run_cli(
+            "report",
+            str(trained_digits),
+            "--samples",
+            "5",
+            "--format",
+            "json",
+            "-o",
+            str(ours),
+            check=True,
+        )
+    run_cli(
+        "report",
+        str(trained_digits),
+        "--samples",
+        "5",
+        "--format",
+        "csv",
+        "-o",
+        str(notes),
+        "--force",
+        check=True,
+    )
     assert notes.read_text().startswith("name,kind,connection,")
 
 
@@ -101,7 +142,9 @@ def test_demo_refuses_an_outdir_whose_files_it_did_not_write(tmp_path: Path) -> 
     assert sorted(p.name for p in out.iterdir()) == ["report.html"]  # refused before training
 
 
-def test_tensor_data_with_nan_or_inf_is_refused_naming_the_file(trained_digits: Path, tmp_path: Path) -> None:
+def test_tensor_data_with_nan_or_inf_is_refused_naming_the_file(
+    trained_digits: Path, tmp_path: Path
+) -> None:
     x = torch.rand(6, 1, 8, 8)
     x[3, 0, 2, 2] = float("nan")
     x[5, 0, 0, 0] = float("inf")
@@ -134,16 +177,22 @@ with signals_end_the_run():
 
 # Python ends a run that Ctrl-C interrupted by SIGINT itself: status -2
 @pytest.mark.parametrize("stop, status", [("SIGTERM", 143), ("SIGHUP", 129), ("SIGINT", -2)])
-def test_a_stop_during_an_hdf5_write_waits_for_its_close_and_commits_nothing(tmp_path: Path, stop: str,
-                                                                             status: int) -> None:
+def test_a_stop_during_an_hdf5_write_waits_for_its_close_and_commits_nothing(
+    tmp_path: Path, stop: str, status: int
+) -> None:
     """CI's test_sigterm_during_export saw h5py print 'truncate of closed file' at exit: the
     SystemExit had left the HDF5 file open inside its close. The stop now waits for the close."""
     import subprocess
     import sys
 
     out = tmp_path / "out" / "program.h5"
-    proc = subprocess.run([sys.executable, "-c", STOPPED_HDF5_WRITE, str(out), stop], capture_output=True,
-                          text=True, stdin=subprocess.DEVNULL, timeout=60)
+    proc = subprocess.run(
+        [sys.executable, "-c", STOPPED_HDF5_WRITE, str(out), stop],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=60,
+    )
     assert proc.stdout == "built\n"
     assert proc.returncode == status
     assert ("KeyboardInterrupt" in proc.stderr) if stop == "SIGINT" else proc.stderr == ""
@@ -151,6 +200,7 @@ def test_a_stop_during_an_hdf5_write_waits_for_its_close_and_commits_nothing(tmp
 
 
 # ---- outputs are regular files (docs/compile.md §9) -----------------------------------------------------------
+
 
 def _special(path: Path, kind: str) -> Path:
     """A FIFO, or a character device like /dev/null (1,3), /dev/zero (1,5) or /dev/full (1,7)
@@ -176,18 +226,38 @@ def _at_most_4_gib() -> None:
 
 
 def _output_args(command: str, artifact: Path, out: Path) -> list[str]:
-    return {"report": ["report", str(artifact), "--format", "neurobench", "-o", str(out)],
-            "simulate": ["simulate", str(artifact), "--save-outputs", str(out)],
-            "train": ["train", "--epochs", "1", "-o", str(out)],
-            "compare": ["compare", "--connections", "da", "--models-dir", str(out.parent / "models"),
-                        "-o", str(out)]}[command]
+    return {
+        "report": ["report", str(artifact), "--format", "neurobench", "-o", str(out)],
+        "simulate": ["simulate", str(artifact), "--save-outputs", str(out)],
+        "train": ["train", "--epochs", "1", "-o", str(out)],
+        "compare": [
+            "compare",
+            "--connections",
+            "da",
+            "--models-dir",
+            str(out.parent / "models"),
+            "-o",
+            str(out),
+        ],
+    }[command]
 
 
-@pytest.mark.parametrize("command,kind,force", [
-    ("report", "null", True), ("report", "zero", False), ("report", "fifo", False), ("simulate", "null", True),
-    ("simulate", "fifo", True), ("train", "null", True), ("train", "full", False), ("compare", "fifo", True)])
-def test_an_output_that_is_a_device_or_a_fifo_is_refused_before_any_work(tmp_path: Path, command: str,
-                                                                        kind: str, force: bool) -> None:
+@pytest.mark.parametrize(
+    "command,kind,force",
+    [
+        ("report", "null", True),
+        ("report", "zero", False),
+        ("report", "fifo", False),
+        ("simulate", "null", True),
+        ("simulate", "fifo", True),
+        ("train", "null", True),
+        ("train", "full", False),
+        ("compare", "fifo", True),
+    ],
+)
+def test_an_output_that_is_a_device_or_a_fifo_is_refused_before_any_work(
+    tmp_path: Path, command: str, kind: str, force: bool
+) -> None:
     """`-o /dev/null --force` as root replaced the machine's /dev/null with a regular file;
     `-o /dev/zero` read the device to its end for a format tag, which never comes; a FIFO blocked."""
     artifact = tmp_path / "model.pt"
@@ -197,7 +267,9 @@ def test_an_output_that_is_a_device_or_a_fifo_is_refused_before_any_work(tmp_pat
     proc = run_cli(*args, timeout=120, preexec_fn=_at_most_4_gib)
     one_line_error(proc, str(out), "not a regular file")
     assert _same_node(out, kind)
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["model.pt", kind])  # no temporary file
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["model.pt", kind]
+    )  # no temporary file
 
 
 @pytest.mark.parametrize("device", ["/dev/zero", "/dev/full", "/dev/urandom"])
@@ -206,8 +278,16 @@ def test_the_machines_devices_are_refused_at_once(tmp_path: Path, device: str) -
     artifact = tmp_path / "model.pt"
     artifact.write_bytes(b"not read")
     t0 = time.monotonic()
-    proc = run_cli("report", str(artifact), "--format", "neurobench", "-o", device, timeout=120,
-                   preexec_fn=_at_most_4_gib)
+    proc = run_cli(
+        "report",
+        str(artifact),
+        "--format",
+        "neurobench",
+        "-o",
+        device,
+        timeout=120,
+        preexec_fn=_at_most_4_gib,
+    )
     one_line_error(proc, device, "not a regular file")
     assert time.monotonic() - t0 < 60
     assert stat.S_ISCHR(os.stat(device).st_mode)
@@ -227,7 +307,9 @@ def test_a_write_never_replaces_a_device_or_a_fifo(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fifo", "null"]
 
 
-def test_an_export_directory_with_a_fifo_or_device_among_its_files_is_refused(tmp_path: Path) -> None:
+def test_an_export_directory_with_a_fifo_or_device_among_its_files_is_refused(
+    tmp_path: Path,
+) -> None:
     """A FIFO for manifest.json is not read (it would block); a device where export writes one of
     its files is never replaced, not even with --force."""
     from danet_deploy.errors import UserError

@@ -18,8 +18,11 @@ from .conftest import one_line_error
 
 ROOT = Path(__file__).resolve().parents[1]
 # source folder -> where its files land in the installed package
-INSTALLED_AS = {"danet_deploy": "danet_deploy", "converters": "danet_deploy/converters",
-                "hw_profiles": "danet_deploy/hw_profiles"}
+INSTALLED_AS = {
+    "danet_deploy": "danet_deploy",
+    "converters": "danet_deploy/converters",
+    "hw_profiles": "danet_deploy/hw_profiles",
+}
 IMPORT_EVERYTHING = """
 import importlib, pkgutil, sys
 from pathlib import Path
@@ -52,51 +55,117 @@ def _source_files() -> set[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(lava_here(), reason="the core's wheel test: in the Lava runtime, Lava is present")
-def test_wheel_holds_every_module_and_profile_and_imports_outside_the_repository(tmp_path: Path) -> None:
+@pytest.mark.skipif(
+    lava_here(), reason="the core's wheel test: in the Lava runtime, Lava is present"
+)
+def test_wheel_holds_every_module_and_profile_and_imports_outside_the_repository(
+    tmp_path: Path,
+) -> None:
     src = tmp_path / "danet-deploy"  # a copy: the build leaves nothing in the checkout
     src.mkdir()
     for name in ("pyproject.toml", "setup.py", "README.md"):
         shutil.copy(ROOT / name, src / name)
     for folder in INSTALLED_AS:
-        shutil.copytree(ROOT / folder, src / folder, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                    "-w", str(tmp_path / "dist"), f"./{src.name}"], cwd=tmp_path, check=True,
-                   capture_output=True, stdin=subprocess.DEVNULL)
+        shutil.copytree(
+            ROOT / folder, src / folder, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
+        )
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path / "dist"),
+            f"./{src.name}",
+        ],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+    )
     (wheel,) = (tmp_path / "dist").glob("danet_deploy-*.whl")
     with zipfile.ZipFile(wheel) as z:
         names = set(z.namelist())
     expected = _source_files() | {"danet_deploy/lava-runtime.txt"}
-    assert {"danet_deploy/simulator/fixed.py", "danet_deploy/lavaext/filesink.py",
-            "danet_deploy/hw_profiles/loihi2.toml"} <= expected
+    assert {
+        "danet_deploy/simulator/fixed.py",
+        "danet_deploy/lavaext/filesink.py",
+        "danet_deploy/hw_profiles/loihi2.toml",
+    } <= expected
     assert not expected - names, f"missing from the wheel: {sorted(expected - names)}"
-    assert not any(n.startswith(("converters/", "hw_profiles/")) for n in names), "generic top-level names"
+    assert not any(n.startswith(("converters/", "hw_profiles/")) for n in names), (
+        "generic top-level names"
+    )
     # installed by pip (its dependencies are this environment's: the core's current releases)
     site = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(site), str(wheel)],
-                   check=True, capture_output=True, stdin=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "-q",
+            "--target",
+            str(site),
+            str(wheel),
+        ],
+        check=True,
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+    )
 
     outside = tmp_path / "elsewhere"
     outside.mkdir()
-    env = {"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
-           "DANET_DEPLOY_LAVA_RUNTIME": str(tmp_path / "no-runtime")}
-    proc = subprocess.run([sys.executable, "-c", IMPORT_EVERYTHING, str(site)], cwd=outside, env=env,
-                          capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    env = {
+        "PYTHONPATH": str(site),
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "DANET_DEPLOY_LAVA_RUNTIME": str(tmp_path / "no-runtime"),
+    }
+    proc = subprocess.run(
+        [sys.executable, "-c", IMPORT_EVERYTHING, str(site)],
+        cwd=outside,
+        env=env,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     profiles = {p.stem for p in (ROOT / "hw_profiles").glob("*.toml")}
     assert set(proc.stdout.split()) == profiles
 
     def cli(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "danet_deploy", *args], cwd=outside, env=env,
-                              capture_output=True, text=True, stdin=subprocess.DEVNULL)
+        return subprocess.run(
+            [sys.executable, "-m", "danet_deploy", *args],
+            cwd=outside,
+            env=env,
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+        )
 
     listing = cli("profiles")
-    assert listing.returncode == 0 and all(p in listing.stdout for p in profiles), listing.stderr[-2000:]
-    for step in (["train", "--epochs", "1", "-o", "m.pt"], ["export", "m.pt", "--target", "loihi2-sim", "-o", "chip"],
-                 ["simulate", "chip", "--samples", "20", "--json"], ["report", "chip", "--samples", "20", "-o", "r.json",
-                                                                      "--format", "json"]):
+    assert listing.returncode == 0 and all(p in listing.stdout for p in profiles), listing.stderr[
+        -2000:
+    ]
+    for step in (
+        ["train", "--epochs", "1", "-o", "m.pt"],
+        ["export", "m.pt", "--target", "loihi2-sim", "-o", "chip"],
+        ["simulate", "chip", "--samples", "20", "--json"],
+        ["report", "chip", "--samples", "20", "-o", "r.json", "--format", "json"],
+    ):
         done = cli(*step)
         assert done.returncode == 0, (step, done.stderr[-2000:])
     assert json.loads((outside / "r.json").read_text())["totals"]["sops"] > 0
     lava = cli("simulate", "chip", "--backend", "lava", "--samples", "2")
-    one_line_error(lava, "needs the Lava runtime", "danet-deploy lava-runtime setup", "DANET_DEPLOY_LAVA_RUNTIME")
+    one_line_error(
+        lava,
+        "needs the Lava runtime",
+        "danet-deploy lava-runtime setup",
+        "DANET_DEPLOY_LAVA_RUNTIME",
+    )

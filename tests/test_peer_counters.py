@@ -47,8 +47,14 @@ class TermLayers(nn.Module):
             for t in pop.terms:
                 w = torch.tensor(t.weight_q, dtype=torch.float32)
                 if t.map.kind == "conv":
-                    layer = nn.Conv2d(w.shape[1], w.shape[0], tuple(w.shape[2:]), stride=t.map.stride,
-                                      padding=t.map.padding, bias=False)
+                    layer = nn.Conv2d(
+                        w.shape[1],
+                        w.shape[0],
+                        tuple(w.shape[2:]),
+                        stride=t.map.stride,
+                        padding=t.map.padding,
+                        bias=False,
+                    )
                 else:
                     layer = nn.Linear(w.shape[1], w.shape[0], bias=False)
                 layer.weight.data = w
@@ -57,8 +63,13 @@ class TermLayers(nn.Module):
         self.layers = nn.ModuleList(layers)
         # what each neuron population sends, through an activation NeuroBench hooks (spikes are
         # 0/1, so ReLU passes them as they are): its ActivationSparsity sees our neurons' output
-        self.activations = nn.ModuleDict({_key(name): nn.ReLU() for name, pop in program.populations.items()
-                                          if pop.kind not in ("input", "readout")})
+        self.activations = nn.ModuleDict(
+            {
+                _key(name): nn.ReLU()
+                for name, pop in program.populations.items()
+                if pop.kind not in ("input", "readout")
+            }
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: [N, T, ...]
         rec = self.sim.run(x, record=True)
@@ -71,13 +82,17 @@ class TermLayers(nn.Module):
         return self.sim.scores_from(rec, x.shape[1]).float()
 
 
-def _program(tmp_path: Path, arch: str, connection: str, lowering: str) -> tuple[Program, torch.Tensor]:
+def _program(
+    tmp_path: Path, arch: str, connection: str, lowering: str
+) -> tuple[Program, torch.Tensor]:
     torch.manual_seed(0)
     model = build(arch, connection, 10, timesteps=3, input_shape=(1, 8, 8)).eval()
     nir.write(tmp_path / "g.nir", to_nir(model))
     x = torch.rand(6, 3, 1, 8, 8) * 2
     x[x < 0.4] = 0  # some zero pixels: MACs count nonzero inputs only
-    program, _ = compile_graph(read_nir(tmp_path / "g.nir"), "loihi2-sim", load_profile("loihi2"), lowering, x)
+    program, _ = compile_graph(
+        read_nir(tmp_path / "g.nir"), "loihi2-sim", load_profile("loihi2"), lowering, x
+    )
     return program, x
 
 
@@ -94,12 +109,21 @@ def _ours(program: Program, x: torch.Tensor) -> dict[str, float]:
 def _neurobench(program: Program, x: torch.Tensor) -> dict:
     """NeuroBench 2.3's own Benchmark on the program's terms, driven by what the program sent."""
     from neurobench.benchmarks import Benchmark
-    from neurobench.metrics.workload import ActivationSparsity, ActivationSparsityByLayer, SynapticOperations
+    from neurobench.metrics.workload import (
+        ActivationSparsity,
+        ActivationSparsityByLayer,
+        SynapticOperations,
+    )
     from neurobench.models import TorchModel
 
     loader = DataLoader(TensorDataset(x, torch.zeros(x.shape[0], dtype=torch.long)), batch_size=4)
-    bench = Benchmark(TorchModel(TermLayers(program)), loader, [], [],
-                      [[], [SynapticOperations, ActivationSparsity, ActivationSparsityByLayer]])
+    bench = Benchmark(
+        TorchModel(TermLayers(program)),
+        loader,
+        [],
+        [],
+        [[], [SynapticOperations, ActivationSparsity, ActivationSparsityByLayer]],
+    )
     return bench.run(quiet=True)
 
 
@@ -117,17 +141,28 @@ def test_neurobench_agrees_on_a_plain_network(tmp_path: Path) -> None:
     assert nb["SynapticOperations"]["Effective_ACs"] == pytest.approx(ours["sops"], rel=1e-12)
     assert nb["SynapticOperations"]["Effective_MACs"] == pytest.approx(ours["macs"], rel=1e-12)
     for key in ("Effective_ACs", "Effective_MACs", "Dense"):
-        assert deployed["SynapticOperations"][key] == pytest.approx(nb["SynapticOperations"][key], rel=1e-12), key
+        assert deployed["SynapticOperations"][key] == pytest.approx(
+            nb["SynapticOperations"][key], rel=1e-12
+        ), key
     assert 0 < nb["ActivationSparsity"] < 1
     assert deployed["ActivationSparsity"] == pytest.approx(nb["ActivationSparsity"], rel=1e-12)
     by_layer = {_key(name, back=True): v for name, v in nb["ActivationSparsityByLayer"].items()}
     assert by_layer.keys() == deployed["ActivationSparsityByLayer"].keys()
-    assert all(deployed["ActivationSparsityByLayer"][k] == pytest.approx(v, rel=1e-12) for k, v in by_layer.items())
+    assert all(
+        deployed["ActivationSparsityByLayer"][k] == pytest.approx(v, rel=1e-12)
+        for k, v in by_layer.items()
+    )
     # Loihi updates every neuron at every step; a LIF without current costs NeuroBench's Leaky (4)
-    neurons = sum(program.mapping[name]["neurons"] for name, pop in program.populations.items() if pop.kind != "input")
+    neurons = sum(
+        program.mapping[name]["neurons"]
+        for name, pop in program.populations.items()
+        if pop.kind != "input"
+    )
     assert deployed["MembraneUpdates"] == neurons * x.shape[1]
-    assert deployed["NeuronOperations"] == {"Effective Neuron Ops": 4 * neurons * x.shape[1],
-                                            "Neuron Dense Ops": 4 * neurons * x.shape[1]}
+    assert deployed["NeuronOperations"] == {
+        "Effective Neuron Ops": 4 * neurons * x.shape[1],
+        "Neuron Dense Ops": 4 * neurons * x.shape[1],
+    }
 
 
 def test_neurobench_classes_relayed_sums_as_macs(tmp_path: Path) -> None:
@@ -140,9 +175,12 @@ def test_neurobench_classes_relayed_sums_as_macs(tmp_path: Path) -> None:
     nb = nb["SynapticOperations"]
     assert ours["graded_ops"] > 0
     assert nb["Effective_ACs"] + nb["Effective_MACs"] == pytest.approx(
-        ours["sops"] + ours["graded_ops"] + ours["macs"], rel=1e-12)
+        ours["sops"] + ours["graded_ops"] + ours["macs"], rel=1e-12
+    )
     assert nb["Effective_MACs"] > ours["macs"]  # relay steps moved to MACs
-    assert deployed["Effective_MACs"] >= nb["Effective_MACs"] and deployed["Dense"] == pytest.approx(nb["Dense"])
+    assert deployed["Effective_MACs"] >= nb["Effective_MACs"] and deployed[
+        "Dense"
+    ] == pytest.approx(nb["Dense"])
 
 
 def _trained(connection: str) -> tuple[nn.Module, DataLoader, dict, FloatActivity]:
@@ -168,16 +206,27 @@ def _neurobench_float(module: nn.Module, loader: DataLoader) -> dict:
     call, snnTorch's neurons hooked as activations."""
     from neurobench.benchmarks import Benchmark
     from neurobench.metrics.static import ConnectionSparsity, Footprint
-    from neurobench.metrics.workload import ActivationSparsity, MembraneUpdates, NeuronOperations, \
-        SynapticOperations
+    from neurobench.metrics.workload import (
+        ActivationSparsity,
+        MembraneUpdates,
+        NeuronOperations,
+        SynapticOperations,
+    )
     from neurobench.models import TorchModel
     import snntorch
 
     wrapped = TorchModel(module)
     wrapped.add_activation_module(snntorch.SpikingNeuron)
-    return Benchmark(wrapped, loader, [], [], [[Footprint, ConnectionSparsity],
-                                               [ActivationSparsity, SynapticOperations, MembraneUpdates,
-                                                NeuronOperations]]).run(quiet=True)
+    return Benchmark(
+        wrapped,
+        loader,
+        [],
+        [],
+        [
+            [Footprint, ConnectionSparsity],
+            [ActivationSparsity, SynapticOperations, MembraneUpdates, NeuronOperations],
+        ],
+    ).run(quiet=True)
 
 
 @pytest.mark.parametrize("connection", ["plain", "da"])
@@ -189,15 +238,28 @@ def test_neurobench_on_the_snntorch_model_equals_ours_as_trained(connection: str
     model, loader, ours, activity = _trained(connection)
     nb = _neurobench_float(model, loader)
     assert ours["Footprint"] == nb["Footprint"] > 0
-    assert 0 < ours["ConnectionSparsity"] and round(ours["ConnectionSparsity"], 4) == nb["ConnectionSparsity"]
-    assert 0 < nb["ActivationSparsity"] < 1 and ours["ActivationSparsity"] == pytest.approx(nb["ActivationSparsity"])
-    assert nb["SynapticOperations"]["Effective_ACs"] > 0 and nb["SynapticOperations"]["Effective_MACs"] > 0
+    assert (
+        0 < ours["ConnectionSparsity"]
+        and round(ours["ConnectionSparsity"], 4) == nb["ConnectionSparsity"]
+    )
+    assert 0 < nb["ActivationSparsity"] < 1 and ours["ActivationSparsity"] == pytest.approx(
+        nb["ActivationSparsity"]
+    )
+    assert (
+        nb["SynapticOperations"]["Effective_ACs"] > 0
+        and nb["SynapticOperations"]["Effective_MACs"] > 0
+    )
     for key in ("Effective_ACs", "Effective_MACs", "Dense"):
-        assert ours["SynapticOperations"][key] == pytest.approx(nb["SynapticOperations"][key], rel=1e-12), key
+        assert ours["SynapticOperations"][key] == pytest.approx(
+            nb["SynapticOperations"][key], rel=1e-12
+        ), key
     # NeuroBench skips a membrane that did not move (channel 0 of the stem has no weights): fewer
     # than the neurons x T that Loihi updates, which the deployed figure counts
     neuron_steps = activity.counts["outputs"] / activity.samples
-    assert 0 < nb["MembraneUpdates"] < neuron_steps and ours["MembraneUpdates"] == nb["MembraneUpdates"]
+    assert (
+        0 < nb["MembraneUpdates"] < neuron_steps
+        and ours["MembraneUpdates"] == nb["MembraneUpdates"]
+    )
     # snnTorch's Leaky with reset to zero: 4 operations per update, by NeuroBench's table
     assert nb["NeuronOperations"]["Effective Neuron Ops"] == 4 * nb["MembraneUpdates"]
     assert ours["NeuronOperations"] == pytest.approx(nb["NeuronOperations"], rel=1e-12)
@@ -211,17 +273,29 @@ def test_deployed_neuron_operations_charge_a_current_as_neurobench_charges_synap
     rng = np.random.default_rng(0)
     one = np.ones(6)
     graph = nir.NIRGraph.from_list(
-        nir.Input(np.array([4])), nir.Linear(rng.normal(size=(6, 4))),
-        nir.CubaLIF(tau_syn=2e-4 * one, tau_mem=5e-4 * one, r=one, v_leak=0 * one, v_threshold=0.1 * one,
-                    w_in=one),
-        nir.Linear(rng.normal(size=(3, 6))), nir.Output(np.array([3])))
+        nir.Input(np.array([4])),
+        nir.Linear(rng.normal(size=(6, 4))),
+        nir.CubaLIF(
+            tau_syn=2e-4 * one,
+            tau_mem=5e-4 * one,
+            r=one,
+            v_leak=0 * one,
+            v_threshold=0.1 * one,
+            w_in=one,
+        ),
+        nir.Linear(rng.normal(size=(3, 6))),
+        nir.Output(np.array([3])),
+    )
     x = torch.rand(5, 4, 4)
     program, _ = compile_graph(from_nir(graph), "loihi2-sim", load_profile("loihi2"), "expand", x)
     cuba = [name for name, f in program.fixed.items() if f.du < 4095]
     assert len(cuba) == 1
     ops = _report(program, x)["neurobench"]["deployed"]["NeuronOperations"]
-    expected = sum(program.mapping[name]["neurons"] * 4 * (8 if name in cuba else 4)
-                   for name, pop in program.populations.items() if pop.kind != "input")
+    expected = sum(
+        program.mapping[name]["neurons"] * 4 * (8 if name in cuba else 4)
+        for name, pop in program.populations.items()
+        if pop.kind != "input"
+    )
     assert ops == {"Effective Neuron Ops": expected, "Neuron Dense Ops": expected}
 
 
@@ -246,9 +320,23 @@ class _ExportedGraph(nn.Module):
 
         super().__init__()
         convert = lambda node: import_nir._nir_to_snntorch_module(node, init_hidden=True)  # noqa: E731
-        node_map = {kind: convert for kind in (nir.Affine, nir.Linear, nir.Conv2d, nir.Flatten, nir.AvgPool2d,
-                                              nir.IF, nir.LIF, nir.CubaLIF)}
-        self.net, self.steps = nirtorch.nir_to_torch(graph, {**node_map, nir.Scale: _NirScale}), steps
+        node_map = {
+            kind: convert
+            for kind in (
+                nir.Affine,
+                nir.Linear,
+                nir.Conv2d,
+                nir.Flatten,
+                nir.AvgPool2d,
+                nir.IF,
+                nir.LIF,
+                nir.CubaLIF,
+            )
+        }
+        self.net, self.steps = (
+            nirtorch.nir_to_torch(graph, {**node_map, nir.Scale: _NirScale}),
+            steps,
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         import snntorch.utils
@@ -265,7 +353,10 @@ def _imported_footprint(graph: nir.NIRGraph) -> int:
     size = 0
     for node in graph.nodes.values():
         if isinstance(node, (nir.Conv2d, nir.Affine, nir.Linear)):
-            size += 4 * (node.weight.size + (node.bias.size if getattr(node, "bias", None) is not None else 0))
+            size += 4 * (
+                node.weight.size
+                + (node.bias.size if getattr(node, "bias", None) is not None else 0)
+            )
         elif isinstance(node, nir.LIF):
             size += 4 * (node.tau.size + 2) + 8
         elif isinstance(node, nir.Scale):
@@ -281,11 +372,16 @@ def test_neurobench_on_the_exported_graph_equals_ours_as_trained(connection: str
     model, loader, ours, _ = _trained(connection)
     graph = to_nir(model)
     nb = _neurobench_float(_ExportedGraph(graph, 3).eval(), loader)
-    assert nb["SynapticOperations"]["Effective_ACs"] > 0 and nb["SynapticOperations"]["Effective_MACs"] > 0
+    assert (
+        nb["SynapticOperations"]["Effective_ACs"] > 0
+        and nb["SynapticOperations"]["Effective_MACs"] > 0
+    )
     # float32 BatchNorm folding may move a membrane by one rounding step: a spike could flip on
     # some CPU, so the activity-driven counts agree within a spike's worth, not bit for bit
     for key in ("Effective_ACs", "Effective_MACs"):
-        assert nb["SynapticOperations"][key] == pytest.approx(ours["SynapticOperations"][key], rel=1e-3), key
+        assert nb["SynapticOperations"][key] == pytest.approx(
+            ours["SynapticOperations"][key], rel=1e-3
+        ), key
     assert nb["SynapticOperations"]["Dense"] == ours["SynapticOperations"]["Dense"]
     assert nb["ActivationSparsity"] == pytest.approx(ours["ActivationSparsity"], abs=1e-3)
     assert nb["MembraneUpdates"] == pytest.approx(ours["MembraneUpdates"], rel=1e-3)

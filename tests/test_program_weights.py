@@ -43,14 +43,24 @@ def _compiled(tmp_path: Path, keep_float: bool = False):
     model = build("digits_resnet", "da", 10, timesteps=3).eval()
     nir.write(tmp_path / "g.nir", to_nir(model))
     x = torch.rand(6, 3, 1, 8, 8) * 2
-    program, _ = compile_graph(read_nir(tmp_path / "g.nir"), "loihi2-sim", load_profile("loihi2"), "auto", x,
-                               keep_float=keep_float)
+    program, _ = compile_graph(
+        read_nir(tmp_path / "g.nir"),
+        "loihi2-sim",
+        load_profile("loihi2"),
+        "auto",
+        x,
+        keep_float=keep_float,
+    )
     return program, x
 
 
 def _held_once(program):
-    return [(pop, t) for pop in program.populations.values() for t in pop.terms
-            if distinct_part(t.weight_q) is not t.weight_q]
+    return [
+        (pop, t)
+        for pop in program.populations.values()
+        for t in pop.terms
+        if distinct_part(t.weight_q) is not t.weight_q
+    ]
 
 
 def test_a_pooled_readout_is_held_once_and_rounds_as_its_every_tap_would(tmp_path: Path) -> None:
@@ -62,7 +72,9 @@ def test_a_pooled_readout_is_held_once_and_rounds_as_its_every_tap_would(tmp_pat
     whole = np.array(term.map.weight)  # every tap, materialised
     exact = weight_scale(program.fixed, pop, term) * whole
     assert np.array_equal(term.weight_q, round_weights(torch.from_numpy(exact)).numpy())
-    assert synapse_count(term.map, term.weight_q) == synapse_count(term.map, np.array(term.weight_q))
+    assert synapse_count(term.map, term.weight_q) == synapse_count(
+        term.map, np.array(term.weight_q)
+    )
     assert fan_in(term.map, term.weight_q) == fan_in(term.map, np.array(term.weight_q))
     assert term.map.abs_max() == float(np.abs(whole).max())
 
@@ -71,25 +83,40 @@ def test_a_batchnorm_after_a_sum_scales_its_convs_lazily_and_exactly(tmp_path: P
     """The row scale stands for the float64 product it replaces: the largest value and every
     block of rows are those of the product made whole."""
     program, _ = _compiled(tmp_path, keep_float=True)
-    scaled = [t.map for pop in program.populations.values() for t in pop.terms if t.map.row_scale is not None]
+    scaled = [
+        t.map
+        for pop in program.populations.values()
+        for t in pop.terms
+        if t.map.row_scale is not None
+    ]
     assert scaled
     for m in scaled:
         whole = m.weight * m.row_scale.reshape(-1, *([1] * (m.weight.ndim - 1)))
         assert m.abs_max() == float(np.abs(whole).max())
-        assert np.array_equal(np.concatenate([m.values(slice(i, i + 3)) for i in range(0, len(whole), 3)]), whole)
+        assert np.array_equal(
+            np.concatenate([m.values(slice(i, i + 3)) for i in range(0, len(whole), 3)]), whole
+        )
 
 
-def test_rounding_a_block_of_rows_at_a_time_gives_the_integers_of_the_whole(tmp_path: Path, monkeypatch) -> None:
+def test_rounding_a_block_of_rows_at_a_time_gives_the_integers_of_the_whole(
+    tmp_path: Path, monkeypatch
+) -> None:
     whole, _ = _compiled(tmp_path)
-    monkeypatch.setattr(compile_module, "QUANTISE_BLOCK", 5)  # a few rows (one, for the larger ones) at a time
+    monkeypatch.setattr(
+        compile_module, "QUANTISE_BLOCK", 5
+    )  # a few rows (one, for the larger ones) at a time
     blocks, _ = _compiled(tmp_path)
     for name, pop in whole.populations.items():
         for t, u in zip(pop.terms, blocks.populations[name].terms, strict=True):
             assert np.array_equal(t.weight_q, u.weight_q), name
-        assert whole.fixed[name].quant_error == pytest.approx(blocks.fixed[name].quant_error, rel=1e-9)
+        assert whole.fixed[name].quant_error == pytest.approx(
+            blocks.fixed[name].quant_error, rel=1e-9
+        )
 
 
-def test_calibrating_a_few_samples_at_a_time_finds_the_peaks_of_all_at_once(tmp_path: Path, monkeypatch) -> None:
+def test_calibrating_a_few_samples_at_a_time_finds_the_peaks_of_all_at_once(
+    tmp_path: Path, monkeypatch
+) -> None:
     torch.manual_seed(0)
     nir.write(tmp_path / "g.nir", to_nir(build("digits_resnet", "da", 10, timesteps=3).eval()))
     graph = read_nir(tmp_path / "g.nir")
@@ -97,31 +124,51 @@ def test_calibrating_a_few_samples_at_a_time_finds_the_peaks_of_all_at_once(tmp_
     whole = compile_module.calibrate(graph, x)
     runs = []
     run = compile_module.ReferenceSimulator.run
-    monkeypatch.setattr(compile_module.ReferenceSimulator, "run",
-                        lambda self, chunk, **kw: runs.append(len(chunk)) or run(self, chunk, **kw))
+    monkeypatch.setattr(
+        compile_module.ReferenceSimulator,
+        "run",
+        lambda self, chunk, **kw: runs.append(len(chunk)) or run(self, chunk, **kw),
+    )
     per_sample = compile_module.ReferenceSimulator(graph).held_bytes_per_sample(x.shape[1])
     monkeypatch.setattr(compile_module, "CALIBRATION_CHUNK_BYTES", 2 * per_sample)
     chunked = compile_module.calibrate(graph, x)
     assert runs == [2, 2, 2] and chunked.keys() == whole.keys()
-    assert chunked == pytest.approx(whole, rel=1e-6) and sum(v > 0 for v in whole.values()) > len(whole) // 2
+    assert (
+        chunked == pytest.approx(whole, rel=1e-6)
+        and sum(v > 0 for v in whole.values()) > len(whole) // 2
+    )
 
 
-def test_equal_integer_weights_are_made_once_and_shared_read_only(tmp_path: Path, monkeypatch) -> None:
+def test_equal_integer_weights_are_made_once_and_shared_read_only(
+    tmp_path: Path, monkeypatch
+) -> None:
     torch.manual_seed(0)
-    graph = from_nir(to_nir(build("resnet20", "da", 10, timesteps=2, input_shape=(3, 16, 16)).eval()))
+    graph = from_nir(
+        to_nir(build("resnet20", "da", 10, timesteps=2, input_shape=(3, 16, 16)).eval())
+    )
     x = torch.rand(4, 2, 3, 16, 16)
     shared, _ = compile_graph(copy.deepcopy(graph), "loihi2", load_profile("loihi2"), "relay", x)
     monkeypatch.setattr(compile_module, "_made_once", lambda made, q: q)
     apart, _ = compile_graph(graph, "loihi2", load_profile("loihi2"), "relay", x)
-    terms = [(t, u) for name, pop in shared.populations.items()
-             for t, u in zip(pop.terms, apart.populations[name].terms, strict=True)]
-    assert all(np.array_equal(t.weight_q, u.weight_q) and t.weight_q.dtype == u.weight_q.dtype for t, u in terms)
-    assert {n: f.quant_error for n, f in shared.fixed.items()} == {n: f.quant_error for n, f in apart.fixed.items()}
+    terms = [
+        (t, u)
+        for name, pop in shared.populations.items()
+        for t, u in zip(pop.terms, apart.populations[name].terms, strict=True)
+    ]
+    assert all(
+        np.array_equal(t.weight_q, u.weight_q) and t.weight_q.dtype == u.weight_q.dtype
+        for t, u in terms
+    )
+    assert {n: f.quant_error for n, f in shared.fixed.items()} == {
+        n: f.quant_error for n, f in apart.fixed.items()
+    }
     arrays = {id(t.weight_q): t.weight_q for t, _ in terms}
     assert len(arrays) < len(terms)
     for a in arrays.values():
         assert not a.flags.writeable
-        assert not any(b is not a and b.shape == a.shape and np.array_equal(a, b) for b in arrays.values())
+        assert not any(
+            b is not a and b.shape == a.shape and np.array_equal(a, b) for b in arrays.values()
+        )
 
 
 def test_an_averaged_identity_and_the_map_after_it_are_the_products_they_stand_for() -> None:
@@ -150,14 +197,18 @@ def test_integers_only_once_compiled(tmp_path: Path) -> None:
     assert all(t.map.weight is None and t.weight_q.dtype == WEIGHT_DTYPE for t in terms)
 
 
-def test_program_file_writes_a_held_weight_once_and_reads_back_the_same_program(tmp_path: Path) -> None:
+def test_program_file_writes_a_held_weight_once_and_reads_back_the_same_program(
+    tmp_path: Path,
+) -> None:
     program, x = _compiled(tmp_path)
     write_program(tmp_path / "program.h5", program)
     back = read_program(tmp_path / "program.h5")
     for name, pop in program.populations.items():
         for t, u in zip(pop.terms, back.populations[name].terms):
-            assert t.weight_q.shape == u.weight_q.shape and np.array_equal(t.weight_q, u.weight_q), name
-    (pop, term), = _held_once(program)
+            assert t.weight_q.shape == u.weight_q.shape and np.array_equal(
+                t.weight_q, u.weight_q
+            ), name
+    ((pop, term),) = _held_once(program)
     index = list(program.populations).index(pop.name)
     with h5py.File(tmp_path / "program.h5") as f:
         stored = f[f"populations/{index}/terms/0"]
@@ -179,35 +230,57 @@ def _as_float64(graph: nir.NIRGraph) -> nir.NIRGraph:
 
 def _an_identity(w: np.ndarray) -> bool:
     """``w`` is the shared identity matrix of its size (a population's own output, row-scaled)."""
-    return w.ndim == 4 and w.shape[2:] == (1, 1) and np.shares_memory(w, identity((w.shape[1], 1, 1)).weight)
+    return (
+        w.ndim == 4
+        and w.shape[2:] == (1, 1)
+        and np.shares_memory(w, identity((w.shape[1], 1, 1)).weight)
+    )
 
 
 def test_float32_weights_held_as_they_are_compile_to_the_integers_of_float64_ones() -> None:
     torch.manual_seed(0)
     model = build("digits_resnet", "da", 10, timesteps=3).eval()
-    with torch.no_grad():  # BatchNorm that is not the identity: its Scale nodes compose into the convs
+    with (
+        torch.no_grad()
+    ):  # BatchNorm that is not the identity: its Scale nodes compose into the convs
         for m in model.modules():
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.running_var.uniform_(0.5, 2.0)
                 m.weight.uniform_(0.5, 2.0)
     nir_graph = to_nir(model)
     x = torch.rand(6, 3, 1, 8, 8) * 2
-    programs = [compile_graph(from_nir(g), "loihi2-sim", load_profile("loihi2"), "relay", x, keep_float=True)[0]
-                for g in (nir_graph, _as_float64(nir_graph))]
-    held = [t.map.weight for pop in programs[0].populations.values() for t in pop.terms
-            if t.map.weight.dtype == np.float32 and pop.kind == "lif" and not _an_identity(t.map.weight)]
-    conv_weights = [np.asarray(n.weight) for n in nir_graph.nodes.values() if isinstance(n, nir.Conv2d)]
-    assert held and all(any(np.shares_memory(w, c) for c in conv_weights) for w in held)  # not copies
+    programs = [
+        compile_graph(
+            from_nir(g), "loihi2-sim", load_profile("loihi2"), "relay", x, keep_float=True
+        )[0]
+        for g in (nir_graph, _as_float64(nir_graph))
+    ]
+    held = [
+        t.map.weight
+        for pop in programs[0].populations.values()
+        for t in pop.terms
+        if t.map.weight.dtype == np.float32 and pop.kind == "lif" and not _an_identity(t.map.weight)
+    ]
+    conv_weights = [
+        np.asarray(n.weight) for n in nir_graph.nodes.values() if isinstance(n, nir.Conv2d)
+    ]
+    assert held and all(
+        any(np.shares_memory(w, c) for c in conv_weights) for w in held
+    )  # not copies
     ours, reference = programs
     assert list(ours.populations) == list(reference.populations)
     for name, pop in ours.populations.items():
         for f in dataclasses.fields(ours.fixed[name]):
-            assert np.array_equal(getattr(ours.fixed[name], f.name), getattr(reference.fixed[name], f.name)), name
+            assert np.array_equal(
+                getattr(ours.fixed[name], f.name), getattr(reference.fixed[name], f.name)
+            ), name
         for t, r in zip(pop.terms, reference.populations[name].terms, strict=True):
             assert t.source == r.source and np.array_equal(t.weight_q, r.weight_q), name
 
 
-def test_an_export_frees_each_float_weight_once_quantised_and_compiles_the_same_integers(tmp_path: Path) -> None:
+def test_an_export_frees_each_float_weight_once_quantised_and_compiles_the_same_integers(
+    tmp_path: Path,
+) -> None:
     """The export hands its graph over (``release_graph``): the checkpoint's tensors have no other
     holder, so every weight array is gone after the compile, which is that of a kept graph."""
     torch.manual_seed(0)
@@ -218,8 +291,11 @@ def test_an_export_frees_each_float_weight_once_quantised_and_compiles_the_same_
     reference, _ = compile_graph(kept.graph, "loihi2-sim", profile, "auto", x)
     spent = load_artifact(tmp_path / "m.pt", keep_model=False)
     assert spent.model is None and spent.checkpoint["state_dict"] == {}
-    weights = [weakref.ref(node.weight) for node in spent.graph.nodes.values()
-               if isinstance(node, (nir.Conv2d, nir.Affine, nir.Linear))]
+    weights = [
+        weakref.ref(node.weight)
+        for node in spent.graph.nodes.values()
+        if isinstance(node, (nir.Conv2d, nir.Affine, nir.Linear))
+    ]
     assert len(weights) >= 5 and all(w() is not None for w in weights)
     program, _ = compile_graph(spent.graph, "loihi2-sim", profile, "auto", x, release_graph=True)
     gc.collect()
@@ -231,29 +307,45 @@ def test_an_export_frees_each_float_weight_once_quantised_and_compiles_the_same_
             assert np.array_equal(t.weight_q, u.weight_q), name
         a, b = reference.fixed[name], program.fixed[name]
         for field in dataclasses.fields(a):
-            assert np.array_equal(getattr(a, field.name), getattr(b, field.name)), (name, field.name)
+            assert np.array_equal(getattr(a, field.name), getattr(b, field.name)), (
+                name,
+                field.name,
+            )
 
 
 @pytest.mark.parametrize("fan_in,sign", [(5, -1.0), (40, 1.0), (300, -1.0)])
-def test_without_data_no_current_can_wrap_for_inputs_within_their_bounds(fan_in: int, sign: float) -> None:
+def test_without_data_no_current_can_wrap_for_inputs_within_their_bounds(
+    fan_in: int, sign: float
+) -> None:
     """Compiled without data (inputs assumed in [-1, 1]), a layer's scale was set by its weights
     alone: five inputs of 1 through weights of -1 summed to a current past Loihi's 24 bits,
     which wrapped positive, and the layer fired every step where the float graph never fires.
     Its scale is now bounded by the largest current its inputs can make, so the program
     fires exactly as the float graph does at those bounds."""
     n = 4
-    lif = nir.LIF(tau=np.full(n, 2e-3), r=np.ones(n), v_leak=np.zeros(n), v_threshold=np.full(n, 0.5))
-    graph = nir.NIRGraph(nodes={"in": nir.Input(input_type={"input": np.array([fan_in])}),
-                                "w": nir.Affine(np.full((n, fan_in), sign), np.zeros(n)), "lif": lif,
-                                "out": nir.Output(output_type={"output": np.array([n])})},
-                         edges=[("in", "w"), ("w", "lif"), ("lif", "out")])
+    lif = nir.LIF(
+        tau=np.full(n, 2e-3), r=np.ones(n), v_leak=np.zeros(n), v_threshold=np.full(n, 0.5)
+    )
+    graph = nir.NIRGraph(
+        nodes={
+            "in": nir.Input(input_type={"input": np.array([fan_in])}),
+            "w": nir.Affine(np.full((n, fan_in), sign), np.zeros(n)),
+            "lif": lif,
+            "out": nir.Output(output_type={"output": np.array([n])}),
+        },
+        edges=[("in", "w"), ("w", "lif"), ("lif", "out")],
+    )
     flat = from_nir(graph, dt=1e-3, reset="zero", discretisation="euler")
-    program, _ = compile_graph(copy.deepcopy(flat), "loihi2-sim", load_profile("loihi2"), "expand", None)
+    program, _ = compile_graph(
+        copy.deepcopy(flat), "loihi2-sim", load_profile("loihi2"), "expand", None
+    )
     x = torch.cat([torch.ones(1, 6, fan_in), -torch.ones(1, 6, fan_in)])
     fixed = FixedSimulator(program).run(x, record=True)["lif"]
     float_spikes = ReferenceSimulator(flat).run(x, record=True)["lif"].reshape(fixed.shape)
     assert torch.equal(fixed.float(), float_spikes.float())
-    assert 0 < int(float_spikes.sum()) < float_spikes.numel()  # one input sign fires, the other never
+    assert (
+        0 < int(float_spikes.sum()) < float_spikes.numel()
+    )  # one input sign fires, the other never
 
 
 def _stem_with_a_large_bias() -> tuple[nir.NIRGraph, torch.Tensor]:
@@ -262,10 +354,15 @@ def _stem_with_a_large_bias() -> tuple[nir.NIRGraph, torch.Tensor]:
     rng = np.random.default_rng(0)
     n, fan_in = 32, 147
     lif = nir.LIF(tau=np.full(n, 1.0), r=np.ones(n), v_leak=np.zeros(n), v_threshold=np.ones(n))
-    graph = nir.NIRGraph(nodes={"in": nir.Input(input_type={"input": np.array([fan_in])}),
-                                "w": nir.Affine(rng.normal(0, 0.05, (n, fan_in)), rng.uniform(-1.5, 1.5, n)),
-                                "lif": lif, "out": nir.Output(output_type={"output": np.array([n])})},
-                         edges=[("in", "w"), ("w", "lif"), ("lif", "out")])
+    graph = nir.NIRGraph(
+        nodes={
+            "in": nir.Input(input_type={"input": np.array([fan_in])}),
+            "w": nir.Affine(rng.normal(0, 0.05, (n, fan_in)), rng.uniform(-1.5, 1.5, n)),
+            "lif": lif,
+            "out": nir.Output(output_type={"output": np.array([n])}),
+        },
+        edges=[("in", "w"), ("w", "lif"), ("lif", "out")],
+    )
     return graph, torch.rand(64, 8, fan_in, generator=torch.Generator().manual_seed(1))
 
 
@@ -274,7 +371,9 @@ def _stem_spikes_differing() -> tuple[float, float, float]:
     from the float graph's."""
     graph, x = _stem_with_a_large_bias()
     flat = from_nir(graph, dt=1.0, reset="zero", discretisation="euler")
-    program, _ = compile_graph(copy.deepcopy(flat), "loihi2-sim", load_profile("loihi2"), "expand", x)
+    program, _ = compile_graph(
+        copy.deepcopy(flat), "loihi2-sim", load_profile("loihi2"), "expand", x
+    )
     fixed = FixedSimulator(program).run(x, record=True)["lif"]
     float_spikes = ReferenceSimulator(flat).run(x, record=True)["lif"].reshape(fixed.shape)
     assert 0.1 < float(float_spikes.mean()) < 0.9
@@ -282,13 +381,17 @@ def _stem_spikes_differing() -> tuple[float, float, float]:
     return program.fixed["lif"].quant_error, program.fixed["in"].value_scale, differ
 
 
-def test_a_stem_whose_bias_bounds_its_scale_shares_bits_between_input_and_weights(monkeypatch) -> None:
+def test_a_stem_whose_bias_bounds_its_scale_shares_bits_between_input_and_weights(
+    monkeypatch,
+) -> None:
     """With the input's full 8 bits, the stem's weights kept a few levels (weight error 0.39 on
     SpikingJelly's SEW-ResNet-18 stem, 12% of its spikes differing from float on 8x8 images); the
     input now gives up the bits its weights need (docs/compile.md §3)."""
     error, scale, differ = _stem_spikes_differing()
     assert error < compile_module.WEIGHT_ERROR_BOUND and scale < 127
-    monkeypatch.setattr(compile_module, "_input_value_scale", lambda name, lowered, peaks, peak: 127 / peak)
+    monkeypatch.setattr(
+        compile_module, "_input_value_scale", lambda name, lowered, peaks, peak: 127 / peak
+    )
     full_error, full_scale, full_differ = _stem_spikes_differing()
     assert full_scale > scale and full_error > compile_module.WEIGHT_ERROR_BOUND
     assert differ < full_differ / 2, (differ, full_differ)

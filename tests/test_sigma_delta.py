@@ -35,6 +35,7 @@ STEPS = 7
 
 # ---- one neuron, by hand ---------------------------------------------------------------------------
 
+
 def _steps(node: SigmaDelta, inputs: list[int], exact: bool = True) -> list[float]:
     state = SigmaDeltaState(node, exact=exact)
     return [float(state.step(torch.tensor([a]))[0]) for a in inputs]
@@ -43,7 +44,9 @@ def _steps(node: SigmaDelta, inputs: list[int], exact: bool = True) -> list[floa
 def test_an_encoder_sends_changes_of_at_least_its_threshold_and_keeps_the_rest() -> None:
     """Lava's Delta, vth 5, no exponents: 5 is sent, the rise to 9 (4) is kept as residue and
     goes out with the fall to 0 (-9 + 4 = -5)."""
-    node = SigmaDelta(threshold=np.full(1, 5.0), bias=np.zeros(1), encoder=True, spike_exp=0, state_exp=0)
+    node = SigmaDelta(
+        threshold=np.full(1, 5.0), bias=np.zeros(1), encoder=True, spike_exp=0, state_exp=0
+    )
     assert _steps(node, [5, 5, 9, 9, 0]) == [5, 0, 0, 0, -5]
 
 
@@ -65,17 +68,32 @@ def test_relu_and_bias_shape_the_activation() -> None:
 
 # ---- whole networks, by hand ------------------------------------------------------------------------
 
+
 def _layers(seed: int = 0, threshold: int = 1) -> list[dict]:
     """A netx SDNN network as dicts: an encoder, a conv, flatten, a dense and a sigma output."""
     rng = np.random.default_rng(seed)
     even = lambda *shape: 2 * rng.integers(-6, 7, shape)  # noqa: E731 - Loihi's mixed-sign weights are even
-    return [{"type": "input", "shape": SHAPE, "vth": threshold},
-            {"type": "conv", "shape": (3, 3, 3), "weight": even(3, 2, 3, 3), "bias": 2 * rng.integers(-2, 3, 3),
-             "stride": 2, "padding": 1, "vth": threshold},
-            {"type": "flatten", "shape": (27, 1, 1)},
-            {"type": "dense", "shape": (5,), "weight": even(5, 27), "bias": 2 * rng.integers(-1, 3, 5),
-             "vth": threshold},
-            {"type": "dense", "shape": (2,), "weight": even(2, 5), "sigma_output": True}]
+    return [
+        {"type": "input", "shape": SHAPE, "vth": threshold},
+        {
+            "type": "conv",
+            "shape": (3, 3, 3),
+            "weight": even(3, 2, 3, 3),
+            "bias": 2 * rng.integers(-2, 3, 3),
+            "stride": 2,
+            "padding": 1,
+            "vth": threshold,
+        },
+        {"type": "flatten", "shape": (27, 1, 1)},
+        {
+            "type": "dense",
+            "shape": (5,),
+            "weight": even(5, 27),
+            "bias": 2 * rng.integers(-1, 3, 5),
+            "vth": threshold,
+        },
+        {"type": "dense", "shape": (2,), "weight": even(2, 5), "sigma_output": True},
+    ]
 
 
 def write_netx(path: Path, layers: list[dict]) -> Path:
@@ -123,19 +141,37 @@ def lava_pipeline(layers: list[dict], x: np.ndarray, total: int) -> np.ndarray:
     last step's sum first), a Sigma sums its input."""
     conv, dense, out = layers[1], layers[3], layers[4]
     states: list[dict] = [{}, {}, {}]
-    sent = [np.zeros(SHAPE, np.int64), np.zeros(conv["shape"], np.int64), np.zeros(dense["shape"], np.int64)]
+    sent = [
+        np.zeros(SHAPE, np.int64),
+        np.zeros(conv["shape"], np.int64),
+        np.zeros(dense["shape"], np.int64),
+    ]
     sigma, outputs = np.zeros(out["shape"], np.int64), []
     for t in range(total):
-        a_conv = F.conv2d(torch.from_numpy(sent[0][None]).double(), torch.from_numpy(conv["weight"]).double(),
-                          stride=conv["stride"], padding=conv["padding"])[0].numpy().astype(np.int64)
+        a_conv = (
+            F.conv2d(
+                torch.from_numpy(sent[0][None]).double(),
+                torch.from_numpy(conv["weight"]).double(),
+                stride=conv["stride"],
+                padding=conv["padding"],
+            )[0]
+            .numpy()
+            .astype(np.int64)
+        )
         a_dense = dense["weight"] @ sent[1].reshape(-1)
         sigma = sigma + out["weight"] @ sent[2]
         bias = np.asarray(conv["bias"]).reshape(-1, 1, 1)
         frame = x[t] if t < len(x) else np.zeros(SHAPE, np.int64)
-        encoded = _neuron(states[0], frame, layers[0]["vth"], 0, True) if layers[0].get("neurons", True) else frame
-        sent = [encoded,
-                _neuron(states[1], a_conv, conv["vth"], np.broadcast_to(bias, conv["shape"]), False),
-                _neuron(states[2], a_dense, dense["vth"], np.asarray(dense["bias"]), False)]
+        encoded = (
+            _neuron(states[0], frame, layers[0]["vth"], 0, True)
+            if layers[0].get("neurons", True)
+            else frame
+        )
+        sent = [
+            encoded,
+            _neuron(states[1], a_conv, conv["vth"], np.broadcast_to(bias, conv["shape"]), False),
+            _neuron(states[2], a_dense, dense["vth"], np.asarray(dense["bias"]), False),
+        ]
         outputs.append(sigma.copy())
     return np.stack(outputs)
 
@@ -173,25 +209,43 @@ def test_the_fast_simulator_runs_the_pipeline_lava_nc_runs(sdnn_export) -> None:
     assert np.abs(timeline.numpy()).max() > 1000  # not a silent network
 
 
-def test_the_compiled_program_holds_the_files_integers_and_says_it_is_pipelined(sdnn_export) -> None:
+def test_the_compiled_program_holds_the_files_integers_and_says_it_is_pipelined(
+    sdnn_export,
+) -> None:
     outdir, layers = sdnn_export
     program = load_artifact(outdir).program
     assert program.lowered.pipelined
     with h5py.File(outdir / "program.h5") as f:
         assert f.attrs["format"] == PROGRAM_FORMAT_SIGMA_DELTA
     kinds = {n: p.kind for n, p in program.populations.items()}
-    assert kinds == {"input": "input", "0.neuron": "delta", "1.neuron": "sigma_delta", "3.neuron": "sigma_delta",
-                     "output": "readout"}
+    assert kinds == {
+        "input": "input",
+        "0.neuron": "delta",
+        "1.neuron": "sigma_delta",
+        "3.neuron": "sigma_delta",
+        "output": "readout",
+    }
     conv = program.populations["1.neuron"]
     assert np.array_equal(conv.terms[0].weight_q, layers[1]["weight"])
-    assert np.array_equal(program.fixed["1.neuron"].bias_mant, np.broadcast_to(
-        np.asarray(layers[1]["bias"]).reshape(-1, 1, 1), (3, 3, 3)))
-    assert (conv.spike_exp, conv.state_exp, conv.relu, program.fixed["1.neuron"].vth) == (6, 6, True, 1)
+    assert np.array_equal(
+        program.fixed["1.neuron"].bias_mant,
+        np.broadcast_to(np.asarray(layers[1]["bias"]).reshape(-1, 1, 1), (3, 3, 3)),
+    )
+    assert (conv.spike_exp, conv.state_exp, conv.relu, program.fixed["1.neuron"].vth) == (
+        6,
+        6,
+        True,
+        1,
+    )
     port = program.populations["0.neuron"].terms[0]
-    assert port.port and program.mapping["0.neuron"]["synapses"] == 0  # the input reaches it directly
+    assert (
+        port.port and program.mapping["0.neuron"]["synapses"] == 0
+    )  # the input reaches it directly
 
 
-def test_a_program_without_sigma_delta_neurons_keeps_the_older_format(trained_plain: Path, tmp_path: Path) -> None:
+def test_a_program_without_sigma_delta_neurons_keeps_the_older_format(
+    trained_plain: Path, tmp_path: Path
+) -> None:
     outdir = export(trained_plain, "loihi2-sim", tmp_path / "plain")
     with h5py.File(outdir / "program.h5") as f:
         assert f.attrs["format"] == PROGRAM_FORMAT
@@ -204,19 +258,32 @@ def test_simulate_saves_the_sigma_at_the_last_step(sdnn_export, tmp_path: Path) 
     data = tmp_path / "frames.pt"
     torch.save({"inputs": x, "labels": torch.zeros(len(x), dtype=torch.long)}, data)
     saved = tmp_path / "outputs.pt"
-    run_cli("simulate", str(outdir), "--data", f"tensor:{data}", "--save-outputs", str(saved), check=True)
+    run_cli(
+        "simulate",
+        str(outdir),
+        "--data",
+        f"tensor:{data}",
+        "--save-outputs",
+        str(saved),
+        check=True,
+    )
     outputs = torch.load(saved, weights_only=True)["outputs"].numpy()
     for s in range(len(x)):
-        assert np.array_equal(outputs[s], lava_pipeline(layers, x[s].numpy().astype(np.int64), 3 + STEPS)[-1])
+        assert np.array_equal(
+            outputs[s], lava_pipeline(layers, x[s].numpy().astype(np.int64), 3 + STEPS)[-1]
+        )
 
 
-def test_without_an_encoder_the_first_layer_takes_the_input_values_as_they_are(tmp_path: Path) -> None:
+def test_without_an_encoder_the_first_layer_takes_the_input_values_as_they_are(
+    tmp_path: Path,
+) -> None:
     """An input layer without neurons (netx then feeds the input to the first synapse): the input
     is sent graded, whatever data the export saw, and every output step equals the pipeline."""
     layers = _layers()
     layers[0] = {"type": "input", "shape": SHAPE, "neurons": False}
-    program = load_artifact(export(write_netx(tmp_path / "raw.net", layers), "loihi2-sim",
-                                   tmp_path / "chip")).program
+    program = load_artifact(
+        export(write_netx(tmp_path / "raw.net", layers), "loihi2-sim", tmp_path / "chip")
+    ).program
     assert program.fixed["input"].graded and "0.neuron" not in program.populations
     x = _frames(n=2)
     timeline = FixedSimulator(program).timelines(x)["output"].cumsum(0)
@@ -243,7 +310,9 @@ def test_report_counts_graded_spikes_apart_from_binary_ones(sdnn_export, tmp_pat
     x = _frames()
     data = tmp_path / "frames.pt"
     torch.save({"inputs": x, "labels": torch.zeros(len(x), dtype=torch.long)}, data)
-    proc = run_cli("report", str(outdir), "--data", f"tensor:{data}", "--format", "json", check=True)
+    proc = run_cli(
+        "report", str(outdir), "--data", f"tensor:{data}", "--format", "json", check=True
+    )
     rows = {r["name"]: r for r in json.loads(proc.stdout)["layers"]}
     program = load_artifact(outdir).program
     out = FixedSimulator(program).run(x, record=True)
@@ -253,12 +322,17 @@ def test_report_counts_graded_spikes_apart_from_binary_ones(sdnn_export, tmp_pat
         assert rows[name]["neuron_updates"] == program.populations[name].neurons * STEPS
     sent = out["1.neuron"].reshape(STEPS, len(x), -1)
     w = program.populations["3.neuron"].terms[0].weight_q
-    ops = float(((sent != 0).double() @ torch.from_numpy((w != 0).T.astype(np.float64))).sum()) / len(x)
+    ops = float(
+        ((sent != 0).double() @ torch.from_numpy((w != 0).T.astype(np.float64))).sum()
+    ) / len(x)
     assert rows["3.neuron"]["graded_ops"] == pytest.approx(ops) and ops > 0
-    assert rows["0.neuron"]["graded_ops"] == 0 and rows["0.neuron"]["synapses"] == 0  # its port has none
+    assert (
+        rows["0.neuron"]["graded_ops"] == 0 and rows["0.neuron"]["synapses"] == 0
+    )  # its port has none
 
 
 # ---- refusals ---------------------------------------------------------------------------------------
+
 
 def test_export_to_nir_refuses_a_sigma_delta_graph_naming_the_node(tmp_path: Path) -> None:
     path = write_netx(tmp_path / "sdnn.net", _layers())
@@ -267,12 +341,16 @@ def test_export_to_nir_refuses_a_sigma_delta_graph_naming_the_node(tmp_path: Pat
     assert not (tmp_path / "nir").exists()
 
 
-@pytest.mark.parametrize("change,message", [
-    ({"activation": "unit"}, "layer 3 (dense): SDNN activation 'unit'"),
-    ({"neuron": "RF_IZ"}, "layer 3 (dense): neuron type 'RF_IZ' (resonate-and-fire"),
-])
-def test_what_netx_would_not_run_as_written_is_refused_naming_the_layer(tmp_path: Path, change: dict,
-                                                                        message: str) -> None:
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"activation": "unit"}, "layer 3 (dense): SDNN activation 'unit'"),
+        ({"neuron": "RF_IZ"}, "layer 3 (dense): neuron type 'RF_IZ' (resonate-and-fire"),
+    ],
+)
+def test_what_netx_would_not_run_as_written_is_refused_naming_the_layer(
+    tmp_path: Path, change: dict, message: str
+) -> None:
     layers = _layers()
     layers[3].update({k: v for k, v in change.items() if k != "neuron"})
     path = write_netx(tmp_path / "sdnn.net", layers)
@@ -308,21 +386,50 @@ def _with_field(path: Path, layer: int, key: str, value) -> Path:
     return path
 
 
-@pytest.mark.parametrize("layer,key,value,message", [
-    (3, "neuron/vThMant", -5, "layer 3 (dense): vThMant=-5: must be a whole number 0..131071"),
-    (1, "neuron/vThMant", 1e30, "layer 1 (conv): vThMant=1e+30: must be a whole number 0..131071"),
-    (3, "neuron/vThMant", 2.5, "layer 3 (dense): vThMant=2.5: must be a whole number 0..131071"),
-    (3, "neuron/vThMant", np.array([3, 9]), "layer 3 (dense): vThMant holds 2 values"),
-    (0, "neuron/vThMant", np.zeros(0), "layer 0 (input): vThMant holds 0 values"),
-    (3, "neuron/messageBits", 0, "layer 3 (dense): messageBits=0: must be a whole number 1..24"),
-    (3, "neuron/messageBits", 99, "layer 3 (dense): messageBits=99: must be a whole number 1..24"),
-    (0, "neuron/messageBits", -3, "layer 0 (input): messageBits=-3: must be a whole number 1..24"),
-    (3, "weight", np.full((5, 27), 2 + 2j), "layer 3 (dense): weight has complex values"),
-    (1, "bias", np.array([2.0, np.nan, 0.0]), "layer 1 (conv): bias holds NaN or Inf"),
-    (1, "bias", np.array([2.0, 0.5, 0.0]), "layer 1 (conv): bias 0.5: must be a whole number"),
-])
-def test_sigma_delta_fields_netx_or_loihi_would_not_take_are_refused(tmp_path: Path, layer: int, key: str, value,
-                                                                     message: str) -> None:
+@pytest.mark.parametrize(
+    "layer,key,value,message",
+    [
+        (3, "neuron/vThMant", -5, "layer 3 (dense): vThMant=-5: must be a whole number 0..131071"),
+        (
+            1,
+            "neuron/vThMant",
+            1e30,
+            "layer 1 (conv): vThMant=1e+30: must be a whole number 0..131071",
+        ),
+        (
+            3,
+            "neuron/vThMant",
+            2.5,
+            "layer 3 (dense): vThMant=2.5: must be a whole number 0..131071",
+        ),
+        (3, "neuron/vThMant", np.array([3, 9]), "layer 3 (dense): vThMant holds 2 values"),
+        (0, "neuron/vThMant", np.zeros(0), "layer 0 (input): vThMant holds 0 values"),
+        (
+            3,
+            "neuron/messageBits",
+            0,
+            "layer 3 (dense): messageBits=0: must be a whole number 1..24",
+        ),
+        (
+            3,
+            "neuron/messageBits",
+            99,
+            "layer 3 (dense): messageBits=99: must be a whole number 1..24",
+        ),
+        (
+            0,
+            "neuron/messageBits",
+            -3,
+            "layer 0 (input): messageBits=-3: must be a whole number 1..24",
+        ),
+        (3, "weight", np.full((5, 27), 2 + 2j), "layer 3 (dense): weight has complex values"),
+        (1, "bias", np.array([2.0, np.nan, 0.0]), "layer 1 (conv): bias holds NaN or Inf"),
+        (1, "bias", np.array([2.0, 0.5, 0.0]), "layer 1 (conv): bias 0.5: must be a whole number"),
+    ],
+)
+def test_sigma_delta_fields_netx_or_loihi_would_not_take_are_refused(
+    tmp_path: Path, layer: int, key: str, value, message: str
+) -> None:
     """Each field is checked where the reader translates it: one value (lava-dl's Lava processes take
     one vth per layer), whole, inside the bits Loihi 2 holds, real and finite; never the first of
     several values, never the real part of a complex one."""
@@ -331,12 +438,17 @@ def test_sigma_delta_fields_netx_or_loihi_would_not_take_are_refused(tmp_path: P
         load_artifact(path)
 
 
-@pytest.mark.parametrize("key,value,message", [
-    ("neuron/vThMant", np.zeros(0), "vThMant holds 0 values"),
-    ("neuron/vThMant", 2 ** 40, "vThMant=1.09951e+12: must be a whole number 0..131071"),
-    ("weight", np.full((5, 27), 2 + 2j), "weight has complex values"),
-])
-def test_a_bad_sigma_delta_field_is_one_line_from_the_cli(tmp_path: Path, key: str, value, message: str) -> None:
+@pytest.mark.parametrize(
+    "key,value,message",
+    [
+        ("neuron/vThMant", np.zeros(0), "vThMant holds 0 values"),
+        ("neuron/vThMant", 2**40, "vThMant=1.09951e+12: must be a whole number 0..131071"),
+        ("weight", np.full((5, 27), 2 + 2j), "weight has complex values"),
+    ],
+)
+def test_a_bad_sigma_delta_field_is_one_line_from_the_cli(
+    tmp_path: Path, key: str, value, message: str
+) -> None:
     """No traceback, no numpy warning: one line naming the file, the layer and the field."""
     path = _with_field(tmp_path / "sdnn.net", 3, key, value)
     before = path.read_bytes()
@@ -345,16 +457,24 @@ def test_a_bad_sigma_delta_field_is_one_line_from_the_cli(tmp_path: Path, key: s
     assert path.read_bytes() == before
 
 
-@pytest.mark.parametrize("key,value,message", [
-    ("state_exp", 1000, "state_exp=1000: must be a whole number 0..7"),
-    ("state_exp", -1, "state_exp=-1: must be a whole number 0..7"),
-    ("spike_exp", 2 ** 62, "spike_exp=4611686018427387904: must be a whole number 0..7"),
-    ("threshold", np.full((3, 3, 3), 1e30), "threshold 1e+30: must be a whole number 0..131071"),
-    ("threshold", np.full((3, 3, 3), -4.0), "threshold -4: must be a whole number 0..131071"),
-    ("threshold", np.zeros(0), "threshold is empty"),
-])
-def test_a_bad_sigma_delta_node_in_graph_nir_is_one_line(sdnn_export, tmp_path: Path, key: str, value,
-                                                         message: str) -> None:
+@pytest.mark.parametrize(
+    "key,value,message",
+    [
+        ("state_exp", 1000, "state_exp=1000: must be a whole number 0..7"),
+        ("state_exp", -1, "state_exp=-1: must be a whole number 0..7"),
+        ("spike_exp", 2**62, "spike_exp=4611686018427387904: must be a whole number 0..7"),
+        (
+            "threshold",
+            np.full((3, 3, 3), 1e30),
+            "threshold 1e+30: must be a whole number 0..131071",
+        ),
+        ("threshold", np.full((3, 3, 3), -4.0), "threshold -4: must be a whole number 0..131071"),
+        ("threshold", np.zeros(0), "threshold is empty"),
+    ],
+)
+def test_a_bad_sigma_delta_node_in_graph_nir_is_one_line(
+    sdnn_export, tmp_path: Path, key: str, value, message: str
+) -> None:
     """A graph.nir's SigmaDelta node (danet-deploy's own type) is checked as it is read, by the node
     itself: the .nir file as MODEL, and an export directory whose float side is that graph.nir."""
     outdir, _ = sdnn_export
@@ -381,6 +501,7 @@ def test_the_sigma_delta_node_checks_its_own_fields() -> None:
 
 # ---- simulate runs a netx file as the fixed-point network it is --------------------------------------
 
+
 def test_simulate_runs_a_netx_file_as_its_compiled_program(sdnn_export, tmp_path: Path) -> None:
     """A netx file holds the chip's integers: simulate compiles it and runs the fast fixed-point
     simulator, whose outputs are the export's (and lava-nc's pipeline's) exactly. --mode float
@@ -391,13 +512,26 @@ def test_simulate_runs_a_netx_file_as_its_compiled_program(sdnn_export, tmp_path
     data = tmp_path / "frames.pt"
     torch.save({"inputs": x, "labels": torch.zeros(len(x), dtype=torch.long)}, data)
     saved = {}
-    for name, args in (("netx", [str(source)]), ("export", [str(outdir)]),
-                       ("float", [str(source), "--mode", "float"])):
-        proc = run_cli("simulate", *args, "--data", f"tensor:{data}", "--json", "--save-outputs",
-                       str(tmp_path / f"{name}.pt"), check=True)
+    for name, args in (
+        ("netx", [str(source)]),
+        ("export", [str(outdir)]),
+        ("float", [str(source), "--mode", "float"]),
+    ):
+        proc = run_cli(
+            "simulate",
+            *args,
+            "--data",
+            f"tensor:{data}",
+            "--json",
+            "--save-outputs",
+            str(tmp_path / f"{name}.pt"),
+            check=True,
+        )
         result = json.loads(proc.stdout)
         saved[name] = torch.load(tmp_path / f"{name}.pt", weights_only=True)
-        assert result["mode"] == saved[name]["mode"] == ("float" if name == "float" else "fixed"), name
+        assert result["mode"] == saved[name]["mode"] == ("float" if name == "float" else "fixed"), (
+            name
+        )
         if name == "netx":
             assert result["pipeline_latency"] == 3 and proc.stderr == ""
         if name == "float":
@@ -411,17 +545,29 @@ def test_simulate_runs_a_netx_file_as_its_compiled_program(sdnn_export, tmp_path
 
 # ---- against lava-dl's own netx loader, in Lava (the runtime's suite) ------------------------------------
 
+
 def _slayer_sdnn(path: Path) -> Path:
     """A sigma-delta CNN built and exported by slayer itself, as lava-dl's PilotNet SDNN tutorial
     builds one (Input, strided Conv, Flatten, Dense, Output)."""
     from lava.lib.dl import slayer
 
     torch.manual_seed(0)
-    params = {"threshold": 0.1, "tau_grad": 0.5, "scale_grad": 1, "requires_grad": False, "shared_param": True,
-              "activation": F.relu}
+    params = {
+        "threshold": 0.1,
+        "tau_grad": 0.5,
+        "scale_grad": 1,
+        "requires_grad": False,
+        "shared_param": True,
+        "activation": F.relu,
+    }
     sd = slayer.block.sigma_delta
-    blocks = [sd.Input(params), sd.Conv(params, 2, 6, 3, padding=1, stride=2, weight_scale=2), sd.Flatten(),
-              sd.Dense(params, 6 * 3 * 3, 12, weight_scale=2), sd.Output(params, 12, 3, weight_scale=2)]
+    blocks = [
+        sd.Input(params),
+        sd.Conv(params, 2, 6, 3, padding=1, stride=2, weight_scale=2),
+        sd.Flatten(),
+        sd.Dense(params, 6 * 3 * 3, 12, weight_scale=2),
+        sd.Output(params, 12, 3, weight_scale=2),
+    ]
     with torch.no_grad():  # one forward pass fixes the blocks' shapes, as training does
         y = torch.zeros(1, *SHAPE, 2)
         for b in blocks:
@@ -443,7 +589,9 @@ def _netx_sigma_in_lava(path: Path, sample: np.ndarray) -> np.ndarray:
 
     net = Network(net_config=str(path))
     steps = len(sample)
-    source = Source(data=np.moveaxis(sample.transpose(0, 3, 2, 1), 0, -1).astype(np.int32))  # (X, Y, C, T)
+    source = Source(
+        data=np.moveaxis(sample.transpose(0, 3, 2, 1), 0, -1).astype(np.int32)
+    )  # (X, Y, C, T)
     sink = Sink(shape=net.out_layer.shape, buffer=steps)
     source.s_out.connect(net.in_layer.neuron.a_in)
     net.out_layer.out.connect(sink.a_in)
@@ -458,7 +606,9 @@ def _netx_sigma_in_lava(path: Path, sample: np.ndarray) -> np.ndarray:
 @pytest.mark.lava_runtime
 @pytest.mark.slow
 @pytest.mark.parametrize("written_by", ["slayer", "hand"])
-def test_a_sigma_delta_network_runs_like_lava_dls_own_loader_in_lava(tmp_path: Path, written_by: str) -> None:
+def test_a_sigma_delta_network_runs_like_lava_dls_own_loader_in_lava(
+    tmp_path: Path, written_by: str
+) -> None:
     """Every Sigma output of every step, from the first, equals lava-dl's netx run in Lava; our
     own Lava run of the compiled program equals the fast simulator (0 mismatches)."""
     path = tmp_path / "sdnn.net"
@@ -475,6 +625,15 @@ def test_a_sigma_delta_network_runs_like_lava_dls_own_loader_in_lava(tmp_path: P
     assert np.abs(timeline.numpy()).max() > 100  # not a silent network
     data = tmp_path / "frames.pt"
     torch.save({"inputs": x, "labels": torch.zeros(len(x), dtype=torch.long)}, data)
-    proc = run_cli("simulate", str(outdir), "--backend", "lava", "--data", f"tensor:{data}", "--json", check=True)
+    proc = run_cli(
+        "simulate",
+        str(outdir),
+        "--backend",
+        "lava",
+        "--data",
+        f"tensor:{data}",
+        "--json",
+        check=True,
+    )
     result = json.loads(proc.stdout)
     assert result["spike_mismatches"] == 0 and result["nonzero_values"] > 100

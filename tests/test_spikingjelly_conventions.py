@@ -33,7 +33,11 @@ def jelly_mlp(kind: str, v_reset: float | None, seed: int = 0) -> nn.Sequential:
     for fan_in, fan_out in ((INPUTS, HIDDEN), (HIDDEN, OUT)):
         linear = nn.Linear(fan_in, fan_out, bias=False)
         linear.weight.data = torch.randint(-2, 5, (fan_out, fan_in), generator=g).float() / 4
-        cell = neuron.IFNode(v_reset=v_reset) if kind == "IF" else neuron.LIFNode(tau=2.0, v_reset=v_reset)
+        cell = (
+            neuron.IFNode(v_reset=v_reset)
+            if kind == "IF"
+            else neuron.LIFNode(tau=2.0, v_reset=v_reset)
+        )
         layers += [linear, cell]
     return nn.Sequential(*layers).eval()
 
@@ -69,12 +73,19 @@ def test_float_interpreter_equals_spikingjelly(kind: str, v_reset: float | None)
     net, x = jelly_mlp(kind, v_reset), spike_trains()
     graph = from_torch(net, x[0])
     convention = "spikingjelly-soft" if v_reset is None else "spikingjelly"
-    assert {n.metadata["reset"] for n in graph.nodes.values() if "reset" in n.metadata} == {convention}
+    assert {n.metadata["reset"] for n in graph.nodes.values() if "reset" in n.metadata} == {
+        convention
+    }
     theirs = spikingjelly_forward(net, x)
     assert 0 < theirs.sum() < theirs.numel()
     assert torch.equal(interpret(graph, x).float(), theirs)
     # the net tells the conventions apart: read as Loihi's (> from 0), its counts differ
-    assert differing_counts(interpret(graph, x, reset="zero" if v_reset is not None else "subtract"), theirs) > 0
+    assert (
+        differing_counts(
+            interpret(graph, x, reset="zero" if v_reset is not None else "subtract"), theirs
+        )
+        > 0
+    )
 
 
 def test_convention_comes_from_the_option_for_a_file_that_does_not_state_it(tmp_path: Path) -> None:
@@ -85,7 +96,9 @@ def test_convention_comes_from_the_option_for_a_file_that_does_not_state_it(tmp_
         node.metadata = {}
     nir.write(tmp_path / "plain.nir", graph)
     theirs = spikingjelly_forward(net, x)
-    assert torch.equal(interpret(nir.read(tmp_path / "plain.nir"), x, reset="spikingjelly").float(), theirs)
+    assert torch.equal(
+        interpret(nir.read(tmp_path / "plain.nir"), x, reset="spikingjelly").float(), theirs
+    )
 
 
 def _compile(graph: nir.NIRGraph, x: torch.Tensor, tmp_path: Path):
@@ -93,9 +106,13 @@ def _compile(graph: nir.NIRGraph, x: torch.Tensor, tmp_path: Path):
     from danet_deploy.ir.program import read_program
 
     nir.write(tmp_path / "net.nir", graph)
-    torch.save({"inputs": x.transpose(0, 1).contiguous(), "labels": torch.zeros(N, dtype=torch.long)},
-               tmp_path / "x.pt")
-    out = export(tmp_path / "net.nir", "loihi2-sim", tmp_path / "out", data=f"tensor:{tmp_path / 'x.pt'}")
+    torch.save(
+        {"inputs": x.transpose(0, 1).contiguous(), "labels": torch.zeros(N, dtype=torch.long)},
+        tmp_path / "x.pt",
+    )
+    out = export(
+        tmp_path / "net.nir", "loihi2-sim", tmp_path / "out", data=f"tensor:{tmp_path / 'x.pt'}"
+    )
     return read_program(out / "program.h5"), out
 
 
@@ -110,7 +127,9 @@ def test_hard_reset_compiles_exactly_for_loihi(tmp_path: Path, v_reset: float, c
     program, out = _compile(graph, x, tmp_path)
     lifs = [name for name, p in program.populations.items() if p.kind == "lif"]
     assert len(lifs) == 2
-    for name in lifs:  # threshold 1 - v_reset, shifted; fires at v > vth - 1, the voltage in steps of 64
+    for (
+        name
+    ) in lifs:  # threshold 1 - v_reset, shifted; fires at v > vth - 1, the voltage in steps of 64
         f = program.fixed[name]
         assert f.vth == round(f.scale * (1.0 - v_reset) / 64) - 1
         assert f.bias_mant is None
@@ -137,15 +156,27 @@ def test_soft_reset_is_refused_for_loihi_in_one_line(tmp_path: Path) -> None:
 
     net, x = jelly_mlp("IF", None), spike_trains()
     nir.write(tmp_path / "soft.nir", from_torch(net, x[0], timesteps=T))
-    torch.save({"inputs": x.transpose(0, 1).contiguous(), "labels": torch.zeros(N, dtype=torch.long)},
-               tmp_path / "x.pt")
+    torch.save(
+        {"inputs": x.transpose(0, 1).contiguous(), "labels": torch.zeros(N, dtype=torch.long)},
+        tmp_path / "x.pt",
+    )
     before = (tmp_path / "soft.nir").read_bytes()
-    proc = run_cli("export", str(tmp_path / "soft.nir"), "-t", "loihi2-sim", "--data",
-                   f"tensor:{tmp_path / 'x.pt'}", "-o", str(tmp_path / "out"))
+    proc = run_cli(
+        "export",
+        str(tmp_path / "soft.nir"),
+        "-t",
+        "loihi2-sim",
+        "--data",
+        f"tensor:{tmp_path / 'x.pt'}",
+        "-o",
+        str(tmp_path / "out"),
+    )
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
-    assert lines[-1].startswith("danet-deploy: error: node '1': this neuron subtracts the threshold when it fires "
-                                "(SpikingJelly's soft reset, v_reset=None)")
+    assert lines[-1].startswith(
+        "danet-deploy: error: node '1': this neuron subtracts the threshold when it fires "
+        "(SpikingJelly's soft reset, v_reset=None)"
+    )
     assert "--reset spikingjelly " in lines[-1] and "Traceback" not in proc.stderr
     assert not (tmp_path / "out").exists() and (tmp_path / "soft.nir").read_bytes() == before
 
@@ -155,8 +186,11 @@ def test_a_reset_to_v_reset_from_zero_stays_refused() -> None:
     from danet_deploy.lowering import lower
 
     net, x = jelly_mlp("IF", -0.25), spike_trains()
-    with pytest.raises(UserError, match=r"^node '1': Loihi neurons reset to 0, but v_reset is not 0 .*"
-                                        r"--reset spikingjelly\)$"):
+    with pytest.raises(
+        UserError,
+        match=r"^node '1': Loihi neurons reset to 0, but v_reset is not 0 .*"
+        r"--reset spikingjelly\)$",
+    ):
         lower(from_nir(from_torch(net, x[0]), reset="zero"), "expand")
 
 
@@ -169,8 +203,16 @@ def test_shifted_reset_runs_in_lava_as_the_fast_simulator(tmp_path: Path) -> Non
 
     net, x = jelly_mlp("IF", -0.25), spike_trains()
     _, out = _compile(from_torch(net, x[0], timesteps=T), x, tmp_path)
-    proc = run_cli("simulate", str(out), "--data", f"tensor:{tmp_path / 'x.pt'}", "--backend", "lava", "--json",
-                   check=True)
+    proc = run_cli(
+        "simulate",
+        str(out),
+        "--data",
+        f"tensor:{tmp_path / 'x.pt'}",
+        "--backend",
+        "lava",
+        "--json",
+        check=True,
+    )
     result = json.loads(proc.stdout)
     assert result["spike_mismatches"] == 0 and result["nonzero_values"] > 1000
 
@@ -192,11 +234,20 @@ def test_spikingjelly_own_export_reads_exactly_with_the_option(tmp_path: Path, k
     assert torch.equal(interpret(graph, x, reset="spikingjelly").float(), theirs)
     assert differing_counts(interpret(graph, x, reset="zero").float(), theirs) > 0
     if kind == "IF":
-        torch.save({"inputs": x.transpose(0, 1).contiguous(), "labels": torch.zeros(N, dtype=torch.long)},
-                   tmp_path / "x.pt")
-        out = export(tmp_path / "sj.nir", "loihi2-sim", tmp_path / "out", data=f"tensor:{tmp_path / 'x.pt'}",
-                     reset="spikingjelly")
+        torch.save(
+            {"inputs": x.transpose(0, 1).contiguous(), "labels": torch.zeros(N, dtype=torch.long)},
+            tmp_path / "x.pt",
+        )
+        out = export(
+            tmp_path / "sj.nir",
+            "loihi2-sim",
+            tmp_path / "out",
+            data=f"tensor:{tmp_path / 'x.pt'}",
+            reset="spikingjelly",
+        )
         assert nir.read(out / "graph.nir").metadata["reset"] == "spikingjelly"
         readout = read_program(out / "program.h5").lowered.readouts[0].terms[0].source
-        chip = FixedSimulator(read_program(out / "program.h5")).run(x.transpose(0, 1), record=True)[readout]
+        chip = FixedSimulator(read_program(out / "program.h5")).run(x.transpose(0, 1), record=True)[
+            readout
+        ]
         assert torch.equal(chip.cpu().float(), theirs)

@@ -40,12 +40,28 @@ def test_lava_dl_checkpoints_record_the_framework_and_slayers_neuron(tmp_path: P
     from danet_deploy.models.neurons import CUBA, LIF
 
     out = tmp_path / "m.pt"
-    train(TrainOptions(epochs=1, chip_epochs=1, quiet=True, device="cpu", framework="lava-dl", arch="vgg_digits"), out,
-          grid_for=chip_grid)
+    train(
+        TrainOptions(
+            epochs=1,
+            chip_epochs=1,
+            quiet=True,
+            device="cpu",
+            framework="lava-dl",
+            arch="vgg_digits",
+        ),
+        out,
+        grid_for=chip_grid,
+    )
     blob = read_checkpoint(out)
-    assert blob["config"]["neuron"]["framework"] == "lava-dl" and blob["neuron"]["voltage_decay"] == 0.5
+    assert (
+        blob["config"]["neuron"]["framework"] == "lava-dl"
+        and blob["neuron"]["voltage_decay"] == 0.5
+    )
     assert blob["config"]["chip_grid"]["weights"]  # the last epoch ran on the chip's weight grid
-    for arch in ("densenet_digits", "resnet20"):  # DA-DenseNet and the CIFAR ResNet, end to end to NIR
+    for arch in (
+        "densenet_digits",
+        "resnet20",
+    ):  # DA-DenseNet and the CIFAR ResNet, end to end to NIR
         model = build(arch, "da", 10, framework="lava-dl").eval()
         x = torch.rand(2, *model.config["input_shape"])
         with torch.no_grad():
@@ -84,22 +100,64 @@ def test_resume_continues_from_the_saved_epoch(tmp_path: Path, monkeypatch) -> N
 
 @pytest.mark.slow
 @pytest.mark.parametrize("framework", ["snntorch", "lava-dl"])
-def test_ddp_two_cpu_processes_equal_one_process(tmp_path: Path, digits_tensor_file: Path, framework: str) -> None:
-    common = ["train", "--data", f"tensor:{digits_tensor_file}", "--epochs", "2", "--batch-size", "16",
-              "--connection", "aa", "--device", "cpu", "--seed", "3", "--framework", framework]
+def test_ddp_two_cpu_processes_equal_one_process(
+    tmp_path: Path, digits_tensor_file: Path, framework: str
+) -> None:
+    common = [
+        "train",
+        "--data",
+        f"tensor:{digits_tensor_file}",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "16",
+        "--connection",
+        "aa",
+        "--device",
+        "cpu",
+        "--seed",
+        "3",
+        "--framework",
+        framework,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     single, ddp = tmp_path / "single.pt", tmp_path / "ddp.pt"
-    for cmd, out in ((["-m", "danet_deploy"], single),
-                     (["-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                       "-m", "danet_deploy"], ddp)):
-        proc = subprocess.run([sys.executable, *cmd, *common, "-o", str(out)], env=env,
-                              capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=600)
+    for cmd, out in (
+        (["-m", "danet_deploy"], single),
+        (
+            [
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                "--nproc_per_node",
+                "2",
+                "-m",
+                "danet_deploy",
+            ],
+            ddp,
+        ),
+    ):
+        proc = subprocess.run(
+            [sys.executable, *cmd, *common, "-o", str(out)],
+            env=env,
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            timeout=600,
+        )
         assert proc.returncode == 0, proc.stderr[-2000:]
     a, b = read_checkpoint(single), read_checkpoint(ddp)
     assert b["metrics"]["world_size"] == 2
-    assert a["config"]["neuron"].get("framework", "snntorch") == b["config"]["neuron"].get("framework", "snntorch") \
+    assert (
+        a["config"]["neuron"].get("framework", "snntorch")
+        == b["config"]["neuron"].get("framework", "snntorch")
         == framework
+    )
     for k, v in a["state_dict"].items():
         assert torch.allclose(v.float(), b["state_dict"][k].float(), rtol=1e-4, atol=1e-5), k
-    n_test = len(load_dataset(f"tensor:{digits_tensor_file}", "test")[0])  # weights agree to 1e-4, not bits:
-    assert abs(a["metrics"]["test_accuracy"] - b["metrics"]["test_accuracy"]) <= 1 / n_test + 1e-9  # one sample
+    n_test = len(
+        load_dataset(f"tensor:{digits_tensor_file}", "test")[0]
+    )  # weights agree to 1e-4, not bits:
+    assert (
+        abs(a["metrics"]["test_accuracy"] - b["metrics"]["test_accuracy"]) <= 1 / n_test + 1e-9
+    )  # one sample

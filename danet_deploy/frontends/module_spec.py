@@ -36,7 +36,9 @@ def parse_shape(text: str) -> tuple[int, ...]:
     except ValueError:
         shape = ()
     if not shape or any(v < 1 for v in shape):
-        raise UserError(f"--input-shape {text!r}: give one sample's shape as positive integers, e.g. 3,32,32")
+        raise UserError(
+            f"--input-shape {text!r}: give one sample's shape as positive integers, e.g. 3,32,32"
+        )
     return shape
 
 
@@ -47,8 +49,10 @@ def _factory(spec: str) -> Any:
     try:
         target: Any = importlib.import_module(module_name)
     except Exception as e:  # noqa: BLE001 - the user's code may raise anything while importing
-        raise UserError(f"{spec}: cannot import module {module_name!r} ({type(e).__name__}: "
-                        f"{str(e).splitlines()[0][:160] if str(e) else ''})") from None
+        raise UserError(
+            f"{spec}: cannot import module {module_name!r} ({type(e).__name__}: "
+            f"{str(e).splitlines()[0][:160] if str(e) else ''})"
+        ) from None
     for attr in attrs.split("."):
         if not hasattr(target, attr):
             raise UserError(f"{spec}: module {module_name!r} has no attribute {attrs!r}")
@@ -61,14 +65,20 @@ def build_module(spec: str, weights: Path | None = None) -> torch.nn.Module:
     made = _factory(spec)
     if not isinstance(made, torch.nn.Module):
         if not callable(made):
-            raise UserError(f"{spec}: is a {type(made).__name__}, neither a torch.nn.Module nor a factory")
+            raise UserError(
+                f"{spec}: is a {type(made).__name__}, neither a torch.nn.Module nor a factory"
+            )
         try:
             made = made()
         except Exception as e:  # noqa: BLE001 - the user's factory may raise anything
-            raise UserError(f"{spec}: the factory raised {type(e).__name__}: "
-                            f"{str(e).splitlines()[0][:160] if str(e) else ''}") from None
+            raise UserError(
+                f"{spec}: the factory raised {type(e).__name__}: "
+                f"{str(e).splitlines()[0][:160] if str(e) else ''}"
+            ) from None
         if not isinstance(made, torch.nn.Module):
-            raise UserError(f"{spec}: the factory returned a {type(made).__name__}, not a torch.nn.Module")
+            raise UserError(
+                f"{spec}: the factory returned a {type(made).__name__}, not a torch.nn.Module"
+            )
     if weights is not None:
         _load_weights(spec, made, Path(weights))
     return made.eval()
@@ -80,8 +90,10 @@ def _load_weights(spec: str, module: torch.nn.Module, weights: Path) -> None:
     try:
         state = torch.load(weights, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - unpickling refuses many ways
-        raise UserError(f"--weights {weights}: not a state_dict that loads with weights_only=True "
-                        f"({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''})") from None
+        raise UserError(
+            f"--weights {weights}: not a state_dict that loads with weights_only=True "
+            f"({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''})"
+        ) from None
     if not isinstance(state, dict):
         raise UserError(f"--weights {weights}: holds a {type(state).__name__}, not a state_dict")
     try:
@@ -91,13 +103,22 @@ def _load_weights(spec: str, module: torch.nn.Module, weights: Path) -> None:
         raise UserError(f"--weights {weights}: does not fit {spec} ({detail})") from None
 
 
-def load_module_graph(spec: str, weights: Path | None, input_shape: str | None, timesteps: int | None,
-                      dt: float | None) -> nir.NIRGraph:
+def load_module_graph(
+    spec: str,
+    weights: Path | None,
+    input_shape: str | None,
+    timesteps: int | None,
+    dt: float | None,
+) -> nir.NIRGraph:
     """The NIR graph of the module ``spec`` names (what ``export`` reads for such a MODEL)."""
-    from danet_deploy.frontends.tracer import from_torch  # torch.fx and nirtorch: only this needs them
+    from danet_deploy.frontends.tracer import (
+        from_torch,
+    )  # torch.fx and nirtorch: only this needs them
 
     if input_shape is None:
-        raise UserError(f"{spec}: a module MODEL needs --input-shape (one sample's shape, e.g. 3,32,32)")
+        raise UserError(
+            f"{spec}: a module MODEL needs --input-shape (one sample's shape, e.g. 3,32,32)"
+        )
     module = build_module(spec, weights)
     example = torch.zeros(1, *parse_shape(input_shape))
     return from_torch(module, example, dt=1.0 if dt is None else dt, timesteps=timesteps)

@@ -30,20 +30,34 @@ def _full(value: Any, shape: tuple[int, ...]) -> np.ndarray:
     return np.ascontiguousarray(np.broadcast_to(arr, shape))
 
 
-def _leaky(decay_kept: Any, threshold: Any, shape: tuple[int, ...], dt: float,
-           r: Any = None, v_leak: Any = 0.0, v_reset: Any = 0.0) -> nir.NIRNode:
+def _leaky(
+    decay_kept: Any,
+    threshold: Any,
+    shape: tuple[int, ...],
+    dt: float,
+    r: Any = None,
+    v_leak: Any = 0.0,
+    v_reset: Any = 0.0,
+) -> nir.NIRNode:
     """``v <- v + (1 - keep) (v_leak - v) + ...`` as a LIF (``tau = dt / (1 - keep)``, ``r`` defaults to
     ``tau / dt``, so ``v <- keep v + x``), or an IF where nothing decays (``keep = 1``)."""
     keep = _full(decay_kept, shape).astype(np.float64)
     if np.all(keep >= 1.0):
-        return nir.IF(r=_full(1.0 / dt, shape), v_threshold=_full(threshold, shape),
-                      v_reset=_full(v_reset, shape))
+        return nir.IF(
+            r=_full(1.0 / dt, shape),
+            v_threshold=_full(threshold, shape),
+            v_reset=_full(v_reset, shape),
+        )
     if np.any(keep >= 1.0) or np.any(keep < 0):
         raise ValueError("its decay must lie in [0, 1) for every neuron, or be 1 for all")
     tau = dt / (1.0 - keep)
-    return nir.LIF(tau=tau.astype(np.float32), r=_full(tau / dt if r is None else r, shape),
-                   v_leak=_full(v_leak, shape), v_threshold=_full(threshold, shape),
-                   v_reset=_full(v_reset, shape))
+    return nir.LIF(
+        tau=tau.astype(np.float32),
+        r=_full(tau / dt if r is None else r, shape),
+        v_leak=_full(v_leak, shape),
+        v_threshold=_full(threshold, shape),
+        v_reset=_full(v_reset, shape),
+    )
 
 
 def _snntorch_facts(m: Any) -> dict[str, Any]:
@@ -58,9 +72,11 @@ def _snntorch_facts(m: Any) -> dict[str, Any]:
     if m.reset_mechanism == "none":
         raise ValueError("reset_mechanism='none' (no reset) has no NIR neuron")
     if m.reset_mechanism == "subtract" and not getattr(m, "reset_delay", True):
-        raise ValueError("reset_delay=False with subtraction decides a spike on a voltage it does not keep "
-                         "(no NIR reset convention reproduces it, docs/nir.md); use reset_delay=True or "
-                         "reset_mechanism='zero'")
+        raise ValueError(
+            "reset_delay=False with subtraction decides a spike on a voltage it does not keep "
+            "(no NIR reset convention reproduces it, docs/nir.md); use reset_delay=True or "
+            "reset_mechanism='zero'"
+        )
     plain_leaky = type(m).__name__ == "Leaky" and m.reset_mechanism == "zero"
     late = getattr(m, "reset_delay", True) and not plain_leaky
     reset = ("snntorch-" if late else "") + m.reset_mechanism
@@ -74,19 +90,31 @@ def snntorch_leaky(m: Any, shape: tuple[int, ...], dt: float) -> Made:
     return _leaky(m.beta.clamp(0, 1), m.threshold, shape, dt), facts
 
 
-def _cuba(current_kept: Any, voltage_kept: Any, threshold: Any, shape: tuple[int, ...], dt: float,
-          v_reset: Any = 0.0) -> nir.CubaLIF:
+def _cuba(
+    current_kept: Any,
+    voltage_kept: Any,
+    threshold: Any,
+    shape: tuple[int, ...],
+    dt: float,
+    v_reset: Any = 0.0,
+) -> nir.CubaLIF:
     """``i <- a i + x``, ``v <- b v + i`` as a CubaLIF, as snnTorch's own exporter writes its
     ``Synaptic`` (``tau = dt / (1 - kept)``, ``r = tau_mem/dt``, ``w_in = tau_syn/dt``)."""
     a, b = (_full(k, shape).astype(np.float64) for k in (current_kept, voltage_kept))
     if np.any(a >= 1.0) or np.any(b >= 1.0) or np.any(a < 0) or np.any(b < 0):
-        raise ValueError("its current and voltage decays must lie in [0, 1) (1 has no finite NIR "
-                         "time constant)")
+        raise ValueError(
+            "its current and voltage decays must lie in [0, 1) (1 has no finite NIR time constant)"
+        )
     tau_syn, tau_mem = dt / (1.0 - a), dt / (1.0 - b)
-    return nir.CubaLIF(tau_syn=tau_syn.astype(np.float32), tau_mem=tau_mem.astype(np.float32),
-                       r=_full(tau_mem / dt, shape), w_in=_full(tau_syn / dt, shape),
-                       v_leak=_full(0.0, shape),
-                       v_threshold=_full(threshold, shape), v_reset=_full(v_reset, shape))
+    return nir.CubaLIF(
+        tau_syn=tau_syn.astype(np.float32),
+        tau_mem=tau_mem.astype(np.float32),
+        r=_full(tau_mem / dt, shape),
+        w_in=_full(tau_syn / dt, shape),
+        v_leak=_full(0.0, shape),
+        v_threshold=_full(threshold, shape),
+        v_reset=_full(v_reset, shape),
+    )
 
 
 def snntorch_synaptic(m: Any, shape: tuple[int, ...], dt: float) -> Made:
@@ -97,9 +125,13 @@ def snntorch_synaptic(m: Any, shape: tuple[int, ...], dt: float) -> Made:
 
 def _spikingjelly_facts(m: Any) -> dict[str, Any]:
     """A SpikingJelly neuron's reset convention, and what it means that NIR does not state, as facts."""
-    return {"reset": "spikingjelly-soft" if m.v_reset is None else "spikingjelly", "framework": "spikingjelly",
-            "neuron": type(m).__name__, "fires_at": "v >= v_threshold",
-            "v_initial": 0.0 if m.v_reset is None else float(m.v_reset)}
+    return {
+        "reset": "spikingjelly-soft" if m.v_reset is None else "spikingjelly",
+        "framework": "spikingjelly",
+        "neuron": type(m).__name__,
+        "fires_at": "v >= v_threshold",
+        "v_initial": 0.0 if m.v_reset is None else float(m.v_reset),
+    }
 
 
 def spikingjelly_if(m: Any, shape: tuple[int, ...], dt: float) -> Made:
@@ -111,11 +143,14 @@ def spikingjelly_if(m: Any, shape: tuple[int, ...], dt: float) -> Made:
 def spikingjelly_lif(m: Any, shape: tuple[int, ...], dt: float) -> Made:
     """SpikingJelly's ``LIFNode`` (``ParametricLIFNode``: ``1/tau = sigmoid(w)``):
     ``v <- v + (v_reset - v + x) / tau``, or ``+ x`` undecayed without ``decay_input``."""
-    inv_tau = torch.sigmoid(m.w.detach()) if hasattr(m, "w") else 1.0 / torch.as_tensor(float(m.tau))
+    inv_tau = (
+        torch.sigmoid(m.w.detach()) if hasattr(m, "w") else 1.0 / torch.as_tensor(float(m.tau))
+    )
     v_reset = 0.0 if m.v_reset is None else m.v_reset
     r = 1.0 if m.decay_input else 1.0 / inv_tau
-    return _leaky(1.0 - inv_tau, m.v_threshold, shape, dt, r=r, v_leak=v_reset, v_reset=v_reset), \
-        _spikingjelly_facts(m)
+    return _leaky(
+        1.0 - inv_tau, m.v_threshold, shape, dt, r=r, v_leak=v_reset, v_reset=v_reset
+    ), _spikingjelly_facts(m)
 
 
 def spikingjelly_cuba_lif(m: Any, shape: tuple[int, ...], dt: float) -> Made:
@@ -154,7 +189,9 @@ def neuron_node(name: str, m: torch.nn.Module, shape: tuple[int, ...], dt: float
     kind = f"{type(m).__module__}.{type(m).__name__}"
     if mapping is None:
         known = ", ".join(f"{a}.{b}" for a, b in NEURONS)
-        raise UserError(f"module {name!r} ({kind}): no NIR mapping for this neuron (mapped: {known})")
+        raise UserError(
+            f"module {name!r} ({kind}): no NIR mapping for this neuron (mapped: {known})"
+        )
     try:
         return mapping(m, shape, dt)
     except ValueError as e:

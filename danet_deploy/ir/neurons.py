@@ -45,14 +45,17 @@ class Dynamics:
     alpha: Any = 0.0
     input_gain: Any = 1.0
     has_current: bool = False
-    threshold: Any = None        # None: the node never fires (LI, Integrator)
+    threshold: Any = None  # None: the node never fires (LI, Integrator)
     v_reset: Any = None
-    sources: tuple[tuple[str, str], ...] = ()   # factor -> the NIR parameter it comes from
+    sources: tuple[tuple[str, str], ...] = ()  # factor -> the NIR parameter it comes from
 
     def converted(self, convert: Callable[[Any], Any]) -> Dynamics:
         """The same dynamics with every factor passed through ``convert``."""
-        arrays = {f.name: convert(getattr(self, f.name)) for f in fields(self)
-                  if f.name not in ("has_current", "sources") and getattr(self, f.name) is not None}
+        arrays = {
+            f.name: convert(getattr(self, f.name))
+            for f in fields(self)
+            if f.name not in ("has_current", "sources") and getattr(self, f.name) is not None
+        }
         return replace(self, **arrays)
 
     def source(self, factor: str) -> str:
@@ -65,13 +68,17 @@ class Firing:
     """How a node's reset mode (``FlatGraph.resets``) fires, resets and starts: the frameworks
     differ in all three (docs/nir.md, "Conventions that NIR 1.0.8 does not record")."""
 
-    reset: str                     # zero | subtract | zero-late | subtract-late | multi-spike[-floor]
-    at_threshold: bool = False     # v >= v_threshold fires (SpikingJelly); else v > v_threshold
-    starts_at_reset: bool = False  # the voltage starts each sample at v_reset (SpikingJelly); else at 0
+    reset: str  # zero | subtract | zero-late | subtract-late | multi-spike[-floor]
+    at_threshold: bool = False  # v >= v_threshold fires (SpikingJelly); else v > v_threshold
+    starts_at_reset: bool = (
+        False  # the voltage starts each sample at v_reset (SpikingJelly); else at 0
+    )
 
 
-_FIRING = {"spikingjelly": Firing("zero", at_threshold=True, starts_at_reset=True),
-           "spikingjelly-soft": Firing("subtract", at_threshold=True)}
+_FIRING = {
+    "spikingjelly": Firing("zero", at_threshold=True, starts_at_reset=True),
+    "spikingjelly-soft": Firing("subtract", at_threshold=True),
+}
 
 
 def firing(mode: str) -> Firing:
@@ -96,12 +103,20 @@ def _array(value: Any) -> np.ndarray:
 def dynamics(node: nir.NIRNode, graph: FlatGraph) -> Dynamics:
     """The update factors of neuron ``node`` under ``graph``'s time step and discretisation."""
     if isinstance(node, (nir.IF, nir.I)):  # v += dt r x (norse: r x)
-        d = Dynamics(beta=1.0, current_gain=graph.integration_step() * _array(node.r), bias=0.0,
-                     sources=(("current_gain", "r"),))
+        d = Dynamics(
+            beta=1.0,
+            current_gain=graph.integration_step() * _array(node.r),
+            bias=0.0,
+            sources=(("current_gain", "r"),),
+        )
     elif isinstance(node, (nir.LIF, nir.LI)):  # v += k (v_leak - v + r x), k = dt/tau
         k = graph.decay(node.tau)
-        d = Dynamics(beta=1.0 - k, current_gain=k * _array(node.r), bias=k * _array(node.v_leak),
-                     sources=(("beta", "tau"), ("current_gain", "r")))
+        d = Dynamics(
+            beta=1.0 - k,
+            current_gain=k * _array(node.r),
+            bias=k * _array(node.v_leak),
+            sources=(("beta", "tau"), ("current_gain", "r")),
+        )
     elif isinstance(node, nir.CubaLIF):
         d = _cuba(node, graph)
     else:
@@ -115,7 +130,12 @@ def _cuba(node: nir.CubaLIF, graph: FlatGraph) -> Dynamics:
     """A CubaLIF's factors; the frameworks that export one disagree on where its gains sit."""
     k, k_syn = graph.decay(node.tau_mem), graph.decay(node.tau_syn)
     w_in, r, leak = _array(node.w_in), _array(node.r), _array(node.v_leak)
-    sources = (("alpha", "tau_syn"), ("beta", "tau_mem"), ("input_gain", "w_in"), ("current_gain", "r"))
+    sources = (
+        ("alpha", "tau_syn"),
+        ("beta", "tau_mem"),
+        ("input_gain", "w_in"),
+        ("current_gain", "r"),
+    )
     cuba = dict(alpha=1.0 - k_syn, beta=1.0 - k, bias=k * leak, has_current=True, sources=sources)
     if graph.discretisation == "norse":  # the input jumps into the current undamped (LIFCell)
         return Dynamics(input_gain=w_in, current_gain=k * r, **cuba)

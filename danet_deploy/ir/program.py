@@ -32,8 +32,11 @@ if TYPE_CHECKING:
 PROGRAM_FORMAT = "danet-deploy-program/2"
 PROGRAM_FORMAT_SIGMA_DELTA = "danet-deploy-program/3"
 READABLE_FORMATS = ("danet-deploy-program/1", PROGRAM_FORMAT, PROGRAM_FORMAT_SIGMA_DELTA)
-SIGMA_DELTA_KINDS = ("delta", "sigma_delta")  # populations of Lava's Delta and SigmaDelta (ir/sigma_delta.py)
-INPUT_BITS = 8          # graded input values (pixels) are quantised to signed 8 bits
+SIGMA_DELTA_KINDS = (
+    "delta",
+    "sigma_delta",
+)  # populations of Lava's Delta and SigmaDelta (ir/sigma_delta.py)
+INPUT_BITS = 8  # graded input values (pixels) are quantised to signed 8 bits
 GRADED_MESSAGE_BITS = 24  # a graded spike's payload as the Lava worker sends it (num_message_bits)
 BIAS_EXP = 6
 
@@ -50,16 +53,16 @@ class Map:
     of the conv's weight (docs/compile.md §1).
     """
 
-    kind: str                       # "conv" (weight [Cout, Cin, kh, kw]) or "dense" ([Nout, Nin])
+    kind: str  # "conv" (weight [Cout, Cin, kh, kw]) or "dense" ([Nout, Nin])
     in_shape: tuple[int, ...]
     out_shape: tuple[int, ...]
     weight: np.ndarray | None
     kernel: tuple[int, int] = (1, 1)
     stride: tuple[int, int] = (1, 1)
     padding: tuple[int, int] = (0, 0)
-    delay: int = 0                  # steps added by Delay nodes on the path
+    delay: int = 0  # steps added by Delay nodes on the path
     identity: bool = False
-    recurrent: bool = False         # the path closes a cycle: it carries the previous step's output
+    recurrent: bool = False  # the path closes a cycle: it carries the previous step's output
     row_scale: np.ndarray | None = None
 
     def values(self, rows: slice = slice(None)) -> np.ndarray | None:
@@ -86,11 +89,23 @@ class Map:
         """This map followed by a factor per output row (float64), applied lazily; ``rows`` is
         copied (a view would keep the array it was cut from, e.g. a Scale node's every element)."""
         rows = np.array(rows, dtype=np.float64).reshape(-1)
-        return replace(self, identity=False, row_scale=rows if self.row_scale is None else self.row_scale * rows)
+        return replace(
+            self,
+            identity=False,
+            row_scale=rows if self.row_scale is None else self.row_scale * rows,
+        )
 
     @property
     def geometry(self) -> tuple:
-        return self.kind, self.kernel, self.stride, self.padding, self.delay, self.recurrent, self.out_shape
+        return (
+            self.kind,
+            self.kernel,
+            self.stride,
+            self.padding,
+            self.delay,
+            self.recurrent,
+            self.out_shape,
+        )
 
     @property
     def weight_shape(self) -> tuple[int, ...]:
@@ -121,10 +136,17 @@ class Map:
         shape = (cout * oh * ow, cin * h * w)
         if not data:
             return csr_matrix(shape, dtype=weight.dtype)
-        return csr_matrix((np.concatenate(data), (np.concatenate(rows), np.concatenate(cols))), shape=shape)
+        return csr_matrix(
+            (np.concatenate(data), (np.concatenate(rows), np.concatenate(cols))), shape=shape
+        )
 
     def is_pointwise(self) -> bool:
-        return self.kind == "conv" and self.kernel == (1, 1) and self.stride == (1, 1) and self.padding == (0, 0)
+        return (
+            self.kind == "conv"
+            and self.kernel == (1, 1)
+            and self.stride == (1, 1)
+            and self.padding == (0, 0)
+        )
 
 
 @dataclass
@@ -134,10 +156,12 @@ class Term:
     source: str
     map: Map
     connection: str
-    delay: int = 0                  # steps beyond the one-step synaptic hop (set by balancing)
-    weight_q: np.ndarray | None = None  # the integer weights (set by the compiler, synapses.WEIGHT_DTYPE)
-    port: bool = False              # the input itself, into an encoder's neurons: no synapse group and
-                                    # no hop (netx feeds its input to a Delta's a_in), an identity map
+    delay: int = 0  # steps beyond the one-step synaptic hop (set by balancing)
+    weight_q: np.ndarray | None = (
+        None  # the integer weights (set by the compiler, synapses.WEIGHT_DTYPE)
+    )
+    port: bool = False  # the input itself, into an encoder's neurons: no synapse group and
+    # no hop (netx feeds its input to a Delta's a_in), an identity map
 
     @property
     def hop(self) -> int:
@@ -158,19 +182,19 @@ class Population:
     """Neurons of one layer (or the input, a relay, a readout) and what feeds them."""
 
     name: str
-    kind: str                       # input | lif | gate | relay | readout | delta | sigma_delta
+    kind: str  # input | lif | gate | relay | readout | delta | sigma_delta
     shape: tuple[int, ...]
     connection: str
     terms: list[Term] = field(default_factory=list)
     bias: np.ndarray | None = None  # constant input current per neuron (float)
-    beta: float = 0.0               # v <- beta * v + u + bias
-    gain: float = 1.0               # u <- alpha * u + gain * I
-    alpha: float = 0.0              # current decay (CUBA); 0: no current memory
+    beta: float = 0.0  # v <- beta * v + u + bias
+    gain: float = 1.0  # u <- alpha * u + gain * I
+    alpha: float = 0.0  # current decay (CUBA); 0: no current memory
     threshold: float = 0.0
-    at_threshold: bool = False      # fires at v >= threshold (SpikingJelly), not v > threshold
+    at_threshold: bool = False  # fires at v >= threshold (SpikingJelly), not v > threshold
     latency: int = 0
-    spike_exp: int = 0              # sigma-delta populations: payload and state exponents and the
-    state_exp: int = 0              # activation (ir/sigma_delta.py); the bias enters the activation
+    spike_exp: int = 0  # sigma-delta populations: payload and state exponents and the
+    state_exp: int = 0  # activation (ir/sigma_delta.py); the bias enters the activation
     relu: bool = False
 
     @property
@@ -180,7 +204,7 @@ class Population:
 
 @dataclass
 class Lowered:
-    populations: dict[str, Population]   # ordered: every source before its consumers
+    populations: dict[str, Population]  # ordered: every source before its consumers
     lowering: str
     dt: float
     timesteps: int | None
@@ -210,15 +234,15 @@ class Lowered:
 class Fixed:
     """The integer parameters of one population."""
 
-    scale: float                 # K: integer voltage per unit of float voltage
-    value_scale: float = 1.0     # integer output value per unit of float signal (graded sources)
+    scale: float  # K: integer voltage per unit of float voltage
+    value_scale: float = 1.0  # integer output value per unit of float signal (graded sources)
     vth: int = 0
     dv: int = 0
     du: int = 4095
-    bias_mant: np.ndarray | None = None   # per neuron, times 2**BIAS_EXP
-    quant_error: float = 0.0     # weight error: RMS rounding error over RMS weight, all terms
-    graded: bool = False         # emits graded values (input, relays) instead of binary spikes
-    scale_set_by: str = ""       # what set ``scale`` (the compile's warnings name it; not in program.h5)
+    bias_mant: np.ndarray | None = None  # per neuron, times 2**BIAS_EXP
+    quant_error: float = 0.0  # weight error: RMS rounding error over RMS weight, all terms
+    graded: bool = False  # emits graded values (input, relays) instead of binary spikes
+    scale_set_by: str = ""  # what set ``scale`` (the compile's warnings name it; not in program.h5)
 
 
 @dataclass
@@ -231,7 +255,9 @@ class Program:
     fixed: dict[str, Fixed]
     mapping: dict[str, dict[str, Any]] = field(default_factory=dict)
     readout_bias: dict[str, np.ndarray] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)  # layers over the weight error bound (compile)
+    warnings: list[str] = field(
+        default_factory=list
+    )  # layers over the weight error bound (compile)
 
     @property
     def populations(self) -> dict[str, Population]:
@@ -239,6 +265,7 @@ class Program:
 
 
 # ---- weights held once over kernel taps -------------------------------------------------
+
 
 def distinct_part(w: np.ndarray) -> np.ndarray:
     """The values of a conv weight that is the same at every kernel tap, held once: a
@@ -262,11 +289,16 @@ def per_tap(w: np.ndarray, fn) -> np.ndarray:
 
 # ---- structure counts -----------------------------------------------------------------
 
+
 def _valid_taps(size: int, kernel: int, stride: int, pad: int, out: int) -> np.ndarray:
     """For each kernel offset, on how many output positions it lands inside the input."""
     o = np.arange(out)
-    return np.array([int(((o * stride - pad + k >= 0) & (o * stride - pad + k < size)).sum())
-                     for k in range(kernel)])
+    return np.array(
+        [
+            int(((o * stride - pad + k >= 0) & (o * stride - pad + k < size)).sum())
+            for k in range(kernel)
+        ]
+    )
 
 
 def synapse_count(m: Map, weight: np.ndarray | None) -> int:
@@ -292,7 +324,9 @@ def fan_in(m: Map, weight: np.ndarray | None) -> int:
     if not weight.size:
         return 0
     part = distinct_part(weight)  # the same at every tap: counted once, times the taps
-    return int(np.count_nonzero(part, axis=tuple(range(1, part.ndim))).max()) * (weight.size // part.size)
+    return int(np.count_nonzero(part, axis=tuple(range(1, part.ndim))).max()) * (
+        weight.size // part.size
+    )
 
 
 def bound_by(cores: int, by_neurons: int, by_memory: int) -> str:
@@ -305,14 +339,18 @@ def bound_by(cores: int, by_neurons: int, by_memory: int) -> str:
 
 def summarise(mapping: dict[str, dict[str, Any]], profile: Profile) -> dict[str, int]:
     cores = sum(m["cores"] for m in mapping.values())
-    return {"synapses": sum(m["synapses"] for m in mapping.values()),
-            "synapse_bits": sum(m["synapse_bits"] for m in mapping.values()),
-            "neurons": sum(m["neurons"] for m in mapping.values()),
-            "compartments": sum(m["neurons"] * m["compartments_per_neuron"] for m in mapping.values()),
-            "cores": cores, "chips": math.ceil(cores / profile.limit("cores_per_chip"))}
+    return {
+        "synapses": sum(m["synapses"] for m in mapping.values()),
+        "synapse_bits": sum(m["synapse_bits"] for m in mapping.values()),
+        "neurons": sum(m["neurons"] for m in mapping.values()),
+        "compartments": sum(m["neurons"] * m["compartments_per_neuron"] for m in mapping.values()),
+        "cores": cores,
+        "chips": math.ceil(cores / profile.limit("cores_per_chip")),
+    }
 
 
 # ---- program file -----------------------------------------------------------------------
+
 
 def write_program(path: Path, program: Program) -> None:
     """The quantised program as HDF5: one group per population, one per synapse group."""
@@ -322,31 +360,67 @@ def write_program(path: Path, program: Program) -> None:
 def _fill_program(file: BinaryIO, program: Program) -> None:
     low = program.lowered
     with h5py.File(file, "w") as f:
-        f.attrs.update({"format": PROGRAM_FORMAT_SIGMA_DELTA if low.pipelined else PROGRAM_FORMAT,
-                        "target": program.target,
-                        "profile": program.profile, "lowering": low.lowering, "dt": low.dt,
-                        "timesteps": low.timesteps or 0, "latency": low.latency,
-                        "mapping": json.dumps(program.mapping, sort_keys=True)})
+        f.attrs.update(
+            {
+                "format": PROGRAM_FORMAT_SIGMA_DELTA if low.pipelined else PROGRAM_FORMAT,
+                "target": program.target,
+                "profile": program.profile,
+                "lowering": low.lowering,
+                "dt": low.dt,
+                "timesteps": low.timesteps or 0,
+                "latency": low.latency,
+                "mapping": json.dumps(program.mapping, sort_keys=True),
+            }
+        )
         for i, (name, pop) in enumerate(low.populations.items()):
             g = f.create_group(f"populations/{i}")
             fx = program.fixed[name]
-            g.attrs.update({"name": name, "kind": pop.kind, "shape": list(pop.shape), "latency": pop.latency,
-                            "connection": pop.connection, "beta": pop.beta, "gain": pop.gain, "alpha": pop.alpha,
-                            "threshold": pop.threshold, "scale": fx.scale, "value_scale": fx.value_scale,
-                            "vth": fx.vth, "dv": fx.dv, "du": fx.du, "graded": fx.graded,
-                            "bias_exp": BIAS_EXP, "quant_error": fx.quant_error})
+            g.attrs.update(
+                {
+                    "name": name,
+                    "kind": pop.kind,
+                    "shape": list(pop.shape),
+                    "latency": pop.latency,
+                    "connection": pop.connection,
+                    "beta": pop.beta,
+                    "gain": pop.gain,
+                    "alpha": pop.alpha,
+                    "threshold": pop.threshold,
+                    "scale": fx.scale,
+                    "value_scale": fx.value_scale,
+                    "vth": fx.vth,
+                    "dv": fx.dv,
+                    "du": fx.du,
+                    "graded": fx.graded,
+                    "bias_exp": BIAS_EXP,
+                    "quant_error": fx.quant_error,
+                }
+            )
             if pop.kind in SIGMA_DELTA_KINDS:
-                g.attrs.update({"spike_exp": pop.spike_exp, "state_exp": pop.state_exp, "relu": pop.relu})
+                g.attrs.update(
+                    {"spike_exp": pop.spike_exp, "state_exp": pop.state_exp, "relu": pop.relu}
+                )
             if fx.bias_mant is not None:
                 g.create_dataset("bias_mant", data=fx.bias_mant)
             if name in program.readout_bias:
                 g.create_dataset("readout_bias", data=program.readout_bias[name])
             for j, t in enumerate(pop.terms):
                 tg = g.create_group(f"terms/{j}")
-                tg.attrs.update({"source": t.source, "kind": t.map.kind, "in_shape": list(t.map.in_shape),
-                                 "out_shape": list(t.map.out_shape), "stride": list(t.map.stride),
-                                 "padding": list(t.map.padding), "delay": t.delay, "connection": t.connection,
-                                 "recurrent": t.map.recurrent, "port": t.port, "map_delay": t.map.delay})
+                tg.attrs.update(
+                    {
+                        "source": t.source,
+                        "kind": t.map.kind,
+                        "in_shape": list(t.map.in_shape),
+                        "out_shape": list(t.map.out_shape),
+                        "stride": list(t.map.stride),
+                        "padding": list(t.map.padding),
+                        "delay": t.delay,
+                        "connection": t.connection,
+                        "recurrent": t.map.recurrent,
+                        "port": t.port,
+                        "map_delay": t.map.delay,
+                    }
+                )
                 held = distinct_part(t.weight_q)  # a weight held once over its taps is written once
                 if held is not t.weight_q:
                     tg.attrs["kernel"] = list(t.weight_q.shape[2:])
@@ -361,7 +435,9 @@ def _older_lags(pops: dict[str, Population]) -> None:
     for pop in pops.values():
         for t in pop.terms:
             if t.map.delay < 0:
-                t.map.delay = t.delay - (pop.latency - pops[t.source].latency) if t.map.recurrent else 0
+                t.map.delay = (
+                    t.delay - (pop.latency - pops[t.source].latency) if t.map.recurrent else 0
+                )
 
 
 def read_program(path: Path) -> Program:
@@ -376,35 +452,78 @@ def read_program(path: Path) -> Program:
         raise UserError(f"{path}: not a readable program file ({e})") from None
     with f:
         if f.attrs.get("format") not in READABLE_FORMATS:
-            raise UserError(f"{path}: not a danet-deploy program (or one newer than this danet-deploy)")
+            raise UserError(
+                f"{path}: not a danet-deploy program (or one newer than this danet-deploy)"
+            )
         groups = sorted(f["populations"].values(), key=lambda g: int(g.name.rsplit("/", 1)[1]))
         for g in groups:
             a = g.attrs
             shape = tuple(int(v) for v in a["shape"])
-            pop = Population(str(a["name"]), str(a["kind"]), shape, str(a["connection"]),
-                             beta=float(a["beta"]), gain=float(a["gain"]), threshold=float(a["threshold"]),
-                             alpha=float(a.get("alpha", 0.0)), latency=int(a["latency"]),
-                             spike_exp=int(a.get("spike_exp", 0)), state_exp=int(a.get("state_exp", 0)),
-                             relu=bool(a.get("relu", False)))
-            for tg in sorted(g.get("terms", {}).values(), key=lambda t: int(t.name.rsplit("/", 1)[1])):
+            pop = Population(
+                str(a["name"]),
+                str(a["kind"]),
+                shape,
+                str(a["connection"]),
+                beta=float(a["beta"]),
+                gain=float(a["gain"]),
+                threshold=float(a["threshold"]),
+                alpha=float(a.get("alpha", 0.0)),
+                latency=int(a["latency"]),
+                spike_exp=int(a.get("spike_exp", 0)),
+                state_exp=int(a.get("state_exp", 0)),
+                relu=bool(a.get("relu", False)),
+            )
+            for tg in sorted(
+                g.get("terms", {}).values(), key=lambda t: int(t.name.rsplit("/", 1)[1])
+            ):
                 ta = tg.attrs
                 w = tg["weight"][()]
                 if "kernel" in ta:  # held once over its taps (:func:`distinct_part`)
                     w = np.broadcast_to(w, (*w.shape[:2], *(int(k) for k in ta["kernel"])))
                 kind = str(ta["kind"])
-                m = Map(kind, tuple(int(v) for v in ta["in_shape"]), tuple(int(v) for v in ta["out_shape"]),
-                        None, tuple(w.shape[2:]) if kind == "conv" else (1, 1),
-                        tuple(int(v) for v in ta["stride"]), tuple(int(v) for v in ta["padding"]),
-                                delay=int(ta.get("map_delay", -1)), recurrent=bool(ta.get("recurrent", False)))
-                pop.terms.append(Term(str(ta["source"]), m, str(ta["connection"]), int(ta["delay"]), w,
-                                      port=bool(ta.get("port", False))))
+                m = Map(
+                    kind,
+                    tuple(int(v) for v in ta["in_shape"]),
+                    tuple(int(v) for v in ta["out_shape"]),
+                    None,
+                    tuple(w.shape[2:]) if kind == "conv" else (1, 1),
+                    tuple(int(v) for v in ta["stride"]),
+                    tuple(int(v) for v in ta["padding"]),
+                    delay=int(ta.get("map_delay", -1)),
+                    recurrent=bool(ta.get("recurrent", False)),
+                )
+                pop.terms.append(
+                    Term(
+                        str(ta["source"]),
+                        m,
+                        str(ta["connection"]),
+                        int(ta["delay"]),
+                        w,
+                        port=bool(ta.get("port", False)),
+                    )
+                )
             pops[pop.name] = pop
-            fixed[pop.name] = Fixed(float(a["scale"]), float(a["value_scale"]), int(a["vth"]), int(a["dv"]),
-                                    int(a["du"]), g["bias_mant"][()] if "bias_mant" in g else None,
-                                    float(a["quant_error"]), bool(a["graded"]))
+            fixed[pop.name] = Fixed(
+                float(a["scale"]),
+                float(a["value_scale"]),
+                int(a["vth"]),
+                int(a["dv"]),
+                int(a["du"]),
+                g["bias_mant"][()] if "bias_mant" in g else None,
+                float(a["quant_error"]),
+                bool(a["graded"]),
+            )
             if "readout_bias" in g:
                 readout_bias[pop.name] = g["readout_bias"][()]
         _older_lags(pops)
-        low = Lowered(pops, str(f.attrs["lowering"]), float(f.attrs["dt"]), int(f.attrs["timesteps"]) or None)
-        return Program(str(f.attrs["target"]), str(f.attrs["profile"]), low, fixed,
-                       json.loads(f.attrs["mapping"]), readout_bias)
+        low = Lowered(
+            pops, str(f.attrs["lowering"]), float(f.attrs["dt"]), int(f.attrs["timesteps"]) or None
+        )
+        return Program(
+            str(f.attrs["target"]),
+            str(f.attrs["profile"]),
+            low,
+            fixed,
+            json.loads(f.attrs["mapping"]),
+            readout_bias,
+        )

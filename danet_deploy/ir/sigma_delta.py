@@ -34,7 +34,7 @@ import torch
 
 NETX_STATE_EXP = 6  # netx's state exponent (lava-dl netx/hdf5.py, get_neuron_params)
 NETX_SPIKE_EXP = 6  # netx's default spike exponent (hdf5.Network(spike_exp=6))
-THRESHOLD_MAX = 2 ** 17 - 1  # Loihi's threshold mantissa: 17 bits (hw_profiles/loihi2.toml)
+THRESHOLD_MAX = 2**17 - 1  # Loihi's threshold mantissa: 17 bits (hw_profiles/loihi2.toml)
 EXP_MAX = 7  # spike_exp and state_exp are 3-bit Vars in lava-nc 0.10.0 (lava/proc/sdn/models.py)
 
 
@@ -52,7 +52,9 @@ def real_values(name: str, value: object) -> np.ndarray:
     return values
 
 
-def whole_values(name: str, value: object, low: float = -np.inf, high: float = np.inf) -> np.ndarray:
+def whole_values(
+    name: str, value: object, low: float = -np.inf, high: float = np.inf
+) -> np.ndarray:
     """:func:`real_values`, refused unless whole and in ``low..high`` (the message names the first
     bad value: ``name=v`` for one number, ``name v`` for one of many)."""
     values = real_values(name, value)
@@ -60,8 +62,16 @@ def whole_values(name: str, value: object, low: float = -np.inf, high: float = n
     if np.any(bad):
         shown = (np.asarray(value)[bad] if values.ndim else np.asarray(value)).flat[0].item()
         text = f"{shown:g}" if isinstance(shown, float) else str(shown)
-        limits = f" {low:g}..{high:g}" if np.isfinite(high) else f" >= {low:g}" if np.isfinite(low) else ""
-        raise ValueError(f"{name}{' ' if values.ndim else '='}{text}: must be a whole number{limits}")
+        limits = (
+            f" {low:g}..{high:g}"
+            if np.isfinite(high)
+            else f" >= {low:g}"
+            if np.isfinite(low)
+            else ""
+        )
+        raise ValueError(
+            f"{name}{' ' if values.ndim else '='}{text}: must be a whole number{limits}"
+        )
     return values
 
 
@@ -72,7 +82,7 @@ class SigmaDelta(nir.NIRNode):
 
     threshold: np.ndarray
     bias: np.ndarray
-    encoder: bool = False   # Lava's Delta: no sigma, no bias, no activation; the input shifted by E
+    encoder: bool = False  # Lava's Delta: no sigma, no bias, no activation; the input shifted by E
     relu: bool = True
     spike_exp: int = NETX_SPIKE_EXP
     state_exp: int = NETX_STATE_EXP
@@ -85,8 +95,10 @@ class SigmaDelta(nir.NIRNode):
         try:
             self.bias = np.broadcast_to(bias, self.threshold.shape)
         except ValueError:
-            raise ValueError(f"bias of shape {list(bias.shape)} does not fit the neurons' "
-                             f"{list(self.threshold.shape)}") from None
+            raise ValueError(
+                f"bias of shape {list(bias.shape)} does not fit the neurons' "
+                f"{list(self.threshold.shape)}"
+            ) from None
         self.encoder, self.relu = bool(self.encoder), bool(self.relu)
         self.spike_exp = int(whole_values("spike_exp", self.spike_exp, 0, EXP_MAX))
         self.state_exp = int(whole_values("state_exp", self.state_exp, 0, EXP_MAX))
@@ -113,12 +125,16 @@ class SigmaDeltaState:
 
     def __init__(self, node: SigmaDelta, exact: bool, device: torch.device | str = "cpu") -> None:
         dtype = torch.int64 if exact else torch.float64
-        scale = 2 ** node.exponent
+        scale = 2**node.exponent
         self.node, self.exact = node, exact
-        self.threshold = torch.as_tensor(np.rint(node.threshold) * scale if exact else node.threshold * scale,
-                                         dtype=dtype, device=device)
-        self.bias = torch.as_tensor(np.rint(node.bias) * scale if exact else node.bias * scale, dtype=dtype,
-                                    device=device)
+        self.threshold = torch.as_tensor(
+            np.rint(node.threshold) * scale if exact else node.threshold * scale,
+            dtype=dtype,
+            device=device,
+        )
+        self.bias = torch.as_tensor(
+            np.rint(node.bias) * scale if exact else node.bias * scale, dtype=dtype, device=device
+        )
         self.sigma = self.act = self.residue = None
 
     def step(self, a: torch.Tensor) -> torch.Tensor:
@@ -126,7 +142,7 @@ class SigmaDeltaState:
         node = self.node
         a = a.to(self.threshold.dtype)
         if node.encoder:
-            act = a * 2 ** node.exponent
+            act = a * 2**node.exponent
         else:
             self.sigma = a if self.sigma is None else self.sigma + a
             act = self.sigma + self.bias
@@ -136,5 +152,5 @@ class SigmaDeltaState:
         sent = torch.where(delta.abs() >= self.threshold, delta, torch.zeros_like(delta))
         self.residue, self.act = delta - sent, act
         if self.exact:
-            return torch.div(sent, 2 ** node.state_exp, rounding_mode="floor")
-        return sent / 2 ** node.state_exp
+            return torch.div(sent, 2**node.state_exp, rounding_mode="floor")
+        return sent / 2**node.state_exp

@@ -22,7 +22,6 @@ from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 from danet_deploy.lavaext import SINK_PORTS  # absolute: Lava also loads this file by its path
 
 
-
 class FileSink(AbstractProcess):
     """Records port ``a_in<k>`` at every step into ``records[k] = (shape, path, dtype)``
     (file shape ``[num_steps, *shape]``)."""
@@ -55,8 +54,10 @@ class PyFileSinkModel(PyLoihiProcessModel):
     def __init__(self, proc_params: dict) -> None:
         super().__init__(proc_params)
         steps = int(proc_params["num_steps"])
-        self.buffers = [np.lib.format.open_memmap(path, mode="w+", dtype=np.dtype(dtype), shape=(steps, *shape))
-                        for shape, path, dtype in proc_params["records"]]
+        self.buffers = [
+            np.lib.format.open_memmap(path, mode="w+", dtype=np.dtype(dtype), shape=(steps, *shape))
+            for shape, path, dtype in proc_params["records"]
+        ]
         self.progress = bool(proc_params["progress"])
 
     def run_spk(self) -> None:

@@ -23,8 +23,15 @@ class Stem(Block):
 
     connection = STEM
 
-    def __init__(self, in_channels: int, out_channels: int, kernel: int, stride: int, pool: bool,
-                 neuron: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel: int,
+        stride: int,
+        pool: bool,
+        neuron: dict[str, Any],
+    ) -> None:
         super().__init__([(kernel, stride, in_channels, out_channels)], neuron)
         self.conv = conv((kernel, stride, in_channels, out_channels))
         self.bn = nn.BatchNorm2d(out_channels)
@@ -48,7 +55,9 @@ class Head(Block):
 
     connection = HEAD
 
-    def __init__(self, channels: int, num_classes: int, stream: str, neuron: dict[str, Any]) -> None:
+    def __init__(
+        self, channels: int, num_classes: int, stream: str, neuron: dict[str, Any]
+    ) -> None:
         super().__init__([(1, 1, channels, num_classes)], neuron)
         self.layers = {"ms": ("sn",), "pa": ("bn", "sn"), "da": ("bn", "sn")}.get(stream, ())
         if "bn" in self.layers:
@@ -81,8 +90,15 @@ def _stem_for(family: str, config: dict[str, Any], neuron: dict[str, Any]) -> St
     return Stem(in_channels, 16, 3, 1, False, neuron)
 
 
-def build_staged(config: dict[str, Any], family: str, kind: str, widths: list[int],
-                 depths: list[int], expansion: int = 1, dense_stages: bool = False) -> SpikingNet:
+def build_staged(
+    config: dict[str, Any],
+    family: str,
+    kind: str,
+    widths: list[int],
+    depths: list[int],
+    expansion: int = 1,
+    dense_stages: bool = False,
+) -> SpikingNet:
     """ResNet-like stages of blocks; the first block of every later stage has stride 2.
 
     With ``dense_stages`` (DA-VGG) the entry of stage ``s`` also receives every earlier
@@ -124,8 +140,9 @@ def build_staged(config: dict[str, Any], family: str, kind: str, widths: list[in
     return net.finalize(g, net.head.wire(g, "head", x))
 
 
-def _dense_stage_entry(net: SpikingNet, g: GraphBuilder, summaries: list[tuple[str, int]], s: int,
-                       cout: int) -> list[str]:
+def _dense_stage_entry(
+    net: SpikingNet, g: GraphBuilder, summaries: list[tuple[str, int]], s: int, cout: int
+) -> list[str]:
     """Projections into stage ``s`` of every stage ``j < s-1`` (stage ``s-1`` arrives via ``D``)."""
     out = []
     for j, (spikes, channels) in enumerate(summaries):
@@ -163,4 +180,3 @@ def build_densenet(config: dict[str, Any], growth: int, layers: list[int]) -> Sp
         sources, channels = [trans.wire_sources(g, f"transitions.{d}", sources)], [width]
     net.head = Head(channels[0], config["num_classes"], "spikes", neuron)
     return net.finalize(g, net.head.wire(g, "head", sources[0]))
-

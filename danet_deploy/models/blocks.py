@@ -125,7 +125,9 @@ class SEWBlock(Block):
 
     MODES = {"sew": "add", "sew-and": "and", "sew-iand": "iand"}
 
-    def __init__(self, convs: list[ConvSpec], neuron: dict[str, Any], connection: str = "sew") -> None:
+    def __init__(
+        self, convs: list[ConvSpec], neuron: dict[str, Any], connection: str = "sew"
+    ) -> None:
         super().__init__(convs, neuron)
         self.connection = connection
         self.mode = self.MODES[connection]
@@ -218,8 +220,11 @@ class DABlock(PABlock):
 
     def wire_dense(self, g: GraphBuilder, path: str, producers: list[str]) -> list[str]:
         """Consume the scope's producers; return the producers seen by the next block."""
-        x = producers[0] if len(producers) == 1 else g.add(f"{path}.sum", "add", producers,
-                                                           self.connection, REAL)
+        x = (
+            producers[0]
+            if len(producers) == 1
+            else g.add(f"{path}.sum", "add", producers, self.connection, REAL)
+        )
         v, h = self.branch(g, path, x)
         if self.projects:
             return [self.chain(g, path, v, "down_conv"), h]
@@ -235,20 +240,38 @@ class DenseAggregate(Block):
 
     connection = "da"
 
-    def __init__(self, source_channels: list[int], out_channels: int, kernel: int, stride: int,
-                 neuron: dict[str, Any]) -> None:
+    def __init__(
+        self,
+        source_channels: list[int],
+        out_channels: int,
+        kernel: int,
+        stride: int,
+        neuron: dict[str, Any],
+    ) -> None:
         super().__init__([(kernel, stride, sum(source_channels), out_channels)], neuron)
         self.inputs = nn.ModuleList(
-            nn.Conv2d(c, out_channels, kernel, stride, padding=0 if stride == kernel else kernel // 2,
-                      bias=False) for c in source_channels)
+            nn.Conv2d(
+                c,
+                out_channels,
+                kernel,
+                stride,
+                padding=0 if stride == kernel else kernel // 2,
+                bias=False,
+            )
+            for c in source_channels
+        )
         self.bn = nn.BatchNorm2d(out_channels)
         self.sn = self.lif()
 
     def wire_sources(self, g: GraphBuilder, path: str, sources: list[str]) -> str:
-        currents = [g.add(f"{path}.inputs.{j}", "conv", [s], self.connection)
-                    for j, s in enumerate(sources)]
-        x = currents[0] if len(currents) == 1 else g.add(f"{path}.sum", "add", currents,
-                                                         self.connection)
+        currents = [
+            g.add(f"{path}.inputs.{j}", "conv", [s], self.connection) for j, s in enumerate(sources)
+        ]
+        x = (
+            currents[0]
+            if len(currents) == 1
+            else g.add(f"{path}.sum", "add", currents, self.connection)
+        )
         return self.chain(g, path, x, "bn", "sn")
 
 
@@ -270,8 +293,14 @@ class DenseLayer(Block):
 
 
 RESIDUAL_BLOCKS: dict[str, type[Block]] = {
-    "plain": PlainBlock, "aa": AABlock, "sew": SEWBlock, "sew-and": SEWBlock,
-    "sew-iand": SEWBlock, "ms": MSBlock, "pa": PABlock, "da": DABlock,
+    "plain": PlainBlock,
+    "aa": AABlock,
+    "sew": SEWBlock,
+    "sew-and": SEWBlock,
+    "sew-iand": SEWBlock,
+    "ms": MSBlock,
+    "pa": PABlock,
+    "da": DABlock,
 }
 
 

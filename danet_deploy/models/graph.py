@@ -22,9 +22,9 @@ from torch import nn
 from ..synapses import WEIGHT_MAX, round_weights
 
 # what a node's output carries
-SPIKE = "spike"   # binary 0/1
-COUNT = "count"   # non-negative integers (sum of spike trains, SEW ADD)
-REAL = "real"     # real-valued currents / image pixels
+SPIKE = "spike"  # binary 0/1
+COUNT = "count"  # non-negative integers (sum of spike trains, SEW ADD)
+REAL = "real"  # real-valued currents / image pixels
 
 # ops whose node name is the dotted path of the nn.Module that computes them
 MODULE_OPS = ("conv", "bn", "linear", "lif")
@@ -50,8 +50,15 @@ class GraphBuilder:
         self.nodes: list[Node] = []
         self._signal: dict[str, str] = {}
 
-    def add(self, name: str, op: str, inputs: tuple[str, ...] | list[str], connection: str,
-            signal: str | None = None, **attrs: Any) -> str:
+    def add(
+        self,
+        name: str,
+        op: str,
+        inputs: tuple[str, ...] | list[str],
+        connection: str,
+        signal: str | None = None,
+        **attrs: Any,
+    ) -> str:
         """Append a node and return its name. ``signal`` defaults to what the op produces."""
         if op not in OPS:
             raise ValueError(f"unknown op {op!r}")
@@ -80,7 +87,9 @@ class GraphBuilder:
         return REAL
 
 
-def _apply_per_step(module: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+def _apply_per_step(
+    module: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor
+) -> torch.Tensor:
     """Run a stateless layer on all time steps at once by folding T into the batch."""
     return module(x.flatten(0, 1)).unflatten(0, x.shape[:2])
 
@@ -91,7 +100,9 @@ def _on_grid(x: torch.Tensor, units: float, weights: bool = False) -> torch.Tens
     the scale stays valid), with a straight-through gradient."""
     scaled = x.detach().double() * units
     ints = round_weights(scaled).clamp(-WEIGHT_MAX, WEIGHT_MAX) if weights else torch.round(scaled)
-    return (ints / units).to(x.dtype) + (x - x.detach())  # the value exactly on the grid, x's gradient
+    return (ints / units).to(x.dtype) + (
+        x - x.detach()
+    )  # the value exactly on the grid, x's gradient
 
 
 def _pooled(size: tuple[int, ...], kernel: tuple, stride: tuple, padding: tuple) -> tuple[int, ...]:
@@ -118,8 +129,9 @@ class SpikingNet(nn.Module):
         """Freeze the graph once every block has registered its layers."""
         self.nodes = list(graph.nodes)
         self.output = output
-        self._modules_by_node = {n.name: self.get_submodule(n.name) for n in self.nodes
-                                 if n.op in MODULE_OPS}
+        self._modules_by_node = {
+            n.name: self.get_submodule(n.name) for n in self.nodes if n.op in MODULE_OPS
+        }
         self._users: dict[str, list[Node]] = {}
         for n in self.nodes:
             for i in n.inputs:
@@ -131,8 +143,10 @@ class SpikingNet(nn.Module):
             for i in node.inputs:
                 last_use[i] = idx
         # node values that can be freed after each step of the schedule
-        self._free_after = [[i for i in n.inputs if last_use[i] == idx and i != output]
-                            for idx, n in enumerate(self.nodes)]
+        self._free_after = [
+            [i for i in n.inputs if last_use[i] == idx and i != output]
+            for idx, n in enumerate(self.nodes)
+        ]
         return self
 
     @property
@@ -170,8 +184,10 @@ class SpikingNet(nn.Module):
         shift = bn.bias.detach() - bn.running_mean * scale
         units = self.chip_grid.get("weights", {}).get(node.name)
         bias_units = self.chip_grid.get("biases", {}).get(node.name)
-        return (scale if units is None else _on_grid(scale, units, weights=True),
-                shift if bias_units is None else _on_grid(shift, bias_units))
+        return (
+            scale if units is None else _on_grid(scale, units, weights=True),
+            shift if bias_units is None else _on_grid(shift, bias_units),
+        )
 
     @property
     def chip_grid(self) -> dict[str, Any]:
@@ -187,7 +203,11 @@ class SpikingNet(nn.Module):
         A slayer neuron then keeps its state on the population's grid (``K`` per unit)."""
         self.config["chip_grid"] = grid
         for node in self.nodes:
-            if node.op == "lif" and node.name in grid["scales"] and hasattr(self.module_of(node), "use_state_scale"):
+            if (
+                node.op == "lif"
+                and node.name in grid["scales"]
+                and hasattr(self.module_of(node), "use_state_scale")
+            ):
                 self.module_of(node).use_state_scale(grid["scales"][node.name])
 
     def _on_current_grid(self, node: Node, x: torch.Tensor) -> torch.Tensor:
@@ -211,7 +231,11 @@ class SpikingNet(nn.Module):
         if scale is None:
             return m.weight
         bn = self.scaling_bn(node)
-        gain = self.bn_affine(bn)[0].view(-1, *[1] * (m.weight.dim() - 1)) if bn is not None else torch.ones(())
+        gain = (
+            self.bn_affine(bn)[0].view(-1, *[1] * (m.weight.dim() - 1))
+            if bn is not None
+            else torch.ones(())
+        )
         # within +-WEIGHT_MAX, the range the compiler's scale was chosen for, so that it stays valid
         return _on_grid(m.weight * gain, scale, weights=True) / gain
 
@@ -238,11 +262,16 @@ class SpikingNet(nn.Module):
             src = shapes[node.inputs[0]] if node.inputs else tuple(self.config["input_shape"])
             if node.op == "conv":
                 m = self._modules_by_node[node.name]
-                shapes[node.name] = (m.out_channels, *_pooled(src[1:], m.kernel_size, m.stride, m.padding))
+                shapes[node.name] = (
+                    m.out_channels,
+                    *_pooled(src[1:], m.kernel_size, m.stride, m.padding),
+                )
             elif node.op == "maxpool":
                 a = node.attrs
-                shapes[node.name] = (src[0], *_pooled(src[1:], (a["kernel"],) * 2, (a["stride"],) * 2,
-                                                      (a["padding"],) * 2))
+                shapes[node.name] = (
+                    src[0],
+                    *_pooled(src[1:], (a["kernel"],) * 2, (a["stride"],) * 2, (a["padding"],) * 2),
+                )
             elif node.op == "gap":
                 shapes[node.name] = src[:1]
             elif node.op == "linear":
@@ -259,8 +288,10 @@ class SpikingNet(nn.Module):
             return x.unsqueeze(0).expand(self.timesteps, *x.shape)
         if x.dim() == in_dims + 2:
             return x.transpose(0, 1)
-        raise ValueError(f"input of shape {tuple(x.shape)} does not match the model's "
-                         f"input shape {tuple(self.config['input_shape'])}")
+        raise ValueError(
+            f"input of shape {tuple(x.shape)} does not match the model's "
+            f"input shape {tuple(self.config['input_shape'])}"
+        )
 
     def run(self, x: torch.Tensor, record: bool = False) -> dict[str, torch.Tensor]:
         """Execute the graph on an encoded ``[T, N, ...]`` input; return node values.
@@ -301,8 +332,9 @@ class SpikingNet(nn.Module):
             return (1 - args[0]) * args[1]
         if op == "maxpool":
             a = node.attrs
-            return _apply_per_step(lambda t: F.max_pool2d(t, a["kernel"], a["stride"], a["padding"]),
-                                   args[0])
+            return _apply_per_step(
+                lambda t: F.max_pool2d(t, a["kernel"], a["stride"], a["padding"]), args[0]
+            )
         if op == "gap":
             return args[0].mean(dim=(-2, -1))
         raise AssertionError(f"unhandled op {op}")

@@ -25,15 +25,25 @@ class LIF(nn.Module):
     ``v'[t] = v[t] * (1 - s[t])`` (reset to zero). Surrogate gradient: arctan.
     """
 
-    def __init__(self, beta: float = 0.5, threshold: float = 1.0, learn_beta: bool = False,
-                 surrogate_alpha: float = 2.0) -> None:
+    def __init__(
+        self,
+        beta: float = 0.5,
+        threshold: float = 1.0,
+        learn_beta: bool = False,
+        surrogate_alpha: float = 2.0,
+    ) -> None:
         super().__init__()
         # snnTorch reads its own buffers while constructing, so the cell is always made on
         # the CPU, even when the model is built on the meta device (see checkpoint.load_model)
         with torch.device("cpu"):
-            self.cell = snn.Leaky(beta=beta, threshold=threshold, learn_beta=learn_beta,
-                                  spike_grad=surrogate.atan(alpha=surrogate_alpha),
-                                  reset_mechanism="zero", reset_delay=False)
+            self.cell = snn.Leaky(
+                beta=beta,
+                threshold=threshold,
+                learn_beta=learn_beta,
+                spike_grad=surrogate.atan(alpha=surrogate_alpha),
+                reset_mechanism="zero",
+                reset_delay=False,
+            )
         # snnTorch keeps every neuron in a class-level list (for its global reset helpers,
         # unused here); leaving it there would keep each model's last membrane alive forever.
         snn.SpikingNeuron.instances.remove(self.cell)
@@ -68,9 +78,11 @@ def _slayer_cuba():
     import io
 
     if not lava_dl_here():
-        raise LavaDlNeeded("a lava-dl (slayer CUBA) network needs lava-dl, which runs in the Lava runtime: "
-                           "use the danet-deploy command, which runs it there, or run Python in the runtime "
-                           "(`danet-deploy lava-runtime run`)")
+        raise LavaDlNeeded(
+            "a lava-dl (slayer CUBA) network needs lava-dl, which runs in the Lava runtime: "
+            "use the danet-deploy command, which runs it there, or run Python in the runtime "
+            "(`danet-deploy lava-runtime run`)"
+        )
     banners = io.StringIO()
     with contextlib.redirect_stdout(banners), contextlib.redirect_stderr(banners):
         from lava.lib.dl.slayer.neuron.cuba import Neuron
@@ -87,13 +99,24 @@ class CUBA(nn.Module):
     with ``iDecay``/``vDecay`` from :attr:`device_params`.
     """
 
-    def __init__(self, threshold: float = 1.0, current_decay: float = 1.0, voltage_decay: float = 0.5,
-                 tau_grad: float = 0.15, scale_grad: float = 4.0) -> None:
+    def __init__(
+        self,
+        threshold: float = 1.0,
+        current_decay: float = 1.0,
+        voltage_decay: float = 0.5,
+        tau_grad: float = 0.15,
+        scale_grad: float = 4.0,
+    ) -> None:
         super().__init__()
         with torch.device("cpu"):  # slayer's state buffers are not in the state dict (see LIF)
-            self.cell = _slayer_cuba()(threshold=threshold, current_decay=current_decay,
-                                       voltage_decay=voltage_decay, tau_grad=tau_grad, scale_grad=scale_grad,
-                                       requires_grad=False)
+            self.cell = _slayer_cuba()(
+                threshold=threshold,
+                current_decay=current_decay,
+                voltage_decay=voltage_decay,
+                tau_grad=tau_grad,
+                scale_grad=scale_grad,
+                requires_grad=False,
+            )
 
     @property
     def device_params(self) -> dict[str, int]:
@@ -109,7 +132,7 @@ class CUBA(nn.Module):
         """Keep slayer's integer state at ``k`` per unit (its default is 4096), the scale
         of the population on the chip, so that its arithmetic is Loihi's to the bit; ``k``
         is a power of two (then slayer's float views of the state are exact)."""
-        if not 64 <= k <= 2 ** 22 or 2 ** round(math.log2(k)) != k:
+        if not 64 <= k <= 2**22 or 2 ** round(math.log2(k)) != k:
             raise ValueError(f"state scale {k} is not a power of two in [64, 2**22]")
         self.cell.w_scale, self.cell.s_scale = int(k // 64), int(k)
         # slayer's 0.01/k would vanish next to 1.0 in float32 for k > 2**17; half a unit is

@@ -37,8 +37,8 @@ import torch.nn.functional as F
 from ..ir.program import BIAS_EXP, INPUT_BITS, Program
 from ..ir.sigma_delta import SigmaDelta, SigmaDeltaState
 
-U_MAX = 1 << 23      # Lava's 24-bit state: u in (-2^23, 2^23], v clipped to +-(2^23 - 1)
-DECAY_ONE = 4096     # decays are in units of 1/4096 per step
+U_MAX = 1 << 23  # Lava's 24-bit state: u in (-2^23, 2^23], v clipped to +-(2^23 - 1)
+DECAY_ONE = 4096  # decays are in units of 1/4096 per step
 F32_EXACT = 1 << 24  # float32 holds every integer up to here
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters (malloc.h)
 
@@ -79,7 +79,7 @@ def _lagged(a: torch.Tensor, lag: int, steps: int, n: int) -> torch.Tensor:
         return a
     a_t = a.view(-1, n, *a.shape[1:]).expand(steps, n, *a.shape[1:])
     out = torch.zeros_like(a_t)
-    out[lag:] = a_t[:steps - lag]
+    out[lag:] = a_t[: steps - lag]
     return _batched(out.view(steps * n, *a.shape[1:]))
 
 
@@ -104,11 +104,18 @@ class FixedSimulator:
                 w = abs(t.weight_q).sum(axis=tuple(range(1, t.weight_q.ndim))).max()
                 bound = float(w) * self._value_bound(t.source)
                 # a float copy (torch.as_tensor would warn of a compile's shared, read-only integers)
-                w = torch.tensor(np.ascontiguousarray(t.weight_q), dtype=self._dtype(bound), device=self.device)
-                self.weights[(name, i)] = w.to(memory_format=torch.channels_last) if w.ndim == 4 else w
+                w = torch.tensor(
+                    np.ascontiguousarray(t.weight_q), dtype=self._dtype(bound), device=self.device
+                )
+                self.weights[(name, i)] = (
+                    w.to(memory_format=torch.channels_last) if w.ndim == 4 else w
+                )
                 self.current_bound[name] = self.current_bound.get(name, 0.0) + bound
-        self.bias = {name: torch.as_tensor(f.bias_mant.astype("float64") * 2 ** BIAS_EXP, device=self.device)
-                     for name, f in program.fixed.items() if f.bias_mant is not None}
+        self.bias = {
+            name: torch.as_tensor(f.bias_mant.astype("float64") * 2**BIAS_EXP, device=self.device)
+            for name, f in program.fixed.items()
+            if f.bias_mant is not None
+        }
         self.consumers: dict[str, int] = {}
         for pop in program.populations.values():
             for t in pop.terms:
@@ -124,18 +131,27 @@ class FixedSimulator:
         f = self.program.fixed[source]
         if not f.graded:
             return 1.0
-        return float(2 ** (INPUT_BITS - 1)) if self.program.populations[source].kind == "input" \
+        return (
+            float(2 ** (INPUT_BITS - 1))
+            if self.program.populations[source].kind == "input"
             else self.current_bound[source]
+        )
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Input values as the integers the chip receives (graded) or binary spikes."""
         inp = self.program.lowered.input
         f = self.program.fixed[inp.name]
         x = x.to(self.device, torch.float64)
-        return torch.round(x * f.value_scale).to(torch.int64) if f.graded else (x != 0).to(torch.int64)
+        return (
+            torch.round(x * f.value_scale).to(torch.int64) if f.graded else (x != 0).to(torch.int64)
+        )
 
-    def run(self, x: torch.Tensor, record: bool = False,
-            observe: Callable[[str, torch.Tensor], None] | None = None) -> dict[str, torch.Tensor]:
+    def run(
+        self,
+        x: torch.Tensor,
+        record: bool = False,
+        observe: Callable[[str, torch.Tensor], None] | None = None,
+    ) -> dict[str, torch.Tensor]:
         """Per population ``[T, N, ...]`` (integer values in floats): spikes (0/1), relay
         values, readout currents ``A``. Only the readouts unless ``record``; ``observe``
         sees every population's values as soon as they exist (counting without keeping them).
@@ -152,7 +168,7 @@ class FixedSimulator:
         steps, n = xi.shape[:2]
         if bool((xi == xi[:1]).all()):
             xi = xi[:1]
-        values = {inp.name: _batched(xi.reshape(-1, *inp.shape).to(self._dtype(2 ** INPUT_BITS)))}
+        values = {inp.name: _batched(xi.reshape(-1, *inp.shape).to(self._dtype(2**INPUT_BITS)))}
 
         def over_steps(name: str) -> torch.Tensor:
             v = values[name]
@@ -166,7 +182,9 @@ class FixedSimulator:
             if pop.kind == "input":
                 continue
             a = self._current(name, values, n, steps)
-            values[name] = a if pop.kind in ("relay", "readout") else self._neuron_steps(name, a, steps, n)
+            values[name] = (
+                a if pop.kind in ("relay", "readout") else self._neuron_steps(name, a, steps, n)
+            )
             if observe:
                 observe(name, over_steps(name))
             for t in pop.terms:  # free what no later population reads
@@ -175,16 +193,17 @@ class FixedSimulator:
                     del values[t.source]
         return {k: over_steps(k) for k in values if k in keep}
 
-    def _run_pipelined(self, x: torch.Tensor, record: bool,
-                       observe: Callable[[str, torch.Tensor], None] | None) -> dict[str, torch.Tensor]:
+    def _run_pipelined(
+        self, x: torch.Tensor, record: bool, observe: Callable[[str, torch.Tensor], None] | None
+    ) -> dict[str, torch.Tensor]:
         """:meth:`run` for a pipelined program: each population's window of its timeline."""
         out: dict[str, torch.Tensor] = {}
         for name, values in self._timelines(x, keep=set()):
             pop = self.program.populations[name]
-            window = values[pop.latency:]
+            window = values[pop.latency :]
             if pop.kind == "readout":  # what it summed before its window
                 window = window.clone()
-                window[0] += values[:pop.latency].sum(0)
+                window[0] += values[: pop.latency].sum(0)
             if observe:
                 observe(name, window)
             if record or pop.kind == "readout":
@@ -217,7 +236,9 @@ class FixedSimulator:
                     del timeline[t.source]
             yield name, timeline[name]
 
-    def _pipelined_input(self, name: str, timeline: dict[str, torch.Tensor], length: int) -> torch.Tensor:
+    def _pipelined_input(
+        self, name: str, timeline: dict[str, torch.Tensor], length: int
+    ) -> torch.Tensor:
         """The summed input of population ``name`` at each step of its timeline, ``[length, N, ...]``:
         each term brings its source's output ``Term.hop`` steps later (Lava's synapse hop)."""
         pop = self.program.populations[name]
@@ -226,7 +247,9 @@ class FixedSimulator:
             src = timeline[t.source]
             w = self.weights[(name, i)].to(torch.float64).contiguous()
             flat = src.reshape(-1, *src.shape[2:])
-            if t.map.kind == "conv":  # always Lava's Conv in a pipelined program, which wraps its output
+            if (
+                t.map.kind == "conv"
+            ):  # always Lava's Conv in a pipelined program, which wraps its output
                 a = F.conv2d(flat, w, stride=t.map.stride, padding=t.map.padding)
                 a = _conv_wrap(torch.round(a) if a.is_cuda else a)
             else:
@@ -234,19 +257,26 @@ class FixedSimulator:
             a = a.reshape(len(src), src.shape[1], *pop.shape)
             if total is None:
                 total = torch.zeros((length, *a.shape[1:]), dtype=torch.float64, device=a.device)
-            total[t.hop:] += a[:length - t.hop]
+            total[t.hop :] += a[: length - t.hop]
         return total
 
     def _sigma_delta_steps(self, name: str, a: torch.Tensor) -> torch.Tensor:
         """A sigma-delta population's payloads over its timeline (ir/sigma_delta.py, exactly)."""
         pop, f = self.program.populations[name], self.program.fixed[name]
-        node = SigmaDelta(threshold=np.full(pop.shape, f.vth), bias=0 if f.bias_mant is None else f.bias_mant,
-                          encoder=pop.kind == "delta", relu=pop.relu, spike_exp=pop.spike_exp,
-                          state_exp=pop.state_exp)
+        node = SigmaDelta(
+            threshold=np.full(pop.shape, f.vth),
+            bias=0 if f.bias_mant is None else f.bias_mant,
+            encoder=pop.kind == "delta",
+            relu=pop.relu,
+            spike_exp=pop.spike_exp,
+            state_exp=pop.state_exp,
+        )
         state = SigmaDeltaState(node, exact=True, device=a.device)
         return torch.stack([state.step(a_t) for a_t in a]).to(torch.float64)
 
-    def _current(self, name: str, values: dict[str, torch.Tensor], n: int, steps: int) -> torch.Tensor:
+    def _current(
+        self, name: str, values: dict[str, torch.Tensor], n: int, steps: int
+    ) -> torch.Tensor:
         """The summed synaptic input ``A``, ``[S*N, *shape]`` (``S``: the longest source's); a term
         with a lag (the graph's Delay nodes) brings its source's step ``t - lag`` to step ``t``."""
         pop = self.program.populations[name]
@@ -258,7 +288,9 @@ class FixedSimulator:
             w = self.weights[(name, i)]
             src = values[t.source].to(w.dtype)
             if t.map.kind == "conv":  # (C, 1, 1) into a flat population: lowering._channels_only
-                a = F.conv2d(src, w, stride=t.map.stride, padding=t.map.padding).reshape(-1, *pop.shape)
+                a = F.conv2d(src, w, stride=t.map.stride, padding=t.map.padding).reshape(
+                    -1, *pop.shape
+                )
             else:
                 a = _batched((src.reshape(src.shape[0], -1) @ w.T).reshape(-1, *pop.shape))
             if a.is_cuda:  # cuDNN may pick Winograd/FFT algorithms: round their tiny errors away
@@ -293,15 +325,21 @@ class FixedSimulator:
         u = a.to(dtype).mul_(64)  # in place: fresh buffers cost page faults
         if self.current_bound[name] * 64 > U_MAX:
             u = _wrap24(u)
-        ub = u.add_(self.bias[name].to(dtype)) if name in self.bias else u  # what each step adds to v
+        ub = (
+            u.add_(self.bias[name].to(dtype)) if name in self.bias else u
+        )  # what each step adds to v
         theta = float(f.vth << 6)
         shape = ub.shape[1:]
         ub_t = ub.view(-1, n, *shape)
-        if len(ub_t) == steps and dtype == torch.float32:  # each step's spikes overwrite the input it used
+        if (
+            len(ub_t) == steps and dtype == torch.float32
+        ):  # each step's spikes overwrite the input it used
             spikes = ub
         else:
             layout = torch.channels_last if ub.ndim == 4 else torch.contiguous_format
-            spikes = torch.empty((steps * n, *shape), dtype=torch.float32, device=ub.device, memory_format=layout)
+            spikes = torch.empty(
+                (steps * n, *shape), dtype=torch.float32, device=ub.device, memory_format=layout
+            )
         spikes_t = spikes.view(steps, n, *shape)
         v = torch.zeros_like(ub_t[0])
         negative = torch.empty_like(v)
@@ -328,8 +366,11 @@ class FixedSimulator:
         pop = self.program.populations[name]
         a_t = a.to(torch.float64).view(-1, n, *a.shape[1:])
         bias = self.bias[name].to(a_t.device) if name in self.bias else 0.0
-        recurrent = [(t, self.weights[(name, i)].to(torch.float64)) for i, t in enumerate(pop.terms)
-                     if t.map.recurrent]
+        recurrent = [
+            (t, self.weights[(name, i)].to(torch.float64))
+            for i, t in enumerate(pop.terms)
+            if t.map.recurrent
+        ]
         theta = float(f.vth << 6)
         u = torch.zeros_like(a_t[0])
         v = torch.zeros_like(u)
@@ -339,16 +380,25 @@ class FixedSimulator:
             for term, w in recurrent:
                 lag = term.lag
                 if t >= lag:
-                    drive = drive + self._recurrent_current(term, w, spikes[t - lag].to(torch.float64), pop.shape)
+                    drive = drive + self._recurrent_current(
+                        term, w, spikes[t - lag].to(torch.float64), pop.shape
+                    )
             u = _wrap24(torch.trunc(u * (DECAY_ONE - 1 - f.du) / DECAY_ONE) + 64 * drive)
-            v = torch.trunc(v * (DECAY_ONE - f.dv) / DECAY_ONE).add_(u).add_(bias).clamp_(-(U_MAX - 1), U_MAX - 1)
+            v = (
+                torch.trunc(v * (DECAY_ONE - f.dv) / DECAY_ONE)
+                .add_(u)
+                .add_(bias)
+                .clamp_(-(U_MAX - 1), U_MAX - 1)
+            )
             fired = v > theta
             spikes[t] = fired
             v.masked_fill_(fired, 0)
         return _batched(spikes.view(steps * n, *u.shape[1:]))
 
     @staticmethod
-    def _recurrent_current(term, w: torch.Tensor, s: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    def _recurrent_current(
+        term, w: torch.Tensor, s: torch.Tensor, shape: tuple[int, ...]
+    ) -> torch.Tensor:
         """What one step of the population's spikes ``s`` sends through a recurrent term."""
         if term.map.kind == "conv":
             return F.conv2d(s, w, stride=term.map.stride, padding=term.map.padding)
@@ -361,7 +411,9 @@ class FixedSimulator:
         total = a.sum(0, dtype=torch.float64).reshape(a.shape[1], -1)
         bias = self.program.readout_bias.get(readout.name)
         if bias is not None:
-            total = total + steps * torch.as_tensor(bias, dtype=torch.float64, device=total.device).reshape(1, -1)
+            total = total + steps * torch.as_tensor(
+                bias, dtype=torch.float64, device=total.device
+            ).reshape(1, -1)
         return total.to(torch.int64)
 
     def scores(self, x: torch.Tensor) -> torch.Tensor:
@@ -380,8 +432,13 @@ class FixedSimulator:
         readout = self.program.lowered.readouts[0]
         terms = readout.terms
         w = terms[0].weight_q if len(terms) == 1 else None
-        one_to_one = (w is not None and w.ndim == 2 and w.shape[0] == w.shape[1] and w[0, 0] != 0
-                      and np.array_equal(w, w[0, 0] * np.eye(len(w), dtype=w.dtype)))
+        one_to_one = (
+            w is not None
+            and w.ndim == 2
+            and w.shape[0] == w.shape[1]
+            and w[0, 0] != 0
+            and np.array_equal(w, w[0, 0] * np.eye(len(w), dtype=w.dtype))
+        )
         if one_to_one and readout.name not in self.program.readout_bias:
             return scores.to(torch.float64) / float(w[0, 0])
         return scores.to(torch.float64) * 64 / self.program.fixed[readout.name].scale

@@ -38,7 +38,13 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-from ..ir.program import GRADED_MESSAGE_BITS, SIGMA_DELTA_KINDS, Program, read_program, synapse_count
+from ..ir.program import (
+    GRADED_MESSAGE_BITS,
+    SIGMA_DELTA_KINDS,
+    Program,
+    read_program,
+    synapse_count,
+)
 from .. import lava_runtime
 from ..errors import UserError
 from ..signals import signals_end_the_run
@@ -47,7 +53,9 @@ DENSE_LIMIT = 1 << 22  # weight matrices up to this many entries run as Dense, l
 CONV_PAIR_LIMIT = 1024  # convolutions with at most this many (C_in, C_out) pairs run as Lava's Conv
 LAVA_SERVICE_PROCESSES = 3  # the worker, Lava's runtime service and its shared-memory manager
 SHM = Path("/dev/shm")  # where multiprocessing (and so Lava) keeps its shared-memory segments
-SHM_TAG_ENV = "DANET_DEPLOY_SHM_TAG"  # names the segments of the runs a process starts (default: its pid)
+SHM_TAG_ENV = (
+    "DANET_DEPLOY_SHM_TAG"  # names the segments of the runs a process starts (default: its pid)
+)
 
 
 def shm_prefix(tag: str | None = None) -> str:
@@ -101,8 +109,16 @@ def _connect_synapse(term, graded: bool, source_out, target_in, always_conv: boo
     kw = {"num_message_bits": GRADED_MESSAGE_BITS if graded else 0}
     if kind == "conv":
         (cin, h, w), (cout, oh, ow) = m.in_shape, m.out_shape
-        weight = term.weight_q[:, :, ::-1, ::-1].transpose(0, 3, 2, 1).astype(np.int32)  # true conv, (W, H, C)
-        syn = Conv(weight=weight, input_shape=(w, h, cin), stride=m.stride[::-1], padding=m.padding[::-1], **kw)
+        weight = (
+            term.weight_q[:, :, ::-1, ::-1].transpose(0, 3, 2, 1).astype(np.int32)
+        )  # true conv, (W, H, C)
+        syn = Conv(
+            weight=weight,
+            input_shape=(w, h, cin),
+            stride=m.stride[::-1],
+            padding=m.padding[::-1],
+            **kw,
+        )
         # populations are flat C-order (C, H, W) vectors; Lava's Conv works on (W, H, C)
         source_out.reshape((cin, h, w)).transpose((2, 1, 0)).connect(syn.s_in)
         syn.a_out.transpose((2, 1, 0)).reshape((cout * oh * ow,)).connect(target_in)
@@ -156,19 +172,31 @@ def _build(program: Program, data: np.ndarray, sink_dir: Path, interval: int):
             continue
         if pop.kind in ("lif", "gate"):
             bias = f.bias_mant.reshape(-1).astype(np.int32) if f.bias_mant is not None else 0
-            procs[name] = LIFReset(shape=n, du=int(f.du), dv=int(f.dv), vth=int(f.vth), bias_mant=bias,
-                                   bias_exp=6, reset_interval=interval,
-                                   reset_offset=(1 + pop.latency) % interval)
+            procs[name] = LIFReset(
+                shape=n,
+                du=int(f.du),
+                dv=int(f.dv),
+                vth=int(f.vth),
+                bias_mant=bias,
+                bias_exp=6,
+                reset_interval=interval,
+                reset_offset=(1 + pop.latency) % interval,
+            )
         elif pop.kind == "relay":
             procs[name] = GradedVec(shape=n, vth=0)
         elif pop.kind in SIGMA_DELTA_KINDS:
             procs[name] = _sigma_delta(pop, f)
         records.append((name, record_dtype(pop.kind)))
     for first in range(0, len(records), SINK_PORTS):
-        chunk = records[first:first + SINK_PORTS]
-        sink = FileSink(records=[((program.populations[name].neurons,), str(sink_dir / f"{name}.npy"), dtype)
-                                 for name, dtype in chunk],
-                        num_steps=steps, progress=first + SINK_PORTS >= len(records))
+        chunk = records[first : first + SINK_PORTS]
+        sink = FileSink(
+            records=[
+                ((program.populations[name].neurons,), str(sink_dir / f"{name}.npy"), dtype)
+                for name, dtype in chunk
+            ],
+            num_steps=steps,
+            progress=first + SINK_PORTS >= len(records),
+        )
         for k, (name, _) in enumerate(chunk):
             if name in procs:
                 procs[name].s_out.connect(sink.port(k))
@@ -179,10 +207,16 @@ def _build(program: Program, data: np.ndarray, sink_dir: Path, interval: int):
         for t in pop.terms:
             out = procs[t.source].s_out
             shape = (program.populations[t.source].neurons,)
-            if t.lag:  # no spike crosses from one sample into the next: its last lag steps are dropped
+            if (
+                t.lag
+            ):  # no spike crosses from one sample into the next: its last lag steps are dropped
                 source_latency = program.populations[t.source].latency
-                gate = SampleGate(shape=shape, interval=interval, first=source_latency + interval - t.lag + 1,
-                                  span=t.lag)
+                gate = SampleGate(
+                    shape=shape,
+                    interval=interval,
+                    first=source_latency + interval - t.lag + 1,
+                    span=t.lag,
+                )
                 out.connect(gate.s_in)
                 out = gate.s_out
             if t.delay:  # one line per (source, delay, gate), shared by every consumer
@@ -191,7 +225,9 @@ def _build(program: Program, data: np.ndarray, sink_dir: Path, interval: int):
                     lines[key] = DelayLine(shape=shape, delay=int(t.delay))
                     out.connect(lines[key].s_in)
                 out = lines[key].s_out
-            _connect_synapse(t, program.fixed[t.source].graded, out, targets[name], program.lowered.pipelined)
+            _connect_synapse(
+                t, program.fixed[t.source].graded, out, targets[name], program.lowered.pipelined
+            )
     return source
 
 
@@ -228,7 +264,13 @@ def run_size(program: Program, samples: int, steps: int) -> dict[str, int]:
     gates = sum(bool(t.lag) for t in terms)
     neurons = sum(p.kind != "readout" for p in pops)
     sinks = -(-len(pops) // SINK_PORTS)
-    work = {"dense_entries": 0, "sparse_synapses": 0, "conv_pairs": 0, "conv_macs": 0, "conv_taps": 0}
+    work = {
+        "dense_entries": 0,
+        "sparse_synapses": 0,
+        "conv_pairs": 0,
+        "conv_macs": 0,
+        "conv_taps": 0,
+    }
     for t in terms:
         kind, m = synapse_process(t, program.lowered.pipelined), t.map
         if kind == "conv":
@@ -242,9 +284,13 @@ def run_size(program: Program, samples: int, steps: int) -> dict[str, int]:
         if m.kind == "conv":
             work["conv_taps"] += int(np.count_nonzero(t.weight_q))
     runs = samples if program.lowered.pipelined else 1
-    return {"processes": 1 + neurons + sinks + len(terms) + len(lines) + gates + LAVA_SERVICE_PROCESSES,
-            "synapses": sum(m["synapses"] for m in program.mapping.values()),
-            "steps": samples * steps + runs * (program.lowered.latency + 1), "runs": runs, **work}
+    return {
+        "processes": 1 + neurons + sinks + len(terms) + len(lines) + gates + LAVA_SERVICE_PROCESSES,
+        "synapses": sum(m["synapses"] for m in program.mapping.values()),
+        "steps": samples * steps + runs * (program.lowered.latency + 1),
+        "runs": runs,
+        **work,
+    }
 
 
 @dataclass(frozen=True)
@@ -254,31 +300,40 @@ class LavaCost:
     synapse work (:func:`run_size`). Fitted to measured runs (docs/lava-runtime.md, "How long
     a Lava run takes")."""
 
-    start_s: float                  # per run: Lava's compiler, its runtime service
-    start_s_per_process: float      # per run and process: building it, forking it, connecting it
-    start_s_per_conv_tap: float     # per nonzero kernel weight of a conv laid out as a matrix
+    start_s: float  # per run: Lava's compiler, its runtime service
+    start_s_per_process: float  # per run and process: building it, forking it, connecting it
+    start_s_per_conv_tap: float  # per nonzero kernel weight of a conv laid out as a matrix
     start_s_per_dense_entry: float  # per Dense entry sent to its process
     start_s_per_sparse_synapse: float  # per Sparse synapse sent to its process
-    step_s_per_process: float       # per step and process: its messages and the step's barrier
-    step_s_per_dense_entry: float   # per step and Dense entry (a numpy matrix product)
+    step_s_per_process: float  # per step and process: its messages and the step's barrier
+    step_s_per_dense_entry: float  # per step and Dense entry (a numpy matrix product)
     step_s_per_sparse_synapse: float  # per step and Sparse synapse (a scipy product)
-    step_s_per_conv_pair: float     # per step and Conv channel pair (one scipy convolution each)
-    step_s_per_conv_mac: float      # per step and Conv multiply-add
-    bytes: float                    # the worker: the interpreter, Lava, the program
-    bytes_per_process: float        # a Lava process's own memory (PSS: shared pages split)
-    bytes_per_dense_entry: float    # an int32 Dense entry, every copy Lava holds
+    step_s_per_conv_pair: float  # per step and Conv channel pair (one scipy convolution each)
+    step_s_per_conv_mac: float  # per step and Conv multiply-add
+    bytes: float  # the worker: the interpreter, Lava, the program
+    bytes_per_process: float  # a Lava process's own memory (PSS: shared pages split)
+    bytes_per_dense_entry: float  # an int32 Dense entry, every copy Lava holds
     bytes_per_sparse_synapse: float  # a Sparse synapse (value, index), every copy Lava holds
 
 
 # The one place of the cost model's constants: least squares (non-negative) over 9 measured runs
 # on 2 shared cores (load 7 to 12), 2026-12-07; the runs: docs/lava-runtime.md.
-LAVA_COST = LavaCost(start_s=1.7, start_s_per_process=0.094, start_s_per_conv_tap=8.6e-5,
-                     start_s_per_dense_entry=1.7e-7, start_s_per_sparse_synapse=5.6e-7,
-                     step_s_per_process=3.9e-4, step_s_per_dense_entry=4.9e-10,
-                     step_s_per_sparse_synapse=4.7e-9, step_s_per_conv_pair=1.0e-5,
-                     step_s_per_conv_mac=8.4e-9,
-                     bytes=81e6, bytes_per_process=6.8e6, bytes_per_dense_entry=24.0,
-                     bytes_per_sparse_synapse=47.0)
+LAVA_COST = LavaCost(
+    start_s=1.7,
+    start_s_per_process=0.094,
+    start_s_per_conv_tap=8.6e-5,
+    start_s_per_dense_entry=1.7e-7,
+    start_s_per_sparse_synapse=5.6e-7,
+    step_s_per_process=3.9e-4,
+    step_s_per_dense_entry=4.9e-10,
+    step_s_per_sparse_synapse=4.7e-9,
+    step_s_per_conv_pair=1.0e-5,
+    step_s_per_conv_mac=8.4e-9,
+    bytes=81e6,
+    bytes_per_process=6.8e6,
+    bytes_per_dense_entry=24.0,
+    bytes_per_sparse_synapse=47.0,
+)
 LAVA_TIME_BOUND_S = 10 * 60  # a Lava run estimated longer than this is refused (--force runs it)
 STALL_TIMEOUT_S = 300.0  # the least a Lava run may go without finishing a step (start-up included)
 STALL_MARGIN = 3  # a run whose estimated start-up or step is longer waits this many times as long
@@ -294,8 +349,10 @@ class Estimate:
     bytes: int
 
     def __str__(self) -> str:
-        return (f"about {_duration(self.seconds)} (start-up {_duration(self.start_s)}, "
-                f"{_duration(self.step_s)} a step) and {self.bytes / 2**30:.1f} GiB")
+        return (
+            f"about {_duration(self.seconds)} (start-up {_duration(self.start_s)}, "
+            f"{_duration(self.step_s)} a step) and {self.bytes / 2**30:.1f} GiB"
+        )
 
     @property
     def stall_timeout(self) -> float:
@@ -307,13 +364,26 @@ class Estimate:
 def estimate(size: dict[str, int], cost: LavaCost = LAVA_COST) -> Estimate:
     """What the Lava run of :func:`run_size` ``size`` will take, by :data:`LAVA_COST`."""
     procs, dense, sparse = size["processes"], size["dense_entries"], size["sparse_synapses"]
-    start = (cost.start_s + cost.start_s_per_process * procs + cost.start_s_per_conv_tap * size["conv_taps"]
-             + cost.start_s_per_dense_entry * dense + cost.start_s_per_sparse_synapse * sparse)
-    step = (cost.step_s_per_process * procs + cost.step_s_per_dense_entry * dense
-            + cost.step_s_per_sparse_synapse * sparse + cost.step_s_per_conv_pair * size["conv_pairs"]
-            + cost.step_s_per_conv_mac * size["conv_macs"])
-    held = (cost.bytes + cost.bytes_per_process * procs + cost.bytes_per_dense_entry * dense
-            + cost.bytes_per_sparse_synapse * sparse)
+    start = (
+        cost.start_s
+        + cost.start_s_per_process * procs
+        + cost.start_s_per_conv_tap * size["conv_taps"]
+        + cost.start_s_per_dense_entry * dense
+        + cost.start_s_per_sparse_synapse * sparse
+    )
+    step = (
+        cost.step_s_per_process * procs
+        + cost.step_s_per_dense_entry * dense
+        + cost.step_s_per_sparse_synapse * sparse
+        + cost.step_s_per_conv_pair * size["conv_pairs"]
+        + cost.step_s_per_conv_mac * size["conv_macs"]
+    )
+    held = (
+        cost.bytes
+        + cost.bytes_per_process * procs
+        + cost.bytes_per_dense_entry * dense
+        + cost.bytes_per_sparse_synapse * sparse
+    )
     return Estimate(start, step, size["runs"] * start + size["steps"] * step, int(held))
 
 
@@ -347,13 +417,17 @@ def refuse_oversized(program_path: Path, size: dict[str, int], guess: Estimate, 
         over = f"more memory than the {memory / 2**30:.1f} GiB available"
     else:
         return
-    raise UserError(f"{program_path}: the Lava run ({size['processes']} processes, {size['synapses']:,} "
-                    f"synapses, {size['steps']:,} steps) would take {guess}, {over}: the fast simulator "
-                    f"(--backend fast) is bit-exact to Lava; check parity on fewer samples ({fewer}) or a "
-                    f"smaller variant; --force runs it anyway")
+    raise UserError(
+        f"{program_path}: the Lava run ({size['processes']} processes, {size['synapses']:,} "
+        f"synapses, {size['steps']:,} steps) would take {guess}, {over}: the fast simulator "
+        f"(--backend fast) is bit-exact to Lava; check parity on fewer samples ({fewer}) or a "
+        f"smaller variant; --force runs it anyway"
+    )
 
 
-def worker(program_path: str, data_path: str, sink_dir: str, interval: str, prefix: str, parent: str) -> None:
+def worker(
+    program_path: str, data_path: str, sink_dir: str, interval: str, prefix: str, parent: str
+) -> None:
     """Entry point of the worker process (``python -m danet_deploy.simulator.lava ...``)."""
     _watch_parent(int(parent), Path(sink_dir), prefix)
     _name_segments(prefix)
@@ -363,7 +437,9 @@ def worker(program_path: str, data_path: str, sink_dir: str, interval: str, pref
     program = read_program(Path(program_path))
     data = np.load(data_path)
     source = _build(program, data, Path(sink_dir), int(interval))
-    source.run(condition=RunSteps(num_steps=data.shape[1]), run_cfg=Loihi2SimCfg(select_tag="fixed_pt"))
+    source.run(
+        condition=RunSteps(num_steps=data.shape[1]), run_cfg=Loihi2SimCfg(select_tag="fixed_pt")
+    )
     source.stop()
 
 
@@ -374,7 +450,9 @@ def _lines(proc: subprocess.Popen, timeout: float) -> Iterator[str]:
     """The worker's stdout lines, until it closes or the worker exits (Lava's processes may keep
     the pipe open after the worker died); raises TimeoutError when no line arrives for ``timeout`` s."""
     lines: queue.Queue = queue.Queue()
-    threading.Thread(target=lambda: [lines.put(ln) for ln in proc.stdout] + [lines.put(None)], daemon=True).start()
+    threading.Thread(
+        target=lambda: [lines.put(ln) for ln in proc.stdout] + [lines.put(None)], daemon=True
+    ).start()
     last = time.monotonic()
     while True:
         try:
@@ -391,9 +469,14 @@ def _lines(proc: subprocess.Popen, timeout: float) -> Iterator[str]:
         yield line
 
 
-def run_lava(program_path: Path, program: Program, x_int: np.ndarray,
-             on_step: Callable[[], None] = lambda: None, stall_timeout: float = STALL_TIMEOUT_S,
-             guess: Estimate | None = None) -> dict[str, np.ndarray]:
+def run_lava(
+    program_path: Path,
+    program: Program,
+    x_int: np.ndarray,
+    on_step: Callable[[], None] = lambda: None,
+    stall_timeout: float = STALL_TIMEOUT_S,
+    guess: Estimate | None = None,
+) -> dict[str, np.ndarray]:
     """Run ``x_int`` ``[N, T, ...]`` (already encoded) in Lava; per population ``[T, N, ...]``
     (its window, as :meth:`FixedSimulator.run` returns it).
 
@@ -405,31 +488,64 @@ def run_lava(program_path: Path, program: Program, x_int: np.ndarray,
     """
     if not program.lowered.pipelined:
         return _run(program_path, program, x_int, on_step, stall_timeout, guess)
-    runs = [_run(program_path, program, x_int[k:k + 1], on_step, stall_timeout, guess)
-            for k in range(len(x_int))]
+    runs = [
+        _run(program_path, program, x_int[k : k + 1], on_step, stall_timeout, guess)
+        for k in range(len(x_int))
+    ]
     return {name: np.concatenate([run[name] for run in runs], axis=1) for name in runs[0]}
 
 
-def _run(program_path: Path, program: Program, x_int: np.ndarray, on_step: Callable[[], None],
-         stall_timeout: float, guess: Estimate | None) -> dict[str, np.ndarray]:
+def _run(
+    program_path: Path,
+    program: Program,
+    x_int: np.ndarray,
+    on_step: Callable[[], None],
+    stall_timeout: float,
+    guess: Estimate | None,
+) -> dict[str, np.ndarray]:
     """One Lava run of the samples ``x_int`` back to back (:func:`run_lava`)."""
     n, steps = x_int.shape[:2]
     data = np.zeros((int(np.prod(x_int.shape[2:])), _run_steps(program, n, steps)), dtype=np.int32)
-    data[:, :n * steps] = x_int.reshape(n * steps, -1).T  # sample k, step t -> column k*T + t
+    data[:, : n * steps] = x_int.reshape(n * steps, -1).T  # sample k, step t -> column k*T + t
     tmp_path = _scratch(data)
     sockets = None
     try:
         sockets = _socket_folder(tmp_path)
         prefix = run_prefix()
-        cmd = lava_runtime.command("danet_deploy.simulator.lava", str(program_path), str(tmp_path / "input.npy"),
-                                   str(tmp_path), str(steps), prefix, str(os.getpid()), purpose="a Lava run")
+        cmd = lava_runtime.command(
+            "danet_deploy.simulator.lava",
+            str(program_path),
+            str(tmp_path / "input.npy"),
+            str(tmp_path),
+            str(steps),
+            prefix,
+            str(os.getpid()),
+            purpose="a Lava run",
+        )
         log = tmp_path / "worker.log"
         with open(log, "w") as err_file, signals_end_the_run():
-            proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=err_file, text=True,
-                                    stdin=subprocess.DEVNULL, start_new_session=True,
-                                    env={**os.environ, "TMPDIR": str(sockets)})
-            return _collect(proc, log, program_path, program, tmp_path, prefix, n, steps, on_step,
-                            stall_timeout, guess)
+            proc = subprocess.Popen(
+                cmd,
+                stdout=subprocess.PIPE,
+                stderr=err_file,
+                text=True,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env={**os.environ, "TMPDIR": str(sockets)},
+            )
+            return _collect(
+                proc,
+                log,
+                program_path,
+                program,
+                tmp_path,
+                prefix,
+                n,
+                steps,
+                on_step,
+                stall_timeout,
+                guess,
+            )
     finally:
         shutil.rmtree(tmp_path, ignore_errors=True)
         if sockets is not None and sockets != tmp_path:
@@ -437,7 +553,9 @@ def _run(program_path: Path, program: Program, x_int: np.ndarray, on_step: Calla
 
 
 SOCKET_PATH_MAX = 107  # bytes in a Unix socket's path (Linux: sun_path, less its NUL)
-SOCKET_NAME_ROOM = 40  # what multiprocessing adds below its TMPDIR: /pymp-XXXXXXXX/listener-XXXXXXXX
+SOCKET_NAME_ROOM = (
+    40  # what multiprocessing adds below its TMPDIR: /pymp-XXXXXXXX/listener-XXXXXXXX
+)
 
 
 def _socket_folder(run_dir: Path) -> Path:
@@ -450,8 +568,10 @@ def _socket_folder(run_dir: Path) -> Path:
     try:
         return Path(tempfile.mkdtemp(prefix="danet-lava-", dir="/tmp"))
     except OSError as e:
-        raise UserError(f"TMPDIR ({run_dir.parent}) is too long a path for Lava's sockets, and /tmp cannot "
-                        f"stand in ({e.strerror or e}): set TMPDIR to a shorter folder") from None
+        raise UserError(
+            f"TMPDIR ({run_dir.parent}) is too long a path for Lava's sockets, and /tmp cannot "
+            f"stand in ({e.strerror or e}): set TMPDIR to a shorter folder"
+        ) from None
 
 
 def _run_steps(program: Program, n: int, steps: int) -> int:
@@ -470,31 +590,51 @@ def _scratch(data: np.ndarray) -> Path:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)
         where = tmp or tempfile.tempdir or "the temporary folder"
-        raise UserError(f"cannot write the Lava run's input to {where} ({e.strerror or e}): free space there, "
-                        f"or set TMPDIR to a folder with room") from None
+        raise UserError(
+            f"cannot write the Lava run's input to {where} ({e.strerror or e}): free space there, "
+            f"or set TMPDIR to a folder with room"
+        ) from None
     return tmp
 
 
-def _collect(proc: subprocess.Popen, log: Path, program_path: Path, program: Program, tmp_path: Path,
-             prefix: str, n: int, steps: int, on_step: Callable[[], None], stall_timeout: float,
-             guess: Estimate | None) -> dict[str, np.ndarray]:
+def _collect(
+    proc: subprocess.Popen,
+    log: Path,
+    program_path: Path,
+    program: Program,
+    tmp_path: Path,
+    prefix: str,
+    n: int,
+    steps: int,
+    on_step: Callable[[], None],
+    stall_timeout: float,
+    guess: Estimate | None,
+) -> dict[str, np.ndarray]:
     """Follow the worker until it finishes, stop its group whatever happens, read the sinks."""
     try:
         for line in _lines(proc, stall_timeout):
             if line.startswith("step "):
                 on_step()
         status = proc.wait()
-        if status != 0:  # a worker that failed reports its traceback, then ends its own group (SIGKILL)
+        if (
+            status != 0
+        ):  # a worker that failed reports its traceback, then ends its own group (SIGKILL)
             err = log.read_text()
             last = [ln for ln in err.strip().splitlines() if ln.strip()][-1:]
             if status < 0 and "Traceback" not in err:
-                raise UserError(f"the Lava run of {program_path} failed: its worker (pid {proc.pid}) was killed "
-                                f"by {signal.Signals(-status).name}; its processes were stopped")
-            raise UserError(f"the Lava run of {program_path} failed: {(last or ['(no output)'])[0][:200]}")
+                raise UserError(
+                    f"the Lava run of {program_path} failed: its worker (pid {proc.pid}) was killed "
+                    f"by {signal.Signals(-status).name}; its processes were stopped"
+                )
+            raise UserError(
+                f"the Lava run of {program_path} failed: {(last or ['(no output)'])[0][:200]}"
+            )
     except TimeoutError:
         expected = f"estimated {guess}; " if guess is not None else ""
-        raise UserError(f"the Lava run of {program_path} stalled: no step finished in {stall_timeout:.0f} s "
-                        f"({expected}a Lava process failed or hung); its processes were stopped") from None
+        raise UserError(
+            f"the Lava run of {program_path} stalled: no step finished in {stall_timeout:.0f} s "
+            f"({expected}a Lava process failed or hung); its processes were stopped"
+        ) from None
     finally:
         _kill_group(proc.pid, prefix)
         proc.wait()
@@ -502,12 +642,16 @@ def _collect(proc: subprocess.Popen, log: Path, program_path: Path, program: Pro
     for name, pop in program.populations.items():
         if pop.kind == "input":
             continue
-        rec = _recording(tmp_path / f"{name}.npy", (_run_steps(program, n, steps), pop.neurons),
-                         record_dtype(pop.kind), program_path)  # sample k, step t at k*T + t + latency
+        rec = _recording(
+            tmp_path / f"{name}.npy",
+            (_run_steps(program, n, steps), pop.neurons),
+            record_dtype(pop.kind),
+            program_path,
+        )  # sample k, step t at k*T + t + latency
         idx = np.arange(n)[:, None] * steps + np.arange(steps)[None, :] + pop.latency
         window = rec[idx].transpose(1, 0, 2).astype(np.int64)
         if program.lowered.pipelined and pop.kind == "readout":  # one sample: what it summed before
-            window[0] += rec[:pop.latency].sum(0, dtype=np.int64)
+            window[0] += rec[: pop.latency].sum(0, dtype=np.int64)
         out[name] = window.reshape(steps, n, *pop.shape)
     return out
 
@@ -518,15 +662,19 @@ def _recording(path: Path, shape: tuple[int, int], dtype: str, program_path: Pat
     try:
         rec = np.load(path, allow_pickle=False)
     except FileNotFoundError:
-        raise UserError(f"the Lava run of {program_path} failed: its worker ended without writing {path.name} "
-                        f"(a recording of every population)") from None
+        raise UserError(
+            f"the Lava run of {program_path} failed: its worker ended without writing {path.name} "
+            f"(a recording of every population)"
+        ) from None
     except (OSError, ValueError, EOFError):
         rec = None
     if isinstance(rec, np.ndarray) and rec.shape == shape and rec.dtype == dtype:
         return rec
     found = f"{rec.dtype} {list(rec.shape)}" if isinstance(rec, np.ndarray) else "no array"
-    raise UserError(f"the Lava run of {program_path} failed: its worker's {path.name} holds {found}, not "
-                    f"{dtype} {list(shape)} (steps x neurons)")
+    raise UserError(
+        f"the Lava run of {program_path} failed: its worker's {path.name} holds {found}, not "
+        f"{dtype} {list(shape)} (steps x neurons)"
+    )
 
 
 def _kill_group(pgid: int, prefix: str, timeout: float = 30.0) -> None:
@@ -586,7 +734,9 @@ def group_members(pgid: int) -> list[int]:
     live = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()  # after "pid (comm)": state ppid pgrp ...
+            fields = (
+                stat.read_text().rsplit(")", 1)[1].split()
+            )  # after "pid (comm)": state ppid pgrp ...
         except (OSError, IndexError):
             continue
         if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):

@@ -25,7 +25,9 @@ import numpy as np
 import torch
 
 N, T, IN, HIDDEN, OUT = 8, 30, 20, 16, 5
-LOSSES: dict[str, str] = {}  # fixture -> what its exporter does not write (so no option restores it)
+LOSSES: dict[
+    str, str
+] = {}  # fixture -> what its exporter does not write (so no option restores it)
 
 
 def spikes_in(*shape: int, p: float = 0.3, seed: int = 0) -> torch.Tensor:
@@ -34,11 +36,19 @@ def spikes_in(*shape: int, p: float = 0.3, seed: int = 0) -> torch.Tensor:
 
 def save(out: Path, name: str, graph: nir.NIRGraph, x: torch.Tensor, spikes: torch.Tensor) -> None:
     """``spikes`` ``[N, T, outputs]`` as the framework emitted them for ``x`` ``[N, T, ...]``."""
-    options = {"compression": None} if "compression" in inspect.signature(nir.write).parameters else {}
+    options = (
+        {"compression": None} if "compression" in inspect.signature(nir.write).parameters else {}
+    )
     nir.write(out / f"{name}.nir", graph, **options)  # norse's scalar datasets refuse compression
-    np.savez_compressed(out / f"{name}.npz", inputs=x.numpy().astype(np.uint8), spikes=spikes.numpy(),
-                        counts=spikes.sum(1).numpy())
-    print(f"{name}: {int(spikes.sum())} output spikes, at most {int(spikes.max())} per neuron and step")
+    np.savez_compressed(
+        out / f"{name}.npz",
+        inputs=x.numpy().astype(np.uint8),
+        spikes=spikes.numpy(),
+        counts=spikes.sum(1).numpy(),
+    )
+    print(
+        f"{name}: {int(spikes.sum())} output spikes, at most {int(spikes.max())} per neuron and step"
+    )
 
 
 def sinabs(out: Path) -> dict[str, dict]:
@@ -55,11 +65,19 @@ def sinabs(out: Path) -> dict[str, dict]:
 
     fixtures = {}
     x = spikes_in(N, T, IN)
-    for name, neuron, gain, flags in (("iaf-mlp", lambda: sl.IAF(), 4.0, {"dt": 1.0, "reset": "sinabs"}),
-                                      ("lif-mlp", lambda: sl.LIF(tau_mem=3.0), 8.0,
-                                       {"dt": 1.0, "reset": "sinabs", "discretisation": "exp"})):
+    for name, neuron, gain, flags in (
+        ("iaf-mlp", lambda: sl.IAF(), 4.0, {"dt": 1.0, "reset": "sinabs"}),
+        (
+            "lif-mlp",
+            lambda: sl.LIF(tau_mem=3.0),
+            8.0,
+            {"dt": 1.0, "reset": "sinabs", "discretisation": "exp"},
+        ),
+    ):
         torch.manual_seed(0)
-        model = torch.nn.Sequential(torch.nn.Linear(IN, HIDDEN), neuron(), torch.nn.Linear(HIDDEN, OUT), neuron())
+        model = torch.nn.Sequential(
+            torch.nn.Linear(IN, HIDDEN), neuron(), torch.nn.Linear(HIDDEN, OUT), neuron()
+        )
         with torch.no_grad():
             model[0].weight.mul_(gain)
             model[2].weight.mul_(gain)
@@ -72,27 +90,44 @@ def sinabs(out: Path) -> dict[str, dict]:
     samples, steps = 4, 8
 
     def iaf() -> sl.IAFSqueeze:
-        return sl.IAFSqueeze(batch_size=samples, spike_fn=act.SingleSpike, reset_fn=act.MembraneReset())
+        return sl.IAFSqueeze(
+            batch_size=samples, spike_fn=act.SingleSpike, reset_fn=act.MembraneReset()
+        )
 
     model = torch.nn.Sequential(
-        torch.nn.Conv2d(2, 16, 5, stride=2, padding=1, bias=False), iaf(),
-        torch.nn.Conv2d(16, 16, 3, padding=1, bias=False), iaf(), sl.SumPool2d(2),
-        torch.nn.Conv2d(16, 8, 3, padding=1, bias=False), iaf(), sl.SumPool2d(2), torch.nn.Flatten(),
-        torch.nn.Linear(128, 256, bias=False), iaf(), torch.nn.Linear(256, 10, bias=False), iaf())
+        torch.nn.Conv2d(2, 16, 5, stride=2, padding=1, bias=False),
+        iaf(),
+        torch.nn.Conv2d(16, 16, 3, padding=1, bias=False),
+        iaf(),
+        sl.SumPool2d(2),
+        torch.nn.Conv2d(16, 8, 3, padding=1, bias=False),
+        iaf(),
+        sl.SumPool2d(2),
+        torch.nn.Flatten(),
+        torch.nn.Linear(128, 256, bias=False),
+        iaf(),
+        torch.nn.Linear(256, 10, bias=False),
+        iaf(),
+    )
     with torch.no_grad():
         for layer in model:
             if isinstance(layer, (torch.nn.Conv2d, torch.nn.Linear)):
                 layer.weight.mul_(3.0)
     x = spikes_in(samples, steps, 2, 34, 34, p=0.15)
     spikes = run(model, x.flatten(0, 1)).unflatten(0, (samples, steps))
+
     def csnn_nir(net: torch.nn.Module) -> nir.NIRGraph:
         graph = sb.to_nir(net, x.flatten(0, 1))
         size = 34
-        for name in sorted((k for k, v in graph.nodes.items() if isinstance(v, nir.Conv2d)), key=int):
+        for name in sorted(
+            (k for k, v in graph.nodes.items() if isinstance(v, nir.Conv2d)), key=int
+        ):
             # sinabs 3.1.3 leaves input shapes None, which nir.write cannot store: only they are filled in
             graph.nodes[name].input_shape = np.array([size, size])
             size = {"0": 16, "2": 16, "5": 8}[name] // (2 if name in ("2", "5") else 1)
-        graph.nodes["8"].input_type = {"input": np.array([8, 4, 4])}  # likewise the Flatten's input type
+        graph.nodes["8"].input_type = {
+            "input": np.array([8, 4, 4])
+        }  # likewise the Flatten's input type
         return graph
 
     save(out, "sinabs-csnn", csnn_nir(model), x, spikes)
@@ -102,9 +137,12 @@ def sinabs(out: Path) -> dict[str, dict]:
     # min_v_mem -1), written by to_nir, then read back by sinabs' own from_nir: its spikes are that reading's
     from sinabs.nir import from_nir
 
-    ann = torch.nn.Sequential(*[torch.nn.ReLU() if isinstance(layer, sl.IAFSqueeze) else layer for layer in model])
-    snn = sb.from_model(ann, input_shape=(2, 34, 34), batch_size=samples, spike_threshold=1.0,
-                        min_v_mem=-1.0).spiking_model
+    ann = torch.nn.Sequential(
+        *[torch.nn.ReLU() if isinstance(layer, sl.IAFSqueeze) else layer for layer in model]
+    )
+    snn = sb.from_model(
+        ann, input_shape=(2, 34, 34), batch_size=samples, spike_threshold=1.0, min_v_mem=-1.0
+    ).spiking_model
     graph = csnn_nir(snn)
     nir.write(out / "sinabs-csnn-from-nir.nir", graph)
     read_back = from_nir(nir.read(out / "sinabs-csnn-from-nir.nir"), batch_size=samples)
@@ -122,7 +160,9 @@ def norse(out: Path) -> dict[str, dict]:
     x = spikes_in(N, T, IN)
     for name, cell, gain in (("lifbox-mlp", nt.LIFBoxCell, 16.0), ("lif-mlp", nt.LIFCell, 8.0)):
         torch.manual_seed(0)
-        model = nt.SequentialState(torch.nn.Linear(IN, HIDDEN), cell(), torch.nn.Linear(HIDDEN, OUT), cell())
+        model = nt.SequentialState(
+            torch.nn.Linear(IN, HIDDEN), cell(), torch.nn.Linear(HIDDEN, OUT), cell()
+        )
         state, steps = None, []
         with torch.no_grad():
             model[0].weight.mul_(gain)
@@ -132,14 +172,21 @@ def norse(out: Path) -> dict[str, dict]:
                 steps.append(z)
         save(out, f"norse-{name}", nt.to_nir(model, x[:, 0]), x, torch.stack(steps, 1))
         # norse writes every tau multiplied by its own dt (1 ms), so dt = 1e-6 restores dt/tau
-        fixtures[f"norse-{name}"] = {"dt": 1e-6, "reset": "zero",
-                                     **({"discretisation": "norse"} if cell is nt.LIFCell else {})}
+        fixtures[f"norse-{name}"] = {
+            "dt": 1e-6,
+            "reset": "zero",
+            **({"discretisation": "norse"} if cell is nt.LIFCell else {}),
+        }
 
     # a conv net: norse 1.1.0 exports Conv2d but no pooling, and a Flatten becomes a None node
     # that nir.write cannot store, so the net ends on the second conv's spike map
     torch.manual_seed(0)
-    model = nt.SequentialState(torch.nn.Conv2d(2, 8, 3, stride=2, padding=1), nt.IAFCell(),
-                               torch.nn.Conv2d(8, 4, 3, padding=1), nt.LIFBoxCell())
+    model = nt.SequentialState(
+        torch.nn.Conv2d(2, 8, 3, stride=2, padding=1),
+        nt.IAFCell(),
+        torch.nn.Conv2d(8, 4, 3, padding=1),
+        nt.LIFBoxCell(),
+    )
     samples, size = 4, 12
     x = spikes_in(samples, T, 2, size, size)
     state, steps = None, []
@@ -150,7 +197,9 @@ def norse(out: Path) -> dict[str, dict]:
             z, state = model(x[:, t], state)
             steps.append(z)
     graph = nt.to_nir(model, x[:, 0])
-    graph.nodes["0"].input_shape = np.array([size, size])  # left None by the exporter: only these are filled in
+    graph.nodes["0"].input_shape = np.array(
+        [size, size]
+    )  # left None by the exporter: only these are filled in
     graph.nodes["2"].input_shape = np.array([size // 2, size // 2])
     save(out, "norse-conv", graph, x, torch.stack(steps, 1).flatten(2))
     # its IAFCell adds its input in full each step, yet the exporter writes r = 1 with no dt:
@@ -168,8 +217,12 @@ def rockpool(out: Path) -> dict[str, dict]:
     x = spikes_in(N, T, IN)
     for name, recurrent in (("lif-mlp", False), ("rlif-mlp", True)):
         torch.manual_seed(0)
-        model = Sequential(LinearTorch((IN, HIDDEN)), LIFTorch(HIDDEN, has_rec=recurrent),
-                           LinearTorch((HIDDEN, OUT)), LIFTorch(OUT))
+        model = Sequential(
+            LinearTorch((IN, HIDDEN)),
+            LIFTorch(HIDDEN, has_rec=recurrent),
+            LinearTorch((HIDDEN, OUT)),
+            LIFTorch(OUT),
+        )
         with torch.no_grad():
             if recurrent:  # its default recurrent weights drive the layer to 2^16 spikes per step
                 model[1].w_rec.data.mul_(0.05)
@@ -177,15 +230,23 @@ def rockpool(out: Path) -> dict[str, dict]:
         save(out, f"rockpool-{name}", to_nir(model), x, spikes)
         fixtures[f"rockpool-{name}"] = {"dt": 1e-3, "reset": "sinabs", "discretisation": "rockpool"}
         if recurrent:
-            LOSSES[f"rockpool-{name}"] = "the recurrent weights: its exporter writes no w_rec and no cycle"
+            LOSSES[f"rockpool-{name}"] = (
+                "the recurrent weights: its exporter writes no w_rec and no cycle"
+            )
     return fixtures
 
 
 def main(framework: str, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     fixtures = {"sinabs": sinabs, "norse": norse, "rockpool": rockpool}[framework](out)
-    manifest = {"framework": framework, "version": version(framework), "nir": version("nir"),
-                "torch": version("torch"), "fixtures": fixtures, "exporter_loses": LOSSES}
+    manifest = {
+        "framework": framework,
+        "version": version(framework),
+        "nir": version("nir"),
+        "torch": version("torch"),
+        "fixtures": fixtures,
+        "exporter_loses": LOSSES,
+    }
     (out / f"{framework}.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
