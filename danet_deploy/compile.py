@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .converters.nir_reference import ReferenceSimulator
+from .ir.interpreter import ReferenceSimulator
 from .errors import UserError
 from .heap import return_freed_memory
 from .ir.graph import FlatGraph

@@ -41,7 +41,6 @@ STAMP = "danet-deploy-lava-runtime.txt"  # the requirements a runtime was built 
 BUILDING = (
     "building\n"  # the stamp of a runtime that setup is building (or an interrupted setup left)
 )
-MAPPED_PACKAGES = ("danet_deploy", "danet_deploy.converters", "danet_deploy.hw_profiles")
 
 ANSWER_FD = (
     "DANET_DEPLOY_LAVA_ANSWER_FD"  # the pipe a child of run_child answers on (docs/lava-runtime.md)
@@ -273,13 +272,9 @@ def mismatches(found: dict) -> list[str]:
 
 
 def core_packages() -> dict[str, str]:
-    """This environment's folders of the danet-deploy packages (an editable checkout maps
-    ``converters/`` and ``hw_profiles/`` from the repository root)."""
-    folders = {}
-    for name in MAPPED_PACKAGES:
-        spec = importlib.util.find_spec(name)
-        folders[name] = str(Path(list(spec.submodule_search_locations)[0]).resolve())
-    return folders
+    """This environment's folder of the danet_deploy package (every sub-package lies in it)."""
+    spec = importlib.util.find_spec("danet_deploy")
+    return {"danet_deploy": str(Path(list(spec.submodule_search_locations)[0]).resolve())}
 
 
 def command(module: str, *args: str, purpose: str = "this command") -> list[str]:

@@ -33,7 +33,7 @@ import nir
 import numpy as np
 import torch
 
-from .converters.nir_reference import linear_step, pair
+from .ir.interpreter import linear_step, pair
 from .errors import UserError
 from .ir.graph import FlatGraph
 from .ir.neurons import dynamics, firing

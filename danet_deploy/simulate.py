@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset
 from .data import DataInfo, as_time_series, evaluation_split, first, load_dataset
 from .errors import UserError
 from .ir.program import Program
-from .converters.nir_reference import ReferenceSimulator
+from .ir.interpreter import ReferenceSimulator
 from .compile import compile_graph
 from .export import CALIBRATION_SAMPLES, Artifact, calibration_batch, load_artifact
 from .outputs import TAGS, check_output_file, write_torch

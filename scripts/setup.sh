@@ -71,7 +71,7 @@ runtime=$!
 trap 'kill $runtime 2>/dev/null || true' EXIT
 
 stamp=.venv/.danet-deploy-installed
-want=$(cat pyproject.toml setup.py scripts/setup.sh | sha256sum | cut -d' ' -f1)
+want=$(cat pyproject.toml scripts/setup.sh | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
     echo "Installing danet-deploy and its dependencies into .venv (first time: about 5 minutes, 6 GB)"
     .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade "pip>=23.1" "setuptools>=77" wheel

@@ -10,7 +10,7 @@ import torch
 
 from danet_deploy import compile as compile_stage
 from danet_deploy.converters.nir_import import from_nir
-from danet_deploy.converters.nir_reference import ReferenceSimulator
+from danet_deploy.ir.interpreter import ReferenceSimulator
 
 
 def _chain() -> nir.NIRGraph:

@@ -154,7 +154,7 @@ def test_a_delay_node_delays_its_branch_within_each_sample(tmp_path: Path) -> No
     """The program computes the graph: a Delay node's branch arrives three steps later than the
     other, as the float interpreter has it (before, balancing absorbed the delay into the
     latency); the first three steps of a sample get nothing from it, nor from the sample before."""
-    from danet_deploy.converters.nir_reference import ReferenceSimulator
+    from danet_deploy.ir.interpreter import ReferenceSimulator
 
     _delayed_branches(tmp_path / "d.nir")
     graph = read_nir(tmp_path / "d.nir")

@@ -22,7 +22,7 @@ import torch
 
 from danet_deploy.compile import compile_graph
 from danet_deploy.converters.nir_import import from_nir
-from danet_deploy.converters.nir_reference import ReferenceSimulator
+from danet_deploy.ir.interpreter import ReferenceSimulator
 from danet_deploy.profiles import load_profile
 from danet_deploy.simulator.fixed import FixedSimulator
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from danet_deploy.converters.nir_import import read_nir, read_nir_graph
-from danet_deploy.converters.nir_reference import ReferenceSimulator
+from danet_deploy.ir.interpreter import ReferenceSimulator
 
 from .conftest import run_cli
 

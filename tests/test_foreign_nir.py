@@ -19,7 +19,7 @@ import torch
 from danet_deploy.converters.nir_import import from_nir, read_nir
 from danet_deploy.errors import UserError
 from danet_deploy.lowering import lower
-from danet_deploy.converters.nir_reference import ReferenceSimulator
+from danet_deploy.ir.interpreter import ReferenceSimulator
 
 from .conftest import run_cli
 from .event_files import write_nmnist

@@ -17,7 +17,7 @@ import snntorch as snn
 import snntorch.utils
 
 from danet_deploy.converters.nir_import import from_nir
-from danet_deploy.converters.nir_reference import ReferenceSimulator
+from danet_deploy.ir.interpreter import ReferenceSimulator
 from danet_deploy.errors import UserError
 from danet_deploy.frontends import from_torch
 

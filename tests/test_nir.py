@@ -15,7 +15,7 @@ from danet_deploy.converters.nir_import import from_nir, read_nir
 from danet_deploy.errors import UserError
 from danet_deploy.export import export
 from danet_deploy.models import CONNECTIONS, build
-from danet_deploy.converters.nir_reference import ReferenceSimulator, _param
+from danet_deploy.ir.interpreter import ReferenceSimulator, _param
 
 from .conftest import run_cli
 

@@ -17,12 +17,6 @@ from danet_deploy.lava_runtime import lava_here
 from .conftest import one_line_error
 
 ROOT = Path(__file__).resolve().parents[1]
-# source folder -> where its files land in the installed package
-INSTALLED_AS = {
-    "danet_deploy": "danet_deploy",
-    "converters": "danet_deploy/converters",
-    "hw_profiles": "danet_deploy/hw_profiles",
-}
 IMPORT_EVERYTHING = """
 import importlib, pkgutil, sys
 from pathlib import Path
@@ -45,13 +39,12 @@ print(" ".join(names))
 
 
 def _source_files() -> set[str]:
-    """Every module and profile of the source tree, as installed paths."""
-    files = set()
-    for folder, target in INSTALLED_AS.items():
-        for path in (ROOT / folder).rglob("*"):
-            if path.suffix in (".py", ".toml") and "__pycache__" not in path.parts:
-                files.add(f"{target}/{path.relative_to(ROOT / folder).as_posix()}")
-    return files
+    """Every module and profile of the package (all of it lies in ``danet_deploy/``)."""
+    return {
+        path.relative_to(ROOT).as_posix()
+        for path in (ROOT / "danet_deploy").rglob("*")
+        if path.suffix in (".py", ".toml") and "__pycache__" not in path.parts
+    }
 
 
 @pytest.mark.slow
@@ -63,12 +56,13 @@ def test_wheel_holds_every_module_and_profile_and_imports_outside_the_repository
 ) -> None:
     src = tmp_path / "danet-deploy"  # a copy: the build leaves nothing in the checkout
     src.mkdir()
-    for name in ("pyproject.toml", "setup.py", "README.md"):
+    for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, src / name)
-    for folder in INSTALLED_AS:
-        shutil.copytree(
-            ROOT / folder, src / folder, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info")
-        )
+    shutil.copytree(
+        ROOT / "danet_deploy",
+        src / "danet_deploy",
+        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"),
+    )
     subprocess.run(
         [
             sys.executable,
@@ -136,7 +130,7 @@ def test_wheel_holds_every_module_and_profile_and_imports_outside_the_repository
         stdin=subprocess.DEVNULL,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    profiles = {p.stem for p in (ROOT / "hw_profiles").glob("*.toml")}
+    profiles = {p.stem for p in (ROOT / "danet_deploy" / "hw_profiles").glob("*.toml")}
     assert set(proc.stdout.split()) == profiles
 
     def cli(*args: str) -> subprocess.CompletedProcess:

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from danet_deploy.converters.nir_import import read_nir
-from danet_deploy.converters.nir_reference import ReferenceSimulator
+from danet_deploy.ir.interpreter import ReferenceSimulator
 
 from .conftest import run_cli
 

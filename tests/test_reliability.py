@@ -647,7 +647,7 @@ def _netx(path: Path, drop: str | None = None, **fields) -> Path:
 
 
 def _profile(tmp_path: Path, section: str, key: str, value: str) -> Path:
-    text = (Path(__file__).parents[1] / "hw_profiles" / "loihi2.toml").read_text()
+    text = (Path(__file__).parents[1] / "danet_deploy" / "hw_profiles" / "loihi2.toml").read_text()
     lines = [
         f"{key} = {{ value = {value}," + line.split(",", 1)[1]
         if line.startswith(f"{key} =")

@@ -12,7 +12,7 @@ import nir
 import pytest
 import torch
 from danet_deploy.converters.nir_import import from_nir
-from danet_deploy.converters.nir_reference import ReferenceSimulator
+from danet_deploy.ir.interpreter import ReferenceSimulator
 from torch import nn
 
 from danet_deploy.errors import UserError

@@ -10,7 +10,7 @@ then fires where ``v > v_threshold`` (LIF, CubaLIF, IF; ``v >= v_threshold`` und
 SpikingJelly's conventions) and resets by the graph's convention (:func:`firing`).
 :func:`dynamics` is the one place where NIR's time constants, gains and the
 discretisation become these factors; :func:`membrane_step` is the one place the update is
-written. The float interpreter (``converters/nir_reference.py``) runs it, the lowering turns
+written. The float interpreter (``danet_deploy/ir/interpreter.py``) runs it, the lowering turns
 it into a population's ``alpha``, ``beta``, ``gain`` and ``bias`` (Loihi's ``du``, ``dv``,
 weight scale and bias, docs/compile.md §3), and the fast simulator runs the integers made
 from those.

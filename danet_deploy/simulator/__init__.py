@@ -1,2 +1,2 @@
 """Simulators of compiled programs: fixed point (batched PyTorch) and Lava. The float
-interpreter of NIR graphs is :mod:`danet_deploy.converters.nir_reference`, below the compiler."""
+interpreter of NIR graphs is :mod:`danet_deploy.ir.interpreter`, below the compiler."""
