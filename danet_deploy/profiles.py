@@ -19,9 +19,9 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 from .errors import UserError
+from .ir.chip_format import LOIHI
 
 CONFIDENCE = ("primary", "secondary", "estimate")
-COMPILED_WEIGHT_BITS = 8  # what compile.quantise writes (docs/compile.md)
 CONSTRAINTS = {
     "cores_per_chip": "count",
     "neurons_per_core": "count",
@@ -109,11 +109,6 @@ def _figure(path: Path, key: str, raw: object, unit: str) -> Figure:
             unit, "a whole number"
         )
         raise UserError(f"{path}: {key}: value must be {what}, got {value!r}")
-    if key == "constraints.weight_bits" and value != COMPILED_WEIGHT_BITS:
-        raise UserError(
-            f"{path}: {key} = {value!r}: the compiler quantises weights to {COMPILED_WEIGHT_BITS} "
-            f"bits (Lava's Dense and Conv), so a chip profile must say {COMPILED_WEIGHT_BITS}"
-        )
     if raw["unit"] != unit:
         raise UserError(f"{path}: {key}: unit must be {unit!r}, got {raw['unit']!r}")
     if not str(raw["source"]).strip():
@@ -151,6 +146,11 @@ def parse_profile(path: Path) -> Profile:
             if missing:
                 raise UserError(f"{path}: missing {', '.join(f'{sec}.{k}' for k in missing)}")
         setattr(prof, sec, {k: _figure(path, f"{sec}.{k}", v, schema[k]) for k, v in table.items()})
+    if prof.kind == "chip":
+        widths = {k: prof.limit(k) for k in LOIHI.__dataclass_fields__}
+        why = LOIHI.refusal(widths, graded=bool(prof.limit("graded_spikes")))
+        if why is not None:
+            raise UserError(f"{path}: constraints.{why}")
     return prof
 
 

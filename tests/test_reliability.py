@@ -659,6 +659,38 @@ def _profile(tmp_path: Path, section: str, key: str, value: str) -> Path:
     return path
 
 
+@pytest.mark.parametrize(
+    "key, value, accepted",
+    [
+        ("weight_bits", "16", False),  # other rounding: exactly 8
+        ("decay_bits", "16", False),  # other decay arithmetic: exactly 12
+        ("state_bits", "16", False),
+        ("threshold_bits", "12", False),
+        ("bias_mantissa_bits", "8", False),
+        ("graded_payload_bits", "16", False),
+        ("state_bits", "32", True),  # a wider chip holds every value the program makes
+        ("threshold_bits", "20", True),
+        ("graded_payload_bits", "32", True),
+    ],
+)
+def test_a_chip_profile_is_held_to_the_widths_the_compiler_writes(
+    tmp_path: Path, key: str, value: str, accepted: bool
+) -> None:
+    """Each width was read and ignored (issue 33): a chip of 16-bit weights compiled to 8."""
+    from danet_deploy.errors import UserError
+    from danet_deploy.profiles import load_profile
+
+    path = _profile(tmp_path, "constraints", key, value)
+    if accepted:
+        assert load_profile(path).limit(key) == int(value)
+        return
+    with pytest.raises(UserError) as refused:
+        load_profile(path)
+    message = str(refused.value)
+    assert message.startswith(f"{path}: constraints.{key} = {value}: the compiler writes ")
+    assert "\n" not in message and "must say" in message
+
+
 BAD_INPUTS = {
     "config-string": lambda t, d: (
         ["simulate", str(_checkpoint_with(t, d, config="digits")), "-n", "4"],
