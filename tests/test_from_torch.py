@@ -518,6 +518,24 @@ def test_cli_module_errors_are_one_line(tmp_path, nets_module, args, names):
     assert not (tmp_path / "out").exists()
 
 
+def rounded_to_8_bits(net: nn.Module) -> nn.Module:
+    """A copy of ``net`` whose conv and linear weights are rounded to 8 bits (255 levels, one
+    step per tensor: its largest |weight| / 127), all else float: the framework's own
+    quantisation baseline."""
+    import copy
+
+    net = copy.deepcopy(net)
+    for m in net.modules():
+        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)):
+            step = m.weight.detach().abs().max() / 127
+            m.weight.data = torch.round(m.weight.data / step) * step
+    return net
+
+
+def argmax_agreement(scores: torch.Tensor, reference: torch.Tensor) -> int:
+    return int((scores.argmax(1) == reference.argmax(1)).sum())
+
+
 def export_to_loihi2_sim(tmp_path: Path, net: nn.Module, x: torch.Tensor) -> Path:
     """``net`` traced on ``x`` ``[T, N, ...]``, saved with ``nir.write`` and exported to
     ``loihi2-sim`` with ``x`` as its calibration data (``tmp_path/x.pt``, labels 0)."""
@@ -541,7 +559,7 @@ def export_to_loihi2_sim(tmp_path: Path, net: nn.Module, x: torch.Tensor) -> Pat
 def reduced_spikingjelly_resnet(name: str, cnf: str | None = None) -> nn.Module:
     """:func:`spikingjelly_resnet`'s network cut after its second stage (SpikingJelly's own stem,
     MaxPool, BasicBlocks with a downsample, AdaptiveAvgPool, and a Linear on its 128 features):
-    on 8x8 images, small enough for Lava (about 40 s, where the whole ResNet-18 needs 9 min)."""
+    on 8x8 images, small enough for Lava (22-26 s; the whole ResNet-18 is estimated at 20 min)."""
     from spikingjelly.activation_based import layer
 
     net = spikingjelly_resnet(name, cnf)
@@ -880,21 +898,3 @@ def test_a_module_export_states_a_reset_override_and_names_its_folder_after_the_
     assert written.metadata["reset"] == "subtract"
     assert not any("reset" in (node.metadata or {}) for node in written.nodes.values())
     assert set(read_nir(out / "graph.nir").resets.values()) == {"subtract"}
-
-
-def rounded_to_8_bits(net: nn.Module) -> nn.Module:
-    """A copy of ``net`` whose conv and linear weights are rounded to 8 bits (255 levels, one
-    step per tensor: its largest |weight| / 127), all else float: the framework's own
-    quantisation baseline."""
-    import copy
-
-    net = copy.deepcopy(net)
-    for m in net.modules():
-        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Linear)):
-            step = m.weight.detach().abs().max() / 127
-            m.weight.data = torch.round(m.weight.data / step) * step
-    return net
-
-
-def argmax_agreement(scores: torch.Tensor, reference: torch.Tensor) -> int:
-    return int((scores.argmax(1) == reference.argmax(1)).sum())
