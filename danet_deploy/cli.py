@@ -607,6 +607,15 @@ def simulate(artifact: str, as_json: bool, **kw) -> None:
     console.print(line + f" ({result['seconds']:.1f} s)")
 
 
+def output_format(fmt: str | None, output: str | None, by_extension: tuple[str, ...]) -> str:
+    """``--format``, else the format ``-o``'s extension names (one of ``by_extension``), else
+    ``table``: `report -o r.html` wrote a text table that a browser shows as one long line."""
+    if fmt is not None:
+        return fmt
+    suffix = Path(output).suffix.lower().lstrip(".") if output else ""
+    return suffix if suffix in by_extension else "table"
+
+
 @main.command()
 @click.argument("artifact", type=click.Path(exists=True))
 @click.option(
@@ -620,12 +629,11 @@ def simulate(artifact: str, as_json: bool, **kw) -> None:
 @click.option(
     "--format",
     "fmt",
-    default="table",
-    show_default=True,
     type=click.Choice(["table", "json", "csv", "html", "neurobench"]),
     help="table: for people (the main columns; all with --wide, in a pipe or a file); json, csv: every "
     "figure; html: a self-contained page; neurobench: NeuroBench's metrics of the deployed network "
-    "as its Benchmark.run() returns them (docs/accounting.md).",
+    "as its Benchmark.run() returns them (docs/accounting.md). [default: the one -o's extension "
+    "names (.json, .csv, .html), else table]",
 )
 @click.option("--wide", is_flag=True, help="Table: every column, however wide the terminal.")
 @click.option(
@@ -675,7 +683,7 @@ def report(
     artifact: str,
     profile: str,
     data: str,
-    fmt: str,
+    fmt: str | None,
     wide: bool,
     output: str | None,
     force: bool,
@@ -709,6 +717,7 @@ def report(
         write,
     )
 
+    fmt = output_format(fmt, output, ("json", "csv", "html"))
     if output:
         check_output_file(Path(output), "report", force)
     if lava_samples:
@@ -815,11 +824,10 @@ def report(
 @click.option(
     "--format",
     "fmt",
-    default="table",
-    show_default=True,
     type=click.Choice(["table", "json", "html"]),
     help="table: for people (the main columns; all with --wide, in a pipe or a file); json: every "
-    "figure; html: a self-contained page.",
+    "figure; html: a self-contained page. [default: the one -o's extension names (.json, .html), "
+    "else table]",
 )
 @click.option("--wide", is_flag=True, help="Table: every column, however wide the terminal.")
 @click.option(
@@ -848,7 +856,7 @@ def compare(
     models_dir: str,
     framework: str,
     samples: int | None,
-    fmt: str,
+    fmt: str | None,
     wide: bool,
     output: str | None,
     static_power: str,
@@ -869,6 +877,7 @@ def compare(
     from .report import compare_layouts, compare_table, write_text
     from .report_html import compare_page
 
+    fmt = output_format(fmt, output, ("json", "html"))
     conns = [c.strip() for c in connections.split(",") if c.strip()]
     bad = [c for c in conns if c not in CONNECTIONS]
     if bad or not conns:

@@ -336,3 +336,45 @@ def test_an_export_directory_with_a_fifo_or_device_among_its_files_is_refused(
         assert done and f"{where / name}: is a" in str(done.pop()) and not done
     assert stat.S_ISFIFO((fifo_dir / "manifest.json").lstat().st_mode)
     assert stat.S_ISCHR((device_dir / "graph.nir").lstat().st_mode)
+
+
+@pytest.mark.parametrize(
+    "fmt, output, expected",
+    [
+        (None, "r.html", "html"),
+        (None, "R.JSON", "json"),
+        (None, "r.csv", "csv"),
+        (None, "r.txt", "table"),
+        (None, None, "table"),
+        ("table", "r.html", "table"),  # --format wins
+        ("neurobench", "nb.json", "neurobench"),
+    ],
+)
+def test_the_report_format_is_the_one_outputs_extension_names(fmt, output, expected) -> None:
+    from danet_deploy.cli import output_format
+
+    assert output_format(fmt, output, ("json", "csv", "html")) == expected
+
+
+@pytest.mark.slow
+def test_report_to_an_html_file_writes_a_page(trained_digits: Path, tmp_path: Path) -> None:
+    """`report -o r.html` wrote the text table (a browser showed it as one long line)."""
+    page = tmp_path / "r.html"
+    run_cli("report", str(trained_digits), "-n", "4", "-o", str(page), check=True)
+    assert page.read_text().lstrip().lower().startswith("<!doctype html")
+    compared = tmp_path / "c.json"
+    run_cli(
+        "compare",
+        "--connections",
+        "plain",
+        "--models-dir",
+        str(tmp_path / "m"),
+        "--epochs",
+        "1",
+        "-n",
+        "4",
+        "-o",
+        str(compared),
+        check=True,
+    )
+    json.loads(compared.read_text())
