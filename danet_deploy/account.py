@@ -41,6 +41,7 @@ import torch.nn.functional as F
 
 from .errors import UserError
 from .ir.program import GRADED_MESSAGE_BITS, Program, bound_by, summarise, synapse_count
+from .ir.resets import Reset
 from .outputs import TAGS
 from .profiles import Profile
 from .simulator.fixed import F32_EXACT, FixedSimulator
@@ -332,10 +333,14 @@ class Accountant:
     def _neuron_operations(self, row: dict[str, Any]) -> int:
         """NeuroBench's operations per update of a row's neurons as Loihi runs them: a CUBA
         neuron that keeps a current (``du < 4095``) costs what NeuroBench gives snnTorch's
-        Synaptic with reset to zero, every other neuron what it gives Leaky."""
+        Synaptic, every other neuron what it gives Leaky; with reset to zero, or a subtract reset
+        for a programmed one that subtracts (NeuroBench lists no multi-spike neuron: counted as
+        subtracting, docs/accounting.md)."""
         fixed = self.program.fixed.get(row["name"])
+        pop = self.program.populations.get(row["name"])
         kind = "Synaptic" if fixed is not None and fixed.du < 4095 else "Leaky"
-        return NEURON_OPERATIONS[kind]["zero"]
+        zero = pop is None or pop.firing.reset in (Reset.ZERO, Reset.ZERO_LATE)
+        return NEURON_OPERATIONS[kind]["zero" if zero else "subtract"]
 
     def _edges(self, samples: int) -> list[dict[str, Any]]:
         """Every synapse group with its synapses, delay and events per inference."""

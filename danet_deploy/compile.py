@@ -34,6 +34,7 @@ from .ir.interpreter import ReferenceSimulator
 from .errors import UserError
 from .heap import return_freed_memory
 from .ir.graph import FlatGraph
+from .ir.resets import DESCRIPTIONS, Reset
 from .ir.program import (
     INPUT_BITS,
     Fixed,
@@ -214,6 +215,17 @@ def _worst_current(pop: Population, bound: dict[str, float]) -> float:
     return sum(_largest_row_sum(t.map) * bound.get(t.source, 1.0) for t in pop.terms)
 
 
+def _spike_bound(pop: Population, peak: float) -> float:
+    """The largest value a neuron population sends, given its largest input current ``peak``:
+    1 (a spike), or a multi-spike neuron's largest count: what is left of its voltage after a
+    reset (below the threshold) plus one step's current and bias, over the threshold."""
+    if not pop.firing.reset.multi_spike:
+        return 1.0
+    bias = float(np.abs(pop.bias).max()) if pop.bias is not None else 0.0
+    current = pop.gain * peak / (1.0 - pop.alpha)  # a CUBA current sums its decaying inputs
+    return math.floor(1.0 + (current + bias) / pop.threshold)
+
+
 def _largest_row_sum(m: Map) -> float:
     """The largest sum of ``|weight|`` over one output row of ``m``, a block of rows at a time
     (as the weights are rounded: a shared identity is never made whole in float64)."""
@@ -249,7 +261,7 @@ def _threshold_integer(pop: Population, k: float) -> int:
     its input and bias); a decaying voltage may also fire up to one unit of ``vth`` (64/K in
     the float voltage) below the threshold, which stderr says once (:func:`_threshold_notes`)."""
     x = k * pop.threshold / 64
-    if not pop.at_threshold:
+    if not pop.firing.at_threshold or pop.firing.reset.programmed:  # a program tests >= itself
         return round(x)
     nearest = round(x)
     return (nearest if abs(x - nearest) <= 1e-9 * max(1.0, abs(x)) else math.ceil(x)) - 1
@@ -261,7 +273,8 @@ def _threshold_notes(program: Program) -> list[str]:
     lines = []
     for name, pop in program.populations.items():
         f = program.fixed[name]
-        if pop.at_threshold and (0 < f.dv < 4096 or f.du != 4095):
+        fires = pop.firing
+        if fires.at_threshold and not fires.reset.programmed and (0 < f.dv < 4096 or f.du != 4095):
             lines.append(
                 f"layer {name!r} fires at v >= v_threshold (SpikingJelly's test); Loihi fires at "
                 f"v > vth, so it is compiled with vth {f.vth} (its threshold less 1); since its "
@@ -431,7 +444,7 @@ def quantise(
         if peaks is None:
             peak = bound[name] = _worst_current(pop, bound)
             if pop.kind != "relay":
-                bound[name] = 1.0  # spikes
+                bound[name] = _spike_bound(pop, peak)
         else:
             peak = peaks.get(name[: -len(".relay")] if pop.kind == "relay" else name, 0.0)
         k, set_by = (
@@ -465,9 +478,15 @@ def quantise(
         if pop.kind in SIGMA_DELTA_KINDS:  # its payloads are the chip's integers as they are
             f.graded, f.vth = True, int(round(pop.threshold))
         if pop.kind in ("lif", "gate"):
+            f.graded = pop.firing.reset.multi_spike  # a spike count: a graded payload of units
             f.dv = _decay(pop)
             f.du = _current_decay(pop)
             f.vth = _threshold_integer(pop, k)
+            if f.graded and f.vth < 1:  # a count is the voltage over vth << 6
+                raise UserError(
+                    f"layer {name!r}: its threshold rounds to 0 at fixed-point scale {k:.3g} (set "
+                    f"by {set_by}), so its spike count is undefined; raise the threshold"
+                )
         if pop.bias is not None:
             mant = np.rint(k * pop.bias / 64)
             if pop.kind == "relay":
@@ -644,6 +663,29 @@ def _check_pipeline(low: Lowered) -> None:
         )
 
 
+def _check_resets(low: Lowered, profile: Profile) -> None:
+    """Refuse a population whose reset only a programmable neuron runs (ir/resets.py) on a chip
+    whose neurons reset to zero (``programmable_neurons``: Loihi 1), naming the layer."""
+    if profile.constraints.get("programmable_neurons") and profile.limit("programmable_neurons"):
+        return
+    for name, pop in low.populations.items():
+        fires = pop.firing
+        if not fires.reset.programmed:
+            continue
+        soft = fires.at_threshold and fires.reset is Reset.SUBTRACT
+        what = DESCRIPTIONS[fires.reset] + (
+            " (SpikingJelly's soft reset, v_reset=None)" if soft else ""
+        )
+        raise UserError(
+            f"layer {name!r}: this neuron {what}, but {profile.name}'s neurons set the voltage "
+            f"to 0 when they fire (no programmable neurons); compile for loihi2-sim, retrain "
+            f"with reset to zero (snnTorch: reset_mechanism='zero', reset_delay=False; "
+            f"SpikingJelly: v_reset=0.0), or pass --reset {'spikingjelly' if soft else 'zero'} "
+            f"to compile it with {profile.name}'s reset (its output then differs from the "
+            f"source framework's)"
+        )
+
+
 def compile_graph(
     graph: FlatGraph,
     target: str,
@@ -677,6 +719,7 @@ def compile_graph(
             "violations": check_mapping(mapping, profile, mode, False),
             "counted": "structural (every weight of each synapse group)",
         }
+    _check_resets(structures["expand"], profile)
     relay_pops = any(p.kind == "relay" for p in structures["relay"].populations.values())
     del structures, structure  # index arrays of two whole lowerings: gone before calibration's
     return_freed_memory()

@@ -36,7 +36,8 @@ import torch
 from .ir.interpreter import linear_step, pair
 from .errors import UserError
 from .ir.graph import FlatGraph
-from .ir.neurons import dynamics, firing
+from .ir.neurons import dynamics
+from .ir.resets import Reset
 from .ir.program import Lowered, Map, Population, Term, distinct_part, per_tap
 from .ir.sigma_delta import SigmaDelta
 
@@ -529,29 +530,6 @@ def _uniform(name: str, what: str, value: object) -> float:
     return float(arr.flat[0]) if arr.size else 0.0
 
 
-def _check_reset(name: str, mode: str) -> None:
-    """Lava's LIF sets the voltage to 0 in the step it fires; nothing else runs exactly (a reset to
-    ``v_reset`` runs as one to 0, shifted: :func:`_neuron_population`)."""
-    reset = firing(mode).reset
-    if reset != "zero":
-        what = {
-            "subtract": "subtracts the threshold when it fires"
-            + (" (SpikingJelly's soft reset, v_reset=None)" if mode == "spikingjelly-soft" else ""),
-            "zero-late": "drops the input of the step after a spike (snnTorch's reset_delay)",
-            "subtract-late": "subtracts the threshold a step after the spike (snnTorch's reset_delay)",
-            "multi-spike": "fires several spikes in one step, subtracting the threshold for each (sinabs)",
-            "multi-spike-floor": "fires several spikes in one step and keeps its voltage above -threshold "
-            "(sinabs' from_nir)",
-        }[reset]
-        instead = "spikingjelly" if mode == "spikingjelly-soft" else "zero"
-        raise UserError(
-            f"node {name!r}: this neuron {what}, but Loihi's (Lava's LIF) sets the voltage to 0 "
-            f"when it fires; retrain with reset to zero (snnTorch: reset_mechanism='zero', "
-            f"reset_delay=False; SpikingJelly: v_reset=0.0), or pass --reset {instead} to compile it "
-            f"with Loihi's reset (its output then differs from the source framework's)"
-        )
-
-
 def _neuron_population(
     name: str, node: nir.NIRNode, shape: tuple[int, ...], graph: FlatGraph, connection: str
 ) -> Population:
@@ -579,11 +557,11 @@ def _neuron_population(
             state_exp=node.state_exp,
             relu=node.relu,
         )
-    d, fire = dynamics(node, graph), firing(graph.resets.get(name, "zero"))
+    d, fire = dynamics(node, graph), graph.firing(name)
     # a neuron that starts at v_reset = c and resets to it is one that starts at and resets to 0,
     # its voltage shifted by -c: threshold - c, and bias - (1 - beta) c (0 where v_leak = c)
     start = d.v_reset if fire.starts_at_reset else 0.0
-    if np.any(d.v_reset != start):
+    if fire.reset in (Reset.ZERO, Reset.ZERO_LATE) and np.any(d.v_reset != start):
         raise UserError(
             f"node {name!r}: Loihi neurons reset to 0, but v_reset is not 0 (a neuron that also "
             f"starts at v_reset, as SpikingJelly's do, compiles shifted by -v_reset: "
@@ -606,7 +584,7 @@ def _neuron_population(
         beta=uniform["beta"],
         gain=uniform["current_gain"] * uniform["input_gain"],
         threshold=threshold,
-        at_threshold=fire.at_threshold,
+        firing=fire,
     )
     if d.has_current:  # tau_syn = dt, up to float32 rounding: no memory
         pop.alpha = 0.0 if abs(uniform["alpha"]) < 1e-6 else uniform["alpha"]
@@ -641,7 +619,6 @@ def lower(graph: FlatGraph, lowering: str, with_weights: bool = True) -> Lowered
         if name in graph.outputs:
             pop = Population(name, "readout", graph.shapes[name], conn)
         elif low.is_population(name):
-            _check_reset(name, graph.resets.get(name, "zero"))
             pop = _neuron_population(name, node, graph.shapes[name], graph, conn)
         elif isinstance(node, (nir.LI, nir.I)):
             raise UserError(

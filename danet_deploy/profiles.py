@@ -38,9 +38,11 @@ CONSTRAINTS = {
     "max_synaptic_delay": "steps",
     "max_chips": "count",
     "conv_tile_neurons": "count",
+    "programmable_neurons": "flag",
 }
-# figures a profile may leave out: without conv_tile_neurons, convolutions are mapped unrolled
-OPTIONAL = {"constraints": ("conv_tile_neurons",)}
+# figures a profile may leave out: without conv_tile_neurons, convolutions are mapped unrolled;
+# without programmable_neurons, the chip's neurons reset to zero only (ir/resets.py)
+OPTIONAL = {"constraints": ("conv_tile_neurons", "programmable_neurons")}
 ENERGY = {
     "synaptic_op": "pJ",
     "graded_op": "pJ",

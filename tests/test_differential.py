@@ -8,6 +8,11 @@ of one unit (``1 / den``), so its float voltage is a multiple of that unit too, 
 compiler's K (a multiple of the K that makes them all integers) turns it into an integer without
 rounding. Thresholds lie half a unit off that grid, so a float voltage never ties with one and the
 float interpreter's own rounding (``1/9`` of an average pool) cannot flip a spike.
+
+A programmed reset (ir/resets.py: subtracting the threshold, late or at once, several spikes in
+one step) moves the voltage off the grid by the threshold, so a voltage may tie with it. Those
+graphs take sum pools where a 3x3 average pool was drawn: every value is then a binary fraction
+that float64 holds exactly, and both sides decide every tie alike.
 """
 
 from __future__ import annotations
@@ -31,6 +36,9 @@ SLOW_SEEDS = range(150, 1150)  # under `slow`
 STEPS, SAMPLES = 4, 3
 POOLS = [(3, 1, 1), (2, 2, 0), (3, 2, 1)]  # kernel, stride, padding
 FINEST = 36  # a grid finer than 1/36 (e.g. two average pools in a row) may need weights over 8 bits
+PROGRAMMED = ["subtract", "snntorch-subtract", "spikingjelly-soft", "sinabs", "sinabs-nir"]
+PROGRAMMED_SEEDS = range(40)  # per reset and lowering in the fast layer
+PROGRAMMED_SLOW_SEEDS = range(40, 240)  # under `slow`
 
 
 @dataclass
@@ -45,6 +53,7 @@ class _Builder:
     top: dict[str, float] = field(default_factory=dict)  # a bound on its largest composed weight
     pointwise: dict[str, bool] = field(default_factory=dict)  # its map from the spikes has 1x1 taps
     fits: bool = True  # every population's weights fit 8 bits at its grid
+    binary: bool = False  # values stay binary fractions: a 3x3 average pool becomes a sum pool
 
     def add(
         self,
@@ -95,6 +104,8 @@ class _Builder:
         geometry = self.pool_geometry(h) if geometry is None else geometry
         k, s, p = POOLS[geometry]
         kind = str(self.rng.choice(["avg", "sum"]))
+        if self.binary and k == 3:
+            kind = "sum"
         cls = nir.AvgPool2d if kind == "avg" else nir.SumPool2d
         node = cls(kernel_size=np.array([k, k]), stride=np.array([s, s]), padding=np.array([p, p]))
         out = (h + 2 * p - k) // s + 1
@@ -130,23 +141,24 @@ class _Builder:
         return name
 
 
-def random_graph(seed: int) -> nir.NIRGraph:
-    """:func:`draw_graph` until one whose weights fit 8 bits on their grid (most do)."""
+def random_graph(seed: int, binary: bool = False) -> nir.NIRGraph:
+    """:func:`draw_graph` until one whose weights fit 8 bits on their grid (most do);
+    ``binary``: with no 3x3 average pool (``_Builder.binary``)."""
     rng = np.random.default_rng(seed)
     while True:
-        graph, fits = draw_graph(rng)
+        graph, fits = draw_graph(rng, binary)
         if fits:
             return graph
 
 
-def draw_graph(rng: np.random.Generator) -> tuple[nir.NIRGraph, bool]:
+def draw_graph(rng: np.random.Generator, binary: bool = False) -> tuple[nir.NIRGraph, bool]:
     """Input spikes (2-3 x 8 x 8) -> 1-4 layers -> a readout. A layer is a sum of 1-4 spike
     streams of one shape (DA/SEW sums) through an optional pool into a conv (kernel 1 or 3,
     stride 1 or 2, padding k // 2), or 1-4 conv branches (each with an optional pool) summed into
     the neurons; an optional Scale and pool follow, then IF neurons. The readout sums 1-2 streams,
     may pool them, may pass a dense IF layer, and ends in an Affine map. Also whether every
     population's weights fit 8 bits on its grid (a bound: the largest weight of each map)."""
-    b = _Builder(rng)
+    b = _Builder(rng, binary=binary)
     c0 = int(rng.integers(2, 4))
     b.nodes["input"] = nir.Input(input_type={"input": np.array([c0, 8, 8])})
     b.den["input"], b.shapes["input"], b.top["input"], b.pointwise["input"] = (
@@ -218,10 +230,10 @@ def draw_graph(rng: np.random.Generator) -> tuple[nir.NIRGraph, bool]:
     ), b.fits
 
 
-def _differences(seed: int, lowering: str) -> tuple[list[str], int]:
-    """Where the fast simulator's program and the float interpreter differ on ``seed``'s graph,
-    and how many spikes the program's neurons fired."""
-    graph = random_graph(seed)
+def _differences(seed: int, lowering: str, reset: str = "zero") -> tuple[list[str], int]:
+    """Where the fast simulator's program and the float interpreter differ on ``seed``'s graph
+    with its neurons reset by ``reset``, and how many spikes the program's neurons fired."""
+    graph = random_graph(seed, binary=reset != "zero")
     x = (
         torch.rand(
             SAMPLES,
@@ -231,10 +243,10 @@ def _differences(seed: int, lowering: str) -> tuple[list[str], int]:
         )
         < 0.4
     ).double()
-    flat = from_nir(graph, dt=1.0, reset="zero")
+    flat = from_nir(graph, dt=1.0, reset=reset)
     reference = ReferenceSimulator(flat, dtype=torch.float64).run(x, record=True)
     program, _ = compile_graph(
-        from_nir(graph, dt=1.0, reset="zero"),
+        from_nir(graph, dt=1.0, reset=reset),
         "loihi2-sim",
         load_profile("loihi2"),
         lowering,
@@ -280,12 +292,12 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def _check(seeds: range, lowering: str) -> None:
+def _check(seeds: range, lowering: str, reset: str = "zero") -> None:
     """Every seed's program equals the float interpreter, and few of them are silent (a
     graph whose neurons never fire would compare nothing)."""
     failed, silent = {}, 0
     for seed in seeds:
-        wrong, spikes = _differences(seed, lowering)
+        wrong, spikes = _differences(seed, lowering, reset)
         if wrong:
             failed[seed] = wrong
         silent += not spikes
@@ -302,3 +314,20 @@ def test_random_graphs_on_the_grid_compile_exactly(lowering: str, one_thread) ->
 @pytest.mark.parametrize("lowering", ["expand", "relay"])
 def test_more_random_graphs_on_the_grid_compile_exactly(lowering: str, one_thread) -> None:
     _check(SLOW_SEEDS, lowering)
+
+
+@pytest.mark.parametrize("reset", PROGRAMMED)
+@pytest.mark.parametrize("lowering", ["expand", "relay"])
+def test_random_graphs_with_programmed_resets_compile_exactly(
+    lowering: str, reset: str, one_thread
+) -> None:
+    _check(PROGRAMMED_SEEDS, lowering, reset)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("reset", PROGRAMMED)
+@pytest.mark.parametrize("lowering", ["expand", "relay"])
+def test_more_random_graphs_with_programmed_resets_compile_exactly(
+    lowering: str, reset: str, one_thread
+) -> None:
+    _check(PROGRAMMED_SLOW_SEEDS, lowering, reset)

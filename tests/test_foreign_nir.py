@@ -137,48 +137,47 @@ def test_unstated_reset_is_announced_and_a_stated_one_is_used(tmp_path: Path, ca
     nir.write(stated, graph)
     flat = read_nir(stated)
     assert "assuming" not in capsys.readouterr().err.replace("assuming dt", "")
-    assert set(flat.resets.values()) == {"subtract-late"} and flat.discretisation == "exp"
+    assert {f.reset for f in flat.resets.values()} == {"subtract-late"}
+    assert flat.discretisation == "exp"
     with pytest.raises(UserError, match="unknown reset convention 'sideways'"):
         read_nir(path, reset="sideways")
 
 
 @pytest.mark.slow
-def test_loihi_target_refuses_a_reset_it_cannot_run(tmp_path: Path, spike_data: Path) -> None:
-    path = _export_snntorch(_snntorch_net("leaky", "subtract", delay=True), tmp_path / "leaky.nir")
-    proc = run_cli(
-        "export",
-        str(path),
-        "-t",
-        "loihi2-sim",
-        "--data",
-        str(spike_data),
-        "--reset",
-        "snntorch-subtract",
-        "-o",
-        str(tmp_path / "out"),
-    )
+@pytest.mark.parametrize("kind", ["leaky", "rsynaptic"])
+def test_snntorchs_default_neuron_runs_on_loihi2_in_lava_and_loihi1_refuses_it(
+    tmp_path: Path, spike_data: Path, kind: str
+) -> None:
+    """snnTorch's default reset (subtract, a step late) compiles for loihi2-sim as a programmed
+    neuron (docs/compile.md, "Programmed resets"): Lava's run of our neuron program equals the
+    fast simulator spike for spike, and the report counts it. loihi1's neurons reset to zero
+    only: it refuses the layer in one line, with what to do, and writes nothing."""
+    path = _export_snntorch(_snntorch_net(kind, "subtract", delay=True), tmp_path / f"{kind}.nir")
+    common = ("--data", str(spike_data), "--reset", "snntorch-subtract")
+    proc = run_cli("export", str(path), "-t", "loihi1", *common, "-o", str(tmp_path / "l1"))
     assert proc.returncode == 1
     message = proc.stderr.strip().splitlines()[-1]
-    assert (
-        "node '1'" in message and "subtracts the threshold" in message and "--reset zero" in message
+    assert "layer '1" in message and "subtracts the threshold a step after" in message
+    assert "no programmable neurons" in message and "--reset zero" in message
+    assert not (tmp_path / "l1").exists()
+    out = tmp_path / "chip"
+    run_cli("export", str(path), "-t", "loihi2-sim", *common, "-o", str(out), check=True)
+    from danet_deploy.ir.program import read_program
+    from danet_deploy.ir.resets import Reset
+
+    program = read_program(out / "program.h5")
+    hidden = [p for p in program.populations.values() if p.kind == "lif"]
+    assert {p.firing.reset for p in hidden} == {Reset.SUBTRACT_LATE}
+    result = json.loads(
+        run_cli(
+            "simulate", str(out), *common[:2], "--backend", "lava", "-n", "6", "--json", check=True
+        ).stdout
     )
-    assert not (tmp_path / "out").exists()
-    run_cli(
-        "export",
-        str(path),
-        "-t",
-        "loihi2-sim",
-        "--data",
-        str(spike_data),
-        "--reset",
-        "zero",
-        "-o",
-        str(tmp_path / "out"),
-        check=True,
+    assert result["spike_mismatches"] == 0 and result["nonzero_values"] > 300
+    report = json.loads(
+        run_cli("report", str(out), *common[:2], "--format", "json", check=True).stdout
     )
-    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
-    assert manifest["core_mapping"]["neurons"] == HIDDEN + OUT
-    assert nir.read(tmp_path / "out" / "graph.nir").metadata["reset"] == "zero"
+    assert report["totals"]["sops"] > 0
 
 
 def _recurrent_sops(program, spikes: torch.Tensor) -> float:
@@ -495,8 +494,11 @@ def _csnn() -> nir.NIRGraph:
 
 
 @pytest.mark.slow
-def test_nmnist_csnn_compiles_runs_in_lava_and_is_counted(tmp_path: Path) -> None:
-    """On N-MNIST-format recordings read by tonic, framed into 8 steps (docs/events.md)."""
+@pytest.mark.parametrize("reset", ["zero", "sinabs"])
+def test_nmnist_csnn_compiles_runs_in_lava_and_is_counted(tmp_path: Path, reset: str) -> None:
+    """On N-MNIST-format recordings read by tonic, framed into 8 steps (docs/events.md); with
+    Loihi's reset, and with sinabs' own (several spikes in one step: a programmed neuron whose
+    counts travel as graded payloads)."""
     path = tmp_path / "csnn.nir"
     nir.write(path, _csnn())
     write_nmnist(tmp_path / "nmnist", 1, events=(3000, 5000))  # a real recording holds about 4,000
@@ -511,13 +513,19 @@ def test_nmnist_csnn_compiles_runs_in_lava_and_is_counted(tmp_path: Path) -> Non
         "1",
         "--data",
         data,
+        "--reset",
+        reset,
         "-o",
         str(out),
         check=True,
     )
     from danet_deploy.ir.program import read_program
 
-    pops = read_program(out / "program.h5").populations
+    program = read_program(out / "program.h5")
+    pops = program.populations
+    graded = {name for name, f in program.fixed.items() if f.graded}
+    counts = {"1", "3", "6", "10", "12"}  # the IF layers: event frames are graded anyway
+    assert graded == {"input", *(counts if reset == "sinabs" else ())}
     pooled_conv = pops["6"].terms[0].map
     assert (pooled_conv.kind, pooled_conv.kernel, pooled_conv.stride) == ("conv", (6, 6), (2, 2))
     result = json.loads(
@@ -533,8 +541,9 @@ def test_nmnist_csnn_compiles_runs_in_lava_and_is_counted(tmp_path: Path) -> Non
     report = json.loads(
         run_cli("report", str(out), "--data", data, "--format", "json", check=True).stdout
     )
+    events = "graded_ops" if reset == "sinabs" else "sops"  # a count is one graded message
     assert (
-        report["totals"]["sops"] > 0
+        report["totals"][events] > 0
         and len(report["layers"]) == 6
         and report["framing"]["n_time_bins"] == 8
     )

@@ -897,4 +897,4 @@ def test_a_module_export_states_a_reset_override_and_names_its_folder_after_the_
     written = read_nir_graph(out / "graph.nir")
     assert written.metadata["reset"] == "subtract"
     assert not any("reset" in (node.metadata or {}) for node in written.nodes.values())
-    assert set(read_nir(out / "graph.nir").resets.values()) == {"subtract"}
+    assert {f.reset for f in read_nir(out / "graph.nir").resets.values()} == {"subtract"}

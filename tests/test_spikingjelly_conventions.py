@@ -151,7 +151,10 @@ def test_decaying_neuron_with_the_test_at_threshold_is_announced(tmp_path: Path,
     assert "fires at v >= v_threshold" in err and "may also fire up to" in err
 
 
-def test_soft_reset_is_refused_for_loihi_in_one_line(tmp_path: Path) -> None:
+def test_soft_reset_compiles_for_loihi2_and_loihi1_refuses_it_in_one_line(tmp_path: Path) -> None:
+    """SpikingJelly's soft reset is a programmed neuron (docs/compile.md, "Programmed resets"):
+    loihi2-sim compiles it, testing v >= v_threshold itself; loihi1 refuses it in one line."""
+    from danet_deploy.ir.program import read_program
     from tests.conftest import run_cli
 
     net, x = jelly_mlp("IF", None), spike_trains()
@@ -161,24 +164,24 @@ def test_soft_reset_is_refused_for_loihi_in_one_line(tmp_path: Path) -> None:
         tmp_path / "x.pt",
     )
     before = (tmp_path / "soft.nir").read_bytes()
+    data = ("--data", f"tensor:{tmp_path / 'x.pt'}")
     proc = run_cli(
-        "export",
-        str(tmp_path / "soft.nir"),
-        "-t",
-        "loihi2-sim",
-        "--data",
-        f"tensor:{tmp_path / 'x.pt'}",
-        "-o",
-        str(tmp_path / "out"),
+        "export", str(tmp_path / "soft.nir"), "-t", "loihi1", *data, "-o", str(tmp_path / "l1")
     )
     assert proc.returncode == 1
     lines = proc.stderr.strip().splitlines()
     assert lines[-1].startswith(
-        "danet-deploy: error: node '1': this neuron subtracts the threshold when it fires "
-        "(SpikingJelly's soft reset, v_reset=None)"
+        "danet-deploy: error: layer '1': this neuron subtracts the threshold when it fires "
+        "(SpikingJelly's soft reset, v_reset=None), but loihi1's neurons set the voltage to 0"
     )
     assert "--reset spikingjelly " in lines[-1] and "Traceback" not in proc.stderr
-    assert not (tmp_path / "out").exists() and (tmp_path / "soft.nir").read_bytes() == before
+    assert not (tmp_path / "l1").exists() and (tmp_path / "soft.nir").read_bytes() == before
+    out = tmp_path / "out"
+    run_cli(
+        "export", str(tmp_path / "soft.nir"), "-t", "loihi2-sim", *data, "-o", str(out), check=True
+    )
+    firing = read_program(out / "program.h5").populations["1"].firing
+    assert (firing.reset, firing.at_threshold) == ("subtract", True)
 
 
 def test_a_reset_to_v_reset_from_zero_stays_refused() -> None:

@@ -28,10 +28,11 @@ def _channel_bias(bias: np.ndarray | None) -> np.ndarray | None:
 
 
 def is_sequential(program: Program) -> bool:
-    """True when the program is a chain netx can express."""
+    """True when the program is a chain netx can express (of lava-dl's CUBA neurons, which
+    reset to zero: a programmed reset, ir/resets.py, has no netx form)."""
     pops = list(program.populations.values())
     for prev, pop in zip(pops, pops[1:]):
-        if pop.kind not in ("lif", "readout") or len(pop.terms) != 1:
+        if pop.kind not in ("lif", "readout") or len(pop.terms) != 1 or pop.firing.reset.programmed:
             return False
         t = pop.terms[0]
         if t.source != prev.name or t.delay:

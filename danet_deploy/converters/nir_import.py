@@ -21,6 +21,7 @@ import numpy as np
 from nir.serialization import hdf2dict
 
 from danet_deploy.errors import UserError
+from danet_deploy.ir.resets import Firing, convention_firing
 from danet_deploy.ir.sigma_delta import SigmaDelta
 from danet_deploy.ir.graph import (
     DEFAULT_DT,
@@ -304,15 +305,13 @@ def _reset_modes(
     graph_metadata: dict[str, Any],
     cyclic: set[str],
     reset: str | None,
-) -> dict[str, str]:
-    """Each spiking node's reset as the simulator applies it: ``zero`` / ``subtract`` at the
-    spike, or ``zero-late`` / ``subtract-late`` a step later (snnTorch's ``reset_delay``), or
-    SpikingJelly's, which also fire at ``v >= v_threshold`` (``ir/neurons.py``, ``firing``).
+) -> dict[str, Firing]:
+    """Each spiking node's firing and reset rule (``ir/resets.py``), from its convention.
 
     ``reset`` (the command line) overrides a node's ``reset`` metadata, which overrides the
     graph's; where none states it, stderr says which convention is assumed.
     """
-    modes: dict[str, str] = {}
+    modes: dict[str, Firing] = {}
     assumed = []
     for name, node in nodes.items():
         if not isinstance(node, SPIKING):
@@ -326,15 +325,8 @@ def _reset_modes(
                 f"node {name!r}: unknown reset convention {convention!r} "
                 f"(known: {', '.join(RESETS)})"
             )
-        if convention == "snntorch-zero":  # snnTorch's Leaky (a LIF off any loop) resets plainly
-            late = isinstance(node, nir.CubaLIF) or name in cyclic
-            modes[name] = "zero-late" if late else "zero"
-        else:
-            modes[name] = {
-                "snntorch-subtract": "subtract-late",
-                "sinabs": "multi-spike",
-                "sinabs-nir": "multi-spike-floor",
-            }.get(convention, convention)
+        late_zero = isinstance(node, nir.CubaLIF) or name in cyclic
+        modes[name] = convention_firing(convention, late_zero)
     if assumed:
         print(
             f"danet-deploy: the graph does not state how its neurons reset; assuming {DEFAULT_RESET!r} "

@@ -16,6 +16,7 @@ import nir
 import numpy as np
 
 from danet_deploy.errors import UserError
+from danet_deploy.ir.resets import PLAIN, Firing
 from danet_deploy.ir.sigma_delta import SigmaDelta
 
 DEFAULT_DT = 1e-4  # seconds, when neither the file nor the user gives one
@@ -149,10 +150,12 @@ class FlatGraph:
     dt: float
     metadata: dict[str, Any] = field(default_factory=dict)
     recurrent: set[tuple[str, str]] = field(default_factory=set)  # edges carrying the previous step
-    resets: dict[str, str] = field(
-        default_factory=dict
-    )  # spiking node -> zero | subtract | zero-late | ...
+    resets: dict[str, Firing] = field(default_factory=dict)  # spiking node -> its firing
     discretisation: str = "euler"  # a key of DISCRETISATIONS
+
+    def firing(self, name: str) -> Firing:
+        """How node ``name`` fires and resets (Loihi's plain reset to zero where unstated)."""
+        return self.resets.get(name, PLAIN)
 
     def decay(self, tau: Any) -> np.ndarray:
         """The per-step decay factor of a time constant ``tau`` (``dt/tau`` for Euler)."""

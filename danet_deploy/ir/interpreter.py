@@ -31,7 +31,8 @@ import torch
 import torch.nn.functional as F
 
 from danet_deploy.ir.graph import NEURON_TYPES, FlatGraph
-from danet_deploy.ir.neurons import NEURON_NODES, dynamics, firing, membrane_step
+from danet_deploy.ir.neurons import NEURON_NODES, dynamics, membrane_step
+from danet_deploy.ir.resets import fire_float
 from danet_deploy.ir.sigma_delta import SigmaDelta, SigmaDeltaState
 
 Step = Callable[[torch.Tensor], torch.Tensor]
@@ -120,8 +121,7 @@ class _Neuron:
         self, name: str, graph: FlatGraph, param: Callable[[object], torch.Tensor]
     ) -> None:
         node = graph.nodes[name]
-        self.node, self.firing = node, firing(graph.resets.get(name, "zero"))
-        self.reset_mode = self.firing.reset
+        self.node, self.firing = node, graph.firing(name)
         if isinstance(node, nir.Delay):
             self.steps = np.rint(np.asarray(node.delay, dtype=np.float64) / graph.dt).astype(
                 np.int64
@@ -137,7 +137,7 @@ class _Neuron:
         return (
             not isinstance(self.node, nir.Delay)
             and self.dyn.threshold is not None
-            and not self.reset_mode.startswith("multi-spike")
+            and not self.firing.reset.multi_spike
         )
 
     def reset(self) -> None:
@@ -164,28 +164,11 @@ class _Neuron:
 
     def _fire(self, v: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """Spikes of voltage ``v`` and the reset, by the graph's convention; keeps the new voltage."""
-        st, th, v_reset = self.state, self.dyn.threshold, self.dyn.v_reset
-        fired = st.get("fired")  # the late conventions reset a step after the spike
-        if fired is not None and self.reset_mode == "zero-late":
-            v = torch.where(fired, v_reset.expand_as(v), v)
-        elif fired is not None and self.reset_mode == "subtract-late":
-            v = v - th * fired
-        if self.reset_mode.startswith(
-            "multi-spike"
-        ):  # sinabs: as many spikes as thresholds reached
-            spikes = torch.where(v >= th, torch.floor(v / th), torch.zeros_like(v))
-            v = v - th * spikes
-            st["v"] = torch.maximum(v, -th) if self.reset_mode == "multi-spike-floor" else v
-            return spikes.to(dtype)
-        spikes = v >= th if self.firing.at_threshold else v > th
-        if self.reset_mode == "zero":
-            v = torch.where(spikes, v_reset.expand_as(v), v)
-        elif self.reset_mode == "subtract":
-            v = v - th * spikes
-        else:
-            st["fired"] = spikes
-        st["v"] = v
-        return spikes.to(dtype)
+        st = self.state
+        out, st["v"], st["fired"] = fire_float(
+            self.firing, v, self.dyn.threshold, st.get("fired"), self.dyn.v_reset
+        )
+        return out.to(dtype)
 
     def _delay(self, x: torch.Tensor) -> torch.Tensor:
         depth = int(self.steps.max()) + 1 if self.steps.size else 1

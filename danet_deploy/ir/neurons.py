@@ -6,8 +6,7 @@ Integrator), under every discretisation the graph may state (docs/nir.md), steps
     i[t] = alpha * i[t-1] + input_gain * x[t]           (a current, CubaLIF only)
     v[t] = beta * v[t-1] + current_gain * i[t] + bias    (i[t] = x[t] without a current)
 
-then fires where ``v > v_threshold`` (LIF, CubaLIF, IF; ``v >= v_threshold`` under
-SpikingJelly's conventions) and resets by the graph's convention (:func:`firing`).
+then fires and resets by the graph's convention (LIF, CubaLIF, IF: ``ir/resets.py``).
 :func:`dynamics` is the one place where NIR's time constants, gains and the
 discretisation become these factors; :func:`membrane_step` is the one place the update is
 written. The float interpreter (``danet_deploy/ir/interpreter.py``) runs it, the lowering turns
@@ -61,30 +60,6 @@ class Dynamics:
     def source(self, factor: str) -> str:
         """The NIR parameter a factor is made from (for messages that name it)."""
         return dict(self.sources).get(factor, factor)
-
-
-@dataclass(frozen=True)
-class Firing:
-    """How a node's reset mode (``FlatGraph.resets``) fires, resets and starts: the frameworks
-    differ in all three (docs/nir.md, "Conventions that NIR 1.0.8 does not record")."""
-
-    reset: str  # zero | subtract | zero-late | subtract-late | multi-spike[-floor]
-    at_threshold: bool = False  # v >= v_threshold fires (SpikingJelly); else v > v_threshold
-    starts_at_reset: bool = (
-        False  # the voltage starts each sample at v_reset (SpikingJelly); else at 0
-    )
-
-
-_FIRING = {
-    "spikingjelly": Firing("zero", at_threshold=True, starts_at_reset=True),
-    "spikingjelly-soft": Firing("subtract", at_threshold=True),
-}
-
-
-def firing(mode: str) -> Firing:
-    """The firing of reset mode ``mode``; the modes not named in ``_FIRING`` fire at
-    ``v > v_threshold`` from 0 and reset as their name says."""
-    return _FIRING.get(mode, Firing(mode))
 
 
 def membrane_step(d: Dynamics, i: Any, v: Any, x: Any) -> tuple[Any, Any]:

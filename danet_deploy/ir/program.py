@@ -18,6 +18,7 @@ import h5py
 import numpy as np
 
 from danet_deploy.errors import UserError
+from danet_deploy.ir.resets import PLAIN, Firing
 from danet_deploy.outputs import write_hdf5
 
 if TYPE_CHECKING:
@@ -29,9 +30,17 @@ if TYPE_CHECKING:
 # (a /1 reader would take it for a 1x1 kernel, so it refuses /2); /1 files still read.
 # /3: a program with sigma-delta populations, which a /2 reader does not know (only such
 # programs are written as /3, so that every other program still reads with a /2 reader)
+# /4: a program with programmed resets (a population's ``reset`` and ``at_threshold``
+# attributes, ir/resets.py), which a /2 reader would run as resets to zero
 PROGRAM_FORMAT = "danet-deploy-program/2"
 PROGRAM_FORMAT_SIGMA_DELTA = "danet-deploy-program/3"
-READABLE_FORMATS = ("danet-deploy-program/1", PROGRAM_FORMAT, PROGRAM_FORMAT_SIGMA_DELTA)
+PROGRAM_FORMAT_PROGRAMMED = "danet-deploy-program/4"
+READABLE_FORMATS = (
+    "danet-deploy-program/1",
+    PROGRAM_FORMAT,
+    PROGRAM_FORMAT_SIGMA_DELTA,
+    PROGRAM_FORMAT_PROGRAMMED,
+)
 SIGMA_DELTA_KINDS = (
     "delta",
     "sigma_delta",
@@ -191,7 +200,7 @@ class Population:
     gain: float = 1.0  # u <- alpha * u + gain * I
     alpha: float = 0.0  # current decay (CUBA); 0: no current memory
     threshold: float = 0.0
-    at_threshold: bool = False  # fires at v >= threshold (SpikingJelly), not v > threshold
+    firing: Firing = PLAIN  # how a neuron fires and resets (ir/resets.py)
     latency: int = 0
     spike_exp: int = 0  # sigma-delta populations: payload and state exponents and the
     state_exp: int = 0  # activation (ir/sigma_delta.py); the bias enters the activation
@@ -362,7 +371,7 @@ def _fill_program(file: BinaryIO, program: Program) -> None:
     with h5py.File(file, "w") as f:
         f.attrs.update(
             {
-                "format": PROGRAM_FORMAT_SIGMA_DELTA if low.pipelined else PROGRAM_FORMAT,
+                "format": _file_format(low),
                 "target": program.target,
                 "profile": program.profile,
                 "lowering": low.lowering,
@@ -400,6 +409,10 @@ def _fill_program(file: BinaryIO, program: Program) -> None:
                 g.attrs.update(
                     {"spike_exp": pop.spike_exp, "state_exp": pop.state_exp, "relu": pop.relu}
                 )
+            if pop.firing.reset.programmed:
+                g.attrs.update(
+                    {"reset": pop.firing.reset.value, "at_threshold": pop.firing.at_threshold}
+                )
             if fx.bias_mant is not None:
                 g.create_dataset("bias_mant", data=fx.bias_mant)
             if name in program.readout_bias:
@@ -426,6 +439,15 @@ def _fill_program(file: BinaryIO, program: Program) -> None:
                     tg.attrs["kernel"] = list(t.weight_q.shape[2:])
                 # not compressed: LZF did not shrink them (DA-ResNet-152: 306 MB either way) and took 8 s
                 tg.create_dataset("weight", data=held)
+
+
+def _file_format(low: Lowered) -> str:
+    """The oldest format that holds ``low`` (PROGRAM_FORMAT's comment)."""
+    if low.pipelined:
+        return PROGRAM_FORMAT_SIGMA_DELTA
+    if any(p.firing.reset.programmed for p in low.populations.values()):
+        return PROGRAM_FORMAT_PROGRAMMED
+    return PROGRAM_FORMAT
 
 
 def _older_lags(pops: dict[str, Population]) -> None:
@@ -472,6 +494,9 @@ def read_program(path: Path) -> Program:
                 spike_exp=int(a.get("spike_exp", 0)),
                 state_exp=int(a.get("state_exp", 0)),
                 relu=bool(a.get("relu", False)),
+                firing=(
+                    Firing(str(a["reset"]), bool(a["at_threshold"])) if "reset" in a else PLAIN
+                ),
             )
             for tg in sorted(
                 g.get("terms", {}).values(), key=lambda t: int(t.name.rsplit("/", 1)[1])

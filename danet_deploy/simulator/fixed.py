@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from ..ir.program import BIAS_EXP, INPUT_BITS, Program
+from ..ir.resets import fire_integer
 from ..ir.sigma_delta import SigmaDelta, SigmaDeltaState
 
 U_MAX = 1 << 23  # Lava's 24-bit state: u in (-2^23, 2^23], v clipped to +-(2^23 - 1)
@@ -128,14 +129,14 @@ class FixedSimulator:
 
     def _value_bound(self, source: str) -> float:
         """Largest |value| a population sends: 1 for spikes, the payload range for graded values."""
-        f = self.program.fixed[source]
+        f, pop = self.program.fixed[source], self.program.populations[source]
         if not f.graded:
             return 1.0
-        return (
-            float(2 ** (INPUT_BITS - 1))
-            if self.program.populations[source].kind == "input"
-            else self.current_bound[source]
-        )
+        if pop.kind == "input":
+            return float(2 ** (INPUT_BITS - 1))
+        if pop.firing.reset.multi_spike:  # a count: the voltage over the threshold
+            return float((U_MAX - 1) // (f.vth << 6))
+        return self.current_bound[source]
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         """Input values as the integers the chip receives (graded) or binary spikes."""
@@ -310,8 +311,8 @@ class FixedSimulator:
         Written with float 0/1 masks and in-place ops only: on CPU, bool masks and
         ``trunc`` are several times slower than ``floor`` and float compares.
         """
-        f = self.program.fixed[name]
-        if f.du != 4095 or any(t.map.recurrent for t in self.program.populations[name].terms):
+        f, pop = self.program.fixed[name], self.program.populations[name]
+        if f.du != 4095 or pop.firing.reset.programmed or any(t.map.recurrent for t in pop.terms):
             return self._stepwise(name, a, steps, n)
         keep = DECAY_ONE - f.dv
         # the decay keep/4096 as c/d in lowest terms: trunc0(v c / d) = floor((v c + (d-1)[v<0]) / d)
@@ -374,7 +375,9 @@ class FixedSimulator:
         theta = float(f.vth << 6)
         u = torch.zeros_like(a_t[0])
         v = torch.zeros_like(u)
-        spikes = torch.empty((steps, *u.shape), dtype=torch.float32, device=u.device)
+        fired = torch.zeros_like(u, dtype=torch.bool)
+        counts = torch.float64 if pop.firing.reset.multi_spike else torch.float32
+        spikes = torch.empty((steps, *u.shape), dtype=counts, device=u.device)
         for t in range(steps):
             drive = a_t[t if len(a_t) > 1 else 0]
             for term, w in recurrent:
@@ -390,9 +393,8 @@ class FixedSimulator:
                 .add_(bias)
                 .clamp_(-(U_MAX - 1), U_MAX - 1)
             )
-            fired = v > theta
-            spikes[t] = fired
-            v.masked_fill_(fired, 0)
+            out, v, fired = fire_integer(pop.firing, v, theta, fired, U_MAX - 1)
+            spikes[t] = out
         return _batched(spikes.view(steps * n, *u.shape[1:]))
 
     @staticmethod

@@ -41,6 +41,8 @@ import numpy as np
 from ..ir.program import (
     GRADED_MESSAGE_BITS,
     SIGMA_DELTA_KINDS,
+    Fixed,
+    Population,
     Program,
     read_program,
     synapse_count,
@@ -159,6 +161,7 @@ def _build(program: Program, data: np.ndarray, sink_dir: Path, interval: int):
     from ..lavaext import SINK_PORTS
     from ..lavaext.filesink import FileSink
     from ..lavaext.gate import SampleGate
+    from ..lavaext.neuron import ProgrammedLIF
 
     steps = data.shape[1]
     procs, targets, lines = {}, {}, {}
@@ -172,7 +175,7 @@ def _build(program: Program, data: np.ndarray, sink_dir: Path, interval: int):
             continue
         if pop.kind in ("lif", "gate"):
             bias = f.bias_mant.reshape(-1).astype(np.int32) if f.bias_mant is not None else 0
-            procs[name] = LIFReset(
+            lif = dict(
                 shape=n,
                 du=int(f.du),
                 dv=int(f.dv),
@@ -182,11 +185,17 @@ def _build(program: Program, data: np.ndarray, sink_dir: Path, interval: int):
                 reset_interval=interval,
                 reset_offset=(1 + pop.latency) % interval,
             )
+            fires = pop.firing
+            procs[name] = (
+                ProgrammedLIF(reset=fires.reset.value, at_threshold=fires.at_threshold, **lif)
+                if fires.reset.programmed
+                else LIFReset(**lif)
+            )
         elif pop.kind == "relay":
             procs[name] = GradedVec(shape=n, vth=0)
         elif pop.kind in SIGMA_DELTA_KINDS:
             procs[name] = _sigma_delta(pop, f)
-        records.append((name, record_dtype(pop.kind)))
+        records.append((name, record_dtype(pop, f)))
     for first in range(0, len(records), SINK_PORTS):
         chunk = records[first : first + SINK_PORTS]
         sink = FileSink(
@@ -231,9 +240,10 @@ def _build(program: Program, data: np.ndarray, sink_dir: Path, interval: int):
     return source
 
 
-def record_dtype(kind: str) -> str:
-    """How the sinks record a population of ``kind``: spikes in int8, graded values in int32."""
-    return "int8" if kind in ("lif", "gate") else "int32"
+def record_dtype(pop: Population, fixed: Fixed) -> str:
+    """How the sinks record a population: spikes in int8, graded values (spike counts too)
+    in int32."""
+    return "int8" if pop.kind in ("lif", "gate") and not fixed.graded else "int32"
 
 
 def _sigma_delta(pop, f):
@@ -645,7 +655,7 @@ def _collect(
         rec = _recording(
             tmp_path / f"{name}.npy",
             (_run_steps(program, n, steps), pop.neurons),
-            record_dtype(pop.kind),
+            record_dtype(pop, program.fixed[name]),
             program_path,
         )  # sample k, step t at k*T + t + latency
         idx = np.arange(n)[:, None] * steps + np.arange(steps)[None, :] + pop.latency
