@@ -333,8 +333,8 @@ def compose(
     if isinstance(node, nir.Flatten):
         if m.kind == "dense":
             return m
-        if m.identity:
-            return identity(m.in_shape, m.weight is not None)
+        if m.identity:  # a population's own values, in their order: its delay and lag kept
+            return m
         if m.kind == "conv" and _channels_only(
             m
         ):  # the same values in the same order: the conv stays

@@ -446,6 +446,40 @@ def test_a_linear_after_a_flattened_global_pool_stays_one_conv_held_once(lowerin
     assert np.allclose(got, _jacobian(sequential, (6, 4, 4)), atol=1e-12)
 
 
+def test_a_delay_before_a_flatten_still_delays(tmp_path: Path) -> None:
+    """IF (2, 2, 2) -> Delay(3) -> Flatten -> Linear -> IF: the flattened population's values
+    arrive three steps late, as the float interpreter has them (the Flatten made a fresh
+    identity map, which dropped the delay, and would have dropped a recurrent edge's lag)."""
+    from danet_deploy.compile import compile_graph
+    from danet_deploy.profiles import load_profile
+    from danet_deploy.simulator.fixed import FixedSimulator
+
+    n = (2, 2, 2)
+    order = ["in", "if", "d", "flat", "fc", "lif", "out"]
+    graph = nir.NIRGraph(
+        nodes={
+            "in": nir.Input(input_type={"input": np.array(n)}),
+            "if": nir.IF(r=np.ones(n), v_threshold=np.ones(n)),
+            "d": nir.Delay(delay=np.full(n, 3.0)),
+            "flat": nir.Flatten(input_type={"input": np.array(n)}, start_dim=0, end_dim=-1),
+            "fc": nir.Linear(np.kron(np.eye(4), np.ones((1, 2)))),
+            "lif": nir.IF(r=np.ones(4), v_threshold=np.ones(4)),
+            "out": nir.Output(output_type={"output": np.array([4])}),
+        },
+        edges=list(zip(order[:-1], order[1:])),
+        metadata={"dt": 1.0, "reset": "zero", "timesteps": 8},
+        type_check=False,
+    )
+    nir.write(tmp_path / "d.nir", graph)
+    flat = read_nir(tmp_path / "d.nir")
+    assert lower(flat, "expand").populations["lif"].terms[0].lag == 3
+    x = (torch.rand(6, 8, *n, generator=torch.Generator().manual_seed(3)) < 0.5).float()
+    program, _ = compile_graph(flat, "loihi2-sim", load_profile("loihi2"), "expand", x)
+    fixed = FixedSimulator(program).run(x, record=True)["lif"]
+    reference = ReferenceSimulator(flat).run(x, record=True)["lif"]
+    assert torch.equal(fixed, reference.to(fixed.dtype)) and 0 < int(fixed.sum()) < fixed.numel()
+
+
 def _csnn() -> nir.NIRGraph:
     """The NIR paper's N-MNIST CSNN architecture, written the way sinabs writes it (IF with
     r = 1, time in steps, sum pools), with random weights."""
