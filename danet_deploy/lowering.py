@@ -26,8 +26,10 @@ one-neuron bias source that fires at every step.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import replace
 from functools import cache
+from typing import NamedTuple
 
 import nir
 import numpy as np
@@ -237,6 +239,262 @@ class NoConvForm(Exception):
     """``compose`` found no exact conv form and was told not to fall back to a matrix."""
 
 
+# ---- compose: a table of rules keyed by (node type, map form) --------------------------------
+
+FORMS = ("conv-identity", "dense-identity", "pointwise", "conv", "dense")
+IDENTITY_FORMS = ("conv-identity", "dense-identity")
+CONV_FORMS = ("conv-identity", "pointwise", "conv")
+DENSE_FORMS = ("dense-identity", "dense")
+LINEAR_NODES = (  # the node types whose composition may need the dense matrix
+    nir.Conv2d,
+    nir.Scale,
+    nir.SumPool2d,
+    nir.AvgPool2d,
+    nir.Flatten,
+    nir.Affine,
+    nir.Linear,
+)
+
+
+def map_form(m: Map) -> str:
+    """What ``compose``'s rules are keyed by: ``conv-identity`` / ``dense-identity`` (a
+    population's own output, ``(C, H, W)`` or flat), ``pointwise`` (a 1x1, stride-1, unpadded
+    conv), else ``conv`` or ``dense``."""
+    if m.identity:
+        return f"{m.kind}-identity"
+    return "pointwise" if m.is_pointwise() else m.kind
+
+
+class Operands(NamedTuple):
+    """What a rule of :data:`COMPOSITIONS` composes: ``node`` (named ``name``, fed ``in_shape``,
+    making ``out_shape``; ``dt`` its time step) after the map ``m``; ``matrix_ok``: whether the
+    last row may make a dense matrix."""
+
+    name: str
+    node: nir.NIRNode
+    m: Map
+    in_shape: tuple[int, ...]
+    out_shape: tuple[int, ...]
+    dt: float
+    matrix_ok: bool
+
+
+def _unchanged(c: Operands) -> Map:
+    """``m`` itself: the node passes its input on in the same order (Input, Output, Flatten)."""
+    return c.m
+
+
+def _delayed(c: Operands) -> Map:
+    """``m`` with the Delay node's steps added to its delay (one delay per node)."""
+    steps = np.rint(np.asarray(c.node.delay, dtype=np.float64) / c.dt)
+    if steps.size and not np.all(steps == steps.flat[0]):
+        raise UserError(
+            f"node {c.name!r}: per-neuron delays cannot be lowered (use one delay per node)"
+        )
+    return replace(c.m, delay=c.m.delay + (int(steps.flat[0]) if steps.size else 0))
+
+
+def _conv_geometry(node: nir.Conv2d) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
+    """A Conv2d node's kernel, stride and padding."""
+    return tuple(np.asarray(node.weight).shape[2:]), pair(node.stride), pair(node.padding)
+
+
+def _conv_alone(c: Operands) -> Map:
+    """The conv itself, on a population's own output: its weight as the node holds it."""
+    kernel, stride, padding = _conv_geometry(c.node)
+    return _new(
+        c.m,
+        lambda: _full_conv_weight(c.node, as_held=True),
+        kernel=kernel,
+        stride=stride,
+        padding=padding,
+        out_shape=c.out_shape,
+    )
+
+
+def _conv_after_pointwise(c: Operands) -> Map:
+    """The conv after a pointwise map: at each tap, the conv's ``[Cout, C]`` times the map's."""
+    kernel, stride, padding = _conv_geometry(c.node)
+    m = c.m
+    return _new(
+        m,
+        lambda: np.tensordot(
+            _full_conv_weight(c.node), m.values()[:, :, 0, 0], axes=([1], [0])
+        ).transpose(0, 3, 1, 2),
+        kernel=kernel,
+        stride=stride,
+        padding=padding,
+        out_shape=c.out_shape,
+    )
+
+
+def _pointwise_conv_after_conv(c: Operands) -> Map | None:
+    """A 1x1 unpadded conv after a conv: its ``[Cout, C]`` after each tap, the strides
+    multiplied; None for any other conv."""
+    kernel, stride, padding = _conv_geometry(c.node)
+    if kernel != (1, 1) or padding != (0, 0):
+        return None
+    m = c.m
+    return _new(
+        m,
+        lambda: _pointwise_after(_full_conv_weight(c.node)[:, :, 0, 0], m),
+        stride=(m.stride[0] * stride[0], m.stride[1] * stride[1]),
+        out_shape=c.out_shape,
+    )
+
+
+def _conv_after_conv(c: Operands) -> Map | None:
+    """A conv after a conv as one larger conv (:func:`_conv_of_conv`), or None where inexact."""
+    kernel, stride, padding = _conv_geometry(c.node)
+    w2 = (  # without weights, zeros carry the shape
+        _full_conv_weight(c.node)
+        if c.m.weight is not None
+        else np.zeros((c.out_shape[0], c.m.out_shape[0], *kernel))
+    )
+    return _conv_of_conv(c.m, w2, stride, padding, c.out_shape)
+
+
+def _scale_channels(c: Operands) -> Map | None:
+    """A Scale constant over each channel, after a conv: one row scale per output channel;
+    None where it varies within a channel."""
+    s = np.asarray(c.node.scale, dtype=np.float64)
+    per_channel = s.reshape(s.shape[0], -1)
+    if not np.all(per_channel == per_channel[:, :1]):
+        return None
+    return c.m.scaled(per_channel[:, 0])
+
+
+def _scale_rows(c: Operands) -> Map:
+    """A Scale after a dense map: one row scale per output."""
+    s = np.asarray(c.node.scale, dtype=np.float64)
+    return c.m.scaled(np.broadcast_to(s.reshape(-1), (int(np.prod(c.m.out_shape)),)))
+
+
+def _pool_after_conv(c: Operands) -> Map | None:
+    """A sum or average pool after a conv as one conv (:func:`_pool_of`), or None where inexact."""
+    node = c.node
+    return _pool_of(
+        c.m,
+        pair(node.kernel_size),
+        pair(node.stride),
+        pair(node.padding),
+        isinstance(node, nir.AvgPool2d),
+        c.out_shape,
+    )
+
+
+def _flatten_channels(c: Operands) -> Map | None:
+    """A Flatten of a conv that makes ``(C, 1, 1)``: the conv itself (the same values in the
+    same order, :func:`_channels_only`); None for any other conv."""
+    return c.m if _channels_only(c.m) else None
+
+
+def _linear_alone(c: Operands) -> Map:
+    """The Linear (Affine) itself, on a population's own output: its weight, one dense map."""
+    m = c.m
+    w = np.asarray(c.node.weight, dtype=np.float64)
+    return Map(
+        "dense",
+        m.in_shape,
+        c.out_shape,
+        None if m.weight is None else w,
+        delay=m.delay,
+        recurrent=m.recurrent,
+    )
+
+
+def _linear_after_dense(c: Operands) -> Map:
+    """A Linear (Affine) after a dense map: the product of their matrices."""
+    w = np.asarray(c.node.weight, dtype=np.float64)
+    return _new(c.m, lambda: w @ c.m.values(), out_shape=c.out_shape)
+
+
+def _linear_after_channels(c: Operands) -> Map | None:
+    """A Linear (Affine) after a conv that makes ``(C, 1, 1)``: a 1x1 conv after it
+    (:func:`_pointwise_after`); None for any other conv."""
+    if not _channels_only(c.m):
+        return None
+    w = np.asarray(c.node.weight, dtype=np.float64)
+    return _new(c.m, lambda: _pointwise_after(w, c.m), out_shape=(len(w), 1, 1))
+
+
+def _dense_matrix(c: Operands) -> Map:
+    """``node o m`` as one dense matrix (:func:`_as_matrix`), exact for any linear chain; without
+    ``matrix_ok``, :class:`NoConvForm`."""
+    if not c.matrix_ok:
+        raise NoConvForm(c.name)
+    return _as_matrix(c.name, c.node, c.m, c.in_shape, c.out_shape, c.dt)
+
+
+def _refuse_conv(c: Operands) -> None:
+    """A dilated or string-padded Conv2d is refused, whatever it follows."""
+    if pair(c.node.dilation) != (1, 1) or isinstance(c.node.padding, str):
+        raise UserError(
+            f"node {c.name!r}: dilated or string-padded convs are not supported by the compiler"
+        )
+
+
+Rule = Callable[[Operands], Map | None]
+
+COMPOSITIONS: tuple[tuple[tuple[type, ...], tuple[str, ...], Rule], ...] = (
+    # (node types, map forms, rule): a (type, form)'s rules are tried in this order, and the
+    # first map one returns is the composition (a rule returns None where its form is inexact).
+    ((nir.Input, nir.Output), FORMS, _unchanged),
+    ((nir.Delay,), FORMS, _delayed),
+    ((nir.Conv2d,), ("conv-identity",), _conv_alone),
+    ((nir.Conv2d,), ("pointwise",), _conv_after_pointwise),
+    ((nir.Conv2d,), ("conv",), _pointwise_conv_after_conv),
+    ((nir.Conv2d,), ("conv",), _conv_after_conv),
+    ((nir.Scale,), CONV_FORMS, _scale_channels),
+    ((nir.Scale,), DENSE_FORMS, _scale_rows),
+    ((nir.SumPool2d, nir.AvgPool2d), CONV_FORMS, _pool_after_conv),
+    ((nir.Flatten,), IDENTITY_FORMS + ("dense",), _unchanged),
+    ((nir.Flatten,), ("pointwise", "conv"), _flatten_channels),
+    ((nir.Affine, nir.Linear), IDENTITY_FORMS, _linear_alone),
+    ((nir.Affine, nir.Linear), ("dense",), _linear_after_dense),
+    ((nir.Affine, nir.Linear), ("pointwise", "conv"), _linear_after_channels),
+    (LINEAR_NODES, FORMS, _dense_matrix),  # the last row: whatever no row above made
+)
+REFUSALS: dict[type, Callable[[Operands], None]] = {nir.Conv2d: _refuse_conv}  # before any row
+
+
+def _index(rows: tuple) -> dict[tuple[type, str], tuple[Rule, ...]]:
+    """Each (node type, map form) to its rules, in the order of ``rows``."""
+    index: dict[tuple[type, str], tuple[Rule, ...]] = {}
+    for types, forms, rule in rows:
+        for t in types:
+            for form in forms:
+                index[t, form] = index.get((t, form), ()) + (rule,)
+    return index
+
+
+_RULES = _index(COMPOSITIONS)
+_COMPOSED = {t for types, _, _ in COMPOSITIONS for t in types}  # every node type a row names
+
+
+def composition(
+    name: str,
+    node: nir.NIRNode,
+    m: Map,
+    in_shape: tuple[int, ...],
+    out_shape: tuple[int, ...],
+    dt: float,
+    matrix_ok: bool = True,
+) -> tuple[Rule, Map]:
+    """:func:`compose`, and the rule of :data:`COMPOSITIONS` that made its map."""
+    kind = next((t for t in type(node).__mro__ if t in _COMPOSED), None)
+    if kind is None:
+        raise UserError(f"node {name!r}: {type(node).__name__} cannot be compiled for Loihi")
+    c = Operands(name, node, m, in_shape, out_shape, dt, matrix_ok)
+    if kind in REFUSALS:
+        REFUSALS[kind](c)
+    for rule in _RULES[kind, map_form(m)]:  # every (type, form) has a row that makes a map
+        composed = rule(c)
+        if composed is not None:
+            return rule, composed
+    raise AssertionError(f"no row of COMPOSITIONS made {type(node).__name__} o {map_form(m)}")
+
+
 def compose(
     name: str,
     node: nir.NIRNode,
@@ -246,130 +504,11 @@ def compose(
     dt: float,
     matrix_ok: bool = True,
 ) -> Map:
-    """The map ``node o m`` (``node`` fed ``in_shape``): one conv where that is exact, else one
-    dense matrix (or, without ``matrix_ok``, :class:`NoConvForm`); refuses (naming the node)
-    only what has no synapse-group form."""
-
-    def as_matrix() -> Map:
-        if not matrix_ok:
-            raise NoConvForm(name)
-        return _as_matrix(name, node, m, in_shape, out_shape, dt)
-
-    if isinstance(node, (nir.Input, nir.Output)):
-        return m
-    if isinstance(node, nir.Delay):
-        steps = np.rint(np.asarray(node.delay, dtype=np.float64) / dt)
-        if steps.size and not np.all(steps == steps.flat[0]):
-            raise UserError(
-                f"node {name!r}: per-neuron delays cannot be lowered (use one delay per node)"
-            )
-        return replace(m, delay=m.delay + (int(steps.flat[0]) if steps.size else 0))
-    if isinstance(node, nir.Conv2d):
-        if pair(node.dilation) != (1, 1) or isinstance(node.padding, str):
-            raise UserError(
-                f"node {name!r}: dilated or string-padded convs are not supported by the compiler"
-            )
-        kernel, s2, p2 = (
-            tuple(np.asarray(node.weight).shape[2:]),
-            pair(node.stride),
-            pair(node.padding),
-        )
-        if m.kind == "conv" and m.identity:
-            return _new(
-                m,
-                lambda: _full_conv_weight(node, as_held=True),
-                kernel=kernel,
-                stride=s2,
-                padding=p2,
-                out_shape=out_shape,
-            )
-        if m.kind == "conv" and m.is_pointwise():
-            return _new(
-                m,
-                lambda: np.tensordot(
-                    _full_conv_weight(node), m.values()[:, :, 0, 0], axes=([1], [0])
-                ).transpose(0, 3, 1, 2),
-                kernel=kernel,
-                stride=s2,
-                padding=p2,
-                out_shape=out_shape,
-            )
-        if m.kind == "conv" and kernel == (1, 1) and p2 == (0, 0):
-            return _new(
-                m,
-                lambda: _pointwise_after(_full_conv_weight(node)[:, :, 0, 0], m),
-                stride=(m.stride[0] * s2[0], m.stride[1] * s2[1]),
-                out_shape=out_shape,
-            )
-        if m.kind == "conv":
-            w2 = (
-                _full_conv_weight(node)
-                if m.weight is not None
-                else np.zeros((out_shape[0], m.out_shape[0], *kernel))
-            )
-            return _conv_of_conv(m, w2, s2, p2, out_shape) or as_matrix()
-        return as_matrix()
-    if isinstance(node, nir.Scale):
-        s = np.asarray(node.scale, dtype=np.float64)
-        if m.kind == "conv":
-            per_channel = s.reshape(s.shape[0], -1)
-            if not np.all(per_channel == per_channel[:, :1]):
-                return as_matrix()
-            return m.scaled(per_channel[:, 0])
-        return m.scaled(np.broadcast_to(s.reshape(-1), (int(np.prod(m.out_shape)),)))
-    if isinstance(node, (nir.SumPool2d, nir.AvgPool2d)):
-        pooled = (
-            _pool_of(
-                m,
-                pair(node.kernel_size),
-                pair(node.stride),
-                pair(node.padding),
-                isinstance(node, nir.AvgPool2d),
-                out_shape,
-            )
-            if m.kind == "conv"
-            else None
-        )
-        return pooled or as_matrix()
-    if isinstance(node, nir.Flatten):
-        if m.kind == "dense":
-            return m
-        if m.identity:
-            return identity(m.in_shape, m.weight is not None)
-        if m.kind == "conv" and _channels_only(
-            m
-        ):  # the same values in the same order: the conv stays
-            return m
-        if m.kernel == m.in_shape[1:] and m.padding == (0, 0):  # e.g. global pooling: (C, 1, 1)
-            return Map(
-                "dense",
-                m.in_shape,
-                out_shape,
-                None if m.weight is None else m.weight.reshape(m.weight.shape[0], -1),
-                delay=m.delay,
-                recurrent=m.recurrent,
-                row_scale=m.row_scale,
-            )
-        return as_matrix()
-    if isinstance(node, (nir.Affine, nir.Linear)):
-        w = np.asarray(node.weight, dtype=np.float64)
-        if m.kind == "dense":
-            return _new(m, lambda: w if m.identity else w @ m.values(), out_shape=out_shape)
-        if m.identity:
-            return Map(
-                "dense",
-                m.in_shape,
-                out_shape,
-                None if m.weight is None else w,
-                delay=m.delay,
-                recurrent=m.recurrent,
-            )
-        if m.kind == "conv" and _channels_only(
-            m
-        ):  # a 1x1 conv on the (C, 1, 1) values it reads flat
-            return _new(m, lambda: _pointwise_after(w, m), out_shape=(len(w), 1, 1))
-        return as_matrix()
-    raise UserError(f"node {name!r}: {type(node).__name__} cannot be compiled for Loihi")
+    """The map ``node o m`` (``node`` fed ``in_shape``): the first map that a rule of its node
+    type and ``m``'s form makes (:data:`COMPOSITIONS`, :func:`map_form`): one conv where that is
+    exact, else one dense matrix (or, without ``matrix_ok``, :class:`NoConvForm`); refuses
+    (naming the node) only what has no synapse-group form (docs/compile.md §1)."""
+    return composition(name, node, m, in_shape, out_shape, dt, matrix_ok)[1]
 
 
 def _merge(terms: list[tuple[str, Map, str]]) -> list[tuple[str, Map, str]]:

@@ -9,6 +9,7 @@ pinned nir 1.0.8).
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import nir
@@ -18,8 +19,18 @@ import torch
 
 from danet_deploy.converters.nir_import import from_nir, read_nir
 from danet_deploy.errors import UserError
-from danet_deploy.lowering import lower
-from danet_deploy.ir.interpreter import ReferenceSimulator
+from danet_deploy.ir.interpreter import ReferenceSimulator, linear_step
+from danet_deploy.ir.program import Map
+from danet_deploy.lowering import (
+    COMPOSITIONS,
+    NoConvForm,
+    _dense_matrix,
+    compose,
+    composition,
+    identity,
+    lower,
+    map_form,
+)
 
 from .conftest import run_cli
 from .event_files import write_nmnist
@@ -445,6 +456,40 @@ def test_a_linear_after_a_flattened_global_pool_stays_one_conv_held_once(lowerin
     assert np.allclose(got, _jacobian(sequential, (6, 4, 4)), atol=1e-12)
 
 
+def test_a_delay_before_a_flatten_still_delays(tmp_path: Path) -> None:
+    """IF (2, 2, 2) -> Delay(3) -> Flatten -> Linear -> IF: the flattened population's values
+    arrive three steps late, as the float interpreter has them (the Flatten made a fresh
+    identity map, which dropped the delay, and would have dropped a recurrent edge's lag)."""
+    from danet_deploy.compile import compile_graph
+    from danet_deploy.profiles import load_profile
+    from danet_deploy.simulator.fixed import FixedSimulator
+
+    n = (2, 2, 2)
+    order = ["in", "if", "d", "flat", "fc", "lif", "out"]
+    graph = nir.NIRGraph(
+        nodes={
+            "in": nir.Input(input_type={"input": np.array(n)}),
+            "if": nir.IF(r=np.ones(n), v_threshold=np.ones(n)),
+            "d": nir.Delay(delay=np.full(n, 3.0)),
+            "flat": nir.Flatten(input_type={"input": np.array(n)}, start_dim=0, end_dim=-1),
+            "fc": nir.Linear(np.kron(np.eye(4), np.ones((1, 2)))),
+            "lif": nir.IF(r=np.ones(4), v_threshold=np.ones(4)),
+            "out": nir.Output(output_type={"output": np.array([4])}),
+        },
+        edges=list(zip(order[:-1], order[1:])),
+        metadata={"dt": 1.0, "reset": "zero", "timesteps": 8},
+        type_check=False,
+    )
+    nir.write(tmp_path / "d.nir", graph)
+    flat = read_nir(tmp_path / "d.nir")
+    assert lower(flat, "expand").populations["lif"].terms[0].lag == 3
+    x = (torch.rand(6, 8, *n, generator=torch.Generator().manual_seed(3)) < 0.5).float()
+    program, _ = compile_graph(flat, "loihi2-sim", load_profile("loihi2"), "expand", x)
+    fixed = FixedSimulator(program).run(x, record=True)["lif"]
+    reference = ReferenceSimulator(flat).run(x, record=True)["lif"]
+    assert torch.equal(fixed, reference.to(fixed.dtype)) and 0 < int(fixed.sum()) < fixed.numel()
+
+
 def _csnn() -> nir.NIRGraph:
     """The NIR paper's N-MNIST CSNN architecture, written the way sinabs writes it (IF with
     r = 1, time in steps, sum pools), with random weights."""
@@ -573,3 +618,182 @@ def test_a_chain_whose_flat_layer_a_conv_feeds_is_not_written_as_netx() -> None:
     assert [p.kind for p in program.populations.values()] == ["input", "lif", "lif", "readout"]
     assert program.populations["lif"].terms[0].map.kind == "conv"
     assert not is_sequential(program)
+
+
+# ---- compose's table, each row held by the Jacobian oracle ---------------------------------
+
+_C, _HW = 2, 4  # every node below reads 32 values: (2, 4, 4), flat (32,) or (32, 1, 1)
+
+
+def _oracle_nodes() -> dict[str, tuple[nir.NIRNode, tuple[int, ...]]]:
+    """A node of every type ``compose`` knows (and variants that pick other rows), with the
+    shape it is fed."""
+    rng = np.random.default_rng(7)
+    n = (_C, _HW, _HW)
+
+    def conv(cout: int, k: int, stride: int, pad: int, groups: int = 1) -> nir.Conv2d:
+        return nir.Conv2d(
+            input_shape=(_HW, _HW),
+            weight=rng.normal(size=(cout, _C // groups, k, k)),
+            stride=stride,
+            padding=pad,
+            dilation=1,
+            groups=groups,
+            bias=rng.normal(size=cout),
+        )
+
+    def pool(cls: type, k: int, stride: int, pad: int) -> nir.NIRNode:
+        return cls(
+            kernel_size=np.array([k, k]), stride=np.array([stride] * 2), padding=np.array([pad] * 2)
+        )
+
+    flat = (_C * _HW * _HW,)
+    return {
+        "input": (nir.Input(input_type={"input": np.array(n)}), n),
+        "output": (nir.Output(output_type={"output": np.array(n)}), n),
+        "delay": (nir.Delay(delay=np.full(n, 2.0)), n),
+        "conv3x3": (conv(3, 3, 1, 1), n),
+        "conv3x3-valid": (conv(3, 3, 1, 0), n),
+        "conv3x3-grouped": (conv(4, 3, 1, 1, groups=2), n),
+        "conv1x1": (conv(3, 1, 1, 0), n),
+        "conv1x1-stride2": (conv(3, 1, 2, 0), n),
+        "scale-per-channel": (nir.Scale(np.array([1.5, -0.25])[:, None, None] * np.ones(n)), n),
+        "scale-per-neuron": (nir.Scale(rng.normal(size=n)), n),
+        "sum-pool": (pool(nir.SumPool2d, 2, 2, 0), n),
+        "avg-pool": (pool(nir.AvgPool2d, 2, 2, 0), n),
+        "avg-pool-padded": (pool(nir.AvgPool2d, 3, 1, 1), n),
+        "flatten": (nir.Flatten(input_type={"input": np.array(n)}, start_dim=0, end_dim=-1), n),
+        "flatten-channels": (
+            nir.Flatten(input_type={"input": np.array([32, 1, 1])}, start_dim=0, end_dim=-1),
+            (32, 1, 1),
+        ),
+        "linear": (nir.Linear(rng.normal(size=(5, 32))), flat),
+        "affine": (nir.Affine(rng.normal(size=(5, 32)), rng.normal(size=5)), flat),
+    }
+
+
+def _oracle_maps() -> dict[str, Map]:
+    """A map of every form (:func:`map_form`) making 32 values, with row scales where a form
+    has them, each two steps delayed and recurrent (what every rule must keep)."""
+    rng = np.random.default_rng(8)
+    maps = {
+        "conv-identity": identity((_C, _HW, _HW)),
+        "dense-identity": identity((32,)),
+        "pointwise": Map("conv", (3, _HW, _HW), (_C, _HW, _HW), rng.normal(size=(_C, 3, 1, 1))),
+        "pointwise-channels": Map("conv", (3, 1, 1), (32, 1, 1), rng.normal(size=(32, 3, 1, 1))),
+        "conv": Map(
+            "conv",
+            (3, 8, 8),
+            (_C, _HW, _HW),
+            rng.normal(size=(_C, 3, 3, 3)),
+            kernel=(3, 3),
+            stride=(2, 2),
+            padding=(1, 1),
+        ),
+        "conv-channels": Map(
+            "conv", (_C, _HW, _HW), (32, 1, 1), rng.normal(size=(32, _C, 4, 4)), kernel=(4, 4)
+        ),
+        "dense": Map("dense", (5,), (32,), rng.normal(size=(32, 5))),
+    }
+    for key in ("pointwise", "pointwise-channels", "conv", "dense"):
+        maps[key] = maps[key].scaled(rng.normal(size=maps[key].weight_shape[0]))
+    return {k: replace(m, delay=2, recurrent=True) for k, m in maps.items()}
+
+
+def _oracle_cases() -> list[tuple[str, str]]:
+    """Every (node, map) pair where the map's output is what the node reads: the same shape,
+    or any shape of the same size where the map is dense or the node reads flat values."""
+    maps = _oracle_maps()
+    return [
+        (node, key)
+        for node, (_, shape) in _oracle_nodes().items()
+        for key, m in maps.items()
+        if int(np.prod(m.out_shape)) == int(np.prod(shape))
+        and (m.kind == "dense" or len(shape) == 1 or tuple(m.out_shape) == shape)
+    ]
+
+
+def _node_jacobian(node: nir.NIRNode, shape: tuple[int, ...]) -> np.ndarray:
+    """The float interpreter's matrix of ``node`` (bias removed; a Delay moves values, in time)."""
+    if isinstance(node, nir.Delay):
+        return np.eye(int(np.prod(shape)))
+    step = linear_step(node, lambda v: torch.as_tensor(np.asarray(v, dtype=np.float64)))
+    zero = step(torch.zeros(1, *shape, dtype=torch.float64))
+    return _jacobian(lambda x: step(x) - zero, shape)
+
+
+def _composed(node_name: str, map_name: str, m: Map | None = None, matrix_ok: bool = True):
+    node, shape = _oracle_nodes()[node_name]
+    out = tuple(_node_jacobian(node, shape).shape[:1]) if len(shape) == 1 else None
+    if out is None:
+        zero = torch.zeros(1, *shape, dtype=torch.float64)
+        p = lambda v: torch.as_tensor(np.asarray(v, dtype=np.float64))  # noqa: E731
+        out = shape if isinstance(node, nir.Delay) else tuple(linear_step(node, p)(zero).shape[1:])
+    m = _oracle_maps()[map_name] if m is None else m
+    return node, m, composition(node_name, node, m, shape, out, 1.0, matrix_ok)
+
+
+@pytest.mark.parametrize("node_name,map_name", _oracle_cases())
+def test_each_composition_is_the_interpreters_jacobian(node_name: str, map_name: str) -> None:
+    """``compose(node, m)`` is the float interpreter's ``node`` after ``m``, as matrices, and
+    keeps ``m``'s delay (plus a Delay node's) and recurrence; without weights, the same rule
+    makes the same geometry; without ``matrix_ok``, the dense-matrix row is refused."""
+    node, m, (rule, got) = _composed(node_name, map_name)
+    expected = _node_jacobian(node, _oracle_nodes()[node_name][1]) @ m.matrix(m.values()).toarray()
+    assert got.in_shape == m.in_shape
+    assert np.allclose(got.matrix(got.values()).toarray(), expected, atol=1e-12)
+    assert (got.delay, got.recurrent) == (4 if isinstance(node, nir.Delay) else 2, True)
+    _, _, (bare_rule, bare) = _composed(node_name, map_name, replace(m, weight=None))
+    assert (bare_rule, bare.geometry, bare.weight) == (rule, got.geometry, None)
+    if rule is _dense_matrix:
+        with pytest.raises(NoConvForm):
+            _composed(node_name, map_name, matrix_ok=False)
+    else:
+        assert _composed(node_name, map_name, matrix_ok=False)[2][0] is rule
+
+
+def test_every_row_of_the_composition_table_is_held_by_the_oracle() -> None:
+    """Each (node type, map form, rule) of ``COMPOSITIONS`` makes the map of some case of
+    :func:`test_each_composition_is_the_interpreters_jacobian`, and the last row (one dense
+    matrix) does for every node type it names."""
+    won = set()
+    for node_name, map_name in _oracle_cases():
+        node, m, (rule, _) = _composed(node_name, map_name)
+        won.add((type(node), map_form(m), rule))
+    *rows, last = COMPOSITIONS
+    rows = {(t, form, rule) for types, forms, rule in rows for t in types for form in forms}
+    assert rows - won == set()
+    fall_back = {t for t, _, rule in won if rule is _dense_matrix}
+    assert last[2] is _dense_matrix and fall_back == set(last[0])
+
+
+def test_compose_refuses_what_has_no_synapse_group_form() -> None:
+    """Per-neuron delays, a dilated or string-padded conv (before any fallback: also without
+    ``matrix_ok``) and a node type no row names, each in one line naming the node."""
+    m, n = identity((_C, _HW, _HW)), (_C, _HW, _HW)
+    with pytest.raises(UserError, match="node 'd': per-neuron delays cannot be lowered"):
+        compose("d", nir.Delay(delay=np.arange(32.0).reshape(n)), m, n, n, 1.0)
+    dilated = nir.Conv2d(
+        input_shape=(_HW, _HW),
+        weight=np.ones((3, _C, 3, 3)),
+        stride=1,
+        padding=2,
+        dilation=2,
+        groups=1,
+        bias=np.zeros(3),
+    )
+    for conv in (dilated, replace(dilated, dilation=1, padding="same")):
+        for form, ok in ((m, True), (_oracle_maps()["dense"], False)):
+            with pytest.raises(UserError, match="node 'c': dilated or string-padded convs"):
+                compose("c", conv, form, n, (3, _HW, _HW), 1.0, ok)
+    conv1d = nir.Conv1d(
+        input_shape=4,
+        weight=np.ones((1, 1, 1)),
+        stride=1,
+        padding=0,
+        dilation=1,
+        groups=1,
+        bias=np.zeros(1),
+    )
+    with pytest.raises(UserError, match="node 'c1': Conv1d cannot be compiled for Loihi"):
+        compose("c1", conv1d, identity((1, 4)), (1, 4), (1, 4), 1.0)

@@ -54,12 +54,19 @@ BIAS_EXP = 6
 class Map:
     """A linear map from a source population's output to a consumer's input current.
 
-    ``weight`` (float) is None when only the structure is lowered (to cost a lowering that
-    will not be built) and in a compiled program, whose integers are ``Term.weight_q``;
-    ``identity`` marks the map of a population onto itself. ``row_scale`` (float64, one
-    factor per output row: a conv's output channel, a dense map's output) scales ``weight``
-    where it is read (:meth:`values`), so that a BatchNorm after a conv holds no scaled copy
-    of the conv's weight (docs/compile.md §1).
+    ``weight`` is not the map's weight: :meth:`values` is, ``weight`` times ``row_scale``
+    (float64, one factor per output row: a conv's output channel, a dense map's output), which
+    is applied where it is read so that a BatchNorm after a conv holds no scaled copy of the
+    conv's weight (docs/compile.md §1). ``weight`` (float, as held: maybe a node's own
+    float32 array, or one value broadcast over a conv's taps) is None for three reasons:
+
+    * only the structure is lowered (``lower(..., with_weights=False)``: to cost a lowering
+      that will not be built; the geometry is the same as with weights);
+    * the program is compiled: the compiler drops it (by default) once the term's integers,
+      ``Term.weight_q``, are made (compile.py, to free memory);
+    * the program was read from a file (:func:`read_program`), which holds only ``weight_q``.
+
+    ``identity`` marks the map of a population onto itself.
     """
 
     kind: str  # "conv" (weight [Cout, Cin, kh, kw]) or "dense" ([Nout, Nin])
