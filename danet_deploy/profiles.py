@@ -147,7 +147,7 @@ def parse_profile(path: Path) -> Profile:
                 raise UserError(f"{path}: missing {', '.join(f'{sec}.{k}' for k in missing)}")
         setattr(prof, sec, {k: _figure(path, f"{sec}.{k}", v, schema[k]) for k, v in table.items()})
     if prof.kind == "chip":
-        widths = {k: prof.limit(k) for k in LOIHI.__dataclass_fields__}
+        widths = {k: prof.limit(k) for k in LOIHI.widths()}
         why = LOIHI.refusal(widths, graded=bool(prof.limit("graded_spikes")))
         if why is not None:
             raise UserError(f"{path}: constraints.{why}")
