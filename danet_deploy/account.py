@@ -40,7 +40,8 @@ import torch
 import torch.nn.functional as F
 
 from .errors import UserError
-from .ir.program import GRADED_MESSAGE_BITS, Program, bound_by, summarise, synapse_count
+from .ir.chip_format import LOIHI
+from .ir.program import Program, bound_by, summarise, synapse_count
 from .outputs import TAGS
 from .profiles import Profile
 from .simulator.fixed import F32_EXACT, FixedSimulator
@@ -229,7 +230,7 @@ class Accountant:
                 "cores": m["cores"],
                 "spikes": ev["spikes"],
                 "graded_spikes": ev["graded_spikes"],
-                "payload_bits": GRADED_MESSAGE_BITS if prog.fixed[name].graded else 0,
+                "payload_bits": LOIHI.graded_payload_bits if prog.fixed[name].graded else 0,
                 "sops": ev["sops"],
                 "graded_ops": ev["graded_ops"],
                 "macs": ev["macs"],
@@ -334,7 +335,7 @@ class Accountant:
         neuron that keeps a current (``du < 4095``) costs what NeuroBench gives snnTorch's
         Synaptic with reset to zero, every other neuron what it gives Leaky."""
         fixed = self.program.fixed.get(row["name"])
-        kind = "Synaptic" if fixed is not None and fixed.du < 4095 else "Leaky"
+        kind = "Synaptic" if fixed is not None and fixed.du < LOIHI.du_no_memory else "Leaky"
         return NEURON_OPERATIONS[kind]["zero"]
 
     def _edges(self, samples: int) -> list[dict[str, Any]]:
