@@ -39,8 +39,12 @@ CONSTRAINTS = {
     "max_chips": "count",
     "conv_tile_neurons": "count",
 }
-# figures a profile may leave out: without conv_tile_neurons, convolutions are mapped unrolled
-OPTIONAL = {"constraints": ("conv_tile_neurons",)}
+# figures a profile may leave out: without conv_tile_neurons, convolutions are mapped unrolled;
+# output_axons_per_core is recorded (Loihi 1's routing table) but read by no mapping or check: a
+# core's output axons depend on where its neurons' consumers are placed, which the mapping does
+# not model, and a bound from neurons per core times consumers would refuse the mapping's own
+# Loihi 2 conv tiles wherever a layer feeds two others (docs/compile.md §5)
+OPTIONAL = {"constraints": ("conv_tile_neurons", "output_axons_per_core")}
 ENERGY = {
     "synaptic_op": "pJ",
     "graded_op": "pJ",
