@@ -40,7 +40,8 @@ import torch
 import torch.nn.functional as F
 
 from .errors import UserError
-from .ir.program import GRADED_MESSAGE_BITS, Program, bound_by, summarise, synapse_count
+from .ir.chip_format import LOIHI
+from .ir.program import Program, bound_by, summarise, synapse_count
 from .ir.resets import Reset
 from .outputs import TAGS
 from .profiles import Profile
@@ -230,7 +231,7 @@ class Accountant:
                 "cores": m["cores"],
                 "spikes": ev["spikes"],
                 "graded_spikes": ev["graded_spikes"],
-                "payload_bits": GRADED_MESSAGE_BITS if prog.fixed[name].graded else 0,
+                "payload_bits": LOIHI.graded_payload_bits if prog.fixed[name].graded else 0,
                 "sops": ev["sops"],
                 "graded_ops": ev["graded_ops"],
                 "macs": ev["macs"],
@@ -338,7 +339,7 @@ class Accountant:
         subtracting, docs/accounting.md)."""
         fixed = self.program.fixed.get(row["name"])
         pop = self.program.populations.get(row["name"])
-        kind = "Synaptic" if fixed is not None and fixed.du < 4095 else "Leaky"
+        kind = "Synaptic" if fixed is not None and fixed.du < LOIHI.du_no_memory else "Leaky"
         zero = pop is None or pop.firing.reset in (Reset.ZERO, Reset.ZERO_LATE)
         return NEURON_OPERATIONS[kind]["zero" if zero else "subtract"]
 

@@ -23,6 +23,7 @@ import torch
 from .compile import TARGETS, compile_graph, weight_scale
 from .converters.nir_export import to_nir
 from .converters.nir_import import from_nir
+from .ir.chip_format import LOIHI
 from .ir.graph import FlatGraph
 from .export import calibration_data
 from .ir.program import Population, Program, Term
@@ -53,7 +54,7 @@ def chip_grid(model: SpikingNet, data: str) -> dict[str, Any]:
             and neuron.name in program.fixed
         ):
             biases[node.name] = (
-                program.fixed[neuron.name].scale / 64
+                program.fixed[neuron.name].scale / LOIHI.bias_unit
             )  # the shift is the neuron's bias
         held = _held_weight(model, graph, node)
         for pop, t in _terms(program) if held is not None else []:
@@ -63,7 +64,7 @@ def chip_grid(model: SpikingNet, data: str) -> dict[str, Any]:
                     weights.setdefault(node.name, set()).add(
                         weight_scale(program.fixed, pop, t) / spread
                     )
-                    biases[node.name] = program.fixed[pop.name].scale / 64
+                    biases[node.name] = program.fixed[pop.name].scale / LOIHI.bias_unit
             elif t.map.weight.shape == held.shape and np.allclose(
                 t.map.values(), held, rtol=1e-6, atol=0
             ):
@@ -137,7 +138,7 @@ def _scales(program: Program) -> dict[str, float]:
 def _powers_of_two(program: Program) -> dict[str, float]:
     """Neuron, readout and graded-input scales rounded down to powers of two (at least 64)."""
     return {
-        name: float(2 ** max(6, math.floor(math.log2(k))))
+        name: float(2 ** max(LOIHI.act_shift, math.floor(math.log2(k))))
         for name, k in _scales(program).items()
         if program.populations[name].kind in ("lif", "readout")
         or (program.populations[name].kind == "input" and program.fixed[name].graded)

@@ -34,9 +34,9 @@ from .ir.interpreter import ReferenceSimulator
 from .errors import UserError
 from .heap import return_freed_memory
 from .ir.graph import FlatGraph
+from .ir.chip_format import LOIHI
 from .ir.resets import DESCRIPTIONS, Reset
 from .ir.program import (
-    INPUT_BITS,
     Fixed,
     SIGMA_DELTA_KINDS,
     Lowered,
@@ -52,7 +52,7 @@ from .ir.program import (
 )
 from .lowering import lower
 from .profiles import Profile
-from .synapses import WEIGHT_DTYPE, WEIGHT_MAX, round_weights
+from .synapses import WEIGHT_DTYPE, round_weights
 
 TARGETS = {"loihi2-sim": "loihi2", "loihi2": "loihi2", "loihi1": "loihi1"}
 CURRENT_HEADROOM = 2**16  # |A| bound: 64 * A stays well inside the 24-bit current
@@ -109,7 +109,7 @@ def _limits(
     weights = [(pop.gain * t.map.abs_max() / _value_scale(fixed, t), t.source) for t in pop.terms]
     wmax, source = max(weights, default=(0.0, ""))
     if wmax > 0:
-        limits[f"the weights from {source!r}"] = WEIGHT_MAX * 64 / wmax
+        limits[f"the weights from {source!r}"] = LOIHI.weight_max * LOIHI.act_unit / wmax
     return limits | _state_limits(pop, peak, measured)
 
 
@@ -117,9 +117,9 @@ def _state_limits(pop: Population, peak: float, measured: bool = True) -> dict[s
     """The limits of :func:`_limits` that its weights do not set (nor its sources' scales)."""
     limits = {}
     if pop.kind in ("lif", "gate") and pop.threshold > 0:
-        limits["its threshold"] = (2**17 - 1) * 64 / pop.threshold
+        limits["its threshold"] = LOIHI.threshold_max * LOIHI.vth_unit / pop.threshold
     if pop.bias is not None and np.abs(pop.bias).max() > 0:
-        limits["its bias"] = 4095 * 64 / np.abs(pop.bias).max()
+        limits["its bias"] = LOIHI.bias_mant_max * LOIHI.bias_unit / np.abs(pop.bias).max()
     if peak > 0 and pop.kind != "readout":
         bound = RELAY_HEADROOM if pop.kind == "relay" else CURRENT_HEADROOM
         source = (
@@ -127,7 +127,7 @@ def _state_limits(pop: Population, peak: float, measured: bool = True) -> dict[s
             if measured
             else "the largest current its inputs can make (no calibration data)"
         )
-        limits[source] = bound * 64 / (pop.gain * peak)
+        limits[source] = bound * LOIHI.act_unit / (pop.gain * peak)
     return limits
 
 
@@ -141,7 +141,7 @@ def _scale_for(
     consumer's weights are divided by (docs/compile.md §3)."""
     limits = _limits(pop, fixed, peak, measured)
     if not limits:
-        return 64.0, ""
+        return float(LOIHI.act_unit), ""
     set_by = min(limits, key=limits.get)
     exact = _exact_scale(pop, fixed)
     if exact is None or exact > limits[set_by]:
@@ -153,9 +153,9 @@ def _scale_for(
 
 def _exact_scale(pop: Population, fixed: dict[str, Fixed]) -> float | None:
     """The smallest K at which every weight of ``pop`` is an integer that Lava's synapses keep
-    (even where a group's signs are mixed), the largest at most ``WEIGHT_MAX``, and its threshold
-    and biases are integers too; None where none is (more than ``GRID_DISTINCT`` distinct
-    weights, or none of 1..WEIGHT_MAX fits).
+    (even where a group's signs are mixed), the largest at most ``LOIHI.weight_max``, and its
+    threshold and biases are integers too; None where none is (more than ``GRID_DISTINCT`` distinct
+    weights, or none of 1..LOIHI.weight_max fits).
 
     Without it a relay took a neuron's K, as large as its weights allow: its graded values
     were then so large that its consumers' weights, divided by them, rounded away within the
@@ -163,7 +163,9 @@ def _exact_scale(pop: Population, fixed: dict[str, Fixed]) -> float | None:
     sends what a relay of spikes sums, their counts."""
     units, mixed = [], []
     for t in pop.terms:
-        distinct, lo, hi = _distinct_weights(t.map, abs(pop.gain) / (64 * _value_scale(fixed, t)))
+        distinct, lo, hi = _distinct_weights(
+            t.map, abs(pop.gain) / (LOIHI.act_unit * _value_scale(fixed, t))
+        )
         units.append(distinct)
         mixed.append(lo < 0 < hi)
         if sum(map(len, units)) > GRID_DISTINCT:
@@ -177,9 +179,9 @@ def _exact_scale(pop: Population, fixed: dict[str, Fixed]) -> float | None:
     )
     if len(constants) > GRID_DISTINCT:
         return None
-    units.append(constants / 64)
+    units.append(constants / LOIHI.vth_unit)  # = LOIHI.bias_unit: one grid
     mixed.append(False)
-    for k in range(1, WEIGHT_MAX + 1):
+    for k in range(1, LOIHI.weight_max + 1):
         if all(_on_grid(u * (k / top), m) for u, m in zip(units, mixed)):
             return float(k / top)  # a Python float: scales go into checkpoints (chip_scales)
     return None
@@ -248,7 +250,7 @@ def _value_scale(fixed: dict[str, Fixed], term: Term) -> float:
 
 def weight_scale(fixed: dict[str, Fixed], pop: Population, term: Term) -> float:
     """Integer weight per unit of ``term``'s float weight, once ``pop`` is quantised."""
-    return fixed[pop.name].scale * pop.gain / (64 * _value_scale(fixed, term))
+    return fixed[pop.name].scale * pop.gain / (LOIHI.act_unit * _value_scale(fixed, term))
 
 
 def _threshold_integer(pop: Population, k: float) -> int:
@@ -260,7 +262,7 @@ def _threshold_integer(pop: Population, k: float) -> int:
     neither voltage nor current decays partly (``dv`` 0 or 4096, ``du`` 4095: each step adds 64 x
     its input and bias); a decaying voltage may also fire up to one unit of ``vth`` (64/K in
     the float voltage) below the threshold, which stderr says once (:func:`_threshold_notes`)."""
-    x = k * pop.threshold / 64
+    x = k * pop.threshold / LOIHI.vth_unit
     if not pop.firing.at_threshold or pop.firing.reset.programmed:  # a program tests >= itself
         return round(x)
     nearest = round(x)
@@ -274,24 +276,29 @@ def _threshold_notes(program: Program) -> list[str]:
     for name, pop in program.populations.items():
         f = program.fixed[name]
         fires = pop.firing
-        if fires.at_threshold and not fires.reset.programmed and (0 < f.dv < 4096 or f.du != 4095):
+        decays = 0 < f.dv < LOIHI.decay_unity or f.du != LOIHI.du_no_memory
+        if fires.at_threshold and not fires.reset.programmed and decays:
             lines.append(
                 f"layer {name!r} fires at v >= v_threshold (SpikingJelly's test); Loihi fires at "
                 f"v > vth, so it is compiled with vth {f.vth} (its threshold less 1); since its "
-                f"voltage decays, it may also fire up to {64 / f.scale:.3g} below v_threshold"
+                f"voltage decays, it may also fire up to {LOIHI.vth_unit / f.scale:.3g} below "
+                f"v_threshold"
             )
     return lines
 
 
 def _decay(pop: Population) -> int:
     if pop.kind == "gate" or pop.beta == 0.0:
-        return 4096  # no voltage memory (Lava accepts 4096; v = u each step)
-    return int(np.clip(round((1.0 - pop.beta) * 4096), 0, 4095))
+        return LOIHI.decay_unity  # no voltage memory (Lava accepts 4096; v = u each step)
+    return int(np.clip(round((1.0 - pop.beta) * LOIHI.decay_unity), 0, LOIHI.decay_unity - 1))
 
 
 def _current_decay(pop: Population) -> int:
     """Lava's ``du`` (the current keeps ``(4096 - du - 1)/4096``); 4095: no current memory."""
-    return 4095 if pop.alpha == 0.0 else int(np.clip(round((1.0 - pop.alpha) * 4096), 0, 4096)) - 1
+    if pop.alpha == 0.0:
+        return LOIHI.du_no_memory
+    keep = round((1.0 - pop.alpha) * LOIHI.decay_unity)
+    return int(np.clip(keep, 0, LOIHI.decay_unity)) - LOIHI.du_offset
 
 
 def _exact_weights(name: str, exact: np.ndarray, mixed: bool) -> np.ndarray:
@@ -305,7 +312,7 @@ def _exact_weights(name: str, exact: np.ndarray, mixed: bool) -> np.ndarray:
         bad = q[_round_weights(q, mixed) != q].flat[0]
         raise UserError(
             f"layer {name!r}: weight {bad:g} does not survive Loihi's 8-bit synapses "
-            f"(mixed-sign weights must be even, in [-256, 254])"
+            f"(mixed-sign weights must be even, in [{LOIHI.weight_min_mixed}, {LOIHI.weight_max}])"
         )
     return q.astype(WEIGHT_DTYPE)
 
@@ -355,7 +362,7 @@ def _input_value_scale(
     integer, so that neither factor of a product keeps fewer bits than the other (docs/compile.md §3).
     Without data the current limit is left out: K is then taken as at most as limited as it is,
     which keeps q nearer the full input's."""
-    full = (2 ** (INPUT_BITS - 1) - 1) / input_peak
+    full = (2 ** (LOIHI.input_bits - 1) - 1) / input_peak
     q = full
     for pop in lowered.populations.values():
         if pop.kind == "relay":  # a relay's K is its grid's (docs/compile.md §3)
@@ -371,7 +378,7 @@ def _input_value_scale(
         peak = 0.0 if peaks is None else peaks.get(pop.name, 0.0)
         held = min(_state_limits(pop, peak).values(), default=math.inf)
         if wmax > 0 and held < math.inf:
-            q = min(q, math.sqrt(wmax * held / (64 * input_peak)))
+            q = min(q, math.sqrt(wmax * held / (LOIHI.act_unit * input_peak)))
     return max(q, 1.0 / input_peak)
 
 
@@ -448,12 +455,12 @@ def quantise(
         else:
             peak = peaks.get(name[: -len(".relay")] if pop.kind == "relay" else name, 0.0)
         k, set_by = (
-            (64.0, "the graph's integers")
+            (float(LOIHI.act_unit), "the graph's integers")
             if exact
             else _scale_for(pop, fixed, peak, peaks is not None)
         )
         if name in pinned and pinned[name] <= min(
-            _limits(pop, fixed, 0.0).values(), default=64.0
+            _limits(pop, fixed, 0.0).values(), default=float(LOIHI.act_unit)
         ) * (1 + 1e-6):
             k, set_by = (
                 pinned[name],
@@ -474,7 +481,7 @@ def quantise(
             err_num += repeats * error_sq
         f.quant_error = math.sqrt(err_num / err_den) if err_den else 0.0
         if pop.kind == "relay":
-            f.value_scale, f.graded = k / 64, True
+            f.value_scale, f.graded = k / LOIHI.act_unit, True
         if pop.kind in SIGMA_DELTA_KINDS:  # its payloads are the chip's integers as they are
             f.graded, f.vth = True, int(round(pop.threshold))
         if pop.kind in ("lif", "gate"):
@@ -488,7 +495,7 @@ def quantise(
                     f"by {set_by}), so its spike count is undefined; raise the threshold"
                 )
         if pop.bias is not None:
-            mant = np.rint(k * pop.bias / 64)
+            mant = np.rint(k * pop.bias / LOIHI.bias_unit)
             if pop.kind == "relay":
                 raise AssertionError("relays carry no bias")
             f.bias_mant = mant.astype(np.int32)
@@ -802,9 +809,9 @@ def _program(
     program = Program(target, profile.name, low, fixed, mapping)
     for pop in low.readouts:
         if pop.bias is not None:
-            program.readout_bias[pop.name] = np.rint(fixed[pop.name].scale * pop.bias / 64).astype(
-                np.int64
-            )
+            program.readout_bias[pop.name] = np.rint(
+                fixed[pop.name].scale * pop.bias / LOIHI.bias_unit
+            ).astype(np.int64)
     return program
 
 

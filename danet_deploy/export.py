@@ -33,7 +33,7 @@ from .converters.nir_export import DEFAULT_DT, to_nir, write_nir
 from .converters.nir_import import from_nir, read_nir, read_nir_graph
 from .ir.graph import DEFAULT_RESET, FlatGraph
 from .ir.chip_format import LOIHI
-from .ir.program import BIAS_EXP, INPUT_BITS, Program, read_program, summarise, write_program
+from .ir.program import Program, read_program, summarise, write_program
 from .ir.sigma_delta import SigmaDelta
 from .data import as_time_series, evaluation_split, first, load_dataset
 from .errors import UserError
@@ -322,14 +322,18 @@ def _compiled_sections(program: Program, costs: dict[str, Any], profile: Profile
         }
         layers.append(entry)
         if pop.kind == "input":
-            quant[name] = {"graded": f.graded, "value_scale": f.value_scale, "bits": INPUT_BITS}
+            quant[name] = {
+                "graded": f.graded,
+                "value_scale": f.value_scale,
+                "bits": LOIHI.input_bits,
+            }
             continue
         quant[name] = {
             "scale": f.scale,
             "log2_scale": float(np.log2(f.scale)),
             "weight_bits": LOIHI.weight_bits,
-            "weight_exp": 0,
-            "bias_exp": BIAS_EXP,
+            "weight_exp": LOIHI.weight_exp,
+            "bias_exp": LOIHI.bias_exp,
             "vth": f.vth,
             "dv": f.dv,
             "du": f.du,

@@ -41,8 +41,12 @@ CONSTRAINTS = {
     "programmable_neurons": "flag",
 }
 # figures a profile may leave out: without conv_tile_neurons, convolutions are mapped unrolled;
+# output_axons_per_core is recorded (Loihi 1's routing table) but read by no mapping or check: a
+# core's output axons depend on where its neurons' consumers are placed, which the mapping does
+# not model, and a bound from neurons per core times consumers would refuse the mapping's own
+# Loihi 2 conv tiles wherever a layer feeds two others (docs/compile.md §5)
 # without programmable_neurons, the chip's neurons reset to zero only (ir/resets.py)
-OPTIONAL = {"constraints": ("conv_tile_neurons", "programmable_neurons")}
+OPTIONAL = {"constraints": ("conv_tile_neurons", "output_axons_per_core", "programmable_neurons")}
 ENERGY = {
     "synaptic_op": "pJ",
     "graded_op": "pJ",
@@ -149,7 +153,7 @@ def parse_profile(path: Path) -> Profile:
                 raise UserError(f"{path}: missing {', '.join(f'{sec}.{k}' for k in missing)}")
         setattr(prof, sec, {k: _figure(path, f"{sec}.{k}", v, schema[k]) for k, v in table.items()})
     if prof.kind == "chip":
-        widths = {k: prof.limit(k) for k in LOIHI.__dataclass_fields__}
+        widths = {k: prof.limit(k) for k in LOIHI.widths()}
         why = LOIHI.refusal(widths, graded=bool(prof.limit("graded_spikes")))
         if why is not None:
             raise UserError(f"{path}: constraints.{why}")

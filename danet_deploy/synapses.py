@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-WEIGHT_MAX = 254  # largest |weight| that survives Lava's 8-bit clip and mixed-sign LSB drop
+from .ir.chip_format import LOIHI
+
 WEIGHT_DTYPE = np.int16  # holds every such integer ([-256, 255]) in a quarter of float64's bytes
 
 
@@ -21,5 +22,5 @@ def round_weights(w: torch.Tensor, mixed: bool | None = None) -> torch.Tensor:
     if mixed is None:
         mixed = bool(w.min() < 0) and bool(w.max() > 0)
     if mixed:
-        return (2 * torch.round(w / 2)).clamp(-256, WEIGHT_MAX)
-    return torch.round(w).clamp(-255, 255)
+        return (2 * torch.round(w / 2)).clamp(LOIHI.weight_min_mixed, LOIHI.weight_max)
+    return torch.round(w).clamp(-LOIHI.weight_max_one_sign, LOIHI.weight_max_one_sign)

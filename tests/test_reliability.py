@@ -691,6 +691,30 @@ def test_a_chip_profile_is_held_to_the_widths_the_compiler_writes(
     assert "\n" not in message and "must say" in message
 
 
+def test_output_axons_per_core_may_be_left_out_since_no_mapping_reads_it(tmp_path: Path) -> None:
+    """``output_axons_per_core`` was required and read by nothing (issue 33): it is recorded,
+    optional, and a chip profile without it compiles to the same program (docs/compile.md §5)."""
+    from danet_deploy.export import export
+
+    text = (Path(__file__).parents[1] / "danet_deploy" / "hw_profiles" / "loihi2.toml").read_text()
+    without = tmp_path / "no_output_axons.toml"
+    without.write_text(
+        "\n".join(line for line in text.splitlines() if not line.startswith("output_axons"))
+    )
+    graph, data = _tiny_nir(tmp_path / "g.nir"), _spikes(tmp_path / "x.pt", steps=4)
+    manifests = [
+        json.loads(
+            (
+                export(graph, "loihi2-sim", tmp_path / name, profile=profile, data=f"tensor:{data}")
+                / "manifest.json"
+            ).read_text()
+        )
+        for name, profile in (("stated", "loihi2"), ("left_out", str(without)))
+    ]
+    assert manifests[0]["core_mapping"] == manifests[1]["core_mapping"]
+    assert manifests[0]["quantisation"] == manifests[1]["quantisation"]
+
+
 BAD_INPUTS = {
     "config-string": lambda t, d: (
         ["simulate", str(_checkpoint_with(t, d, config="digits")), "-n", "4"],

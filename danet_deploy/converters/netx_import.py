@@ -39,11 +39,10 @@ import numpy as np
 
 from danet_deploy.converters.nir_export import loihi_cuba
 from danet_deploy.errors import UserError
-from danet_deploy.ir.program import GRADED_MESSAGE_BITS
+from danet_deploy.ir.chip_format import LOIHI
 from danet_deploy.ir.sigma_delta import (
     NETX_SPIKE_EXP,
     NETX_STATE_EXP,
-    THRESHOLD_MAX,
     SigmaDelta,
     real_values,
     whole_values,
@@ -52,32 +51,32 @@ from danet_deploy.ir.sigma_delta import (
 NEURON_TYPES = ("CUBA", "LOIHI")  # lava-dl's netx reads both as Lava's LIF
 SIGMA_DELTA = "SDNN"
 NETX_MESSAGE_BITS = 16  # netx's default payload of a sigma-delta layer (get_neuron_params)
-DECAY_ONE = 4096
 NETX_MAX_DELAY = 62
-VTH_MANT_MAX = (
-    THRESHOLD_MAX  # Loihi's largest threshold: reached only by a saturated 24-bit voltage
-)
 MAX_LAYER_NEURONS = 1 << 24  # 16.7 M: more than the neurons of 16 Loihi 2 chips in one layer
 
 # The neuron fields the reader takes (lava-dl's get_neuron_params hands them to Lava as they are):
-# the whole numbers Loihi 2 holds (widths: hw_profiles/loihi2.toml) and why (docs/lava-dl.md).
+# the whole numbers Loihi 2 holds (ir/chip_format.py: LOIHI) and why (docs/lava-dl.md).
 NEURON_FIELDS: dict[str, tuple[int, int, str]] = {
-    "vThMant": (0, VTH_MANT_MAX, "Loihi's 17-bit threshold mantissa"),
-    "iDecay": (0, DECAY_ONE, "4096ths of the current lost per step"),
-    "vDecay": (0, DECAY_ONE, "4096ths of the voltage lost per step"),
+    "vThMant": (
+        0,
+        LOIHI.threshold_max,
+        f"Loihi's {LOIHI.threshold_bits}-bit threshold mantissa",
+    ),
+    "iDecay": (0, LOIHI.decay_unity, f"{LOIHI.decay_unity}ths of the current lost per step"),
+    "vDecay": (0, LOIHI.decay_unity, f"{LOIHI.decay_unity}ths of the voltage lost per step"),
     "refDelay": (0, 1, "Lava's LIF has no refractory period; lava-dl's netx loader ignores it"),
     "gradedSpike": (0, 1, "a flag"),
     "messageBits": (
         0,
-        GRADED_MESSAGE_BITS,
-        f"0: binary spikes, else a graded payload of at most {GRADED_MESSAGE_BITS} bits",
+        LOIHI.graded_payload_bits,
+        f"0: binary spikes, else a graded payload of at most {LOIHI.graded_payload_bits} bits",
     ),
 }
 SIGMA_DELTA_MESSAGE_BITS = (
     1,
-    GRADED_MESSAGE_BITS,
+    LOIHI.graded_payload_bits,
     f"a sigma-delta layer sends graded spikes, of at most "
-    f"{GRADED_MESSAGE_BITS} bits; 0 is lava-dl's binary spike, "
+    f"{LOIHI.graded_payload_bits} bits; 0 is lava-dl's binary spike, "
     f"which would drop their values",
 )
 
@@ -308,7 +307,7 @@ class _Reader:
                 "graded spikes (gradedSpike) are not supported; lava-dl's netx "
                 "loader ignores them too, so retrain with binary spikes",
             )
-        if v_decay == 0 and i_decay == DECAY_ONE:
+        if v_decay == 0 and i_decay == LOIHI.decay_unity:
             self._integrator(index, kind, threshold, shape, bias)
             return
         node = loihi_cuba(
@@ -338,7 +337,8 @@ class _Reader:
         synapse = self.nodes[self.last]
         if bias is not None and np.any(bias):
             synapse = self._with_bias(index, kind, synapse, bias, shape)
-        readout = index == self.final_index and threshold >= VTH_MANT_MAX
+        # the largest threshold: reached only by a saturated 24-bit voltage
+        readout = index == self.final_index and threshold >= LOIHI.threshold_max
         if readout and isinstance(synapse, nir.Linear):
             synapse = nir.Affine(weight=synapse.weight, bias=np.zeros(len(synapse.weight)))
         synapse.metadata = {
@@ -400,7 +400,7 @@ class _Reader:
                 if (
                     bias is not None
                     and np.any(bias)
-                    and _neuron_fields(g["neuron"], False)["iDecay"] != DECAY_ONE
+                    and _neuron_fields(g["neuron"], False)["iDecay"] != LOIHI.decay_unity
                 ):
                     raise self.fail(
                         index,

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from danet_deploy import __version__
+from danet_deploy.ir.chip_format import LOIHI
 from danet_deploy.models import REAL, SPIKE, Node, SpikingNet
 from danet_deploy.models.neurons import CUBA
 from danet_deploy.outputs import write_hdf5
@@ -75,8 +76,8 @@ def loihi_cuba(
     A decay of 0 (a state that never decays, netx's default current) has no finite time
     constant: :data:`NEVER_DECAYS` stands for it, a power of two, so the gains stay exact and
     the compiler's decay rounds to 0. ``full`` broadcasts a value to every neuron (a view)."""
-    tau_syn = dt * (4096 / i_decay if i_decay else NEVER_DECAYS)
-    tau_mem = dt * (4096 / v_decay if v_decay else NEVER_DECAYS)
+    tau_syn = dt * (LOIHI.decay_unity / i_decay if i_decay else NEVER_DECAYS)
+    tau_mem = dt * (LOIHI.decay_unity / v_decay if v_decay else NEVER_DECAYS)
     r = tau_mem / dt
     return nir.CubaLIF(
         tau_syn=full(tau_syn),
@@ -246,7 +247,7 @@ class _Lowering:
         shift = self.stream_shift.get(node.name)
         if isinstance(lif, CUBA):
             p = lif.device_params
-            if p["iDecay"] < 4096 and shift is not None:
+            if p["iDecay"] < LOIHI.decay_unity and shift is not None:
                 raise ValueError(
                     f"{node.name}: a BatchNorm shift into a CUBA neuron with current memory "
                     f"has no Loihi form"

@@ -18,6 +18,7 @@ import h5py
 import numpy as np
 
 from danet_deploy.errors import UserError
+from danet_deploy.ir.chip_format import LOIHI
 from danet_deploy.ir.resets import PLAIN, Firing
 from danet_deploy.outputs import write_hdf5
 
@@ -45,9 +46,6 @@ SIGMA_DELTA_KINDS = (
     "delta",
     "sigma_delta",
 )  # populations of Lava's Delta and SigmaDelta (ir/sigma_delta.py)
-INPUT_BITS = 8  # graded input values (pixels) are quantised to signed 8 bits
-GRADED_MESSAGE_BITS = 24  # a graded spike's payload as the Lava worker sends it (num_message_bits)
-BIAS_EXP = 6
 
 
 @dataclass
@@ -254,8 +252,8 @@ class Fixed:
     value_scale: float = 1.0  # integer output value per unit of float signal (graded sources)
     vth: int = 0
     dv: int = 0
-    du: int = 4095
-    bias_mant: np.ndarray | None = None  # per neuron, times 2**BIAS_EXP
+    du: int = LOIHI.du_no_memory
+    bias_mant: np.ndarray | None = None  # per neuron, times 2**LOIHI.bias_exp
     quant_error: float = 0.0  # weight error: RMS rounding error over RMS weight, all terms
     graded: bool = False  # emits graded values (input, relays) instead of binary spikes
     scale_set_by: str = ""  # what set ``scale`` (the compile's warnings name it; not in program.h5)
@@ -408,7 +406,7 @@ def _fill_program(file: BinaryIO, program: Program) -> None:
                     "dv": fx.dv,
                     "du": fx.du,
                     "graded": fx.graded,
-                    "bias_exp": BIAS_EXP,
+                    "bias_exp": LOIHI.bias_exp,
                     "quant_error": fx.quant_error,
                 }
             )

@@ -32,9 +32,10 @@ import nir
 import numpy as np
 import torch
 
+from danet_deploy.ir.chip_format import LOIHI
+
 NETX_STATE_EXP = 6  # netx's state exponent (lava-dl netx/hdf5.py, get_neuron_params)
 NETX_SPIKE_EXP = 6  # netx's default spike exponent (hdf5.Network(spike_exp=6))
-THRESHOLD_MAX = 2**17 - 1  # Loihi's threshold mantissa: 17 bits (hw_profiles/loihi2.toml)
 EXP_MAX = 7  # spike_exp and state_exp are 3-bit Vars in lava-nc 0.10.0 (lava/proc/sdn/models.py)
 
 
@@ -88,7 +89,7 @@ class SigmaDelta(nir.NIRNode):
     state_exp: int = NETX_STATE_EXP
 
     def __post_init__(self) -> None:
-        self.threshold = whole_values("threshold", self.threshold, 0, THRESHOLD_MAX)
+        self.threshold = whole_values("threshold", self.threshold, 0, LOIHI.threshold_max)
         if not self.threshold.size:
             raise ValueError("threshold is empty: a population has at least one neuron")
         bias = whole_values("bias", self.bias)

@@ -17,6 +17,8 @@ from lava.magma.core.process.process import AbstractProcess
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
+from danet_deploy.ir.chip_format import LOIHI  # absolute: Lava also loads this file by its path
+
 
 class DelayLine(AbstractProcess):
     """Forwards ``s_in`` to ``s_out`` ``delay`` steps later (values unchanged: spikes or graded)."""
@@ -33,8 +35,10 @@ class DelayLine(AbstractProcess):
 @requires(CPU)
 @tag("fixed_pt")
 class PyDelayLineModel(PyLoihiProcessModel):
-    s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
-    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+    s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=LOIHI.graded_payload_bits)
+    s_out: PyOutPort = LavaPyType(
+        PyOutPort.VEC_DENSE, np.int32, precision=LOIHI.graded_payload_bits
+    )
 
     def __init__(self, proc_params: dict) -> None:
         super().__init__(proc_params)

@@ -18,6 +18,8 @@ from lava.magma.core.process.process import AbstractProcess
 from lava.magma.core.resources import CPU
 from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 
+from danet_deploy.ir.chip_format import LOIHI  # absolute: Lava also loads this file by its path
+
 
 class SampleGate(AbstractProcess):
     """``s_out = s_in``, but zero where ``(time_step - first) % interval < span``."""
@@ -32,8 +34,10 @@ class SampleGate(AbstractProcess):
 @requires(CPU)
 @tag("fixed_pt")
 class PySampleGateModel(PyLoihiProcessModel):
-    s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=24)
-    s_out: PyOutPort = LavaPyType(PyOutPort.VEC_DENSE, np.int32, precision=24)
+    s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=LOIHI.graded_payload_bits)
+    s_out: PyOutPort = LavaPyType(
+        PyOutPort.VEC_DENSE, np.int32, precision=LOIHI.graded_payload_bits
+    )
 
     def run_spk(self) -> None:
         spikes = self.s_in.recv()  # the synapse behind sends first, so this waits on no cycle

@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..synapses import WEIGHT_MAX, round_weights
+from ..ir.chip_format import LOIHI
+from ..synapses import round_weights
 
 # what a node's output carries
 SPIKE = "spike"  # binary 0/1
@@ -96,10 +97,11 @@ def _apply_per_step(
 
 def _on_grid(x: torch.Tensor, units: float, weights: bool = False) -> torch.Tensor:
     """``x`` rounded to multiples of ``1/units`` (as Loihi's 8-bit synapses hold them when
-    ``weights``, within +-WEIGHT_MAX: the range the compiler chose the scale for, so that
+    ``weights``, within +-LOIHI.weight_max: the range the compiler chose the scale for, so that
     the scale stays valid), with a straight-through gradient."""
     scaled = x.detach().double() * units
-    ints = round_weights(scaled).clamp(-WEIGHT_MAX, WEIGHT_MAX) if weights else torch.round(scaled)
+    top = LOIHI.weight_max
+    ints = round_weights(scaled).clamp(-top, top) if weights else torch.round(scaled)
     return (ints / units).to(x.dtype) + (
         x - x.detach()
     )  # the value exactly on the grid, x's gradient
@@ -214,7 +216,7 @@ class SpikingNet(nn.Module):
         """A neuron's input current on the chip's grid: a multiple of ``64/K``, the unit of
         Loihi's ``u`` for a population of scale ``K`` (straight-through gradient)."""
         k = self.chip_grid.get("scales", {}).get(node.name)
-        return x if k is None else _on_grid(x, k / 64)
+        return x if k is None else _on_grid(x, k / LOIHI.act_unit)
 
     def _chip_input(self, node: Node, x: torch.Tensor) -> torch.Tensor:
         """The input as the chip receives it: on the grid, graded values are rounded at the
@@ -236,7 +238,7 @@ class SpikingNet(nn.Module):
             if bn is not None
             else torch.ones(())
         )
-        # within +-WEIGHT_MAX, the range the compiler's scale was chosen for, so that it stays valid
+        # within +-LOIHI.weight_max, the range the compiler's scale was chosen for (so it stays valid)
         return _on_grid(m.weight * gain, scale, weights=True) / gain
 
     def layer_bias(self, node: Node) -> torch.Tensor | None:

@@ -15,6 +15,7 @@ import torch
 from snntorch import surrogate
 from torch import nn
 
+from ..ir.chip_format import LOIHI
 from ..lava_runtime import LavaDlNeeded, lava_dl_here
 
 
@@ -132,9 +133,10 @@ class CUBA(nn.Module):
         """Keep slayer's integer state at ``k`` per unit (its default is 4096), the scale
         of the population on the chip, so that its arithmetic is Loihi's to the bit; ``k``
         is a power of two (then slayer's float views of the state are exact)."""
-        if not 64 <= k <= 2**22 or 2 ** round(math.log2(k)) != k:
-            raise ValueError(f"state scale {k} is not a power of two in [64, 2**22]")
-        self.cell.w_scale, self.cell.s_scale = int(k // 64), int(k)
+        unit = LOIHI.act_unit  # slayer's w_scale: the state per unit of current
+        if not unit <= k <= 2**22 or 2 ** round(math.log2(k)) != k:
+            raise ValueError(f"state scale {k} is not a power of two in [{unit}, 2**22]")
+        self.cell.w_scale, self.cell.s_scale = int(k // unit), int(k)
         # slayer's 0.01/k would vanish next to 1.0 in float32 for k > 2**17; half a unit is
         # exact in float32 and still means Loihi's strict v > threshold on integer states
         self.cell.threshold_eps = 0.5 / k

@@ -34,24 +34,25 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..ir.program import BIAS_EXP, INPUT_BITS, Program
+from ..ir.chip_format import LOIHI
+from ..ir.program import Program
 from ..ir.resets import fire_integer
 from ..ir.sigma_delta import SigmaDelta, SigmaDeltaState
 
-U_MAX = 1 << 23  # Lava's 24-bit state: u in (-2^23, 2^23], v clipped to +-(2^23 - 1)
-DECAY_ONE = 4096  # decays are in units of 1/4096 per step
 F32_EXACT = 1 << 24  # float32 holds every integer up to here
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters (malloc.h)
 
 
 def _wrap24(u: torch.Tensor) -> torch.Tensor:
     """Lava's single wrap of the current into ``(-2^23, 2^23]``."""
-    return u - (2 * U_MAX) * (u > U_MAX).to(u.dtype) + (2 * U_MAX) * (u <= -U_MAX).to(u.dtype)
+    m = LOIHI.state_max
+    return u - (2 * m) * (u > m).to(u.dtype) + (2 * m) * (u <= -m).to(u.dtype)
 
 
 def _conv_wrap(a: torch.Tensor) -> torch.Tensor:
     """Lava's Conv output wrapped into ``[-2^23, 2^23)`` (``lava/proc/conv/utils.signed_clamp``)."""
-    return torch.remainder(a + U_MAX, 2 * U_MAX) - U_MAX
+    m = LOIHI.state_max
+    return torch.remainder(a + m, 2 * m) - m
 
 
 @functools.cache
@@ -113,7 +114,9 @@ class FixedSimulator:
                 )
                 self.current_bound[name] = self.current_bound.get(name, 0.0) + bound
         self.bias = {
-            name: torch.as_tensor(f.bias_mant.astype("float64") * 2**BIAS_EXP, device=self.device)
+            name: torch.as_tensor(
+                f.bias_mant.astype("float64") * LOIHI.bias_unit, device=self.device
+            )
             for name, f in program.fixed.items()
             if f.bias_mant is not None
         }
@@ -133,9 +136,9 @@ class FixedSimulator:
         if not f.graded:
             return 1.0
         if pop.kind == "input":
-            return float(2 ** (INPUT_BITS - 1))
+            return float(2 ** (LOIHI.input_bits - 1))
         if pop.firing.reset.multi_spike:  # a count: the voltage over the threshold
-            return float((U_MAX - 1) // (f.vth << 6))
+            return float((LOIHI.state_max - 1) // (f.vth << LOIHI.vth_shift))
         return self.current_bound[source]
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -169,7 +172,9 @@ class FixedSimulator:
         steps, n = xi.shape[:2]
         if bool((xi == xi[:1]).all()):
             xi = xi[:1]
-        values = {inp.name: _batched(xi.reshape(-1, *inp.shape).to(self._dtype(2**INPUT_BITS)))}
+        values = {
+            inp.name: _batched(xi.reshape(-1, *inp.shape).to(self._dtype(2**LOIHI.input_bits)))
+        }
 
         def over_steps(name: str) -> torch.Tensor:
             v = values[name]
@@ -312,24 +317,28 @@ class FixedSimulator:
         ``trunc`` are several times slower than ``floor`` and float compares.
         """
         f, pop = self.program.fixed[name], self.program.populations[name]
-        if f.du != 4095 or pop.firing.reset.programmed or any(t.map.recurrent for t in pop.terms):
+        if (
+            f.du != LOIHI.du_no_memory
+            or pop.firing.reset.programmed
+            or any(t.map.recurrent for t in pop.terms)
+        ):
             return self._stepwise(name, a, steps, n)
-        keep = DECAY_ONE - f.dv
+        keep = LOIHI.decay_unity - f.dv
         # the decay keep/4096 as c/d in lowest terms: trunc0(v c / d) = floor((v c + (d-1)[v<0]) / d)
-        g = math.gcd(keep, DECAY_ONE)
-        c, d = keep // g, DECAY_ONE // g
+        g = math.gcd(keep, LOIHI.decay_unity)
+        c, d = keep // g, LOIHI.decay_unity // g
         # float32 is exact when the current needs at most one wrap (|u| <= 2^23 after it) and
         # v c + d stays below 2^24 (c = 1); the sum decay + u + bias may then pass 2^24 only
         # where clipping hides the rounding
-        fits = self.current_bound[name] * 64 <= 3 * U_MAX and c <= 1
+        fits = self.current_bound[name] * LOIHI.act_unit <= 3 * LOIHI.state_max and c <= 1
         dtype = torch.float32 if fits else torch.float64
-        u = a.to(dtype).mul_(64)  # in place: fresh buffers cost page faults
-        if self.current_bound[name] * 64 > U_MAX:
+        u = a.to(dtype).mul_(LOIHI.act_unit)  # in place: fresh buffers cost page faults
+        if self.current_bound[name] * LOIHI.act_unit > LOIHI.state_max:
             u = _wrap24(u)
         ub = (
             u.add_(self.bias[name].to(dtype)) if name in self.bias else u
         )  # what each step adds to v
-        theta = float(f.vth << 6)
+        theta = float(f.vth << LOIHI.vth_shift)
         shape = ub.shape[1:]
         ub_t = ub.view(-1, n, *shape)
         if (
@@ -353,7 +362,7 @@ class FixedSimulator:
                     torch.lt(v, 0, out=negative)
                     v.mul_(c).add_(negative, alpha=d - 1).mul_(1 / d).floor_()
                 v.add_(step_input)
-            v.clamp_(-(U_MAX - 1), U_MAX - 1)
+            v.clamp_(-(LOIHI.state_max - 1), LOIHI.state_max - 1)
             torch.gt(v, theta, out=spikes_t[t])
             v.addcmul_(v, spikes_t[t], value=-1)  # reset to 0 where it fired
         return spikes
@@ -372,7 +381,7 @@ class FixedSimulator:
             for i, t in enumerate(pop.terms)
             if t.map.recurrent
         ]
-        theta = float(f.vth << 6)
+        theta = float(f.vth << LOIHI.vth_shift)
         u = torch.zeros_like(a_t[0])
         v = torch.zeros_like(u)
         fired = torch.zeros_like(u, dtype=torch.bool)
@@ -386,14 +395,17 @@ class FixedSimulator:
                     drive = drive + self._recurrent_current(
                         term, w, spikes[t - lag].to(torch.float64), pop.shape
                     )
-            u = _wrap24(torch.trunc(u * (DECAY_ONE - 1 - f.du) / DECAY_ONE) + 64 * drive)
+            u = _wrap24(
+                torch.trunc(u * (LOIHI.decay_unity - LOIHI.du_offset - f.du) / LOIHI.decay_unity)
+                + LOIHI.act_unit * drive
+            )
             v = (
-                torch.trunc(v * (DECAY_ONE - f.dv) / DECAY_ONE)
+                torch.trunc(v * (LOIHI.decay_unity - f.dv) / LOIHI.decay_unity)
                 .add_(u)
                 .add_(bias)
-                .clamp_(-(U_MAX - 1), U_MAX - 1)
+                .clamp_(-(LOIHI.state_max - 1), LOIHI.state_max - 1)
             )
-            out, v, fired = fire_integer(pop.firing, v, theta, fired, U_MAX - 1)
+            out, v, fired = fire_integer(pop.firing, v, theta, fired, LOIHI.state_max - 1)
             spikes[t] = out
         return _batched(spikes.view(steps * n, *u.shape[1:]))
 
@@ -426,7 +438,7 @@ class FixedSimulator:
         """Lava's ``v`` at the last step of a readout read by its voltage (a layer that never
         decays or fires, docs/lava-dl.md): ``v <- v + u + bias`` with ``u = 64 A`` and the bias
         64 times its mantissa, i.e. 64 times the summed integer current and bias."""
-        return scores * 64
+        return scores * LOIHI.act_unit
 
     def in_float_units(self, scores: torch.Tensor) -> torch.Tensor:
         """Integer readout scores in the float model's units: the output's spike counts where
@@ -443,7 +455,7 @@ class FixedSimulator:
         )
         if one_to_one and readout.name not in self.program.readout_bias:
             return scores.to(torch.float64) / float(w[0, 0])
-        return scores.to(torch.float64) * 64 / self.program.fixed[readout.name].scale
+        return scores.to(torch.float64) * LOIHI.act_unit / self.program.fixed[readout.name].scale
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         return self.scores(x).argmax(1)

@@ -38,8 +38,8 @@ from typing import Callable, Iterator
 
 import numpy as np
 
+from ..ir.chip_format import LOIHI
 from ..ir.program import (
-    GRADED_MESSAGE_BITS,
     SIGMA_DELTA_KINDS,
     Fixed,
     Population,
@@ -108,7 +108,7 @@ def _connect_synapse(term, graded: bool, source_out, target_in, always_conv: boo
     from lava.proc.sparse.process import Sparse
 
     m = term.map
-    kw = {"num_message_bits": GRADED_MESSAGE_BITS if graded else 0}
+    kw = {"num_message_bits": LOIHI.graded_payload_bits if graded else 0}
     if kind == "conv":
         (cin, h, w), (cout, oh, ow) = m.in_shape, m.out_shape
         weight = (
@@ -181,7 +181,7 @@ def _build(program: Program, data: np.ndarray, sink_dir: Path, interval: int):
                 dv=int(f.dv),
                 vth=int(f.vth),
                 bias_mant=bias,
-                bias_exp=6,
+                bias_exp=LOIHI.bias_exp,
                 reset_interval=interval,
                 reset_offset=(1 + pop.latency) % interval,
             )
