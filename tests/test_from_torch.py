@@ -723,12 +723,14 @@ def test_spikingjelly_ms_resnet18_blocks_match_its_forward():
 
 
 @pytest.mark.parametrize("soft", [False, True])
-def test_a_reset_loihi_cannot_run_is_refused_by_the_compile(tmp_path, soft):
-    """snnTorch's subtraction and SpikingJelly's soft reset reach the graph as what they are, so the
-    Loihi compile refuses them, naming the neuron (docs/nir.md, conventions)."""
+def test_a_programmed_reset_compiles_for_loihi2_and_loihi1_refuses_it(tmp_path, soft):
+    """snnTorch's subtraction and SpikingJelly's soft reset reach the graph as what they are: the
+    loihi2-sim compile makes them programmed neurons, the loihi1 compile refuses them, naming the
+    neuron (docs/nir.md, conventions)."""
     import nir
 
     from danet_deploy.export import export
+    from danet_deploy.ir.program import read_program
 
     net = (
         sequential("subtract")
@@ -737,9 +739,14 @@ def test_a_reset_loihi_cannot_run_is_refused_by_the_compile(tmp_path, soft):
     )
     nir.write(tmp_path / "net.nir", from_torch(randomise_bn(net), torch.zeros(1, 2, 8, 8)))
     with pytest.raises(UserError, match="'1'" if not soft else "'sn1'") as e:
-        export(tmp_path / "net.nir", "loihi2-sim", tmp_path / "out")
+        export(tmp_path / "net.nir", "loihi1", tmp_path / "out")
     assert "subtract" in str(e.value) and "\n" not in str(e.value)
     assert not (tmp_path / "out").exists()
+    export(tmp_path / "net.nir", "loihi2-sim", tmp_path / "l2")
+    resets = {
+        p.firing.reset for p in read_program(tmp_path / "l2" / "program.h5").populations.values()
+    }
+    assert ("subtract" if soft else "subtract-late") in resets
 
 
 class SharedConv(nn.Module):
