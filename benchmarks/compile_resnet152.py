@@ -46,13 +46,15 @@ def write_inputs(arch: str, ckpt: Path, data: Path, samples: int) -> None:
 
 
 def run_measured(
-    cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
+    cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None = None, quiet: bool = False
 ) -> tuple[float, int]:
     """Wall seconds and peak resident bytes of one child process. Its own peak (``wait4``), not
     the largest of all children; and this process stays small, because a child started by
-    ``vfork`` + ``exec`` inherits its parent's peak as its own starting one (Linux)."""
+    ``vfork`` + ``exec`` inherits its parent's peak as its own starting one (Linux).
+    ``quiet``: the child's output is dropped."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, cwd=cwd)
+    drop = subprocess.DEVNULL if quiet else None
+    proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=drop, stderr=drop)
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(
         status
