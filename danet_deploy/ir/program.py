@@ -19,7 +19,7 @@ import numpy as np
 
 from danet_deploy.errors import UserError
 from danet_deploy.ir.chip_format import LOIHI
-from danet_deploy.ir.resets import PLAIN, Firing
+from danet_deploy.ir.resets import PLAIN, Firing, Reset
 from danet_deploy.outputs import write_hdf5
 
 if TYPE_CHECKING:
@@ -455,6 +455,19 @@ def _file_format(low: Lowered) -> str:
     return PROGRAM_FORMAT
 
 
+def _firing(path: Path, attrs: Any) -> Firing:
+    """A population's firing as ``program.h5`` states it (Loihi's reset to zero where unstated)."""
+    if "reset" not in attrs:
+        return PLAIN
+    reset = str(attrs["reset"])
+    if reset not in {r.value for r in Reset}:
+        raise UserError(
+            f"{path}: population {str(attrs['name'])!r} has an unknown reset {reset!r} (a newer "
+            f"danet-deploy's? known: {', '.join(r.value for r in Reset)})"
+        )
+    return Firing(Reset(reset), bool(attrs["at_threshold"]))
+
+
 def _older_lags(pops: dict[str, Population]) -> None:
     """The Delay nodes on a term's path (``Map.delay``) in a program written before they were
     stored (-1 when read): as it ran then, a forward term's were absorbed into the latency (none
@@ -499,9 +512,7 @@ def read_program(path: Path) -> Program:
                 spike_exp=int(a.get("spike_exp", 0)),
                 state_exp=int(a.get("state_exp", 0)),
                 relu=bool(a.get("relu", False)),
-                firing=(
-                    Firing(str(a["reset"]), bool(a["at_threshold"])) if "reset" in a else PLAIN
-                ),
+                firing=_firing(path, a),
             )
             for tg in sorted(
                 g.get("terms", {}).values(), key=lambda t: int(t.name.rsplit("/", 1)[1])
