@@ -155,30 +155,37 @@ def test_unstated_reset_is_announced_and_a_stated_one_is_used(tmp_path: Path, ca
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["leaky", "rsynaptic"])
-def test_snntorchs_default_neuron_runs_on_loihi2_in_lava_and_loihi1_refuses_it(
-    tmp_path: Path, spike_data: Path, kind: str
+@pytest.mark.parametrize(
+    "kind,reset,rule",
+    [
+        ("leaky", "subtract", "subtract-late"),
+        ("rsynaptic", "subtract", "subtract-late"),
+        ("rleaky", "zero", "zero-late"),
+    ],
+)
+def test_snntorchs_default_timing_runs_on_loihi2_in_lava_and_loihi1_refuses_it(
+    tmp_path: Path, spike_data: Path, kind: str, reset: str, rule: str
 ) -> None:
-    """snnTorch's default reset (subtract, a step late) compiles for loihi2-sim as a programmed
-    neuron (docs/compile.md, "Programmed resets"): Lava's run of our neuron program equals the
-    fast simulator spike for spike, and the report counts it. loihi1's neurons reset to zero
-    only: it refuses the layer in one line, with what to do, and writes nothing."""
-    path = _export_snntorch(_snntorch_net(kind, "subtract", delay=True), tmp_path / f"{kind}.nir")
-    common = ("--data", str(spike_data), "--reset", "snntorch-subtract")
+    """snnTorch's default timing (``reset_delay``: a subtraction, or a recurrent neuron's reset
+    to zero, a step late) compiles for loihi2-sim as a programmed neuron (docs/compile.md,
+    "Programmed resets"): Lava's run of our neuron program equals the fast simulator spike for
+    spike, and the report counts it. loihi1's neurons reset to zero at once only: it refuses
+    the layer in one line, with what to do, and writes nothing."""
+    from danet_deploy.ir.program import read_program
+    from danet_deploy.ir.resets import DESCRIPTIONS, Reset
+
+    path = _export_snntorch(_snntorch_net(kind, reset, delay=True), tmp_path / f"{kind}.nir")
+    common = ("--data", str(spike_data), "--reset", f"snntorch-{reset}")
     proc = run_cli("export", str(path), "-t", "loihi1", *common, "-o", str(tmp_path / "l1"))
     assert proc.returncode == 1
     message = proc.stderr.strip().splitlines()[-1]
-    assert "layer '1" in message and "subtracts the threshold a step after" in message
+    assert "layer '1" in message and DESCRIPTIONS[Reset(rule)] in message
     assert "no programmable neurons" in message and "--reset zero" in message
     assert not (tmp_path / "l1").exists()
     out = tmp_path / "chip"
     run_cli("export", str(path), "-t", "loihi2-sim", *common, "-o", str(out), check=True)
-    from danet_deploy.ir.program import read_program
-    from danet_deploy.ir.resets import Reset
-
-    program = read_program(out / "program.h5")
-    hidden = [p for p in program.populations.values() if p.kind == "lif"]
-    assert {p.firing.reset for p in hidden} == {Reset.SUBTRACT_LATE}
+    hidden = read_program(out / "program.h5").populations["1.lif" if kind[0] == "r" else "1"]
+    assert hidden.firing.reset is Reset(rule)
     result = json.loads(
         run_cli(
             "simulate", str(out), *common[:2], "--backend", "lava", "-n", "6", "--json", check=True
