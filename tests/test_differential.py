@@ -331,3 +331,41 @@ def test_more_random_graphs_with_programmed_resets_compile_exactly(
     lowering: str, reset: str, one_thread
 ) -> None:
     _check(PROGRAMMED_SLOW_SEEDS, lowering, reset)
+
+
+def _leaky(graph: nir.NIRGraph, rng: np.random.Generator) -> nir.NIRGraph:
+    """``graph`` with each IF population made leaky (a LIF whose voltage keeps 1/2 to 4095/4096
+    per step, and a bias), so that Lava's voltage decay and its rounding toward zero are run."""
+    nodes = dict(graph.nodes)
+    for name, node in graph.nodes.items():
+        if isinstance(node, nir.IF):
+            shape = node.v_threshold.shape
+            keep = float(rng.choice([0.5, 0.75, 0.9, 0.999, 4095 / 4096]))
+            nodes[name] = nir.LIF(
+                tau=np.full(shape, 1 / (1 - keep)),
+                r=np.full(shape, 1 / (1 - keep)),
+                v_leak=np.full(shape, float(rng.choice([0.0, 0.3, -0.2]))),
+                v_threshold=node.v_threshold,
+            )
+    return nir.NIRGraph(nodes=nodes, edges=graph.edges, type_check=False, metadata=graph.metadata)
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_the_vectorised_lif_equals_the_step_by_step_one(seed: int, one_thread, monkeypatch):
+    """The fast simulator runs Lava's LIF twice: vectorised over the steps (``_neuron_steps``,
+    float32 where exact) and step by step in float64 (``_stepwise``, for currents that decay,
+    recurrent synapses and programmed resets). On leaky random graphs both give the same spikes
+    in every population (the Lava runs hold the first to Lava; this holds the second to it)."""
+    graph = _leaky(random_graph(seed), np.random.default_rng(seed))
+    shape = graph.nodes["input"].input_type["input"].tolist()
+    x = (torch.rand(8, 64, *shape, generator=torch.Generator().manual_seed(seed)) < 0.4).float()
+    program, _ = compile_graph(
+        from_nir(graph, dt=1.0, reset="zero"), "loihi2-sim", load_profile("loihi2"), "expand", x
+    )
+    assert any(0 < f.dv < 4096 for f in program.fixed.values())
+    vectorised = FixedSimulator(program).run(x, record=True)
+    monkeypatch.setattr(FixedSimulator, "_neuron_steps", FixedSimulator._stepwise)
+    stepwise = FixedSimulator(program).run(x, record=True)
+    for name, values in vectorised.items():
+        assert torch.equal(values.double(), stepwise[name].double()), name
+    assert sum(float(v.sum()) for n, v in vectorised.items() if n != "output") > 0
