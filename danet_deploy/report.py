@@ -234,7 +234,7 @@ def build_report(
 
     from .export import calibration_batch, load_artifact
     from .simulate import evaluation_data, lava_size
-    from .train import correct_predictions, finish_distributed, init_distributed, resolve_device
+    from .devices import correct_predictions, finish_distributed, init_distributed, resolve_device
 
     rank, world, dev = init_distributed(resolve_device(device))
     prof = load_profile(profile)

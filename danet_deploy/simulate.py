@@ -34,7 +34,7 @@ from .outputs import TAGS, check_output_file, write_torch
 from .profiles import load_profile
 from .progress import progress_bar
 from .simulator.fixed import FixedSimulator
-from .train import evaluate, resolve_device
+from .devices import evaluate, resolve_device
 
 BACKENDS = ("fast", "lava")
 MODES = ("fixed", "float")
