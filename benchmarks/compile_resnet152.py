@@ -95,7 +95,7 @@ def main() -> None:
     # what Python with torch and the toolchain imported holds before the export reads anything (left
     # without the interpreter's teardown, which alone takes 0.13 GiB once torch is imported)
     _, baseline = run_measured(
-        [sys.executable, "-c", "import os, danet_deploy.export; os._exit(0)"]
+        [sys.executable, "-c", "import os, danet_deploy.pipeline; os._exit(0)"]
     )
     wall, peak = run_measured(
         [

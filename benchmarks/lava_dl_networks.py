@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from danet_deploy.export import load_artifact
+from danet_deploy.artifacts import load_artifact
 from danet_deploy.simulator.fixed import FixedSimulator
 
 NETX = "tests/lava/lib/dl/netx"

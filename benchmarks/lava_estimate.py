@@ -27,7 +27,7 @@ import nir
 import torch
 
 from danet_deploy.converters.nir_export import to_nir
-from danet_deploy.export import export
+from danet_deploy.pipeline import export
 from danet_deploy.ir.program import read_program
 from danet_deploy.models import build
 from danet_deploy.simulator import lava

@@ -32,7 +32,7 @@ import torch
 from danet_deploy.account import Accountant
 from danet_deploy.ir.program import read_program
 from danet_deploy.data import load_dataset
-from danet_deploy.export import export
+from danet_deploy.pipeline import export
 from danet_deploy.simulator.fixed import FixedSimulator
 from danet_deploy.simulator.lava import run_lava, run_size
 from danet_deploy.train import TrainOptions, train

@@ -25,7 +25,7 @@ from .converters.nir_export import to_nir
 from .converters.nir_import import from_nir
 from .ir.chip_format import LOIHI
 from .ir.graph import FlatGraph
-from .export import calibration_data
+from .artifacts import calibration_data
 from .ir.program import Population, Program, Term
 from .models import Node, SpikingNet
 from .profiles import load_profile

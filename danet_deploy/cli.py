@@ -477,7 +477,7 @@ def export(
     else in it is kept). A non-empty directory that is not an export, the current
     directory, the home directory and / are refused. See docs/compile.md.
     """
-    from .export import export as run_export
+    from .pipeline import export as run_export
 
     out = run_export(
         Path(model),
@@ -587,7 +587,7 @@ def simulate(artifact: str, as_json: bool, **kw) -> None:
     """
     import json
 
-    from .simulate import simulate as run_simulation
+    from .pipeline import simulate as run_simulation
 
     if kw["backend"] == "lava":
         lava_runtime.python("simulate --backend lava")
@@ -707,12 +707,12 @@ def report(
     counts are summed.
     """
     from .outputs import check_output_file
+    from .pipeline import build_report
     from .report import (
         TABLE_LAYOUTS,
         as_core_table,
         as_neurobench_table,
         as_table,
-        build_report,
         render,
         write,
     )
@@ -873,7 +873,7 @@ def compare(
     import json
 
     from .outputs import TAGS, check_output_file
-    from .report import compare as run_compare
+    from .pipeline import compare as run_compare
     from .report import compare_layouts, compare_table, write_text
     from .report_html import compare_page
 

@@ -7,11 +7,10 @@ from pathlib import Path
 from typing import Any
 
 from .chip_tuning import chip_grid
-from .export import export
 from .outputs import check_artifact_dir, check_output_file
+from .pipeline import build_report, export, simulate
 from .progress import console, fitted
-from .report import TABLE_LAYOUTS, as_table, build_report, write
-from .simulate import simulate
+from .report import TABLE_LAYOUTS, as_table, write
 from .train import TrainOptions, model_name, train
 
 

@@ -1,11 +1,14 @@
-"""Run stage: simulate an artifact on a dataset and compare with the float model.
+"""Run stage: run an artifact's program (or its graph in float) on a dataset and compare with the
+float model. It reads artifacts (``artifacts.Artifact``) and compiles nothing: the ``simulate``
+command is driven by ``pipeline.simulate``, which resolves MODEL and compiles what has no
+program yet (docs/compile.md, "Stages").
 
 Backends:
 
 * ``fast`` (default): batched PyTorch on CPU or CUDA, in one of two modes. ``fixed`` runs
   the fixed-point program with Lava's integer arithmetic: a compiled export's own, or, for a
   graph that already holds the chip's integers (a netx file, ``fixed_point = "loihi"``), the
-  program compiled here as ``export --target loihi2-sim`` compiles it. ``float`` runs the graph
+  program compiled as ``export --target loihi2-sim`` compiles it. ``float`` runs the graph
   in float, layer-synchronously: the default for a checkpoint, a ``.nir`` file or a ``nir``
   export. Either mode may be asked for (``fixed`` compiles what has no program yet).
 * ``lava``: the compiled program in Lava's ``Loihi2SimCfg`` (bit-accurate, slow),
@@ -28,13 +31,11 @@ from .data import DataInfo, as_time_series, evaluation_split, first, load_datase
 from .errors import UserError
 from .ir.program import Program
 from .ir.interpreter import ReferenceSimulator
-from .compile import compile_graph
-from .export import CALIBRATION_SAMPLES, Artifact, calibration_batch, load_artifact
+from .artifacts import Artifact
 from .outputs import TAGS, check_output_file, write_torch
-from .profiles import load_profile
 from .progress import progress_bar
 from .simulator.fixed import FixedSimulator
-from .train import evaluate, resolve_device
+from .devices import evaluate, resolve_device
 
 BACKENDS = ("fast", "lava")
 MODES = ("fixed", "float")
@@ -49,20 +50,6 @@ def default_mode(art: Artifact) -> str:
     """``fixed`` for what is a fixed-point network already (a compiled export, a netx file): run
     what it is; ``float`` for a float model (checkpoint, ``.nir``), which has no program yet."""
     return "fixed" if art.program is not None or holds_chip_integers(art) else "float"
-
-
-def fixed_program(art: Artifact, data: str) -> Program:
-    """``art``'s program: its own, else compiled as ``export --target loihi2-sim`` compiles it,
-    with the same calibration samples (for a netx file they only say whether inputs are graded)."""
-    if art.program is None:
-        art.program, _ = compile_graph(
-            art.graph,
-            "loihi2-sim",
-            load_profile("loihi2"),
-            "auto",
-            calibration_batch(art, data, CALIBRATION_SAMPLES),
-        )
-    return art.program
 
 
 def _scores(
@@ -128,29 +115,11 @@ def use_timesteps(art: Artifact, timesteps: int) -> None:
     art.graph.metadata["timesteps"] = timesteps
 
 
-def simulate(
-    artifact: Path,
-    data: str,
-    backend: str = "fast",
-    samples: int | None = None,
-    timesteps: int | None = None,
-    dt: float | None = None,
-    batch_size: int = 64,
-    device: str = "cpu",
-    show_progress: bool = True,
-    keep_input_neurons: bool = False,
-    save_outputs_to: Path | None = None,
-    force: bool = False,
-    reset: str | None = None,
-    discretisation: str | None = None,
-    mode: str | None = None,
-) -> dict[str, Any]:
-    """Accuracy of ``artifact`` on ``data`` and of the float model on the same samples.
-
-    ``mode``: ``fixed`` or ``float`` (module doc); None: :func:`default_mode`.
-    ``save_outputs_to``: write every sample's output (summed over time: spike counts of
-    a spiking output layer, the integer class scores of a readout) to this torch file.
-    """
+def check_options(
+    backend: str, mode: str | None, save_outputs_to: Path | None, force: bool
+) -> None:
+    """The options of a run refused before MODEL is read (``mode``: ``fixed``, ``float`` or
+    None, :func:`default_mode`)."""
     if backend not in BACKENDS:
         raise UserError(f"unknown backend {backend!r}; valid: {', '.join(BACKENDS)}")
     if mode is not None and mode not in MODES:
@@ -166,23 +135,30 @@ def simulate(
                 "--backend lava reports 0 spike mismatches)"
             )
         check_output_file(Path(save_outputs_to), "outputs", force)
-    art: Artifact = load_artifact(
-        Path(artifact),
-        dt,
-        keep_input_neurons=keep_input_neurons,
-        reset=reset,
-        discretisation=discretisation,
-    )
-    if timesteps is not None:
-        use_timesteps(art, timesteps)
-    if backend == "lava" and art.program is None:
-        raise UserError(
-            f"{artifact}: --backend lava needs a compiled export "
-            f"(danet-deploy export MODEL --target loihi2-sim)"
-        )
-    mode = mode or default_mode(art)
-    ds, info = evaluation_data(art, data, samples)
-    program = fixed_program(art, data) if mode == "fixed" else None
+
+
+def run(
+    artifact: Path,
+    art: Artifact,
+    program: Program | None,
+    ds: Dataset,
+    info: DataInfo,
+    data: str,
+    backend: str = "fast",
+    timesteps: int | None = None,
+    batch_size: int = 64,
+    device: str = "cpu",
+    show_progress: bool = True,
+    save_outputs_to: Path | None = None,
+    force: bool = False,
+) -> dict[str, Any]:
+    """Accuracy of ``program`` (``fixed`` mode), else of ``art``'s graph in float, on ``ds``, and of
+    the float model on the same samples; ``artifact``: the MODEL argument ``art`` was read from,
+    ``timesteps``: the ``-T`` asked for. ``save_outputs_to``: write every sample's output (summed
+    over time: spike counts of a spiking output layer, the integer class scores of a readout) to
+    this torch file.
+    """
+    mode = "fixed" if program is not None else "float"
     if program is None and holds_chip_integers(art):
         print(
             f"danet-deploy: {artifact} is a fixed-point network; --mode float runs its float reading (no "

@@ -13,7 +13,7 @@ from danet_deploy.checkpoint import load_model, read_checkpoint
 from danet_deploy.chip_tuning import chip_grid
 from danet_deploy.ir.program import read_program
 from danet_deploy.data import load_dataset
-from danet_deploy.export import export
+from danet_deploy.pipeline import export
 from danet_deploy.models.neurons import CUBA
 from danet_deploy.simulator.fixed import FixedSimulator
 from danet_deploy.train import TrainOptions, train

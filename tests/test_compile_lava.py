@@ -432,8 +432,8 @@ def test_digits_models_in_lava_are_exact_and_fixed_point_keeps_float_predictions
     from danet_deploy.checkpoint import load_model
     from danet_deploy.chip_tuning import chip_grid
     from danet_deploy.data import load_dataset
-    from danet_deploy.export import export
-    from danet_deploy.simulate import simulate
+    from danet_deploy.pipeline import export
+    from danet_deploy.pipeline import simulate
     from danet_deploy.train import TrainOptions, train
 
     ckpt = tmp_path / f"{connection}.pt"
@@ -497,7 +497,7 @@ def test_netx_loads_our_file_and_spikes_like_our_lava_graph(
     from lava.proc.io.source import RingBuffer
 
     from danet_deploy.data import load_dataset
-    from danet_deploy.export import export
+    from danet_deploy.pipeline import export
     from danet_deploy.lavaext.filesink import FileSink
 
     out = export(trained_plain, "loihi2-sim", tmp_path / "plain")

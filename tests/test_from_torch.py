@@ -541,7 +541,7 @@ def export_to_loihi2_sim(tmp_path: Path, net: nn.Module, x: torch.Tensor) -> Pat
     ``loihi2-sim`` with ``x`` as its calibration data (``tmp_path/x.pt``, labels 0)."""
     import nir
 
-    from danet_deploy.export import export
+    from danet_deploy.pipeline import export
 
     nir.write(tmp_path / "net.nir", from_torch(net, x[0], timesteps=len(x)))
     torch.save(
@@ -579,7 +579,7 @@ def test_reduced_spikingjelly_resnets_run_in_lava_as_the_fast_simulator_does(tmp
     the fast simulator's, on active layers; and the float graph still equals SpikingJelly."""
     import nir
 
-    from danet_deploy.simulate import simulate as run
+    from danet_deploy.pipeline import simulate as run
 
     net, x = reduced_spikingjelly_resnet(name, cnf), image(seed=5, size=8)
     out = export_to_loihi2_sim(tmp_path, net, x)
@@ -601,7 +601,7 @@ def test_spikingjelly_resnet18_goes_to_loihi2_sim_and_agrees_on_argmax_as_8_bit_
     docs/nir.md, "On the chip")."""
     import nir
 
-    from danet_deploy.export import load_artifact
+    from danet_deploy.artifacts import load_artifact
     from danet_deploy.simulator.fixed import FixedSimulator
 
     net = spikingjelly_resnet(name, cnf)
@@ -729,7 +729,7 @@ def test_a_programmed_reset_compiles_for_loihi2_and_loihi1_refuses_it(tmp_path, 
     neuron (docs/nir.md, conventions)."""
     import nir
 
-    from danet_deploy.export import export
+    from danet_deploy.pipeline import export
     from danet_deploy.ir.program import read_program
 
     net = (
@@ -895,7 +895,7 @@ def test_a_module_export_states_a_reset_override_and_names_its_folder_after_the_
     overrode, are gone), and the default folder is named after package.module:factory whole, so
     that two factories of one module never share a folder."""
     from danet_deploy.converters.nir_import import read_nir, read_nir_graph
-    from danet_deploy.export import export
+    from danet_deploy.pipeline import export
 
     monkeypatch.chdir(tmp_path)
     options = {"weights": Path("ckpt.pth"), "input_shape": "2,8,8", "timesteps": T}

@@ -76,7 +76,7 @@ def _compiled(path: Path):
 
 def _export(tmp_path: Path, w1: np.ndarray, w2: np.ndarray, samples: int = 2) -> tuple[Path, str]:
     """The chain exported for loihi2-sim, and a ``tensor:`` dataset of ``samples`` inputs."""
-    from danet_deploy.export import export
+    from danet_deploy.pipeline import export
 
     _chain(tmp_path / "chain.nir", w1, w2)
     export(tmp_path / "chain.nir", "loihi2-sim", tmp_path / "chip")
@@ -210,7 +210,7 @@ def test_an_oversized_run_is_refused_in_one_line_before_lava_starts(
 ) -> None:
     """Over the bound: one line naming the program, the estimate, the bound, the fast simulator,
     fewer samples and --force; no Lava worker is started. --force runs it (bit-exact)."""
-    from danet_deploy.simulate import simulate
+    from danet_deploy.pipeline import simulate
 
     rng = np.random.default_rng(0)
     chip, data = _export(tmp_path, rng.normal(1, 0.5, (4, 5)), rng.normal(0, 1, (3, 4)))
@@ -235,7 +235,7 @@ def test_an_oversized_run_is_refused_in_one_line_before_lava_starts(
 
 @pytest.mark.slow
 def test_force_runs_an_oversized_run(tmp_path: Path, monkeypatch) -> None:
-    from danet_deploy.simulate import simulate
+    from danet_deploy.pipeline import simulate
 
     rng = np.random.default_rng(0)
     chip, data = _export(tmp_path, rng.normal(1, 0.5, (4, 5)), rng.normal(0, 1, (3, 4)))
@@ -248,18 +248,18 @@ def test_force_runs_an_oversized_run(tmp_path: Path, monkeypatch) -> None:
 def test_report_refuses_an_oversized_lava_check_before_accounting(
     tmp_path: Path, monkeypatch
 ) -> None:
-    from danet_deploy import report
+    from danet_deploy import pipeline
 
     rng = np.random.default_rng(0)
     chip, data = _export(tmp_path, rng.normal(1, 0.5, (4, 5)), rng.normal(0, 1, (3, 4)))
     monkeypatch.setattr(lava_backend, "LAVA_TIME_BOUND_S", 0.5)
     monkeypatch.setattr(
-        report, "Accountant", lambda *a: pytest.fail("accounted before the refusal")
+        pipeline, "Accountant", lambda *a: pytest.fail("accounted before the refusal")
     )
     with pytest.raises(
         UserError, match=r"fewer samples \(--lava-samples N\).*--force runs it anyway"
     ):
-        report.build_report(chip, "loihi2", data, lava_samples=1, show_progress=False)
+        pipeline.build_report(chip, "loihi2", data, lava_samples=1, show_progress=False)
 
 
 def test_a_stall_names_the_estimate(tmp_path: Path, monkeypatch) -> None:

@@ -15,7 +15,7 @@ import torch
 
 from danet_deploy.compile import compile_graph
 from danet_deploy.errors import UserError
-from danet_deploy.export import load_artifact
+from danet_deploy.artifacts import load_artifact
 from danet_deploy.profiles import load_profile
 from danet_deploy.simulator.fixed import FixedSimulator
 

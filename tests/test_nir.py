@@ -13,7 +13,7 @@ import torch
 from danet_deploy.converters.nir_export import to_nir
 from danet_deploy.converters.nir_import import from_nir, read_nir
 from danet_deploy.errors import UserError
-from danet_deploy.export import export
+from danet_deploy.pipeline import export
 from danet_deploy.models import CONNECTIONS, build
 from danet_deploy.ir.interpreter import ReferenceSimulator, _param
 

@@ -3,6 +3,7 @@ runs the core pipeline from outside the repository, on the core's Python, with n
 
 from __future__ import annotations
 
+import ast
 import json
 import shutil
 import subprocess
@@ -163,3 +164,108 @@ def test_wheel_holds_every_module_and_profile_and_imports_outside_the_repository
         "danet-deploy lava-runtime setup",
         "DANET_DEPLOY_LAVA_RUNTIME",
     )
+
+
+# The pipeline's stages in their order (docs/compile.md, "Stages"): a module imports modules of
+# its own stage, of an earlier one and the shared modules below them all, never a later stage's.
+STAGES = {
+    "models": ("models", "train", "checkpoint"),
+    "export": ("export", "artifacts", "converters", "frontends"),
+    "compile": ("compile", "lowering", "chip_tuning"),
+    "run": ("simulate", "simulator", "lavaext"),
+    "account": ("account",),
+    "report": ("report", "report_format", "report_html"),
+    "drivers": ("pipeline", "demo", "cli", "__main__"),  # above every stage
+}
+# below every stage (the IR package, errors, data, devices, ...): they import only each other
+SHARED = (
+    "ir",
+    "errors",
+    "outputs",
+    "progress",
+    "signals",
+    "heap",
+    "data",
+    "events",
+    "profiles",
+    "lava_runtime",
+    "synapses",
+    "devices",
+    "hw_profiles",
+)
+
+
+def _layer(module: str) -> int:
+    """-1 for a shared module, else its stage's place in ``STAGES``."""
+    top = module.split(".")[0]
+    if top in SHARED:
+        return -1
+    for i, members in enumerate(STAGES.values()):
+        if top in members:
+            return i
+    raise AssertionError(f"danet_deploy.{module}: in no stage; add it to tests/test_packaging.py")
+
+
+def _imports(path: Path, module: str) -> set[str]:
+    """The package's modules that ``module`` imports, at its top or inside a function."""
+    package = module.split(".")[:-1] if path.name != "__init__.py" else module.split(".")
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - (node.level - 1)]
+                parts = [*base, *(node.module.split(".") if node.module else [])]
+            elif (node.module or "").startswith("danet_deploy"):
+                parts = node.module.split(".")[1:]
+            else:
+                continue
+            if parts:
+                found.add(".".join(parts))
+            else:  # from . import x
+                found |= {alias.name for alias in node.names if alias.name != "__version__"}
+        elif isinstance(node, ast.Import):
+            found |= {
+                alias.name.removeprefix("danet_deploy.")
+                for alias in node.names
+                if alias.name.startswith("danet_deploy.")
+            }
+    return found
+
+
+def test_no_stage_imports_a_later_stage() -> None:
+    package = ROOT / "danet_deploy"
+    later = []
+    for path in sorted(package.rglob("*.py")):
+        parts = path.relative_to(package).with_suffix("").parts
+        if parts == ("__init__",):  # the package: __version__, and from_torch on first use
+            continue
+        module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        own = _layer(module)
+        for imported in _imports(path, module):
+            theirs = _layer(imported)
+            if theirs > own or (own == -1 and theirs != -1):
+                later.append(f"{module} imports {imported}")
+    assert not later, later
+
+
+# what the last stages read of the earlier ones: an artifact, a simulator, the accounting; the
+# rest (reading MODEL, compiling, training) is driven by pipeline.py (issue 33)
+READS = {"run": {"artifacts"}, "account": {"simulator"}, "report": {"account"}}
+
+
+def test_run_account_and_report_read_artifacts_and_drive_no_stage() -> None:
+    package = ROOT / "danet_deploy"
+    names = list(STAGES)
+    driving = []
+    for stage, allowed in READS.items():
+        for top in STAGES[stage]:
+            paths = [package / f"{top}.py"] if (package / f"{top}.py").is_file() else []
+            paths += sorted((package / top).rglob("*.py")) if (package / top).is_dir() else []
+            for path in paths:
+                parts = path.relative_to(package).with_suffix("").parts
+                module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+                for imported in _imports(path, module):
+                    theirs = _layer(imported)
+                    if 0 <= theirs < names.index(stage) and imported.split(".")[0] not in allowed:
+                        driving.append(f"{module} imports {imported}")
+    assert not driving, driving

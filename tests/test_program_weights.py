@@ -22,7 +22,7 @@ from danet_deploy.compile import compile_graph, weight_scale
 from danet_deploy.converters.nir_export import to_nir
 from danet_deploy.converters.nir_import import from_nir, read_nir
 from danet_deploy.ir.interpreter import ReferenceSimulator
-from danet_deploy.export import load_artifact
+from danet_deploy.artifacts import load_artifact
 from danet_deploy.ir.program import (
     distinct_part,
     fan_in,

@@ -694,7 +694,7 @@ def test_a_chip_profile_is_held_to_the_widths_the_compiler_writes(
 def test_output_axons_per_core_may_be_left_out_since_no_mapping_reads_it(tmp_path: Path) -> None:
     """``output_axons_per_core`` was required and read by nothing (issue 33): it is recorded,
     optional, and a chip profile without it compiles to the same program (docs/compile.md §5)."""
-    from danet_deploy.export import export
+    from danet_deploy.pipeline import export
 
     text = (Path(__file__).parents[1] / "danet_deploy" / "hw_profiles" / "loihi2.toml").read_text()
     without = tmp_path / "no_output_axons.toml"
@@ -1138,7 +1138,8 @@ def test_the_report_table_fits_the_terminal_and_keeps_every_column_elsewhere(
     trained_digits: Path, columns: int, shown: tuple[str, ...], monkeypatch
 ) -> None:
     from danet_deploy.progress import fitted
-    from danet_deploy.report import TABLE_LAYOUTS, as_table, build_report
+    from danet_deploy.pipeline import build_report
+    from danet_deploy.report import TABLE_LAYOUTS, as_table
 
     rep = build_report(trained_digits, "loihi2", "digits", samples=8, show_progress=False)
     monkeypatch.setenv("COLUMNS", str(columns))

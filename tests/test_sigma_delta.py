@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from danet_deploy.errors import UserError
-from danet_deploy.export import export, load_artifact
+from danet_deploy.artifacts import load_artifact
+from danet_deploy.pipeline import export
 from danet_deploy.ir.program import PROGRAM_FORMAT, PROGRAM_FORMAT_SIGMA_DELTA
 from danet_deploy.ir.sigma_delta import SigmaDelta, SigmaDeltaState
 from danet_deploy.simulator.fixed import FixedSimulator

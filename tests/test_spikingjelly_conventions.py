@@ -102,7 +102,7 @@ def test_convention_comes_from_the_option_for_a_file_that_does_not_state_it(tmp_
 
 
 def _compile(graph: nir.NIRGraph, x: torch.Tensor, tmp_path: Path):
-    from danet_deploy.export import export
+    from danet_deploy.pipeline import export
     from danet_deploy.ir.program import read_program
 
     nir.write(tmp_path / "net.nir", graph)
@@ -227,7 +227,7 @@ def test_spikingjelly_own_export_reads_exactly_with_the_option(tmp_path: Path, k
     case). Compiled with the option, the fixed-point IF fires as the float interpreter."""
     from spikingjelly.activation_based.nir_exchange.to_nir import export_to_nir
 
-    from danet_deploy.export import export
+    from danet_deploy.pipeline import export
     from danet_deploy.ir.program import read_program
     from danet_deploy.simulator.fixed import FixedSimulator
 
