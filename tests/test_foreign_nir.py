@@ -177,7 +177,7 @@ def test_snntorchs_default_neuron_runs_on_loihi2_in_lava_and_loihi1_refuses_it(
     from danet_deploy.ir.resets import Reset
 
     program = read_program(out / "program.h5")
-    hidden = [p for p in program.populations.values() if p.kind == "lif"]
+    hidden = [p for p in program.populations.values() if p.kind.name == "lif"]
     assert {p.firing.reset for p in hidden} == {Reset.SUBTRACT_LATE}
     result = json.loads(
         run_cli(
@@ -615,7 +615,7 @@ def test_a_chain_whose_flat_layer_a_conv_feeds_is_not_written_as_netx() -> None:
         "expand",
         (torch.rand(4, 3, 6, 4, 4) < 0.5).float(),
     )
-    assert [p.kind for p in program.populations.values()] == ["input", "lif", "lif", "readout"]
+    assert [p.kind.name for p in program.populations.values()] == ["input", "lif", "lif", "readout"]
     assert program.populations["lif"].terms[0].map.kind == "conv"
     assert not is_sequential(program)
 
