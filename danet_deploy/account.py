@@ -119,7 +119,7 @@ class Accountant:
         }
 
         def count(name: str, values: torch.Tensor) -> None:
-            if prog.populations[name].kind != "readout":
+            if not prog.populations[name].kind.is_readout:  # a readout sends nothing
                 active[name] = _events_per_neuron(values, prog.fixed[name].graded)
             for (
                 source,
@@ -133,7 +133,7 @@ class Accountant:
         out = self.sim.run(x, observe=count)
         self.samples += x.shape[0]
         for name, pop in prog.populations.items():
-            if pop.kind not in ("input", "readout"):
+            if pop.kind.has_neurons:
                 self.events[name]["graded_spikes" if prog.fixed[name].graded else "spikes"] += (
                     float(active[name].sum())
                 )
@@ -158,7 +158,7 @@ class Accountant:
         prog = self.program
         if not prog.fixed[source].graded:
             return "sops"
-        return "macs" if prog.populations[source].kind == "input" else "graded_ops"
+        return prog.populations[source].kind.graded_message_cost
 
     def all_reduce(self) -> None:
         """Sum the counts of every DDP rank (torchrun), so each holds the whole dataset's.
@@ -216,14 +216,14 @@ class Accountant:
         n = max(self.samples, 1)
         layers = []
         for name, pop in prog.populations.items():
-            if pop.kind == "input":
+            if pop.kind.is_input:
                 continue
             m = mapping[name]
             ev = {k: v / n for k, v in self.events[name].items()}
             neurons = m["neurons"]
             row = {
                 "name": name,
-                "kind": pop.kind,
+                "kind": pop.kind.name,
                 "connection": pop.connection or "other",
                 "neurons": neurons,
                 "synapses": m["synapses"],

@@ -60,7 +60,7 @@ def chip_grid(model: SpikingNet, data: str) -> dict[str, Any]:
         for pop, t in _terms(program) if held is not None else []:
             if node.op == "linear":  # the readout: global average pooling composed into it
                 spread = _spread_over_positions(t.map.values(), held)
-                if pop.kind == "readout" and spread:
+                if pop.kind.is_readout and spread:
                     weights.setdefault(node.name, set()).add(
                         weight_scale(program.fixed, pop, t) / spread
                     )
@@ -130,7 +130,7 @@ def _spread_over_positions(term_weight: np.ndarray, fc: np.ndarray) -> int:
 def _scales(program: Program) -> dict[str, float]:
     """The compiler's ``K`` per population; for the input, its value scale."""
     return {
-        name: f.value_scale if program.populations[name].kind == "input" else f.scale
+        name: f.value_scale if program.populations[name].kind.is_input else f.scale
         for name, f in program.fixed.items()
     }
 
@@ -140,6 +140,6 @@ def _powers_of_two(program: Program) -> dict[str, float]:
     return {
         name: float(2 ** max(LOIHI.act_shift, math.floor(math.log2(k))))
         for name, k in _scales(program).items()
-        if program.populations[name].kind in ("lif", "readout")
-        or (program.populations[name].kind == "input" and program.fixed[name].graded)
+        if program.populations[name].kind.trained_state
+        or (program.populations[name].kind.is_input and program.fixed[name].graded)
     }

@@ -38,7 +38,6 @@ from .ir.chip_format import LOIHI
 from .ir.resets import DESCRIPTIONS, Reset
 from .ir.program import (
     Fixed,
-    SIGMA_DELTA_KINDS,
     Lowered,
     Map,
     Population,
@@ -116,12 +115,12 @@ def _limits(
 def _state_limits(pop: Population, peak: float, measured: bool = True) -> dict[str, float]:
     """The limits of :func:`_limits` that its weights do not set (nor its sources' scales)."""
     limits = {}
-    if pop.kind in ("lif", "gate") and pop.threshold > 0:
+    if pop.kind.spiking and pop.threshold > 0:
         limits["its threshold"] = LOIHI.threshold_max * LOIHI.vth_unit / pop.threshold
     if pop.bias is not None and np.abs(pop.bias).max() > 0:
         limits["its bias"] = LOIHI.bias_mant_max * LOIHI.bias_unit / np.abs(pop.bias).max()
-    if peak > 0 and pop.kind != "readout":
-        bound = RELAY_HEADROOM if pop.kind == "relay" else CURRENT_HEADROOM
+    if peak > 0 and not pop.kind.is_readout:
+        bound = RELAY_HEADROOM if pop.kind.sends_current else CURRENT_HEADROOM
         source = (
             "the largest input current of the calibration data"
             if measured
@@ -146,7 +145,7 @@ def _scale_for(
     exact = _exact_scale(pop, fixed)
     if exact is None or exact > limits[set_by]:
         return float(limits[set_by]), set_by
-    if pop.kind == "relay":
+    if pop.kind.sends_current:
         return exact, "its weights, held exactly"
     return exact * math.floor(limits[set_by] / exact), set_by
 
@@ -173,7 +172,7 @@ def _exact_scale(pop: Population, fixed: dict[str, Fixed]) -> float | None:
     top = max((u.max() for u in units if u.size), default=0.0)
     if not top:
         return None
-    constants = [pop.threshold] if pop.kind in ("lif", "gate") else []  # vth and the bias mantissas
+    constants = [pop.threshold] if pop.kind.spiking else []  # vth and the bias mantissas
     constants = np.unique(
         np.abs(np.concatenate([constants, [] if pop.bias is None else np.ravel(pop.bias)]))
     )
@@ -288,7 +287,7 @@ def _threshold_notes(program: Program) -> list[str]:
 
 
 def _decay(pop: Population) -> int:
-    if pop.kind == "gate" or pop.beta == 0.0:
+    if not pop.kind.voltage_memory or pop.beta == 0.0:
         return LOIHI.decay_unity  # no voltage memory (Lava accepts 4096; v = u each step)
     return int(np.clip(round((1.0 - pop.beta) * LOIHI.decay_unity), 0, LOIHI.decay_unity - 1))
 
@@ -365,7 +364,7 @@ def _input_value_scale(
     full = (2 ** (LOIHI.input_bits - 1) - 1) / input_peak
     q = full
     for pop in lowered.populations.values():
-        if pop.kind == "relay":  # a relay's K is its grid's (docs/compile.md §3)
+        if pop.kind.sends_current:  # a relay's K is its grid's (docs/compile.md §3)
             continue
         wmax = max(
             (
@@ -430,7 +429,7 @@ def quantise(
     holders = Counter(id(t.map) for pop in lowered.populations.values() for t in pop.terms)
     bound: dict[str, float] = {}  # without data: each population's largest |output| (float units)
     for name, pop in lowered.populations.items():
-        if pop.kind == "input":
+        if pop.kind.is_input:
             q = (
                 _input_value_scale(name, lowered, peaks, input_peak)
                 if input_graded and input_peak > 0 and not exact
@@ -443,17 +442,17 @@ def quantise(
             )
             bound[name] = input_peak if input_graded else 1.0
             continue
-        if pop.kind in SIGMA_DELTA_KINDS and not exact:
+        if pop.kind.sigma_delta and not exact:
             raise UserError(
                 f"layer {name!r}: sigma-delta neurons are compiled from the chip's integers only "
                 f"(a lava-dl netx file), not from float weights"
             )
         if peaks is None:
             peak = bound[name] = _worst_current(pop, bound)
-            if pop.kind != "relay":
+            if not pop.kind.sends_current:
                 bound[name] = _spike_bound(pop, peak)
         else:
-            peak = peaks.get(name[: -len(".relay")] if pop.kind == "relay" else name, 0.0)
+            peak = peaks.get(name[: -len(".relay")] if pop.kind.sends_current else name, 0.0)
         k, set_by = (
             (float(LOIHI.act_unit), "the graph's integers")
             if exact
@@ -480,12 +479,13 @@ def quantise(
             err_den += repeats * exact_sq
             err_num += repeats * error_sq
         f.quant_error = math.sqrt(err_num / err_den) if err_den else 0.0
-        if pop.kind == "relay":
-            f.value_scale, f.graded = k / LOIHI.act_unit, True
-        if pop.kind in SIGMA_DELTA_KINDS:  # its payloads are the chip's integers as they are
-            f.graded, f.vth = True, int(round(pop.threshold))
-        if pop.kind in ("lif", "gate"):
-            f.graded = pop.firing.reset.multi_spike  # a spike count: a graded payload of units
+        # a multi-spike reset's count is a graded payload of units
+        f.graded = pop.kind.graded or pop.firing.reset.multi_spike
+        if pop.kind.sends_current:  # its K is the scale of the values it sends
+            f.value_scale = k / LOIHI.act_unit
+        if pop.kind.sigma_delta:  # its payloads are the chip's integers as they are
+            f.vth = int(round(pop.threshold))
+        if pop.kind.spiking:
             f.dv = _decay(pop)
             f.du = _current_decay(pop)
             f.vth = _threshold_integer(pop, k)
@@ -496,7 +496,7 @@ def quantise(
                 )
         if pop.bias is not None:
             mant = np.rint(k * pop.bias / LOIHI.bias_unit)
-            if pop.kind == "relay":
+            if pop.kind.sends_current:
                 raise AssertionError("relays carry no bias")
             f.bias_mant = mant.astype(np.int32)
         fixed[name] = f
@@ -529,13 +529,13 @@ def map_to_cores(lowered: Lowered, profile: Profile, quantised: bool) -> dict[st
     tile = profile.constraints.get("conv_tile_neurons")
     out = {}
     for name, pop in lowered.populations.items():
-        if pop.kind == "input":
+        if pop.kind.is_input:
             continue
         weights = [t.weight_q if quantised else None for t in pop.terms]
         counts = [0 if t.port else synapse_count(t.map, w) for t, w in zip(pop.terms, weights)]
         bit_cost = [wbits + (delay_bits if t.delay else 0) for t in pop.terms]
         per_neuron = sum(fan_in(t.map, w) for t, w in zip(pop.terms, weights) if not t.port)
-        neurons = 0 if pop.kind == "readout" else pop.neurons
+        neurons = pop.neurons if pop.kind.has_neurons else 0
         compartments = max(1, math.ceil(per_neuron / axons))
         if tile is not None and neurons and _convolutional(pop):
             kernel = sum(
@@ -555,7 +555,7 @@ def map_to_cores(lowered: Lowered, profile: Profile, quantised: bool) -> dict[st
             cores = max(by_neurons, by_memory, 1)
             bound = bound_by(cores, by_neurons, by_memory)
         out[name] = {
-            "kind": pop.kind,
+            "kind": pop.kind.name,
             "neurons": neurons,
             "synapses": sum(counts),
             "synapse_bits": bits,
@@ -661,11 +661,15 @@ def _calibration(
 def _check_pipeline(low: Lowered) -> None:
     """A program with sigma-delta populations runs as one pipeline from one start (they have no
     reset); spiking populations start each sample afresh, so the two cannot be mixed yet."""
-    kinds = {p.kind for p in low.populations.values()}
-    if kinds & set(SIGMA_DELTA_KINDS) and kinds & {"lif", "gate", "relay"}:
-        spiking = next(n for n, p in low.populations.items() if p.kind in ("lif", "gate", "relay"))
+    if not low.pipelined:
+        return
+    # neurons that start each sample afresh (Lava's reset interval): LIFs, gates, relays
+    spiking = [
+        n for n, p in low.populations.items() if p.kind.has_neurons and not p.kind.sigma_delta
+    ]
+    if spiking:
         raise UserError(
-            f"layer {spiking!r}: this network mixes spiking (LIF) layers with sigma-delta layers, "
+            f"layer {spiking[0]!r}: this network mixes spiking (LIF) layers with sigma-delta layers, "
             f"which the compiler does not support yet (a network of either kind compiles)"
         )
 
@@ -727,7 +731,7 @@ def compile_graph(
             "counted": "structural (every weight of each synapse group)",
         }
     _check_resets(structures["expand"], profile)
-    relay_pops = any(p.kind == "relay" for p in structures["relay"].populations.values())
+    relay_pops = any(p.kind.sends_current for p in structures["relay"].populations.values())
     del structures, structure  # index arrays of two whole lowerings: gone before calibration's
     return_freed_memory()
     chosen = lowering

@@ -102,7 +102,7 @@ def _compiled_sections(program: Program, costs: dict[str, Any], profile: Profile
         f = program.fixed[name]
         entry = {
             "name": name,
-            "kind": pop.kind,
+            "kind": pop.kind.name,
             "shape": list(pop.shape),
             "connection": pop.connection,
             "latency": pop.latency,
@@ -120,7 +120,7 @@ def _compiled_sections(program: Program, costs: dict[str, Any], profile: Profile
             ],
         }
         layers.append(entry)
-        if pop.kind == "input":
+        if pop.kind.is_input:
             quant[name] = {
                 "graded": f.graded,
                 "value_scale": f.value_scale,

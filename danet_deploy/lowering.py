@@ -38,6 +38,7 @@ import torch
 from .ir.interpreter import linear_step, pair
 from .errors import UserError
 from .ir.graph import FlatGraph
+from .ir.kinds import DELTA, GATE, INPUT, LIF, READOUT, RELAY, SIGMA_DELTA
 from .ir.neurons import dynamics
 from .ir.resets import Reset
 from .ir.program import Lowered, Map, Population, Term, distinct_part, per_tap
@@ -677,7 +678,7 @@ def _neuron_population(
     if isinstance(node, nir.Threshold):
         return Population(
             name,
-            "gate",
+            GATE,
             shape,
             connection,
             beta=0.0,
@@ -687,7 +688,7 @@ def _neuron_population(
     if isinstance(node, SigmaDelta):
         return Population(
             name,
-            "delta" if node.encoder else "sigma_delta",
+            DELTA if node.encoder else SIGMA_DELTA,
             shape,
             connection,
             threshold=_uniform(name, "threshold", node.threshold),
@@ -717,7 +718,7 @@ def _neuron_population(
     )
     pop = Population(
         name,
-        "lif",
+        LIF,
         shape,
         connection,
         beta=uniform["beta"],
@@ -736,7 +737,7 @@ def _bias_source(name: str, connection: str) -> Population:
     """One neuron that fires at every step: through a synapse group it gives a CUBA population
     a constant input current (Loihi's own bias enters the voltage, where the current's
     decay would not shape it)."""
-    return Population(f"{name}.bias", "gate", (1,), connection, threshold=0.0, bias=np.ones(1))
+    return Population(f"{name}.bias", GATE, (1,), connection, threshold=0.0, bias=np.ones(1))
 
 
 def lower(graph: FlatGraph, lowering: str, with_weights: bool = True) -> Lowered:
@@ -753,10 +754,10 @@ def lower(graph: FlatGraph, lowering: str, with_weights: bool = True) -> Lowered
     for name, node in graph.nodes.items():
         conn = str(node.metadata.get("connection", ""))
         if name in graph.inputs:
-            pops[name] = Population(name, "input", graph.shapes[name], conn)
+            pops[name] = Population(name, INPUT, graph.shapes[name], conn)
             continue
         if name in graph.outputs:
-            pop = Population(name, "readout", graph.shapes[name], conn)
+            pop = Population(name, READOUT, graph.shapes[name], conn)
         elif low.is_population(name):
             pop = _neuron_population(name, node, graph.shapes[name], graph, conn)
         elif isinstance(node, (nir.LI, nir.I)):
@@ -768,7 +769,7 @@ def lower(graph: FlatGraph, lowering: str, with_weights: bool = True) -> Lowered
             continue
         terms, path_bias = low.input_sum(name)
         pop.terms = [Term(s, m, "recurrent" if m.recurrent else c) for s, m, c in _merge(terms)]
-        if pop.kind == "delta" and [(t.source, t.map.identity) for t in pop.terms] == [
+        if pop.kind.encoder and [(t.source, t.map.identity) for t in pop.terms] == [
             (graph.inputs[0], True)
         ]:
             pop.terms[0].port = True  # an encoder reads the input itself
@@ -794,7 +795,7 @@ def lower(graph: FlatGraph, lowering: str, with_weights: bool = True) -> Lowered
         shape = graph.shapes[graph.sources[relayed][0]]
         pops[low.relay_name(relayed)] = Population(
             low.relay_name(relayed),
-            "relay",
+            RELAY,
             shape,
             low.connection(relayed),
             terms=[Term(s, m, c) for s, m, c in low.relay_terms(relayed)],

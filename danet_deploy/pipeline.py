@@ -412,7 +412,7 @@ def compare(
             read_nir(chip / "graph.nir"), "relay", with_weights=False
         ).populations.values()
         if any(
-            p.kind == "relay" for p in relayed
+            p.kind.sends_current for p in relayed
         ):  # only a graph with sums to relay differs from expand
             rows.append(account(ckpt, conn, "relay")[1])
     ranking = sorted(range(len(rows)), key=lambda i: rows[i]["dynamic_uj"])

@@ -52,7 +52,7 @@ def _brute_force(program, x: torch.Tensor) -> dict[str, dict[str, float]]:
             fx = program.fixed[t.source]
             kind = (
                 "macs"
-                if program.populations[t.source].kind == "input" and fx.graded
+                if program.populations[t.source].kind.name == "input" and fx.graded
                 else "graded_ops"
                 if fx.graded
                 else "sops"
@@ -178,6 +178,7 @@ def test_loihi2_tiles_convolutions_along_their_width_and_stores_each_kernel_once
     """A layer fed by convolutions alone is tiled (power-of-two widths, below 4,096 neurons) and
     every core holds its kernel once; dense layers, and every layer on Loihi 1, unroll as before."""
     from danet_deploy.compile import conv_tiles, map_to_cores
+    from danet_deploy.ir.kinds import INPUT, LIF
     from danet_deploy.ir.program import Lowered, Map, Population, Term
 
     assert {
@@ -195,14 +196,14 @@ def test_loihi2_tiles_convolutions_along_their_width_and_stores_each_kernel_once
     dense = Map("dense", (2560,), (100,), None)
     low = Lowered(
         {
-            "in": Population("in", "input", (3, 66, 200), "plain"),
+            "in": Population("in", INPUT, (3, 66, 200), "plain"),
             "conv": Population(
-                "conv", "lif", (24, 32, 99), "plain", terms=[Term("in", conv, "plain", 0, weight)]
+                "conv", LIF, (24, 32, 99), "plain", terms=[Term("in", conv, "plain", 0, weight)]
             ),
-            "flat": Population("flat", "input", (2560,), "plain"),
+            "flat": Population("flat", INPUT, (2560,), "plain"),
             "fc": Population(
                 "fc",
-                "lif",
+                LIF,
                 (100,),
                 "plain",
                 terms=[Term("flat", dense, "plain", 0, np.ones((100, 2560), np.int16))],

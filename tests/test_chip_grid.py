@@ -70,7 +70,7 @@ def test_the_program_holds_the_trained_weights_and_spikes_as_slayer_does(
         )
     for name, scale in grid["scales"].items():  # the compiler kept the scales training used
         assert program.fixed[name].scale == scale or program.fixed[name].value_scale == scale, name
-        if program.populations[name].kind in (
+        if program.populations[name].kind.name in (
             "lif",
             "readout",
         ):  # slayer's state and the scores are exact

@@ -114,7 +114,7 @@ def test_tiny_residual_lava_equals_fixed_point_reference(
     fast = FixedSimulator(program)
     expected = fast.run(x, record=True)
     got = run_lava(tmp_path / "program.h5", program, fast.encode(x).numpy())
-    assert set(got) == {n for n, p in pops.items() if p.kind != "input"}
+    assert set(got) == {n for n, p in pops.items() if p.kind.name != "input"}
     for name, values in got.items():
         assert torch.equal(torch.as_tensor(values), expected[name]), name
     assert all(int(expected[n].sum()) > 0 for n in ("lif1", "lif2", "lif3")), "no spikes: vacuous"
@@ -516,7 +516,7 @@ def test_netx_loads_our_file_and_spikes_like_our_lava_graph(
     )
     src = RingBuffer(data=data)
     src.s_out.connect(net.inp)
-    lifs = [n for n, p in program.populations.items() if p.kind == "lif"]
+    lifs = [n for n, p in program.populations.items() if p.kind.name == "lif"]
     sinks = []
     for i, block in enumerate(net.layers[: len(lifs)]):
         sink = FileSink(

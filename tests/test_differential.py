@@ -262,11 +262,11 @@ def _differences(seed: int, lowering: str, reset: str = "zero") -> tuple[list[st
     fixed = FixedSimulator(program).run(x.float(), record=True)
     wrong = []
     for name, pop in program.populations.items():
-        if pop.kind == "lif":
+        if pop.kind.name == "lif":
             got, want = fixed[name].double(), reference[name].reshape(fixed[name].shape)
             if not torch.equal(got, want):
                 wrong.append(f"{name}: {int((got != want).sum())} of {got.numel()} spikes differ")
-        elif pop.kind == "readout":
+        elif pop.kind.name == "readout":
             got = fixed[name].double() * 64 / program.fixed[name].scale
             bias = program.readout_bias.get(name)
             if bias is not None:
@@ -279,7 +279,9 @@ def _differences(seed: int, lowering: str, reset: str = "zero") -> tuple[list[st
                 wrong.append(
                     f"{name}: readout differs by up to {float((got - want).abs().max()):.3g}"
                 )
-    spikes = sum(int(fixed[n].sum()) for n, p in program.populations.items() if p.kind == "lif")
+    spikes = sum(
+        int(fixed[n].sum()) for n, p in program.populations.items() if p.kind.name == "lif"
+    )
     return inexact + wrong, spikes
 
 

@@ -622,7 +622,7 @@ def test_a_chain_whose_flat_layer_a_conv_feeds_is_not_written_as_netx() -> None:
         "expand",
         (torch.rand(4, 3, 6, 4, 4) < 0.5).float(),
     )
-    assert [p.kind for p in program.populations.values()] == ["input", "lif", "lif", "readout"]
+    assert [p.kind.name for p in program.populations.values()] == ["input", "lif", "lif", "readout"]
     assert program.populations["lif"].terms[0].map.kind == "conv"
     assert not is_sequential(program)
 

@@ -109,7 +109,7 @@ def _program(path: Path, x: torch.Tensor, keep_input_neurons: bool = False):
 
 def _output_spikes(program, x: torch.Tensor) -> np.ndarray:
     """The last spiking population's spikes ``[N, T, out]`` in the fast simulator."""
-    last = [n for n, p in program.populations.items() if p.kind == "lif"][-1]
+    last = [n for n, p in program.populations.items() if p.kind.name == "lif"][-1]
     return FixedSimulator(program).run(x, record=True)[last].transpose(0, 1).numpy()
 
 

@@ -67,7 +67,7 @@ class TermLayers(nn.Module):
             {
                 _key(name): nn.ReLU()
                 for name, pop in program.populations.items()
-                if pop.kind not in ("input", "readout")
+                if pop.kind.name not in ("input", "readout")
             }
         )
 
@@ -156,7 +156,7 @@ def test_neurobench_agrees_on_a_plain_network(tmp_path: Path) -> None:
     neurons = sum(
         program.mapping[name]["neurons"]
         for name, pop in program.populations.items()
-        if pop.kind != "input"
+        if pop.kind.name != "input"
     )
     assert deployed["MembraneUpdates"] == neurons * x.shape[1]
     assert deployed["NeuronOperations"] == {
@@ -294,7 +294,7 @@ def test_deployed_neuron_operations_charge_a_current_as_neurobench_charges_synap
     expected = sum(
         program.mapping[name]["neurons"] * 4 * (8 if name in cuba else 4)
         for name, pop in program.populations.items()
-        if pop.kind != "input"
+        if pop.kind.name != "input"
     )
     assert ops == {"Effective Neuron Ops": expected, "Neuron Dense Ops": expected}
 

@@ -66,7 +66,7 @@ def _held_once(program):
 def test_a_pooled_readout_is_held_once_and_rounds_as_its_every_tap_would(tmp_path: Path) -> None:
     program, _ = _compiled(tmp_path, keep_float=True)
     held = _held_once(program)
-    assert [pop.kind for pop, _ in held] == ["readout"]
+    assert [pop.kind.name for pop, _ in held] == ["readout"]
     pop, term = held[0]
     assert term.weight_q.shape[2:] != (1, 1) and term.weight_q.strides[2:] == (0, 0)
     whole = np.array(term.map.weight)  # every tap, materialised
@@ -259,7 +259,9 @@ def test_float32_weights_held_as_they_are_compile_to_the_integers_of_float64_one
         t.map.weight
         for pop in programs[0].populations.values()
         for t in pop.terms
-        if t.map.weight.dtype == np.float32 and pop.kind == "lif" and not _an_identity(t.map.weight)
+        if t.map.weight.dtype == np.float32
+        and pop.kind.name == "lif"
+        and not _an_identity(t.map.weight)
     ]
     conv_weights = [
         np.asarray(n.weight) for n in nir_graph.nodes.values() if isinstance(n, nir.Conv2d)

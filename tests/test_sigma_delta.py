@@ -218,7 +218,7 @@ def test_the_compiled_program_holds_the_files_integers_and_says_it_is_pipelined(
     assert program.lowered.pipelined
     with h5py.File(outdir / "program.h5") as f:
         assert f.attrs["format"] == PROGRAM_FORMAT_SIGMA_DELTA
-    kinds = {n: p.kind for n, p in program.populations.items()}
+    kinds = {n: p.kind.name for n, p in program.populations.items()}
     assert kinds == {
         "input": "input",
         "0.neuron": "delta",

@@ -125,7 +125,7 @@ def test_hard_reset_compiles_exactly_for_loihi(tmp_path: Path, v_reset: float, c
     net, x = jelly_mlp("IF", v_reset), spike_trains()
     graph = from_torch(net, x[0], timesteps=T)
     program, out = _compile(graph, x, tmp_path)
-    lifs = [name for name, p in program.populations.items() if p.kind == "lif"]
+    lifs = [name for name, p in program.populations.items() if p.kind.name == "lif"]
     assert len(lifs) == 2
     for (
         name

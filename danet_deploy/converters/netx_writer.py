@@ -32,21 +32,21 @@ def is_sequential(program: Program) -> bool:
     reset to zero: a programmed reset, ir/resets.py, has no netx form)."""
     pops = list(program.populations.values())
     for prev, pop in zip(pops, pops[1:]):
-        if pop.kind not in ("lif", "readout") or len(pop.terms) != 1 or pop.firing.reset.programmed:
+        if not pop.kind.netx or len(pop.terms) != 1 or pop.firing.reset.programmed:
             return False
         t = pop.terms[0]
         if t.source != prev.name or t.delay:
             return False
         bias = program.fixed[pop.name].bias_mant
-        if pop.kind == "lif" and (
+        if not pop.kind.is_readout and (
             t.map.kind != "conv" or bias is not None and _channel_bias(bias) is None
         ):
             return False
         if (
-            pop.kind == "lif" and len(pop.shape) != 3
+            not pop.kind.is_readout and len(pop.shape) != 3
         ):  # a flat population a conv feeds: lowering._channels_only
             return False
-    return pops[-1].kind == "readout" and all(p.kind != "readout" for p in pops[:-1])
+    return pops[-1].kind.is_readout and not any(p.kind.is_readout for p in pops[:-1])
 
 
 def write_netx(path: Path, program: Program) -> None:
@@ -69,7 +69,7 @@ def _fill_netx(file: BinaryIO, program: Program) -> None:
         for pop in pops[1:]:
             t = pop.terms[0]
             fx = program.fixed[pop.name]
-            if pop.kind == "readout":
+            if pop.kind.is_readout:
                 layer("flatten", (int(np.prod(t.map.in_shape)), 1, 1))
                 g = layer("dense", (pop.neurons,))
                 g.create_dataset(

@@ -19,6 +19,7 @@ import numpy as np
 
 from danet_deploy.errors import UserError
 from danet_deploy.ir.chip_format import LOIHI
+from danet_deploy.ir.kinds import PopulationKind, kind_named
 from danet_deploy.ir.resets import PLAIN, Firing, Reset
 from danet_deploy.outputs import write_hdf5
 
@@ -42,10 +43,6 @@ READABLE_FORMATS = (
     PROGRAM_FORMAT_SIGMA_DELTA,
     PROGRAM_FORMAT_PROGRAMMED,
 )
-SIGMA_DELTA_KINDS = (
-    "delta",
-    "sigma_delta",
-)  # populations of Lava's Delta and SigmaDelta (ir/sigma_delta.py)
 
 
 @dataclass
@@ -196,7 +193,7 @@ class Population:
     """Neurons of one layer (or the input, a relay, a readout) and what feeds them."""
 
     name: str
-    kind: str  # input | lif | gate | relay | readout | delta | sigma_delta
+    kind: PopulationKind  # what it computes, and what the stages ask of it (ir/kinds.py)
     shape: tuple[int, ...]
     connection: str
     terms: list[Term] = field(default_factory=list)
@@ -225,11 +222,11 @@ class Lowered:
 
     @property
     def input(self) -> Population:
-        return next(p for p in self.populations.values() if p.kind == "input")
+        return next(p for p in self.populations.values() if p.kind.is_input)
 
     @property
     def readouts(self) -> list[Population]:
-        return [p for p in self.populations.values() if p.kind == "readout"]
+        return [p for p in self.populations.values() if p.kind.is_readout]
 
     @property
     def latency(self) -> int:
@@ -241,7 +238,7 @@ class Lowered:
         populations have no reset, so a layer's start-up, before its first input arrives, shapes
         its state: docs/lava-dl.md, "Sigma-delta networks"); else each population's window starts
         afresh when its first input arrives."""
-        return any(p.kind in SIGMA_DELTA_KINDS for p in self.populations.values())
+        return any(p.kind.sigma_delta for p in self.populations.values())
 
 
 @dataclass
@@ -392,7 +389,7 @@ def _fill_program(file: BinaryIO, program: Program) -> None:
             g.attrs.update(
                 {
                     "name": name,
-                    "kind": pop.kind,
+                    "kind": pop.kind.name,
                     "shape": list(pop.shape),
                     "latency": pop.latency,
                     "connection": pop.connection,
@@ -410,7 +407,7 @@ def _fill_program(file: BinaryIO, program: Program) -> None:
                     "quant_error": fx.quant_error,
                 }
             )
-            if pop.kind in SIGMA_DELTA_KINDS:
+            if pop.kind.sigma_delta:
                 g.attrs.update(
                     {"spike_exp": pop.spike_exp, "state_exp": pop.state_exp, "relu": pop.relu}
                 )
@@ -501,7 +498,7 @@ def read_program(path: Path) -> Program:
             shape = tuple(int(v) for v in a["shape"])
             pop = Population(
                 str(a["name"]),
-                str(a["kind"]),
+                kind_named(str(a["kind"])),
                 shape,
                 str(a["connection"]),
                 beta=float(a["beta"]),

@@ -135,7 +135,7 @@ class FixedSimulator:
         f, pop = self.program.fixed[source], self.program.populations[source]
         if not f.graded:
             return 1.0
-        if pop.kind == "input":
+        if pop.kind.is_input:
             return float(2 ** (LOIHI.input_bits - 1))
         if pop.firing.reset.multi_spike:  # a count: the voltage over the threshold
             return float((LOIHI.state_max - 1) // (f.vth << LOIHI.vth_shift))
@@ -185,12 +185,10 @@ class FixedSimulator:
         pending = dict(self.consumers)
         keep = set(prog.populations) if record else {p.name for p in prog.lowered.readouts}
         for name, pop in prog.populations.items():
-            if pop.kind == "input":
+            if pop.kind.is_input:
                 continue
-            a = self._current(name, values, n, steps)
-            values[name] = (
-                a if pop.kind in ("relay", "readout") else self._neuron_steps(name, a, steps, n)
-            )
+            a = self._current(name, values, n, steps)  # a relay sends it, a readout's is recorded
+            values[name] = self._neuron_steps(name, a, steps, n) if pop.kind.spiking else a
             if observe:
                 observe(name, over_steps(name))
             for t in pop.terms:  # free what no later population reads
@@ -207,12 +205,12 @@ class FixedSimulator:
         for name, values in self._timelines(x, keep=set()):
             pop = self.program.populations[name]
             window = values[pop.latency :]
-            if pop.kind == "readout":  # what it summed before its window
+            if pop.kind.is_readout:  # what it summed before its window
                 window = window.clone()
                 window[0] += values[: pop.latency].sum(0)
             if observe:
                 observe(name, window)
-            if record or pop.kind == "readout":
+            if record or pop.kind.is_readout:
                 out[name] = window
         return out
 
@@ -232,10 +230,10 @@ class FixedSimulator:
         pending = dict(self.consumers)
         yield inp.name, timeline[inp.name]
         for name, pop in prog.populations.items():
-            if pop.kind == "input":
+            if pop.kind.is_input:
                 continue
             a = self._pipelined_input(name, timeline, pop.latency + steps)
-            timeline[name] = a if pop.kind == "readout" else self._sigma_delta_steps(name, a)
+            timeline[name] = self._sigma_delta_steps(name, a) if pop.kind.sigma_delta else a
             for t in pop.terms:
                 pending[t.source] -= 1
                 if not pending[t.source] and t.source not in keep:
@@ -272,7 +270,7 @@ class FixedSimulator:
         node = SigmaDelta(
             threshold=np.full(pop.shape, f.vth),
             bias=0 if f.bias_mant is None else f.bias_mant,
-            encoder=pop.kind == "delta",
+            encoder=pop.kind.encoder,
             relu=pop.relu,
             spike_exp=pop.spike_exp,
             state_exp=pop.state_exp,

@@ -39,8 +39,8 @@ from typing import Callable, Iterator
 import numpy as np
 
 from ..ir.chip_format import LOIHI
+from ..ir.kinds import DELTA, GATE, INPUT, LIF, READOUT, RELAY, SIGMA_DELTA, PopulationKind
 from ..ir.program import (
-    SIGMA_DELTA_KINDS,
     Fixed,
     Population,
     Program,
@@ -147,21 +147,100 @@ def synapse_process(term, always_conv: bool = False) -> str:
     return "dense" if entries <= DENSE_LIMIT else "sparse"  # numpy beats scipy at this size
 
 
+def _ring_buffer(pop: Population, f: Fixed, data: np.ndarray, interval: int):
+    """The input: Lava's ``RingBuffer`` playing ``data`` (``[inputs, steps]``)."""
+    from lava.proc.io.source import RingBuffer
+
+    return RingBuffer(data=data.astype(np.int32))
+
+
+def _lif(pop: Population, f: Fixed, data: np.ndarray, interval: int):
+    """A LIF or a gate: Lava's ``LIFReset`` (each sample afresh, from ``1 + latency``), or
+    danet-deploy's ``ProgrammedLIF`` for a reset Lava's LIF does not run (ir/resets.py)."""
+    from lava.proc.lif.process import LIFReset
+
+    from ..lavaext.neuron import ProgrammedLIF
+
+    bias = f.bias_mant.reshape(-1).astype(np.int32) if f.bias_mant is not None else 0
+    lif = dict(
+        shape=(pop.neurons,),
+        du=int(f.du),
+        dv=int(f.dv),
+        vth=int(f.vth),
+        bias_mant=bias,
+        bias_exp=LOIHI.bias_exp,
+        reset_interval=interval,
+        reset_offset=(1 + pop.latency) % interval,
+    )
+    fires = pop.firing
+    if fires.reset.programmed:
+        return ProgrammedLIF(reset=fires.reset.value, at_threshold=fires.at_threshold, **lif)
+    return LIFReset(**lif)
+
+
+def _graded_vec(pop: Population, f: Fixed, data: np.ndarray, interval: int):
+    """A relay: Lava's ``GradedVec`` with ``vth = 0`` sends its summed input as it is."""
+    from lava.proc.graded.process import GradedVec
+
+    return GradedVec(shape=(pop.neurons,), vth=0)
+
+
+def _no_process(pop: Population, f: Fixed, data: np.ndarray, interval: int) -> None:
+    """A readout: no neurons; its synapses feed a sink, which records their summed current."""
+    return None
+
+
+def _delta(pop: Population, f: Fixed, data: np.ndarray, interval: int):
+    """A sigma-delta encoder: lava-nc's own ``Delta`` (its constructor shifts ``vth`` up by
+    ``spike_exp + state_exp`` itself)."""
+    from lava.proc.sdn.process import Delta
+
+    return Delta(
+        shape=(pop.neurons,), vth=int(f.vth), spike_exp=pop.spike_exp, state_exp=pop.state_exp
+    )
+
+
+def _sigma_delta(pop: Population, f: Fixed, data: np.ndarray, interval: int):
+    """A sigma-delta neuron: lava-nc's own ``SigmaDelta`` (its constructor shifts ``vth`` and
+    ``bias`` up by ``spike_exp + state_exp`` itself)."""
+    from lava.proc.sdn.process import ActivationMode, SigmaDelta
+
+    bias = f.bias_mant.reshape(-1).astype(np.int64) if f.bias_mant is not None else 0
+    mode = ActivationMode.RELU if pop.relu else ActivationMode.UNIT
+    return SigmaDelta(
+        shape=(pop.neurons,),
+        vth=int(f.vth),
+        bias=bias,
+        act_mode=mode,
+        spike_exp=pop.spike_exp,
+        state_exp=pop.state_exp,
+    )
+
+
+# How Lava runs each population kind (ir/kinds.py): ``(population, its integers, the input data
+# [inputs, steps], the reset interval) -> its process``, or None where it has none
+LAVA_PROCESSES: dict[PopulationKind, Callable[[Population, Fixed, np.ndarray, int], object]] = {
+    INPUT: _ring_buffer,
+    LIF: _lif,
+    GATE: _lif,
+    RELAY: _graded_vec,
+    READOUT: _no_process,
+    DELTA: _delta,
+    SIGMA_DELTA: _sigma_delta,
+}
+
+
 def _build(program: Program, data: np.ndarray, sink_dir: Path, interval: int):
     """The Lava processes for ``program`` fed by ``data`` ``[inputs, steps]``; returns the source.
 
-    Every population is recorded, ``SINK_PORTS`` to a sink; the sink that holds the last
-    population reports every step on stdout (the parent's progress).
+    Each population's process is its kind's entry of ``LAVA_PROCESSES``. Every population but
+    the input is recorded, ``SINK_PORTS`` to a sink; the sink that holds the last population
+    reports every step on stdout (the parent's progress).
     """
-    from lava.proc.graded.process import GradedVec
-    from lava.proc.io.source import RingBuffer
-    from lava.proc.lif.process import LIFReset
-
     from ..lavaext.delay import DelayLine
     from ..lavaext import SINK_PORTS
     from ..lavaext.filesink import FileSink
     from ..lavaext.gate import SampleGate
-    from ..lavaext.neuron import ProgrammedLIF
 
     steps = data.shape[1]
     procs, targets, lines = {}, {}, {}
@@ -169,32 +248,12 @@ def _build(program: Program, data: np.ndarray, sink_dir: Path, interval: int):
     source = None
     for name, pop in program.populations.items():
         f = program.fixed[name]
-        n = (pop.neurons,)
-        if pop.kind == "input":
-            procs[name] = source = RingBuffer(data=data.astype(np.int32))
+        proc = LAVA_PROCESSES[pop.kind](pop, f, data, interval)
+        if proc is not None:
+            procs[name] = proc
+        if pop.kind.is_input:
+            source = proc
             continue
-        if pop.kind in ("lif", "gate"):
-            bias = f.bias_mant.reshape(-1).astype(np.int32) if f.bias_mant is not None else 0
-            lif = dict(
-                shape=n,
-                du=int(f.du),
-                dv=int(f.dv),
-                vth=int(f.vth),
-                bias_mant=bias,
-                bias_exp=LOIHI.bias_exp,
-                reset_interval=interval,
-                reset_offset=(1 + pop.latency) % interval,
-            )
-            fires = pop.firing
-            procs[name] = (
-                ProgrammedLIF(reset=fires.reset.value, at_threshold=fires.at_threshold, **lif)
-                if fires.reset.programmed
-                else LIFReset(**lif)
-            )
-        elif pop.kind == "relay":
-            procs[name] = GradedVec(shape=n, vth=0)
-        elif pop.kind in SIGMA_DELTA_KINDS:
-            procs[name] = _sigma_delta(pop, f)
         records.append((name, record_dtype(pop, f)))
     for first in range(0, len(records), SINK_PORTS):
         chunk = records[first : first + SINK_PORTS]
@@ -241,22 +300,9 @@ def _build(program: Program, data: np.ndarray, sink_dir: Path, interval: int):
 
 
 def record_dtype(pop: Population, fixed: Fixed) -> str:
-    """How the sinks record a population: spikes in int8, graded values (spike counts too)
-    in int32."""
-    return "int8" if pop.kind in ("lif", "gate") and not fixed.graded else "int32"
-
-
-def _sigma_delta(pop, f):
-    """lava-nc's own Delta (an encoder) or SigmaDelta process for a sigma-delta population
-    (their constructors shift ``vth`` and ``bias`` up by ``spike_exp + state_exp`` themselves)."""
-    from lava.proc.sdn.process import ActivationMode, Delta, SigmaDelta
-
-    exponents = {"spike_exp": pop.spike_exp, "state_exp": pop.state_exp}
-    if pop.kind == "delta":
-        return Delta(shape=(pop.neurons,), vth=int(f.vth), **exponents)
-    bias = f.bias_mant.reshape(-1).astype(np.int64) if f.bias_mant is not None else 0
-    mode = ActivationMode.RELU if pop.relu else ActivationMode.UNIT
-    return SigmaDelta(shape=(pop.neurons,), vth=int(f.vth), bias=bias, act_mode=mode, **exponents)
+    """How the sinks record a population: binary spikes in int8; graded values (spike counts
+    too) and a readout's current in int32."""
+    return "int8" if pop.kind.has_neurons and not fixed.graded else "int32"
 
 
 def run_size(program: Program, samples: int, steps: int) -> dict[str, int]:
@@ -268,11 +314,11 @@ def run_size(program: Program, samples: int, steps: int) -> dict[str, int]:
     convolutions laid out as a matrix (one at a time, at start-up: ``Map.matrix``)."""
     from ..lavaext import SINK_PORTS
 
-    pops = [p for p in program.populations.values() if p.kind != "input"]
+    pops = [p for p in program.populations.values() if not p.kind.is_input]
     terms = [t for p in pops for t in p.terms if not t.port]
     lines = {(t.source, t.delay, t.lag) for t in terms if t.delay}
     gates = sum(bool(t.lag) for t in terms)
-    neurons = sum(p.kind != "readout" for p in pops)
+    neurons = sum(p.kind.has_neurons for p in pops)
     sinks = -(-len(pops) // SINK_PORTS)
     work = {
         "dense_entries": 0,
@@ -650,7 +696,7 @@ def _collect(
         proc.wait()
     out = {}
     for name, pop in program.populations.items():
-        if pop.kind == "input":
+        if pop.kind.is_input:
             continue
         rec = _recording(
             tmp_path / f"{name}.npy",
@@ -660,7 +706,7 @@ def _collect(
         )  # sample k, step t at k*T + t + latency
         idx = np.arange(n)[:, None] * steps + np.arange(steps)[None, :] + pop.latency
         window = rec[idx].transpose(1, 0, 2).astype(np.int64)
-        if program.lowered.pipelined and pop.kind == "readout":  # one sample: what it summed before
+        if program.lowered.pipelined and pop.kind.is_readout:  # one sample: what it summed before
             window[0] += rec[: pop.latency].sum(0, dtype=np.int64)
         out[name] = window.reshape(steps, n, *pop.shape)
     return out
