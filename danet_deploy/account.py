@@ -88,14 +88,14 @@ class Accountant:
         self.edge_events = {
             (name, i): 0.0
             for name, pop in program.populations.items()
-            for i in range(len(pop.terms))
+            for i in range(len(pop.synapse_groups))
         }
         # how many synapses leave each source neuron (nonzero weights, borders exact): an event
         # costs its neuron's fan-out, so counting is one multiply-add per neuron and step
         self.fan_out = {
             (name, i): self._fan_out(t, (self.sim.weights[(name, i)] != 0).to(torch.float64))
             for name, pop in program.populations.items()
-            for i, t in enumerate(pop.terms)
+            for i, t in enumerate(pop.synapse_groups)
         }
         # NeuroBench's Dense: every weight, zero or not, of every input position reaching an output
         self.dense_pairs = sum(
@@ -105,7 +105,7 @@ class Accountant:
                 ).sum()
             )
             for name, pop in program.populations.items()
-            for i, t in enumerate(pop.terms)
+            for i, t in enumerate(pop.synapse_groups)
             if not t.port
         )
 
@@ -115,7 +115,10 @@ class Accountant:
         active: dict[str, torch.Tensor] = {}  # events per neuron, summed over samples and steps
 
         lagged = {
-            (t.source, t.lag) for pop in prog.populations.values() for t in pop.terms if t.lag
+            (t.source, t.lag)
+            for pop in prog.populations.values()
+            for t in pop.synapse_groups
+            if t.lag
         }
 
         def count(name: str, values: torch.Tensor) -> None:
@@ -137,7 +140,7 @@ class Accountant:
                 self.events[name]["graded_spikes" if prog.fixed[name].graded else "spikes"] += (
                     float(active[name].sum())
                 )
-            for i, t in enumerate(pop.terms):
+            for i, t in enumerate(pop.synapse_groups):
                 if t.port:  # the input reaching an encoder directly crosses no synapse
                     continue
                 events = active[(t.source, t.lag)] if t.lag else active[t.source]
@@ -150,7 +153,7 @@ class Accountant:
 
     def _rows(self, name: str) -> list[str]:
         """The report rows of population ``name``: itself, then its recurrent synapses if any."""
-        recurrent = any(t.map.recurrent for t in self.program.populations[name].terms)
+        recurrent = any(t.map.recurrent for t in self.program.populations[name].synapse_groups)
         return [name, f"{name}:recurrent"] if recurrent else [name]
 
     def event_kind(self, source: str) -> str:
@@ -305,7 +308,9 @@ class Accountant:
     def neurobench(self, layers: list[dict[str, Any]], timesteps: int) -> dict[str, Any]:
         """NeuroBench's metrics of the program as deployed, per inference, from these counts
         (definitions and where they part from NeuroBench's: docs/accounting.md, "NeuroBench")."""
-        weights = [t.weight_q for pop in self.program.populations.values() for t in pop.terms]
+        weights = [
+            t.weight_q for pop in self.program.populations.values() for t in pop.synapse_groups
+        ]
         active = [r for r in layers if r["kind"] not in ("readout", "recurrent")]
         by_layer = {
             r["name"]: 1 - _messages(r) / (r["neurons"] * timesteps) for r in active if r["neurons"]
@@ -348,7 +353,7 @@ class Accountant:
         prog = self.program
         rows = []
         for name, pop in prog.populations.items():
-            for i, t in enumerate(pop.terms):
+            for i, t in enumerate(pop.synapse_groups):
                 rows.append(
                     {
                         "source": t.source,

@@ -26,7 +26,7 @@ from .converters.nir_import import from_nir
 from .ir.chip_format import LOIHI
 from .ir.graph import FlatGraph
 from .artifacts import calibration_data
-from .ir.program import Population, Program, Term
+from .ir.program import Population, Program, SynapseGroup
 from .models import Node, SpikingNet
 from .profiles import load_profile
 
@@ -113,8 +113,8 @@ def _held_weight(model: SpikingNet, graph: FlatGraph, node: Node) -> np.ndarray 
     return None
 
 
-def _terms(program: Program) -> list[tuple[Population, Term]]:
-    return [(pop, t) for pop in program.populations.values() for t in pop.terms]
+def _terms(program: Program) -> list[tuple[Population, SynapseGroup]]:
+    return [(pop, t) for pop in program.populations.values() for t in pop.synapse_groups]
 
 
 def _spread_over_positions(term_weight: np.ndarray, fc: np.ndarray) -> int:

@@ -42,7 +42,7 @@ from .ir.program import (
     Map,
     Population,
     Program,
-    Term,
+    SynapseGroup,
     bound_by,
     distinct_part,
     fan_in,
@@ -105,7 +105,9 @@ def _limits(
     calibrated input current (``measured``; else the largest its inputs can make) within the
     24-bit current."""
     limits = {}
-    weights = [(pop.gain * t.map.abs_max() / _value_scale(fixed, t), t.source) for t in pop.terms]
+    weights = [
+        (pop.gain * t.map.abs_max() / _value_scale(fixed, t), t.source) for t in pop.synapse_groups
+    ]
     wmax, source = max(weights, default=(0.0, ""))
     if wmax > 0:
         limits[f"the weights from {source!r}"] = LOIHI.weight_max * LOIHI.act_unit / wmax
@@ -161,7 +163,7 @@ def _exact_scale(pop: Population, fixed: dict[str, Fixed]) -> float | None:
     24-bit current (an average pool's relay sent 2286 per unit, not 9). The smallest exact K
     sends what a relay of spikes sums, their counts."""
     units, mixed = [], []
-    for t in pop.terms:
+    for t in pop.synapse_groups:
         distinct, lo, hi = _distinct_weights(
             t.map, abs(pop.gain) / (LOIHI.act_unit * _value_scale(fixed, t))
         )
@@ -213,7 +215,7 @@ def _worst_current(pop: Population, bound: dict[str, float]) -> float:
     """The largest |input current| ``pop`` can receive: for each term, its largest row sum of
     |weight| (a conv's row is one output channel's kernel; padding only drops terms) times the
     largest |value| its source sends. What calibration would measure, at its bound."""
-    return sum(_largest_row_sum(t.map) * bound.get(t.source, 1.0) for t in pop.terms)
+    return sum(_largest_row_sum(t.map) * bound.get(t.source, 1.0) for t in pop.synapse_groups)
 
 
 def _spike_bound(pop: Population, peak: float) -> float:
@@ -241,13 +243,13 @@ def _largest_row_sum(m: Map) -> float:
     )
 
 
-def _value_scale(fixed: dict[str, Fixed], term: Term) -> float:
+def _value_scale(fixed: dict[str, Fixed], term: SynapseGroup) -> float:
     """Integer value per unit of the term's source signal; a recurrent source (a population
     onto itself, quantised after its terms) sends binary spikes."""
     return 1.0 if term.map.recurrent else fixed[term.source].value_scale
 
 
-def weight_scale(fixed: dict[str, Fixed], pop: Population, term: Term) -> float:
+def weight_scale(fixed: dict[str, Fixed], pop: Population, term: SynapseGroup) -> float:
     """Integer weight per unit of ``term``'s float weight, once ``pop`` is quantised."""
     return fixed[pop.name].scale * pop.gain / (LOIHI.act_unit * _value_scale(fixed, term))
 
@@ -369,7 +371,7 @@ def _input_value_scale(
         wmax = max(
             (
                 abs(pop.gain) * t.map.abs_max()
-                for t in pop.terms
+                for t in pop.synapse_groups
                 if t.source == name and not t.map.recurrent
             ),
             default=0.0,
@@ -426,7 +428,7 @@ def quantise(
     pinned = pinned or {}
     fixed: dict[str, Fixed] = {}
     made: dict[tuple, np.ndarray] = {}  # the integer weights made so far, by content
-    holders = Counter(id(t.map) for pop in lowered.populations.values() for t in pop.terms)
+    holders = Counter(id(t.map) for pop in lowered.populations.values() for t in pop.synapse_groups)
     bound: dict[str, float] = {}  # without data: each population's largest |output| (float units)
     for name, pop in lowered.populations.items():
         if pop.kind.is_input:
@@ -467,7 +469,7 @@ def quantise(
             )  # the calibration headroom is not re-applied
         fixed[name] = f = Fixed(scale=k, scale_set_by=set_by)
         err_num = err_den = 0.0
-        for t in pop.terms:
+        for t in pop.synapse_groups:
             q, exact_sq, error_sq = _integer_weights(
                 name, t.map, weight_scale(fixed, pop, t), exact
             )
@@ -500,7 +502,9 @@ def quantise(
                 raise AssertionError("relays carry no bias")
             f.bias_mant = mant.astype(np.int32)
         fixed[name] = f
-        for t in pop.terms if not keep_float else ():  # a map may be shared by several terms
+        for t in (
+            pop.synapse_groups if not keep_float else ()
+        ):  # a map may be shared by several terms
             holders[id(t.map)] -= 1
             if not holders[id(t.map)]:
                 t.map.weight = t.map.row_scale = None
@@ -531,16 +535,20 @@ def map_to_cores(lowered: Lowered, profile: Profile, quantised: bool) -> dict[st
     for name, pop in lowered.populations.items():
         if pop.kind.is_input:
             continue
-        weights = [t.weight_q if quantised else None for t in pop.terms]
-        counts = [0 if t.port else synapse_count(t.map, w) for t, w in zip(pop.terms, weights)]
-        bit_cost = [wbits + (delay_bits if t.delay else 0) for t in pop.terms]
-        per_neuron = sum(fan_in(t.map, w) for t, w in zip(pop.terms, weights) if not t.port)
+        weights = [t.weight_q if quantised else None for t in pop.synapse_groups]
+        counts = [
+            0 if t.port else synapse_count(t.map, w) for t, w in zip(pop.synapse_groups, weights)
+        ]
+        bit_cost = [wbits + (delay_bits if t.delay else 0) for t in pop.synapse_groups]
+        per_neuron = sum(
+            fan_in(t.map, w) for t, w in zip(pop.synapse_groups, weights) if not t.port
+        )
         neurons = pop.neurons if pop.kind.has_neurons else 0
         compartments = max(1, math.ceil(per_neuron / axons))
         if tile is not None and neurons and _convolutional(pop):
             kernel = sum(
                 _kernel_entries(t.map, w) * b
-                for t, w, b in zip(pop.terms, weights, bit_cost)
+                for t, w, b in zip(pop.synapse_groups, weights, bit_cost)
                 if not t.port
             )
             tiles, split = (
@@ -564,21 +572,23 @@ def map_to_cores(lowered: Lowered, profile: Profile, quantised: bool) -> dict[st
             "cores": cores,
             "bound_by": bound,
             "latency": pop.latency,
-            "max_delay": max((t.delay for t in pop.terms), default=0),
+            "max_delay": max((t.delay for t in pop.synapse_groups), default=0),
         }
-        if any(t.map.recurrent for t in pop.terms):  # the part of the above on recurrent synapses
+        if any(
+            t.map.recurrent for t in pop.synapse_groups
+        ):  # the part of the above on recurrent synapses
             out[name]["recurrent_synapses"] = sum(
-                c for c, t in zip(counts, pop.terms) if t.map.recurrent
+                c for c, t in zip(counts, pop.synapse_groups) if t.map.recurrent
             )
             out[name]["recurrent_synapse_bits"] = sum(
-                c * b for c, b, t in zip(counts, bit_cost, pop.terms) if t.map.recurrent
+                c * b for c, b, t in zip(counts, bit_cost, pop.synapse_groups) if t.map.recurrent
             )
     return out
 
 
 def _convolutional(pop: Population) -> bool:
     """Whether a population of ``(C, H, W)`` neurons is fed by convolutions alone (its input port aside)."""
-    synaptic = [t for t in pop.terms if not t.port]
+    synaptic = [t for t in pop.synapse_groups if not t.port]
     return (
         len(pop.shape) == 3
         and bool(synaptic)

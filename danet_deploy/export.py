@@ -116,7 +116,7 @@ def _compiled_sections(program: Program, costs: dict[str, Any], profile: Profile
                     "delay": t.delay,
                     "connection": t.connection,
                 }
-                for t in pop.terms
+                for t in pop.synapse_groups
             ],
         }
         layers.append(entry)

@@ -41,7 +41,7 @@ from .ir.graph import FlatGraph
 from .ir.kinds import DELTA, GATE, INPUT, LIF, READOUT, RELAY, SIGMA_DELTA
 from .ir.neurons import dynamics
 from .ir.resets import Reset
-from .ir.program import Lowered, Map, Population, Term, distinct_part, per_tap
+from .ir.program import Lowered, Map, Population, SynapseGroup, distinct_part, per_tap
 from .ir.sigma_delta import SigmaDelta
 
 LOWERINGS = ("expand", "relay", "auto")
@@ -768,19 +768,21 @@ def lower(graph: FlatGraph, lowering: str, with_weights: bool = True) -> Lowered
         else:
             continue
         terms, path_bias = low.input_sum(name)
-        pop.terms = [Term(s, m, "recurrent" if m.recurrent else c) for s, m, c in _merge(terms)]
-        if pop.kind.encoder and [(t.source, t.map.identity) for t in pop.terms] == [
+        pop.synapse_groups = [
+            SynapseGroup(s, m, "recurrent" if m.recurrent else c) for s, m, c in _merge(terms)
+        ]
+        if pop.kind.encoder and [(t.source, t.map.identity) for t in pop.synapse_groups] == [
             (graph.inputs[0], True)
         ]:
-            pop.terms[0].port = True  # an encoder reads the input itself
+            pop.synapse_groups[0].port = True  # an encoder reads the input itself
         if (
             path_bias is not None and pop.alpha
         ):  # a constant current that persists: through a synapse
             source = _bias_source(name, conn)
             pops[source.name] = source
             weight = np.broadcast_to(path_bias, pop.shape).reshape(-1, 1) if with_weights else None
-            pop.terms.append(
-                Term(source.name, Map("dense", source.shape, (pop.neurons,), weight), conn)
+            pop.synapse_groups.append(
+                SynapseGroup(source.name, Map("dense", source.shape, (pop.neurons,), weight), conn)
             )
         elif path_bias is not None and isinstance(node, SigmaDelta):
             raise UserError(
@@ -798,7 +800,7 @@ def lower(graph: FlatGraph, lowering: str, with_weights: bool = True) -> Lowered
             RELAY,
             shape,
             low.connection(relayed),
-            terms=[Term(s, m, c) for s, m, c in low.relay_terms(relayed)],
+            synapse_groups=[SynapseGroup(s, m, c) for s, m, c in low.relay_terms(relayed)],
         )
     ordered = _schedule(pops)
     return Lowered(ordered, lowering, graph.dt, graph.timesteps)
@@ -809,7 +811,7 @@ def _schedule(pops: dict[str, Population]) -> dict[str, Population]:
 
     Each synapse group adds one step (an encoder's input port none): a population's latency is
     its longest such path from the input. Every term then gets the synaptic delay that brings
-    its source's output of step ``t - lag`` (``Term.lag``: the graph's Delay nodes, one more
+    its source's output of step ``t - lag`` (``SynapseGroup.lag``: the graph's Delay nodes, one more
     for a recurrent path) to the consumer's step ``t``, so that the program computes what the
     layer-synchronous model does, shifted by each population's latency. A recurrent term whose
     source lies more pipeline stages away than its lag allows cannot be built: only a loop
@@ -822,7 +824,7 @@ def _schedule(pops: dict[str, Population]) -> dict[str, Population]:
         if state.get(name) == 2:
             return
         state[name] = 1
-        for t in pops[name].terms:
+        for t in pops[name].synapse_groups:
             if not t.map.recurrent:
                 visit(t.source)
         state[name] = 2
@@ -833,11 +835,11 @@ def _schedule(pops: dict[str, Population]) -> dict[str, Population]:
     hop = {True: 0, False: 1}
     for name in order:
         pop = pops[name]
-        forward = [t for t in pop.terms if not t.map.recurrent]
+        forward = [t for t in pop.synapse_groups if not t.map.recurrent]
         if forward:
             pop.latency = max(pops[t.source].latency + hop[t.port] for t in forward)
     for name in order:
-        for t in pops[name].terms:
+        for t in pops[name].synapse_groups:
             t.delay = pops[name].latency - pops[t.source].latency - hop[t.port] + t.lag
             if t.delay < 0:
                 raise UserError(

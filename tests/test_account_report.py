@@ -47,7 +47,7 @@ def _brute_force(program, x: torch.Tensor) -> dict[str, dict[str, float]]:
     counts = {}
     for name, pop in program.populations.items():
         c = {"sops": 0.0, "graded_ops": 0.0, "macs": 0.0}
-        for t in pop.terms:
+        for t in pop.synapse_groups:
             conn = (t.map.matrix(t.weight_q) != 0).toarray().astype(np.int64)  # [out, in]
             fx = program.fixed[t.source]
             kind = (
@@ -179,7 +179,7 @@ def test_loihi2_tiles_convolutions_along_their_width_and_stores_each_kernel_once
     every core holds its kernel once; dense layers, and every layer on Loihi 1, unroll as before."""
     from danet_deploy.compile import conv_tiles, map_to_cores
     from danet_deploy.ir.kinds import INPUT, LIF
-    from danet_deploy.ir.program import Lowered, Map, Population, Term
+    from danet_deploy.ir.program import Lowered, Map, Population, SynapseGroup
 
     assert {
         shape: conv_tiles(shape, 1, 4096) for shape in PILOTNET_CONV_CORES
@@ -198,7 +198,11 @@ def test_loihi2_tiles_convolutions_along_their_width_and_stores_each_kernel_once
         {
             "in": Population("in", INPUT, (3, 66, 200), "plain"),
             "conv": Population(
-                "conv", LIF, (24, 32, 99), "plain", terms=[Term("in", conv, "plain", 0, weight)]
+                "conv",
+                LIF,
+                (24, 32, 99),
+                "plain",
+                synapse_groups=[SynapseGroup("in", conv, "plain", 0, weight)],
             ),
             "flat": Population("flat", INPUT, (2560,), "plain"),
             "fc": Population(
@@ -206,7 +210,9 @@ def test_loihi2_tiles_convolutions_along_their_width_and_stores_each_kernel_once
                 LIF,
                 (100,),
                 "plain",
-                terms=[Term("flat", dense, "plain", 0, np.ones((100, 2560), np.int16))],
+                synapse_groups=[
+                    SynapseGroup("flat", dense, "plain", 0, np.ones((100, 2560), np.int16))
+                ],
             ),
         },
         "expand",
@@ -275,7 +281,7 @@ def test_edges_carry_every_synapse_groups_events(tmp_path: Path) -> None:
     rep = acc.report(load_profile("loihi2"), 3)
     for row in rep["layers"]:
         into = [e for e in rep["edges"] if e["target"] == row["name"]]
-        assert len(into) == len(program.populations[row["name"]].terms)
+        assert len(into) == len(program.populations[row["name"]].synapse_groups)
         for kind in ("sops", "graded_ops", "macs"):
             assert sum(e["events"] for e in into if e["event"] == kind) == pytest.approx(
                 row[kind], abs=1e-9

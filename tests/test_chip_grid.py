@@ -46,7 +46,7 @@ def test_the_program_holds_the_trained_weights_and_spikes_as_slayer_does(
         grid["weights"]
     )  # every conv is a synapse group of its own
     program = read_program(export(ckpt, "loihi2-sim", tmp_path / "chip") / "program.h5")
-    held = [t.weight_q for p in program.populations.values() for t in p.terms]
+    held = [t.weight_q for p in program.populations.values() for t in p.synapse_groups]
     for (
         node
     ) in convs:  # fold the BatchNorm that scales it by hand: the integers must be the program's

@@ -104,7 +104,7 @@ def test_tiny_residual_lava_equals_fixed_point_reference(
     x = torch.rand(3, 5, 2, 6, 6) * 2
     program, _ = compile_graph(graph, "loihi2-sim", load_profile("loihi2"), lowering, x)
     pops = program.populations
-    assert pops["lif2"].latency == 2 and {t.delay for t in pops["lif2"].terms} == {
+    assert pops["lif2"].latency == 2 and {t.delay for t in pops["lif2"].synapse_groups} == {
         0,
         1,
     }  # balanced skip
@@ -160,7 +160,7 @@ def test_a_delay_node_delays_its_branch_within_each_sample(tmp_path: Path) -> No
     graph = read_nir(tmp_path / "d.nir")
     x = (torch.rand(6, 8, 4, generator=torch.Generator().manual_seed(3)) < 0.5).float()
     program, _ = compile_graph(graph, "loihi2-sim", load_profile("loihi2"), "expand", x)
-    delayed = next(t for t in program.populations["if"].terms if t.map.delay)
+    delayed = next(t for t in program.populations["if"].synapse_groups if t.map.delay)
     assert (delayed.lag, delayed.delay, program.populations["if"].latency) == (3, 3, 1)
     fixed = FixedSimulator(program).run(x, record=True)["if"]
     reference = ReferenceSimulator(graph).run(x, record=True)["if"]
@@ -209,7 +209,7 @@ def test_a_program_written_before_lags_were_stored_reads_as_it_ran(tmp_path: Pat
     write_program(tmp_path / "program.h5", program)
     lags = {
         t.map.recurrent: t.lag
-        for t in read_program(tmp_path / "program.h5").populations["if"].terms
+        for t in read_program(tmp_path / "program.h5").populations["if"].synapse_groups
     }
     assert lags == {False: 2, True: 2}  # the Delay nodes; one more step on the loop
     with h5py.File(tmp_path / "program.h5", "a") as f:
@@ -220,14 +220,14 @@ def test_a_program_written_before_lags_were_stored_reads_as_it_ran(tmp_path: Pat
         )
     older = {
         t.map.recurrent: t.lag
-        for t in read_program(tmp_path / "program.h5").populations["if"].terms
+        for t in read_program(tmp_path / "program.h5").populations["if"].synapse_groups
     }
     assert older == {False: 0, True: 2}
 
 
 @pytest.mark.slow
 def test_a_delayed_branch_runs_in_lava_as_the_fast_simulator_computes_it(tmp_path: Path) -> None:
-    """Samples back to back in one Lava run: the gate in front of the delay line keeps a sample's
+    """Samples back to back in one Lava run: the mask in front of the delay line keeps a sample's
     last steps from reaching the next sample."""
     _delayed_branches(tmp_path / "d.nir")
     graph = read_nir(tmp_path / "d.nir")
@@ -236,7 +236,7 @@ def test_a_delayed_branch_runs_in_lava_as_the_fast_simulator_computes_it(tmp_pat
     write_program(tmp_path / "program.h5", program)
     program = read_program(tmp_path / "program.h5")
     assert (
-        next(t for t in program.populations["if"].terms if t.delay).lag == 3
+        next(t for t in program.populations["if"].synapse_groups if t.delay).lag == 3
     )  # kept in program.h5
     fast = FixedSimulator(program)
     got = run_lava(tmp_path / "program.h5", program, fast.encode(x).numpy())
@@ -309,7 +309,7 @@ def test_fixed_point_neurons_match_an_independent_model(tmp_path: Path, beta: fl
     fast = FixedSimulator(program)
     rec = fast.run(x, record=True)
     xi = fast.encode(x)
-    term = program.populations["lif1"].terms[0]
+    term = program.populations["lif1"].synapse_groups[0]
     a = (
         torch.nn.functional.conv2d(
             xi.flatten(0, 1).double(),

@@ -203,7 +203,7 @@ def _recurrent_sops(program, spikes: torch.Tensor) -> float:
     step's, times the nonzero weights in its column."""
     total = 0.0
     for pop in program.populations.values():
-        for t in pop.terms:
+        for t in pop.synapse_groups:
             if t.map.recurrent:
                 fan_out = np.count_nonzero(t.weight_q, axis=0)
                 early = spikes[t.source][: -1 - t.delay].reshape(-1, len(fan_out)).sum(0).numpy()
@@ -237,7 +237,9 @@ def test_recurrent_network_runs_in_lava_bit_exactly_and_is_counted(
         check=True,
     )
     program = read_program(out / "program.h5")
-    recurrent = [t for p in program.populations.values() for t in p.terms if t.map.recurrent]
+    recurrent = [
+        t for p in program.populations.values() for t in p.synapse_groups if t.map.recurrent
+    ]
     assert len(recurrent) == 1 and recurrent[0].source == "1.lif" and recurrent[0].delay == 0
     proc = run_cli(
         "simulate",
@@ -301,7 +303,7 @@ def test_cuba_bias_comes_through_a_bias_source(tmp_path: Path, spike_data: Path)
 
     program = read_program(out / "program.h5")
     assert program.populations["1.bias"].neurons == 1
-    assert any(t.source == "1.bias" for t in program.populations["1"].terms)
+    assert any(t.source == "1.bias" for t in program.populations["1"].synapse_groups)
     result = json.loads(
         run_cli(
             "simulate",
@@ -392,7 +394,7 @@ def test_conv_after_sum_pool_is_composed_exactly(size: int, pad: int) -> None:
         metadata={"dt": 1.0, "reset": "zero"},
         type_check=False,
     )
-    term = lower(from_nir(graph), "expand").populations["lif"].terms[0]
+    term = lower(from_nir(graph), "expand").populations["lif"].synapse_groups[0]
     exact = size % 2 == 0 or pad == 0
     assert term.map.kind == ("conv" if exact else "dense")
     if exact:
@@ -406,8 +408,11 @@ def test_conv_after_sum_pool_is_composed_exactly(size: int, pad: int) -> None:
     assert np.allclose(got, _jacobian(sequential, (c, size, size)), atol=1e-12)
     if not exact:  # relay lowering keeps both as convs, with graded relay neurons between them
         pops = lower(from_nir(graph), "relay").populations
-        pooled, conv = pops["conv.relay"].terms[0].map, pops["lif"].terms[0].map
-        assert pops["lif"].terms[0].source == "conv.relay" and (pooled.kind, conv.kind) == (
+        pooled, conv = pops["conv.relay"].synapse_groups[0].map, pops["lif"].synapse_groups[0].map
+        assert pops["lif"].synapse_groups[0].source == "conv.relay" and (
+            pooled.kind,
+            conv.kind,
+        ) == (
             "conv",
             "conv",
         )
@@ -452,7 +457,7 @@ def test_a_linear_after_a_flattened_global_pool_stays_one_conv_held_once(lowerin
     conv after the pool: one conv whose kernel covers the input, held once over its taps, and
     equal to the three applied in turn (made dense, SEW-ResNet-50's head was 3.2 GB)."""
     graph, w = _pooled_head()
-    term = lower(from_nir(graph), lowering).populations["lif"].terms[0]
+    term = lower(from_nir(graph), lowering).populations["lif"].synapse_groups[0]
     assert (term.map.kind, term.map.kernel, term.map.out_shape) == ("conv", (4, 4), (5, 1, 1))
     assert term.map.weight.strides[-2:] == (0, 0)  # one value for the 16 taps of each pair
 
@@ -489,7 +494,7 @@ def test_a_delay_before_a_flatten_still_delays(tmp_path: Path) -> None:
     )
     nir.write(tmp_path / "d.nir", graph)
     flat = read_nir(tmp_path / "d.nir")
-    assert lower(flat, "expand").populations["lif"].terms[0].lag == 3
+    assert lower(flat, "expand").populations["lif"].synapse_groups[0].lag == 3
     x = (torch.rand(6, 8, *n, generator=torch.Generator().manual_seed(3)) < 0.5).float()
     program, _ = compile_graph(flat, "loihi2-sim", load_profile("loihi2"), "expand", x)
     fixed = FixedSimulator(program).run(x, record=True)["lif"]
@@ -578,7 +583,7 @@ def test_nmnist_csnn_compiles_runs_in_lava_and_is_counted(tmp_path: Path, reset:
     graded = {name for name, f in program.fixed.items() if f.graded}
     counts = {"1", "3", "6", "10", "12"}  # the IF layers: event frames are graded anyway
     assert graded == {"input", *(counts if reset == "sinabs" else ())}
-    pooled_conv = pops["6"].terms[0].map
+    pooled_conv = pops["6"].synapse_groups[0].map
     assert (pooled_conv.kind, pooled_conv.kernel, pooled_conv.stride) == ("conv", (6, 6), (2, 2))
     result = json.loads(
         run_cli(
@@ -623,7 +628,7 @@ def test_a_chain_whose_flat_layer_a_conv_feeds_is_not_written_as_netx() -> None:
         (torch.rand(4, 3, 6, 4, 4) < 0.5).float(),
     )
     assert [p.kind.name for p in program.populations.values()] == ["input", "lif", "lif", "readout"]
-    assert program.populations["lif"].terms[0].map.kind == "conv"
+    assert program.populations["lif"].synapse_groups[0].map.kind == "conv"
     assert not is_sequential(program)
 
 

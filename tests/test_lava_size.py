@@ -92,7 +92,7 @@ def test_run_size_counts_processes_and_synapse_work_by_hand(tmp_path: Path) -> N
     RingBuffer, one LIF, one sink, two Dense and Lava's 3 service processes = 8; 20 + 12 Dense
     entries; 2 x 4 steps + the pipeline's latency (2) + 1."""
     program = _program(tmp_path, np.ones((4, 5)), np.ones((3, 4)))
-    terms = [t for p in program.populations.values() for t in p.terms]
+    terms = [t for p in program.populations.values() for t in p.synapse_groups]
     assert [synapse_process(t) for t in terms] == ["dense", "dense"]
     assert run_size(program, 2, 4) == {
         "processes": 8,
@@ -132,7 +132,7 @@ def test_run_size_counts_sparse_and_conv_work(tmp_path: Path, monkeypatch) -> No
     matrices = [
         t
         for p in tiny.populations.values()
-        for t in p.terms
+        for t in p.synapse_groups
         if t.map.in_shape[0] * t.map.out_shape[0] > 7
     ]
     assert size["conv_pairs"] == 6 + 6 and len(matrices) == 5

@@ -229,7 +229,7 @@ def test_netx_weights_are_compiled_exactly(tmp_path: Path) -> None:
         for index, pop in (("0", "0.neuron"), ("2", "2.neuron"), ("4", "4.neuron")):
             layer = f["layer"][index]
             fx = program.fixed[pop]
-            w = program.populations[pop].terms[0].weight_q
+            w = program.populations[pop].synapse_groups[0].weight_q
             assert np.array_equal(
                 w.reshape(layer["weight"].shape), layer["weight"][()].astype(np.int32)
             )
@@ -237,7 +237,7 @@ def test_netx_weights_are_compiled_exactly(tmp_path: Path) -> None:
                 int(layer["neuron"][k][()]) for k in ("iDecay", "vDecay", "vThMant")
             )
         pool = (
-            program.populations["1.neuron"].terms[0].weight_q
+            program.populations["1.neuron"].synapse_groups[0].weight_q
         )  # one kernel per channel (depthwise)
         assert set(np.unique(pool)) == {0, int(f["layer"]["1"]["weight"][()].flat[0])}
 
@@ -248,8 +248,8 @@ def test_netx_to_nir_and_back_compiles_to_the_same_program(tmp_path: Path) -> No
     out = export(path, "nir", tmp_path / "graph")
     direct, via_nir = _program(path, x), _program(out / "graph.nir", x)
     for name, pop in direct.populations.items():
-        assert [t.weight_q.tolist() for t in pop.terms] == [
-            t.weight_q.tolist() for t in via_nir.populations[name].terms
+        assert [t.weight_q.tolist() for t in pop.synapse_groups] == [
+            t.weight_q.tolist() for t in via_nir.populations[name].synapse_groups
         ]
         assert (
             direct.fixed[name].du == via_nir.fixed[name].du
@@ -355,7 +355,7 @@ def test_input_neurons_are_skipped_by_default_and_kept_on_request(tmp_path: Path
     x = _spikes((20,))
     skipped, kept = _program(path, x), _program(path, x, keep_input_neurons=True)
     assert "0.neuron" not in skipped.populations and "0.neuron" in kept.populations
-    assert kept.populations["1.neuron"].terms[0].source == "0.neuron"
+    assert kept.populations["1.neuron"].synapse_groups[0].source == "0.neuron"
 
 
 def test_an_average_layer_is_a_readout_of_group_sums(tmp_path: Path) -> None:
@@ -554,7 +554,7 @@ def test_a_recurrent_layer_feeds_its_own_spikes_back_one_step_later(tmp_path: Pa
         "0.recurrent",
     ) in graph.recurrent
     program = _program(path, x)
-    assert any(t.map.recurrent for t in program.populations["0.neuron"].terms)
+    assert any(t.map.recurrent for t in program.populations["0.neuron"].synapse_groups)
     torch.save({"inputs": x, "labels": torch.zeros(len(x), dtype=torch.long)}, tmp_path / "spk.pt")
     run_cli("export", str(path), "--target", "loihi2-sim", "-o", str(tmp_path / "chip"), check=True)
     lava = json.loads(

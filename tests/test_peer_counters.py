@@ -41,10 +41,10 @@ class TermLayers(nn.Module):
         super().__init__()
         self.program = program
         self.sim = FixedSimulator(program)
-        self.terms = []
+        self.synapse_groups = []
         layers = []
         for name, pop in program.populations.items():
-            for t in pop.terms:
+            for t in pop.synapse_groups:
                 w = torch.tensor(t.weight_q, dtype=torch.float32)
                 if t.map.kind == "conv":
                     layer = nn.Conv2d(
@@ -59,7 +59,7 @@ class TermLayers(nn.Module):
                     layer = nn.Linear(w.shape[1], w.shape[0], bias=False)
                 layer.weight.data = w
                 layers.append(layer)
-                self.terms.append((t.source, t.map.in_shape))
+                self.synapse_groups.append((t.source, t.map.in_shape))
         self.layers = nn.ModuleList(layers)
         # what each neuron population sends, through an activation NeuroBench hooks (spikes are
         # 0/1, so ReLU passes them as they are): its ActivationSparsity sees our neurons' output
@@ -76,7 +76,7 @@ class TermLayers(nn.Module):
         for step in range(x.shape[1]):
             for key, activation in self.activations.items():
                 activation(rec[_key(key, back=True)][step])
-            for layer, (source, in_shape) in zip(self.layers, self.terms):
+            for layer, (source, in_shape) in zip(self.layers, self.synapse_groups):
                 values = rec[source][step].reshape(x.shape[0], *in_shape).contiguous()
                 layer(values if isinstance(layer, nn.Conv2d) else values.reshape(x.shape[0], -1))
         return self.sim.scores_from(rec, x.shape[1]).float()

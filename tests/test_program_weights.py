@@ -58,7 +58,7 @@ def _held_once(program):
     return [
         (pop, t)
         for pop in program.populations.values()
-        for t in pop.terms
+        for t in pop.synapse_groups
         if distinct_part(t.weight_q) is not t.weight_q
     ]
 
@@ -86,7 +86,7 @@ def test_a_batchnorm_after_a_sum_scales_its_convs_lazily_and_exactly(tmp_path: P
     scaled = [
         t.map
         for pop in program.populations.values()
-        for t in pop.terms
+        for t in pop.synapse_groups
         if t.map.row_scale is not None
     ]
     assert scaled
@@ -107,7 +107,7 @@ def test_rounding_a_block_of_rows_at_a_time_gives_the_integers_of_the_whole(
     )  # a few rows (one, for the larger ones) at a time
     blocks, _ = _compiled(tmp_path)
     for name, pop in whole.populations.items():
-        for t, u in zip(pop.terms, blocks.populations[name].terms, strict=True):
+        for t, u in zip(pop.synapse_groups, blocks.populations[name].synapse_groups, strict=True):
             assert np.array_equal(t.weight_q, u.weight_q), name
         assert whole.fixed[name].quant_error == pytest.approx(
             blocks.fixed[name].quant_error, rel=1e-9
@@ -153,7 +153,7 @@ def test_equal_integer_weights_are_made_once_and_shared_read_only(
     terms = [
         (t, u)
         for name, pop in shared.populations.items()
-        for t, u in zip(pop.terms, apart.populations[name].terms, strict=True)
+        for t, u in zip(pop.synapse_groups, apart.populations[name].synapse_groups, strict=True)
     ]
     assert all(
         np.array_equal(t.weight_q, u.weight_q) and t.weight_q.dtype == u.weight_q.dtype
@@ -193,7 +193,7 @@ def test_identity_maps_of_one_size_share_one_read_only_matrix() -> None:
 
 def test_integers_only_once_compiled(tmp_path: Path) -> None:
     program, _ = _compiled(tmp_path)
-    terms = [t for pop in program.populations.values() for t in pop.terms]
+    terms = [t for pop in program.populations.values() for t in pop.synapse_groups]
     assert all(t.map.weight is None and t.weight_q.dtype == WEIGHT_DTYPE for t in terms)
 
 
@@ -204,7 +204,7 @@ def test_program_file_writes_a_held_weight_once_and_reads_back_the_same_program(
     write_program(tmp_path / "program.h5", program)
     back = read_program(tmp_path / "program.h5")
     for name, pop in program.populations.items():
-        for t, u in zip(pop.terms, back.populations[name].terms):
+        for t, u in zip(pop.synapse_groups, back.populations[name].synapse_groups):
             assert t.weight_q.shape == u.weight_q.shape and np.array_equal(
                 t.weight_q, u.weight_q
             ), name
@@ -258,7 +258,7 @@ def test_float32_weights_held_as_they_are_compile_to_the_integers_of_float64_one
     held = [
         t.map.weight
         for pop in programs[0].populations.values()
-        for t in pop.terms
+        for t in pop.synapse_groups
         if t.map.weight.dtype == np.float32
         and pop.kind.name == "lif"
         and not _an_identity(t.map.weight)
@@ -276,7 +276,9 @@ def test_float32_weights_held_as_they_are_compile_to_the_integers_of_float64_one
             assert np.array_equal(
                 getattr(ours.fixed[name], f.name), getattr(reference.fixed[name], f.name)
             ), name
-        for t, r in zip(pop.terms, reference.populations[name].terms, strict=True):
+        for t, r in zip(
+            pop.synapse_groups, reference.populations[name].synapse_groups, strict=True
+        ):
             assert t.source == r.source and np.array_equal(t.weight_q, r.weight_q), name
 
 
@@ -305,7 +307,7 @@ def test_an_export_frees_each_float_weight_once_quantised_and_compiles_the_same_
     assert all(getattr(node, "weight", None) is None for node in spent.graph.nodes.values())
     assert spent.graph.shapes == kept.graph.shapes  # the manifest still describes it
     for name, pop in reference.populations.items():
-        for t, u in zip(pop.terms, program.populations[name].terms, strict=True):
+        for t, u in zip(pop.synapse_groups, program.populations[name].synapse_groups, strict=True):
             assert np.array_equal(t.weight_q, u.weight_q), name
         a, b = reference.fixed[name], program.fixed[name]
         for field in dataclasses.fields(a):

@@ -84,7 +84,7 @@ def test_the_sew_stem_keeps_every_layers_weights(lowering: str, capsys) -> None:
     assert program.warnings == [] and capsys.readouterr().err == ""
     if lowering == "relay":  # the pool's relay sends the counts of spikes (9 per unit): exact
         assert (errors["l3.relay"], program.fixed["l3.relay"].value_scale) == (0.0, 9.0)
-        assert np.abs(program.populations["l4"].terms[0].weight_q).max() >= 128
+        assert np.abs(program.populations["l4"].synapse_groups[0].weight_q).max() >= 128
 
 
 def _over_the_bound(tmp_path: Path) -> Path:

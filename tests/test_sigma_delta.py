@@ -227,7 +227,7 @@ def test_the_compiled_program_holds_the_files_integers_and_says_it_is_pipelined(
         "output": "readout",
     }
     conv = program.populations["1.neuron"]
-    assert np.array_equal(conv.terms[0].weight_q, layers[1]["weight"])
+    assert np.array_equal(conv.synapse_groups[0].weight_q, layers[1]["weight"])
     assert np.array_equal(
         program.fixed["1.neuron"].bias_mant,
         np.broadcast_to(np.asarray(layers[1]["bias"]).reshape(-1, 1, 1), (3, 3, 3)),
@@ -238,7 +238,7 @@ def test_the_compiled_program_holds_the_files_integers_and_says_it_is_pipelined(
         True,
         1,
     )
-    port = program.populations["0.neuron"].terms[0]
+    port = program.populations["0.neuron"].synapse_groups[0]
     assert (
         port.port and program.mapping["0.neuron"]["synapses"] == 0
     )  # the input reaches it directly
@@ -322,7 +322,7 @@ def test_report_counts_graded_spikes_apart_from_binary_ones(sdnn_export, tmp_pat
         assert rows[name]["graded_spikes"] == pytest.approx(float((out[name] != 0).sum()) / len(x))
         assert rows[name]["neuron_updates"] == program.populations[name].neurons * STEPS
     sent = out["1.neuron"].reshape(STEPS, len(x), -1)
-    w = program.populations["3.neuron"].terms[0].weight_q
+    w = program.populations["3.neuron"].synapse_groups[0].weight_q
     ops = float(
         ((sent != 0).double() @ torch.from_numpy((w != 0).T.astype(np.float64))).sum()
     ) / len(x)

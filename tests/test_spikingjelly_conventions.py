@@ -249,7 +249,7 @@ def test_spikingjelly_own_export_reads_exactly_with_the_option(tmp_path: Path, k
             reset="spikingjelly",
         )
         assert nir.read(out / "graph.nir").metadata["reset"] == "spikingjelly"
-        readout = read_program(out / "program.h5").lowered.readouts[0].terms[0].source
+        readout = read_program(out / "program.h5").lowered.readouts[0].synapse_groups[0].source
         chip = FixedSimulator(read_program(out / "program.h5")).run(x.transpose(0, 1), record=True)[
             readout
         ]

@@ -32,9 +32,9 @@ def is_sequential(program: Program) -> bool:
     reset to zero: a programmed reset, ir/resets.py, has no netx form)."""
     pops = list(program.populations.values())
     for prev, pop in zip(pops, pops[1:]):
-        if not pop.kind.netx or len(pop.terms) != 1 or pop.firing.reset.programmed:
+        if not pop.kind.netx or len(pop.synapse_groups) != 1 or pop.firing.reset.programmed:
             return False
-        t = pop.terms[0]
+        t = pop.synapse_groups[0]
         if t.source != prev.name or t.delay:
             return False
         bias = program.fixed[pop.name].bias_mant
@@ -67,7 +67,7 @@ def _fill_netx(file: BinaryIO, program: Program) -> None:
 
         layer("input", pops[0].shape)
         for pop in pops[1:]:
-            t = pop.terms[0]
+            t = pop.synapse_groups[0]
             fx = program.fixed[pop.name]
             if pop.kind.is_readout:
                 layer("flatten", (int(np.prod(t.map.in_shape)), 1, 1))

@@ -134,7 +134,7 @@ class SigmaDeltaKind(PopulationKind):
 
 class DeltaKind(SigmaDeltaKind):
     """A sigma-delta encoder (Lava's ``Delta``): the delta half alone, with no activation; it
-    reads the input itself when the input feeds it directly (``Term.port``)."""
+    reads the input itself when the input feeds it directly (``SynapseGroup.port``)."""
 
     name = "delta"
     encoder = True

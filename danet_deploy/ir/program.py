@@ -2,8 +2,8 @@
 
 ``compile.compile_graph`` makes a :class:`Program` from a graph; the fast simulator, the Lava
 worker, the accountant, the netx writer and ``program.h5`` read it (docs/compile.md). Lowering
-fills in the structure (:class:`Population`, :class:`Term`, :class:`Map`), quantisation the
-integers (:class:`Fixed`, ``Term.weight_q``), core mapping ``Program.mapping``.
+fills in the structure (:class:`Population`, :class:`SynapseGroup`, :class:`Map`), quantisation the
+integers (:class:`Fixed`, ``SynapseGroup.weight_q``), core mapping ``Program.mapping``.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ class Map:
     * only the structure is lowered (``lower(..., with_weights=False)``: to cost a lowering
       that will not be built; the geometry is the same as with weights);
     * the program is compiled: the compiler drops it (by default) once the term's integers,
-      ``Term.weight_q``, are made (compile.py, to free memory);
+      ``SynapseGroup.weight_q``, are made (compile.py, to free memory);
     * the program was read from a file (:func:`read_program`), which holds only ``weight_q``.
 
     ``identity`` marks the map of a population onto itself.
@@ -161,8 +161,10 @@ class Map:
 
 
 @dataclass
-class Term:
-    """One synapse group: ``source`` population -> its consumer, through ``map``."""
+class SynapseGroup:
+    """One synapse group: ``source`` population -> its consumer, through ``map``. The one name
+    in code for what ``program.h5`` stores under ``terms/`` (a term of the consumer's input sum)
+    and the report draws as an edge (its ``edges`` rows)."""
 
     source: str
     map: Map
@@ -184,7 +186,7 @@ class Term:
         """Steps from the source's step to the consumer's step that it reaches, in the model the
         program computes (docs/compile.md §2): the graph's Delay nodes on the path, plus one for
         a recurrent path (the previous step's output). The first ``lag`` steps of a sample get
-        nothing from the term, and the source's last ``lag`` steps reach no step of the sample."""
+        nothing from the group, and the source's last ``lag`` steps reach no step of the sample."""
         return self.map.delay + (1 if self.map.recurrent else 0)
 
 
@@ -196,7 +198,7 @@ class Population:
     kind: PopulationKind  # what it computes, and what the stages ask of it (ir/kinds.py)
     shape: tuple[int, ...]
     connection: str
-    terms: list[Term] = field(default_factory=list)
+    synapse_groups: list[SynapseGroup] = field(default_factory=list)  # what feeds it
     bias: np.ndarray | None = None  # constant input current per neuron (float)
     beta: float = 0.0  # v <- beta * v + u + bias
     gain: float = 1.0  # u <- alpha * u + gain * I
@@ -419,7 +421,7 @@ def _fill_program(file: BinaryIO, program: Program) -> None:
                 g.create_dataset("bias_mant", data=fx.bias_mant)
             if name in program.readout_bias:
                 g.create_dataset("readout_bias", data=program.readout_bias[name])
-            for j, t in enumerate(pop.terms):
+            for j, t in enumerate(pop.synapse_groups):
                 tg = g.create_group(f"terms/{j}")
                 tg.attrs.update(
                     {
@@ -470,7 +472,7 @@ def _older_lags(pops: dict[str, Population]) -> None:
     stored (-1 when read): as it ran then, a forward term's were absorbed into the latency (none
     left), a recurrent term's are its synaptic delay beyond the latencies' difference."""
     for pop in pops.values():
-        for t in pop.terms:
+        for t in pop.synapse_groups:
             if t.map.delay < 0:
                 t.map.delay = (
                     t.delay - (pop.latency - pops[t.source].latency) if t.map.recurrent else 0
@@ -530,8 +532,8 @@ def read_program(path: Path) -> Program:
                     delay=int(ta.get("map_delay", -1)),
                     recurrent=bool(ta.get("recurrent", False)),
                 )
-                pop.terms.append(
-                    Term(
+                pop.synapse_groups.append(
+                    SynapseGroup(
                         str(ta["source"]),
                         m,
                         str(ta["connection"]),

@@ -17,7 +17,7 @@ CUDA.
 
 A program with sigma-delta populations (``Lowered.pipelined``) runs as Loihi's pipeline runs
 it, from one start: each population over its whole timeline (its latency plus ``T`` steps),
-each term delivering its source's output ``Term.hop`` steps later, so that a layer's
+each term delivering its source's output ``SynapseGroup.hop`` steps later, so that a layer's
 start-up (its bias before its first input arrives) shapes its state as in Lava. Its window,
 the ``T`` steps from its latency on, is what it returns; a readout's window starts with the
 sum of what it received before (Lava's Sigma, which sums its input from the first step).
@@ -102,7 +102,7 @@ class FixedSimulator:
         self.current_bound: dict[str, float] = {}
         for name, pop in program.populations.items():
             self.current_bound[name] = 0.0  # a bias source has no synapses
-            for i, t in enumerate(pop.terms):
+            for i, t in enumerate(pop.synapse_groups):
                 w = abs(t.weight_q).sum(axis=tuple(range(1, t.weight_q.ndim))).max()
                 bound = float(w) * self._value_bound(t.source)
                 # a float copy (torch.as_tensor would warn of a compile's shared, read-only integers)
@@ -122,7 +122,7 @@ class FixedSimulator:
         }
         self.consumers: dict[str, int] = {}
         for pop in program.populations.values():
-            for t in pop.terms:
+            for t in pop.synapse_groups:
                 self.consumers[t.source] = self.consumers.get(t.source, 0) + 1
 
     @staticmethod
@@ -191,7 +191,7 @@ class FixedSimulator:
             values[name] = self._neuron_steps(name, a, steps, n) if pop.kind.spiking else a
             if observe:
                 observe(name, over_steps(name))
-            for t in pop.terms:  # free what no later population reads
+            for t in pop.synapse_groups:  # free what no later population reads
                 pending[t.source] -= 1
                 if pending[t.source] == 0 and t.source not in keep:
                     del values[t.source]
@@ -234,7 +234,7 @@ class FixedSimulator:
                 continue
             a = self._pipelined_input(name, timeline, pop.latency + steps)
             timeline[name] = self._sigma_delta_steps(name, a) if pop.kind.sigma_delta else a
-            for t in pop.terms:
+            for t in pop.synapse_groups:
                 pending[t.source] -= 1
                 if not pending[t.source] and t.source not in keep:
                     del timeline[t.source]
@@ -244,10 +244,10 @@ class FixedSimulator:
         self, name: str, timeline: dict[str, torch.Tensor], length: int
     ) -> torch.Tensor:
         """The summed input of population ``name`` at each step of its timeline, ``[length, N, ...]``:
-        each term brings its source's output ``Term.hop`` steps later (Lava's synapse hop)."""
+        each term brings its source's output ``SynapseGroup.hop`` steps later (Lava's synapse hop)."""
         pop = self.program.populations[name]
         total = None
-        for i, t in enumerate(pop.terms):
+        for i, t in enumerate(pop.synapse_groups):
             src = timeline[t.source]
             w = self.weights[(name, i)].to(torch.float64).contiguous()
             flat = src.reshape(-1, *src.shape[2:])
@@ -286,7 +286,7 @@ class FixedSimulator:
         pop = self.program.populations[name]
         dtype = self._dtype(self.current_bound[name])
         parts = []
-        for i, t in enumerate(pop.terms):
+        for i, t in enumerate(pop.synapse_groups):
             if t.map.recurrent:  # added step by step, from the population's own spikes
                 continue
             w = self.weights[(name, i)]
@@ -318,7 +318,7 @@ class FixedSimulator:
         if (
             f.du != LOIHI.du_no_memory
             or pop.firing.reset.programmed
-            or any(t.map.recurrent for t in pop.terms)
+            or any(t.map.recurrent for t in pop.synapse_groups)
         ):
             return self._stepwise(name, a, steps, n)
         keep = LOIHI.decay_unity - f.dv
@@ -376,7 +376,7 @@ class FixedSimulator:
         bias = self.bias[name].to(a_t.device) if name in self.bias else 0.0
         recurrent = [
             (t, self.weights[(name, i)].to(torch.float64))
-            for i, t in enumerate(pop.terms)
+            for i, t in enumerate(pop.synapse_groups)
             if t.map.recurrent
         ]
         theta = float(f.vth << LOIHI.vth_shift)
@@ -442,7 +442,7 @@ class FixedSimulator:
         """Integer readout scores in the float model's units: the output's spike counts where
         a spiking layer feeds the output one to one (what the source framework counts)."""
         readout = self.program.lowered.readouts[0]
-        terms = readout.terms
+        terms = readout.synapse_groups
         w = terms[0].weight_q if len(terms) == 1 else None
         one_to_one = (
             w is not None

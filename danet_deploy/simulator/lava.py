@@ -2,7 +2,7 @@
 
 The Lava network is built from the program: one synapse process per term (``Conv``,
 ``Dense`` or ``Sparse``, graded when the source is), ``DelayLine`` processes that
-carry balancing delays (shared per source and delay), ``SampleGate`` processes in front
+carry balancing delays (shared per source and delay), ``SampleMask`` processes in front
 of recurrent synapses (so that no spike crosses into the next sample), LIFReset neurons (memoryless
 gates are LIFs with ``dv = 4096``), GradedVec relays, lava-nc's own ``Delta`` and ``SigmaDelta``
 sigma-delta neurons, and file sinks that record every population at every step. Samples are
@@ -97,7 +97,7 @@ def _connect_synapse(term, graded: bool, source_out, target_in, always_conv: boo
     runs as ``Conv``, whose output wraps at 24 bits where a matrix's does not (a pipelined
     program's convolutions are defined so, as netx builds them). Delays are not the synapse's
     business: ``DelayLine`` processes in front of it carry them (see ``_build``). An encoder's
-    port (``Term.port``) is no synapse: its source is connected to the neurons themselves.
+    port (``SynapseGroup.port``) is no synapse: its source is connected to the neurons themselves.
     """
     kind = synapse_process(term, always_conv)
     if kind == "port":
@@ -240,7 +240,7 @@ def _build(program: Program, data: np.ndarray, sink_dir: Path, interval: int):
     from ..lavaext.delay import DelayLine
     from ..lavaext import SINK_PORTS
     from ..lavaext.filesink import FileSink
-    from ..lavaext.gate import SampleGate
+    from ..lavaext.sample_mask import SampleMask
 
     steps = data.shape[1]
     procs, targets, lines = {}, {}, {}
@@ -272,22 +272,22 @@ def _build(program: Program, data: np.ndarray, sink_dir: Path, interval: int):
             else:  # a readout: no neurons, the summed synaptic current is what is recorded
                 targets[name] = sink.port(k)
     for name, pop in program.populations.items():
-        for t in pop.terms:
+        for t in pop.synapse_groups:
             out = procs[t.source].s_out
             shape = (program.populations[t.source].neurons,)
             if (
                 t.lag
             ):  # no spike crosses from one sample into the next: its last lag steps are dropped
                 source_latency = program.populations[t.source].latency
-                gate = SampleGate(
+                mask = SampleMask(
                     shape=shape,
                     interval=interval,
                     first=source_latency + interval - t.lag + 1,
                     span=t.lag,
                 )
-                out.connect(gate.s_in)
-                out = gate.s_out
-            if t.delay:  # one line per (source, delay, gate), shared by every consumer
+                out.connect(mask.s_in)
+                out = mask.s_out
+            if t.delay:  # one line per (source, delay, mask), shared by every consumer
                 key = (t.source, t.delay, t.lag)
                 if key not in lines:
                     lines[key] = DelayLine(shape=shape, delay=int(t.delay))
@@ -315,7 +315,7 @@ def run_size(program: Program, samples: int, steps: int) -> dict[str, int]:
     from ..lavaext import SINK_PORTS
 
     pops = [p for p in program.populations.values() if not p.kind.is_input]
-    terms = [t for p in pops for t in p.terms if not t.port]
+    terms = [t for p in pops for t in p.synapse_groups if not t.port]
     lines = {(t.source, t.delay, t.lag) for t in terms if t.delay}
     gates = sum(bool(t.lag) for t in terms)
     neurons = sum(p.kind.has_neurons for p in pops)

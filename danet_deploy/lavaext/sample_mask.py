@@ -1,9 +1,9 @@
-"""A sample gate: forwards spikes in the same step, except at each sample's last steps.
+"""A sample mask: forwards spikes in the same step, except at each sample's last steps.
 
 Many samples run back to back in one Lava run, and ``LIFReset`` clears a neuron's
-voltage and current at the start of each sample, but a term with a lag (a recurrent
-synapse, which brings the step before, or a Delay node of the graph: ``Term.lag``) would
-carry a sample's last ``lag`` steps into the next sample. The gate in front of its synapse
+voltage and current at the start of each sample, but a synapse group with a lag (a recurrent
+synapse, which brings the step before, or a Delay node of the graph: ``SynapseGroup.lag``) would
+carry a sample's last ``lag`` steps into the next sample. The mask in front of its synapse
 (and delay line) drops them, so every sample starts silent, as it does in the trained model
 (and on a chip that runs one sample at a time).
 """
@@ -21,7 +21,7 @@ from lava.magma.core.sync.protocols.loihi_protocol import LoihiProtocol
 from danet_deploy.ir.chip_format import LOIHI  # absolute: Lava also loads this file by its path
 
 
-class SampleGate(AbstractProcess):
+class SampleMask(AbstractProcess):
     """``s_out = s_in``, but zero where ``(time_step - first) % interval < span``."""
 
     def __init__(self, *, shape: tuple, interval: int, first: int, span: int) -> None:
@@ -30,10 +30,10 @@ class SampleGate(AbstractProcess):
         self.s_out = OutPort(shape=shape)
 
 
-@implements(proc=SampleGate, protocol=LoihiProtocol)
+@implements(proc=SampleMask, protocol=LoihiProtocol)
 @requires(CPU)
 @tag("fixed_pt")
-class PySampleGateModel(PyLoihiProcessModel):
+class PySampleMaskModel(PyLoihiProcessModel):
     s_in: PyInPort = LavaPyType(PyInPort.VEC_DENSE, np.int32, precision=LOIHI.graded_payload_bits)
     s_out: PyOutPort = LavaPyType(
         PyOutPort.VEC_DENSE, np.int32, precision=LOIHI.graded_payload_bits
