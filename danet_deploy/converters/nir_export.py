@@ -190,7 +190,7 @@ class _Lowering:
             self._connect(ins, out, node.connection)
             self.sources[node.name] = [out]
         else:
-            raise AssertionError(f"no NIR lowering for op {op!r}")
+            raise AssertionError(f"no NIR form for op {op!r}")
 
     def _conv(self, node: Node, ins: list[str]) -> None:
         m = self.model.module_of(node)
