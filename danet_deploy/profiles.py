@@ -9,9 +9,11 @@ figures and wrong units with an error that names the key.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 try:
     import tomllib
@@ -27,7 +29,6 @@ CONSTRAINTS = {
     "neurons_per_core": "count",
     "synaptic_memory_per_core": "bits",
     "input_axons_per_core": "count",
-    "output_axons_per_core": "count",
     "weight_bits": "bits",
     "state_bits": "bits",
     "decay_bits": "bits",
@@ -41,12 +42,14 @@ CONSTRAINTS = {
     "programmable_neurons": "flag",
 }
 # figures a profile may leave out: without conv_tile_neurons, convolutions are mapped unrolled;
-# output_axons_per_core is recorded (Loihi 1's routing table) but read by no mapping or check: a
-# core's output axons depend on where its neurons' consumers are placed, which the mapping does
-# not model, and a bound from neurons per core times consumers would refuse the mapping's own
-# Loihi 2 conv tiles wherever a layer feeds two others (docs/compile.md §5)
 # without programmable_neurons, the chip's neurons reset to zero only (ir/resets.py)
-OPTIONAL = {"constraints": ("conv_tile_neurons", "output_axons_per_core", "programmable_neurons")}
+OPTIONAL = {"constraints": ("conv_tile_neurons", "programmable_neurons")}
+# figures that no mapping or check reads, and why; a profile that states one is read without it,
+# and stderr says so once (docs/compile.md §5)
+UNREAD = {
+    "constraints.output_axons_per_core": "a core's output axons depend on where its neurons' "
+    "consumers are placed, which the mapping does not model",
+}
 ENERGY = {
     "synaptic_op": "pJ",
     "graded_op": "pJ",
@@ -124,6 +127,18 @@ def _figure(path: Path, key: str, raw: object, unit: str) -> Figure:
     return Figure(float(raw["value"]), unit, str(raw["source"]), raw["confidence"])
 
 
+def _without_unread(path: Path, section: str, table: dict[str, Any]) -> dict[str, Any]:
+    """``table`` less the figures no mapping reads (:data:`UNREAD`), each named on stderr."""
+    kept = {}
+    for key, raw in table.items():
+        why = UNREAD.get(f"{section}.{key}")
+        if why is None:
+            kept[key] = raw
+        else:
+            print(f"danet-deploy: {path}: {section}.{key} is not used ({why})", file=sys.stderr)
+    return kept
+
+
 def parse_profile(path: Path) -> Profile:
     """Read and validate one profile file."""
     try:
@@ -141,7 +156,7 @@ def parse_profile(path: Path) -> Profile:
         raise UserError(f"{path}: profile.kind must be one of {', '.join(REQUIRED)}")
     prof = Profile(head["name"], head["kind"], head["description"], Path(path))
     for sec, schema in SECTIONS.items():
-        table = data.get(sec, {})
+        table = _without_unread(path, sec, data.get(sec, {}))
         extra = set(table) - set(schema)
         if extra:
             raise UserError(

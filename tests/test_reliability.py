@@ -691,16 +691,19 @@ def test_a_chip_profile_is_held_to_the_widths_the_compiler_writes(
     assert "\n" not in message and "must say" in message
 
 
-def test_output_axons_per_core_may_be_left_out_since_no_mapping_reads_it(tmp_path: Path) -> None:
-    """``output_axons_per_core`` was required and read by nothing (issue 33): it is recorded,
-    optional, and a chip profile without it compiles to the same program (docs/compile.md §5)."""
+def test_a_profile_stating_output_axons_per_core_compiles_as_without_and_is_told(
+    tmp_path: Path, capsys
+) -> None:
+    """``output_axons_per_core`` was required and read by nothing (issue 33): the built-in
+    profiles no longer state it, and a user's profile that does is read without it, stderr
+    saying so once; it compiles to the same program (docs/compile.md §5)."""
     from danet_deploy.pipeline import export
 
     text = (Path(__file__).parents[1] / "danet_deploy" / "hw_profiles" / "loihi2.toml").read_text()
-    without = tmp_path / "no_output_axons.toml"
-    without.write_text(
-        "\n".join(line for line in text.splitlines() if not line.startswith("output_axons"))
-    )
+    assert "output_axons" not in text
+    stating = tmp_path / "with_output_axons.toml"
+    figure = 'output_axons_per_core = { value = 4096, unit = "count", source = "x", confidence = "estimate" }'
+    stating.write_text(text.replace("[constraints]\n", f"[constraints]\n{figure}\n"))
     graph, data = _tiny_nir(tmp_path / "g.nir"), _spikes(tmp_path / "x.pt", steps=4)
     manifests = [
         json.loads(
@@ -709,10 +712,12 @@ def test_output_axons_per_core_may_be_left_out_since_no_mapping_reads_it(tmp_pat
                 / "manifest.json"
             ).read_text()
         )
-        for name, profile in (("stated", "loihi2"), ("left_out", str(without)))
+        for name, profile in (("builtin", "loihi2"), ("stating", str(stating)))
     ]
-    assert manifests[0]["core_mapping"] == manifests[1]["core_mapping"]
-    assert manifests[0]["quantisation"] == manifests[1]["quantisation"]
+    note = f"{stating}: constraints.output_axons_per_core is not used ("
+    assert capsys.readouterr().err.count(note) == 1
+    for key in ("core_mapping", "quantisation", "profile_estimates"):
+        assert manifests[0][key] == manifests[1][key], key
 
 
 BAD_INPUTS = {
