@@ -27,6 +27,7 @@ import torch
 
 from danet_deploy.compile import compile_graph
 from danet_deploy.converters.nir_import import from_nir
+from danet_deploy.errors import UserError
 from danet_deploy.ir.interpreter import ReferenceSimulator
 from danet_deploy.profiles import load_profile
 from danet_deploy.simulator.fixed import FixedSimulator
@@ -232,7 +233,8 @@ def draw_graph(rng: np.random.Generator, binary: bool = False) -> tuple[nir.NIRG
 
 def _differences(seed: int, lowering: str, reset: str = "zero") -> tuple[list[str], int]:
     """Where the fast simulator's program and the float interpreter differ on ``seed``'s graph
-    with its neurons reset by ``reset``, and how many spikes the program's neurons fired."""
+    with its neurons reset by ``reset``, and how many spikes the program's neurons fired (-1:
+    the compile refused it, :func:`_check`)."""
     graph = random_graph(seed, binary=reset != "zero")
     x = (
         torch.rand(
@@ -245,13 +247,18 @@ def _differences(seed: int, lowering: str, reset: str = "zero") -> tuple[list[st
     ).double()
     flat = from_nir(graph, dt=1.0, reset=reset)
     reference = ReferenceSimulator(flat, dtype=torch.float64).run(x, record=True)
-    program, _ = compile_graph(
-        from_nir(graph, dt=1.0, reset=reset),
-        "loihi2-sim",
-        load_profile("loihi2"),
-        lowering,
-        x.float(),
-    )
+    try:
+        program, _ = compile_graph(
+            from_nir(graph, dt=1.0, reset=reset),
+            "loihi2-sim",
+            load_profile("loihi2"),
+            lowering,
+            x.float(),
+        )
+    except UserError as e:  # counts of thousands a step leave a threshold under one vth unit
+        if not (reset.startswith("sinabs") and "its threshold rounds to 0" in str(e)):
+            raise
+        return [], -1
     inexact = [
         f"{n}: weight error {f.quant_error}"
         for n, f in program.fixed.items()
@@ -296,15 +303,19 @@ def one_thread():
 
 def _check(seeds: range, lowering: str, reset: str = "zero") -> None:
     """Every seed's program equals the float interpreter, and few of them are silent (a
-    graph whose neurons never fire would compare nothing)."""
-    failed, silent = {}, 0
+    graph whose neurons never fire would compare nothing). A multi-spike graph may be refused
+    in one line where its counts (thousands a step: the graphs' weights are drawn for binary
+    spikes) make a consumer's currents so large that its threshold rounds to 0; few are."""
+    failed, silent, refused = {}, 0, 0
     for seed in seeds:
         wrong, spikes = _differences(seed, lowering, reset)
         if wrong:
             failed[seed] = wrong
         silent += not spikes
+        refused += spikes < 0
     assert not failed, failed
     assert silent <= len(seeds) // 10, f"{silent} of {len(seeds)} graphs never fire"
+    assert refused <= len(seeds) // 50, f"{refused} of {len(seeds)} graphs refused"
 
 
 @pytest.mark.parametrize("lowering", ["expand", "relay"])
