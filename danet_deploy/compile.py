@@ -686,7 +686,15 @@ def _check_pipeline(low: Lowered) -> None:
 
 def _check_resets(low: Lowered, profile: Profile) -> None:
     """Refuse a population whose reset only a programmable neuron runs (ir/resets.py) on a chip
-    whose neurons reset to zero (``programmable_neurons``: Loihi 1), naming the layer."""
+    whose neurons reset to zero (``programmable_neurons``: Loihi 1), naming the layer; and a
+    multi-spike population whose threshold is not positive (its count, v / threshold, is
+    undefined) on any chip."""
+    for name, pop in low.populations.items():
+        if pop.firing.reset.multi_spike and pop.threshold <= 0:
+            raise UserError(
+                f"layer {name!r}: a neuron that fires several spikes in one step needs a positive "
+                f"threshold (its count is v / threshold), not {pop.threshold:g}"
+            )
     if profile.constraints.get("programmable_neurons") and profile.limit("programmable_neurons"):
         return
     for name, pop in low.populations.items():

@@ -91,3 +91,27 @@ def test_a_program_file_with_an_unknown_reset_is_refused_in_one_line(tmp_path):
         UserError, match=r"p\.h5: population 'n\d+' has an unknown reset 'sideways'"
     ):
         read_program(tmp_path / "p.h5")
+
+
+def test_a_multi_spike_layer_without_a_positive_threshold_is_refused_in_one_line():
+    import nir
+
+    from danet_deploy.compile import compile_graph
+    from danet_deploy.converters.nir_import import from_nir
+    from danet_deploy.profiles import load_profile
+
+    nodes = {
+        "input": nir.Input(input_type={"input": np.array([4])}),
+        "fc": nir.Affine(np.ones((3, 4)), np.zeros(3)),
+        "if": nir.IF(r=np.ones(3), v_threshold=np.zeros(3)),
+        "out": nir.Affine(np.ones((2, 3)), np.zeros(2)),
+        "output": nir.Output(output_type={"output": np.array([2])}),
+    }
+    edges = [("input", "fc"), ("fc", "if"), ("if", "out"), ("out", "output")]
+    graph = from_nir(
+        nir.NIRGraph(nodes=nodes, edges=edges, type_check=False), dt=1.0, reset="sinabs"
+    )
+    with pytest.raises(
+        UserError, match=r"^layer 'if': a neuron that fires several spikes .* not 0$"
+    ):
+        compile_graph(graph, "loihi2-sim", load_profile("loihi2"), "expand", None)

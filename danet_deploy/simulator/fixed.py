@@ -383,8 +383,8 @@ class FixedSimulator:
         u = torch.zeros_like(a_t[0])
         v = torch.zeros_like(u)
         fired = torch.zeros_like(u, dtype=torch.bool)
-        counts = torch.float64 if pop.firing.reset.multi_spike else torch.float32
-        spikes = torch.empty((steps, *u.shape), dtype=counts, device=u.device)
+        held = torch.float64 if pop.firing.reset.multi_spike else torch.float32  # counts: any size
+        spikes = torch.empty((steps, *u.shape), dtype=held, device=u.device)
         for t in range(steps):
             drive = a_t[t if len(a_t) > 1 else 0]
             for term, w in recurrent:
