@@ -30,6 +30,7 @@ from .frontends.module_spec import is_module_spec, load_module_graph
 from .ir.graph import DEFAULT_RESET, FlatGraph
 from .ir.program import Program, read_program
 from .models import SpikingNet
+from .problems import Problems
 
 CALIBRATION_SAMPLES = 32
 
@@ -131,13 +132,15 @@ def load_artifact(
     reset: str | None = None,
     discretisation: str | None = None,
     module: dict[str, Any] | None = None,
+    problems: Problems | None = None,
 ) -> Artifact:
     """Resolve a checkpoint, a ``.nir`` file, a netx file or an export directory (with
     ``manifest.json``). ``keep_input_neurons``: a netx input layer's neurons are kept
     (lava-dl's examples skip them). ``reset``, ``discretisation``: a ``.nir`` graph's
     conventions (recorded in the graph's metadata, so that its export keeps them). ``module``: the
     ``weights``, ``input_shape`` and ``timesteps`` of a ``package.module:factory`` MODEL, traced by
-    ``frontends`` into the NIR graph a ``.nir`` file would give.
+    ``frontends`` into the NIR graph a ``.nir`` file would give. ``problems``: where the graph's
+    unsupported nodes and wrong shapes are reported, every one (``check``; else the first raises).
 
     For an export directory the float side is its source checkpoint while that is unchanged
     (else its ``graph.nir``: :func:`export_source`), and a compiled directory brings its program.
@@ -149,7 +152,13 @@ def load_artifact(
     path = Path(path)
     if path.is_dir():
         art = load_artifact(
-            export_source(path), dt, keep_model, keep_input_neurons, reset, discretisation
+            export_source(path),
+            dt,
+            keep_model,
+            keep_input_neurons,
+            reset,
+            discretisation,
+            problems=problems,
         )
         if (path / "program.h5").is_file():
             art.program, art.program_path = read_program(path / "program.h5"), path / "program.h5"
@@ -160,7 +169,7 @@ def load_artifact(
         nir_graph = load_module_graph(
             str(path), given.get("weights"), given.get("input_shape"), given.get("timesteps"), dt
         )
-        graph = from_nir(nir_graph, reset=reset, discretisation=discretisation)
+        graph = from_nir(nir_graph, None, reset, discretisation, problems)
         _state_conventions(nir_graph, graph, reset)
         return Artifact(path, graph, nir_graph)
     if given:
@@ -169,7 +178,7 @@ def load_artifact(
             f"MODEL only"
         )
     if kind == "nir":
-        graph = read_nir(path, dt, reset, discretisation)
+        graph = read_nir(path, dt, reset, discretisation, problems)
         nir_graph = read_nir_graph(path)
         _state_conventions(nir_graph, graph, reset)
         return Artifact(path, graph, nir_graph)
@@ -184,12 +193,12 @@ def load_artifact(
                 f"{path}: --dt does not apply to a netx file (its neurons count time steps)"
             )
         nir_graph = read_netx(path, keep_input_neurons)
-        return Artifact(path, from_nir(nir_graph), nir_graph)
+        return Artifact(path, from_nir(nir_graph, problems=problems), nir_graph)
     model, blob = load_model(path, mmap=keep_model)
     nir_graph = to_nir(model, dt if dt is not None else DEFAULT_DT, fold_in_place=not keep_model)
     if not keep_model:  # the graph's arrays are the only reference to the weights left
         model, blob["state_dict"] = None, {}
-    return Artifact(path, from_nir(nir_graph), nir_graph, model, blob)
+    return Artifact(path, from_nir(nir_graph, problems=problems), nir_graph, model, blob)
 
 
 def file_sha256(path: Path) -> str:

@@ -35,7 +35,7 @@ from .errors import UserError
 from .heap import return_freed_memory
 from .ir.graph import FlatGraph
 from .ir.chip_format import LOIHI
-from .ir.resets import DESCRIPTIONS, Reset
+from .ir.resets import DESCRIPTIONS, Firing, Reset
 from .ir.program import (
     Fixed,
     Lowered,
@@ -50,6 +50,7 @@ from .ir.program import (
     synapse_count,
 )
 from .lowering import lower
+from .problems import ChecksStopped, Problem, Problems, raising
 from .profiles import Profile
 from .synapses import WEIGHT_DTYPE, round_weights
 
@@ -401,6 +402,20 @@ def _made_once(made: dict[tuple, np.ndarray], q: np.ndarray) -> np.ndarray:
     return q
 
 
+def _float_sigma_delta(lowered: Lowered, exact: bool) -> list[Problem]:
+    """Every sigma-delta layer of a graph that does not hold the chip's integers."""
+    return [
+        Problem(
+            name,
+            "sigma-delta neurons are compiled from the chip's integers only (a lava-dl netx "
+            "file), not from float weights",
+            noun="layer",
+        )
+        for name, pop in lowered.populations.items()
+        if pop.kind.sigma_delta and not exact
+    ]
+
+
 def quantise(
     lowered: Lowered,
     peaks: dict[str, float] | None,
@@ -409,6 +424,7 @@ def quantise(
     exact: bool = False,
     pinned: dict[str, float] | None = None,
     keep_float: bool = False,
+    problems: Problems | None = None,
 ) -> dict[str, Fixed]:
     """Integer weights (set on each term) and per-population fixed-point parameters.
 
@@ -424,7 +440,12 @@ def quantise(
     ``pinned``: scales a model was trained on (its ``chip_scales``: ``K`` per population,
     the value scale of the input), used instead of calibrated ones where they fit, so that
     the rounding is the one training saw.
+    ``problems``: where a layer it cannot quantise is reported (else the first raises).
     """
+    problems = raising(problems)
+    before = len(problems.found)
+    problems.report(_float_sigma_delta(lowered, exact))
+    problems.stop_if_found(before, "sigma-delta layers from float weights cannot be quantised")
     pinned = pinned or {}
     fixed: dict[str, Fixed] = {}
     made: dict[tuple, np.ndarray] = {}  # the integer weights made so far, by content
@@ -444,11 +465,6 @@ def quantise(
             )
             bound[name] = input_peak if input_graded else 1.0
             continue
-        if pop.kind.sigma_delta and not exact:
-            raise UserError(
-                f"layer {name!r}: sigma-delta neurons are compiled from the chip's integers only "
-                f"(a lava-dl netx file), not from float weights"
-            )
         if peaks is None:
             peak = bound[name] = _worst_current(pop, bound)
             if not pop.kind.sends_current:
@@ -492,9 +508,12 @@ def quantise(
             f.du = _current_decay(pop)
             f.vth = _threshold_integer(pop, k)
             if f.graded and f.vth < 1:  # a count is the voltage over vth << 6
-                raise UserError(
-                    f"layer {name!r}: its threshold rounds to 0 at fixed-point scale {k:.3g} (set "
-                    f"by {set_by}), so its spike count is undefined; raise the threshold"
+                what = (
+                    f"its threshold rounds to 0 at fixed-point scale {k:.3g} (set by {set_by}), "
+                    f"so its spike count is undefined"
+                )
+                problems.report(
+                    [Problem(name, what, "raise the threshold", f"vth {f.vth} < 1", "layer")]
                 )
         if pop.bias is not None:
             mant = np.rint(k * pop.bias / LOIHI.bias_unit)
@@ -616,8 +635,8 @@ def conv_tiles(shape: tuple[int, ...], compartments: int, limit: int) -> int:
 
 def check_mapping(
     mapping: dict[str, dict[str, Any]], profile: Profile, lowering: str, check_chips: bool = True
-) -> list[str]:
-    """Every limit a mapping breaks, as one message per problem (empty: it fits)."""
+) -> list[Problem]:
+    """Every limit a mapping breaks, one problem each (empty: it fits)."""
     mem = profile.limit("synaptic_memory_per_core")
     axons = profile.limit("input_axons_per_core")
     wbits = profile.limit("weight_bits")
@@ -629,22 +648,28 @@ def check_mapping(
     for name, m in mapping.items():
         per_compartment = min(m["max_fan_in"], axons) * wbits
         if per_compartment > mem:
-            problems.append(
-                f"layer {name!r}: one neuron compartment needs {per_compartment} bits of synapses, "
-                f"more than {profile.name}'s {mem} per core; {remedy}"
+            what = (
+                f"one neuron compartment needs {per_compartment} bits of synapses, more than "
+                f"{profile.name}'s {mem} per core"
             )
+            value = f"{per_compartment} > {mem} bits ({lowering})"
+            problems.append(Problem(name, what, remedy, value, noun="layer"))
         if m["max_delay"] > max_delay:
-            problems.append(
-                f"layer {name!r}: needs a synaptic delay of {m['max_delay']} steps, more than "
-                f"{profile.name}'s {max_delay}; {remedy}"
+            what = (
+                f"needs a synaptic delay of {m['max_delay']} steps, more than {profile.name}'s "
+                f"{max_delay}"
             )
+            value = f"{m['max_delay']} > {max_delay} steps ({lowering})"
+            problems.append(Problem(name, what, remedy, value, noun="layer"))
     cores = sum(m["cores"] for m in mapping.values())
     chips = math.ceil(cores / profile.limit("cores_per_chip"))
     if check_chips and chips > profile.limit("max_chips"):
-        problems.append(
+        what = (
             f"the network needs {chips} chips ({cores} cores), more than the "
-            f"{profile.limit('max_chips')} of the largest {profile.name} system; {remedy}"
+            f"{profile.limit('max_chips')} of the largest {profile.name} system"
         )
+        value = f"{chips} > {profile.limit('max_chips')} chips ({lowering})"
+        problems.append(Problem("", what, remedy, value))
     return problems
 
 
@@ -668,51 +693,68 @@ def _calibration(
     return calibrate(graph, calibration), float(calibration.abs().max()), graded
 
 
-def _check_pipeline(low: Lowered) -> None:
+def pipeline_problems(low: Lowered) -> list[Problem]:
     """A program with sigma-delta populations runs as one pipeline from one start (they have no
     reset); spiking populations start each sample afresh, so the two cannot be mixed yet."""
     if not low.pipelined:
-        return
+        return []
     # neurons that start each sample afresh (Lava's reset interval): LIFs, gates, relays
     spiking = [
         n for n, p in low.populations.items() if p.kind.has_neurons and not p.kind.sigma_delta
     ]
-    if spiking:
-        raise UserError(
-            f"layer {spiking[0]!r}: this network mixes spiking (LIF) layers with sigma-delta layers, "
-            f"which the compiler does not support yet (a network of either kind compiles)"
+    what = (
+        "this network mixes spiking (LIF) layers with sigma-delta layers, which the compiler "
+        "does not support yet"
+    )
+    remedy = "(a network of either kind compiles)"
+    return [Problem(n, what, remedy, noun="layer", joint=" ") for n in spiking]
+
+
+def count_problems(low: Lowered) -> list[Problem]:
+    """Every multi-spike population whose threshold is not positive: its count, v / threshold,
+    is undefined on any chip."""
+    return [
+        Problem(
+            name,
+            "a neuron that fires several spikes in one step needs a positive threshold (its "
+            f"count is v / threshold), not {pop.threshold:g}",
+            value=f"threshold {pop.threshold:g} <= 0",
+            noun="layer",
         )
+        for name, pop in low.populations.items()
+        if pop.firing.reset.multi_spike and pop.threshold <= 0
+    ]
 
 
-def _check_resets(low: Lowered, profile: Profile) -> None:
-    """Refuse a population whose reset only a programmable neuron runs (ir/resets.py) on a chip
-    whose neurons reset to zero (``programmable_neurons``: Loihi 1), naming the layer; and a
-    multi-spike population whose threshold is not positive (its count, v / threshold, is
-    undefined) on any chip."""
-    for name, pop in low.populations.items():
-        if pop.firing.reset.multi_spike and pop.threshold <= 0:
-            raise UserError(
-                f"layer {name!r}: a neuron that fires several spikes in one step needs a positive "
-                f"threshold (its count is v / threshold), not {pop.threshold:g}"
-            )
+def reset_problems(low: Lowered, profile: Profile) -> list[Problem]:
+    """Every population whose reset only a programmable neuron runs (ir/resets.py), on a chip
+    whose neurons reset to zero (``programmable_neurons``: Loihi 1)."""
     if profile.constraints.get("programmable_neurons") and profile.limit("programmable_neurons"):
-        return
-    for name, pop in low.populations.items():
-        fires = pop.firing
-        if not fires.reset.programmed:
-            continue
-        soft = fires.at_threshold and fires.reset is Reset.SUBTRACT
-        what = DESCRIPTIONS[fires.reset] + (
-            " (SpikingJelly's soft reset, v_reset=None)" if soft else ""
-        )
-        raise UserError(
-            f"layer {name!r}: this neuron {what}, but {profile.name}'s neurons set the voltage "
-            f"to 0 when they fire (no programmable neurons); compile for loihi2-sim, retrain "
-            f"with reset to zero (snnTorch: reset_mechanism='zero', reset_delay=False; "
-            f"SpikingJelly: v_reset=0.0), or pass --reset {'spikingjelly' if soft else 'zero'} "
-            f"to compile it with {profile.name}'s reset (its output then differs from the "
-            f"source framework's)"
-        )
+        return []
+    return [
+        _programmed_reset(name, pop.firing, profile)
+        for name, pop in low.populations.items()
+        if pop.firing.reset.programmed
+    ]
+
+
+def _programmed_reset(name: str, fires: Firing, profile: Profile) -> Problem:
+    """A layer whose reset ``profile``'s neurons, which reset to zero, cannot run."""
+    soft = fires.at_threshold and fires.reset is Reset.SUBTRACT
+    what = DESCRIPTIONS[fires.reset] + (
+        " (SpikingJelly's soft reset, v_reset=None)" if soft else ""
+    )
+    return Problem(
+        name,
+        f"this neuron {what}, but {profile.name}'s neurons set the voltage to 0 when they fire "
+        f"(no programmable neurons)",
+        f"compile for loihi2-sim, retrain with reset to zero (snnTorch: "
+        f"reset_mechanism='zero', reset_delay=False; SpikingJelly: v_reset=0.0), or pass "
+        f"--reset {'spikingjelly' if soft else 'zero'} to compile it with {profile.name}'s reset "
+        f"(its output then differs from the source framework's)",
+        value=f"reset {fires.reset.value}",
+        noun="layer",
+    )
 
 
 def compile_graph(
@@ -724,6 +766,7 @@ def compile_graph(
     keep_float: bool = False,
     release_graph: bool = False,
     strict: bool = False,
+    problems: Problems | None = None,
 ) -> tuple[Program, dict[str, Any]]:
     """Lower, quantise and map ``graph``; return the program and the cost of both lowerings.
     ``keep_float``: the program's maps keep their float weights beside the integers.
@@ -733,41 +776,61 @@ def compile_graph(
     are dropped once calibrated: a caller that keeps no reference to them frees them then.
     Every layer whose weight error is above ``WEIGHT_ERROR_BOUND`` is named on stderr
     (``Program.warnings``), or, with ``strict``, is an error; ``auto`` then compiles the other
-    lowering too, where it fits, and keeps the program whose worst layer is better."""
+    lowering too, where it fits, and keeps the program whose worst layer is better.
+
+    ``problems``: where every check reports what it finds (``danet-deploy check``: each such
+    layer is a problem, as with ``strict``); the compile goes on while it can. Without, the
+    first problem is raised as a one-line error."""
     if profile.kind != "chip":
         raise UserError(
             f"profile {profile.name!r} is an accounting convention, not a compile target"
         )
+    problems = raising(problems)
     costs: dict[str, Any] = {}
-    structures = {mode: lower(graph, mode, with_weights=False) for mode in ("expand", "relay")}
+    violations: dict[str, list[Problem]] = {}
+    structures = {mode: lower(graph, mode, False, problems) for mode in ("expand", "relay")}
     for mode, structure in structures.items():  # structure only: what each lowering would cost
         mapping = map_to_cores(structure, profile, quantised=False)
         # the chip count is checked after quantisation, when zero weights no longer count
+        violations[mode] = check_mapping(mapping, profile, mode, False)
         costs[mode] = {
             **summarise(mapping, profile),
-            "violations": check_mapping(mapping, profile, mode, False),
+            "violations": [p.message for p in violations[mode]],
             "counted": "structural (every weight of each synapse group)",
         }
-    _check_resets(structures["expand"], profile)
+    before = len(problems.found)
+    problems.report(count_problems(structures["expand"]))
+    problems.stop_if_found(before, "a layer whose spike count is undefined cannot be quantised")
+    problems.report(reset_problems(structures["expand"], profile))
     relay_pops = any(p.kind.sends_current for p in structures["relay"].populations.values())
     del structures, structure  # index arrays of two whole lowerings: gone before calibration's
     return_freed_memory()
     chosen = lowering
-    if lowering == "auto" and costs["expand"]["violations"] and costs["relay"]["violations"]:
-        raise UserError(
-            f"neither lowering fits {profile.name}: expand: {costs['expand']['violations'][0]}; "
-            f"relay: {costs['relay']['violations'][0]}"
-        )
+    if lowering == "auto" and violations["expand"] and violations["relay"]:
+        if not problems.collect:
+            raise UserError(
+                f"neither lowering fits {profile.name}: expand: {costs['expand']['violations'][0]}; "
+                f"relay: {costs['relay']['violations'][0]}"
+            )
+        problems.report(violations["expand"] + violations["relay"])  # every layer, each lowering
+        raise ChecksStopped(f"neither lowering fits {profile.name}, so none was quantised")
     if lowering == "auto":  # expand unless relay fits where expand does not, or needs fewer cores
         relay_better = not costs["relay"]["violations"] and (
             costs["expand"]["violations"] or costs["relay"]["cores"] < costs["expand"]["cores"]
         )
         chosen = "relay" if relay_better and profile.limit("graded_spikes") else "expand"
     if chosen == "relay" and relay_pops and not profile.limit("graded_spikes"):
-        raise UserError(
-            f"{profile.name} has no graded spikes, so relay lowering is impossible; "
-            f"use --lowering expand"
+        problems.report(
+            [
+                Problem(
+                    "",
+                    f"{profile.name} has no graded spikes, so relay lowering is impossible",
+                    "use --lowering expand",
+                    "graded_spikes = 0",
+                )
+            ]
         )
+        raise ChecksStopped(f"relay lowering cannot be quantised for {profile.name}")
     other = {"expand": "relay", "relay": "expand"}[chosen]
     other_fits = not costs[other]["violations"] and (
         other == "expand" or profile.limit("graded_spikes")
@@ -781,21 +844,25 @@ def compile_graph(
         lowering == "auto" and other_fits
     )  # the other may be needed: the graph's arrays stay till then
     program = _program(
-        graph, target, profile, chosen, scales, keep_float, release_graph and not second
+        graph, target, profile, chosen, scales, keep_float, release_graph and not second, problems
     )
     if second and _worst(program) > WEIGHT_ERROR_BOUND:
-        alternative = _program(graph, target, profile, other, scales, keep_float, release_graph)
+        alternative = _program(
+            graph, target, profile, other, scales, keep_float, release_graph, problems
+        )
         if _worst(alternative) < _worst(program):
             program, other = alternative, chosen
     if release_graph:
         graph.release_arrays()
-    program.warnings = _weight_warnings(program, other if other_fits else None, lowering == "auto")
+    above = weight_problems(program, other if other_fits else None, lowering == "auto")
+    program.warnings = [p.message for p in above]
     if strict and program.warnings:
         more = len(program.warnings) - 1
         raise UserError(
             program.warnings[0] + (f" (and {more} more layers)" if more else "") + " (--strict)"
         )
-    for warning in [*program.warnings, *_threshold_notes(program)]:
+    problems.report(above if problems.collect else [])  # check lists them as problems
+    for warning in [*([] if problems.collect else program.warnings), *_threshold_notes(program)]:
         print(f"danet-deploy: warning: {warning}", file=sys.stderr)
     return program, costs
 
@@ -808,26 +875,24 @@ def _program(
     scales: tuple[dict[str, float] | None, float, bool],
     keep_float: bool,
     release_graph: bool,
+    problems: Problems,
 ) -> Program:
-    """``graph`` lowered by ``chosen``, quantised with the calibrated ``scales`` and mapped."""
+    """``graph`` lowered by ``chosen``, quantised with the calibrated ``scales`` and mapped;
+    what it cannot compile is reported to ``problems``."""
     peaks, input_peak, input_graded = scales
     low = lower(graph, chosen)
     if release_graph:
         graph.release_arrays()
     return_freed_memory()
-    _check_pipeline(low)
+    problems.report(pipeline_problems(low))
     input_graded = (
         input_graded or low.pipelined
     )  # a sigma-delta network takes its input's values as they are
     pinned = json.loads(graph.metadata.get("chip_scales", "{}"))
     exact = graph.metadata.get("fixed_point") == "loihi"
-    fixed = quantise(low, peaks, input_peak, input_graded, exact, pinned, keep_float)
+    fixed = quantise(low, peaks, input_peak, input_graded, exact, pinned, keep_float, problems)
     mapping = map_to_cores(low, profile, quantised=True)
-    problems = check_mapping(mapping, profile, chosen)
-    if problems:
-        raise UserError(
-            problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
-        )
+    problems.report(check_mapping(mapping, profile, chosen), count_rest="more")
     program = Program(target, profile.name, low, fixed, mapping)
     for pop in low.readouts:
         if pop.bias is not None:
@@ -842,11 +907,12 @@ def _worst(program: Program) -> float:
     return max((f.quant_error for f in program.fixed.values()), default=0.0)
 
 
-def _weight_warnings(program: Program, other: str | None, compared: bool) -> list[str]:
-    """One line per layer whose weight error is above ``WEIGHT_ERROR_BOUND``: the error, what set
-    its scale and what would do better (docs/compile.md §3). ``other``: the lowering that also
-    fits; ``compared``: ``auto`` compiled it too and it was no better."""
-    lines = []
+def weight_problems(program: Program, other: str | None, compared: bool) -> list[Problem]:
+    """Every layer whose weight error is above ``WEIGHT_ERROR_BOUND``: the error, what set its
+    scale and what would do better (docs/compile.md §3); a warning, an error with ``--strict``,
+    a problem to ``check``. ``other``: the lowering that also fits; ``compared``: ``auto``
+    compiled it too and it was no better."""
+    found = []
     for name, f in program.fixed.items():
         if f.quant_error <= WEIGHT_ERROR_BOUND:
             continue
@@ -860,9 +926,10 @@ def _weight_warnings(program: Program, other: str | None, compared: bool) -> lis
                 "calibration data (--data) whose currents are those of real inputs may allow more"
             )
         remedies = remedies or ["the layer's weights span more than its 8 bits hold at this scale"]
-        lines.append(
-            f"layer {name!r}: weight error {f.quant_error:.3g} is above the bound "
-            f"{WEIGHT_ERROR_BOUND:g} (its fixed-point scale is set by {f.scale_set_by}); "
-            + "; ".join(remedies)
+        what = (
+            f"weight error {f.quant_error:.3g} is above the bound {WEIGHT_ERROR_BOUND:g} (its "
+            f"fixed-point scale is set by {f.scale_set_by})"
         )
-    return lines
+        value = f"{f.quant_error:.3g} > {WEIGHT_ERROR_BOUND:g}"
+        found.append(Problem(name, what, "; ".join(remedies), value, noun="layer"))
+    return found

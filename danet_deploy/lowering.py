@@ -37,6 +37,7 @@ import torch
 
 from .ir.interpreter import linear_step, pair
 from .errors import UserError
+from .problems import Problem, Problems, raising
 from .ir.graph import FlatGraph
 from .ir.kinds import DELTA, GATE, INPUT, LIF, READOUT, RELAY, SIGMA_DELTA
 from .ir.neurons import dynamics
@@ -289,9 +290,9 @@ def _delayed(c: Operands) -> Map:
     """``m`` with the Delay node's steps added to its delay (one delay per node)."""
     steps = np.rint(np.asarray(c.node.delay, dtype=np.float64) / c.dt)
     if steps.size and not np.all(steps == steps.flat[0]):
-        raise UserError(
-            f"node {c.name!r}: per-neuron delays cannot be lowered (use one delay per node)"
-        )
+        raise Problem(
+            c.name, "per-neuron delays cannot be lowered", "(use one delay per node)", joint=" "
+        ).error()
     return replace(c.m, delay=c.m.delay + (int(steps.flat[0]) if steps.size else 0))
 
 
@@ -430,9 +431,9 @@ def _dense_matrix(c: Operands) -> Map:
 def _refuse_conv(c: Operands) -> None:
     """A dilated or string-padded Conv2d is refused, whatever it follows."""
     if pair(c.node.dilation) != (1, 1) or isinstance(c.node.padding, str):
-        raise UserError(
-            f"node {c.name!r}: dilated or string-padded convs are not supported by the compiler"
-        )
+        raise Problem(
+            c.name, "dilated or string-padded convs are not supported by the compiler"
+        ).error()
 
 
 Rule = Callable[[Operands], Map | None]
@@ -485,7 +486,7 @@ def composition(
     """:func:`compose`, and the rule of :data:`COMPOSITIONS` that made its map."""
     kind = next((t for t in type(node).__mro__ if t in _COMPOSED), None)
     if kind is None:
-        raise UserError(f"node {name!r}: {type(node).__name__} cannot be compiled for Loihi")
+        raise Problem(name, f"{type(node).__name__} cannot be compiled for Loihi").error()
     c = Operands(name, node, m, in_shape, out_shape, dt, matrix_ok)
     if kind in REFUSALS:
         REFUSALS[kind](c)
@@ -664,9 +665,9 @@ class _Lowerer:
 def _uniform(name: str, what: str, value: object) -> float:
     arr = np.asarray(value, dtype=np.float64)
     if arr.size and not np.all(arr == arr.flat[0]):
-        raise UserError(
-            f"node {name!r}: {what} differs between neurons; Loihi needs one value per layer"
-        )
+        raise Problem(
+            name, f"{what} differs between neurons", "Loihi needs one value per layer"
+        ).error()
     return float(arr.flat[0]) if arr.size else 0.0
 
 
@@ -702,11 +703,13 @@ def _neuron_population(
     # its voltage shifted by -c: threshold - c, and bias - (1 - beta) c (0 where v_leak = c)
     start = d.v_reset if fire.starts_at_reset else 0.0
     if fire.reset in (Reset.ZERO, Reset.ZERO_LATE) and np.any(d.v_reset != start):
-        raise UserError(
-            f"node {name!r}: Loihi neurons reset to 0, but v_reset is not 0 (a neuron that also "
-            f"starts at v_reset, as SpikingJelly's do, compiles shifted by -v_reset: "
-            f"--reset spikingjelly)"
-        )
+        raise Problem(
+            name,
+            "Loihi neurons reset to 0, but v_reset is not 0",
+            "(a neuron that also starts at v_reset, as SpikingJelly's do, compiles shifted by "
+            "-v_reset: --reset spikingjelly)",
+            joint=" ",
+        ).error()
     uniform = {
         factor: _uniform(name, d.source(factor), getattr(d, factor))
         for factor in ("beta", "current_gain", "alpha", "input_gain")
@@ -740,11 +743,17 @@ def _bias_source(name: str, connection: str) -> Population:
     return Population(f"{name}.bias", GATE, (1,), connection, threshold=0.0, bias=np.ones(1))
 
 
-def lower(graph: FlatGraph, lowering: str, with_weights: bool = True) -> Lowered:
+def lower(
+    graph: FlatGraph, lowering: str, with_weights: bool = True, problems: Problems | None = None
+) -> Lowered:
     """Populations, terms and latencies of ``graph`` for ``expand`` or ``relay`` lowering.
 
     Without weights only the structure (shapes, delays) is built: enough to cost it.
+    ``problems``: where the nodes it cannot lower are reported, every one, before it stops
+    (:class:`~danet_deploy.problems.ChecksStopped`); else the first is raised.
     """
+    problems = raising(problems)
+    before = len(problems.found)
     if lowering not in ("expand", "relay"):
         raise ValueError(lowering)
     if len(graph.inputs) != 1:
@@ -752,61 +761,75 @@ def lower(graph: FlatGraph, lowering: str, with_weights: bool = True) -> Lowered
     low = _Lowerer(graph, lowering == "relay", with_weights)
     pops: dict[str, Population] = {}
     for name, node in graph.nodes.items():
-        conn = str(node.metadata.get("connection", ""))
-        if name in graph.inputs:
-            pops[name] = Population(name, INPUT, graph.shapes[name], conn)
-            continue
-        if name in graph.outputs:
-            pop = Population(name, READOUT, graph.shapes[name], conn)
-        elif low.is_population(name):
-            pop = _neuron_population(name, node, graph.shapes[name], graph, conn)
-        elif isinstance(node, (nir.LI, nir.I)):
-            raise UserError(
-                f"node {name!r}: {type(node).__name__} neurons are not supported by the "
-                f"Loihi compiler (LIF, IF, CubaLIF and Threshold are)"
-            )
-        else:
-            continue
-        terms, path_bias = low.input_sum(name)
-        pop.synapse_groups = [
-            SynapseGroup(s, m, "recurrent" if m.recurrent else c) for s, m, c in _merge(terms)
-        ]
-        if pop.kind.encoder and [(t.source, t.map.identity) for t in pop.synapse_groups] == [
-            (graph.inputs[0], True)
-        ]:
-            pop.synapse_groups[0].port = True  # an encoder reads the input itself
-        if (
-            path_bias is not None and pop.alpha
-        ):  # a constant current that persists: through a synapse
-            source = _bias_source(name, conn)
-            pops[source.name] = source
-            weight = np.broadcast_to(path_bias, pop.shape).reshape(-1, 1) if with_weights else None
-            pop.synapse_groups.append(
-                SynapseGroup(source.name, Map("dense", source.shape, (pop.neurons,), weight), conn)
-            )
-        elif path_bias is not None and isinstance(node, SigmaDelta):
-            raise UserError(
-                f"node {name!r}: a constant input current into a sigma-delta neuron would add up "
-                f"in its sigma at every step; give the neuron the bias instead"
-            )
-        elif path_bias is not None:  # a constant input current, seen through the neuron's gain
-            drive = pop.gain * path_bias
-            pop.bias = drive if pop.bias is None else pop.bias + drive
-        pops[name] = pop
+        with problems.kept():  # a node refused: the next one is checked
+            pops.update(_node_populations(low, graph, name, node, with_weights))
     for relayed in low.relays:
         shape = graph.shapes[graph.sources[relayed][0]]
-        pops[low.relay_name(relayed)] = Population(
-            low.relay_name(relayed),
-            RELAY,
-            shape,
-            low.connection(relayed),
-            synapse_groups=[SynapseGroup(s, m, c) for s, m, c in low.relay_terms(relayed)],
-        )
-    ordered = _schedule(pops)
+        with problems.kept():
+            pops[low.relay_name(relayed)] = Population(
+                low.relay_name(relayed),
+                RELAY,
+                shape,
+                low.connection(relayed),
+                synapse_groups=[SynapseGroup(s, m, c) for s, m, c in low.relay_terms(relayed)],
+            )
+    problems.stop_if_found(before, "a graph with nodes that cannot be lowered cannot be mapped")
+    ordered = _schedule(pops, problems)
     return Lowered(ordered, lowering, graph.dt, graph.timesteps)
 
 
-def _schedule(pops: dict[str, Population]) -> dict[str, Population]:
+def _node_populations(
+    low: _Lowerer, graph: FlatGraph, name: str, node: nir.NIRNode, with_weights: bool
+) -> dict[str, Population]:
+    """The population of ``node`` (none for a linear node, which its consumers' synapses
+    compose) with its input synapses, and the bias source that a CUBA population's constant
+    input current takes; a node the compiler cannot lower raises its :class:`Problem`."""
+    conn = str(node.metadata.get("connection", ""))
+    if name in graph.inputs:
+        return {name: Population(name, INPUT, graph.shapes[name], conn)}
+    if name in graph.outputs:
+        pop = Population(name, READOUT, graph.shapes[name], conn)
+    elif low.is_population(name):
+        pop = _neuron_population(name, node, graph.shapes[name], graph, conn)
+    elif isinstance(node, (nir.LI, nir.I)):
+        raise Problem(
+            name,
+            f"{type(node).__name__} neurons are not supported by the Loihi compiler",
+            "(LIF, IF, CubaLIF and Threshold are)",
+            joint=" ",
+        ).error()
+    else:
+        return {}
+    terms, path_bias = low.input_sum(name)
+    pop.synapse_groups = [
+        SynapseGroup(s, m, "recurrent" if m.recurrent else c) for s, m, c in _merge(terms)
+    ]
+    if pop.kind.encoder and [(t.source, t.map.identity) for t in pop.synapse_groups] == [
+        (graph.inputs[0], True)
+    ]:
+        pop.synapse_groups[0].port = True  # an encoder reads the input itself
+    made = {}
+    if path_bias is not None and pop.alpha:  # a constant current that persists: through a synapse
+        source = _bias_source(name, conn)
+        made[source.name] = source
+        weight = np.broadcast_to(path_bias, pop.shape).reshape(-1, 1) if with_weights else None
+        pop.synapse_groups.append(
+            SynapseGroup(source.name, Map("dense", source.shape, (pop.neurons,), weight), conn)
+        )
+    elif path_bias is not None and isinstance(node, SigmaDelta):
+        raise Problem(
+            name,
+            "a constant input current into a sigma-delta neuron would add up in its sigma at "
+            "every step",
+            "give the neuron the bias instead",
+        ).error()
+    elif path_bias is not None:  # a constant input current, seen through the neuron's gain
+        drive = pop.gain * path_bias
+        pop.bias = drive if pop.bias is None else pop.bias + drive
+    return made | {name: pop}
+
+
+def _schedule(pops: dict[str, Population], problems: Problems) -> dict[str, Population]:
     """Order populations so sources come first, then set latencies and balancing delays.
 
     Each synapse group adds one step (an encoder's input port none): a population's latency is
@@ -815,7 +838,7 @@ def _schedule(pops: dict[str, Population]) -> dict[str, Population]:
     for a recurrent path) to the consumer's step ``t``, so that the program computes what the
     layer-synchronous model does, shifted by each population's latency. A recurrent term whose
     source lies more pipeline stages away than its lag allows cannot be built: only a loop
-    within one pipeline stage, a population onto itself, can.
+    within one pipeline stage, a population onto itself, can (every other is reported).
     """
     order: list[str] = []
     state: dict[str, int] = {}
@@ -842,9 +865,10 @@ def _schedule(pops: dict[str, Population]) -> dict[str, Population]:
         for t in pops[name].synapse_groups:
             t.delay = pops[name].latency - pops[t.source].latency - hop[t.port] + t.lag
             if t.delay < 0:
-                raise UserError(
-                    f"population {name!r}: its recurrent input from {t.source!r} passes "
-                    f"through {-t.delay} more pipeline stage(s) than one time step allows; "
-                    f"only a layer's loop onto itself can run on the chip"
+                what = (
+                    f"its recurrent input from {t.source!r} passes through {-t.delay} more "
+                    f"pipeline stage(s) than one time step allows"
                 )
+                remedy = "only a layer's loop onto itself can run on the chip"
+                problems.report([Problem(name, what, remedy, noun="population")])
     return {n: pops[n] for n in order}

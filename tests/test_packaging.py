@@ -181,6 +181,7 @@ STAGES = {
 SHARED = (
     "ir",
     "errors",
+    "problems",
     "outputs",
     "progress",
     "signals",

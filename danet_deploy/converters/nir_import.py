@@ -21,6 +21,7 @@ import numpy as np
 from nir.serialization import hdf2dict
 
 from danet_deploy.errors import UserError
+from danet_deploy.problems import Problem, Problems, raising
 from danet_deploy.ir.resets import Firing, convention_firing
 from danet_deploy.ir.sigma_delta import SigmaDelta
 from danet_deploy.ir.graph import (
@@ -82,20 +83,22 @@ def _flatten(
     return nodes, edges
 
 
-def _check_node(name: str, node: nir.NIRNode) -> None:
+def node_problems(name: str, node: nir.NIRNode) -> list[Problem]:
+    """What makes ``node`` unreadable: a type the reader does not know, NaN or Inf parameters."""
+    kind = type(node).__name__
     if type(node) not in SUPPORTED:
-        raise UserError(
-            f"node {name!r}: unsupported NIR type {type(node).__name__} "
-            f"(supported: {', '.join(sorted(set(SUPPORTED.values())))})"
-        )
-    for key, value in vars(node).items():
-        if key in ("input_type", "output_type", "metadata"):
-            continue
-        arr = np.asarray(value) if not isinstance(value, str) else None
-        if arr is not None and arr.dtype.kind in "fc" and not np.all(np.isfinite(arr)):
-            raise UserError(
-                f"node {name!r} ({type(node).__name__}): parameter {key} contains NaN or Inf"
-            )
+        supported = ", ".join(sorted(set(SUPPORTED.values())))
+        return [
+            Problem(name, f"unsupported NIR type {kind}", f"(supported: {supported})", joint=" ")
+        ]
+    return [
+        Problem(name, f"parameter {key} contains NaN or Inf", kind=kind, value=key)
+        for key, value in vars(node).items()
+        if key not in ("input_type", "output_type", "metadata")
+        and not isinstance(value, str)
+        and np.asarray(value).dtype.kind in "fc"
+        and not np.all(np.isfinite(np.asarray(value)))
+    ]
 
 
 def _back_edges(
@@ -257,7 +260,9 @@ def _infer_shapes(
     nodes: dict[str, nir.NIRNode],
     sources: dict[str, list[str]],
     back: set[tuple[str, str]],
+    problems: Problems,
 ) -> dict[str, tuple[int, ...]]:
+    """Each node's output shape; an input of the wrong shape is reported (every one)."""
     shapes: dict[str, tuple[int, ...]] = {}
     users: dict[str, list[str]] = {}
     for n, srcs in sources.items():
@@ -293,9 +298,17 @@ def _infer_shapes(
             if int(np.prod(shape)) != int(np.prod(want)) or (
                 len(shape) == len(want) and shape != want
             ):
-                raise UserError(
-                    f"node {name!r} ({type(nodes[name]).__name__}): input from {src!r} has shape "
-                    f"{shape}, expected {tuple(want)}"
+                problems.report(
+                    [
+                        Problem(
+                            name,
+                            f"input from {src!r} has shape {shape}",
+                            f"expected {tuple(want)}",
+                            value=f"{shape} != {tuple(want)}",
+                            kind=type(nodes[name]).__name__,
+                            joint=", ",
+                        )
+                    ]
                 )
     return shapes
 
@@ -343,25 +356,31 @@ def from_nir(
     dt: float | None = None,
     reset: str | None = None,
     discretisation: str | None = None,
+    problems: Problems | None = None,
 ) -> FlatGraph:
     """Flatten, check, order and shape ``graph``; ``dt`` overrides the file's metadata,
     ``reset`` (a key of :data:`RESETS`) every node's reset convention, ``discretisation``
-    (a key of :data:`DISCRETISATIONS`) the graph's."""
+    (a key of :data:`DISCRETISATIONS`) the graph's. ``problems``: where unsupported nodes and
+    wrong shapes are reported, every one (else the first is raised)."""
+    problems = raising(problems)
+    before = len(problems.found)
     nodes, edges = _flatten(graph)
     if not any(isinstance(n, nir.Input) for n in nodes.values()):
         raise UserError(
             "the graph has no Input node" + ("" if nodes else " (it has no nodes at all)")
         )
     for name, node in nodes.items():
-        _check_node(name, node)
+        problems.report(node_problems(name, node))
         node.metadata = _plain(dict(node.metadata or {}))
     sources: dict[str, list[str]] = {n: [] for n in nodes}
     for src, dst in edges:
         sources[dst].append(src)
     back = _back_edges(nodes, sources)
     _check_cycles(nodes, sources, back)
+    problems.stop_if_found(before, "a graph with unsupported nodes cannot be shaped or lowered")
     order = _topological(nodes, sources, back)
-    shapes = _infer_shapes(order, nodes, sources, back)
+    shapes = _infer_shapes(order, nodes, sources, back, problems)
+    problems.stop_if_found(before, "a graph whose shapes disagree cannot be lowered")
     metadata = _plain(dict(graph.metadata or {}))
     step = time_step(
         dt if dt is not None else metadata.get("dt", DEFAULT_DT),
@@ -441,9 +460,14 @@ def read_nir_graph(path: Path) -> nir.NIRGraph:
 
 
 def read_nir(
-    path: Path, dt: float | None = None, reset: str | None = None, discretisation: str | None = None
+    path: Path,
+    dt: float | None = None,
+    reset: str | None = None,
+    discretisation: str | None = None,
+    problems: Problems | None = None,
 ) -> FlatGraph:
-    """Read and validate a ``.nir`` file (one-line errors name the file and node)."""
+    """Read and validate a ``.nir`` file (one-line errors name the file and node; ``problems``:
+    :func:`from_nir`'s)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"NIR file not found: {path}")
@@ -457,6 +481,6 @@ def read_nir(
             f"{str(e).splitlines()[0][:160] if str(e) else ''})"
         ) from None
     try:
-        return from_nir(graph, dt, reset, discretisation)
+        return from_nir(graph, dt, reset, discretisation, problems)
     except UserError as e:
         raise UserError(f"{path}: {e}") from None
