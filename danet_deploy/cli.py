@@ -373,6 +373,59 @@ def demo(outdir: str, lava_samples: int, profile: str, force: bool, **kw) -> Non
     run_demo(Path(outdir), lava_samples, profile, force, **kw)
 
 
+def compile_options(f):
+    """The options that decide how a MODEL compiles, for `export` and `check` alike: profile,
+    lowering, calibration data, conventions and a package.module:factory MODEL's inputs."""
+    options = [
+        click.option(
+            "--profile", "-p", help="Hardware profile name or .toml file [default: the target's]."
+        ),
+        click.option(
+            "--lowering",
+            default="auto",
+            show_default=True,
+            type=click.Choice(["auto", "expand", "relay"]),
+            help="How real-valued streams (ms, pa, da) reach the chip: expand = direct synapses "
+            "from every spiking layer; relay = graded relay neurons; auto = expand if it fits the "
+            "profile.",
+        ),
+        click.option(
+            "--data", help="Calibration data for quantisation [default: the checkpoint's dataset]."
+        ),
+        click.option(
+            "--calibration-samples",
+            default=32,
+            show_default=True,
+            type=click.IntRange(1),
+            help="Training samples the float model runs to set each layer's fixed-point scale.",
+        ),
+        dt_option(
+            "Time step in seconds for NIR neuron constants [default: the file's, else 1e-4]; "
+            "export writes it into its graph.nir."
+        ),
+        keep_input_option,
+        convention_options,
+        click.option(
+            "--weights",
+            type=click.Path(exists=True, dir_okay=False),
+            help="package.module:factory MODEL: a state_dict to load into the module "
+            "(weights_only=True).",
+        ),
+        click.option(
+            "--input-shape", help="package.module:factory MODEL: one sample's shape, e.g. 3,32,32."
+        ),
+        click.option(
+            "--timesteps",
+            "-T",
+            type=Steps(),
+            help="package.module:factory MODEL: time steps per sample, recorded in its graph.nir.",
+        ),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
 @main.command()
 @click.argument("model", type=ModelArgument())
 @click.option(
@@ -391,31 +444,6 @@ def demo(outdir: str, lava_samples: int, profile: str, force: bool, **kw) -> Non
     "MODEL exported to nir].",
 )
 @click.option(
-    "--profile", "-p", help="Hardware profile name or .toml file [default: the target's]."
-)
-@click.option(
-    "--lowering",
-    default="auto",
-    show_default=True,
-    type=click.Choice(["auto", "expand", "relay"]),
-    help="How real-valued streams (ms, pa, da) reach the chip: expand = direct synapses from every "
-    "spiking layer; relay = graded relay neurons; auto = expand if it fits the profile.",
-)
-@click.option(
-    "--data", help="Calibration data for quantisation [default: the checkpoint's dataset]."
-)
-@click.option(
-    "--calibration-samples",
-    default=32,
-    show_default=True,
-    type=click.IntRange(1),
-    help="Training samples the float model runs to set each layer's fixed-point scale.",
-)
-@dt_option(
-    "Time step in seconds for NIR neuron constants [default: the file's, else 1e-4]; "
-    "written into the export's graph.nir."
-)
-@click.option(
     "--force",
     is_flag=True,
     help="Write into a non-empty OUTDIR that danet-deploy did not create "
@@ -427,22 +455,7 @@ def demo(outdir: str, lava_samples: int, profile: str, force: bool, **kw) -> Non
     help="Fail, instead of warning, where a layer's weight error is "
     "above the bound of docs/compile.md §3.",
 )
-@keep_input_option
-@convention_options
-@click.option(
-    "--weights",
-    type=click.Path(exists=True, dir_okay=False),
-    help="package.module:factory MODEL: a state_dict to load into the module (weights_only=True).",
-)
-@click.option(
-    "--input-shape", help="package.module:factory MODEL: one sample's shape, e.g. 3,32,32."
-)
-@click.option(
-    "--timesteps",
-    "-T",
-    type=Steps(),
-    help="package.module:factory MODEL: time steps per sample, recorded in its graph.nir.",
-)
+@compile_options
 def export(
     model: str,
     target: str,
@@ -506,6 +519,63 @@ def export(
             f"{cm['synapses']:,} synapses, {cm['cores']} cores on {cm['chips']} chip(s), "
             f"pipeline latency {m['pipeline_latency']} steps"
         )
+
+
+@main.command()
+@click.argument("model", type=ModelArgument())
+@click.option(
+    "--target",
+    "-t",
+    default="loihi2-sim",
+    show_default=True,
+    type=click.Choice(["loihi2-sim", "loihi2", "loihi1"]),
+    help="The chip `export --target` would compile MODEL for.",
+)
+@compile_options
+@click.option(
+    "--format",
+    "fmt",
+    default="table",
+    show_default=True,
+    type=click.Choice(["table", "json"]),
+    help="table: one row per problem (layer/node, problem, limit/value, what to do); json: for "
+    "scripts (keys in docs/compile.md, 'check').",
+)
+@click.pass_context
+def check(
+    ctx: click.Context,
+    model: str,
+    fmt: str,
+    weights: str | None,
+    input_shape: str | None,
+    timesteps: int | None,
+    **kw,
+) -> None:
+    """List every problem that `export MODEL --target TARGET` would hit, in one pass: unsupported
+    NIR nodes and shapes, conventions the chip cannot run (resets, thresholds), limits exceeded
+    (synapses per compartment, delays, chips), weight errors above the bound of docs/compile.md
+    §3 (export's warnings, --strict's errors), each with its layer or node and what to do.
+    Where problems leave nothing for later checks (an unsupported node: the graph cannot be
+    lowered), the rest of the graph is still checked and the line under the table says which
+    checks were skipped and why. Nothing is written.
+
+    Exit status: 0 and one line "no problems"; 1 with the problems on stdout; 1 with a one-line
+    error on stderr where MODEL, the profile or the data cannot be read. See docs/compile.md.
+    """
+    import json
+
+    from .pipeline import check as run_check
+    from .problems import as_json, as_table, summary
+
+    module = {"weights": weights, "input_shape": input_shape, "timesteps": timesteps}
+    found = run_check(Path(model), module=module, **kw)
+    if fmt == "json":
+        emit(json.dumps(as_json(found), indent=2) + "\n")
+    elif found.found:
+        emit(fitted(lambda columns: as_table(found), [()]) + summary(found) + "\n")
+    else:
+        emit(summary(found) + "\n")
+    ctx.exit(1 if found.found else 0)
 
 
 @main.command()

@@ -35,6 +35,7 @@ from .outputs import (
     check_output_file,
     install_artifact,
 )
+from .problems import ChecksStopped, Problems
 from .profiles import Profile, load_profile
 from .progress import progress_bar
 from .simulate import (
@@ -158,6 +159,53 @@ def export(
         del art, program
         return_freed_memory()  # before the caller (and the interpreter's exit) allocates more
     return outdir
+
+
+def check(
+    model_path: Path,
+    target: str,
+    profile: str | None = None,
+    lowering: str = "auto",
+    data: str | None = None,
+    calibration_samples: int = CALIBRATION_SAMPLES,
+    dt: float | None = None,
+    keep_input_neurons: bool = False,
+    reset: str | None = None,
+    discretisation: str | None = None,
+    module: dict[str, Any] | None = None,
+) -> Problems:
+    """Every problem that ``export --target target`` of ``model_path`` would hit, found by the
+    same checks in one pass (docs/compile.md, "check"); where problems leave nothing for the
+    later checks, ``skipped`` says which were not run and why. Nothing is written. An unreadable
+    MODEL, profile or dataset is a one-line error, as in ``export``."""
+    if target not in CHIP_TARGETS:
+        raise UserError(f"unknown target {target!r}; valid: {', '.join(CHIP_TARGETS)}")
+    if lowering not in LOWERINGS:
+        raise UserError(f"unknown lowering {lowering!r}; valid: {', '.join(LOWERINGS)}")
+    prof = load_profile(profile or CHIP_TARGETS[target])
+    problems = Problems(collect=True)
+    problems.subject = {
+        "model": str(model_path),
+        "target": target,
+        "profile": prof.name,
+        "lowering": lowering,
+    }
+    try:
+        art = load_artifact(
+            Path(model_path),
+            dt,
+            keep_model=False,
+            keep_input_neurons=keep_input_neurons,
+            reset=reset,
+            discretisation=discretisation,
+            module=module,
+            problems=problems,
+        )
+        calibration = calibration_batch(art, data, calibration_samples)
+        compile_graph(art.graph, target, prof, lowering, calibration, problems=problems)
+    except ChecksStopped as e:
+        problems.skipped = e.why
+    return problems
 
 
 def build_report(

@@ -12,6 +12,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
+
+from rich import box
+from rich.table import Table
 
 from .errors import UserError
 
@@ -65,6 +69,7 @@ class Problems:
     collect: bool = False
     found: list[Problem] = field(default_factory=list)
     skipped: str = ""  # why the later checks did not run, where they did not
+    subject: dict[str, str] = field(default_factory=dict)  # what was checked: model, target, ...
 
     def report(self, problems: Iterable[Problem], count_rest: str = "") -> None:
         """Keep ``problems``, or raise the first; ``count_rest`` (e.g. "more"): the raised
@@ -96,3 +101,54 @@ class Problems:
 def raising(problems: Problems | None) -> Problems:
     """``problems``, or a raising collector where the caller gave none (a compile)."""
     return problems if problems is not None else Problems()
+
+
+COLUMNS = ("layer/node", "problem", "limit/value", "what to do")
+
+
+def as_json(problems: Problems) -> dict[str, Any]:
+    """``check --format json``: what was checked, every problem and what was skipped
+    (docs/compile.md, "check": its keys)."""
+    return {
+        **problems.subject,
+        "ok": not problems.found,
+        "problems": [
+            {
+                "node": p.node,
+                "kind": p.kind,
+                "problem": p.what,
+                "value": p.value,
+                "remedy": p.remedy,
+                "message": p.message,
+            }
+            for p in problems.found
+        ],
+        "skipped": problems.skipped or None,
+    }
+
+
+def as_table(problems: Problems) -> Table:
+    """One row per problem (:data:`COLUMNS`); the network as a whole is ``(network)``."""
+    table = Table(*COLUMNS, box=box.SIMPLE_HEAD)
+    for p in problems.found:
+        node = p.node + (f" ({p.kind})" if p.kind else "") if p.node else "(network)"
+        table.add_row(node, p.what, p.value or "-", _remedy(p) or "-")
+    return table
+
+
+def summary(problems: Problems) -> str:
+    """The line under the table, or the one line of a model without problems."""
+    s = problems.subject
+    checked = f"{s.get('model', 'MODEL')} for {s.get('target')} ({s.get('profile')})"
+    if not problems.found:
+        return f"{checked}: no problems"
+    n = len(problems.found)
+    line = f"{checked}: {n} problem{'s' if n > 1 else ''}"
+    return line + (f"; later checks skipped: {problems.skipped}" if problems.skipped else "")
+
+
+def _remedy(p: Problem) -> str:
+    """The remedy as a table cell: without the parentheses it has inside a message."""
+    if p.remedy.startswith("(") and p.remedy.endswith(")"):
+        return p.remedy[1:-1]
+    return p.remedy
