@@ -23,7 +23,8 @@ from rich.table import Table
 
 from .errors import UserError
 from .ir.program import Program, read_program
-from .outputs import TAGS, identify, is_artifact_dir
+from .hashes import content_sha256, file_sha256
+from .outputs import ARTIFACT_FILES, TAGS, identify, is_artifact_dir
 from .progress import as_text
 from .report_format import HEADINGS, cell
 
@@ -259,18 +260,8 @@ def diff_exports(sa: Side, sb: Side) -> list[dict[str, Any]]:
     else the NIR nodes of their manifests."""
     prog_a, prog_b = _program(sa), _program(sb)
     if prog_a is None or prog_b is None:
-        keyed = {
-            s: {
-                n["name"]: {"type": n["type"], "shape": n["shape"], "inputs": n["inputs"]}
-                for n in s.doc.get("layers", [])
-            }
-            for s in (sa, sb)
-        }
-        return [
-            r
-            for r in _structure(keyed[sa], keyed[sb], ("type", "shape", "inputs"))
-            if _has_change(r)
-        ]
+        rows = _structure(_node_rows(sa), _node_rows(sb), ("type", "shape", "inputs"))
+        return [r for r in rows if _has_change(r)]
     rows = _structure(
         _population_rows(prog_a),
         _population_rows(prog_b),
@@ -288,6 +279,14 @@ def diff_exports(sa: Side, sb: Side) -> list[dict[str, Any]]:
     return [r for r in rows if _has_change(r)]
 
 
+def _node_rows(side: Side) -> dict[str, dict[str, Any]]:
+    """An export's NIR nodes (its manifest's ``layers``): type, shape and inputs."""
+    return {
+        n["name"]: {"type": n["type"], "shape": n["shape"], "inputs": n["inputs"]}
+        for n in side.doc.get("layers", [])
+    }
+
+
 def _has_change(row: dict[str, Any]) -> bool:
     return row["status"] != "changed" or any(
         row[k] for k in ("structure", "weights", "fixed", "metrics")
@@ -303,15 +302,37 @@ def _export_totals(sa: Side, sb: Side) -> dict[str, Any]:
 
 
 def file_changes(sa: Side, sb: Side) -> dict[str, Any]:
-    """The files of two exports whose sha256 (``hashes.files`` of their manifests) differ."""
-    files_a = (sa.doc.get("hashes") or {}).get("files") or {}
-    files_b = (sb.doc.get("hashes") or {}).get("files") or {}
-    names = sorted(set(files_a) | set(files_b))
+    """The files of two exports whose sha256 differ, as they are now (a file that no longer
+    matches its manifest's ``hashes.files`` is named in :func:`unverified`)."""
+    found = {s.path: _file_hashes(s) for s in (sa, sb)}
+    ha, hb = found[sa.path], found[sb.path]
+    names = sorted(set(ha) | set(hb))
+    return {n: _change(ha.get(n), hb.get(n)) for n in names if ha.get(n) != hb.get(n)}
+
+
+def _file_hashes(side: Side) -> dict[str, str]:
     return {
-        n: _change(files_a.get(n), files_b.get(n))
-        for n in names
-        if files_a.get(n) != files_b.get(n)
+        n: file_sha256(side.path / n)
+        for n in ARTIFACT_FILES
+        if n != "manifest.json" and (side.path / n).is_file()
     }
+
+
+def unverified(side: Side) -> list[str]:
+    """What of ``side`` no longer matches the hashes it recorded (changed since it was
+    written): a report or manifest whose ``content_sha256`` differs, an export's files whose
+    sha256 is not its manifest's; named as ``side/file``."""
+    hashes = side.doc.get("hashes")
+    if not hashes:
+        return []
+    bad = []
+    if side.kind == "export":
+        recorded = hashes.get("files", {})
+        bad = [n for n, sha in _file_hashes(side).items() if recorded.get(n) != sha]
+        if hashes.get("content_sha256") != content_sha256(side.doc):
+            bad.append("manifest.json")
+        return [f"{side.name}/{n}" for n in bad]
+    return [side.name] if hashes.get("content_sha256") != content_sha256(side.doc) else []
 
 
 # ---- reports -----------------------------------------------------------------------------
@@ -369,6 +390,7 @@ def diff(a: Path, b: Path) -> dict[str, Any]:
         "identical": not (settings or layers or totals or made or files),
         "made_from": made,
         "files": files,
+        "unverified": unverified(sa) + unverified(sb),
         "settings": settings,
         "totals": totals,
         "layers": layers,
@@ -464,10 +486,13 @@ def table_rows(d: dict[str, Any]) -> tuple[tuple[str, ...], list[list[str]]]:
 
 def summary(d: dict[str, Any]) -> list[str]:
     """What the diff found, in a few lines: made_from, settings and totals that differ."""
+    lines = [_verdict(d)]
+    if d["unverified"]:
+        lines.append(
+            f"changed since written (not the sha256 recorded): {', '.join(d['unverified'])}"
+        )
     if d["identical"]:
-        return [f"no differences between {d['a']} and {d['b']}"]
-    n = len(d["layers"])
-    lines = [f"{n} layer(s) differ, largest change first" if n else "no layer differs"]
+        return lines
     for title, key in SUMMARY_SECTIONS:
         parts = [
             f"{k}: {a} → {b}" + (f" ({change})" if change else "")
@@ -476,6 +501,13 @@ def summary(d: dict[str, Any]) -> list[str]:
         if parts:
             lines.append(f"{title}: " + "; ".join(parts))
     return lines
+
+
+def _verdict(d: dict[str, Any]) -> str:
+    n = len(d["layers"])
+    if d["identical"]:
+        return f"no differences between {d['a']} and {d['b']}"
+    return f"{n} layer(s) differ, largest change first" if n else "no layer differs"
 
 
 SUMMARY_SECTIONS = (
@@ -504,7 +536,7 @@ def diff_text(d: dict[str, Any]) -> str:
     headings, rows = table_rows(d)
     if not rows:
         return text
-    t = Table(title=f"danet-deploy diff: {d['kind']}s {d['a']} → {d['b']}", box=box.SIMPLE_HEAD)
+    t = Table(box=box.SIMPLE_HEAD)
     for h in headings:
         left = h in TEXT_COLUMNS
         t.add_column(h, justify="left" if left else "right")

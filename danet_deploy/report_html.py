@@ -537,6 +537,9 @@ def diff_page(d: dict[str, Any]) -> str:
         f"<b>{_esc(d['a'])}</b> (a) and <b>{_esc(d['b'])}</b> (b): "
         f'<span class="{cls}">{_esc(lines[0])}</span></p>'
     )
+    if d["unverified"]:
+        head += f'<p class="bad">{_esc(lines[1])}</p>'
+
     sections = []
     for heading, key in SUMMARY_SECTIONS:
         if d[key]:
