@@ -2,8 +2,8 @@
 
 Every artefact names, by sha256, what it was made from (``made_from``: the model file, the
 data samples, the profile file, the tool's version), and its content can be checked: a report
-JSON and a manifest hold the sha256 of their own canonical JSON (``content_sha256``, the
-document without its ``hashes`` key), and a manifest holds the sha256 of every other file of
+JSON and a manifest hold the sha256 of their own canonical JSON (``content_sha256``, taken of
+the whole document less that one value), and a manifest holds the sha256 of every other file of
 its export (a file cannot hold its own hash). Names are basenames, never absolute paths, so that
 the same inputs give the same bytes wherever they lie.
 """
@@ -41,10 +41,10 @@ def canonical_json(doc: Any) -> bytes:
 
 
 def content_sha256(doc: dict[str, Any]) -> str:
-    """The sha256 of ``doc``'s canonical JSON without its ``hashes`` key."""
-    return hashlib.sha256(
-        canonical_json({k: v for k, v in doc.items() if k != HASHES_KEY})
-    ).hexdigest()
+    """The sha256 of ``doc``'s canonical JSON without ``hashes.content_sha256`` (what it was made
+    from and a manifest's file hashes are part of its content: one hash pins them all)."""
+    hashes = {k: v for k, v in (doc.get(HASHES_KEY) or {}).items() if k != "content_sha256"}
+    return hashlib.sha256(canonical_json({**doc, HASHES_KEY: hashes})).hexdigest()
 
 
 def tool() -> dict[str, str]:
@@ -107,4 +107,5 @@ def hashed(
     entry: dict[str, Any] = {"made_from": made}
     if files is not None:
         entry["files"] = files
-    return {**doc, HASHES_KEY: {**entry, "content_sha256": content_sha256(doc)}}
+    with_entry = {**doc, HASHES_KEY: entry}
+    return {**doc, HASHES_KEY: {**entry, "content_sha256": content_sha256(with_entry)}}
