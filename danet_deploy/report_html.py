@@ -461,9 +461,27 @@ def report_page(report: dict[str, Any]) -> str:
             f"times the estimated inference time, attributed by <b>{_esc(report['static_power'])}</b> "
             "(cores: the share of the chip's cores this network uses; chip: whole chips; off: none). "
             f"Figures of this profile that are estimates, not published values: {_esc(', '.join(est) or 'none')}.</p>",
+            _hash_note(report),
         ]
     )
     return _page(title, body, "report")
+
+
+def _hash_note(report: dict[str, Any]) -> str:
+    """The report JSON's content hash and what it was made from (docs/artifacts.md)."""
+    hashes = report.get("hashes")
+    if not hashes:
+        return ""
+    made = [
+        f"{what} {_esc(entry.get('name') or entry.get('spec'))} ({entry['sha256'][:12]})"
+        for what, entry in hashes["made_from"].items()
+        if isinstance(entry, dict) and entry.get("sha256")
+    ]
+    return (
+        f'<p class="note">Report JSON content sha256 <code>{hashes["content_sha256"]}</code>; '
+        f"made from {', '.join(made)}, danet-deploy {_esc(hashes['made_from']['tool']['version'])} "
+        "(docs/artifacts.md).</p>"
+    )
 
 
 # ---- the comparison page ---------------------------------------------------------------------
