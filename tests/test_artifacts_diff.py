@@ -19,6 +19,7 @@ from danet_deploy.diff import diff
 from danet_deploy.models import build
 from danet_deploy.pipeline import build_report, export
 from danet_deploy.profiles import builtin_profiles
+from danet_deploy.report_html import diff_page
 
 from .conftest import one_line_error, run_cli
 
@@ -57,6 +58,7 @@ def exports(checkpoint: Path, tmp_path_factory) -> dict[str, Path]:
         "a": export(checkpoint, "loihi2-sim", root / "a"),
         "a2": export(checkpoint, "loihi2-sim", root / "a2"),
         "fewer": export(checkpoint, "loihi2-sim", root / "fewer", calibration_samples=16),
+        "loihi1": export(checkpoint, "loihi1", root / "loihi1"),
     }
 
 
@@ -153,6 +155,19 @@ def test_one_changed_weight_is_named_with_its_layer_and_count(
         {"source": source, "changed": 1, "of": w.size, "max_abs_change": 2}
     ]
     assert d["unverified"] == ["changed/program.h5"]  # no longer the sha256 its manifest holds
+    page = diff_page(d)
+    assert f'<td class="l">{layer}</td>' in page and f"1 of {w.size:,} from {source}" in page
+
+
+def test_the_same_model_on_two_chips_differs_in_profile_and_target(
+    exports: dict[str, Path],
+) -> None:
+    d = diff(exports["a"], exports["loihi1"])
+    assert set(d["made_from"]) == {"profile"}
+    assert d["settings"]["target"] == {"a": "loihi2-sim", "b": "loihi1"}
+    assert d["made_from"]["profile"]["b"]["sha256"] == sha256(
+        builtin_profiles()["loihi1"].read_bytes()
+    )
 
 
 def test_diff_of_reports_ranks_the_largest_change_first(tmp_path: Path) -> None:
