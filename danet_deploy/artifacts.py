@@ -192,7 +192,7 @@ def load_artifact(
     return Artifact(path, from_nir(nir_graph), nir_graph, model, blob)
 
 
-def model_entry(path: Path, weights: Path | None = None) -> dict[str, Any]:
+def model_entry(path: Path, weights: str | Path | None = None) -> dict[str, Any]:
     """MODEL as an artefact's ``made_from.model`` names it (docs/artifacts.md): its basename,
     what it is and the sha256 of its file; an export directory by the sha256 of its
     ``manifest.json`` (which holds the sha256 of every file of it), a ``package.module:factory``
@@ -202,7 +202,7 @@ def model_entry(path: Path, weights: Path | None = None) -> dict[str, Any]:
         entry = named_file(path.resolve().name, path / "manifest.json")
         return {**entry, "kind": "export"}
     if is_module_spec(path):
-        return {**named_file(str(path), weights), "kind": "module"}
+        return {**named_file(str(path), Path(weights) if weights else None), "kind": "module"}
     return {**named_file(path.name, path), "kind": source_kind(path)}
 
 
