@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -74,6 +75,15 @@ class Side:
     def name(self) -> str:
         return self.path.resolve().name
 
+    @cached_property
+    def files(self) -> dict[str, str]:
+        """An export's files (not its manifest) by their sha256 as they are now."""
+        return {
+            n: file_sha256(self.path / n)
+            for n in ARTIFACT_FILES
+            if n != "manifest.json" and (self.path / n).is_file()
+        }
+
 
 def read_side(path: Path) -> Side:
     """``path`` as an export directory or a report JSON, else a one-line error."""
@@ -90,9 +100,12 @@ def read_side(path: Path) -> Side:
             doc = json.loads(path.read_text())
         except ValueError:
             doc = None
-        if isinstance(doc, dict) and "layers" in doc:
+        if isinstance(doc, dict) and isinstance(doc.get("layers"), list) and "totals" in doc:
             return Side(path, "report", doc)
-        raise UserError(f"{path}: a report, but not its JSON form; expected {EXPECTED}")
+        raise UserError(
+            f"{path}: a report, but not the JSON of `report --format json` (no layers and "
+            f"totals); expected {EXPECTED}"
+        )
     what = f"a danet-deploy {found}" if found else "not an output of danet-deploy"
     raise UserError(f"{path}: {what}; expected {EXPECTED}")
 
@@ -199,35 +212,48 @@ def _population_rows(program: Program) -> dict[str, dict[str, Any]]:
     }
 
 
+def _by_source(pop: Any) -> dict[tuple[str, int], Any]:
+    """A population's synapse groups keyed by (source, how many from that source came before)."""
+    keyed, seen = {}, {}
+    for g in pop.synapse_groups:
+        seen[g.source] = seen.get(g.source, -1) + 1
+        keyed[(g.source, seen[g.source])] = g
+    return keyed
+
+
 def weight_changes(pa: Any, pb: Any) -> list[dict[str, Any]]:
     """Per synapse group of a population on both sides (matched by source, in order): how many
-    quantised weights differ, of how many, and the largest absolute change (integer units)."""
+    quantised weights differ, of how many, and the largest absolute change (integer units).
+    Compared in their own integer type: a large program is not copied wider."""
     out = []
-    seen: dict[str, int] = {}
-    groups_b: dict[tuple[str, int], Any] = {}
-    for g in pb.synapse_groups:
-        groups_b[(g.source, seen.get(g.source, 0))] = g
-        seen[g.source] = seen.get(g.source, 0) + 1
-    seen = {}
-    for g in pa.synapse_groups:
-        key = (g.source, seen.get(g.source, 0))
-        seen[g.source] = key[1] + 1
+    groups_b = _by_source(pb)
+    for key, g in _by_source(pa).items():
         other = groups_b.get(key)
         if other is None or g.weight_q.shape != other.weight_q.shape:
             continue  # a structural change, listed as such
-        wa, wb = np.asarray(g.weight_q, np.int64), np.asarray(other.weight_q, np.int64)
-        changed = wa != wb
+        changed = g.weight_q != other.weight_q
         count = int(changed.sum())
         if count:
+            step = other.weight_q[changed].astype(np.int64) - g.weight_q[changed]
             out.append(
                 {
                     "source": g.source,
                     "changed": count,
-                    "of": int(wa.size),
-                    "max_abs_change": int(np.abs(wb - wa)[changed].max()),
+                    "of": int(changed.size),
+                    "max_abs_change": int(np.abs(step).max()),
                 }
             )
     return out
+
+
+def _bias_change(ba: np.ndarray | None, bb: np.ndarray | None) -> dict[str, Any] | None:
+    """How many bias mantissas differ (None: reshaped, added or removed); None when alike."""
+    if ba is None and bb is None:
+        return None
+    if ba is None or bb is None or ba.shape != bb.shape:
+        return {"changed": None}
+    n = int(np.sum(ba != bb))
+    return {"changed": n} if n else None
 
 
 def _fixed_changes(program_a: Program, program_b: Program, name: str) -> dict[str, Any]:
@@ -237,16 +263,9 @@ def _fixed_changes(program_a: Program, program_b: Program, name: str) -> dict[st
     out.update(_differing(vars(pa), vars(pb), EXPONENTS))
     if "scale" in out and fa.scale > 0 and fb.scale > 0:
         out["scale"]["log2_ratio"] = math.log2(fb.scale / fa.scale)
-    ba, bb = fa.bias_mant, fb.bias_mant
-    if (ba is None) != (bb is None) or (
-        ba is not None and (ba.shape != bb.shape or bool(np.any(ba != bb)))
-    ):
-        n = (
-            int(np.sum(ba != bb))
-            if ba is not None and bb is not None and ba.shape == bb.shape
-            else None
-        )
-        out["bias_mant"] = {"changed": n}
+    bias = _bias_change(fa.bias_mant, fb.bias_mant)
+    if bias is not None:
+        out["bias_mant"] = bias
     return out
 
 
@@ -304,18 +323,9 @@ def _export_totals(sa: Side, sb: Side) -> dict[str, Any]:
 def file_changes(sa: Side, sb: Side) -> dict[str, Any]:
     """The files of two exports whose sha256 differ, as they are now (a file that no longer
     matches its manifest's ``hashes.files`` is named in :func:`unverified`)."""
-    found = {s.path: _file_hashes(s) for s in (sa, sb)}
-    ha, hb = found[sa.path], found[sb.path]
+    ha, hb = sa.files, sb.files
     names = sorted(set(ha) | set(hb))
     return {n: _change(ha.get(n), hb.get(n)) for n in names if ha.get(n) != hb.get(n)}
-
-
-def _file_hashes(side: Side) -> dict[str, str]:
-    return {
-        n: file_sha256(side.path / n)
-        for n in ARTIFACT_FILES
-        if n != "manifest.json" and (side.path / n).is_file()
-    }
 
 
 def unverified(side: Side) -> list[str]:
@@ -328,7 +338,7 @@ def unverified(side: Side) -> list[str]:
     bad = []
     if side.kind == "export":
         recorded = hashes.get("files", {})
-        bad = [n for n, sha in _file_hashes(side).items() if recorded.get(n) != sha]
+        bad = [n for n, sha in side.files.items() if recorded.get(n) != sha]
         if hashes.get("content_sha256") != content_sha256(side.doc):
             bad.append("manifest.json")
         return [f"{side.name}/{n}" for n in bad]
