@@ -10,7 +10,6 @@ This module sits with the export stage: it converts to NIR, it never compiles.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from .converters.nir_import import from_nir, read_nir, read_nir_graph
 from .data import as_time_series, evaluation_split, first, load_dataset
 from .errors import UserError
 from .frontends.module_spec import is_module_spec, load_module_graph
+from .hashes import file_sha256, named_file
 from .ir.graph import DEFAULT_RESET, FlatGraph
 from .ir.program import Program, read_program
 from .models import SpikingNet
@@ -201,17 +201,28 @@ def load_artifact(
     return Artifact(path, from_nir(nir_graph, problems=problems), nir_graph, model, blob)
 
 
-def file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+def model_entry(path: Path, weights: str | Path | None = None) -> dict[str, Any]:
+    """MODEL as an artefact's ``made_from.model`` names it (docs/artifacts.md): its basename,
+    what it is and the sha256 of its file; an export directory by the sha256 of its
+    ``manifest.json`` (which holds the sha256 of every file of it), a ``package.module:factory``
+    by its ``weights`` file's."""
+    path = Path(path)
+    if path.is_dir():
+        entry = named_file(path.resolve().name, path / "manifest.json")
+        return {**entry, "kind": "export"}
+    if is_module_spec(path):
+        return {**named_file(str(path), Path(weights) if weights else None), "kind": "module"}
+    return {**named_file(path.name, path), "kind": source_kind(path)}
+
+
+def calibration_spec(art: Artifact, data: str | None) -> str | None:
+    """The data spec a compile calibrates on: ``data``, else the checkpoint's own dataset."""
+    return data or (art.checkpoint or {}).get("data", {}).get("spec")
 
 
 def calibration_batch(art: Artifact, data: str | None, samples: int) -> torch.Tensor | None:
     """A few training samples as ``[N, T, ...]`` for quantisation; None without any data."""
-    spec = data or (art.checkpoint or {}).get("data", {}).get("spec")
+    spec = calibration_spec(art, data)
     return calibration_data(spec, art.graph, samples) if spec else None
 
 

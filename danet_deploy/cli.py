@@ -1003,6 +1003,60 @@ def compare(
         )
 
 
+@main.command("diff")
+@click.argument("a", type=click.Path(exists=True))
+@click.argument("b", type=click.Path(exists=True))
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "html"]),
+    help="table: for people; json: every difference; html: a self-contained page. [default: the "
+    "one -o's extension names (.json, .html), else table]",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    help="Write to this file instead of stdout "
+    "(an existing file is replaced only when danet-deploy wrote it).",
+)
+@click.option(
+    "--force", is_flag=True, help="Overwrite --output even when danet-deploy did not write it."
+)
+def diff_command(a: str, b: str, fmt: str | None, output: str | None, force: bool) -> None:
+    """Compare two exports (OUTDIRs of `export`) or two report JSON files, layer by layer.
+
+    Exports: layers added or removed, kind, shape and connections changed, quantised weights
+    changed (program.h5: per synapse group how many, the largest change), fixed-point
+    parameters and cores. Reports: structure, cores, SOPs, spikes and energy per layer and in
+    total. Both: which inputs differ (model, data, profile, tool: the hashes each records) and
+    the settings that differ. Largest changes first. Exits 0 whether or not they differ (the
+    JSON's `identical` says which); 1 when A and B are not two of one kind.
+    """
+    import json
+
+    from .diff import diff, diff_text
+    from .outputs import check_output_file, text_footer
+    from .report import write_text
+    from .report_html import diff_page
+
+    fmt = output_format(fmt, output, ("json", "html"))
+    if output:
+        check_output_file(Path(output), "diff", force)
+    d = diff(Path(a), Path(b))
+    if fmt == "json":
+        text = json.dumps(d, indent=2, sort_keys=True) + "\n"
+    elif fmt == "html":
+        text = diff_page(d)
+    else:  # a table written to a file ends with the line that tags it as ours
+        text = diff_text(d) + (text_footer("diff") + "\n" if output else "")
+    if output:
+        write_text(Path(output), text, "diff")
+        console.print(f"wrote {output}")
+    else:
+        emit(text)
+
+
 @main.group("lava-runtime")
 def lava_runtime_group() -> None:
     """The Lava runtime: the Python 3.10 environment where Lava and lava-dl run.

@@ -20,11 +20,12 @@ from typing import Any
 import numpy as np
 
 from . import __version__
-from .artifacts import Artifact, file_sha256, source_kind
+from .artifacts import Artifact, source_kind
 from .ir.graph import FlatGraph
 from .ir.chip_format import LOIHI
 from .ir.program import Program, summarise
 from .frontends.module_spec import is_module_spec
+from .hashes import file_sha256, hashed
 from .outputs import TAGS
 from .profiles import Profile
 
@@ -147,6 +148,15 @@ def _compiled_sections(program: Program, costs: dict[str, Any], profile: Profile
         "lowering_costs": costs,
         "profile_estimates": profile.estimates(),
     }
+
+
+def with_hashes(
+    manifest: dict[str, Any], folder: Path, made_from: dict[str, Any]
+) -> dict[str, Any]:
+    """``manifest`` with its ``hashes`` (docs/artifacts.md): what the export was made from, the
+    sha256 of every other file it lists (as written in ``folder``) and of its own canonical JSON."""
+    files = {n: file_sha256(folder / n) for n in manifest["files"] if n != "manifest.json"}
+    return hashed(manifest, made_from, files)
 
 
 def default_outdir(model_path: Path, target: str) -> Path:

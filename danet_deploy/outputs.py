@@ -12,6 +12,7 @@ report         JSON: a top-level ``format`` key; HTML: ``<meta name="generator">
                CSV: a last column ``format``; a table written to a file: its last line
 comparison     the same places as a report (``compare -o``)
 export         ``manifest.json``'s ``format`` key; the manifest lists the ``files`` written
+diff           the same places as a report (``diff -o``)
 =============  ==========================================================================
 
 A command replaces an existing file only when the file carries the tag of the kind the
@@ -48,6 +49,7 @@ TAGS = {
     "report": f"{TOOL}/report/1",
     "comparison": f"{TOOL}/comparison/1",
     "export": f"{TOOL}/export/1",
+    "diff": f"{TOOL}/diff/1",
 }
 KIND_OF_TAG = {tag: kind for kind, tag in TAGS.items()}
 ARTIFACT_FILES = ("graph.nir", "manifest.json", "program.h5", "netx.h5")

@@ -15,7 +15,14 @@ import nir
 import torch
 
 from .account import Accountant, FloatActivity, neurobench_trained
-from .artifacts import CALIBRATION_SAMPLES, Artifact, calibration_batch, load_artifact
+from .artifacts import (
+    CALIBRATION_SAMPLES,
+    Artifact,
+    calibration_batch,
+    calibration_spec,
+    load_artifact,
+    model_entry,
+)
 from .compile import TARGETS as CHIP_TARGETS
 from .compile import compile_graph
 from .converters.netx_writer import is_sequential, write_netx
@@ -23,7 +30,8 @@ from .converters.nir_export import write_nir
 from .data import as_time_series, first
 from .devices import correct_predictions, finish_distributed, init_distributed, resolve_device
 from .errors import UserError
-from .export import default_outdir, manifest_for
+from .export import default_outdir, manifest_for, with_hashes
+from .hashes import SampleHasher, hashed, made_from
 from .heap import return_freed_memory
 from .ir.program import Program, write_program
 from .ir.sigma_delta import SigmaDelta
@@ -130,6 +138,12 @@ def export(
             art, data, calibration_samples
         )  # read first: a bad dataset fails early
         return_freed_memory()  # the dataset the samples were cut from
+    model = model_entry(model_path, (module or {}).get("weights"))
+    made = made_from(model, prof, _calibration_hashed(art, data, samples[0]))
+    art.nir_graph.metadata = {
+        **(art.nir_graph.metadata or {}),
+        "made_from": json.dumps(made_from(model), sort_keys=True),
+    }
     try:
         with artifact_tmpdir(outdir) as tmp:
             write_nir(
@@ -146,11 +160,13 @@ def export(
                     release_graph=True,
                     strict=strict,
                 )  # reads its structure only
-                write_program(tmp / "program.h5", program)
+                write_program(tmp / "program.h5", program, made)
                 if is_sequential(program):
                     write_netx(tmp / "netx.h5", program)
             files = [p.name for p in tmp.iterdir()] + ["manifest.json"]
-            manifest = manifest_for(art, target, outdir, files, program, costs, prof)
+            manifest = with_hashes(
+                manifest_for(art, target, outdir, files, program, costs, prof), tmp, made
+            )
             (tmp / "manifest.json").write_text(
                 json.dumps(manifest, indent=2, sort_keys=True) + "\n"
             )
@@ -208,6 +224,17 @@ def check(
     return problems
 
 
+def _calibration_hashed(
+    art: Artifact, data: str | None, samples: torch.Tensor | None
+) -> dict[str, Any] | None:
+    """``made_from.data`` of a compile: its calibration samples as the compile reads them."""
+    if samples is None:
+        return None
+    hasher = SampleHasher()
+    hasher.add(samples)
+    return hasher.entry(calibration_spec(art, data))
+
+
 def build_report(
     artifact: Path,
     profile: str,
@@ -262,8 +289,11 @@ def build_report(
     steps = art.graph.timesteps
     correct = torch.zeros(2, dtype=torch.float64, device=dev)  # simulated, float model
     loader = DataLoader(share, batch_size=batch_size)
+    samples_hash = SampleHasher()  # of the samples as read, before they are made time series
     with progress_bar("accounting", len(loader), enabled=show_progress and rank == 0) as advance:
         for x, y in loader:
+            if world == 1:
+                samples_hash.add(x, y)
             x = as_time_series(x.float(), art.graph)
             steps = x.shape[1]
             correct[0] += int((acc.add(x).cpu() == y).sum())
@@ -293,7 +323,12 @@ def build_report(
         report["neurobench"]["trained"] = neurobench_trained(art.model, activity)
     if lava_samples and rank == 0:
         report["lava"] = _lava_check(art, program, first(ds, lava_samples), show_progress, force)
-    return report
+    if world > 1:  # each rank saw its share: the hash is of every sample, in order
+        samples_hash = SampleHasher()
+        for x, y in DataLoader(ds, batch_size=batch_size):
+            samples_hash.add(x, y)
+    made = made_from(model_entry(Path(artifact)), prof, samples_hash.entry(data))
+    return hashed(report, made)  # docs/artifacts.md
 
 
 def _lava_check(art, program, ds, show_progress: bool, force: bool) -> dict[str, Any]:

@@ -69,6 +69,12 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def hash_lines(report: dict[str, Any]) -> list[str]:
+    """The report JSON's content hash, for the formats that show it (docs/artifacts.md)."""
+    hashes = report.get("hashes")
+    return [f"report content sha256 {hashes['content_sha256']}"] if hashes else []
+
+
 def as_table(report: dict[str, Any], columns: Sequence[str] = COLUMNS) -> Table:
     """The per-layer table with totals and the per-connection breakdown, in ``columns``
     (fewer than all: short energy headings and no vertical rules, for a terminal)."""
@@ -77,7 +83,7 @@ def as_table(report: dict[str, Any], columns: Sequence[str] = COLUMNS) -> Table:
     t = Table(
         title=f"danet-deploy report: {report['profile']}, {report['samples']} samples, T={report['timesteps']}, "
         f"{report['lowering']} lowering (per inference)",
-        caption="\n".join(summary_lines(report)),
+        caption="\n".join(summary_lines(report) + hash_lines(report)),
         **({} if full else {"box": box.SIMPLE_HEAD, "pad_edge": False}),
     )
     for c in columns:

@@ -461,9 +461,27 @@ def report_page(report: dict[str, Any]) -> str:
             f"times the estimated inference time, attributed by <b>{_esc(report['static_power'])}</b> "
             "(cores: the share of the chip's cores this network uses; chip: whole chips; off: none). "
             f"Figures of this profile that are estimates, not published values: {_esc(', '.join(est) or 'none')}.</p>",
+            _hash_note(report),
         ]
     )
     return _page(title, body, "report")
+
+
+def _hash_note(report: dict[str, Any]) -> str:
+    """The report JSON's content hash and what it was made from (docs/artifacts.md)."""
+    hashes = report.get("hashes")
+    if not hashes:
+        return ""
+    made = [
+        f"{what} {_esc(entry.get('name') or entry.get('spec'))} ({entry['sha256'][:12]})"
+        for what, entry in hashes["made_from"].items()
+        if isinstance(entry, dict) and entry.get("sha256")
+    ]
+    return (
+        f'<p class="note">Report JSON content sha256 <code>{hashes["content_sha256"]}</code>; '
+        f"made from {', '.join(made)}, danet-deploy {_esc(hashes['made_from']['tool']['version'])} "
+        "(docs/artifacts.md).</p>"
+    )
 
 
 # ---- the comparison page ---------------------------------------------------------------------
@@ -519,3 +537,44 @@ def compare_page(rows: list[dict[str, Any]], title: str) -> str:
         head + _legend(sorted({r["connection"] for r in rows})) + picture + table,
         "comparison",
     )
+
+
+# ---- the diff page -----------------------------------------------------------------------------
+
+
+def diff_page(d: dict[str, Any]) -> str:
+    """Two exports or two reports compared: what they were made from, the settings and totals
+    that differ, then the layers that differ, largest change first (``diff.py``)."""
+    from .diff import SUMMARY_SECTIONS, TEXT_COLUMNS, section_rows, summary, table_rows
+
+    title = f"danet-deploy diff: {d['a']} → {d['b']}"
+    lines = summary(d)
+    cls = "ok" if d["identical"] else "bad"
+    head = (
+        f'<h1>{_esc(title)}</h1><p class="sub">two {_esc(d["kind"])}s, '
+        f"<b>{_esc(d['a'])}</b> (a) and <b>{_esc(d['b'])}</b> (b): "
+        f'<span class="{cls}">{_esc(lines[0])}</span></p>'
+    )
+    if d["unverified"]:
+        head += f'<p class="bad">{_esc(lines[1])}</p>'
+
+    sections = []
+    for heading, key in SUMMARY_SECTIONS:
+        if d[key]:
+            rows = section_rows(d, key)
+            width = 4 if any(r[3] for r in rows) else 3  # inputs and files have no change
+            table = _table(["", "a", "b", "change"][:width], [r[:width] for r in rows])
+            sections.append(f"<h2>{heading.capitalize()}</h2>{table}")
+    headings, rows = table_rows(d)
+    if rows:  # an export's columns are text; a report's figures are right-aligned
+        left = len(headings) if d["kind"] == "export" else len(set(headings) & TEXT_COLUMNS)
+        sections.append(
+            "<h2>Layers that differ, largest change first</h2>"
+            + f'<div class="scroll">{_table(list(headings), rows, left=left)}</div>'
+        )
+    note = (
+        '<p class="note">Largest change first: layers added or removed, then changed structure, '
+        "then the most quantised weights changed, the largest weight change, energy, SOPs and "
+        "spikes (docs/artifacts.md).</p>"
+    )
+    return _page(title, head + "".join(sections) + note, "diff")

@@ -7,6 +7,9 @@ on every output value of every step (docs/nir.md, "PyTorch modules").
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 from pathlib import Path
 
 import pytest
@@ -463,6 +466,12 @@ def test_cli_exports_a_module_factory_and_simulates_it_as_snntorch_runs_it(tmp_p
     )
     assert {"graph.nir", "program.h5", "manifest.json"} <= {
         p.name for p in (tmp_path / "out").iterdir()
+    }
+    made = json.loads((tmp_path / "out" / "manifest.json").read_text())["hashes"]["made_from"]
+    assert made["model"] == {  # docs/artifacts.md: a module by its spec and its weights' sha256
+        "name": "mynets:build",
+        "kind": "module",
+        "sha256": hashlib.sha256((tmp_path / "ckpt.pth").read_bytes()).hexdigest(),
     }
     proc = run_cli(
         "simulate",

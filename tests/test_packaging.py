@@ -174,7 +174,7 @@ STAGES = {
     "compile": ("compile", "lowering", "chip_tuning"),
     "run": ("simulate", "simulator", "lavaext"),
     "account": ("account",),
-    "report": ("report", "report_format", "report_html"),
+    "report": ("report", "report_format", "report_html", "diff"),
     "drivers": ("pipeline", "demo", "cli", "__main__"),  # above every stage
 }
 # below every stage (the IR package, errors, data, devices, ...): they import only each other
@@ -183,6 +183,7 @@ SHARED = (
     "errors",
     "problems",
     "outputs",
+    "hashes",
     "progress",
     "signals",
     "heap",

@@ -365,12 +365,15 @@ def summarise(mapping: dict[str, dict[str, Any]], profile: Profile) -> dict[str,
 # ---- program file -----------------------------------------------------------------------
 
 
-def write_program(path: Path, program: Program) -> None:
-    """The quantised program as HDF5: one group per population, one per synapse group."""
-    write_hdf5(path, lambda file: _fill_program(file, program))
+def write_program(path: Path, program: Program, made_from: dict[str, Any] | None = None) -> None:
+    """The quantised program as HDF5: one group per population, one per synapse group;
+    ``made_from`` (docs/artifacts.md) is the root's ``made_from`` attribute, as JSON."""
+    write_hdf5(path, lambda file: _fill_program(file, program, made_from))
 
 
-def _fill_program(file: BinaryIO, program: Program) -> None:
+def _fill_program(
+    file: BinaryIO, program: Program, made_from: dict[str, Any] | None = None
+) -> None:
     low = program.lowered
     with h5py.File(file, "w") as f:
         f.attrs.update(
@@ -385,6 +388,8 @@ def _fill_program(file: BinaryIO, program: Program) -> None:
                 "mapping": json.dumps(program.mapping, sort_keys=True),
             }
         )
+        if made_from is not None:
+            f.attrs["made_from"] = json.dumps(made_from, sort_keys=True)
         for i, (name, pop) in enumerate(low.populations.items()):
             g = f.create_group(f"populations/{i}")
             fx = program.fixed[name]
