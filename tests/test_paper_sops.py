@@ -17,6 +17,7 @@ from danet_deploy.converters.nir_export import to_nir
 from danet_deploy.converters.nir_import import read_nir
 from danet_deploy.errors import UserError
 from danet_deploy.models import build
+from danet_deploy.pipeline import rank_rows
 from danet_deploy.profiles import load_profile
 from danet_deploy.simulator.fixed import FixedSimulator
 
@@ -196,3 +197,54 @@ def test_a_profile_convention_must_be_a_known_one_on_an_accounting_profile(tmp_p
     bad.write_text(text.replace('convention = "paper"', 'convention = "mine"'))
     with pytest.raises(UserError, match="profile.convention must be one of paper"):
         load_profile(bad)
+
+
+def _rows() -> list[dict]:
+    """Comparison rows whose three rankings all differ."""
+    keys = ("dynamic_uj", "sops", "paper_sops")
+    values = {"plain": (3.0, 10.0, 50.0), "sew": (1.0, 30.0, 40.0), "da": (2.0, 20.0, 60.0)}
+    return [
+        {
+            "connection": c,
+            "framework": "snntorch",
+            "lowering": "expand",
+            "fixed_accuracy": 0.9,
+            "static_uj": 0.5,
+            "energy_uj": v[0] + 0.5,
+            "cores": 3,
+            **dict(zip(keys, v)),
+        }
+        for c, v in values.items()
+    ]
+
+
+@pytest.mark.parametrize(
+    "rank_by,key,order",
+    [
+        ("dynamic", "dynamic_rank", ["sew", "da", "plain"]),
+        ("sops", "sops_rank", ["plain", "da", "sew"]),
+        ("paper_sops", "paper_sops_rank", ["sew", "plain", "da"]),
+    ],
+)
+def test_compare_ranks_its_rows_by_what_is_asked(rank_by: str, key: str, order: list[str]) -> None:
+    from danet_deploy.report import compare_layouts, compare_table
+    from danet_deploy.report_html import compare_page
+
+    rows = rank_rows(_rows(), rank_by)
+    assert [r["connection"] for r in sorted(rows, key=lambda r: r[key])] == order
+    assert [r["dynamic_rank"] for r in rows] == [3, 1, 2]  # always given, as before
+    assert {k for k in rows[0] if k.endswith("_rank")} == {"dynamic_rank", key}
+    assert key in compare_layouts(rows)[1]  # the main columns show the rank asked for
+    caption = compare_table(rows, "t").caption
+    assert (rank_by == "dynamic") == ("rank (SOPs)" not in caption and "paper" not in caption)
+    page = compare_page(rows, "t")
+    table = page[page.index("<table") :]
+    assert [table.index(f'<td class="l">{c}<') for c in order] == sorted(
+        table.index(f'<td class="l">{c}<') for c in order
+    )
+    assert "Least dynamic energy: <b>sew</b>" in page
+
+
+def test_compare_refuses_an_unknown_ranking() -> None:
+    bad = run_cli("compare", "--rank-by", "joules")
+    assert bad.returncode == 2 and "joules" in bad.stderr
