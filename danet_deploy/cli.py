@@ -518,7 +518,8 @@ def profiles() -> None:
     table = Table("profile", "kind", "description", "estimated figures")
     for name in sorted(builtin_profiles()):
         p = load_profile(name)
-        table.add_row(name, p.kind, p.description, str(len(p.estimates())))
+        kind = p.kind + (f" ({p.convention} convention)" if p.convention else "")
+        table.add_row(name, kind, p.description, str(len(p.estimates())))
     emit(fitted(lambda columns: table, [()]))
 
 

@@ -76,7 +76,7 @@ def as_table(report: dict[str, Any], columns: Sequence[str] | None = None) -> Ta
     """The per-layer table with totals and the per-connection breakdown, in ``columns``
     (default every one; fewer: short energy headings and no vertical rules, for a terminal)."""
     columns = layer_columns(report) if columns is None else columns
-    full = tuple(columns) == layer_columns(report)
+    full = tuple(columns[: len(COLUMNS)]) == COLUMNS
     headings = HEADINGS if full else {**HEADINGS, **SHORT_HEADINGS}
     t = Table(
         title=f"danet-deploy report: {report['profile']}, {report['samples']} samples, T={report['timesteps']}, "
