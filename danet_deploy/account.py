@@ -128,7 +128,6 @@ class Accountant:
         }
 
         def count(name: str, values: torch.Tensor) -> None:
-            self.paper.observe(name, values)
             if not prog.populations[name].kind.is_readout:  # a readout sends nothing
                 active[name] = _events_per_neuron(values, prog.fixed[name].graded)
             for (
@@ -139,6 +138,7 @@ class Accountant:
                     active[(name, lag)] = _events_per_neuron(
                         values[: max(len(values) - lag, 0)], prog.fixed[name].graded
                     )
+            self.paper.observe(name, values, active)
 
         out = self.sim.run(x, observe=count)
         self.samples += x.shape[0]

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -164,18 +164,20 @@ class PaperCounter:
             for source in layer.sources:
                 self._fed.setdefault(source, []).append(i)
 
-    def observe(self, name: str, values: torch.Tensor) -> None:
-        """Count what population ``name``'s values ``[T, N, ...]`` give its consumers' layers."""
+    def observe(self, name: str, values: torch.Tensor, events: dict[Any, torch.Tensor]) -> None:
+        """Count what population ``name``'s values ``[T, N, ...]`` give its consumers' layers;
+        ``events`` holds the accountant's nonzero values per neuron (key ``name``, or
+        ``(name, lag)`` for the steps that reach a lagged consumer), which a layer fed by one
+        population and no pooling sums instead of reading the values again."""
         for i in self._fed.get(name, ()):
             layer = self.layers[i]
             if layer.stem:
                 self.nonzero[i] += _changed_steps(values)
                 continue
-            part = values[: max(len(values) - layer.lag, 0)]
             if not layer.masked:
-                self.nonzero[i] += int(torch.count_nonzero(part))
+                self.nonzero[i] += int(events[(name, layer.lag) if layer.lag else name].sum())
                 continue
-            mask = part != 0
+            mask = values[: max(len(values) - layer.lag, 0)] != 0
             held, seen = self._pending.pop(i, (None, 0))
             mask = mask if held is None else held | mask
             if seen + 1 < len(layer.sources):
@@ -197,6 +199,8 @@ class PaperCounter:
 
 def _changed_steps(values: torch.Tensor) -> int:
     """Steps whose input differs from the step before, the first step of every sample included."""
+    if values.stride(0) == 0:  # one step expanded over all: a static input
+        return values.shape[1]
     flat = values.reshape(values.shape[0], values.shape[1], -1)
     return values.shape[1] + int((flat[1:] != flat[:-1]).any(2).sum())
 
