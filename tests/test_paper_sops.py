@@ -157,6 +157,19 @@ def test_paper_sops_equal_fr_times_t_times_flops_of_each_torch_layer(
         assert agg["paper_sop_ratio"] == (agg["paper_sops"] / agg["sops"] if agg["sops"] else None)
 
 
+def test_relay_lowering_charges_the_same_layers(tmp_path: Path) -> None:
+    """Relays hold the DA stream's sums: the convs feed relays, relays feed neurons through
+    diagonal maps; the layers and so the total are the network's, rows aside."""
+    model = _model("resnet20", "da")
+    x = (torch.rand(SAMPLES, 1, 1, 8, 8) * 2).expand(SAMPLES, T, 1, 8, 8)
+    acc, spikes = _accounted(model, x, tmp_path, "relay")
+    assert any(p.kind.sends_current for p in acc.program.populations.values())
+    total = acc.report(load_profile("cmos45"), T)["totals"]
+    expected = _expected(model, "da", spikes, image_steps=1).values()
+    assert total["paper_sops"] == pytest.approx(float(sum(r["sops"] for r in expected)), rel=1e-12)
+    assert total["paper_macs"] == float(sum(r["macs"] for r in expected))
+
+
 def test_a_changing_real_valued_input_charges_the_stem_at_every_step_it_changes(
     tmp_path: Path,
 ) -> None:
