@@ -44,6 +44,7 @@ from .ir.chip_format import LOIHI
 from .ir.program import Program, bound_by, summarise, synapse_count
 from .ir.resets import Reset
 from .outputs import TAGS
+from .paper_sops import PaperCounter, paper_layers
 from .profiles import Profile
 from .simulator.fixed import F32_EXACT, FixedSimulator
 
@@ -59,6 +60,8 @@ COUNTS = (
     "macs",
     "neuron_updates",
 )
+# the papers' convention beside ours (docs/accounting.md, "The papers' SOP convention")
+PAPER_COUNTS = ("paper_sops", "paper_macs")
 DYNAMIC_PARTS = ("synaptic", "neuron", "routing", "mac")
 ENERGY_PARTS = (*DYNAMIC_PARTS, "static")
 STATIC_POWER = ("cores", "chip", "off")
@@ -108,6 +111,9 @@ class Accountant:
             for i, t in enumerate(pop.synapse_groups)
             if not t.port
         )
+        self.paper = PaperCounter(
+            paper_layers(program, self._rows, lambda source: self.event_kind(source) == "macs")
+        )
 
     def add(self, x: torch.Tensor) -> torch.Tensor:
         """Simulate a batch ``[N, T, ...]``, count its events; return the predictions."""
@@ -132,6 +138,7 @@ class Accountant:
                     active[(name, lag)] = _events_per_neuron(
                         values[: max(len(values) - lag, 0)], prog.fixed[name].graded
                     )
+            self.paper.observe(name, values, active)
 
         out = self.sim.run(x, observe=count)
         self.samples += x.shape[0]
@@ -179,6 +186,7 @@ class Accountant:
         flat = torch.tensor(
             [self.events[n][k] for n in names for k in kinds]
             + [self.edge_events[e] for e in edges]
+            + [float(c) for c in self.paper.nonzero]
             + [float(self.samples)],
             dtype=torch.float64,
             device=self.sim.device,
@@ -187,7 +195,9 @@ class Accountant:
         values = flat.tolist()
         for i, n in enumerate(names):
             self.events[n] = dict(zip(kinds, values[i * len(kinds) : (i + 1) * len(kinds)]))
-        self.edge_events = dict(zip(edges, values[len(names) * len(kinds) : -1]))
+        paper = len(self.paper.nonzero)
+        self.edge_events = dict(zip(edges, values[len(names) * len(kinds) : -1 - paper]))
+        self.paper.nonzero = [int(v) for v in values[-1 - paper : -1]]
         self.samples = int(values[-1])
 
     @staticmethod
@@ -265,6 +275,7 @@ class Accountant:
                 )
         timing = _timing(layers, profile, timesteps, prog.lowered.latency)
         _energy(layers, profile, timing, static_power)
+        _paper_convention(layers, self.paper.per_row(n), profile)
         totals = _summed(layers)
         totals["energy_breakdown_pj"] = {
             p: sum(r["energy_breakdown_pj"][p] for r in layers) for p in ENERGY_PARTS
@@ -287,6 +298,7 @@ class Accountant:
             "tool": "danet-deploy",
             "profile": profile.name,
             "profile_kind": profile.kind,
+            "profile_convention": profile.convention,
             "estimates": profile.estimates(),
             "target": prog.target,
             "lowering": prog.lowered.lowering,
@@ -405,12 +417,43 @@ def _messages(row: dict[str, Any]) -> float:
 
 
 def _summed(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Counts and energies of ``rows`` added up; ``energy_pj`` is dynamic + static exactly."""
+    """Counts and energies of ``rows`` added up; ``energy_pj`` is dynamic + static exactly, the
+    paper SOP ratio is that of the sums."""
+    paper = (
+        (*PAPER_COUNTS, "paper_energy_pj")
+        if rows and "paper_energy_pj" in rows[0]
+        else PAPER_COUNTS
+    )
     agg: dict[str, Any] = {
-        k: sum(r[k] for r in rows) for k in (*COUNTS, "energy_dynamic_pj", "energy_static_pj")
+        k: sum(r[k] for r in rows)
+        for k in (*COUNTS, "energy_dynamic_pj", "energy_static_pj", *paper)
     }
     agg["energy_pj"] = agg["energy_dynamic_pj"] + agg["energy_static_pj"]
+    agg["paper_sop_ratio"] = _ratio(agg["paper_sops"], agg["sops"])
     return agg
+
+
+def _ratio(paper_sops: float, sops: float) -> float | None:
+    """Paper-convention SOPs per exact SOP (above 1: the papers count more); None without SOPs."""
+    return paper_sops / sops if sops else None
+
+
+def _paper_convention(
+    layers: list[dict[str, Any]], counts: dict[str, dict[str, float]], profile: Profile
+) -> None:
+    """Fill every row's ``paper_sops``, ``paper_macs`` and ``paper_sop_ratio`` and, for a profile
+    that is a paper convention, ``paper_energy_pj = E_AC paper_sops + E_MAC paper_macs``
+    (docs/accounting.md, "The papers' SOP convention")."""
+    e = profile.energy
+    for r in layers:
+        c = counts.get(r["name"], {})
+        r["paper_sops"] = c.get("paper_sops", 0.0)
+        r["paper_macs"] = c.get("paper_macs", 0.0)
+        r["paper_sop_ratio"] = _ratio(r["paper_sops"], r["sops"])
+        if profile.convention == "paper":
+            r["paper_energy_pj"] = (
+                e["synaptic_op"].value * r["paper_sops"] + e["mac"].value * r["paper_macs"]
+            )
 
 
 def _events_per_neuron(values: torch.Tensor, graded: bool) -> torch.Tensor:

@@ -588,7 +588,8 @@ def profiles() -> None:
     table = Table("profile", "kind", "description", "estimated figures")
     for name in sorted(builtin_profiles()):
         p = load_profile(name)
-        table.add_row(name, p.kind, p.description, str(len(p.estimates())))
+        kind = p.kind + (f" ({p.convention} convention)" if p.convention else "")
+        table.add_row(name, kind, p.description, str(len(p.estimates())))
     emit(fitted(lambda columns: table, [()]))
 
 
@@ -779,10 +780,10 @@ def report(
     from .outputs import check_output_file
     from .pipeline import build_report
     from .report import (
-        TABLE_LAYOUTS,
         as_core_table,
         as_neurobench_table,
         as_table,
+        table_layouts,
         render,
         write,
     )
@@ -815,7 +816,7 @@ def report(
         write(rep, fmt, Path(output))
         console.print(f"wrote {output}")
     elif fmt == "table":
-        emit(fitted(lambda columns: as_table(rep, columns), TABLE_LAYOUTS, wide))
+        emit(fitted(lambda columns: as_table(rep, columns), table_layouts(rep), wide))
         for extra in (as_core_table(rep), as_neurobench_table(rep)):
             if extra is not None:
                 emit(as_text(extra))
@@ -914,6 +915,15 @@ def report(
     type=click.Choice(["cores", "chip", "off"]),
     help="Static energy attribution (see `report --help`).",
 )
+@click.option(
+    "--rank-by",
+    default="dynamic",
+    show_default=True,
+    type=click.Choice(["dynamic", "sops", "paper_sops"]),
+    help="Rank the rows by dynamic energy per inference (rank (dynamic)), by exact SOPs or by SOPs "
+    "as the papers count them (fr x T x FLOPs, docs/accounting.md): the HTML page sorts by it; "
+    "rank (dynamic) is always given.",
+)
 @click.option("--force", is_flag=True, help="Overwrite outputs that danet-deploy did not write.")
 def compare(
     arch: str,
@@ -930,6 +940,7 @@ def compare(
     wide: bool,
     output: str | None,
     static_power: str,
+    rank_by: str,
     force: bool,
 ) -> None:
     """Accuracy, SOPs, MACs, energy, synapse memory and cores per connection type, side by side.
@@ -938,7 +949,8 @@ def compare(
     loihi2-sim and accounted on --data. A graph with sums of three or more streams
     (ms, pa, da in deeper architectures) gets two rows, expand and relay lowering:
     the trade-off between synapses and graded messages. Rows are ranked by dynamic
-    energy per inference (`rank (dynamic)`), static energy beside it.
+    energy per inference (`rank (dynamic)`), static energy beside it, and with
+    --rank-by also by exact SOPs or by the papers' SOPs.
     """
     import json
 
@@ -975,6 +987,7 @@ def compare(
         framework=framework,
         timesteps=timesteps,
         batch_size=batch_size,
+        rank_by=rank_by,
     )
     title = f"{arch} on {data}: connection types on {profile}" + (
         f" ({framework})" if framework != "snntorch" else ""

@@ -10,7 +10,7 @@ from .chip_tuning import chip_grid
 from .outputs import check_artifact_dir, check_output_file
 from .pipeline import build_report, export, simulate
 from .progress import console, fitted
-from .report import TABLE_LAYOUTS, as_table, write
+from .report import as_table, table_layouts, write
 from .train import TrainOptions, model_name, train
 
 
@@ -59,7 +59,7 @@ def run_demo(
         "spike_mismatches": lava["spike_mismatches"],
     }
     print(
-        fitted(lambda columns: as_table(report, columns), TABLE_LAYOUTS, stream=sys.stderr),
+        fitted(lambda columns: as_table(report, columns), table_layouts(report), stream=sys.stderr),
         end="",
         file=sys.stderr,
     )

@@ -424,11 +424,13 @@ def compare(
     framework: str = "snntorch",
     timesteps: int = 4,
     batch_size: int = 64,
+    rank_by: str = "dynamic",
 ) -> list[dict[str, Any]]:
     """Train (or reuse) ``arch`` with each connection type, compile, account; one row per
     connection and lowering: a graph with sums of three or more streams (ms, pa, da)
     gets an ``expand`` and a ``relay`` row, the trade-off between the two. Rows carry
-    ``dynamic_rank`` (1 = least dynamic energy per inference). ``framework`` trains with
+    ``dynamic_rank`` (1 = least dynamic energy per inference) and, with ``rank_by`` ``sops``
+    or ``paper_sops``, that rank too (:func:`rank_rows`). ``framework`` trains with
     snnTorch or lava-dl (checkpoints ``<arch>_<connection>[_lava-dl].pt``), ``timesteps``
     steps and ``batch_size`` samples a batch (a reused checkpoint keeps its own)."""
     from .chip_tuning import chip_grid
@@ -457,6 +459,7 @@ def compare(
             "static_uj": t["energy_static_pj"] / 1e6,
             "energy_uj": t["energy_pj"] / 1e6,
             "sops": t["sops"],
+            "paper_sops": t["paper_sops"],
             "macs": t["macs"],
             "graded_ops": t["graded_ops"],
             "synapse_kib": t["synapse_bits"] / 8 / 1024,
@@ -498,7 +501,19 @@ def compare(
             p.kind.sends_current for p in relayed
         ):  # only a graph with sums to relay differs from expand
             rows.append(account(ckpt, conn, "relay")[1])
-    ranking = sorted(range(len(rows)), key=lambda i: rows[i]["dynamic_uj"])
-    for rank, i in enumerate(ranking, 1):
-        rows[i]["dynamic_rank"] = rank
+    return rank_rows(rows, rank_by)
+
+
+# what compare can rank its rows by: the row key ranked (docs/accounting.md, "Comparing
+# connection types and lowerings")
+RANKINGS = {"dynamic": "dynamic_uj", "sops": "sops", "paper_sops": "paper_sops"}
+
+
+def rank_rows(rows: list[dict[str, Any]], rank_by: str = "dynamic") -> list[dict[str, Any]]:
+    """Give every row ``dynamic_rank`` (1 = least dynamic energy per inference) and, ranked by
+    another of :data:`RANKINGS`, ``<rank_by>_rank`` too (1 = fewest); ties keep the row order."""
+    for by in dict.fromkeys(("dynamic", rank_by)):
+        ranking = sorted(range(len(rows)), key=lambda i: rows[i][RANKINGS[by]])
+        for rank, i in enumerate(ranking, 1):
+            rows[i][f"{by}_rank"] = rank
     return rows

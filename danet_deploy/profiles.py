@@ -61,6 +61,9 @@ ENERGY = {
 TIMING = {"synaptic_op": "ns", "neuron_update": "ns", "barrier_sync": "ns"}
 SECTIONS = {"constraints": CONSTRAINTS, "energy": ENERGY, "timing": TIMING}
 REQUIRED = {"chip": ("constraints", "energy", "timing"), "accounting": ("energy",)}
+# an accounting profile may say it reproduces a published energy convention: reports then give
+# paper_energy_pj (docs/accounting.md, "The papers' SOP convention")
+CONVENTIONS = ("paper",)
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,7 @@ class Profile:
     constraints: dict[str, Figure] = field(default_factory=dict)
     energy: dict[str, Figure] = field(default_factory=dict)
     timing: dict[str, Figure] = field(default_factory=dict)
+    convention: str | None = None  # "paper": a published energy convention (accounting only)
 
     def limit(self, key: str) -> int:
         return int(self.constraints[key].value)
@@ -154,7 +158,15 @@ def parse_profile(path: Path) -> Profile:
             raise UserError(f"{path}: profile.{key} is missing")
     if head["kind"] not in REQUIRED:
         raise UserError(f"{path}: profile.kind must be one of {', '.join(REQUIRED)}")
-    prof = Profile(head["name"], head["kind"], head["description"], Path(path))
+    convention = head.get("convention")
+    if convention is not None and (convention not in CONVENTIONS or head["kind"] != "accounting"):
+        raise UserError(
+            f"{path}: profile.convention must be one of {', '.join(CONVENTIONS)}, "
+            "on an accounting profile"
+        )
+    prof = Profile(
+        head["name"], head["kind"], head["description"], Path(path), convention=convention
+    )
     for sec, schema in SECTIONS.items():
         table = _without_unread(path, sec, data.get(sec, {}))
         extra = set(table) - set(schema)

@@ -23,7 +23,10 @@ from .report_format import (
     SHORT_HEADINGS,
     cell,
     compare_cell,
+    layer_columns,
     layouts,
+    paper_columns,
+    ranked_by,
 )
 from .account import ENERGY_PARTS
 from .outputs import (
@@ -75,10 +78,11 @@ def hash_lines(report: dict[str, Any]) -> list[str]:
     return [f"report content sha256 {hashes['content_sha256']}"] if hashes else []
 
 
-def as_table(report: dict[str, Any], columns: Sequence[str] = COLUMNS) -> Table:
+def as_table(report: dict[str, Any], columns: Sequence[str] | None = None) -> Table:
     """The per-layer table with totals and the per-connection breakdown, in ``columns``
-    (fewer than all: short energy headings and no vertical rules, for a terminal)."""
-    full = tuple(columns) == COLUMNS
+    (default every one; fewer: short energy headings and no vertical rules, for a terminal)."""
+    columns = layer_columns(report) if columns is None else columns
+    full = tuple(columns[: len(COLUMNS)]) == COLUMNS
     headings = HEADINGS if full else {**HEADINGS, **SHORT_HEADINGS}
     t = Table(
         title=f"danet-deploy report: {report['profile']}, {report['samples']} samples, T={report['timesteps']}, "
@@ -113,6 +117,13 @@ def as_table(report: dict[str, Any], columns: Sequence[str] = COLUMNS) -> Table:
 
 
 TABLE_LAYOUTS = layouts(COLUMNS, MAIN_COLUMNS, NARROWER)
+
+
+def table_layouts(report: dict[str, Any]) -> list[tuple[str, ...]]:
+    """:data:`TABLE_LAYOUTS` with the report's paper-convention columns in the widest set."""
+    return [layer_columns(report), *TABLE_LAYOUTS[1:]]
+
+
 CORE_HEADINGS = {
     "name": "layer",
     "max_fan_in": "max fan-in",
@@ -154,8 +165,15 @@ def as_neurobench_table(report: dict[str, Any]) -> Table | None:
 def as_csv(report: dict[str, Any]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
+    paper = paper_columns(report)
     w.writerow(
-        [*COLUMNS, *(f"energy_{p}_pj" for p in ENERGY_PARTS), "ActivationSparsity", FORMAT_COLUMN]
+        [
+            *COLUMNS,
+            *(f"energy_{p}_pj" for p in ENERGY_PARTS),
+            "ActivationSparsity",
+            *paper,
+            FORMAT_COLUMN,
+        ]
     )
     by_layer = report["neurobench"]["deployed"][
         "ActivationSparsityByLayer"
@@ -164,7 +182,9 @@ def as_csv(report: dict[str, Any]) -> str:
         w.writerow(
             [row[c] for c in COLUMNS]
             + [row["energy_breakdown_pj"][p] for p in ENERGY_PARTS]
-            + [by_layer.get(row["name"], ""), TAGS["report"]]
+            + [by_layer.get(row["name"], "")]
+            + ["" if row[c] is None else row[c] for c in paper]
+            + [TAGS["report"]]
         )
     return buf.getvalue()
 
@@ -209,9 +229,11 @@ def compare_table(
     keys = list(columns or rows[0])
     full = columns is None or list(columns) == list(rows[0])
     headings = COMPARE_HEADINGS if full else {**COMPARE_HEADINGS, **SHORT_HEADINGS}
+    key, what = ranked_by(rows)
+    asked = "" if key == "dynamic_rank" else f"; {COMPARE_HEADINGS[key]} by {what}"
     t = Table(
         title=f"danet-deploy compare: {title}",
-        caption="per inference; rank (dynamic) orders the rows by dynamic energy, 1 = least",
+        caption=f"per inference; rank (dynamic) orders the rows by dynamic energy, 1 = least{asked}",
         **({} if full else {"box": box.SIMPLE_HEAD, "pad_edge": False}),
     )
     for key in keys:
@@ -226,5 +248,8 @@ def compare_table(
 
 
 def compare_layouts(rows: list[dict[str, Any]]) -> list[tuple[str, ...]]:
-    """The comparison's column sets for :func:`progress.fitted`."""
-    return layouts(tuple(rows[0]), COMPARE_MAIN, COMPARE_NARROWER)
+    """The comparison's column sets for :func:`progress.fitted` (the main ones with the rank
+    asked for, and paper SOPs where it ranks by them)."""
+    key = ranked_by(rows)[0]
+    extra = () if key == "dynamic_rank" else ((key,) if key == "sops_rank" else ("paper_sops", key))
+    return layouts(tuple(rows[0]), COMPARE_MAIN + extra, COMPARE_NARROWER)

@@ -77,6 +77,22 @@ COLUMNS = (
     "energy_static_pj",
     "energy_pj",
 )
+# the papers' SOP convention beside ours (docs/accounting.md, "The papers' SOP convention"); with a
+# profile that is a paper convention, also its energy
+PAPER_COLUMNS = ("paper_sops", "paper_macs", "paper_sop_ratio")
+PAPER_ENERGY = "paper_energy_pj"
+
+
+def paper_columns(report: dict) -> tuple[str, ...]:
+    """The paper-convention columns a report has: its energy only with a paper profile."""
+    return PAPER_COLUMNS + ((PAPER_ENERGY,) if PAPER_ENERGY in report["totals"] else ())
+
+
+def layer_columns(report: dict) -> tuple[str, ...]:
+    """Every per-layer column of a report's table and HTML page."""
+    return COLUMNS + paper_columns(report)
+
+
 # a table on a terminal shows the main columns (all with --wide, and always in JSON, CSV and HTML),
 # and on a narrow terminal leaves out the next of NARROWER until it fits
 MAIN_COLUMNS = (
@@ -132,6 +148,10 @@ HEADINGS = {
     "graded_spikes": "graded spikes",
     "graded_ops": "graded ops",
     "neuron_updates": "neuron updates",
+    "paper_sops": "paper SOPs",
+    "paper_macs": "paper MACs",
+    "paper_sop_ratio": "paper/exact SOPs",
+    "paper_energy_pj": "paper energy",
 }
 COMPARE_HEADINGS = {
     "float_accuracy": "float acc.",
@@ -142,15 +162,29 @@ COMPARE_HEADINGS = {
     "graded_ops": "graded ops",
     "synapse_kib": "synapse memory",
     "dynamic_rank": "rank (dynamic)",
+    "sops_rank": "rank (SOPs)",
+    "paper_sops": "paper SOPs",
+    "paper_sops_rank": "rank (paper SOPs)",
 }
+# the rank keys of a comparison's rows, by what ranks them (pipeline.RANKINGS)
+RANK_KEYS = {"dynamic_rank": "dynamic energy", "sops_rank": "SOPs", "paper_sops_rank": "paper SOPs"}
+
+
+def ranked_by(rows: list[dict]) -> tuple[str, str]:
+    """The rank key a comparison was asked to order by, and what it ranks: another than
+    ``dynamic_rank`` where the rows have one."""
+    keys = [k for k in RANK_KEYS if k in rows[0]]
+    return keys[-1], RANK_KEYS[keys[-1]]
 
 
 def cell(key: str, v: object) -> str:
     """One report value in human units."""
     if v is None:
         return "-"
-    if key.startswith("energy"):
+    if key.startswith("energy") or key == PAPER_ENERGY:
         return energy(float(v))
+    if key == "paper_sop_ratio":
+        return f"{float(v):.3f}"
     if key == "spike_rate":
         return percent(float(v))
     if isinstance(v, (int, float)):

@@ -14,7 +14,14 @@ import io
 from typing import Any, Callable
 
 from . import report_format as units
-from .report_format import COLUMNS, COMPARE_HEADINGS, HEADINGS, cell, compare_cell
+from .report_format import (
+    COMPARE_HEADINGS,
+    HEADINGS,
+    cell,
+    compare_cell,
+    layer_columns,
+    ranked_by,
+)
 from .outputs import html_generator
 
 CONNECTION_COLOURS = {
@@ -419,7 +426,8 @@ def report_page(report: dict[str, Any]) -> str:
         ]
         for c, a in report["by_connection"].items()
     ]
-    layer_rows = [[cell(c, r[c]) for c in COLUMNS] for r in report["layers"]]
+    columns = layer_columns(report)
+    layer_rows = [[cell(c, r[c]) for c in columns] for r in report["layers"]]
     est = report["estimates"]
     body = "".join(
         [
@@ -453,7 +461,7 @@ def report_page(report: dict[str, Any]) -> str:
             _core_use(report),
             _core_table(report),
             '<h2>Per layer</h2><div class="scroll">',
-            _table([HEADINGS.get(c, c) for c in COLUMNS], layer_rows, left=3),
+            _table([HEADINGS.get(c, c) for c in columns], layer_rows, left=3),
             "</div>",
             _neurobench(report),
             '<h2>About these figures</h2><p class="note">Dynamic energy = SOPs, graded ops, neuron updates, spike '
@@ -488,9 +496,12 @@ def _hash_note(report: dict[str, Any]) -> str:
 
 
 def compare_page(rows: list[dict[str, Any]], title: str) -> str:
-    """Connection types side by side: dynamic energy ranked, static beside it, accuracy, SOPs, memory."""
+    """Connection types side by side: ranked by dynamic energy (or as compare was asked), static
+    beside it, accuracy, SOPs, memory."""
     labels = [r["connection"] + ("/relay" if r["lowering"] == "relay" else "") for r in rows]
-    order = sorted(range(len(rows)), key=lambda i: rows[i]["dynamic_uj"])
+    key, what = ranked_by(rows)
+    order = sorted(range(len(rows)), key=lambda i: rows[i][key])
+    by = "dynamic" if key == "dynamic_rank" else what
     scale, unit = units.energy_unit(max(r["energy_uj"] for r in rows) * 1e6)
     colours = [_colour(r["connection"]) for r in rows]
 
@@ -503,7 +514,7 @@ def compare_page(rows: list[dict[str, Any]], title: str) -> str:
         ax.barh(y, static, left=dyn, color="#ddd", hatch="//", edgecolor="#888", label="static")
         ax.set_yticks(y, [f"{k + 1}. {labels[i]}" for k, i in enumerate(order)])
         ax.invert_yaxis()
-        ax.set_xlabel(f"energy per inference ({unit}), ranked by dynamic")
+        ax.set_xlabel(f"energy per inference ({unit}), ranked by {by}")
         ax.ticklabel_format(axis="x", useOffset=False, style="plain")
         ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False)
         for k, key, label in (
@@ -519,11 +530,13 @@ def compare_page(rows: list[dict[str, Any]], title: str) -> str:
                 ax.set_xlim(max(0.0, min(vals) - 0.05), 1.0)
             ax.ticklabel_format(axis="x", useOffset=False, style="plain")
 
-    best = rows[order[0]]
+    least = next(i for i in range(len(rows)) if rows[i]["dynamic_rank"] == 1)
+    best = rows[least]
     head = (
-        f'<h1>{_esc(title)}</h1><p class="sub">Least dynamic energy: <b>{_esc(labels[order[0]])}</b> '
+        f'<h1>{_esc(title)}</h1><p class="sub">Least dynamic energy: <b>{_esc(labels[least])}</b> '
         f"({units.energy(best['dynamic_uj'] * 1e6)} per inference, static {units.energy(best['static_uj'] * 1e6)} "
-        f"beside it). Rows are ranked by dynamic energy; static energy depends on the cores each variant "
+        f"beside it). Rows are ranked by {'dynamic energy' if by == 'dynamic' else by}; static energy "
+        f"depends on the cores each variant "
         f"uses and the estimated time per inference.</p>"
     )
     table = _table(
