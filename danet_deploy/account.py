@@ -45,6 +45,7 @@ from .ir.program import Program, bound_by, summarise, synapse_count
 from .ir.resets import Reset
 from .outputs import TAGS
 from .profiles import Profile
+from .provenance import provenance
 from .simulator.fixed import F32_EXACT, FixedSimulator
 
 COUNTS = (
@@ -303,6 +304,7 @@ class Accountant:
             "by_connection": by_connection,
             "edges": self._edges(n),
             "neurobench": {"deployed": self.neurobench(layers, timesteps)},
+            "provenance": provenance(profile, static_power, timing is not None),
         }
 
     def neurobench(self, layers: list[dict[str, Any]], timesteps: int) -> dict[str, Any]:
@@ -432,6 +434,12 @@ def _events_per_neuron(values: torch.Tensor, graded: bool) -> torch.Tensor:
     return counts.view(flat.shape[1:]).permute(2, 0, 1).reshape(-1) if flat.ndim == 4 else counts
 
 
+def has_timing_model(profile: Profile) -> bool:
+    """Whether ``profile`` gives a time per step (a chip with timing figures), and so static
+    energy and the time figures of ``timing``."""
+    return profile.kind == "chip" and bool(profile.timing)
+
+
 def _timing(
     layers: list[dict[str, Any]], profile: Profile, timesteps: int, latency: int
 ) -> dict[str, float] | None:
@@ -441,7 +449,7 @@ def _timing(
     work (cores work in parallel); an inference is ``timesteps`` steps back to back,
     and its first input reaches the output ``latency`` steps later still.
     """
-    if profile.kind != "chip" or not profile.timing or not any(r["cores"] for r in layers):
+    if not has_timing_model(profile) or not any(r["cores"] for r in layers):
         return None
     t = {k: f.value for k, f in profile.timing.items()}
     loads: list[list] = []  # [synaptic events per step, row] per population

@@ -153,13 +153,18 @@ def _figure(path: Path, key: str, raw: object, unit: str) -> Figure:
     return Figure(float(raw["value"]), unit, str(raw["source"]), raw["confidence"], kind)
 
 
+_TOLD_UNSTATED: set[Path] = set()  # files already named on stderr by this process
+
+
 def _note_unstated(prof: Profile) -> None:
-    """One stderr line for a profile whose figures do not say how they were obtained."""
+    """One stderr line, once per file, for a profile whose figures do not say how they were
+    obtained (``compare`` reads the profile once per variant)."""
     keys = [k for k, f in prof.figures().items() if f.kind == UNSTATED]
-    if keys:
+    if keys and prof.path.resolve() not in _TOLD_UNSTATED:
+        _TOLD_UNSTATED.add(prof.path.resolve())
         print(
             f"danet-deploy: {prof.path}: {len(keys)} figure(s) say no kind ({keys[0]}, ...) and "
-            f"are reported as kind {UNSTATED!r}; add kind = \"...\" ({' | '.join(KINDS)}) to each "
+            f'are reported as kind {UNSTATED!r}; add kind = "..." ({" | ".join(KINDS)}) to each '
             "(docs/compile.md §5)",
             file=sys.stderr,
         )

@@ -32,7 +32,9 @@ from .outputs import (
     atomic_write,
     text_footer,
 )
+from .profiles import KINDS, UNSTATED
 from .progress import as_text
+from .provenance import cited_values, rests_on_text
 from .report_html import report_page
 
 FORMATS = ("table", "json", "csv", "html", "neurobench")
@@ -69,6 +71,27 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def provenance_lines(report: dict[str, Any]) -> list[str]:
+    """How the energy and time figures were obtained and the profile values they rest on, grouped
+    by kind (report key ``provenance``; docs/accounting.md, "Provenance")."""
+    prov = report["provenance"]
+    by_kind: dict[str, list[str]] = {k: [] for k in (*KINDS, UNSTATED)}
+    for v in cited_values(prov):
+        by_kind.setdefault(v["kind"], []).append(f"{v['key']} {v['value']:g} {v['unit']}")
+    lines = [
+        f"how obtained (NeuroBench system track): {prov['method']}, activity from the fast "
+        "simulator; no figure was measured on a device",
+        f"{prov['profile']} values they rest on: "
+        + "; ".join(f"{kind}: {', '.join(keys)}" for kind, keys in by_kind.items() if keys),
+    ]
+    static = prov["figures"]["energy_static_pj"]
+    if not static["rests_on"]:
+        lines.append(f"static energy: {static['method']}")
+    if report.get("lava"):
+        lines.append(f"Lava's figures: {report['lava']['simulator']}")
+    return lines
+
+
 def as_table(report: dict[str, Any], columns: Sequence[str] = COLUMNS) -> Table:
     """The per-layer table with totals and the per-connection breakdown, in ``columns``
     (fewer than all: short energy headings and no vertical rules, for a terminal)."""
@@ -77,7 +100,7 @@ def as_table(report: dict[str, Any], columns: Sequence[str] = COLUMNS) -> Table:
     t = Table(
         title=f"danet-deploy report: {report['profile']}, {report['samples']} samples, T={report['timesteps']}, "
         f"{report['lowering']} lowering (per inference)",
-        caption="\n".join(summary_lines(report)),
+        caption="\n".join([*summary_lines(report), *provenance_lines(report)]),
         **({} if full else {"box": box.SIMPLE_HEAD, "pad_edge": False}),
     )
     for c in columns:
@@ -145,20 +168,35 @@ def as_neurobench_table(report: dict[str, Any]) -> Table | None:
     return t
 
 
+# how each row's energy columns were obtained (NeuroBench's words), by which simulator, from
+# which profile values (docs/accounting.md, "Provenance")
+CSV_PROVENANCE = ("energy_method", "energy_simulator", "energy_rests_on")
+
+
 def as_csv(report: dict[str, Any]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(
-        [*COLUMNS, *(f"energy_{p}_pj" for p in ENERGY_PARTS), "ActivationSparsity", FORMAT_COLUMN]
+        [
+            *COLUMNS,
+            *(f"energy_{p}_pj" for p in ENERGY_PARTS),
+            "ActivationSparsity",
+            *CSV_PROVENANCE,
+            FORMAT_COLUMN,  # last: the tag by which the tool knows its own CSV
+        ]
     )
     by_layer = report["neurobench"]["deployed"][
         "ActivationSparsityByLayer"
     ]  # NeuroBench's, per layer
+    prov = report["provenance"]
+    energy = prov["figures"]["energy_pj"]  # the others rest on parts of what it rests on
     for row in report["layers"]:
         w.writerow(
             [row[c] for c in COLUMNS]
             + [row["energy_breakdown_pj"][p] for p in ENERGY_PARTS]
-            + [by_layer.get(row["name"], ""), TAGS["report"]]
+            + [by_layer.get(row["name"], "")]
+            + [energy["method"], energy["simulator"], rests_on_text(prov)]
+            + [TAGS["report"]]
         )
     return buf.getvalue()
 
@@ -166,10 +204,16 @@ def as_csv(report: dict[str, Any]) -> str:
 def neurobench_results(report: dict[str, Any]) -> dict[str, Any]:
     """The deployed network's metrics as NeuroBench's ``Benchmark.run()`` returns them (one
     key per metric class), with the accuracy as ``ClassificationAccuracy`` and our format tag."""
+    prov = report["provenance"]
     return {
         "format": TAGS["report"],
         "ClassificationAccuracy": report["accuracy"],
         **report["neurobench"]["deployed"],
+        "provenance": {  # counts, not power: how they were obtained, as for every figure of ours
+            "method": prov["method"],
+            "simulators": prov["simulators"],
+            "measured_on_device": prov["measured_on_device"],
+        },
     }
 
 
@@ -197,15 +241,20 @@ def write(report: dict[str, Any], fmt: str, path: Path) -> None:
 
 
 def compare_table(
-    rows: list[dict[str, Any]], title: str, columns: Sequence[str] | None = None
+    rows: list[dict[str, Any]],
+    title: str,
+    provenance: dict[str, Any],
+    columns: Sequence[str] | None = None,
 ) -> Table:
-    """The comparison, one row per variant, in ``columns`` (default: every key of the rows)."""
+    """The comparison, one row per variant, in ``columns`` (default: every key of the rows);
+    the caption says how its energy columns were obtained (``compare_provenance``)."""
     keys = list(columns or rows[0])
     full = columns is None or list(columns) == list(rows[0])
     headings = COMPARE_HEADINGS if full else {**COMPARE_HEADINGS, **SHORT_HEADINGS}
     t = Table(
         title=f"danet-deploy compare: {title}",
-        caption="per inference; rank (dynamic) orders the rows by dynamic energy, 1 = least",
+        caption="per inference; rank (dynamic) orders the rows by dynamic energy, 1 = least\n"
+        + "\n".join(compare_provenance_lines(provenance)),
         **({} if full else {"box": box.SIMPLE_HEAD, "pad_edge": False}),
     )
     for key in keys:
@@ -217,6 +266,15 @@ def compare_table(
     for r in rows:
         t.add_row(*(compare_cell(k, r[k]) for k in keys))
     return t
+
+
+def compare_provenance_lines(provenance: dict[str, Any]) -> list[str]:
+    """How compare's energy columns were obtained, one line each (``compare_provenance``)."""
+    return [
+        f"{COMPARE_HEADINGS.get(column, column)}: {entry['method']}"
+        + (f", fast simulator x {rests_on_text(provenance, column)}" if entry["rests_on"] else "")
+        for column, entry in provenance["figures"].items()
+    ]
 
 
 def compare_layouts(rows: list[dict[str, Any]]) -> list[tuple[str, ...]]:

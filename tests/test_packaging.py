@@ -173,7 +173,7 @@ STAGES = {
     "export": ("export", "artifacts", "converters", "frontends"),
     "compile": ("compile", "lowering", "chip_tuning"),
     "run": ("simulate", "simulator", "lavaext"),
-    "account": ("account",),
+    "account": ("account", "provenance"),
     "report": ("report", "report_format", "report_html"),
     "drivers": ("pipeline", "demo", "cli", "__main__"),  # above every stage
 }
