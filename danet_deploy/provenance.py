@@ -116,7 +116,10 @@ def provenance(profile: Profile, static_power: str, timed: bool) -> dict[str, An
 def compare_provenance(prov: dict[str, Any]) -> dict[str, Any]:
     """A report's ``provenance`` with its figures renamed to compare's energy columns (the
     comparison's JSON key ``provenance``)."""
-    figures = {column: prov["figures"][key] for column, key in COMPARE_FIGURES.items()}
+    figures = {
+        column: {**prov["figures"][key], "applies_to": ["rows"]}
+        for column, key in COMPARE_FIGURES.items()
+    }
     return {**prov, "figures": figures}
 
 
