@@ -22,6 +22,8 @@ the evaluated samples:
   inference time (T steps), latency (T + pipeline latency steps), throughput and the
   energy-delay product.
 * ``edges``: one row per synapse group (source -> consumer) with its events.
+* ``provenance``: how each energy and time figure was obtained and which profile values it rests
+  on (provenance.py: one table; docs/accounting.md, "Provenance").
 * A population's recurrent synapses (onto itself) get a row of their own, kind and
   connection ``recurrent``, after the population's: their synapses, synapse bits and
   SOPs (the spikes of a sample's last step reach no step of that sample and are not

@@ -24,7 +24,7 @@ SIMULATORS = {
     "parity only, no energy or time)",
 }
 NOT_MEASURED = (
-    "No figure of this report was measured on a device: energies and times are estimates from "
+    "No figure here was measured on a device: energies and times are estimates from "
     "simulated activity and the profile's per-operation figures."
 )
 
@@ -68,19 +68,19 @@ def _uncharged(timed: bool, static_power: str) -> str | None:
     return "--static-power off" if static_power == "off" else None
 
 
-def rests_on(key: str, profile: Profile, skipped: frozenset[str] = frozenset()) -> list[str]:
+def rests_on(key: str, skipped: frozenset[str] = frozenset()) -> list[str]:
     """The profile values (``section.key``) figure ``key`` rests on, through the figures it is
     computed from, first use first; figures in ``skipped`` (not charged) add nothing."""
     found: dict[str, None] = {}
     for part in () if key in skipped else FIGURES[key][1]:
         if part in FIGURES:
-            found.update(dict.fromkeys(rests_on(part, profile, skipped)))
+            found.update(dict.fromkeys(rests_on(part, skipped)))
         else:
             found[part] = None
     return list(found)
 
 
-def value(profile: Profile, key: str) -> dict[str, Any]:
+def cited(profile: Profile, key: str) -> dict[str, Any]:
     """One profile value as the report cites it."""
     section, name = key.split(".")
     f = getattr(profile, section)[name]
@@ -94,14 +94,14 @@ def provenance(profile: Profile, static_power: str, timed: bool) -> dict[str, An
     skipped = frozenset({"energy_breakdown_pj.static"} if why else ())
     figures = {}
     for key, (where, _) in FIGURES.items():
-        if where == REPORT and not timed:  # no timing, so no time figures
+        if key.startswith("timing.") and not timed:  # the report's timing is null
             continue
-        keys = rests_on(key, profile, skipped)
+        keys = rests_on(key, skipped)
         figures[key] = {
             "applies_to": list(where),
             "method": METHOD if keys else f"{NOT_CHARGED}: {why}",
             "simulator": "fast" if keys else None,  # a key of SIMULATORS
-            "rests_on": [value(profile, k) for k in keys],
+            "rests_on": [cited(profile, k) for k in keys],
         }
     return {
         "method": METHOD,
@@ -130,10 +130,12 @@ def cited_values(prov: dict[str, Any]) -> list[dict[str, Any]]:
     return [seen[k] for k in sorted(seen)]
 
 
+def values_text(profile: str, values: list[dict[str, Any]]) -> str:
+    """Cited profile values in one line: ``profile: section.key value unit (kind); ...``."""
+    listed = "; ".join(f"{v['key']} {v['value']:g} {v['unit']} ({v['kind']})" for v in values)
+    return f"{profile}: {listed or 'none'}"
+
+
 def rests_on_text(prov: dict[str, Any], key: str = "energy_pj") -> str:
-    """Figure ``key``'s profile values in one line: ``profile: section.key value unit (kind); ...``."""
-    values = "; ".join(
-        f"{v['key']} {v['value']:g} {v['unit']} ({v['kind']})"
-        for v in prov["figures"][key]["rests_on"]
-    )
-    return f"{prov['profile']}: {values or 'none'}"
+    """The profile values figure ``key`` rests on, in one line (:func:`values_text`)."""
+    return values_text(prov["profile"], prov["figures"][key]["rests_on"])

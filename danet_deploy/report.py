@@ -34,7 +34,7 @@ from .outputs import (
 )
 from .profiles import KINDS, UNSTATED
 from .progress import as_text
-from .provenance import cited_values, rests_on_text
+from .provenance import cited_values, rests_on_text, values_text
 from .report_html import report_page
 
 FORMATS = ("table", "json", "csv", "html", "neurobench")
@@ -269,12 +269,18 @@ def compare_table(
 
 
 def compare_provenance_lines(provenance: dict[str, Any]) -> list[str]:
-    """How compare's energy columns were obtained, one line each (``compare_provenance``)."""
-    return [
-        f"{COMPARE_HEADINGS.get(column, column)}: {entry['method']}"
-        + (f", fast simulator x {rests_on_text(provenance, column)}" if entry["rests_on"] else "")
-        for column, entry in provenance["figures"].items()
-    ]
+    """How compare's energy columns were obtained, one line each (``compare_provenance``), each
+    naming the profile values no line before it named."""
+    lines, named = [], set()
+    for column, entry in provenance["figures"].items():
+        new = [v for v in entry["rests_on"] if v["key"] not in named]
+        named |= {v["key"] for v in new}
+        rests = values_text(provenance["profile"], new) if new else "the values above"
+        lines.append(
+            f"{COMPARE_HEADINGS.get(column, column)}: {entry['method']}"
+            + (f", fast simulator x {rests}" if entry["rests_on"] else "")
+        )
+    return lines
 
 
 def compare_layouts(rows: list[dict[str, Any]]) -> list[tuple[str, ...]]:
