@@ -36,8 +36,8 @@ from .outputs import (
     install_artifact,
 )
 from .profiles import Profile, load_profile
-from .provenance import SIMULATORS
 from .progress import progress_bar
+from .provenance import SIMULATORS
 from .simulate import (
     check_options,
     default_mode,

@@ -78,9 +78,7 @@ ENERGY = {
 TIMING = {"synaptic_op": "ns", "neuron_update": "ns", "barrier_sync": "ns"}
 SECTIONS = {"constraints": CONSTRAINTS, "energy": ENERGY, "timing": TIMING}
 REQUIRED = {"chip": ("constraints", "energy", "timing"), "accounting": ("energy",)}
-
-
-FIELDS = ("value", "unit", "source", "confidence", "kind")
+FIELDS = ("value", "unit", "source", "confidence", "kind")  # of every figure; kind may be left out
 
 
 @dataclass(frozen=True)
