@@ -22,6 +22,8 @@ the evaluated samples:
   inference time (T steps), latency (T + pipeline latency steps), throughput and the
   energy-delay product.
 * ``edges``: one row per synapse group (source -> consumer) with its events.
+* ``provenance``: how each energy and time figure was obtained and which profile values it rests
+  on (provenance.py: one table; docs/accounting.md, "Provenance").
 * A population's recurrent synapses (onto itself) get a row of their own, kind and
   connection ``recurrent``, after the population's: their synapses, synapse bits and
   SOPs (the spikes of a sample's last step reach no step of that sample and are not
@@ -46,6 +48,7 @@ from .ir.resets import Reset
 from .outputs import TAGS
 from .paper_sops import PaperCounter, paper_layers
 from .profiles import Profile
+from .provenance import provenance
 from .simulator.fixed import F32_EXACT, FixedSimulator
 
 COUNTS = (
@@ -315,6 +318,7 @@ class Accountant:
             "by_connection": by_connection,
             "edges": self._edges(n),
             "neurobench": {"deployed": self.neurobench(layers, timesteps)},
+            "provenance": provenance(profile, static_power, timing is not None),
         }
 
     def neurobench(self, layers: list[dict[str, Any]], timesteps: int) -> dict[str, Any]:
@@ -475,6 +479,12 @@ def _events_per_neuron(values: torch.Tensor, graded: bool) -> torch.Tensor:
     return counts.view(flat.shape[1:]).permute(2, 0, 1).reshape(-1) if flat.ndim == 4 else counts
 
 
+def has_timing_model(profile: Profile) -> bool:
+    """Whether ``profile`` gives a time per step (a chip with timing figures), and so static
+    energy and the time figures of ``timing``."""
+    return profile.kind == "chip" and bool(profile.timing)
+
+
 def _timing(
     layers: list[dict[str, Any]], profile: Profile, timesteps: int, latency: int
 ) -> dict[str, float] | None:
@@ -484,7 +494,7 @@ def _timing(
     work (cores work in parallel); an inference is ``timesteps`` steps back to back,
     and its first input reaches the output ``latency`` steps later still.
     """
-    if profile.kind != "chip" or not profile.timing or not any(r["cores"] for r in layers):
+    if not has_timing_model(profile) or not any(r["cores"] for r in layers):
         return None
     t = {k: f.value for k, f in profile.timing.items()}
     loads: list[list] = []  # [synaptic events per step, row] per population

@@ -954,8 +954,11 @@ def compare(
     """
     import json
 
+    from .account import has_timing_model
     from .outputs import TAGS, check_output_file
     from .pipeline import compare as run_compare
+    from .profiles import load_profile
+    from .provenance import compare_provenance, provenance
     from .report import compare_layouts, compare_table, write_text
     from .report_html import compare_page
 
@@ -992,18 +995,25 @@ def compare(
     title = f"{arch} on {data}: connection types on {profile}" + (
         f" ({framework})" if framework != "snntorch" else ""
     )
+    prof = load_profile(profile)  # how the energy columns were obtained, as each report says
+    prov = compare_provenance(provenance(prof, static_power, has_timing_model(prof)))
     if fmt == "json":
         text = (
-            json.dumps({"format": TAGS["comparison"], "title": title, "rows": rows}, indent=2)
+            json.dumps(
+                {"format": TAGS["comparison"], "title": title, "rows": rows, "provenance": prov},
+                indent=2,
+            )
             + "\n"
         )
     elif fmt == "html":
-        text = compare_page(rows, title)
+        text = compare_page(rows, title, prov)
     else:
         text = None
     if output:
         write_text(
-            Path(output), text if text is not None else compare_table(rows, title), "comparison"
+            Path(output),
+            text if text is not None else compare_table(rows, title, prov),
+            "comparison",
         )
         console.print(f"wrote {output}")
     else:
@@ -1011,7 +1021,9 @@ def compare(
             text
             if text is not None
             else fitted(
-                lambda columns: compare_table(rows, title, columns), compare_layouts(rows), wide
+                lambda columns: compare_table(rows, title, prov, columns),
+                compare_layouts(rows),
+                wide,
             )
         )
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from .chip_tuning import chip_grid
 from .outputs import check_artifact_dir, check_output_file
-from .pipeline import build_report, export, simulate
+from .pipeline import build_report, export, lava_section, simulate
 from .progress import console, fitted
 from .report import as_table, table_layouts, write
 from .train import TrainOptions, model_name, train
@@ -53,11 +53,7 @@ def run_demo(
     )
     console.rule(f"5/5 SOPs and energy per layer ({profile})")
     report = build_report(chip_dir, profile, "digits")
-    report["lava"] = {
-        "samples": lava["samples"],
-        "accuracy": lava["accuracy"],
-        "spike_mismatches": lava["spike_mismatches"],
-    }
+    report["lava"] = lava_section(lava)
     print(
         fitted(lambda columns: as_table(report, columns), table_layouts(report), stream=sys.stderr),
         end="",

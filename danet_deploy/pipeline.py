@@ -46,6 +46,7 @@ from .outputs import (
 from .problems import ChecksStopped, Problems
 from .profiles import Profile, load_profile
 from .progress import progress_bar
+from .provenance import SIMULATORS
 from .simulate import (
     check_options,
     default_mode,
@@ -342,10 +343,17 @@ def _lava_check(art, program, ds, show_progress: bool, force: bool) -> dict[str,
             path = Path(tmp) / "program.h5"
             write_program(path, program)
         result = lava_parity(program, path, art, ds, show_progress, force, fewer="--lava-samples N")
+    return lava_section({**result, "samples": len(ds)})
+
+
+def lava_section(result: dict[str, Any]) -> dict[str, Any]:
+    """The report's ``lava``: Lava's accuracy and spike mismatches on its samples, and which
+    simulator that is (never a chip: docs/accounting.md, "Provenance")."""
     return {
-        "samples": len(ds),
+        "samples": result["samples"],
         "accuracy": result["accuracy"],
         "spike_mismatches": result["spike_mismatches"],
+        "simulator": SIMULATORS["lava"],
     }
 
 

@@ -2,8 +2,10 @@
 
 A profile is a TOML file (``hw_profiles/*.toml`` ships ``loihi2``, ``loihi1`` and
 ``cmos45``; a user's own file is accepted wherever a name is). Every figure is a
-table ``{ value, unit, source, confidence }``; loading rejects unknown keys, missing
-figures and wrong units with an error that names the key.
+table ``{ value, unit, source, confidence, kind }``; loading rejects unknown keys, missing
+figures, wrong units and unknown kinds with an error that names the key. ``kind`` says how the
+number was obtained (:data:`KINDS`; docs/compile.md §5); a user's figure without one reads as
+:data:`UNSTATED`, stderr saying so once per file.
 """
 
 from __future__ import annotations
@@ -24,6 +26,21 @@ from .errors import UserError
 from .ir.chip_format import LOIHI
 
 CONFIDENCE = ("primary", "secondary", "estimate")
+# how a figure was obtained (its ``kind``); reports carry it beside every value they rest on
+MEASURED = "measured"
+DATASHEET = "datasheet"
+PUBLISHED_ESTIMATE = "published-estimate"
+OUR_ESTIMATE = "our-estimate"
+FITTED = "fitted"
+UNSTATED = "unstated"  # a user's figure that does not say; never valid in a file
+KINDS = {
+    MEASURED: "measured on a chip (e.g. the static power in lava-dl's PilotNet notebook)",
+    DATASHEET: "a vendor's or paper's stated specification or figure of the chip",
+    PUBLISHED_ESTIMATE: "an estimate published by others (e.g. Horowitz's 45 nm energies, a "
+    "pre-silicon simulation)",
+    OUR_ESTIMATE: "ours (e.g. a Loihi 1 figure used as a Loihi 2 proxy)",
+    FITTED: "fitted by us to a measurement or a chip tool's output",
+}
 CONSTRAINTS = {
     "cores_per_chip": "count",
     "neurons_per_core": "count",
@@ -64,6 +81,7 @@ REQUIRED = {"chip": ("constraints", "energy", "timing"), "accounting": ("energy"
 # an accounting profile may say it reproduces a published energy convention: reports then give
 # paper_energy_pj (docs/accounting.md, "The papers' SOP convention")
 CONVENTIONS = ("paper",)
+FIELDS = ("value", "unit", "source", "confidence", "kind")  # of every figure; kind may be left out
 
 
 @dataclass(frozen=True)
@@ -72,6 +90,7 @@ class Figure:
     unit: str
     source: str
     confidence: str
+    kind: str  # one of KINDS, or UNSTATED
 
     @property
     def estimate(self) -> bool:
@@ -92,20 +111,22 @@ class Profile:
     def limit(self, key: str) -> int:
         return int(self.constraints[key].value)
 
+    def figures(self) -> dict[str, Figure]:
+        """Every figure by ``section.key``, in the sections' order."""
+        return {f"{sec}.{k}": f for sec in SECTIONS for k, f in getattr(self, sec).items()}
+
     def estimates(self) -> list[str]:
         """``section.key`` of every figure that is an estimate (reports print these)."""
-        return [
-            f"{sec}.{k}" for sec in SECTIONS for k, f in getattr(self, sec).items() if f.estimate
-        ]
+        return [key for key, f in self.figures().items() if f.estimate]
 
 
 def _figure(path: Path, key: str, raw: object, unit: str) -> Figure:
     if not isinstance(raw, dict):
-        raise UserError(f"{path}: {key} must be a table {{ value, unit, source, confidence }}")
-    extra = set(raw) - {"value", "unit", "source", "confidence"}
+        raise UserError(f"{path}: {key} must be a table {{ {', '.join(FIELDS)} }}")
+    extra = set(raw) - set(FIELDS)
     if extra:
         raise UserError(f"{path}: {key}: unknown field(s) {', '.join(sorted(extra))}")
-    for f in ("value", "unit", "source", "confidence"):
+    for f in FIELDS[:-1]:  # kind may be left out (read as UNSTATED)
         if f not in raw:
             raise UserError(f"{path}: {key}: missing '{f}'")
     value = raw["value"]
@@ -128,7 +149,27 @@ def _figure(path: Path, key: str, raw: object, unit: str) -> Figure:
         raise UserError(f"{path}: {key}: source must name where the figure comes from")
     if raw["confidence"] not in CONFIDENCE:
         raise UserError(f"{path}: {key}: confidence must be one of {', '.join(CONFIDENCE)}")
-    return Figure(float(raw["value"]), unit, str(raw["source"]), raw["confidence"])
+    kind = raw.get("kind", UNSTATED)
+    if "kind" in raw and kind not in KINDS:
+        raise UserError(f"{path}: {key}: kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    return Figure(float(raw["value"]), unit, str(raw["source"]), raw["confidence"], kind)
+
+
+_TOLD_UNSTATED: set[Path] = set()  # files already named on stderr by this process
+
+
+def _note_unstated(prof: Profile) -> None:
+    """One stderr line, once per file, for a profile whose figures do not say how they were
+    obtained (``compare`` reads the profile once per variant)."""
+    keys = [k for k, f in prof.figures().items() if f.kind == UNSTATED]
+    if keys and prof.path.resolve() not in _TOLD_UNSTATED:
+        _TOLD_UNSTATED.add(prof.path.resolve())
+        print(
+            f"danet-deploy: {prof.path}: {len(keys)} figure(s) say no kind ({keys[0]}, ...) and "
+            f'are reported as kind {UNSTATED!r}; add kind = "..." ({" | ".join(KINDS)}) to each '
+            "(docs/compile.md §5)",
+            file=sys.stderr,
+        )
 
 
 def _without_unread(path: Path, section: str, table: dict[str, Any]) -> dict[str, Any]:
@@ -184,6 +225,7 @@ def parse_profile(path: Path) -> Profile:
         why = LOIHI.refusal(widths, graded=bool(prof.limit("graded_spikes")))
         if why is not None:
             raise UserError(f"{path}: constraints.{why}")
+    _note_unstated(prof)
     return prof
 
 

@@ -35,7 +35,9 @@ from .outputs import (
     atomic_write,
     text_footer,
 )
+from .profiles import KINDS, UNSTATED
 from .progress import as_text
+from .provenance import cited_values, rests_on_text, values_text
 from .report_html import report_page
 
 FORMATS = ("table", "json", "csv", "html", "neurobench")
@@ -78,6 +80,27 @@ def hash_lines(report: dict[str, Any]) -> list[str]:
     return [f"report content sha256 {hashes['content_sha256']}"] if hashes else []
 
 
+def provenance_lines(report: dict[str, Any]) -> list[str]:
+    """How the energy and time figures were obtained and the profile values they rest on, grouped
+    by kind (report key ``provenance``; docs/accounting.md, "Provenance")."""
+    prov = report["provenance"]
+    by_kind: dict[str, list[str]] = {k: [] for k in (*KINDS, UNSTATED)}
+    for v in cited_values(prov):
+        by_kind.setdefault(v["kind"], []).append(f"{v['key']} {v['value']:g} {v['unit']}")
+    lines = [
+        f"how obtained (NeuroBench system track): {prov['method']}, activity from the fast "
+        "simulator; no figure was measured on a device",
+        f"{prov['profile']} values they rest on: "
+        + "; ".join(f"{kind}: {', '.join(keys)}" for kind, keys in by_kind.items() if keys),
+    ]
+    static = prov["figures"]["energy_static_pj"]
+    if not static["rests_on"]:
+        lines.append(f"static energy: {static['method']}")
+    if report.get("lava"):
+        lines.append(f"Lava's figures: {report['lava']['simulator']}")
+    return lines
+
+
 def as_table(report: dict[str, Any], columns: Sequence[str] | None = None) -> Table:
     """The per-layer table with totals and the per-connection breakdown, in ``columns``
     (default every one; fewer: short energy headings and no vertical rules, for a terminal)."""
@@ -87,7 +110,7 @@ def as_table(report: dict[str, Any], columns: Sequence[str] | None = None) -> Ta
     t = Table(
         title=f"danet-deploy report: {report['profile']}, {report['samples']} samples, T={report['timesteps']}, "
         f"{report['lowering']} lowering (per inference)",
-        caption="\n".join(summary_lines(report) + hash_lines(report)),
+        caption="\n".join([*summary_lines(report), *provenance_lines(report), *hash_lines(report)]),
         **({} if full else {"box": box.SIMPLE_HEAD, "pad_edge": False}),
     )
     for c in columns:
@@ -162,6 +185,11 @@ def as_neurobench_table(report: dict[str, Any]) -> Table | None:
     return t
 
 
+# how each row's energy columns were obtained (NeuroBench's words), by which simulator, from
+# which profile values (docs/accounting.md, "Provenance")
+CSV_PROVENANCE = ("energy_method", "energy_simulator", "energy_rests_on")
+
+
 def as_csv(report: dict[str, Any]) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -172,18 +200,22 @@ def as_csv(report: dict[str, Any]) -> str:
             *(f"energy_{p}_pj" for p in ENERGY_PARTS),
             "ActivationSparsity",
             *paper,
-            FORMAT_COLUMN,
+            *CSV_PROVENANCE,
+            FORMAT_COLUMN,  # last: the tag by which the tool knows its own CSV
         ]
     )
     by_layer = report["neurobench"]["deployed"][
         "ActivationSparsityByLayer"
     ]  # NeuroBench's, per layer
+    prov = report["provenance"]
+    energy = prov["figures"]["energy_pj"]  # the others rest on parts of what it rests on
     for row in report["layers"]:
         w.writerow(
             [row[c] for c in COLUMNS]
             + [row["energy_breakdown_pj"][p] for p in ENERGY_PARTS]
             + [by_layer.get(row["name"], "")]
             + ["" if row[c] is None else row[c] for c in paper]
+            + [energy["method"], energy["simulator"], rests_on_text(prov)]
             + [TAGS["report"]]
         )
     return buf.getvalue()
@@ -192,10 +224,16 @@ def as_csv(report: dict[str, Any]) -> str:
 def neurobench_results(report: dict[str, Any]) -> dict[str, Any]:
     """The deployed network's metrics as NeuroBench's ``Benchmark.run()`` returns them (one
     key per metric class), with the accuracy as ``ClassificationAccuracy`` and our format tag."""
+    prov = report["provenance"]
     return {
         "format": TAGS["report"],
         "ClassificationAccuracy": report["accuracy"],
         **report["neurobench"]["deployed"],
+        "provenance": {  # counts, not power: how they were obtained, as for every figure of ours
+            "method": prov["method"],
+            "simulators": prov["simulators"],
+            "measured_on_device": prov["measured_on_device"],
+        },
     }
 
 
@@ -223,9 +261,13 @@ def write(report: dict[str, Any], fmt: str, path: Path) -> None:
 
 
 def compare_table(
-    rows: list[dict[str, Any]], title: str, columns: Sequence[str] | None = None
+    rows: list[dict[str, Any]],
+    title: str,
+    provenance: dict[str, Any],
+    columns: Sequence[str] | None = None,
 ) -> Table:
-    """The comparison, one row per variant, in ``columns`` (default: every key of the rows)."""
+    """The comparison, one row per variant, in ``columns`` (default: every key of the rows);
+    the caption says how its energy columns were obtained (``compare_provenance``)."""
     keys = list(columns or rows[0])
     full = columns is None or list(columns) == list(rows[0])
     headings = COMPARE_HEADINGS if full else {**COMPARE_HEADINGS, **SHORT_HEADINGS}
@@ -233,7 +275,8 @@ def compare_table(
     asked = "" if key == "dynamic_rank" else f"; {COMPARE_HEADINGS[key]} by {what}"
     t = Table(
         title=f"danet-deploy compare: {title}",
-        caption=f"per inference; rank (dynamic) orders the rows by dynamic energy, 1 = least{asked}",
+        caption=f"per inference; rank (dynamic) orders the rows by dynamic energy, 1 = least{asked}\n"
+        + "\n".join(compare_provenance_lines(provenance)),
         **({} if full else {"box": box.SIMPLE_HEAD, "pad_edge": False}),
     )
     for key in keys:
@@ -245,6 +288,21 @@ def compare_table(
     for r in rows:
         t.add_row(*(compare_cell(k, r[k]) for k in keys))
     return t
+
+
+def compare_provenance_lines(provenance: dict[str, Any]) -> list[str]:
+    """How compare's energy columns were obtained, one line each (``compare_provenance``), each
+    naming the profile values no line before it named."""
+    lines, named = [], set()
+    for column, entry in provenance["figures"].items():
+        new = [v for v in entry["rests_on"] if v["key"] not in named]
+        named |= {v["key"] for v in new}
+        rests = values_text(provenance["profile"], new) if new else "the values above"
+        lines.append(
+            f"{COMPARE_HEADINGS.get(column, column)}: {entry['method']}"
+            + (f", fast simulator x {rests}" if entry["rests_on"] else "")
+        )
+    return lines
 
 
 def compare_layouts(rows: list[dict[str, Any]]) -> list[tuple[str, ...]]:

@@ -23,6 +23,8 @@ from .report_format import (
     ranked_by,
 )
 from .outputs import html_generator
+from .profiles import KINDS
+from .provenance import cited_values
 
 CONNECTION_COLOURS = {
     "plain": "#7f7f7f",
@@ -53,7 +55,8 @@ min-width:210px}.card h3{margin:0 0 6px;font-size:13px;color:#666;text-transform
 table{border-collapse:collapse;font-size:12px;margin:.5em 0}td,th{border:1px solid #ddd;padding:3px 7px;
 text-align:right}th{background:#f5f5f5}td.l,th.l{text-align:left}.scroll{overflow:auto;border:1px solid #eee}
 .legend span{display:inline-block;margin-right:14px;font-size:12px}.legend i{display:inline-block;width:14px;
-height:4px;margin-right:4px;vertical-align:middle}.note{font-size:12px;color:#555}"""
+height:4px;margin-right:4px;vertical-align:middle}.note{font-size:12px;color:#555}
+.prov{font-size:11px;color:#7a5200;margin:2px 0}.prov a{color:inherit}"""
 
 
 def _colour(connection: str) -> str:
@@ -103,6 +106,52 @@ def _table(head: list[str], rows: list[list[str]], left: int = 1) -> str:
     return f"<table><tr>{th}</tr>{body}</table>"
 
 
+# ---- provenance: how each energy and time figure was obtained ------------------------------
+
+
+def _label(prov: dict[str, Any], key: str) -> str:
+    """The short label under a figure: its method, simulator and a link to what it rests on."""
+    entry = prov["figures"][key]
+    if not entry["rests_on"]:
+        return f'<div class="prov">{_esc(entry["method"])}</div>'
+    return (
+        f'<div class="prov">{_esc(entry["method"])} · {_esc(entry["simulator"])} simulator · '
+        f'<a href="#provenance">rests on {len(entry["rests_on"])} {_esc(prov["profile"])} '
+        "values</a></div>"
+    )
+
+
+def _provenance(prov: dict[str, Any], lava: dict[str, Any] | None = None) -> str:
+    """Every figure with its method and the profile values it rests on, then those values with
+    their kind and source (report key ``provenance``; docs/accounting.md, "Provenance")."""
+    figures = [
+        [
+            key,
+            ", ".join(e["applies_to"]),
+            e["method"],
+            e["simulator"] or "-",
+            ", ".join(v["key"] for v in e["rests_on"]) or "-",
+        ]
+        for key, e in prov["figures"].items()
+    ]
+    values = [
+        [v["key"], f"{v['value']:g}", v["unit"], v["kind"], v["source"]] for v in cited_values(prov)
+    ]
+    kinds = "; ".join(f"<b>{_esc(k)}</b>: {_esc(m)}" for k, m in KINDS.items())
+    sims = [f"{name}: {desc}" for name, desc in prov["simulators"].items()]
+    if lava:
+        sims.append(f"Lava section: {lava['simulator']}")
+    return (
+        '<h2 id="provenance">Provenance: how each figure was obtained</h2>'
+        f'<p class="note">{_esc(prov["note"])} Method in NeuroBench\'s system-track words '
+        "(External analyzer tap, On-board instrument, Wall power, Estimate (only for simulated "
+        f"systems)). Simulators: {_esc('; '.join(sims))}.</p>"
+        + _table(["figure", "in", "method", "simulator", "rests on"], figures, left=5)
+        + f'<p class="note">The {_esc(prov["profile"])} values these figures rest on. Kinds: '
+        f"{kinds}.</p>" + _table(["key", "value", "unit", "kind", "source"], values, left=5)
+    )
+
+
 # ---- the report page ----------------------------------------------------------------------
 
 
@@ -119,13 +168,17 @@ def _cards(report: dict[str, Any]) -> str:
         acc.append(
             f'<span class="{cls}">{lava["spike_mismatches"]} spike mismatches</span> vs fast simulator'
         )
+        acc.append(f'<span class="prov">{_esc(lava["simulator"])}</span>')
     else:
         acc.append('<span class="note">Lava not run (report --lava-samples N)</span>')
     share = t["energy_static_pj"] / t["energy_pj"] if t["energy_pj"] else 0.0
+    prov = report["provenance"]
     energy = (
         f'<div class="big">{units.energy(t["energy_dynamic_pj"])}</div>dynamic per inference<br>'
+        f"{_label(prov, 'energy_dynamic_pj')}"
         f"static {units.energy(t['energy_static_pj'])} ({_esc(report['static_power'])}, "
         f"{units.percent(share)} of {units.energy(t['energy_pj'])})"
+        f"{_label(prov, 'energy_static_pj')}"
     )
     timing = "no timing model in this profile"
     if tm:
@@ -133,6 +186,7 @@ def _cards(report: dict[str, Any]) -> str:
             f'<div class="big">{units.duration(tm["inference_time_us"])}</div>per inference, '
             f"{units.count(tm['throughput_per_s'])}/s<br>latency {units.duration(tm['latency_us'])}<br>"
             f"energy-delay product {tm['edp_uj_ms']:.3g} µJ·ms (dynamic {tm['edp_dynamic_uj_ms']:.3g})"
+            f"{_label(prov, 'timing.inference_time_us')}"
         )
     mapping = report.get("mapping") or {}
     network = (
@@ -440,8 +494,10 @@ def report_page(report: dict[str, Any]) -> str:
             _legend(conns),
             network_svg(report),
             "<h2>Energy per layer</h2>",
+            _label(report["provenance"], "energy_pj"),
             _energy_per_layer(report),
             "<h2>Per connection type</h2>",
+            _label(report["provenance"], "energy_pj"),
             _table(
                 [
                     "connection",
@@ -460,7 +516,9 @@ def report_page(report: dict[str, Any]) -> str:
             "<h2>Core utilisation</h2>",
             _core_use(report),
             _core_table(report),
-            '<h2>Per layer</h2><div class="scroll">',
+            "<h2>Per layer</h2>",
+            _label(report["provenance"], "energy_pj"),
+            '<div class="scroll">',
             _table([HEADINGS.get(c, c) for c in columns], layer_rows, left=3),
             "</div>",
             _neurobench(report),
@@ -469,6 +527,7 @@ def report_page(report: dict[str, Any]) -> str:
             f"times the estimated inference time, attributed by <b>{_esc(report['static_power'])}</b> "
             "(cores: the share of the chip's cores this network uses; chip: whole chips; off: none). "
             f"Figures of this profile that are estimates, not published values: {_esc(', '.join(est) or 'none')}.</p>",
+            _provenance(report["provenance"], report.get("lava")),
             _hash_note(report),
         ]
     )
@@ -495,9 +554,10 @@ def _hash_note(report: dict[str, Any]) -> str:
 # ---- the comparison page ---------------------------------------------------------------------
 
 
-def compare_page(rows: list[dict[str, Any]], title: str) -> str:
+def compare_page(rows: list[dict[str, Any]], title: str, provenance: dict[str, Any]) -> str:
     """Connection types side by side: ranked by dynamic energy (or as compare was asked), static
-    beside it, accuracy, SOPs, memory."""
+    beside it, accuracy, SOPs, memory; how the energy columns were obtained under the picture and
+    at the end."""
     labels = [r["connection"] + ("/relay" if r["lowering"] == "relay" else "") for r in rows]
     key, what = ranked_by(rows)
     order = sorted(range(len(rows)), key=lambda i: rows[i][key])
@@ -547,7 +607,12 @@ def compare_page(rows: list[dict[str, Any]], title: str) -> str:
     picture = _png(draw, (15, 1.5 + 0.45 * len(rows)))
     return _page(
         title,
-        head + _legend(sorted({r["connection"] for r in rows})) + picture + table,
+        head
+        + _legend(sorted({r["connection"] for r in rows}))
+        + picture
+        + _label(provenance, "dynamic_uj")
+        + table
+        + _provenance(provenance),
         "comparison",
     )
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import csv
 import html
+import io
 import json
 import os
 import subprocess
@@ -21,9 +23,11 @@ from danet_deploy.converters.nir_import import read_nir
 from danet_deploy.errors import UserError
 from danet_deploy.models import CONNECTIONS, build
 from danet_deploy.profiles import load_profile
+from danet_deploy.report import CSV_PROVENANCE
 from danet_deploy.simulator.fixed import FixedSimulator
 
 from .conftest import run_cli
+from .test_provenance import unlabelled
 
 CASES = [("digits_resnet", c) for c in CONNECTIONS] + [
     ("vgg_digits", "da"),
@@ -339,20 +343,15 @@ def test_report_formats_are_complete_and_deterministic(
     assert (
         report["totals"]["energy_static_pj"] < report["totals"]["energy_dynamic_pj"]
     )  # default: cores
-    header = csv_lines[0].split(",")
-    assert header[-13:-10] == ["energy_dynamic_pj", "energy_static_pj", "energy_pj"]
-    assert header[-4:-1] == [
-        "paper_sops",
-        "paper_macs",
-        "paper_sop_ratio",
-    ]  # loihi2: no paper energy
-    sparsity = {r[0]: r[-5] for r in (line.split(",") for line in csv_lines[1:])}
+    csv_rows = list(csv.reader(io.StringIO((tmp_path / "a.csv").read_text())))
+    header = csv_rows[0]
+    at = header.index("ActivationSparsity")  # then paper SOPs, the provenance columns, format
+    assert header[at - 8 : at - 5] == ["energy_dynamic_pj", "energy_static_pj", "energy_pj"]
+    paper = ["paper_sops", "paper_macs", "paper_sop_ratio"]  # loihi2: no paper energy
+    assert header[at + 1 :] == [*paper, *CSV_PROVENANCE, "format"]
+    sparsity = {r[0]: r[at] for r in csv_rows[1:]}
     by_layer = report["neurobench"]["deployed"]["ActivationSparsityByLayer"]
-    assert (
-        header[-5] == "ActivationSparsity"
-        and by_layer
-        and sparsity[report["layers"][-1]["name"]] == ""
-    )
+    assert by_layer and sparsity[report["layers"][-1]["name"]] == ""
     assert {name: float(v) for name, v in sparsity.items() if v} == by_layer
     assert csv_lines[0].endswith(",format") and csv_lines[1].endswith(",danet-deploy/report/1")
     page = (tmp_path / "a.html").read_text()
@@ -370,7 +369,11 @@ def test_report_formats_are_complete_and_deterministic(
         "format": "danet-deploy/report/1",
         "ClassificationAccuracy": report["accuracy"],
         **deployed,
+        "provenance": {
+            k: report["provenance"][k] for k in ("method", "simulators", "measured_on_device")
+        },
     }
+    assert unlabelled(report, load_profile("loihi2")) == []
     assert deployed["SynapticOperations"]["Effective_ACs"] == report["totals"]["sops"] > 0
     assert deployed["MembraneUpdates"] == report["totals"]["neuron_updates"]
     assert 0 < report["neurobench"]["trained"]["MembraneUpdates"] <= deployed["MembraneUpdates"]
@@ -442,7 +445,9 @@ def test_compare_lists_every_connection_side_by_side(tmp_path: Path) -> None:
         str(out),
         check=True,
     )
-    rows = json.loads(out.read_text())["rows"]
+    comparison = json.loads(out.read_text())
+    rows = comparison["rows"]
+    assert unlabelled(comparison, load_profile("loihi2")) == []
     assert [(r["connection"], r["lowering"]) for r in rows] == [
         ("plain", "expand"),
         ("da", "expand"),

@@ -173,7 +173,7 @@ STAGES = {
     "export": ("export", "artifacts", "converters", "frontends"),
     "compile": ("compile", "lowering", "chip_tuning"),
     "run": ("simulate", "simulator", "lavaext"),
-    "account": ("account", "paper_sops"),
+    "account": ("account", "paper_sops", "provenance"),
     "report": ("report", "report_format", "report_html", "diff"),
     "drivers": ("pipeline", "demo", "cli", "__main__"),  # above every stage
 }
@@ -252,7 +252,7 @@ def test_no_stage_imports_a_later_stage() -> None:
 
 # what the last stages read of the earlier ones: an artifact, a simulator, the accounting; the
 # rest (reading MODEL, compiling, training) is driven by pipeline.py (issue 33)
-READS = {"run": {"artifacts"}, "account": {"simulator"}, "report": {"account"}}
+READS = {"run": {"artifacts"}, "account": {"simulator"}, "report": {"account", "provenance"}}
 
 
 def test_run_account_and_report_read_artifacts_and_drive_no_stage() -> None:
