@@ -240,17 +240,20 @@ def _rows() -> list[dict]:
     ],
 )
 def test_compare_ranks_its_rows_by_what_is_asked(rank_by: str, key: str, order: list[str]) -> None:
+    from danet_deploy.profiles import load_profile
+    from danet_deploy.provenance import compare_provenance, provenance
     from danet_deploy.report import compare_layouts, compare_table
     from danet_deploy.report_html import compare_page
 
+    prov = compare_provenance(provenance(load_profile("loihi2"), "cores", timed=True))
     rows = rank_rows(_rows(), rank_by)
     assert [r["connection"] for r in sorted(rows, key=lambda r: r[key])] == order
     assert [r["dynamic_rank"] for r in rows] == [3, 1, 2]  # always given, as before
     assert {k for k in rows[0] if k.endswith("_rank")} == {"dynamic_rank", key}
     assert key in compare_layouts(rows)[1]  # the main columns show the rank asked for
-    caption = compare_table(rows, "t").caption
+    caption = compare_table(rows, "t", prov).caption
     assert (rank_by == "dynamic") == ("rank (SOPs)" not in caption and "paper" not in caption)
-    page = compare_page(rows, "t")
+    page = compare_page(rows, "t", prov)
     table = page[page.index("<table") :]
     assert [table.index(f'<td class="l">{c}<') for c in order] == sorted(
         table.index(f'<td class="l">{c}<') for c in order
