@@ -14,6 +14,8 @@ from danet_deploy.errors import UserError
 from danet_deploy.ir.kinds import INPUT, LIF
 from danet_deploy.ir.program import Lowered, Map, Population, SynapseGroup
 from danet_deploy.profiles import load_profile, parse_profile
+from danet_deploy.report import summary_lines
+from danet_deploy.report_format import duration
 
 from .test_account_report import _brute_force, _program
 
@@ -68,6 +70,8 @@ def test_the_band_holds_the_stated_time_between_peak_rates_and_loihi1_times(
             steps * tm[f"step_ns_{bound}"] * 1e-3
         )
     assert tm["inference_time_us"] == pytest.approx(steps * tm["step_ns"] * 1e-3)
+    band = f"(fitted; band {duration(tm['inference_time_us_lower'])} at peak rates to "
+    assert band in summary_lines(acc.report(profile, steps))[1]  # the table's caption
 
 
 def test_a_profile_without_peak_or_fitted_times_gives_a_band_of_one_figure(
@@ -79,6 +83,7 @@ def test_a_profile_without_peak_or_fitted_times_gives_a_band_of_one_figure(
     tm = acc.report(load_profile("loihi1"), 3)["timing"]
     assert tm["step_ns_lower"] == tm["step_ns"] == tm["step_ns_upper"]
     assert tm["stated"] == "upper" and "no fitted times" in tm["stated_why"]
+    assert "band" not in summary_lines(acc.report(load_profile("loihi1"), 3))[1]
 
 
 def _profile_with(tmp_path: Path, lines: str) -> Path:
