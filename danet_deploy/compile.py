@@ -567,13 +567,13 @@ def map_to_cores(lowered: Lowered, profile: Profile, quantised: bool) -> dict[st
         else:
             bits = sum(c * b for c, b in zip(counts, bit_cost))
             by_neurons, by_memory = math.ceil(neurons * compartments / npc), math.ceil(bits / mem)
-            if synmem is not None and neurons and _dense(pop):
+            if synmem is not None and _dense(pop):  # a readout's outputs too: they hold synapses
                 rows = [
                     (int(np.prod(t.map.in_shape)), _weight_bits_used(w, wbits))
                     for t, w in zip(pop.synapse_groups, weights)
                     if not t.port
                 ]
-                by_memory = max(by_memory, dense_split_cores(rows, neurons, *synmem))
+                by_memory = max(by_memory, dense_split_cores(rows, pop.neurons, *synmem))
             cores = max(by_neurons, by_memory, 1)
             bound = bound_by(cores, by_neurons, by_memory)
         out[name] = {
