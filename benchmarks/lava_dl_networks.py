@@ -99,7 +99,7 @@ def spikes_of(export_dir: Path, x: np.ndarray) -> tuple[dict[str, np.ndarray], l
     """The fast simulator's spikes ``[T, ...]`` of every spiking population, in file order."""
     program = load_artifact(export_dir).program
     out = FixedSimulator(program).run(torch.from_numpy(x)[None], record=True)
-    names = [n for n, p in program.populations.items() if p.kind == "lif"]
+    names = [n for n, p in program.populations.items() if p.kind.name == "lif"]
     return {n: out[n][:, 0].numpy() for n in names}, names
 
 
