@@ -20,7 +20,9 @@ the evaluated samples:
   ``off``; spread over layers by their cores. ``energy_pj`` is their sum.
 * ``timing`` (chips): the estimated time step (barrier + the busiest core's work),
   inference time (T steps), latency (T + pipeline latency steps), throughput and the
-  energy-delay product.
+  energy-delay product, at the stated per-operation times (``stated``, ``stated_why``); the
+  step and the inference time also as a band (``*_lower``: peak rates, ``*_upper``: the
+  profile's own times; docs/accounting.md, "Time as a band").
 * ``edges``: one row per synapse group (source -> consumer) with its events.
 * ``provenance``: how each energy and time figure was obtained and which profile values it rests
   on (provenance.py: one table; docs/accounting.md, "Provenance").
@@ -47,7 +49,7 @@ from .ir.program import Program, bound_by, summarise, synapse_count
 from .ir.resets import Reset
 from .outputs import TAGS
 from .paper_sops import PaperCounter, paper_layers
-from .profiles import Profile
+from .profiles import TIMES, Profile
 from .provenance import provenance
 from .simulator.fixed import F32_EXACT, FixedSimulator
 
@@ -485,37 +487,71 @@ def has_timing_model(profile: Profile) -> bool:
     return profile.kind == "chip" and bool(profile.timing)
 
 
+# why ``step_ns`` is the figure it is (``timing.stated``; docs/accounting.md, "Time as a band")
+STATED_WHY = {
+    "fitted": "the profile's per-operation times fitted to a chip measurement (timing.*_fitted), "
+    "between the peak-rate lower bound and the upper bound",
+    "upper": "the profile's own per-operation times: it states no fitted times",
+}
+
+
 def _timing(
     layers: list[dict[str, Any]], profile: Profile, timesteps: int, latency: int
-) -> dict[str, float] | None:
-    """Estimated time per step and per inference on a chip (None for accounting profiles).
+) -> dict[str, Any] | None:
+    """Estimated time per step and per inference on a chip (None for accounting profiles), as a
+    band (docs/accounting.md, "Time as a band").
 
     A step lasts the barrier synchronisation plus the busiest core's synaptic and neuron
     work (cores work in parallel); an inference is ``timesteps`` steps back to back,
-    and its first input reaches the output ``latency`` steps later still.
+    and its first input reaches the output ``latency`` steps later still. The band's upper
+    bound takes the profile's own per-operation times, its lower bound the peak times
+    (``timing.*_peak``), and the stated figure (``step_ns`` and every key without a suffix)
+    the fitted times (``timing.*_fitted``); a profile without peak or fitted times gives the
+    upper bound in their place.
     """
     if not has_timing_model(profile) or not any(r["cores"] for r in layers):
         return None
-    t = {k: f.value for k, f in profile.timing.items()}
     loads: list[list] = []  # [synaptic events per step, row] per population
     for r in layers:
         if r["kind"] == "recurrent":  # served by its population's cores (the row before)
             loads[-1][0] += (r["sops"] + r["graded_ops"]) / timesteps
         else:
             loads.append([(r["sops"] + r["graded_ops"]) / timesteps, r])
-    busiest = max(
-        (events / r["cores"] * t["synaptic_op"] + r["neurons"] / r["cores"] * t["neuron_update"])
-        for events, r in loads
-        if r["cores"]
-    )
-    step_ns = t["barrier_sync"] + busiest
+    upper = _step_ns(loads, _times(profile, ""))
+    lower = _step_ns(loads, _times(profile, "_peak") or _times(profile, ""))
+    fitted = _times(profile, "_fitted")
+    step_ns = _step_ns(loads, fitted) if fitted else upper
     inference_s = timesteps * step_ns * 1e-9
     return {
         "step_ns": step_ns,
         "inference_time_us": inference_s * 1e6,
         "latency_us": (timesteps + latency) * step_ns * 1e-3,
         "throughput_per_s": 1 / inference_s,
+        "step_ns_lower": lower,
+        "step_ns_upper": upper,
+        "inference_time_us_lower": timesteps * lower * 1e-3,
+        "inference_time_us_upper": timesteps * upper * 1e-3,
+        "stated": "fitted" if fitted else "upper",
+        "stated_why": STATED_WHY["fitted" if fitted else "upper"],
     }
+
+
+def _times(profile: Profile, suffix: str) -> dict[str, float] | None:
+    """The profile's per-operation times of one kind (``""``, ``"_peak"``, ``"_fitted"``), keyed
+    without the suffix; None where it states none of that kind."""
+    keys = [k + suffix for k in TIMES]
+    if not all(k in profile.timing for k in keys):
+        return None
+    return {k: profile.timing[k + suffix].value for k in TIMES}
+
+
+def _step_ns(loads: list[list], t: dict[str, float]) -> float:
+    """One step at per-operation times ``t``: the barrier plus the busiest core's work."""
+    return t["barrier_sync"] + max(
+        events / r["cores"] * t["synaptic_op"] + r["neurons"] / r["cores"] * t["neuron_update"]
+        for events, r in loads
+        if r["cores"]
+    )
 
 
 def _static_pj(

@@ -51,7 +51,7 @@ from .ir.program import (
 )
 from .lowering import lower
 from .problems import ChecksStopped, Problem, Problems, raising
-from .profiles import Profile
+from .profiles import DENSE_SPLIT, Profile
 from .synapses import WEIGHT_DTYPE, round_weights
 
 TARGETS = {"loihi2-sim": "loihi2", "loihi2": "loihi2", "loihi1": "loihi1"}
@@ -542,7 +542,9 @@ def map_to_cores(lowered: Lowered, profile: Profile, quantised: bool) -> dict[st
     taking one neuron slot; cores are then set by neuron slots or synaptic memory. On a chip
     that shares convolution kernels (a profile with ``conv_tile_neurons``: Loihi 2), a
     population fed by convolutions alone is tiled along its width instead, every core storing
-    the kernel once (:func:`conv_tiles`, docs/compile.md §4).
+    the kernel once (:func:`conv_tiles`, docs/compile.md §4). On a chip whose profile states
+    Intel's dense-layer split (Loihi 2), a population fed by dense maps alone takes at least the
+    cores :func:`dense_split_cores` gives it.
     """
     npc = profile.limit("neurons_per_core")
     mem = profile.limit("synaptic_memory_per_core")
@@ -550,6 +552,11 @@ def map_to_cores(lowered: Lowered, profile: Profile, quantised: bool) -> dict[st
     wbits = profile.limit("weight_bits")
     delay_bits = max(1, int(profile.limit("max_synaptic_delay")).bit_length())
     tile = profile.constraints.get("conv_tile_neurons")
+    synmem = (
+        tuple(profile.limit(k) for k in DENSE_SPLIT)
+        if all(k in profile.constraints for k in DENSE_SPLIT)
+        else None
+    )
     out = {}
     for name, pop in lowered.populations.items():
         if pop.kind.is_input:
@@ -579,6 +586,13 @@ def map_to_cores(lowered: Lowered, profile: Profile, quantised: bool) -> dict[st
         else:
             bits = sum(c * b for c, b in zip(counts, bit_cost))
             by_neurons, by_memory = math.ceil(neurons * compartments / npc), math.ceil(bits / mem)
+            if synmem is not None and _dense(pop):  # a readout's outputs too: they hold synapses
+                rows = [
+                    (int(np.prod(t.map.in_shape)), _weight_bits_used(w, wbits))
+                    for t, w in zip(pop.synapse_groups, weights)
+                    if not t.port
+                ]
+                by_memory = max(by_memory, dense_split_cores(rows, pop.neurons, *synmem))
             cores = max(by_neurons, by_memory, 1)
             bound = bound_by(cores, by_neurons, by_memory)
         out[name] = {
@@ -613,6 +627,40 @@ def _convolutional(pop: Population) -> bool:
         and bool(synaptic)
         and all(t.map.kind == "conv" and not t.map.recurrent for t in synaptic)
     )
+
+
+def _dense(pop: Population) -> bool:
+    """Whether a population is fed by dense maps alone (its input port aside)."""
+    synaptic = [t for t in pop.synapse_groups if not t.port]
+    return bool(synaptic) and all(t.map.kind == "dense" for t in synaptic)
+
+
+def _weight_bits_used(weight: np.ndarray | None, weight_bits: int) -> int:
+    """Bits of a layer's largest weight, sign included, as Intel's compiler sizes a dense layer's
+    synapses (the chip's full width when only the structure is lowered)."""
+    if weight is None or not weight.size:
+        return weight_bits + 1
+    part = distinct_part(weight)
+    sign = int(bool((part < 0).any()))
+    return max(1, int(np.abs(part).max()).bit_length()) + sign
+
+
+def dense_split_cores(
+    rows: list[tuple[int, int]], neurons: int, budget: int, unit_bits: int, extra_bits: int
+) -> int:
+    """Cores of a dense layer as Intel's Loihi 2 compiler splits one (docs/compile.md §4, "Dense
+    layers on Loihi 2"): a core holding ``n`` of its neurons spends, per input axon of each
+    synapse group ``(axons, weight bits b)`` in ``rows``, ``ceil(n * (b + extra_bits) /
+    unit_bits)`` units of its ``SynMem`` register; while the fullest core's allocation exceeds
+    ``budget``, the cores are multiplied by the ratio of the two, rounded up (the compile logs
+    print 61,440 on one core, then 12,800 on six, then fit on twelve)."""
+    cores = 1
+    while True:
+        n = math.ceil(neurons / cores)
+        allocation = sum(a * math.ceil(n * (b + extra_bits) / unit_bits) for a, b in rows)
+        if allocation <= budget or n == 1:
+            return cores
+        cores = min(neurons, cores * math.ceil(allocation / budget))
 
 
 def _kernel_entries(m: Map, weight: np.ndarray | None) -> int:

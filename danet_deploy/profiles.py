@@ -57,10 +57,25 @@ CONSTRAINTS = {
     "max_chips": "count",
     "conv_tile_neurons": "count",
     "programmable_neurons": "flag",
+    "dense_synmem_per_core": "count",
+    "dense_synmem_unit_bits": "bits",
+    "dense_synapse_extra_bits": "bits",
 }
+# the figures of Intel's dense-layer split (compile.py: dense_split_cores), all three or none
+DENSE_SPLIT = ("dense_synmem_per_core", "dense_synmem_unit_bits", "dense_synapse_extra_bits")
+# per-operation times: the profile's own (the time band's upper bound where it states peak
+# times), peak times (the lower bound) and fitted times (the stated figure); docs/accounting.md,
+# "Time as a band"
+TIMES = ("synaptic_op", "neuron_update", "barrier_sync")
+BAND = ("peak", "fitted")
 # figures a profile may leave out: without conv_tile_neurons, convolutions are mapped unrolled;
-# without programmable_neurons, the chip's neurons reset to zero only (ir/resets.py)
-OPTIONAL = {"constraints": ("conv_tile_neurons", "programmable_neurons")}
+# without programmable_neurons, the chip's neurons reset to zero only (ir/resets.py); without
+# the dense-split figures, a dense layer's cores are set by its synapse bits; without peak or
+# fitted times, the time band is the profile's own times alone
+OPTIONAL = {
+    "constraints": ("conv_tile_neurons", "programmable_neurons", *DENSE_SPLIT),
+    "timing": tuple(f"{k}_{b}" for b in BAND for k in TIMES),
+}
 # figures that no mapping or check reads, and why; a profile that states one is read without it,
 # and stderr says so once (docs/compile.md §5)
 UNREAD = {
@@ -75,7 +90,7 @@ ENERGY = {
     "mac": "pJ",
     "static_per_chip": "mW",
 }
-TIMING = {"synaptic_op": "ns", "neuron_update": "ns", "barrier_sync": "ns"}
+TIMING = {f"{k}{suffix}": "ns" for suffix in ("", *(f"_{b}" for b in BAND)) for k in TIMES}
 SECTIONS = {"constraints": CONSTRAINTS, "energy": ENERGY, "timing": TIMING}
 REQUIRED = {"chip": ("constraints", "energy", "timing"), "accounting": ("energy",)}
 # an accounting profile may say it reproduces a published energy convention: reports then give
@@ -184,6 +199,28 @@ def _without_unread(path: Path, section: str, table: dict[str, Any]) -> dict[str
     return kept
 
 
+def _check_groups(path: Path, prof: Profile) -> None:
+    """Figures that only work together come all or none, and the time band is ordered:
+    peak <= fitted <= the profile's own time, figure by figure (so every step time is too)."""
+    groups = [("constraints", DENSE_SPLIT)]
+    groups += [("timing", tuple(f"{k}_{b}" for k in TIMES)) for b in BAND]
+    for sec, keys in groups:
+        given = [k for k in keys if k in getattr(prof, sec)]
+        if given and len(given) < len(keys):
+            missing = ", ".join(f"{sec}.{k}" for k in keys if k not in given)
+            raise UserError(f"{path}: {missing} missing (they come with {sec}.{given[0]})")
+    t = prof.timing
+    for k in TIMES:
+        chain = [f"{k}_peak", f"{k}_fitted", k]
+        values = [(c, t[c].value) for c in chain if c in t]
+        for (a, va), (b, vb) in zip(values, values[1:]):
+            if va > vb:
+                raise UserError(
+                    f"{path}: timing.{a} ({va:g} ns) exceeds timing.{b} ({vb:g} ns); the time "
+                    f"band needs peak <= fitted <= the profile's own time"
+                )
+
+
 def parse_profile(path: Path) -> Profile:
     """Read and validate one profile file."""
     try:
@@ -220,6 +257,7 @@ def parse_profile(path: Path) -> Profile:
             if missing:
                 raise UserError(f"{path}: missing {', '.join(f'{sec}.{k}' for k in missing)}")
         setattr(prof, sec, {k: _figure(path, f"{sec}.{k}", v, schema[k]) for k, v in table.items()})
+    _check_groups(path, prof)
     if prof.kind == "chip":
         widths = {k: prof.limit(k) for k in LOIHI.widths()}
         why = LOIHI.refusal(widths, graded=bool(prof.limit("graded_spikes")))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .profiles import Profile
+from .profiles import TIMES, Profile
 
 METHOD = "Estimate (simulated system)"  # NeuroBench's system-track words for what we report
 NOT_CHARGED = "Not charged (0)"
@@ -31,7 +31,11 @@ NOT_MEASURED = (
 ROWS = ("layers", "totals", "by_connection")  # the figure is a key of every such row
 PARTS = ("layers", "totals")  # rows that carry energy_breakdown_pj
 REPORT = ("report",)  # the figure's key is a path from the report's top level
-STEP = ("timing.barrier_sync", "timing.synaptic_op", "timing.neuron_update")
+# the per-operation times a step is computed from: the profile's own (the band's upper bound),
+# its peak times (the lower bound) and the stated ones (its fitted times where it states them,
+# else its own); account.py: _timing, docs/accounting.md, "Time as a band"
+OWN, PEAK, STATED = "", "_peak", "_fitted"
+TIME_SETS = {"@own": OWN, "@peak": PEAK, "@stated": STATED}
 DYNAMIC = tuple(f"energy_breakdown_pj.{p}" for p in ("synaptic", "neuron", "routing", "mac"))
 # figure -> (where it is, what its code reads: profile values "section.key" and other figures)
 FIGURES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
@@ -46,7 +50,11 @@ FIGURES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "energy_dynamic_pj": (ROWS, DYNAMIC),
     "energy_static_pj": (ROWS, ("energy_breakdown_pj.static",)),
     "energy_pj": (ROWS, ("energy_dynamic_pj", "energy_static_pj")),
-    "timing.step_ns": (REPORT, STEP),
+    "timing.step_ns": (REPORT, ("@stated",)),
+    "timing.step_ns_lower": (REPORT, ("@peak",)),
+    "timing.step_ns_upper": (REPORT, ("@own",)),
+    "timing.inference_time_us_lower": (REPORT, ("timing.step_ns_lower",)),
+    "timing.inference_time_us_upper": (REPORT, ("timing.step_ns_upper",)),
     "timing.inference_time_us": (REPORT, ("timing.step_ns",)),
     "timing.latency_us": (REPORT, ("timing.step_ns",)),
     "timing.throughput_per_s": (REPORT, ("timing.inference_time_us",)),
@@ -72,13 +80,23 @@ def _uncharged(timed: bool, static_power: str) -> str | None:
     return "--static-power off" if static_power == "off" else None
 
 
-def rests_on(key: str, skipped: frozenset[str] = frozenset()) -> list[str]:
+def time_keys(profile: Profile, suffix: str) -> tuple[str, ...]:
+    """The profile's per-operation times with ``suffix`` (``timing.*_peak``, ...), or its own
+    where it states not all of them: what ``_timing`` falls back to."""
+    keys = tuple(f"{k}{suffix}" for k in TIMES)
+    own = all(k in profile.timing for k in keys)
+    return tuple(f"timing.{k if own else k.removesuffix(suffix)}" for k in keys)
+
+
+def rests_on(key: str, profile: Profile, skipped: frozenset[str] = frozenset()) -> list[str]:
     """The profile values (``section.key``) figure ``key`` rests on, through the figures it is
     computed from, first use first; figures in ``skipped`` (not charged) add nothing."""
     found: dict[str, None] = {}
     for part in () if key in skipped else FIGURES[key][1]:
         if part in FIGURES:
-            found.update(dict.fromkeys(rests_on(part, skipped)))
+            found.update(dict.fromkeys(rests_on(part, profile, skipped)))
+        elif part in TIME_SETS:
+            found.update(dict.fromkeys(time_keys(profile, TIME_SETS[part])))
         else:
             found[part] = None
     return list(found)
@@ -102,7 +120,7 @@ def provenance(profile: Profile, static_power: str, timed: bool) -> dict[str, An
             continue
         if key in PAPER_ONLY and profile.convention != "paper":
             continue
-        keys = rests_on(key, skipped)
+        keys = rests_on(key, profile, skipped)
         figures[key] = {
             "applies_to": list(where),
             "method": METHOD if keys else f"{NOT_CHARGED}: {why}",

@@ -52,9 +52,11 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     ]
     tm = report.get("timing")
     if tm:
+        band = units.time_band(tm)
         lines.append(
             f"time per inference: {units.duration(tm['inference_time_us'])} "
-            f"({units.count(tm['throughput_per_s'])} inferences/s), latency {units.duration(tm['latency_us'])}"
+            + (f"({band}) " if band else "")
+            + f"({units.count(tm['throughput_per_s'])} inferences/s), latency {units.duration(tm['latency_us'])}"
             f"; energy-delay product {tm['edp_uj_ms']:.3g} µJ·ms "
             f"(dynamic only {tm['edp_dynamic_uj_ms']:.3g} µJ·ms)"
         )

@@ -44,6 +44,15 @@ def duration(us: float) -> str:
     return _scaled(us, _TIME_US)
 
 
+def time_band(timing: dict) -> str:
+    """The band around the stated time of one inference, for the prose beside it ('' for a
+    profile that states no band; docs/accounting.md, "Time as a band")."""
+    lower, upper = timing.get("inference_time_us_lower"), timing.get("inference_time_us_upper")
+    if lower is None or lower == upper:
+        return ""
+    return f"{timing['stated']}; band {duration(lower)} at peak rates to {duration(upper)}"
+
+
 def energy_unit(max_pj: float) -> tuple[float, str]:
     """The divisor and unit name for an axis whose largest value is ``max_pj``."""
     for scale, unit in _ENERGY_PJ:

@@ -182,9 +182,12 @@ def _cards(report: dict[str, Any]) -> str:
     )
     timing = "no timing model in this profile"
     if tm:
+        band = units.time_band(tm)
         timing = (
             f'<div class="big">{units.duration(tm["inference_time_us"])}</div>per inference, '
-            f"{units.count(tm['throughput_per_s'])}/s<br>latency {units.duration(tm['latency_us'])}<br>"
+            f"{units.count(tm['throughput_per_s'])}/s<br>"
+            + (f"{_esc(band)}<br>" if band else "")
+            + f"latency {units.duration(tm['latency_us'])}<br>"
             f"energy-delay product {tm['edp_uj_ms']:.3g} µJ·ms (dynamic {tm['edp_dynamic_uj_ms']:.3g})"
             f"{_label(prov, 'timing.inference_time_us')}"
         )
