@@ -29,8 +29,9 @@ from danet_deploy.progress import as_text
 from danet_deploy.provenance import METHOD, compare_provenance
 from danet_deploy.report import CSV_PROVENANCE, render
 
-# a key that names a figure by its unit (energy, power, time, rate) or is an energy-delay product
-UNIT = re.compile(r"(_pj|_uj|_mj|_j|_ns|_us|_ms|_s|_mw|_w|_per_s)$|^edp")
+# a key that names a figure by its unit (energy, power, time, rate), or a bound of one
+# (``step_ns_lower``), or is an energy-delay product
+UNIT = re.compile(r"(_pj|_uj|_mj|_j|_ns|_us|_ms|_s|_mw|_w|_per_s)(_lower|_upper)?$|^edp")
 T = 2  # time steps
 ROW_LISTS = {"layers": list, "by_connection": dict, "rows": list}  # containers of rows
 
