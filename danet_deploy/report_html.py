@@ -53,7 +53,8 @@ h1{margin-bottom:.2em}h2{margin-top:1.6em;border-bottom:1px solid #ddd}.sub{colo
 min-width:210px}.card h3{margin:0 0 6px;font-size:13px;color:#666;text-transform:uppercase;letter-spacing:.04em}
 .big{font-size:22px;font-weight:600}.ok{color:#2a7d2a}.bad{color:#b00020}
 table{border-collapse:collapse;font-size:12px;margin:.5em 0}td,th{border:1px solid #ddd;padding:3px 7px;
-text-align:right}th{background:#f5f5f5}td.l,th.l{text-align:left}.scroll{overflow:auto;border:1px solid #eee}.scroll td{white-space:nowrap}
+text-align:right}th{background:#f5f5f5}td.l,th.l{text-align:left}.scroll{overflow:auto;border:1px solid #eee}
+.scroll td{white-space:nowrap}
 .legend span{display:inline-block;margin-right:14px;font-size:12px}.legend i{display:inline-block;width:14px;
 height:4px;margin-right:4px;vertical-align:middle}.note{font-size:12px;color:#555}
 .prov{font-size:11px;color:#7a5200;margin:2px 0}.prov a{color:inherit}"""
