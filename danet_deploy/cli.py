@@ -678,6 +678,15 @@ def simulate(artifact: str, as_json: bool, **kw) -> None:
     console.print(line + f" ({result['seconds']:.1f} s)")
 
 
+output_option = click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False),
+    help="Write to this file instead of stdout "
+    "(an existing file is replaced only when danet-deploy wrote it).",
+)  # report, compare and diff
+
+
 def output_format(fmt: str | None, output: str | None, by_extension: tuple[str, ...]) -> str:
     """``--format``, else the format ``-o``'s extension names (one of ``by_extension``), else
     ``table``: `report -o r.html` wrote a text table that a browser shows as one long line."""
@@ -707,13 +716,7 @@ def output_format(fmt: str | None, output: str | None, by_extension: tuple[str, 
     "names (.json, .csv, .html), else table]",
 )
 @click.option("--wide", is_flag=True, help="Table: every column, however wide the terminal.")
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False),
-    help="Write to this file instead of stdout "
-    "(an existing file is replaced only when danet-deploy wrote it).",
-)
+@output_option
 @click.option(
     "--force",
     is_flag=True,
@@ -901,13 +904,7 @@ def report(
     "else table]",
 )
 @click.option("--wide", is_flag=True, help="Table: every column, however wide the terminal.")
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False),
-    help="Write to this file instead of stdout "
-    "(an existing file is replaced only when danet-deploy wrote it).",
-)
+@output_option
 @click.option(
     "--static-power",
     default="cores",
@@ -1038,13 +1035,7 @@ def compare(
     help="table: for people; json: every difference; html: a self-contained page. [default: the "
     "one -o's extension names (.json, .html), else table]",
 )
-@click.option(
-    "-o",
-    "--output",
-    type=click.Path(dir_okay=False),
-    help="Write to this file instead of stdout "
-    "(an existing file is replaced only when danet-deploy wrote it).",
-)
+@output_option
 @click.option(
     "--force", is_flag=True, help="Overwrite --output even when danet-deploy did not write it."
 )
