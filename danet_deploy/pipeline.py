@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from collections.abc import Collection
 from typing import Any
 
 import nir
@@ -81,6 +82,12 @@ def compiled(art: Artifact, data: str | None, profile: Profile | None = None) ->
     return program
 
 
+def _check_choice(what: str, value: str, valid: Collection[str]) -> None:
+    """One line naming ``value`` and the valid ``what``s where it is not one of them."""
+    if value not in valid:
+        raise UserError(f"unknown {what} {value!r}; valid: {', '.join(valid)}")
+
+
 def export(
     model_path: Path,
     target: str,
@@ -104,10 +111,8 @@ def export(
     layer whose weight error is above the compile's bound is an error, not a warning. ``module``:
     a ``package.module:factory`` MODEL's options (:func:`load_artifact`).
     """
-    if target not in TARGETS:
-        raise UserError(f"unknown target {target!r}; valid: {', '.join(TARGETS)}")
-    if lowering not in LOWERINGS:
-        raise UserError(f"unknown lowering {lowering!r}; valid: {', '.join(LOWERINGS)}")
+    _check_choice("target", target, TARGETS)
+    _check_choice("lowering", lowering, LOWERINGS)
     model_path = Path(model_path)
     outdir = Path(outdir) if outdir else default_outdir(model_path, target)
     check_artifact_dir(
@@ -195,10 +200,8 @@ def check(
     same checks in one pass (docs/compile.md, "check"); where problems leave nothing for the
     later checks, ``skipped`` says which were not run and why. Nothing is written. An unreadable
     MODEL, profile or dataset is a one-line error, as in ``export``."""
-    if target not in CHIP_TARGETS:
-        raise UserError(f"unknown target {target!r}; valid: {', '.join(CHIP_TARGETS)}")
-    if lowering not in LOWERINGS:
-        raise UserError(f"unknown lowering {lowering!r}; valid: {', '.join(LOWERINGS)}")
+    _check_choice("target", target, CHIP_TARGETS)
+    _check_choice("lowering", lowering, LOWERINGS)
     prof = load_profile(profile or CHIP_TARGETS[target])
     problems = Problems(collect=True)
     problems.subject = {
